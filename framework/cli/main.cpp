@@ -1,0 +1,236 @@
+// tlab: the TransferLab command line. Exit codes: 0 success, 1 a run failed, 2 usage or
+// configuration error (nothing was run).
+
+#include <cmath>
+#include <iostream>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "config/experiment.hpp"
+#include "plugins/loader.hpp"
+#include "report/report.hpp"
+#include "run/runner.hpp"
+#include "store/store.hpp"
+#include "util.hpp"
+
+namespace fs = std::filesystem;
+using namespace tlab;
+
+namespace {
+
+constexpr int kRunFailed = 1;
+constexpr int kUsageError = 2;
+
+std::string value_toml(const Value& v) {
+  return std::visit(
+      [](const auto& x) -> std::string {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, bool>) return x ? "true" : "false";
+        else if constexpr (std::is_same_v<T, int64_t>) return std::to_string(x);
+        else if constexpr (std::is_same_v<T, double>) {
+          std::string s = fmt::format("{}", x);
+          return s.find_first_of(".e") == std::string::npos ? s + ".0" : s;
+        } else if constexpr (std::is_same_v<T, std::string>) return "\"" + x + "\"";
+        else {
+          std::vector<std::string> items;
+          for (const auto& e : x) items.push_back(value_toml(Value(e)));
+          return "[" + join(items, ", ") + "]";
+        }
+      },
+      v);
+}
+
+std::string constraints(const ParamSpec& p) {
+  std::vector<std::string> c;
+  if (p.min && p.max) c.push_back(fmt::format("in [{}, {}]", *p.min, *p.max));
+  else if (p.min) c.push_back(fmt::format(">= {}", *p.min));
+  else if (p.max) c.push_back(fmt::format("<= {}", *p.max));
+  if (!p.choices.empty()) c.push_back("one of " + join(p.choices, ", "));
+  if (p.min_size) c.push_back(fmt::format("at least {} item(s)", p.min_size));
+  return join(c, "; ");
+}
+
+int cmd_plugins_list(PluginLoader& loader) {
+  std::vector<RefusedPlugin> refused;
+  auto found = loader.discover(refused);
+  std::cout << fmt::format("{:<9} {:<14} {:<8} {:<52} {}\n", "kind", "name", "version",
+                           "summary", "path");
+  for (const auto* p : found)
+    std::cout << fmt::format("{:<9} {:<14} {:<8} {:<52} {}\n", kind_name(p->descriptor->kind),
+                             p->descriptor->name, p->descriptor->version,
+                             p->descriptor->summary, p->path.string());
+  if (!refused.empty()) {
+    std::cout << "\nrefused:\n";
+    for (const auto& r : refused) std::cout << "  " << r.path.string() << ": " << r.reason << "\n";
+  }
+  if (found.empty())
+    std::cout << "\nno plugins found; searched: "
+              << join([&] {
+                   std::vector<std::string> d;
+                   for (const auto& s : loader.search_dirs()) d.push_back(s.string());
+                   return d;
+                 }(), ", ", "'")
+              << "\n";
+  return 0;
+}
+
+int cmd_plugins_show(PluginLoader& loader, const std::string& name) {
+  std::vector<const LoadedPlugin*> matches;
+  for (Kind k : {Kind::Dataset, Kind::Backbone, Kind::Adapter, Kind::Strategy}) {
+    try {
+      matches.push_back(&loader.get(k, name));
+    } catch (const PluginError& e) {
+      if (std::string(e.what()).rfind("no ", 0) != 0) throw;  // found but refused
+    }
+  }
+  if (matches.empty()) {
+    std::vector<RefusedPlugin> refused;
+    std::vector<std::string> names;
+    for (const auto* p : loader.discover(refused)) names.push_back(p->descriptor->name);
+    std::string hint = did_you_mean(nearest(name, names));
+    throw PluginError(fmt::format("no plugin named '{}'{}{}; list them with: tlab plugins", name,
+                                  hint.empty() ? "" : ": ", hint));
+  }
+  for (const auto* p : matches) {
+    const Descriptor& d = *p->descriptor;
+    std::cout << fmt::format("{} {} {} — {}\nfile: {}\nhash: {}\n\n", kind_name(d.kind), d.name,
+                             d.version, d.summary, p->path.string(), p->file_hash);
+    std::cout << fmt::format("{:<16} {:<14} {:<16} {:<28} {}\n", "parameter", "type", "default",
+                             "constraints", "meaning");
+    for (const auto& s : d.schema.params)
+      std::cout << fmt::format("{:<16} {:<14} {:<16} {:<28} {}\n", s.key, type_name(s.type),
+                               value_toml(s.default_value), constraints(s), s.doc);
+    std::string table = d.kind == Kind::Dataset    ? "[target]"
+                        : d.kind == Kind::Backbone ? "[backbone]"
+                        : d.kind == Kind::Adapter  ? "[[adapters]]"
+                                                   : "[strategy]";
+    std::cout << "\nSample TOML (defaults):\n" << table << "\nplugin = \"" << d.name << "\"\n";
+    if (d.kind == Kind::Dataset) std::cout << "shots = 0  # labelled examples per class (0 = all)\n";
+    for (const auto& s : d.schema.params)
+      std::cout << s.key << " = " << value_toml(s.default_value) << "  # " << s.doc << "\n";
+    std::cout << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto logger = spdlog::stderr_color_mt("tlab");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%H:%M:%S %^%l%$ %v");
+
+  CLI::App app{"TransferLab: transfer-learning experiments with plugins, sweeps and results"};
+  app.set_version_flag("--version", std::string("tlab ") + TLAB_VERSION);
+  app.require_subcommand(1);
+  std::vector<std::string> plugin_paths;
+  app.add_option("--plugin-path", plugin_paths,
+                 "Extra plugin folder, searched first (repeatable; also TLAB_PLUGIN_PATH)");
+  bool verbose = false;
+  app.add_flag("-v,--verbose", verbose, "Log every epoch and debug detail");
+
+  auto* run = app.add_subcommand("run", "Run an experiment file (all runs of its [sweep])");
+  std::string experiment, db = "results/results.db";
+  std::vector<std::string> overrides;
+  int threads = 0;
+  run->add_option("experiment", experiment, "Experiment TOML file")->required();
+  run->add_option("overrides", overrides, "Overrides key=value (e.g. train.lr=0.01)");
+  run->add_option("--db", db, "Results database")->capture_default_str();
+  run->add_option("--threads", threads, "LibTorch intra-op threads (0 = LibTorch's default)")
+      ->check(CLI::Range(0, 1024));
+
+  auto* plugins = app.add_subcommand("plugins", "List plugins, or show one's parameters");
+  auto* show = plugins->add_subcommand("show", "Parameters and a sample TOML of a plugin");
+  std::string show_name;
+  show->add_option("name", show_name, "Plugin name")->required();
+
+  auto* results = app.add_subcommand("results", "Query the results database");
+  results->require_subcommand(1);
+  auto* list = results->add_subcommand("list", "One row per run");
+  std::string format = "table";
+  list->add_option("--db", db, "Results database")->capture_default_str();
+  list->add_option("--format", format, "table, json or csv")
+      ->check(CLI::IsMember({"table", "json", "csv"}))
+      ->capture_default_str();
+  auto* compare = results->add_subcommand("compare",
+                                          "Mean ± s.e. over seeds, grouped by configuration");
+  std::vector<std::string> by, metrics = {"target/test/acc"};
+  compare->add_option("--db", db, "Results database")->capture_default_str();
+  compare->add_option("--by", by, "Group by these params (default: those that vary, but seed)");
+  compare->add_option("--metric", metrics, "Summaries to show")->capture_default_str();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : kUsageError;
+  }
+  if (verbose) spdlog::set_level(spdlog::level::debug);
+
+  try {
+    std::vector<fs::path> extra(plugin_paths.begin(), plugin_paths.end());
+    PluginLoader loader(PluginLoader::default_search_dirs(extra));
+    if (*plugins) {
+      return *show ? cmd_plugins_show(loader, show_name) : cmd_plugins_list(loader);
+    }
+    if (*results) {
+      if (!fs::exists(db)) {
+        std::cerr << fmt::format("error: no results database at '{}'; run an experiment first "
+                                 "(tlab run experiments/quickstart.toml) or pass --db PATH\n",
+                                 db);
+        return kUsageError;
+      }
+      Store store(db, /*create=*/false);
+      auto rows = store.list_runs();
+      if (*list) std::cout << format_runs(rows, parse_format(format));
+      else std::cout << format_comparison(rows, by, metrics);
+      return 0;
+    }
+    // tlab run: validate everything before the first run starts.
+    std::vector<RunSpec> specs;
+    try {
+      specs = load_experiment(experiment, overrides, loader);
+    } catch (const ConfigError& e) {
+      std::cerr << "error: " << e.what() << "\n";
+      return kUsageError;
+    }
+    Store store(db);
+    RunOptions options;
+    options.results_dir = fs::path(db).parent_path().empty() ? fs::path(".")
+                                                             : fs::path(db).parent_path();
+    options.threads = threads;
+    options.verbose = verbose || specs.size() == 1;
+    spdlog::info("[runner] {}: {} run(s), results in '{}'", experiment, specs.size(), db);
+    std::vector<int64_t> ids;
+    std::vector<std::string> failures;
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      spdlog::info("[runner] run {} of {}: {}", i + 1, specs.size(), specs[i].overrides_json);
+      RunOutcome o = execute_run(specs[i], loader, store, options);
+      ids.push_back(o.id);
+      if (o.status != "finished")
+        failures.push_back(fmt::format("run {} {}: {}", o.id, o.status, o.reason));
+    }
+    std::cout << "\n" << format_comparison(store.list_runs(ids), {}, {"target/test/acc"});
+    if (!failures.empty()) {
+      std::cerr << fmt::format("\n{} of {} runs failed:\n  {}\n", failures.size(), specs.size(),
+                               join(failures, "\n  "));
+      return kRunFailed;
+    }
+    std::cout << fmt::format("\n{} run(s) finished; results in '{}' (tlab results list --db {})\n",
+                             specs.size(), db, db);
+    return 0;
+  } catch (const ConfigError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return kUsageError;
+  } catch (const PluginError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return kUsageError;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return kRunFailed;
+  }
+}

@@ -1,0 +1,81 @@
+#pragma once
+/// \file plugin.hpp
+/// The plugin contract: a base class, a descriptor, and the one export macro. Each plugin
+/// library exports exactly two C symbols: `tlab_abi_stamp` (checked before anything else) and
+/// `tlab_plugin_descriptor` (kind, name, version, summary, schema, factory).
+///
+/// Example (the last line of a plugin's .cpp):
+/// \code
+///   TLAB_PLUGIN(LinearHead, "linear_head", "1.0.0", "Linear classifier on the features")
+/// \endcode
+/// where `LinearHead` derives from one of Backbone, Adapter, Strategy or Dataset, has a nested
+/// `Options` struct, a static `schema()` and a constructor taking `Options`.
+
+#include <memory>
+#include <string>
+
+#include "tlab/sdk/abi.hpp"
+#include "tlab/sdk/params.hpp"
+
+namespace tlab {
+
+/// The four kinds of plugin. A plugin's file is `<kind folder>/<name>.so` (see kind_folder).
+enum class Kind { Backbone, Adapter, Strategy, Dataset };
+
+/// "backbone", "adapter", "strategy" or "dataset".
+inline const char* kind_name(Kind k) {
+  switch (k) {
+    case Kind::Backbone: return "backbone";
+    case Kind::Adapter: return "adapter";
+    case Kind::Strategy: return "strategy";
+    case Kind::Dataset: return "dataset";
+  }
+  return "?";
+}
+
+/// Folder of a kind's plugins: "backbones", "adapters", "strategies" or "datasets".
+inline const char* kind_folder(Kind k) {
+  switch (k) {
+    case Kind::Backbone: return "backbones";
+    case Kind::Adapter: return "adapters";
+    case Kind::Strategy: return "strategies";
+    case Kind::Dataset: return "datasets";
+  }
+  return "?";
+}
+
+/// Base of every plugin instance.
+class Plugin {
+ public:
+  virtual ~Plugin() = default;
+  /// The kind this instance implements.
+  virtual Kind kind() const = 0;
+};
+
+/// What a plugin library describes about itself.
+struct Descriptor {
+  Kind kind;                 ///< Which interface `create` returns.
+  std::string name;          ///< Must equal the library's file stem.
+  std::string version;       ///< The plugin's own version, recorded with every run.
+  std::string summary;       ///< One line for `tlab plugins`.
+  Schema schema;             ///< Parameters accepted by `create`.
+  /// Builds an instance from validated parameters; may throw on invalid combinations.
+  std::unique_ptr<Plugin> (*create)(const Params& params);
+};
+
+}  // namespace tlab
+
+/// Exports plugin class `CLASS` under `NAME`. Produces exactly two C-linkage symbols.
+#define TLAB_PLUGIN(CLASS, NAME, VERSION, SUMMARY)                                          \
+  extern "C" __attribute__((visibility("default"))) const TlabAbiStamp tlab_abi_stamp =     \
+      tlab::kAbiStamp;                                                                      \
+  extern "C" __attribute__((visibility("default"))) const tlab::Descriptor*                 \
+  tlab_plugin_descriptor() {                                                                \
+    static const tlab::Descriptor d{                                                        \
+        CLASS::kKind, NAME, VERSION, SUMMARY, CLASS::schema(),                              \
+        [](const tlab::Params& p) -> std::unique_ptr<tlab::Plugin> {                        \
+          return std::make_unique<CLASS>(                                                   \
+              tlab::bind_options<CLASS::Options>(CLASS::schema(), p));                      \
+        }};                                                                                 \
+    return &d;                                                                              \
+  }

@@ -1,0 +1,123 @@
+#pragma once
+/// \file strategy.hpp
+/// Strategies: the training method. The runner owns the loop (batches, device, optimiser,
+/// schedule, evaluation, checkpoints, metrics) and calls the strategy's hooks in this order:
+///
+///   1. `prepare(session)`  before adapters attach: e.g. pre-train the backbone on the source;
+///   2. adapters attach to the model (the target head appears);
+///   3. `setup(session)`    e.g. freeze the backbone for a linear probe;
+///   4. the target stage: for each epoch `on_epoch_start`, then for each batch `loss`,
+///      then evaluation on target val and test;
+///   5. final evaluation, summaries and a checkpoint of the model.
+///
+/// A strategy whose procedure does not fit (boosting rounds, multi-stage pre-training) drives
+/// extra stages itself with `Session::fit`, from `prepare` or `setup`.
+///
+/// Example (a strategy adding an L2 penalty to the classification loss):
+/// \code
+///   torch::Tensor loss(tlab::Session& s, const tlab::Batch& b) override {
+///     auto ce = torch::nn::functional::cross_entropy(s.model().forward(b.x), b.y);
+///     return ce + opts_.weight * penalty(s.model());
+///   }
+/// \endcode
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <torch/nn/functional/loss.h>
+#include <torch/types.h>
+
+#include "tlab/sdk/context.hpp"
+#include "tlab/sdk/data.hpp"
+#include "tlab/sdk/model.hpp"
+#include "tlab/sdk/plugin.hpp"
+
+namespace tlab {
+
+/// Optimisation settings of a stage (from the experiment's `[train]` table by default).
+struct TrainConfig {
+  int64_t epochs = 10;             ///< Passes over the training split.
+  int64_t batch_size = 64;         ///< Examples per step.
+  std::string optimizer = "adam";  ///< "sgd", "adam" or "adamw".
+  double lr = 1e-3;                ///< Base learning rate.
+  double momentum = 0.9;           ///< SGD momentum.
+  double weight_decay = 0.0;       ///< L2 (sgd, adam) or decoupled (adamw) weight decay.
+  std::string schedule = "constant";  ///< "constant", "cosine" or "step".
+  int64_t step_epochs = 10;        ///< For "step": epochs between decays.
+  double gamma = 0.1;              ///< For "step": decay factor.
+};
+
+/// A batch of labelled examples on the run's device.
+struct Batch {
+  torch::Tensor x;  ///< Inputs.
+  torch::Tensor y;  ///< Labels (int64).
+};
+
+/// One training stage for `Session::fit`.
+struct Stage {
+  std::string domain;   ///< Metric prefix: "source" or "target".
+  TrainConfig config;   ///< Optimisation settings.
+  std::vector<torch::Tensor> parameters;  ///< What the optimiser updates.
+  torch::nn::Module* module = nullptr;    ///< Put in train mode for training, eval for evaluation.
+  /// Class scores of a batch of inputs.
+  std::function<torch::Tensor(const torch::Tensor&)> forward;
+  /// Loss of a batch; default: cross-entropy of `forward`.
+  std::function<torch::Tensor(const Batch&)> loss;
+  /// Called at the start of each epoch (0-based); may be empty.
+  std::function<void(int64_t)> on_epoch_start;
+  const Split* train = nullptr;  ///< Labelled training data.
+  const Split* val = nullptr;    ///< Evaluated each epoch as `<domain>/val/...` (may be null).
+  const Split* test = nullptr;   ///< Evaluated each epoch as `<domain>/test/...` (may be null).
+};
+
+/// Accuracy and mean loss of a model on a split.
+struct Evaluation {
+  double acc = 0;   ///< Fraction correct in [0, 1].
+  double loss = 0;  ///< Mean cross-entropy.
+};
+
+/// The run as a strategy sees it. Implemented by the host.
+class Session {
+ public:
+  virtual ~Session() = default;
+  virtual Context& context() = 0;                 ///< Device, seed, logger, metrics.
+  virtual Model& model() = 0;                     ///< The model being trained.
+  virtual const DomainData* source() const = 0;   ///< Source domain, or nullptr if none.
+  virtual const DomainData& target() const = 0;   ///< Target domain (train = k-shot subset).
+  virtual const TrainConfig& train_config() const = 0;  ///< The experiment's `[train]`.
+  /// Runs a training stage with the runner's loop: batches, optimiser, schedule, metrics,
+  /// divergence checks. Throws if the loss becomes NaN or infinite.
+  virtual void fit(const Stage& stage) = 0;
+  /// Evaluates class scores from `forward` on `split`, in eval mode, without gradients.
+  virtual Evaluation evaluate(torch::nn::Module& module,
+                              const std::function<torch::Tensor(const torch::Tensor&)>& forward,
+                              const Split& split) = 0;
+};
+
+/// A strategy plugin. Every hook has a default, so the simplest strategy overrides nothing.
+class Strategy : public Plugin {
+ public:
+  static constexpr Kind kKind = Kind::Strategy;
+  Kind kind() const final { return kKind; }
+  /// Before adapters attach (the model has no head yet): pre-training stages.
+  virtual void prepare(Session& /*session*/) {}
+  /// After adapters attach, before the target stage: freezing, extra modules.
+  virtual void setup(Session& /*session*/) {}
+  /// Called at the start of each target epoch (0-based).
+  virtual void on_epoch_start(Session& /*session*/, int64_t /*epoch*/) {}
+  /// Loss of one target training step. Default: cross-entropy of the model's scores.
+  virtual torch::Tensor loss(Session& session, const Batch& batch);
+};
+
+/// Cross-entropy of `scores` against `labels` (mean over the batch).
+inline torch::Tensor cross_entropy(const torch::Tensor& scores, const torch::Tensor& labels) {
+  return torch::nn::functional::cross_entropy(scores, labels);
+}
+
+inline torch::Tensor Strategy::loss(Session& session, const Batch& batch) {
+  return cross_entropy(session.model().forward(batch.x), batch.y);
+}
+
+}  // namespace tlab

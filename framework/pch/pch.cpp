@@ -1,0 +1,1 @@
+// Exists only to own the plugins precompiled header.

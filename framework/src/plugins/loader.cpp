@@ -1,0 +1,238 @@
+#include "plugins/loader.hpp"
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <set>
+
+#include <boost/dll/shared_library.hpp>
+#include <fmt/format.h>
+
+#include "util.hpp"
+
+namespace fs = std::filesystem;
+
+namespace tlab {
+namespace {
+
+constexpr const char* kRebuildHint =
+    "rebuild the plugin against this TransferLab and its LibTorch (for an in-tree plugin: "
+    "cmake --build <build dir>; out of tree: reconfigure with find_package(tlab) pointing at "
+    "this installation, then rebuild)";
+
+// Keys that experiment tables use for the host; a plugin parameter may not take them.
+const std::set<std::string> kReservedKeys = {"plugin", "shots"};
+
+std::string fixed_string(const char* data, std::size_t size) {
+  return std::string(data, strnlen(data, size));
+}
+
+// True when the file starts with the ELF magic number.
+bool looks_like_elf(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  in.read(magic, 4);
+  return in.gcount() == 4 && std::memcmp(magic, "\x7f" "ELF", 4) == 0;
+}
+
+std::vector<std::string> plugin_stems(const fs::path& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.path().extension() == ".so") out.push_back(e.path().stem().string());
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> abi_differences(const TlabAbiStamp& plugin, const TlabAbiStamp& host) {
+  std::vector<std::string> d;
+  if (plugin.sdk_abi != host.sdk_abi)
+    d.push_back(fmt::format("SDK ABI version: plugin {}, host {}", plugin.sdk_abi, host.sdk_abi));
+  auto pt = fixed_string(plugin.torch_version, sizeof(plugin.torch_version));
+  auto ht = fixed_string(host.torch_version, sizeof(host.torch_version));
+  if (pt != ht) d.push_back(fmt::format("LibTorch version: plugin \"{}\", host \"{}\"", pt, ht));
+  if (plugin.cxx11_abi != host.cxx11_abi)
+    d.push_back(fmt::format("C++11 ABI (_GLIBCXX_USE_CXX11_ABI): plugin {}, host {}",
+                            plugin.cxx11_abi, host.cxx11_abi));
+  auto pc = fixed_string(plugin.compiler, sizeof(plugin.compiler));
+  auto hc = fixed_string(host.compiler, sizeof(host.compiler));
+  if (pc != hc) d.push_back(fmt::format("compiler: plugin \"{}\", host \"{}\"", pc, hc));
+  if (plugin.compiler_major != host.compiler_major)
+    d.push_back(fmt::format("compiler major version: plugin {}, host {}", plugin.compiler_major,
+                            host.compiler_major));
+  return d;
+}
+
+LoadedPlugin load_plugin_file(const fs::path& path) {
+  const std::string file = path.string();
+  std::error_code ec;
+  if (!fs::exists(path, ec))
+    throw PluginError(fmt::format("plugin file '{}' does not exist", file));
+  if (!fs::is_regular_file(path, ec))
+    throw PluginError(fmt::format("plugin file '{}' is not a regular file", file));
+  if (!looks_like_elf(path))
+    throw PluginError(fmt::format(
+        "'{}' is not a shared library (no ELF header); plugin folders may only hold plugins "
+        "built with tlab_add_plugin()",
+        file));
+
+  // Immediate binding: a missing symbol fails here, not mid-run. Local: plugins cannot
+  // interpose each other's symbols. The library is never unloaded (see DESIGN.md).
+  auto* lib = new boost::dll::shared_library();
+  try {
+    lib->load(path, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+  } catch (const std::exception& e) {
+    delete lib;
+    std::string why = e.what();
+    std::string hint = why.find("undefined symbol") != std::string::npos
+                           ? std::string("; it uses a symbol that neither the host nor its "
+                                         "libraries provide: ") + kRebuildHint
+                           : std::string("; is it a complete, uncorrupted shared library?");
+    throw PluginError(fmt::format("cannot load plugin '{}': {}{}", file, why, hint));
+  }
+  if (!lib->has("tlab_abi_stamp"))
+    throw PluginError(fmt::format(
+        "'{}' is a shared library but not a TransferLab plugin (it exports no "
+        "'tlab_abi_stamp'); plugins are built with tlab_add_plugin() and end with TLAB_PLUGIN()",
+        file));
+  const auto& stamp = lib->get<const TlabAbiStamp>("tlab_abi_stamp");
+  if (stamp.magic != TLAB_ABI_MAGIC || stamp.size < sizeof(TlabAbiStamp))
+    throw PluginError(fmt::format(
+        "'{}' exports 'tlab_abi_stamp' but it is not a TransferLab stamp (magic {:#018x}, size "
+        "{}; expected magic {:#018x}, size >= {})",
+        file, stamp.magic, stamp.size, TLAB_ABI_MAGIC, sizeof(TlabAbiStamp)));
+  auto diffs = abi_differences(stamp, kAbiStamp);
+  if (!diffs.empty())
+    throw PluginError(fmt::format(
+        "plugin '{}' was built for another ABI and was not loaded:\n  {}\nTo fix: {}", file,
+        join(diffs, "\n  "), kRebuildHint));
+  if (!lib->has("tlab_plugin_descriptor"))
+    throw PluginError(fmt::format(
+        "plugin '{}' has an ABI stamp but no 'tlab_plugin_descriptor'; end the plugin's source "
+        "with TLAB_PLUGIN(Class, \"name\", \"version\", \"summary\")",
+        file));
+
+  const Descriptor* d = nullptr;
+  try {
+    d = lib->get<const Descriptor*()>("tlab_plugin_descriptor")();
+  } catch (const std::exception& e) {
+    throw PluginError(fmt::format("plugin '{}': describing itself failed: {}", file, e.what()));
+  } catch (...) {
+    throw PluginError(fmt::format("plugin '{}': describing itself threw a non-standard exception",
+                                  file));
+  }
+  if (d == nullptr) throw PluginError(fmt::format("plugin '{}' returned no descriptor", file));
+  const std::string stem = path.stem().string();
+  if (d->name != stem)
+    throw PluginError(fmt::format(
+        "plugin '{}' calls itself '{}' but its file is named '{}.so'; a plugin's name must equal "
+        "its file stem: rename the file or change the name in TLAB_PLUGIN()",
+        file, d->name, stem));
+  if (d->version.empty())
+    throw PluginError(fmt::format("plugin '{}' has an empty version in TLAB_PLUGIN()", file));
+  for (const auto& p : d->schema.params)
+    if (kReservedKeys.count(p.key))
+      throw PluginError(fmt::format(
+          "plugin '{}' declares parameter '{}', a key reserved for the host ({}); rename it",
+          file, p.key, join({kReservedKeys.begin(), kReservedKeys.end()}, ", ", "'")));
+  return LoadedPlugin{path, hash_file(path), d};
+}
+
+PluginLoader::PluginLoader(std::vector<fs::path> search_dirs) : dirs_(std::move(search_dirs)) {}
+
+std::vector<fs::path> PluginLoader::default_search_dirs(const std::vector<fs::path>& extra) {
+  std::vector<fs::path> dirs = extra;
+  if (const char* env = std::getenv("TLAB_PLUGIN_PATH")) {
+    std::string s = env;
+    std::size_t start = 0;
+    while (start <= s.size()) {
+      std::size_t end = s.find(':', start);
+      if (end == std::string::npos) end = s.size();
+      if (end > start) dirs.emplace_back(s.substr(start, end - start));
+      start = end + 1;
+    }
+  }
+  fs::path exe = executable_dir();
+  dirs.push_back(exe.parent_path() / "plugins");
+  dirs.push_back(exe.parent_path() / "lib" / "tlab" / "plugins");
+  return dirs;
+}
+
+const LoadedPlugin& PluginLoader::get(Kind kind, const std::string& name) {
+  std::error_code ec;
+  for (const auto& dir : dirs_) {
+    for (const auto& file : {dir / (kind_folder(kind)) / (name + ".so"),
+                             dir / (name + ".so")}) {
+      if (!fs::exists(file, ec)) continue;
+      std::string key = fs::weakly_canonical(file, ec).string();
+      auto it = loaded_.find(key);
+      if (it == loaded_.end()) it = loaded_.emplace(key, load_plugin_file(file)).first;
+      if (it->second.descriptor->kind != kind)
+        throw PluginError(fmt::format("plugin '{}' in '{}' is a {}, not a {}", name,
+                                      file.string(), kind_name(it->second.descriptor->kind),
+                                      kind_name(kind)));
+      return it->second;
+    }
+  }
+  std::vector<std::string> known;
+  for (const auto& dir : dirs_) {
+    for (auto& s : plugin_stems(dir / (kind_folder(kind)))) known.push_back(s);
+  }
+  std::vector<std::string> searched;
+  for (const auto& dir : dirs_) searched.push_back(dir.string());
+  std::string hint = did_you_mean(nearest(name, known));
+  throw PluginError(fmt::format(
+      "no {} plugin named '{}'{}{}; available: {}; searched: {} (add folders with --plugin-path "
+      "or TLAB_PLUGIN_PATH)",
+      kind_name(kind), name, hint.empty() ? "" : ": ", hint,
+      known.empty() ? "none" : join(known, ", ", "'"), join(searched, ", ", "'")));
+}
+
+std::unique_ptr<Plugin> PluginLoader::create(Kind kind, const std::string& name,
+                                             const Params& params) {
+  const LoadedPlugin& p = get(kind, name);
+  std::unique_ptr<Plugin> made;
+  try {
+    made = p.descriptor->create(params);
+  } catch (const std::exception& e) {
+    throw PluginError(fmt::format("{} plugin '{}' ('{}') failed to create an instance: {}",
+                                  kind_name(kind), name, p.path.string(), e.what()));
+  } catch (...) {
+    throw PluginError(fmt::format(
+        "{} plugin '{}' ('{}') failed to create an instance: non-standard exception",
+        kind_name(kind), name, p.path.string()));
+  }
+  if (!made || made->kind() != kind)
+    throw PluginError(fmt::format("{} plugin '{}' ('{}') created no {} instance",
+                                  kind_name(kind), name, p.path.string(), kind_name(kind)));
+  return made;
+}
+
+std::vector<const LoadedPlugin*> PluginLoader::discover(std::vector<RefusedPlugin>& refused) {
+  std::vector<const LoadedPlugin*> out;
+  std::set<std::string> seen;  // kind/name: earlier folders win
+  std::error_code ec;
+  for (const auto& dir : dirs_) {
+    std::vector<fs::path> files;
+    for (const char* k : {"backbones", "adapters", "strategies", "datasets"})
+      for (const auto& s : plugin_stems(dir / k)) files.push_back(dir / k / (s + ".so"));
+    for (const auto& s : plugin_stems(dir)) files.push_back(dir / (s + ".so"));
+    for (const auto& file : files) {
+      std::string key = fs::weakly_canonical(file, ec).string();
+      try {
+        auto it = loaded_.find(key);
+        if (it == loaded_.end()) it = loaded_.emplace(key, load_plugin_file(file)).first;
+        const auto* d = it->second.descriptor;
+        if (seen.insert(std::string(kind_name(d->kind)) + "/" + d->name).second)
+          out.push_back(&it->second);
+      } catch (const PluginError& e) {
+        refused.push_back({file, e.what()});
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace tlab

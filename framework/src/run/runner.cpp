@@ -1,0 +1,449 @@
+#include "run/runner.hpp"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <cmath>
+#include <optional>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/cuda.h>
+#include <torch/nn.h>
+#include <torch/optim.h>
+#include <torch/serialize.h>
+#include <torch/utils.h>
+
+#include "util.hpp"
+
+namespace fs = std::filesystem;
+
+namespace tlab {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Logger handed to plugins: spdlog with the plugin's name as a prefix.
+class PrefixLogger : public Logger {
+ public:
+  explicit PrefixLogger(std::string prefix) : prefix_("[" + std::move(prefix) + "] ") {}
+  void debug(const std::string& m) override { spdlog::debug("{}{}", prefix_, m); }
+  void info(const std::string& m) override { spdlog::info("{}{}", prefix_, m); }
+  void warn(const std::string& m) override { spdlog::warn("{}{}", prefix_, m); }
+
+ private:
+  std::string prefix_;
+};
+
+// Buffers metric rows and writes them in one transaction per flush.
+class StoreMetrics : public Metrics {
+ public:
+  StoreMetrics(Store& store, int64_t run) : store_(store), run_(run), start_(Clock::now()) {}
+  void log(const std::string& name, double value, int64_t step, int64_t epoch) override {
+    double t = std::chrono::duration<double>(Clock::now() - start_).count();
+    buffer_.push_back({name, step, epoch, value, t});
+    if (buffer_.size() >= 4096) flush();
+  }
+  void summary(const std::string& name, double value) override { summary_[name] = value; }
+  void flush() {
+    if (buffer_.empty()) return;
+    store_.write_metrics(run_, buffer_);
+    buffer_.clear();
+  }
+  const std::map<std::string, double>& summaries() const { return summary_; }
+
+ private:
+  Store& store_;
+  int64_t run_;
+  Clock::time_point start_;
+  std::vector<MetricRow> buffer_;
+  std::map<std::string, double> summary_;
+};
+
+// Calls into a plugin; any exception is rethrown naming the plugin and the hook.
+template <class F>
+auto call_plugin(const std::string& kind, const std::string& name, const char* hook, F&& f) {
+  try {
+    return f();
+  } catch (const DivergedError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw PluginError(fmt::format("{} plugin '{}' failed in {}: {}", kind, name, hook, e.what()));
+  } catch (...) {
+    throw PluginError(
+        fmt::format("{} plugin '{}' failed in {}: non-standard exception", kind, name, hook));
+  }
+}
+
+torch::Device resolve_device(const std::string& d) {
+  if (d == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
+                                                      : torch::Device(torch::kCPU);
+  return torch::Device(d);
+}
+
+// Checks what a dataset plugin returned, so that a bad plugin fails with a clear message
+// rather than deep inside LibTorch.
+void check_domain(const DomainData& d, const std::string& role, const std::string& plugin) {
+  auto fail = [&](const std::string& msg) {
+    throw PluginError(fmt::format("dataset plugin '{}' ({}) returned invalid data: {}", plugin,
+                                  role, msg));
+  };
+  if (d.num_classes < 1) fail(fmt::format("num_classes = {}, expected >= 1", d.num_classes));
+  if (d.input_shape.empty()) fail("input_shape is empty");
+  if (d.train.size() == 0) fail("the train split is empty");
+  auto check_split = [&](const Split& s, const char* name) {
+    if (s.size() == 0) return;
+    if (!s.y.defined() || s.y.dim() != 1 || s.y.size(0) != s.x.size(0))
+      fail(fmt::format("{}: labels must be a 1-D tensor with one label per example", name));
+    if (s.y.scalar_type() != torch::kLong) fail(fmt::format("{}: labels must be int64", name));
+    std::vector<int64_t> shape(s.x.sizes().begin() + 1, s.x.sizes().end());
+    if (shape != d.input_shape)
+      fail(fmt::format("{}: example shape {} differs from input_shape {}", name,
+                       fmt::join(shape, "x"), fmt::join(d.input_shape, "x")));
+    int64_t lo = s.y.min().item<int64_t>(), hi = s.y.max().item<int64_t>();
+    if (lo < 0 || hi >= d.num_classes)
+      fail(fmt::format("{}: labels span [{}, {}], expected [0, {})", name, lo, hi,
+                       d.num_classes));
+  };
+  check_split(d.train, "train");
+  check_split(d.val, "val");
+  check_split(d.test, "test");
+}
+
+Split to_device(const Split& s, torch::Device dev) {
+  if (s.size() == 0) return s;
+  return {s.x.to(dev, torch::kFloat), s.y.to(dev)};
+}
+
+DomainData to_device(DomainData d, torch::Device dev) {
+  d.train = to_device(d.train, dev);
+  d.val = to_device(d.val, dev);
+  d.test = to_device(d.test, dev);
+  if (d.unlabeled.defined()) d.unlabeled = d.unlabeled.to(dev, torch::kFloat);
+  return d;
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainConfig& c,
+                                                        std::vector<torch::Tensor> params) {
+  if (c.optimizer == "sgd")
+    return std::make_unique<torch::optim::SGD>(
+        params, torch::optim::SGDOptions(c.lr).momentum(c.momentum).weight_decay(c.weight_decay));
+  if (c.optimizer == "adamw")
+    return std::make_unique<torch::optim::AdamW>(
+        params, torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
+  return std::make_unique<torch::optim::Adam>(
+      params, torch::optim::AdamOptions(c.lr).weight_decay(c.weight_decay));
+}
+
+double scheduled_lr(const TrainConfig& c, int64_t epoch) {
+  if (c.schedule == "cosine")
+    return 0.5 * c.lr * (1.0 + std::cos(M_PI * static_cast<double>(epoch) / c.epochs));
+  if (c.schedule == "step") return c.lr * std::pow(c.gamma, epoch / c.step_epochs);
+  return c.lr;
+}
+
+class RunSession : public Session {
+ public:
+  RunSession(Context& ctx, StoreMetrics& metrics, bool verbose)
+      : ctx_(ctx), metrics_(metrics), verbose_(verbose) {}
+
+  Context& context() override { return ctx_; }
+  Model& model() override { return *model_; }
+  const DomainData* source() const override { return source_ ? &*source_ : nullptr; }
+  const DomainData& target() const override { return target_; }
+  const TrainConfig& train_config() const override { return train_; }
+
+  Evaluation evaluate(torch::nn::Module& module,
+                      const std::function<torch::Tensor(const torch::Tensor&)>& forward,
+                      const Split& split) override {
+    if (split.size() == 0) return {};
+    bool was_training = module.is_training();
+    module.eval();
+    torch::NoGradGuard no_grad;
+    auto correct = torch::zeros({}, torch::TensorOptions(ctx_.device).dtype(torch::kLong));
+    auto loss = torch::zeros({}, torch::TensorOptions(ctx_.device).dtype(torch::kDouble));
+    const int64_t n = split.size(), bs = 1024;
+    for (int64_t i = 0; i < n; i += bs) {
+      auto x = split.x.slice(0, i, std::min(n, i + bs));
+      auto y = split.y.slice(0, i, std::min(n, i + bs));
+      auto scores = forward(x);
+      correct += scores.argmax(1).eq(y).sum();
+      loss += torch::nn::functional::cross_entropy(
+                  scores, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                  .to(torch::kDouble);
+    }
+    module.train(was_training);
+    return {static_cast<double>(correct.item<int64_t>()) / n, loss.item<double>() / n};
+  }
+
+  void fit(const Stage& st) override {
+    if (!st.train || st.train->size() == 0)
+      throw std::invalid_argument(fmt::format("stage '{}' has no training data", st.domain));
+    if (st.parameters.empty())
+      throw std::invalid_argument(fmt::format(
+          "stage '{}' has no parameters to train (is everything frozen?)", st.domain));
+    if (!st.module || !st.forward)
+      throw std::invalid_argument(fmt::format("stage '{}' needs a module and a forward function",
+                                              st.domain));
+    const TrainConfig& c = st.config;
+    auto optimizer = make_optimizer(c, st.parameters);
+    const Split& data = *st.train;
+    const int64_t n = data.size();
+    const int64_t steps = (n + c.batch_size - 1) / c.batch_size;
+    auto loss_fn = st.loss ? st.loss : [&](const Batch& b) {
+      return cross_entropy(st.forward(b.x), b.y);
+    };
+    for (int64_t epoch = 0; epoch < c.epochs; ++epoch) {
+      auto t0 = Clock::now();
+      double lr = scheduled_lr(c, epoch);
+      for (auto& g : optimizer->param_groups()) g.options().set_lr(lr);
+      st.module->train();
+      if (st.on_epoch_start) st.on_epoch_start(epoch);  // after train(): may set eval parts
+      auto perm = torch::randperm(n, torch::TensorOptions(ctx_.device).dtype(torch::kLong));
+      // Accumulated on the device and read once per epoch: no host sync per step.
+      auto loss_sum = torch::zeros({}, torch::TensorOptions(ctx_.device));
+      const int64_t first_step = step_;
+      for (int64_t s = 0; s < steps; ++s) {
+        auto idx = perm.slice(0, s * c.batch_size, std::min(n, (s + 1) * c.batch_size));
+        Batch b{data.x.index_select(0, idx), data.y.index_select(0, idx)};
+        optimizer->zero_grad();
+        auto loss = loss_fn(b);
+        loss.backward();
+        optimizer->step();
+        loss_sum += loss.detach();
+        ++step_;
+      }
+      double mean_loss = loss_sum.item<double>() / steps;
+      metrics_.log(st.domain + "/train/loss", mean_loss, step_, epoch);
+      metrics_.log(st.domain + "/train/lr", lr, step_, epoch);
+      if (!std::isfinite(mean_loss)) {
+        metrics_.flush();
+        throw DivergedError(fmt::format(
+            "{} loss became {} in epoch {} (steps {}..{}); lower train.lr or check the data",
+            st.domain, mean_loss, epoch, first_step, step_ - 1));
+      }
+      std::string line = fmt::format("[{}] epoch {}/{} loss {:.4f}", st.domain, epoch + 1,
+                                     c.epochs, mean_loss);
+      for (auto [split, name] : {std::pair{st.val, "val"}, std::pair{st.test, "test"}}) {
+        if (!split || split->size() == 0) continue;
+        Evaluation e = evaluate(*st.module, st.forward, *split);
+        metrics_.log(fmt::format("{}/{}/acc", st.domain, name), e.acc, step_, epoch);
+        metrics_.log(fmt::format("{}/{}/loss", st.domain, name), e.loss, step_, epoch);
+        line += fmt::format(" {} acc {:.4f}", name, e.acc);
+      }
+      metrics_.flush();
+      double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+      if (verbose_) spdlog::info("{} ({:.2f} s)", line, secs);
+      else spdlog::debug("{} ({:.2f} s)", line, secs);
+    }
+  }
+
+  std::shared_ptr<Model> model_;
+  std::optional<DomainData> source_;
+  DomainData target_;
+  TrainConfig train_;
+
+ private:
+  Context& ctx_;
+  StoreMetrics& metrics_;
+  bool verbose_;
+  int64_t step_ = 0;
+};
+
+void save_checkpoint(torch::nn::Module& model, const fs::path& file) {
+  fs::path tmp = file;
+  tmp += ".tmp";
+  torch::serialize::OutputArchive archive;
+  model.save(archive);
+  archive.save_to(tmp.string());
+  fs::rename(tmp, file);  // atomic: a reader sees the old file or the new one, never half
+}
+
+}  // namespace
+
+Split take_shots(const Split& split, int64_t shots, int64_t num_classes, uint64_t seed) {
+  if (shots <= 0 || split.size() == 0) return split;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  auto y = split.y.to(torch::kCPU);
+  auto perm = torch::randperm(split.size(), gen, torch::TensorOptions().dtype(torch::kLong));
+  auto labels = y.index_select(0, perm);
+  std::vector<int64_t> keep;
+  std::vector<int64_t> count(num_classes, 0);
+  auto p = perm.accessor<int64_t, 1>();
+  auto l = labels.accessor<int64_t, 1>();
+  for (int64_t i = 0; i < perm.size(0); ++i)
+    if (count[l[i]]++ < shots) keep.push_back(p[i]);
+  auto idx = torch::tensor(keep, torch::kLong).to(split.x.device());
+  return {split.x.index_select(0, idx), split.y.index_select(0, idx)};
+}
+
+RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
+                       const RunOptions& options) {
+  const auto wall0 = Clock::now();
+  torch::Device device = resolve_device(spec.device);
+  GitState git = git_state(fs::current_path());
+
+  NewRun row;
+  row.experiment = spec.experiment;
+  row.name = spec.name;
+  row.host = host_name();
+  row.pid = getpid();
+  row.device = device.str();
+  row.seed = spec.seed;
+  row.git_commit = git.commit;
+  row.git_dirty = git.dirty;
+  row.config_toml = spec.config_toml;
+  row.config_hash = spec.config_hash;
+  row.overrides = spec.overrides_json;
+  row.tlab_version = TLAB_VERSION;
+  row.params = spec.params;
+  auto stamp = std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::system_clock::now().time_since_epoch()).count();
+  fs::path run_dir = options.results_dir / "runs" /
+                     fmt::format("{}-{}-{}", spec.name, spec.config_hash.substr(0, 8), stamp);
+  row.run_dir = run_dir.string();
+
+  RunOutcome out;
+  out.id = store.create_run(row);
+  StoreMetrics metrics(store, out.id);
+  spdlog::info("[runner] run {} started: {} (seed {}, device {})", out.id, spec.name, spec.seed,
+               device.str());
+  try {
+    fs::create_directories(run_dir);
+    {
+      std::ofstream cfg(run_dir / "config.toml");
+      cfg << spec.config_toml;
+    }
+    if (options.threads > 0) torch::set_num_threads(options.threads);
+    torch::manual_seed(spec.seed);
+
+    // Load every plugin first, so their versions are recorded even if the run fails later.
+    std::vector<PluginRecord> used;
+    auto record = [&](Kind kind, const std::string& name) {
+      const LoadedPlugin& p = loader.get(kind, name);
+      used.push_back({kind_name(kind), name, p.descriptor->version, p.path.string(), p.file_hash});
+    };
+    if (spec.source) record(Kind::Dataset, spec.source->plugin);
+    record(Kind::Dataset, spec.target.plugin);
+    record(Kind::Backbone, spec.backbone.plugin);
+    for (const auto& a : spec.adapters) record(Kind::Adapter, a.plugin);
+    record(Kind::Strategy, spec.strategy.plugin);
+    store.add_plugins(out.id, used);
+
+    PrefixLogger runner_log("runner");
+    Context ctx;
+    ctx.device = device;
+    ctx.seed = static_cast<uint64_t>(spec.seed);
+    ctx.run_dir = run_dir;
+    ctx.log = &runner_log;
+    ctx.metrics = &metrics;
+
+    RunSession session(ctx, metrics, options.verbose);
+    session.train_ = spec.train;
+    auto load_domain = [&](const DatasetSpec& d, const char* role) {
+      auto ds = loader.create<Dataset>(d.plugin, d.params);
+      PrefixLogger log(d.plugin);
+      Context c = ctx;
+      c.log = &log;
+      DomainData data = call_plugin("dataset", d.plugin, "load", [&] { return ds->load(c); });
+      check_domain(data, role, d.plugin);
+      data.train = take_shots(data.train, d.shots, data.num_classes, spec.seed);
+      spdlog::debug("[runner] {}: {} '{}' train {} val {} test {}", role, d.plugin, data.name,
+                    data.train.size(), data.val.size(), data.test.size());
+      return to_device(std::move(data), device);
+    };
+    if (spec.source) session.source_ = load_domain(*spec.source, "source");
+    session.target_ = load_domain(spec.target, "target");
+    if (session.source_ && session.source_->input_shape != session.target_.input_shape)
+      throw std::invalid_argument(fmt::format(
+          "source examples have shape {} but target examples {}; a model cannot take both",
+          fmt::join(session.source_->input_shape, "x"),
+          fmt::join(session.target_.input_shape, "x")));
+
+    auto backbone = loader.create<Backbone>(spec.backbone.plugin, spec.backbone.params);
+    PrefixLogger backbone_log(spec.backbone.plugin);
+    Context bctx = ctx;
+    bctx.log = &backbone_log;
+    auto net = call_plugin("backbone", spec.backbone.plugin, "build",
+                           [&] { return backbone->build(session.target_.input_shape, bctx); });
+    if (!net) throw PluginError(fmt::format("backbone plugin '{}' built no network",
+                                            spec.backbone.plugin));
+    session.model_ = std::make_shared<Model>(net);
+    session.model_->to(device);
+
+    auto strategy = loader.create<Strategy>(spec.strategy.plugin, spec.strategy.params);
+    PrefixLogger strategy_log(spec.strategy.plugin);
+    const std::string& sname = spec.strategy.plugin;
+    call_plugin("strategy", sname, "prepare", [&] { strategy->prepare(session); });
+
+    TaskInfo task{session.target_.num_classes, session.target_.input_shape};
+    for (const auto& a : spec.adapters) {
+      auto adapter = loader.create<Adapter>(a.plugin, a.params);
+      PrefixLogger log(a.plugin);
+      Context c = ctx;
+      c.log = &log;
+      call_plugin("adapter", a.plugin, "attach", [&] { adapter->attach(*session.model_, task, c); });
+    }
+    session.model_->to(device);
+    if (session.model_->head_out_dim != task.num_classes)
+      throw std::invalid_argument(fmt::format(
+          "the model outputs {} values per example but the target has {} classes; add a head, "
+          "e.g. [[adapters]] plugin = \"linear_head\"",
+          session.model_->head_out_dim, task.num_classes));
+    call_plugin("strategy", sname, "setup", [&] { strategy->setup(session); });
+
+    Stage stage;
+    stage.domain = "target";
+    stage.config = spec.train;
+    for (auto& p : session.model_->parameters())
+      if (p.requires_grad()) stage.parameters.push_back(p);
+    stage.module = session.model_.get();
+    stage.forward = [&](const torch::Tensor& x) { return session.model_->forward(x); };
+    stage.loss = [&](const Batch& b) {
+      return call_plugin("strategy", sname, "loss", [&] { return strategy->loss(session, b); });
+    };
+    stage.on_epoch_start = [&](int64_t e) {
+      call_plugin("strategy", sname, "on_epoch_start", [&] { strategy->on_epoch_start(session, e); });
+    };
+    stage.train = &session.target_.train;
+    stage.val = &session.target_.val;
+    stage.test = &session.target_.test;
+    session.fit(stage);
+
+    for (auto [split, name] : {std::pair{&session.target_.val, "val"},
+                               std::pair{&session.target_.test, "test"}}) {
+      if (split->size() == 0) continue;
+      Evaluation e = session.evaluate(*session.model_, stage.forward, *split);
+      metrics.summary(fmt::format("target/{}/acc", name), e.acc);
+      metrics.summary(fmt::format("target/{}/loss", name), e.loss);
+    }
+    metrics.summary("target/train/examples", static_cast<double>(session.target_.train.size()));
+    save_checkpoint(*session.model_, run_dir / "model.pt");
+    out.status = "finished";
+  } catch (const DivergedError& e) {
+    out.status = "diverged";
+    out.reason = e.what();
+  } catch (const std::exception& e) {
+    out.status = "failed";
+    out.reason = e.what();
+  }
+  metrics.summary("run/wall_seconds",
+                  std::chrono::duration<double>(Clock::now() - wall0).count());
+  metrics.flush();
+  std::vector<std::pair<std::string, double>> summaries(metrics.summaries().begin(),
+                                                        metrics.summaries().end());
+  store.write_summaries(out.id, summaries);
+  store.finish_run(out.id, out.status, out.reason);
+  out.summary = metrics.summaries();
+  if (out.status == "finished")
+    spdlog::info("[runner] run {} finished: target test acc {:.4f} ({:.1f} s)", out.id,
+                 out.summary.count("target/test/acc") ? out.summary["target/test/acc"] : NAN,
+                 out.summary["run/wall_seconds"]);
+  else
+    spdlog::error("[runner] run {} {}: {}", out.id, out.status, out.reason);
+  return out;
+}
+
+}  // namespace tlab

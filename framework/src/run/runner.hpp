@@ -1,0 +1,46 @@
+#pragma once
+// The runner: executes one validated RunSpec in this process (load plugins, data, model,
+// strategy hooks, training loop, evaluation, checkpoint) and records it in the store.
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <stdexcept>
+#include <string>
+
+#include "config/experiment.hpp"
+#include "plugins/loader.hpp"
+#include "store/store.hpp"
+
+namespace tlab {
+
+/// The loss became NaN or infinite: the run ends with status `diverged`.
+class DivergedError : public std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// How runs are executed.
+struct RunOptions {
+  std::filesystem::path results_dir = "results";  ///< Run folders go to `<results_dir>/runs/`.
+  int threads = 0;    ///< LibTorch intra-op threads; 0 keeps LibTorch's default.
+  bool verbose = false;  ///< Log every epoch at info level (otherwise debug).
+};
+
+/// What became of a run.
+struct RunOutcome {
+  int64_t id = 0;
+  std::string status;  ///< finished, failed or diverged.
+  std::string reason;  ///< Why it did not finish ("" when finished).
+  std::map<std::string, double> summary;
+};
+
+/// Runs `spec` to its end and records it; never throws for failures of the run itself (they
+/// become its status), only for failures of the store.
+RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
+                       const RunOptions& options);
+
+/// Keeps `shots` examples per class of `split` (all of a class when it has fewer), chosen with
+/// `seed`; the order of kept examples is shuffled. `shots` = 0 returns `split` unchanged.
+Split take_shots(const Split& split, int64_t shots, int64_t num_classes, uint64_t seed);
+
+}  // namespace tlab

@@ -1,0 +1,132 @@
+#include "util.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <stdexcept>
+
+#include <fmt/format.h>
+#include <xxhash.h>
+
+namespace tlab {
+
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t sub = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::vector<std::string> nearest(const std::string& word, const std::vector<std::string>& options) {
+  // Accept up to a third of the word's length in edits (at least 2), or a shared prefix/suffix
+  // relation such as "lr" vs "train.lr".
+  std::size_t limit = std::max<std::size_t>(2, word.size() / 3);
+  std::vector<std::pair<std::size_t, std::string>> scored;
+  for (const auto& o : options) {
+    std::size_t d = edit_distance(word, o);
+    bool contains = word.size() >= 2 && (o.find(word) != std::string::npos ||
+                                         (o.size() >= 2 && word.find(o) != std::string::npos));
+    if (d <= limit || contains) scored.emplace_back(contains ? std::min(d, limit) : d, o);
+  }
+  std::stable_sort(scored.begin(), scored.end(),
+                   [](const auto& x, const auto& y) { return x.first < y.first; });
+  std::vector<std::string> out;
+  for (const auto& s : scored) {
+    if (out.size() == 3) break;
+    if (std::find(out.begin(), out.end(), s.second) == out.end()) out.push_back(s.second);
+  }
+  return out;
+}
+
+std::string did_you_mean(const std::vector<std::string>& near) {
+  if (near.empty()) return "";
+  return "did you mean " + join(near, " or ", "'") + "?";
+}
+
+std::string join(const std::vector<std::string>& items, const std::string& sep,
+                 const std::string& quote) {
+  std::string out;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i) out += sep;
+    out += quote + items[i] + quote;
+  }
+  return out;
+}
+
+std::string hash_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(fmt::format("cannot read '{}' to hash it", path.string()));
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_64bits_reset(state);
+  std::array<char, 1 << 16> buf;
+  while (in) {
+    in.read(buf.data(), buf.size());
+    XXH3_64bits_update(state, buf.data(), static_cast<std::size_t>(in.gcount()));
+  }
+  XXH64_hash_t h = XXH3_64bits_digest(state);
+  XXH3_freeState(state);
+  return fmt::format("{:016x}", h);
+}
+
+std::string hash_string(const std::string& text) {
+  return fmt::format("{:016x}", XXH3_64bits(text.data(), text.size()));
+}
+
+std::filesystem::path executable_dir() {
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::filesystem::current_path() : exe.parent_path();
+}
+
+std::string host_name() {
+  std::array<char, 256> buf{};
+  if (gethostname(buf.data(), buf.size() - 1) != 0) return "unknown";
+  return buf.data();
+}
+
+namespace {
+// Runs a command and returns its stdout; `ok` is false if it failed.
+std::string capture(const std::string& cmd, bool& ok) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) {
+    ok = false;
+    return out;
+  }
+  std::array<char, 4096> buf;
+  while (std::size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  ok = pclose(p) == 0;
+  return out;
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+}  // namespace
+
+GitState git_state(const std::filesystem::path& dir) {
+  GitState g;
+  bool ok = false;
+  std::string base = "git -C " + shell_quote(dir.string()) + " ";
+  std::string commit = capture(base + "rev-parse HEAD 2>/dev/null", ok);
+  if (!ok) return g;
+  while (!commit.empty() && (commit.back() == '\n' || commit.back() == '\r')) commit.pop_back();
+  g.commit = commit;
+  std::string status = capture(base + "status --porcelain --untracked-files=no 2>/dev/null", ok);
+  g.dirty = ok ? (status.empty() ? 0 : 1) : -1;
+  return g;
+}
+
+}  // namespace tlab
