@@ -1,5 +1,7 @@
 #include "plugins/loader.hpp"
 
+#include <elf.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -27,12 +29,33 @@ std::string fixed_string(const char* data, std::size_t size) {
   return std::string(data, strnlen(data, size));
 }
 
-// True when the file starts with the ELF magic number.
-bool looks_like_elf(const fs::path& path) {
+// Checks that `path` is a complete 64-bit ELF shared object before dlopen sees it: dlopen maps
+// segments past the end of a truncated file and the process dies of SIGBUS on first touch.
+// Returns "" when fine, else why not.
+std::string check_elf(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
-  char magic[4] = {};
-  in.read(magic, 4);
-  return in.gcount() == 4 && std::memcmp(magic, "\x7f" "ELF", 4) == 0;
+  Elf64_Ehdr eh{};
+  in.read(reinterpret_cast<char*>(&eh), sizeof eh);
+  if (in.gcount() < 4 || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0)
+    return "is not a shared library (no ELF header)";
+  if (in.gcount() != sizeof eh || eh.e_ident[EI_CLASS] != ELFCLASS64)
+    return "is not a 64-bit ELF shared library";
+  if (eh.e_type != ET_DYN) return "is an ELF file but not a shared library";
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  auto within = [&](uint64_t off, uint64_t len) { return off <= size && len <= size - off; };
+  if (!within(eh.e_phoff, uint64_t{eh.e_phnum} * eh.e_phentsize) ||
+      eh.e_phentsize != sizeof(Elf64_Phdr) ||
+      !within(eh.e_shoff, uint64_t{eh.e_shnum} * eh.e_shentsize))
+    return fmt::format("is truncated or corrupt (ELF headers point past its {} bytes)", size);
+  in.seekg(static_cast<std::streamoff>(eh.e_phoff));
+  for (int i = 0; i < eh.e_phnum; ++i) {
+    Elf64_Phdr ph{};
+    in.read(reinterpret_cast<char*>(&ph), sizeof ph);
+    if (!in || (ph.p_type == PT_LOAD && !within(ph.p_offset, ph.p_filesz)))
+      return fmt::format("is truncated or corrupt (a segment ends past its {} bytes)", size);
+  }
+  return "";
 }
 
 std::vector<std::string> plugin_stems(const fs::path& dir) {
@@ -72,11 +95,9 @@ LoadedPlugin load_plugin_file(const fs::path& path) {
     throw PluginError(fmt::format("plugin file '{}' does not exist", file));
   if (!fs::is_regular_file(path, ec))
     throw PluginError(fmt::format("plugin file '{}' is not a regular file", file));
-  if (!looks_like_elf(path))
+  if (std::string why = check_elf(path); !why.empty())
     throw PluginError(fmt::format(
-        "'{}' is not a shared library (no ELF header); plugin folders may only hold plugins "
-        "built with tlab_add_plugin()",
-        file));
+        "'{}' {}; plugin folders may only hold plugins built with tlab_add_plugin()", file, why));
 
   // Immediate binding: a missing symbol fails here, not mid-run. Local: plugins cannot
   // interpose each other's symbols. The library is never unloaded (see DESIGN.md).

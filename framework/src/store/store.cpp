@@ -1,0 +1,805 @@
+#include "store/store.hpp"
+
+#include <fmt/format.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <ctime>
+#include <iterator>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+
+namespace tlab {
+namespace fs = std::filesystem;
+
+namespace {
+
+// The schema, as a list of migrations: kMigrations[v] takes a database from version v to v + 1.
+// All pending migrations run in one BEGIN IMMEDIATE transaction together with the final
+// `PRAGMA user_version`, so a database is never left half-migrated. To change the schema, append
+// a migration and raise Store::kSchemaVersion; never edit one that has been released.
+//
+// Columns that hold a param value have no declared type on purpose: a column declared REAL or
+// NUMERIC would turn the float 2.0 into the integer 2 or the string "123" into a number, while an
+// untyped column keeps each value's own storage class (INTEGER, REAL, TEXT).
+constexpr const char* kMigrations[] = {
+    // 0 -> 1: everything.
+    R"sql(
+CREATE TABLE runs (
+  id INTEGER PRIMARY KEY,
+  experiment TEXT NOT NULL,
+  name TEXT NOT NULL,
+  status TEXT NOT NULL,
+  reason TEXT,
+  created_at TEXT NOT NULL,
+  started_at TEXT,
+  ended_at TEXT,
+  heartbeat_at TEXT,
+  host TEXT,
+  pid INTEGER,
+  device TEXT,
+  seed INTEGER,
+  git_commit TEXT,
+  git_dirty INTEGER,
+  config_toml TEXT,
+  config_hash TEXT,
+  overrides TEXT NOT NULL DEFAULT '{}',
+  run_dir TEXT,
+  tlab_version TEXT
+);
+CREATE INDEX runs_status ON runs (status);
+
+CREATE TABLE params (
+  run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+  key TEXT NOT NULL,
+  value,
+  type TEXT NOT NULL,
+  PRIMARY KEY (run_id, key)
+);
+
+-- value and wall_time are NULL only for NaN.
+CREATE TABLE metrics (
+  run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+  name TEXT NOT NULL,
+  step INTEGER NOT NULL,
+  epoch INTEGER NOT NULL,
+  value REAL,
+  wall_time REAL
+);
+CREATE INDEX metrics_run_name_step ON metrics (run_id, name, step);
+
+-- value is NULL only for NaN.
+CREATE TABLE summaries (
+  run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+  name TEXT NOT NULL,
+  value REAL,
+  PRIMARY KEY (run_id, name)
+);
+
+CREATE TABLE run_plugins (
+  run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL,
+  version TEXT,
+  path TEXT,
+  file_hash TEXT
+);
+CREATE INDEX run_plugins_run ON run_plugins (run_id);
+
+CREATE VIEW run_summaries AS
+  SELECT r.id AS run_id, r.name AS run_name, r.status AS status, s.name AS metric,
+         s.value AS value
+  FROM runs AS r JOIN summaries AS s ON s.run_id = r.id;
+)sql",
+};
+static_assert(std::size(kMigrations) == Store::kSchemaVersion, "one migration per schema version");
+
+constexpr const char* kTerminalStatuses[] = {"finished", "failed",   "crashed", "killed",
+                                             "timeout",  "diverged", "oom",     "lost"};
+
+// Pause before retrying a busy write: grows from kFirstPause, capped at kMaxPause, plus up to
+// half again of random jitter so that writers that collided do not collide again in lockstep.
+constexpr std::chrono::milliseconds kFirstPause{10};
+constexpr std::chrono::milliseconds kMaxPause{1000};
+
+/// An SQLite call failed. Internal: Connection::retry turns it into a StoreError with context.
+class SqliteFailure : public std::runtime_error {
+ public:
+  SqliteFailure(int code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  int code() const { return code_; }  // extended result code
+
+ private:
+  int code_;
+};
+
+bool is_busy(int code) {
+  const int primary = code & 0xff;
+  return primary == SQLITE_BUSY || primary == SQLITE_LOCKED;
+}
+
+struct DbCloser {
+  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+};
+struct StatementFinalizer {
+  void operator()(sqlite3_stmt* statement) const { sqlite3_finalize(statement); }
+};
+using DbHandle = std::unique_ptr<sqlite3, DbCloser>;
+using StatementHandle = std::unique_ptr<sqlite3_stmt, StatementFinalizer>;
+
+/// Now as ISO-8601 UTC with milliseconds: "2026-11-23T12:00:00.123Z".
+std::string utc_now() {
+  const auto since_epoch = std::chrono::system_clock::now().time_since_epoch();
+  const int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(since_epoch).count();
+  const std::time_t seconds = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&seconds, &tm);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms % 1000);
+}
+
+}  // namespace
+
+namespace detail {
+
+enum class TxMode { kRead, kWrite };
+
+/// One SQLite connection with its cached prepared statements.
+class Connection {
+ public:
+  Connection(fs::path path, bool create, std::chrono::milliseconds busy_timeout)
+      : path_(std::move(path)), busy_timeout_(busy_timeout), pid_(getpid()) {
+    retry("opening the results database", [&] {
+      const int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
+      sqlite3* raw = nullptr;
+      const int rc = sqlite3_open_v2(path_.c_str(), &raw, flags, nullptr);
+      db_.reset(raw);  // sqlite3_open_v2 returns a handle (to close) even when it fails
+      if (rc != SQLITE_OK) fail(rc);
+      sqlite3_extended_result_codes(db_.get(), 1);
+      sqlite3_busy_timeout(db_.get(), static_cast<int>(busy_timeout_.count()));
+      // Per-connection settings. journal_mode=WAL is persistent and changes the file, so it is
+      // set only once the file is known to be ours (prepare_schema).
+      exec("PRAGMA foreign_keys = ON");
+      exec("PRAGMA synchronous = NORMAL");
+    });
+  }
+
+  ~Connection() {
+    if (getpid() != pid_) {
+      // Inherited through fork(): closing it here could disturb the parent's locks and WAL
+      // files, so the handles are leaked on purpose.
+      for (auto& entry : statements_) entry.second.release();
+      db_.release();
+      return;
+    }
+    statements_.clear();  // statements must be finalized before the connection closes
+  }
+
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  const fs::path& path() const { return path_; }
+
+  /// A prepared statement for `sql`, prepared once per connection and reused.
+  sqlite3_stmt* statement(const std::string& sql) {
+    auto found = statements_.find(sql);
+    if (found != statements_.end()) return found->second.get();
+    sqlite3_stmt* raw = nullptr;
+    const int rc =
+        sqlite3_prepare_v3(db_.get(), sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &raw, nullptr);
+    StatementHandle handle(raw);
+    if (rc != SQLITE_OK) fail(rc);
+    return statements_.emplace(sql, std::move(handle)).first->second.get();
+  }
+
+  /// Runs one or more statements that return no rows.
+  void exec(const std::string& sql) {
+    const int rc = sqlite3_exec(db_.get(), sql.c_str(), nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) fail(rc);
+  }
+
+  /// Throws the failure `rc` with SQLite's message for it.
+  [[noreturn]] void fail(int rc) {
+    const char* message = db_ ? sqlite3_errmsg(db_.get()) : sqlite3_errstr(rc);
+    throw SqliteFailure(rc, message);
+  }
+
+  /// Runs `body`; a busy or locked database rolls back and runs `body` again from the start, up
+  /// to Store::kMaxAttempts times in all. Every other failure rolls back and throws StoreError
+  /// saying that `what` failed.
+  template <class Body>
+  void retry(const std::string& what, Body&& body) {
+    check_process(what);
+    for (int attempt = 1;; ++attempt) {
+      try {
+        body();
+        return;
+      } catch (const SqliteFailure& failure) {
+        rollback();
+        if (!is_busy(failure.code()) || attempt >= Store::kMaxAttempts) {
+          throw error(what, failure, attempt);
+        }
+      } catch (...) {
+        rollback();
+        throw;
+      }
+      pause_before_retry(attempt);
+    }
+  }
+
+  /// Runs `body` in one transaction, retried whole while the database is busy. Write
+  /// transactions start with BEGIN IMMEDIATE: taking the write lock up front lets the busy
+  /// timeout wait for it, whereas a deferred transaction that reads and then writes fails at
+  /// once with SQLITE_BUSY when another writer got in between.
+  template <class Body>
+  void transaction(TxMode mode, const std::string& what, Body&& body) {
+    retry(what, [&] {
+      exec(mode == TxMode::kWrite ? "BEGIN IMMEDIATE" : "BEGIN");
+      body();
+      exec("COMMIT");
+    });
+  }
+
+  /// Number of rows the last INSERT, UPDATE or DELETE changed.
+  int64_t changes() { return sqlite3_changes64(db_.get()); }
+  int64_t last_insert_rowid() { return sqlite3_last_insert_rowid(db_.get()); }
+
+ private:
+  void rollback() {
+    if (db_ && !sqlite3_get_autocommit(db_.get())) {
+      sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+    }
+  }
+
+  void check_process(const std::string& what) const {
+    if (getpid() == pid_) return;
+    throw StoreError(fmt::format(
+        "{} in '{}' refused: this connection was opened by process {} and cannot be used in "
+        "process {} after fork(); open a new Store in the child",
+        what, path_.string(), pid_, getpid()));
+  }
+
+  static void pause_before_retry(int attempt) {
+    const auto pause = std::min(kMaxPause, kFirstPause * (int64_t{1} << std::min(attempt - 1, 20)));
+    // Seeded per call from the pid and the clock: a generator kept in a static would be copied
+    // into forked children, which would then all draw the same jitter.
+    std::minstd_rand random(static_cast<unsigned>(
+        getpid() * 7919 + std::chrono::steady_clock::now().time_since_epoch().count()));
+    std::uniform_int_distribution<int64_t> jitter(0, pause.count() / 2);
+    std::this_thread::sleep_for(pause + std::chrono::milliseconds(jitter(random)));
+  }
+
+  StoreError error(const std::string& what, const SqliteFailure& failure, int attempts) const {
+    const std::string path = path_.string();
+    const int code = failure.code();
+    if ((code & 0xff) == SQLITE_NOTADB) {
+      return StoreError(fmt::format(
+          "'{}' is not an SQLite database ({}); pass another --db path or move the file away", path,
+          failure.what()));
+    }
+    std::string message = fmt::format("{} in '{}' failed: {}", what, path, failure.what());
+    if (is_busy(code)) {
+      message += fmt::format(
+          " (still locked after {} attempts, each waiting {} ms for the lock); another process "
+          "kept a write transaction open all that time: find it with `fuser '{}'`",
+          attempts, busy_timeout_.count(), path);
+    } else if (code == SQLITE_CONSTRAINT_FOREIGNKEY) {
+      message += "; the run id is not in this database (create the run first)";
+    } else if ((code & 0xff) == SQLITE_FULL) {
+      message += "; the disk is full: free some space (results committed earlier are intact)";
+    } else if ((code & 0xff) == SQLITE_READONLY) {
+      message +=
+          "; the file or its folder is read-only: fix the permissions or pass another "
+          "--db path";
+    } else if ((code & 0xff) == SQLITE_CANTOPEN) {
+      message += "; check that the folder exists and is writable, or pass another --db path";
+    } else if ((code & 0xff) == SQLITE_CORRUPT) {
+      message += fmt::format(
+          "; the database is damaged: restore it from a backup or try `sqlite3 '{}' .recover`",
+          path);
+    } else if ((code & 0xff) == SQLITE_IOERR) {
+      message += "; check the disk, and keep the database on a local filesystem";
+    }
+    return StoreError(message);
+  }
+
+  fs::path path_;
+  std::chrono::milliseconds busy_timeout_;
+  pid_t pid_;  // the process that opened the connection
+  DbHandle db_;
+  // Declared after db_ so that the statements are finalized before the connection closes.
+  std::unordered_map<std::string, StatementHandle> statements_;
+};
+
+}  // namespace detail
+
+namespace {
+
+using detail::Connection;
+using detail::TxMode;
+
+/// One use of a cached prepared statement: bind, step, read columns. Resets the statement and
+/// clears its bindings when it goes out of scope, which also ends an implicit read.
+class Query {
+ public:
+  Query(Connection& db, const std::string& sql) : db_(db), statement_(db.statement(sql)) {}
+  ~Query() {
+    sqlite3_reset(statement_);
+    sqlite3_clear_bindings(statement_);
+  }
+  Query(const Query&) = delete;
+  Query& operator=(const Query&) = delete;
+
+  Query& bind_int(int index, int64_t value) {
+    return check(sqlite3_bind_int64(statement_, index, value));
+  }
+  /// NaN is bound as NULL (SQLite would do the same, silently).
+  Query& bind_real(int index, double value) {
+    if (std::isnan(value)) return bind_null(index);
+    return check(sqlite3_bind_double(statement_, index, value));
+  }
+  Query& bind_text(int index, const std::string& value) {
+    return check(sqlite3_bind_text64(statement_, index, value.data(), value.size(),
+                                     SQLITE_TRANSIENT, SQLITE_UTF8));
+  }
+  /// "" is bound as NULL ("unknown").
+  Query& bind_text_or_null(int index, const std::string& value) {
+    return value.empty() ? bind_null(index) : bind_text(index, value);
+  }
+  Query& bind_null(int index) { return check(sqlite3_bind_null(statement_, index)); }
+
+  /// Steps once: true when a row is available.
+  bool step() {
+    const int rc = sqlite3_step(statement_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    db_.fail(rc);
+  }
+  /// Executes a statement that returns no rows; keeps the bindings so that it can run again
+  /// after some of them are changed.
+  void run() {
+    while (step()) {
+    }
+    sqlite3_reset(statement_);
+  }
+
+  int type_at(int column) const { return sqlite3_column_type(statement_, column); }
+  int64_t int_at(int column) const { return sqlite3_column_int64(statement_, column); }
+  /// NULL reads as a quiet NaN (it was stored for one).
+  double real_at(int column) const {
+    if (type_at(column) == SQLITE_NULL) return std::numeric_limits<double>::quiet_NaN();
+    return sqlite3_column_double(statement_, column);
+  }
+  /// NULL reads as "".
+  std::string text_at(int column) const {
+    const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(statement_, column));
+    if (text == nullptr) return {};
+    return std::string(text, static_cast<size_t>(sqlite3_column_bytes(statement_, column)));
+  }
+
+ private:
+  Query& check(int rc) {
+    if (rc != SQLITE_OK) db_.fail(rc);
+    return *this;
+  }
+
+  Connection& db_;
+  sqlite3_stmt* statement_;  // owned by the connection's cache
+};
+
+// --- Schema ----------------------------------------------------------------------------------
+
+struct SchemaState {
+  int version = 0;
+  std::vector<std::string> objects;  // tables, indexes, views and triggers
+};
+
+SchemaState read_schema_state(Connection& db) {
+  SchemaState state;
+  Query version(db, "PRAGMA user_version");
+  if (version.step()) state.version = static_cast<int>(version.int_at(0));
+  Query objects(db, "SELECT name FROM sqlite_master ORDER BY name");
+  while (objects.step()) state.objects.push_back(objects.text_at(0));
+  return state;
+}
+
+void refuse_unusable(const Connection& db, const SchemaState& state) {
+  const std::string path = db.path().string();
+  if (state.version > Store::kSchemaVersion || state.version < 0) {
+    throw StoreError(fmt::format(
+        "'{}' has results schema version {} but this tlab reads schema version {} (and older); "
+        "upgrade tlab to open it, or pass another --db path",
+        path, state.version, Store::kSchemaVersion));
+  }
+  if (state.version == 0 && !state.objects.empty()) {
+    std::string names;
+    for (size_t i = 0; i < state.objects.size() && i < 5; ++i) {
+      names += fmt::format("{}'{}'", i == 0 ? "" : ", ", state.objects[i]);
+    }
+    if (state.objects.size() > 5) names += ", ...";
+    throw StoreError(fmt::format(
+        "'{}' is not a TransferLab results database (it holds {} and has schema version 0); "
+        "pass another --db path or move the file away",
+        path, names));
+  }
+}
+
+/// Checks that the file is an SQLite database that this tlab can use, switches it to WAL and
+/// migrates it to Store::kSchemaVersion. A refused file is left untouched.
+void prepare_schema(Connection& db) {
+  SchemaState state;
+  db.transaction(TxMode::kRead, "reading the schema version",
+                 [&] { state = read_schema_state(db); });
+  refuse_unusable(db, state);
+
+  std::string mode;
+  db.retry("switching to WAL journal mode", [&] {
+    Query journal(db, "PRAGMA journal_mode = WAL");
+    mode = journal.step() ? journal.text_at(0) : "";
+  });
+  if (mode != "wal") {
+    throw StoreError(fmt::format(
+        "'{}' could not be switched to WAL journal mode (it stays in '{}' mode); WAL needs "
+        "shared memory, so keep the database on a local filesystem",
+        db.path().string(), mode));
+  }
+  if (state.version == Store::kSchemaVersion) return;
+
+  const std::string what = fmt::format("migrating the schema from version {} to {}", state.version,
+                                       Store::kSchemaVersion);
+  db.transaction(TxMode::kWrite, what, [&] {
+    // Read again under the write lock: another process may have migrated meanwhile.
+    const SchemaState locked = read_schema_state(db);
+    refuse_unusable(db, locked);
+    for (int version = locked.version; version < Store::kSchemaVersion; ++version) {
+      db.exec(kMigrations[version]);
+    }
+    db.exec(fmt::format("PRAGMA user_version = {}", Store::kSchemaVersion));
+  });
+}
+
+// --- Params ----------------------------------------------------------------------------------
+
+/// Checks that the declared type of `param` is known and matches the value it holds.
+void check_param(const ParamEntry& param) {
+  size_t expected = 0;  // index of the ParamValue alternative the type needs
+  if (param.type == "bool") {
+    expected = 0;
+  } else if (param.type == "int") {
+    expected = 1;
+  } else if (param.type == "float") {
+    expected = 2;
+  } else if (param.type == "string" || param.type == "list" || param.type == "table") {
+    expected = 3;
+  } else {
+    throw StoreError(fmt::format(
+        "param '{}' has type '{}'; expected one of bool, int, float, string, list, table",
+        param.key, param.type));
+  }
+  if (param.value.index() != expected) {
+    constexpr const char* kHeld[] = {"a bool", "an int", "a float", "a string"};
+    throw StoreError(fmt::format("param '{}' has type '{}' but holds {}", param.key, param.type,
+                                 kHeld[param.value.index()]));
+  }
+}
+
+void bind_param_value(Query& query, int index, const ParamValue& value) {
+  switch (value.index()) {
+    case 0:
+      query.bind_int(index, std::get<bool>(value) ? 1 : 0);
+      break;
+    case 1:
+      query.bind_int(index, std::get<int64_t>(value));
+      break;
+    case 2:
+      query.bind_real(index, std::get<double>(value));
+      break;
+    default:
+      query.bind_text(index, std::get<std::string>(value));
+      break;
+  }
+}
+
+ParamValue read_param_value(const Query& query, int column, const std::string& type) {
+  switch (query.type_at(column)) {
+    case SQLITE_INTEGER:
+      if (type == "bool") return query.int_at(column) != 0;
+      return query.int_at(column);
+    case SQLITE_FLOAT:
+    case SQLITE_NULL:  // a NaN float
+      return query.real_at(column);
+    default:
+      return query.text_at(column);
+  }
+}
+
+}  // namespace
+
+// --- Store -----------------------------------------------------------------------------------
+
+Store::Store(const fs::path& path, bool create, std::chrono::milliseconds busy_timeout) {
+  std::error_code ec;
+  if (!create && !fs::exists(path, ec)) {
+    throw StoreError(fmt::format(
+        "results database '{}' does not exist; check the --db path (nothing was created)",
+        path.string()));
+  }
+  if (create && path.has_parent_path() && !fs::create_directories(path.parent_path(), ec) && ec) {
+    throw StoreError(
+        fmt::format("cannot create the folder '{}' for the results database: {}; "
+                    "check permissions or pass another --db path",
+                    path.parent_path().string(), ec.message()));
+  }
+  db_ = std::make_unique<detail::Connection>(path, create, busy_timeout);
+  prepare_schema(*db_);
+}
+
+Store::~Store() = default;
+Store::Store(Store&&) noexcept = default;
+Store& Store::operator=(Store&&) noexcept = default;
+
+const fs::path& Store::path() const {
+  assert(db_ && "Store used after being moved from");
+  return db_->path();
+}
+
+int64_t Store::create_run(const NewRun& run) {
+  assert(db_ && "Store used after being moved from");
+  for (const ParamEntry& param : run.params) check_param(param);
+  if (run.git_dirty < -1 || run.git_dirty > 1) {
+    throw StoreError(
+        fmt::format("git_dirty of run '{}' is {}; expected -1, 0 or 1", run.name, run.git_dirty));
+  }
+  const std::string overrides = run.overrides.empty() ? "{}" : run.overrides;
+  const auto parsed = nlohmann::json::parse(overrides, nullptr, /*allow_exceptions=*/false);
+  if (!parsed.is_object()) {
+    throw StoreError(
+        fmt::format("overrides of run '{}' are not a JSON object: '{}'", run.name, overrides));
+  }
+
+  int64_t id = 0;
+  db_->transaction(TxMode::kWrite, fmt::format("recording the new run '{}'", run.name), [&] {
+    const std::string now = utc_now();
+    Query insert(*db_,
+                 "INSERT INTO runs (experiment, name, status, created_at, started_at, "
+                 "heartbeat_at, host, pid, device, seed, git_commit, git_dirty, config_toml, "
+                 "config_hash, overrides, run_dir, tlab_version) "
+                 "VALUES (?1, ?2, 'running', ?3, ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+                 "?13, ?14)");
+    insert.bind_text(1, run.experiment).bind_text(2, run.name).bind_text(3, now);
+    insert.bind_text_or_null(4, run.host);
+    if (run.pid != 0) insert.bind_int(5, run.pid);
+    insert.bind_text_or_null(6, run.device).bind_int(7, run.seed);
+    insert.bind_text_or_null(8, run.git_commit);
+    if (run.git_dirty >= 0) insert.bind_int(9, run.git_dirty);
+    insert.bind_text_or_null(10, run.config_toml).bind_text_or_null(11, run.config_hash);
+    insert.bind_text(12, overrides).bind_text_or_null(13, run.run_dir);
+    insert.bind_text_or_null(14, run.tlab_version);
+    insert.run();
+    id = db_->last_insert_rowid();
+
+    Query param(*db_, "INSERT INTO params (run_id, key, value, type) VALUES (?, ?, ?, ?)");
+    param.bind_int(1, id);
+    for (const ParamEntry& entry : run.params) {
+      param.bind_text(2, entry.key).bind_text(4, entry.type);
+      bind_param_value(param, 3, entry.value);
+      param.run();
+    }
+  });
+  return id;
+}
+
+void Store::add_plugins(int64_t run, const std::vector<PluginRecord>& plugins) {
+  assert(db_ && "Store used after being moved from");
+  if (plugins.empty()) return;
+  db_->transaction(TxMode::kWrite, fmt::format("recording the plugins of run {}", run), [&] {
+    Query insert(*db_,
+                 "INSERT INTO run_plugins (run_id, kind, name, version, path, file_hash) "
+                 "VALUES (?, ?, ?, ?, ?, ?)");
+    insert.bind_int(1, run);
+    for (const PluginRecord& plugin : plugins) {
+      insert.bind_text(2, plugin.kind).bind_text(3, plugin.name);
+      insert.bind_text_or_null(4, plugin.version).bind_text_or_null(5, plugin.path);
+      insert.bind_text_or_null(6, plugin.file_hash);
+      insert.run();
+    }
+  });
+}
+
+void Store::write_metrics(int64_t run, const std::vector<MetricRow>& rows) {
+  assert(db_ && "Store used after being moved from");
+  if (rows.empty()) return;
+  db_->transaction(
+      TxMode::kWrite, fmt::format("writing {} metric rows for run {}", rows.size(), run), [&] {
+        Query insert(*db_,
+                     "INSERT INTO metrics (run_id, name, step, epoch, value, wall_time) "
+                     "VALUES (?, ?, ?, ?, ?, ?)");
+        insert.bind_int(1, run);
+        for (const MetricRow& row : rows) {
+          insert.bind_text(2, row.name).bind_int(3, row.step).bind_int(4, row.epoch);
+          insert.bind_real(5, row.value).bind_real(6, row.wall_time);
+          insert.run();
+        }
+      });
+}
+
+void Store::write_summaries(int64_t run,
+                            const std::vector<std::pair<std::string, double>>& values) {
+  assert(db_ && "Store used after being moved from");
+  if (values.empty()) return;
+  db_->transaction(TxMode::kWrite, fmt::format("writing the summaries of run {}", run), [&] {
+    Query upsert(*db_,
+                 "INSERT INTO summaries (run_id, name, value) VALUES (?, ?, ?) "
+                 "ON CONFLICT (run_id, name) DO UPDATE SET value = excluded.value");
+    upsert.bind_int(1, run);
+    for (const auto& [name, value] : values) {
+      upsert.bind_text(2, name).bind_real(3, value);
+      upsert.run();
+    }
+  });
+}
+
+void Store::heartbeat(int64_t run) {
+  assert(db_ && "Store used after being moved from");
+  const std::string what = fmt::format("recording a heartbeat of run {}", run);
+  int64_t changed = 0;
+  db_->transaction(TxMode::kWrite, what, [&] {
+    Query update(*db_, "UPDATE runs SET heartbeat_at = ? WHERE id = ?");
+    update.bind_text(1, utc_now()).bind_int(2, run).run();
+    changed = db_->changes();
+  });
+  if (changed == 0) {
+    throw StoreError(
+        fmt::format("{} in '{}' failed: there is no run {}", what, db_->path().string(), run));
+  }
+}
+
+void Store::finish_run(int64_t run, const std::string& status, const std::string& reason) {
+  assert(db_ && "Store used after being moved from");
+  if (std::find(std::begin(kTerminalStatuses), std::end(kTerminalStatuses), status) ==
+      std::end(kTerminalStatuses)) {
+    throw StoreError(fmt::format(
+        "'{}' is not a terminal run status; expected one of finished, failed, crashed, killed, "
+        "timeout, diverged, oom, lost",
+        status));
+  }
+  const std::string what = fmt::format("recording status '{}' of run {}", status, run);
+  int64_t changed = 0;
+  db_->transaction(TxMode::kWrite, what, [&] {
+    Query update(*db_, "UPDATE runs SET status = ?, reason = ?, ended_at = ? WHERE id = ?");
+    update.bind_text(1, status).bind_text_or_null(2, reason).bind_text(3, utc_now());
+    update.bind_int(4, run).run();
+    changed = db_->changes();
+  });
+  if (changed == 0) {
+    throw StoreError(
+        fmt::format("{} in '{}' failed: there is no run {}", what, db_->path().string(), run));
+  }
+}
+
+std::vector<RunSummaryRow> Store::list_runs(const std::vector<int64_t>& ids) {
+  assert(db_ && "Store used after being moved from");
+  std::vector<RunSummaryRow> rows;
+  std::vector<int64_t> missing;
+  // One read transaction: a consistent snapshot even while other processes write.
+  db_->transaction(TxMode::kRead, "listing runs", [&] {
+    rows.clear();
+    missing.clear();
+    std::vector<int64_t> wanted = ids;
+    if (wanted.empty()) {
+      Query all(*db_, "SELECT id FROM runs ORDER BY id");
+      while (all.step()) wanted.push_back(all.int_at(0));
+    }
+    for (int64_t id : wanted) {
+      Query run(*db_,
+                "SELECT id, name, status, reason, started_at, ended_at, device, seed "
+                "FROM runs WHERE id = ?");
+      run.bind_int(1, id);
+      if (!run.step()) {
+        missing.push_back(id);
+        continue;
+      }
+      RunSummaryRow row;
+      row.id = run.int_at(0);
+      row.name = run.text_at(1);
+      row.status = run.text_at(2);
+      row.reason = run.text_at(3);
+      row.started_at = run.text_at(4);
+      row.ended_at = run.text_at(5);
+      row.device = run.text_at(6);
+      row.seed = run.int_at(7);
+
+      Query params(*db_, "SELECT key, value, type FROM params WHERE run_id = ? ORDER BY key");
+      params.bind_int(1, id);
+      while (params.step()) {
+        std::string type = params.text_at(2);
+        ParamValue value = read_param_value(params, 1, type);
+        row.params.push_back({params.text_at(0), std::move(value), std::move(type)});
+      }
+      Query summaries(*db_, "SELECT name, value FROM summaries WHERE run_id = ? ORDER BY name");
+      summaries.bind_int(1, id);
+      while (summaries.step()) {
+        row.summaries.emplace_back(summaries.text_at(0), summaries.real_at(1));
+      }
+      rows.push_back(std::move(row));
+    }
+  });
+  if (!missing.empty()) {
+    std::string list;
+    for (int64_t id : missing) list += fmt::format("{}{}", list.empty() ? "" : ", ", id);
+    throw StoreError(
+        fmt::format("listing runs in '{}' failed: there is no run {}; `tlab results "
+                    "list` shows the runs there are",
+                    db_->path().string(), list));
+  }
+  return rows;
+}
+
+std::vector<MetricRow> Store::metrics(int64_t run, const std::string& name) {
+  assert(db_ && "Store used after being moved from");
+  std::vector<MetricRow> rows;
+  db_->transaction(TxMode::kRead, fmt::format("reading the metrics of run {}", run), [&] {
+    rows.clear();
+    Query select(*db_, name.empty() ? "SELECT name, step, epoch, value, wall_time FROM metrics "
+                                      "WHERE run_id = ? ORDER BY step, rowid"
+                                    : "SELECT name, step, epoch, value, wall_time FROM metrics "
+                                      "WHERE run_id = ? AND name = ? ORDER BY step, rowid");
+    select.bind_int(1, run);
+    if (!name.empty()) select.bind_text(2, name);
+    while (select.step()) {
+      rows.push_back({select.text_at(0), select.int_at(1), select.int_at(2), select.real_at(3),
+                      select.real_at(4)});
+    }
+  });
+  return rows;
+}
+
+std::vector<PluginRecord> Store::plugins(int64_t run) {
+  assert(db_ && "Store used after being moved from");
+  std::vector<PluginRecord> records;
+  db_->transaction(TxMode::kRead, fmt::format("reading the plugins of run {}", run), [&] {
+    records.clear();
+    Query select(*db_,
+                 "SELECT kind, name, version, path, file_hash FROM run_plugins "
+                 "WHERE run_id = ? ORDER BY rowid");
+    select.bind_int(1, run);
+    while (select.step()) {
+      records.push_back({select.text_at(0), select.text_at(1), select.text_at(2), select.text_at(3),
+                         select.text_at(4)});
+    }
+  });
+  return records;
+}
+
+std::string Store::integrity_check() {
+  assert(db_ && "Store used after being moved from");
+  std::vector<std::string> problems;
+  db_->transaction(TxMode::kRead, "checking integrity", [&] {
+    problems.clear();
+    Query integrity(*db_, "PRAGMA integrity_check");
+    while (integrity.step()) {
+      std::string line = integrity.text_at(0);
+      if (line != "ok") problems.push_back(std::move(line));
+    }
+    Query foreign(*db_, "PRAGMA foreign_key_check");
+    while (foreign.step()) {
+      problems.push_back(fmt::format("row {} of '{}' refers to a missing row of '{}'",
+                                     foreign.int_at(1), foreign.text_at(0), foreign.text_at(2)));
+    }
+  });
+  if (problems.empty()) return "ok";
+  std::string report;
+  for (const std::string& problem : problems) {
+    if (!report.empty()) report += '\n';
+    report += problem;
+  }
+  return report;
+}
+
+}  // namespace tlab

@@ -1,0 +1,150 @@
+#pragma once
+// The results store: one SQLite file that records every run (config, params, plugins, metrics,
+// summaries). Many processes write to it at once (a sweep's children), so every connection uses
+// WAL, a busy timeout and `BEGIN IMMEDIATE` write transactions, and a write that still finds the
+// database locked is retried whole, never dropped.
+//
+// Non-finite values: SQLite stores a NaN bound as REAL as NULL, so a NaN metric or summary value
+// is written as NULL (those `value` columns are otherwise never NULL) and NULL is read back as a
+// quiet NaN; pandas' `read_sql` likewise reads NULL as NaN. The sign and payload of a NaN are not
+// kept. +Inf and -Inf are stored natively as REAL (`value = 9e999` matches +Inf in SQL).
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace tlab {
+
+/// The results database could not be opened, migrated, read or written. The message names the
+/// database file in quotes, what failed, SQLite's message and, where there is one, the fix.
+class StoreError : public std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// A flattened config parameter value. Lists and tables arrive as TOML text strings.
+using ParamValue = std::variant<bool, int64_t, double, std::string>;
+
+/// One flattened config parameter ("train.lr" -> 0.001).
+struct ParamEntry {
+  std::string key;   ///< Dotted key.
+  ParamValue value;  ///< bool, int64_t, double, or TOML text for lists and tables.
+  std::string type;  ///< "bool", "int", "float", "string", "list" or "table"; must match `value`.
+};
+
+/// One metric value at one step.
+struct MetricRow {
+  std::string name;  ///< Metric name ("train/loss").
+  int64_t step;      ///< Global optimisation step.
+  int64_t epoch;     ///< Epoch the step belongs to.
+  double value;      ///< NaN and +-Inf are kept (see the top of this file).
+  double wall_time;  ///< Seconds since the run started.
+};
+
+/// A plugin a run used.
+struct PluginRecord {
+  std::string kind, name, version, path, file_hash;
+};
+
+/// What `Store::create_run` records about a new run.
+struct NewRun {
+  std::string experiment;          ///< Experiment file path as given.
+  std::string name;                ///< Experiment (or run) name.
+  std::string host;                ///< Host name.
+  int64_t pid = 0;                 ///< Process id of the process that executes the run.
+  std::string device;              ///< "cpu", "cuda:0", ...
+  int64_t seed = 0;                ///< Seed of the run.
+  std::string git_commit;          ///< Commit of the experiment's repository; "" when unknown.
+  int git_dirty = -1;              ///< -1 unknown, 0 clean, 1 uncommitted changes.
+  std::string config_toml;         ///< Resolved config as TOML, defaults included.
+  std::string config_hash;         ///< Hash of `config_toml`.
+  std::string overrides;           ///< JSON object of swept key -> value; "{}" when none.
+  std::string run_dir;             ///< The run's folder (checkpoints, logs).
+  std::string tlab_version;        ///< Version of tlab that ran it.
+  std::vector<ParamEntry> params;  ///< `config_toml` flattened; keys must be unique.
+};
+
+/// A run as listed by `Store::list_runs`. Text columns that are NULL read as "".
+struct RunSummaryRow {
+  int64_t id;
+  std::string name, status, reason, started_at, ended_at, device;
+  int64_t seed;
+  std::vector<ParamEntry> params;                         ///< Ordered by key.
+  std::vector<std::pair<std::string, double>> summaries;  ///< Ordered by name; NaN stays NaN.
+};
+
+namespace detail {
+class Connection;
+}
+
+/// A connection to one results database. Not thread-safe: use one Store per thread. A Store
+/// must not be used after fork(); open a new one in the child (using one throws StoreError).
+///
+/// Example:
+///   Store store("results/results.db");
+///   int64_t run = store.create_run(new_run);
+///   store.write_metrics(run, {{"train/loss", 10, 0, 0.42, 1.5}});
+///   store.finish_run(run, "finished", "");
+class Store {
+ public:
+  /// Schema version this build reads and writes (`PRAGMA user_version`).
+  static constexpr int kSchemaVersion = 1;
+  /// How long one statement waits for another process's lock before SQLite reports busy.
+  static constexpr std::chrono::milliseconds kBusyTimeout{10000};
+  /// Write transactions still busy after the busy timeout are retried whole, this many times
+  /// in all, with a growing pause between attempts.
+  static constexpr int kMaxAttempts = 8;
+
+  /// Opens `path` (creating the file and its parent folder when `create`) and migrates it to
+  /// kSchemaVersion. Refuses, with StoreError: a missing file when not `create`; a file that is
+  /// not an SQLite database; a database with a newer schema version (upgrade tlab); a non-empty
+  /// database with version 0 (not a TransferLab results database). A refused file is left as
+  /// it was. `busy_timeout` is meant for tests.
+  explicit Store(const std::filesystem::path& path, bool create = true,
+                 std::chrono::milliseconds busy_timeout = kBusyTimeout);
+  ~Store();
+  Store(Store&&) noexcept;
+  Store& operator=(Store&&) noexcept;
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  /// The database file, as given.
+  const std::filesystem::path& path() const;
+
+  /// Records a new run with status "running", started and heartbeat now, and its params.
+  /// Returns the run id.
+  int64_t create_run(const NewRun& run);
+  /// Records the plugins `run` uses (may be called more than once; rows are appended).
+  void add_plugins(int64_t run, const std::vector<PluginRecord>& plugins);
+  /// Appends `rows` to the metrics of `run` in one transaction: all rows or none.
+  void write_metrics(int64_t run, const std::vector<MetricRow>& rows);
+  /// Sets summary values of `run`, replacing earlier values of the same names.
+  void write_summaries(int64_t run, const std::vector<std::pair<std::string, double>>& values);
+  /// Sets the heartbeat time of `run` to now.
+  void heartbeat(int64_t run);
+  /// Sets the terminal `status` of `run` (finished, failed, crashed, killed, timeout, diverged,
+  /// oom or lost), its `reason` ("" for none) and ended_at now.
+  void finish_run(int64_t run, const std::string& status, const std::string& reason);
+
+  /// All runs ordered by id, or the runs `ids` in that order (StoreError for an unknown id).
+  std::vector<RunSummaryRow> list_runs(const std::vector<int64_t>& ids = {});
+  /// The metrics of `run` (only those called `name` unless it is ""), ordered by step, then
+  /// by insertion.
+  std::vector<MetricRow> metrics(int64_t run, const std::string& name = "");
+  /// The plugins of `run`, in the order they were added.
+  std::vector<PluginRecord> plugins(int64_t run);
+
+  /// `PRAGMA integrity_check` plus `PRAGMA foreign_key_check`: "ok" when both find nothing,
+  /// else one line per problem.
+  std::string integrity_check();
+
+ private:
+  std::unique_ptr<detail::Connection> db_;  // null only after being moved from
+};
+
+}  // namespace tlab
