@@ -127,6 +127,7 @@ int main(int argc, char** argv) {
   CLI::App app{"TransferLab: transfer-learning experiments with plugins, sweeps and results"};
   app.set_version_flag("--version", std::string("tlab ") + TLAB_VERSION);
   app.require_subcommand(1);
+  app.fallthrough();  // global options (--plugin-path, -v) may follow the subcommand
   std::vector<std::string> plugin_paths;
   app.add_option("--plugin-path", plugin_paths,
                  "Extra plugin folder, searched first (repeatable; also TLAB_PLUGIN_PATH)");
@@ -199,6 +200,7 @@ int main(int argc, char** argv) {
       return kUsageError;
     }
     Store store(db);
+    configure_threads(threads);
     RunOptions options;
     options.results_dir = fs::path(db).parent_path().empty() ? fs::path(".")
                                                              : fs::path(db).parent_path();

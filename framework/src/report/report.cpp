@@ -1,5 +1,6 @@
 #include "report/report.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
@@ -192,8 +193,16 @@ std::string format_comparison(const std::vector<RunSummaryRow>& runs,
   if (by.empty()) {
     std::vector<RunSummaryRow> f;
     for (auto* r : finished) f.push_back(*r);
-    for (const auto& k : varying_keys(f))
-      if (k != "seed") by.push_back(k);
+    auto varying = varying_keys(f);
+    auto chosen_plugin_varies = [&](const std::string& k) {
+      // When a table's plugin varies, its other keys are that plugin's options: leave them out.
+      auto dot = k.find('.');
+      if (dot == std::string::npos || k.substr(dot + 1) == "plugin") return false;
+      auto plugin_key = k.substr(0, dot) + ".plugin";
+      return std::find(varying.begin(), varying.end(), plugin_key) != varying.end();
+    };
+    for (const auto& k : varying)
+      if (k != "seed" && !chosen_plugin_varies(k)) by.push_back(k);
   }
   // Groups in order of first appearance.
   std::vector<std::vector<std::string>> group_keys;

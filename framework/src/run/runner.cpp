@@ -1,5 +1,6 @@
 #include "run/runner.hpp"
 
+#include <dlfcn.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -164,7 +165,8 @@ class RunSession : public Session {
     torch::NoGradGuard no_grad;
     auto correct = torch::zeros({}, torch::TensorOptions(ctx_.device).dtype(torch::kLong));
     auto loss = torch::zeros({}, torch::TensorOptions(ctx_.device).dtype(torch::kDouble));
-    const int64_t n = split.size(), bs = 1024;
+    // Modest batches: activations of huge ones are mmap-allocated and page-faulted every call.
+    const int64_t n = split.size(), bs = 256;
     for (int64_t i = 0; i < n; i += bs) {
       auto x = split.x.slice(0, i, std::min(n, i + bs));
       auto y = split.y.slice(0, i, std::min(n, i + bs));
@@ -263,6 +265,16 @@ void save_checkpoint(torch::nn::Module& model, const fs::path& file) {
 
 }  // namespace
 
+void configure_threads(int threads) {
+  if (threads > 0) torch::set_num_threads(threads);
+  using SetThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
+    set(1);
+  else
+    spdlog::warn("[runner] OpenBLAS is not loaded: LibTorch runs on the reference BLAS, about 7x "
+                 "slower; install libopenblas0-pthread (tools/setup.sh does)");
+}
+
 Split take_shots(const Split& split, int64_t shots, int64_t num_classes, uint64_t seed) {
   if (shots <= 0 || split.size() == 0) return split;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
@@ -316,7 +328,6 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
       std::ofstream cfg(run_dir / "config.toml");
       cfg << spec.config_toml;
     }
-    if (options.threads > 0) torch::set_num_threads(options.threads);
     torch::manual_seed(spec.seed);
 
     // Load every plugin first, so their versions are recorded even if the run fails later.

@@ -39,6 +39,12 @@ struct RunOutcome {
 RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
                        const RunOptions& options);
 
+/// Sets LibTorch's intra-op threads (`threads` > 0; 0 keeps its default) and keeps OpenBLAS
+/// single-threaded inside them: LibTorch already parallelises around its BLAS calls, and
+/// OpenBLAS's own spinning threads on top of that multiplied system time by 20 (measured).
+/// Warns when no OpenBLAS is loaded (the reference BLAS is about 7x slower).
+void configure_threads(int threads);
+
 /// Keeps `shots` examples per class of `split` (all of a class when it has fewer), chosen with
 /// `seed`; the order of kept examples is shuffled. `shots` = 0 returns `split` unchanged.
 Split take_shots(const Split& split, int64_t shots, int64_t num_classes, uint64_t seed);
