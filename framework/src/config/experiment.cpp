@@ -261,8 +261,10 @@ std::vector<std::string> split_path(const std::string& path) {
   return parts;
 }
 
-// Sets `path` (dotted; numbers index arrays) in `root` to a copy of `value`, creating tables.
-void set_path(toml::table& root, const std::string& path, const toml::node& value,
+// Sets `path` (dotted; numbers index arrays) in `root` to `value`, creating tables. The value is
+// moved, not copied: toml++ keeps a node's source position on move but drops it on copy, and
+// every later error about this value should point at it.
+void set_path(toml::table& root, const std::string& path, toml::node& value,
               const std::function<void(const std::string&)>& fail) {
   auto parts = split_path(path);
   toml::node* cur = &root;
@@ -289,7 +291,7 @@ void set_path(toml::table& root, const std::string& path, const toml::node& valu
   const std::string& last = parts.back();
   if (last.empty()) fail(fmt::format("'{}' has an empty key segment", path));
   if (toml::table* t = cur->as_table()) {
-    value.visit([&](const auto& v) { t->insert_or_assign(last, v); });
+    value.visit([&](auto& v) { t->insert_or_assign(last, std::move(v)); });
   } else {
     fail(fmt::format("'{}': the parent of '{}' is not a table", path, last));
   }
@@ -297,16 +299,16 @@ void set_path(toml::table& root, const std::string& path, const toml::node& valu
 
 struct SweepAxis {
   std::string key;
-  const toml::array* values;
+  toml::array* values;
 };
 
-void collect_sweep(const toml::table& t, const std::string& prefix, const Checker& c,
+void collect_sweep(toml::table& t, const std::string& prefix, const Checker& c,
                    std::vector<SweepAxis>& axes) {
   for (auto&& [k, v] : t) {
     std::string key = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
-    if (const toml::table* sub = v.as_table()) {
+    if (toml::table* sub = v.as_table()) {
       collect_sweep(*sub, key, c, axes);
-    } else if (const toml::array* a = v.as_array()) {
+    } else if (toml::array* a = v.as_array()) {
       if (a->empty()) c.fail(v, fmt::format("sweep '{}' has no values; give a non-empty list", key));
       axes.push_back({key, a});
     } else {
@@ -506,58 +508,67 @@ std::vector<RunSpec> load_experiment(const fs::path& path, const std::vector<std
   if (fs::is_directory(path, ec))
     throw ConfigError(fmt::format("{}: is a folder, expected a TOML experiment file",
                                   path.string()));
-  toml::table root;
-  try {
-    root = toml::parse_file(path.string());
-  } catch (const toml::parse_error& e) {
-    const auto& b = e.source().begin;
-    throw ConfigError(fmt::format("{}:{}:{}: {}", path.string(), b.line, b.column,
-                                  e.description()));
-  }
-
-  // Command-line overrides: key=value, value in TOML syntax, else taken as a bare string.
-  for (const auto& o : overrides) {
-    auto eq = o.find('=');
-    if (eq == std::string::npos || eq == 0)
-      throw ConfigError(fmt::format("override '{}' is not of the form key=value (e.g. "
-                                    "train.lr=0.01)", o));
-    std::string key = o.substr(0, eq), text = o.substr(eq + 1);
-    toml::table holder;
+  // The file is parsed afresh for each run and values are moved into place, so that every node
+  // keeps its file:line:col (see set_path).
+  auto prepare = [&]() {
+    toml::table root;
     try {
-      holder = toml::parse("v = " + text, "override '" + o + "'");
-    } catch (const toml::parse_error&) {
-      holder = toml::table{};
-      holder.insert_or_assign("v", text);
+      root = toml::parse_file(path.string());
+    } catch (const toml::parse_error& e) {
+      const auto& b = e.source().begin;
+      throw ConfigError(fmt::format("{}:{}:{}: {}", path.string(), b.line, b.column,
+                                    e.description()));
     }
-    set_path(root, key, *holder.get("v"), [&](const std::string& msg) {
-      throw ConfigError(fmt::format("override '{}': {}", o, msg));
-    });
-  }
+    // Command-line overrides: key=value, value in TOML syntax, else taken as a bare string.
+    for (const auto& o : overrides) {
+      auto eq = o.find('=');
+      if (eq == std::string::npos || eq == 0)
+        throw ConfigError(fmt::format("override '{}' is not of the form key=value (e.g. "
+                                      "train.lr=0.01)", o));
+      std::string key = o.substr(0, eq), text = o.substr(eq + 1);
+      toml::table holder;
+      try {
+        holder = toml::parse("v = " + text, "override '" + o + "'");
+      } catch (const toml::parse_error&) {
+        holder = toml::table{};
+        holder.insert_or_assign("v", text);
+      }
+      set_path(root, key, *holder.get("v"), [&](const std::string& msg) {
+        throw ConfigError(fmt::format("override '{}': {}", o, msg));
+      });
+    }
+    return root;
+  };
+  auto axes_of = [&](toml::table& root) {
+    std::vector<SweepAxis> axes;
+    if (toml::node* s = root.get("sweep")) {
+      if (!s->is_table())
+        c.fail(*s, fmt::format("'sweep' must be a table of key = [values], got {}", describe(*s)));
+      collect_sweep(*s->as_table(), "", c, axes);
+    }
+    return axes;
+  };
 
-  std::vector<SweepAxis> axes;
-  toml::table sweep;
-  if (const toml::node* s = root.get("sweep")) {
-    if (!s->is_table())
-      c.fail(*s, fmt::format("'sweep' must be a table of key = [values], got {}", describe(*s)));
-    sweep = *s->as_table();
-    collect_sweep(sweep, "", c, axes);
+  std::vector<std::size_t> sizes;
+  {
+    toml::table first = prepare();
+    for (const auto& a : axes_of(first)) sizes.push_back(a.values->size());
   }
-  root.erase("sweep");
-
   const std::string default_name = path.stem().string();
   std::vector<RunSpec> runs;
-  std::vector<std::size_t> index(axes.size(), 0);
+  std::vector<std::size_t> index(sizes.size(), 0);
   while (true) {
-    toml::table combo = root;
+    toml::table combo = prepare();
+    auto axes = axes_of(combo);
     nlohmann::json swept = nlohmann::json::object();
     std::vector<std::string> label;
     for (std::size_t i = 0; i < axes.size(); ++i) {
-      const toml::node& v = *axes[i].values->get(index[i]);
-      set_path(combo, axes[i].key, v,
-               [&](const std::string& msg) { c.fail(v, "sweep: " + msg); });
+      toml::node& v = *axes[i].values->get(index[i]);
       swept[axes[i].key] = to_json(v);
       label.push_back(axes[i].key + "=" + to_json(v).dump());
+      set_path(combo, axes[i].key, v, [&](const std::string& msg) { c.fail(v, "sweep: " + msg); });
     }
+    combo.erase("sweep");
     try {
       RunSpec r = validate(combo, c, default_name);
       r.overrides_json = swept.dump();
@@ -570,8 +581,8 @@ std::vector<RunSpec> load_experiment(const fs::path& path, const std::vector<std
     }
     // Next combination: the last axis varies fastest.
     bool more = false;
-    for (std::size_t i = axes.size(); i-- > 0 && !more;) {
-      more = ++index[i] < axes[i].values->size();
+    for (std::size_t i = sizes.size(); i-- > 0 && !more;) {
+      more = ++index[i] < sizes[i];
       if (!more) index[i] = 0;
     }
     if (!more) break;

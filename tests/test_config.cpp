@@ -1,0 +1,217 @@
+// Experiment files: validation with file:line:col, defaults, sweeps, overrides, hostile input.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <torch/cuda.h>
+
+#include "config/experiment.hpp"
+#include "plugins/loader.hpp"
+#include "test_helpers.hpp"
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kValid = R"(name = "tiny"
+seed = 3
+device = "cpu"
+
+[source]
+plugin = "gaussians"
+domain = "source"
+
+[target]
+plugin = "gaussians"
+domain = "target"
+shots = 5
+
+[backbone]
+plugin = "mlp"
+hidden = [16]
+
+[[adapters]]
+plugin = "linear_head"
+
+[strategy]
+plugin = "finetune"
+source_epochs = 1
+
+[train]
+epochs = 2
+lr = 0.01
+)";
+
+class Config : public ::testing::Test {
+ protected:
+  fs::path dir_ = tlab::test::temp_dir("config");
+  tlab::PluginLoader loader_{{TLAB_TEST_PLUGIN_DIR}};
+
+  fs::path file(const std::string& text, const std::string& name = "exp.toml") {
+    return tlab::test::write_file(dir_ / name, text);
+  }
+  std::vector<tlab::RunSpec> load(const std::string& text, std::vector<std::string> ov = {}) {
+    return tlab::load_experiment(file(text), ov, loader_);
+  }
+  std::string error(const std::string& text, std::vector<std::string> ov = {}) {
+    return tlab::test::error_of<tlab::ConfigError>([&] { load(text, ov); });
+  }
+  std::string at(int line, int col) {
+    return (dir_ / "exp.toml").string() + ":" + std::to_string(line) + ":" + std::to_string(col) +
+           ": ";
+  }
+  // kValid with `from` replaced by `to` (which must occur).
+  std::string with(const std::string& from, const std::string& to) {
+    std::string s = kValid;
+    auto pos = s.find(from);
+    EXPECT_NE(pos, std::string::npos) << from;
+    return s.replace(pos, from.size(), to);
+  }
+};
+
+TEST_F(Config, ValidFileResolvesWithDefaultsFilledIn) {
+  auto runs = load(kValid);
+  ASSERT_EQ(runs.size(), 1u);
+  const auto& r = runs[0];
+  EXPECT_EQ(r.name, "tiny");
+  EXPECT_EQ(r.seed, 3);
+  EXPECT_EQ(r.target.shots, 5);
+  EXPECT_EQ(std::get<std::string>(r.target.params.at("domain")), "target");
+  EXPECT_EQ(std::get<std::vector<int64_t>>(r.backbone.params.at("hidden")),
+            (std::vector<int64_t>{16}));
+  EXPECT_EQ(std::get<double>(r.backbone.params.at("dropout")), 0.0);  // a default
+  EXPECT_EQ(r.train.epochs, 2);
+  EXPECT_EQ(r.train.optimizer, "adam");  // a default
+  EXPECT_THAT(r.config_toml, HasSubstr("optimizer = \"adam\""));
+  EXPECT_EQ(r.config_hash.size(), 16u);
+  std::map<std::string, std::string> types;
+  for (const auto& p : r.params) types[p.key] = p.type;
+  EXPECT_EQ(types["train.lr"], "float");
+  EXPECT_EQ(types["backbone.hidden"], "list");
+  EXPECT_EQ(types["adapters.0.plugin"], "string");
+  EXPECT_EQ(types["backbone.batch_norm"], "");  // mlp has no such key
+}
+
+TEST_F(Config, MalformedTomlIsReportedWithLineAndColumn) {
+  auto msg = error("name = \"x\"\nseed = = 3\n");
+  EXPECT_THAT(msg, StartsWith(at(2, 8)));
+}
+
+TEST_F(Config, UnknownTopLevelKeySuggestsTheNearest) {
+  auto msg = error(with("seed = 3", "sede = 3"));
+  EXPECT_THAT(msg, StartsWith(at(2, 8)));
+  EXPECT_THAT(msg, HasSubstr("unknown key 'sede' in the experiment; did you mean 'seed'?"));
+}
+
+TEST_F(Config, UnknownPluginKeySuggestsTheNearest) {
+  auto msg = error(with("hidden = [16]", "hiden = [16]"));
+  EXPECT_THAT(msg, StartsWith(at(16, 9)));
+  EXPECT_THAT(msg, HasSubstr("unknown key 'backbone.hiden' in backbone plugin 'mlp'"));
+  EXPECT_THAT(msg, HasSubstr("did you mean 'hidden'?"));
+}
+
+TEST_F(Config, UnknownTrainKeySuggestsTheNearest) {
+  auto msg = error(with("lr = 0.01", "lrr = 0.01"));
+  EXPECT_THAT(msg, StartsWith(at(27, 7)));
+  EXPECT_THAT(msg, HasSubstr("unknown key 'train.lrr' in [train]; did you mean 'lr'?"));
+}
+
+TEST_F(Config, WrongTypeIsLocated) {
+  auto msg = error(with("epochs = 2", "epochs = \"two\""));
+  EXPECT_THAT(msg, StartsWith(at(26, 10)));
+  EXPECT_THAT(msg, HasSubstr("'train.epochs' must be int, got string \"two\""));
+}
+
+TEST_F(Config, OutOfRangeValuesAreLocated) {
+  EXPECT_THAT(error(with("epochs = 2", "epochs = 0")),
+              HasSubstr("'train.epochs' = 0 is out of range; expected a value in [1, 1000000]"));
+  auto nan = error(with("lr = 0.01", "lr = nan"));
+  EXPECT_THAT(nan, StartsWith(at(27, 6)));
+  EXPECT_THAT(nan, HasSubstr("'train.lr' = nan is not a finite number"));
+  EXPECT_THAT(error(with("shots = 5", "shots = -1")),
+              HasSubstr("'target.shots' = -1 is out of range"));
+  EXPECT_THAT(error(with("[train]", "[train]\noptimizer = \"adamm\"")),
+              HasSubstr("'train.optimizer' = \"adamm\" is not a valid choice; did you mean "
+                        "'adam' or 'adamw'?"));
+}
+
+TEST_F(Config, UnknownPluginIsLocatedWithSuggestion) {
+  auto msg = error(with("plugin = \"mlp\"", "plugin = \"mpl\""));
+  EXPECT_THAT(msg, StartsWith(at(15, 10)));
+  EXPECT_THAT(msg, HasSubstr("no backbone plugin named 'mpl': did you mean 'mlp'?"));
+}
+
+TEST_F(Config, MissingTablesAreNamed) {
+  EXPECT_THAT(error("name = \"x\"\n"), HasSubstr("the experiment has no [target] table"));
+  EXPECT_THAT(error(with("[strategy]\nplugin = \"finetune\"\nsource_epochs = 1\n", "")),
+              HasSubstr("no [strategy] table"));
+  EXPECT_THAT(error(with("plugin = \"finetune\"", "")),
+              HasSubstr("'strategy' has no 'plugin' key"));
+}
+
+TEST_F(Config, CudaOnAMachineWithoutOneIsAConfigError) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "this machine has CUDA";
+  auto msg = error(with("device = \"cpu\"", "device = \"cuda\""));
+  EXPECT_THAT(msg, StartsWith(at(3, 10)));
+  EXPECT_THAT(msg, HasSubstr("device \"cuda\" requested but this machine has no usable CUDA"));
+  EXPECT_THAT(error(with("device = \"cpu\"", "device = \"gpu\"")),
+              HasSubstr("device \"gpu\" is not valid"));
+}
+
+TEST_F(Config, SweepIsACartesianProductInKeyOrder) {
+  auto runs = load(kValid + "\n[sweep]\nseed = [1, 2]\n\"train.lr\" = [0.1, 0.01, 0.001]\n");
+  ASSERT_EQ(runs.size(), 6u);
+  EXPECT_EQ(runs[0].seed, 1);
+  EXPECT_DOUBLE_EQ(runs[0].train.lr, 0.1);
+  EXPECT_DOUBLE_EQ(runs[1].train.lr, 0.01);
+  EXPECT_EQ(runs[3].seed, 2);
+  EXPECT_EQ(runs[3].overrides_json, R"({"seed":2,"train.lr":0.1})");
+  EXPECT_NE(runs[0].config_hash, runs[1].config_hash);
+}
+
+TEST_F(Config, SweepOverWholeTablesChangesPlugins) {
+  auto runs = load(kValid +
+                   "\n[sweep]\nstrategy = [{plugin = \"scratch\"}, {plugin = \"finetune\"}]\n");
+  ASSERT_EQ(runs.size(), 2u);
+  EXPECT_EQ(runs[0].strategy.plugin, "scratch");
+  EXPECT_TRUE(runs[0].strategy.params.empty());
+  EXPECT_EQ(runs[1].strategy.plugin, "finetune");
+  EXPECT_EQ(std::get<int64_t>(runs[1].strategy.params.at("source_epochs")), 5);  // default
+}
+
+TEST_F(Config, OneBadSweepCombinationRejectsTheWholeSweep) {
+  auto msg = error(kValid + "\n[sweep]\nseed = [1, 2]\n\"train.epochs\" = [2, 0]\n");
+  EXPECT_THAT(msg, StartsWith(at(31, 22)));
+  EXPECT_THAT(msg, HasSubstr("'train.epochs' = 0 is out of range"));
+  EXPECT_THAT(msg, HasSubstr("in sweep combination 2: seed=1, train.epochs=0; the whole sweep "
+                             "was rejected, no run started"));
+  EXPECT_THAT(error(kValid + "\n[sweep]\nseed = 3\n"),
+              HasSubstr("sweep 'seed' must be a list of values"));
+  EXPECT_THAT(error(kValid + "\n[sweep]\nseed = []\n"), HasSubstr("sweep 'seed' has no values"));
+}
+
+TEST_F(Config, OverridesApplyAndAreValidated) {
+  auto runs = load(kValid, {"train.lr=0.5", "backbone.hidden=[4,4]", "target.domain=source"});
+  EXPECT_DOUBLE_EQ(runs[0].train.lr, 0.5);
+  EXPECT_EQ(std::get<std::vector<int64_t>>(runs[0].backbone.params.at("hidden")),
+            (std::vector<int64_t>{4, 4}));
+  EXPECT_EQ(std::get<std::string>(runs[0].target.params.at("domain")), "source");
+  EXPECT_THAT(error(kValid, {"train.lrr=0.5"}),
+              HasSubstr("unknown key 'train.lrr' in [train]; did you mean 'lr'?"));
+  EXPECT_THAT(error(kValid, {"nonsense"}), HasSubstr("override 'nonsense' is not of the form"));
+}
+
+TEST_F(Config, HostileInputFailsCleanly) {
+  EXPECT_THAT(error(""), HasSubstr("has no [target] table"));
+  std::string binary("\x00\xff\xfe\x01garbage\x80\x81", 13);
+  EXPECT_THAT(error(binary), StartsWith((dir_ / "exp.toml").string() + ":"));
+  EXPECT_THAT(error("name = \"\xc3\x28\"\n"), StartsWith(at(1, 8)));  // invalid UTF-8
+  std::string deep = "x = " + std::string(5000, '[') + std::string(5000, ']') + "\n";
+  EXPECT_THAT(error(deep), StartsWith((dir_ / "exp.toml").string() + ":1:"));
+  EXPECT_THAT(tlab::test::error_of<tlab::ConfigError>(
+                  [&] { tlab::load_experiment(dir_ / "missing.toml", {}, loader_); }),
+              HasSubstr("missing.toml: experiment file does not exist"));
+}
+
+}  // namespace

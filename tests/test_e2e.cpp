@@ -1,0 +1,264 @@
+// End to end: experiments through the real loader, runner and store, and through the CLI.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "config/experiment.hpp"
+#include "plugins/loader.hpp"
+#include "run/runner.hpp"
+#include "store/store.hpp"
+#include "test_helpers.hpp"
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kTiny = R"(name = "tiny"
+seed = 7
+device = "cpu"
+
+[source]
+plugin = "gaussians"
+domain = "source"
+train_size = 200
+val_size = 50
+test_size = 100
+
+[target]
+plugin = "gaussians"
+domain = "target"
+train_size = 200
+val_size = 50
+test_size = 100
+shots = 5
+
+[backbone]
+plugin = "mlp"
+hidden = [16]
+
+[[adapters]]
+plugin = "linear_head"
+
+[strategy]
+plugin = "finetune"
+source_epochs = 2
+
+[train]
+epochs = 3
+batch_size = 16
+)";
+
+struct CommandResult {
+  int code;
+  std::string out;
+};
+
+// Runs a shell command, capturing stdout and stderr together.
+CommandResult sh(const std::string& cmd) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (std::size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+// Count of rows a query returns on a plain sqlite3 connection (as any client would see it).
+int64_t count(const fs::path& db, const std::string& sql) {
+  sqlite3* c = nullptr;
+  sqlite3_open_v2(db.c_str(), &c, SQLITE_OPEN_READONLY, nullptr);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(c, sql.c_str(), -1, &st, nullptr);
+  int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+  sqlite3_finalize(st);
+  sqlite3_close(c);
+  return n;
+}
+
+class EndToEnd : public ::testing::Test {
+ protected:
+  fs::path dir_ = tlab::test::temp_dir("e2e");
+  tlab::PluginLoader loader_{{TLAB_TEST_PLUGIN_DIR, TLAB_TEST_FIXTURE_DIR}};
+
+  std::vector<tlab::RunSpec> specs(const std::string& text, std::vector<std::string> ov = {}) {
+    return tlab::load_experiment(tlab::test::write_file(dir_ / "tiny.toml", text), ov, loader_);
+  }
+  tlab::RunOutcome run(tlab::Store& store, const tlab::RunSpec& spec) {
+    tlab::RunOptions o;
+    o.results_dir = dir_;
+    return tlab::execute_run(spec, loader_, store, o);
+  }
+};
+
+TEST_F(EndToEnd, ARunRecordsEverythingInTheDatabase) {
+  fs::path db = dir_ / "results.db";
+  tlab::Store store(db);
+  auto out = run(store, specs(kTiny)[0]);
+  ASSERT_EQ(out.status, "finished") << out.reason;
+  EXPECT_GE(out.summary.at("target/test/acc"), 0.0);
+  EXPECT_LE(out.summary.at("target/test/acc"), 1.0);
+
+  auto rows = store.list_runs();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].status, "finished");
+  EXPECT_EQ(rows[0].seed, 7);
+  EXPECT_EQ(rows[0].device, "cpu");
+  // Per-epoch metrics: 2 source epochs (train loss, lr, val acc/loss), 3 target epochs (also test).
+  auto m = store.metrics(out.id, "target/val/acc");
+  ASSERT_EQ(m.size(), 3u);
+  EXPECT_EQ(m[2].epoch, 2);
+  EXPECT_EQ(store.metrics(out.id, "source/val/acc").size(), 2u);
+  EXPECT_EQ(store.metrics(out.id, "target/test/acc").size(), 3u);
+  EXPECT_EQ(store.metrics(out.id, "target/train/loss").size(), 3u);
+  // Steps count on across stages: source 200 examples / 16 = 13 steps x 2 epochs, then target
+  // 5 labelled examples per class x 4 classes = 20 / 16 = 2 steps x 3 epochs.
+  EXPECT_EQ(store.metrics(out.id, "target/train/loss")[2].step, 13 * 2 + 2 * 3);
+  EXPECT_EQ(out.summary.at("target/train/examples"), 20);
+
+  auto plugins = store.plugins(out.id);
+  ASSERT_EQ(plugins.size(), 5u);
+  for (const auto& p : plugins) {
+    EXPECT_EQ(p.file_hash.size(), 16u) << p.name;
+    EXPECT_FALSE(p.version.empty());
+  }
+  // Visible to any SQLite client.
+  EXPECT_EQ(count(db, "SELECT count(*) FROM params WHERE run_id = 1 AND key = 'train.lr'"), 1);
+  EXPECT_EQ(count(db, "SELECT count(*) FROM summaries WHERE name = 'target/test/acc'"), 1);
+  EXPECT_EQ(count(db, "SELECT count(*) FROM runs WHERE config_toml LIKE '%plugin = \"mlp\"%'"), 1);
+  // The run folder holds the resolved config and the final checkpoint.
+  int files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir_ / "runs"))
+    files += e.path().filename() == "model.pt" || e.path().filename() == "config.toml";
+  EXPECT_EQ(files, 2);
+  EXPECT_EQ(store.integrity_check(), "ok");
+}
+
+TEST_F(EndToEnd, SameConfigAndSeedGiveIdenticalMetrics) {
+  tlab::Store store(dir_ / "results.db");
+  auto spec = specs(kTiny)[0];
+  auto a = run(store, spec), b = run(store, spec);
+  auto ma = store.metrics(a.id), mb = store.metrics(b.id);
+  ASSERT_EQ(ma.size(), mb.size());
+  for (std::size_t i = 0; i < ma.size(); ++i) {
+    EXPECT_EQ(ma[i].name, mb[i].name);
+    EXPECT_EQ(ma[i].value, mb[i].value) << ma[i].name << " step " << ma[i].step;
+  }
+}
+
+TEST_F(EndToEnd, PluginFailuresBecomeTheRunsStatusWithTheHookNamed) {
+  tlab::Store store(dir_ / "results.db");
+  auto failed = run(store, specs(kTiny, {"strategy={plugin=\"faulty\",fail_in=\"loss\"}"})[0]);
+  EXPECT_EQ(failed.status, "failed");
+  EXPECT_THAT(failed.reason,
+              HasSubstr("strategy plugin 'faulty' failed in loss: faulty: asked to fail in loss"));
+  auto setup = run(store, specs(kTiny, {"strategy={plugin=\"faulty\",fail_in=\"setup\"}"})[0]);
+  EXPECT_THAT(setup.reason, HasSubstr("strategy plugin 'faulty' failed in setup"));
+  auto nan = run(store, specs(kTiny, {"strategy={plugin=\"faulty\",fail_in=\"nan\",fail_epoch=1}"})[0]);
+  EXPECT_EQ(nan.status, "diverged");
+  EXPECT_THAT(nan.reason, HasSubstr("target loss became nan in epoch 1"));
+  // Metrics up to the divergence are kept.
+  EXPECT_EQ(store.metrics(nan.id, "target/val/acc").size(), 1u);
+  auto rows = store.list_runs();
+  EXPECT_EQ(rows[0].status, "failed");
+  EXPECT_EQ(rows[2].status, "diverged");
+  EXPECT_EQ(store.integrity_check(), "ok");
+}
+
+TEST_F(EndToEnd, FinetuneWithoutSourceFailsWithAClearReason) {
+  tlab::Store store(dir_ / "results.db");
+  std::string text = kTiny;
+  text.erase(text.find("[source]"), text.find("[target]") - text.find("[source]"));
+  auto out = run(store, specs(text)[0]);
+  EXPECT_EQ(out.status, "failed");
+  EXPECT_THAT(out.reason, HasSubstr("strategy plugin 'finetune' failed in prepare: finetune "
+                                    "pre-trains on the source domain: add a [source] table"));
+}
+
+TEST_F(EndToEnd, MissingHeadIsExplained) {
+  tlab::Store store(dir_ / "results.db");
+  std::string text = kTiny;
+  text.erase(text.find("[[adapters]]"), text.find("[strategy]") - text.find("[[adapters]]"));
+  auto out = run(store, specs(text)[0]);
+  EXPECT_EQ(out.status, "failed");
+  EXPECT_THAT(out.reason, HasSubstr("the model outputs 16 values per example but the target has "
+                                    "4 classes; add a head"));
+}
+
+TEST_F(EndToEnd, TakeShotsKeepsKPerClass) {
+  auto y = torch::tensor({0, 1, 2, 0, 1, 2, 0, 1, 2, 0}, torch::kLong);
+  tlab::Split s{torch::arange(10).to(torch::kFloat).unsqueeze(1), y};
+  auto k = tlab::take_shots(s, 2, 3, 1);
+  EXPECT_EQ(k.size(), 6);
+  EXPECT_TRUE(torch::equal(torch::bincount(k.y), torch::tensor({2, 2, 2}, torch::kLong)));
+  EXPECT_EQ(tlab::take_shots(s, 0, 3, 1).size(), 10);
+}
+
+TEST_F(EndToEnd, CommandLineRunListAndExitCodes) {
+  const std::string tlab = std::string(TLAB_TEST_BIN_DIR) + "/tlab";
+  fs::path exp = tlab::test::write_file(dir_ / "cli.toml", kTiny + "\n[sweep]\nseed = [1, 2]\n");
+  fs::path db = dir_ / "cli" / "results.db";
+  auto r = sh(tlab + " run " + exp.string() + " --db " + db.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("target/test/acc (mean ± s.e.)"));
+  EXPECT_THAT(r.out, HasSubstr("2 run(s) finished"));
+
+  auto list = sh(tlab + " results list --format json --db " + db.string());
+  ASSERT_EQ(list.code, 0) << list.out;
+  auto j = nlohmann::json::parse(list.out);
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0]["id"], 1);
+  EXPECT_EQ(j[0]["status"], "finished");
+  EXPECT_EQ(j[1]["params"]["seed"], 2);
+  EXPECT_EQ(j[0]["params"]["backbone.plugin"], "mlp");
+  EXPECT_TRUE(j[0]["summary"]["target/test/acc"].is_number());
+
+  auto csv = sh(tlab + " results list --format csv --db " + db.string());
+  EXPECT_THAT(csv.out, HasSubstr("id,status,name,"));
+  auto table = sh(tlab + " results list --db " + db.string());
+  EXPECT_THAT(table.out, HasSubstr("target/test/acc"));
+
+  // Config errors: exit 2, located message, nothing run.
+  fs::path bad = tlab::test::write_file(dir_ / "bad.toml", kTiny + "\n[sweep]\nseed = [1, -2]\n");
+  auto e = sh(tlab + " run " + bad.string() + " --db " + (dir_ / "bad.db").string());
+  EXPECT_EQ(e.code, 2);
+  EXPECT_THAT(e.out, HasSubstr(bad.string() + ":"));
+  EXPECT_THAT(e.out, HasSubstr("'seed' must be an integer >= 0"));
+  EXPECT_FALSE(fs::exists(dir_ / "bad.db"));
+
+  // A failing run: exit 1, the others still run, the failure is summarised.
+  fs::path mixed = tlab::test::write_file(
+      dir_ / "mixed.toml",
+      kTiny + "\n[sweep]\nstrategy = [{plugin=\"faulty\", fail_in=\"prepare\"}, {plugin=\"scratch\"}]\n");
+  auto f = sh(tlab + " --plugin-path " + TLAB_TEST_FIXTURE_DIR + " run " + mixed.string() +
+              " --db " + (dir_ / "mixed.db").string());
+  EXPECT_EQ(f.code, 1) << f.out;
+  EXPECT_THAT(f.out, HasSubstr("1 of 2 runs failed"));
+  EXPECT_THAT(f.out, HasSubstr("run 1 failed: strategy plugin 'faulty' failed in prepare"));
+  EXPECT_EQ(count(dir_ / "mixed.db", "SELECT count(*) FROM runs WHERE status = 'finished'"), 1);
+
+  auto missing = sh(tlab + " results list --db " + (dir_ / "none.db").string());
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_THAT(missing.out, HasSubstr("no results database at"));
+}
+
+TEST_F(EndToEnd, PluginsCommandListsAndShows) {
+  const std::string tlab = std::string(TLAB_TEST_BIN_DIR) + "/tlab";
+  auto l = sh(tlab + " --plugin-path " + TLAB_TEST_FIXTURE_DIR + "/bad plugins");
+  EXPECT_EQ(l.code, 0);
+  EXPECT_THAT(l.out, HasSubstr("backbone  cnn"));
+  EXPECT_THAT(l.out, HasSubstr("refused:"));
+  EXPECT_THAT(l.out, HasSubstr("bad_abi.so: plugin"));
+  auto s = sh(tlab + " plugins show finetune");
+  EXPECT_EQ(s.code, 0);
+  EXPECT_THAT(s.out, HasSubstr("[strategy]\nplugin = \"finetune\"\nsource_epochs = 5"));
+  auto u = sh(tlab + " plugins show finetun");
+  EXPECT_EQ(u.code, 2);
+  EXPECT_THAT(u.out, HasSubstr("no plugin named 'finetun': did you mean 'finetune'?"));
+}
+
+}  // namespace

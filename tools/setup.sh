@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what TransferLab needs from Debian 12's apt, only what is missing. Idempotent.
+set -euo pipefail
+
+packages=(
+  cmake ninja-build g++ pkg-config git binutils
+  libtorch-dev libopenblas0-pthread            # LibTorch 1.13 (CPU) and an optimised BLAS
+  libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
+  libsqlite3-dev sqlite3 libboost-dev libxxhash-dev
+  libgtest-dev libgmock-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "[setup] all ${#packages[@]} packages present"
+  exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "[setup] need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "[setup] installing: ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
