@@ -151,6 +151,14 @@ TEST(Loader, FactoryErrorsNameThePluginAndItsFile) {
                              "') failed to create an instance: faulty: asked to fail in factory"));
 }
 
+TEST(Loader, CreateChecksParameterNamesAndTypes) {
+  tlab::PluginLoader loader({kPlugins});
+  EXPECT_THAT(error_of([&] { loader.create<tlab::Backbone>("mlp", {{"hiden", int64_t{3}}}); }),
+              HasSubstr("backbone plugin 'mlp' has no parameter 'hiden': did you mean 'hidden'?"));
+  EXPECT_THAT(error_of([&] { loader.create<tlab::Backbone>("mlp", {{"dropout", int64_t{1}}}); }),
+              HasSubstr("backbone plugin 'mlp': parameter 'dropout' must be float"));
+}
+
 TEST(Loader, CreatesTypedInstances) {
   tlab::PluginLoader loader({kPlugins});
   auto b = loader.create<tlab::Backbone>("mlp", {{"hidden", std::vector<int64_t>{8, 4}}});

@@ -214,6 +214,23 @@ const LoadedPlugin& PluginLoader::get(Kind kind, const std::string& name) {
 std::unique_ptr<Plugin> PluginLoader::create(Kind kind, const std::string& name,
                                              const Params& params) {
   const LoadedPlugin& p = get(kind, name);
+  // Experiment files are validated with locations before this; this guards direct callers.
+  const Schema& schema = p.descriptor->schema;
+  for (const auto& [key, value] : params) {
+    const ParamSpec* spec = schema.find(key);
+    if (!spec) {
+      std::vector<std::string> keys;
+      for (const auto& s : schema.params) keys.push_back(s.key);
+      std::string hint = did_you_mean(nearest(key, keys));
+      throw PluginError(fmt::format("{} plugin '{}' has no parameter '{}'{}{}; valid: {}",
+                                    kind_name(kind), name, key, hint.empty() ? "" : ": ", hint,
+                                    keys.empty() ? "none" : join(keys, ", ", "'")));
+    }
+    // Value's alternatives are declared in the order of ParamType.
+    if (value.index() != static_cast<std::size_t>(spec->type))
+      throw PluginError(fmt::format("{} plugin '{}': parameter '{}' must be {}", kind_name(kind),
+                                    name, key, type_name(spec->type)));
+  }
   std::unique_ptr<Plugin> made;
   try {
     made = p.descriptor->create(params);

@@ -32,7 +32,7 @@ namespace tlab {
 /// The type of a parameter, as written in TOML.
 enum class ParamType { Bool, Int, Float, String, IntList, FloatList, StringList };
 
-/// A parameter value. Lists are homogeneous.
+/// A parameter value. Lists are homogeneous. The alternatives follow the order of ParamType.
 using Value = std::variant<bool, int64_t, double, std::string, std::vector<int64_t>,
                            std::vector<double>, std::vector<std::string>>;
 
