@@ -202,6 +202,21 @@ TEST_F(Config, OverridesApplyAndAreValidated) {
   EXPECT_THAT(error(kValid, {"nonsense"}), HasSubstr("override 'nonsense' is not of the form"));
 }
 
+TEST_F(Config, OverridesWinOverTheSweepAndCanChangeIt) {
+  std::string swept = kValid + "\n[sweep]\nseed = [1, 2, 3]\n\"train.lr\" = [0.1, 0.2]\n";
+  auto runs = load(swept, {"seed=9"});  // replaces the seed dimension
+  ASSERT_EQ(runs.size(), 2u);
+  EXPECT_EQ(runs[0].seed, 9);
+  EXPECT_EQ(runs[1].seed, 9);
+  EXPECT_EQ(load(swept, {"sweep.seed=[4]"}).size(), 2u);
+  EXPECT_EQ(load(swept, {"sweep={}"}).size(), 1u);
+  // An override inside a swept table applies to every combination and is validated.
+  std::string tables = kValid + "\n[sweep]\nstrategy = [{plugin = \"scratch\"}, {plugin = "
+                                "\"finetune\"}]\n";
+  EXPECT_THAT(error(tables, {"strategy.plugin=finetun"}),
+              HasSubstr("no strategy plugin named 'finetun': did you mean 'finetune'?"));
+}
+
 TEST_F(Config, HostileInputFailsCleanly) {
   EXPECT_THAT(error(""), HasSubstr("has no [target] table"));
   std::string binary("\x00\xff\xfe\x01garbage\x80\x81", 13);

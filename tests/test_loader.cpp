@@ -130,15 +130,16 @@ TEST(Loader, UnknownNameSuggestsTheNearestAndListsFoldersSearched) {
   EXPECT_THAT(msg, HasSubstr("searched: '" + kPlugins.string() + "', '" + kFixtures.string()));
 }
 
-TEST(Loader, WrongKindIsRefused) {
-  tlab::PluginLoader loader({kPlugins});
-  // A file named like a backbone but found directly in a search folder with another kind.
+TEST(Loader, AFileOfAnotherKindIsSkippedAndNamed) {
+  // A strategy found directly in a search folder, asked for as a backbone.
   fs::path d = temp_dir("kind");
   fs::copy_file(kPlugins / "strategies" / "scratch.so", d / "scratch.so");
   tlab::PluginLoader flat({d});
   auto msg = error_of([&] { flat.get(tlab::Kind::Backbone, "scratch"); });
-  EXPECT_THAT(msg, HasSubstr("plugin 'scratch' in '" + (d / "scratch.so").string() +
-                             "' is a strategy, not a backbone"));
+  EXPECT_THAT(msg, HasSubstr("no backbone plugin named 'scratch'"));
+  EXPECT_THAT(msg, HasSubstr("not of that kind: '" + (d / "scratch.so").string() +
+                             "' is a strategy"));
+  EXPECT_EQ(flat.get(tlab::Kind::Strategy, "scratch").descriptor->name, "scratch");
 }
 
 TEST(Loader, FactoryErrorsNameThePluginAndItsFile) {

@@ -1,6 +1,7 @@
 // tlab: the TransferLab command line. Exit codes: 0 success, 1 a run failed, 2 usage or
 // configuration error (nothing was run).
 
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <sstream>
@@ -57,12 +58,25 @@ std::string constraints(const ParamSpec& p) {
 int cmd_plugins_list(PluginLoader& loader) {
   std::vector<RefusedPlugin> refused;
   auto found = loader.discover(refused);
-  std::cout << fmt::format("{:<9} {:<14} {:<8} {:<52} {}\n", "kind", "name", "version",
-                           "summary", "path");
+  std::stable_sort(found.begin(), found.end(), [](const LoadedPlugin* a, const LoadedPlugin* b) {
+    return std::pair(a->descriptor->kind, a->descriptor->name) <
+           std::pair(b->descriptor->kind, b->descriptor->name);
+  });
+  std::size_t name_w = 4, version_w = 7, summary_w = 7;
+  for (const auto* p : found) {
+    name_w = std::max(name_w, p->descriptor->name.size());
+    version_w = std::max(version_w, p->descriptor->version.size());
+    summary_w = std::max(summary_w, p->descriptor->summary.size());
+  }
+  auto row = [&](const std::string& kind, const std::string& name, const std::string& version,
+                 const std::string& summary, const std::string& path) {
+    std::cout << fmt::format("{:<9} {:<{}} {:<{}} {:<{}} {}\n", kind, name, name_w, version,
+                             version_w, summary, summary_w, path);
+  };
+  row("kind", "name", "version", "summary", "path");
   for (const auto* p : found)
-    std::cout << fmt::format("{:<9} {:<14} {:<8} {:<52} {}\n", kind_name(p->descriptor->kind),
-                             p->descriptor->name, p->descriptor->version,
-                             p->descriptor->summary, p->path.string());
+    row(kind_name(p->descriptor->kind), p->descriptor->name, p->descriptor->version,
+        p->descriptor->summary, p->path.string());
   if (!refused.empty()) {
     std::cout << "\nrefused:\n";
     for (const auto& r : refused) std::cout << "  " << r.path.string() << ": " << r.reason << "\n";
@@ -115,6 +129,19 @@ int cmd_plugins_show(PluginLoader& loader, const std::string& name) {
     std::cout << "\n";
   }
   return 0;
+}
+
+/// Thrown for problems the user must fix before anything runs (exit code 2).
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+Store open_store(const std::string& db, bool create) {
+  try {
+    return Store(db, create);
+  } catch (const StoreError& e) {
+    throw UsageError(e.what());
+  }
 }
 
 }  // namespace
@@ -185,8 +212,7 @@ int main(int argc, char** argv) {
                                  db);
         return kUsageError;
       }
-      Store store(db, /*create=*/false);
-      auto rows = store.list_runs();
+      auto rows = open_store(db, false).list_runs();
       if (*list) std::cout << format_runs(rows, parse_format(format));
       else std::cout << format_comparison(rows, by, metrics);
       return 0;
@@ -199,7 +225,7 @@ int main(int argc, char** argv) {
       std::cerr << "error: " << e.what() << "\n";
       return kUsageError;
     }
-    Store store(db);
+    Store store = open_store(db, true);
     configure_threads(threads);
     RunOptions options;
     options.results_dir = fs::path(db).parent_path().empty() ? fs::path(".")
@@ -229,6 +255,9 @@ int main(int argc, char** argv) {
     std::cerr << "error: " << e.what() << "\n";
     return kUsageError;
   } catch (const PluginError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return kUsageError;
+  } catch (const UsageError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kUsageError;
   } catch (const std::exception& e) {

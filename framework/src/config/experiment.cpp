@@ -1,5 +1,6 @@
 #include "config/experiment.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -510,33 +511,52 @@ std::vector<RunSpec> load_experiment(const fs::path& path, const std::vector<std
                                   path.string()));
   // The file is parsed afresh for each run and values are moved into place, so that every node
   // keeps its file:line:col (see set_path).
-  auto prepare = [&]() {
-    toml::table root;
+  auto parse = [&]() {
     try {
-      root = toml::parse_file(path.string());
+      return toml::parse_file(path.string());
     } catch (const toml::parse_error& e) {
       const auto& b = e.source().begin;
       throw ConfigError(fmt::format("{}:{}:{}: {}", path.string(), b.line, b.column,
                                     e.description()));
     }
-    // Command-line overrides: key=value, value in TOML syntax, else taken as a bare string.
-    for (const auto& o : overrides) {
-      auto eq = o.find('=');
-      if (eq == std::string::npos || eq == 0)
-        throw ConfigError(fmt::format("override '{}' is not of the form key=value (e.g. "
-                                      "train.lr=0.01)", o));
-      std::string key = o.substr(0, eq), text = o.substr(eq + 1);
+  };
+  // Command-line overrides: key=value, value in TOML syntax, else taken as a bare string.
+  // Overrides of `sweep.*` change the sweep itself; the others apply to every run after its
+  // sweep values, and an override of a swept key replaces that sweep dimension.
+  struct Override {
+    std::string text, key, value;
+  };
+  std::vector<Override> pre, post;
+  for (const auto& o : overrides) {
+    auto eq = o.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw ConfigError(fmt::format("override '{}' is not of the form key=value (e.g. "
+                                    "train.lr=0.01)", o));
+    Override ov{o, o.substr(0, eq), o.substr(eq + 1)};
+    (ov.key == "sweep" || ov.key.rfind("sweep.", 0) == 0 ? pre : post).push_back(ov);
+  }
+  auto apply = [&](toml::table& root, const std::vector<Override>& list) {
+    for (const auto& o : list) {
       toml::table holder;
       try {
-        holder = toml::parse("v = " + text, "override '" + o + "'");
+        holder = toml::parse("v = " + o.value, "override '" + o.text + "'");
       } catch (const toml::parse_error&) {
         holder = toml::table{};
-        holder.insert_or_assign("v", text);
+        holder.insert_or_assign("v", o.value);
       }
-      set_path(root, key, *holder.get("v"), [&](const std::string& msg) {
-        throw ConfigError(fmt::format("override '{}': {}", o, msg));
+      set_path(root, o.key, *holder.get("v"), [&](const std::string& msg) {
+        throw ConfigError(fmt::format("override '{}': {}", o.text, msg));
       });
     }
+  };
+  auto overridden = [&](const std::string& axis) {
+    for (const auto& o : post)
+      if (axis == o.key || axis.rfind(o.key + ".", 0) == 0) return true;
+    return false;
+  };
+  auto prepare = [&]() {
+    toml::table root = parse();
+    apply(root, pre);
     return root;
   };
   auto axes_of = [&](toml::table& root) {
@@ -546,6 +566,9 @@ std::vector<RunSpec> load_experiment(const fs::path& path, const std::vector<std
         c.fail(*s, fmt::format("'sweep' must be a table of key = [values], got {}", describe(*s)));
       collect_sweep(*s->as_table(), "", c, axes);
     }
+    axes.erase(std::remove_if(axes.begin(), axes.end(),
+                              [&](const SweepAxis& a) { return overridden(a.key); }),
+               axes.end());
     return axes;
   };
 
@@ -569,6 +592,7 @@ std::vector<RunSpec> load_experiment(const fs::path& path, const std::vector<std
       set_path(combo, axes[i].key, v, [&](const std::string& msg) { c.fail(v, "sweep: " + msg); });
     }
     combo.erase("sweep");
+    apply(combo, post);
     try {
       RunSpec r = validate(combo, c, default_name);
       r.overrides_json = swept.dump();

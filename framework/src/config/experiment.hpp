@@ -54,8 +54,10 @@ struct RunSpec {
   std::vector<ParamEntry> params;    ///< `config_toml` flattened ("train.lr" -> 0.001).
 };
 
-/// Reads `path`, applies `overrides` ("key=value", value in TOML syntax or a bare string),
-/// expands the [sweep] table (cartesian product, in key order) and validates every run.
+/// Reads `path`, expands the [sweep] table (cartesian product, in key order), applies
+/// `overrides` ("key=value", value in TOML syntax or a bare string; `sweep.*` keys change the
+/// sweep, others apply to every run and replace a sweep dimension of the same key) and
+/// validates every run.
 /// Throws ConfigError; no run is returned unless all are valid.
 std::vector<RunSpec> load_experiment(const std::filesystem::path& path,
                                      const std::vector<std::string>& overrides,

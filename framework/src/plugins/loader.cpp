@@ -18,9 +18,8 @@ namespace tlab {
 namespace {
 
 constexpr const char* kRebuildHint =
-    "rebuild the plugin against this TransferLab and its LibTorch (for an in-tree plugin: "
-    "cmake --build <build dir>; out of tree: reconfigure with find_package(tlab) pointing at "
-    "this installation, then rebuild)";
+    "rebuild the plugin against this TransferLab's SDK and LibTorch (in-tree: cmake --build "
+    "<build dir>; out of tree: reconfigure its build against this TransferLab, then rebuild)";
 
 // Keys that experiment tables use for the host; a plugin parameter may not take them.
 const std::set<std::string> kReservedKeys = {"plugin", "shots"};
@@ -183,18 +182,16 @@ std::vector<fs::path> PluginLoader::default_search_dirs(const std::vector<fs::pa
 
 const LoadedPlugin& PluginLoader::get(Kind kind, const std::string& name) {
   std::error_code ec;
+  std::vector<std::string> other_kinds;  // files of that name that are another kind of plugin
   for (const auto& dir : dirs_) {
-    for (const auto& file : {dir / (kind_folder(kind)) / (name + ".so"),
-                             dir / (name + ".so")}) {
+    for (const auto& file : {dir / kind_folder(kind) / (name + ".so"), dir / (name + ".so")}) {
       if (!fs::exists(file, ec)) continue;
       std::string key = fs::weakly_canonical(file, ec).string();
       auto it = loaded_.find(key);
       if (it == loaded_.end()) it = loaded_.emplace(key, load_plugin_file(file)).first;
-      if (it->second.descriptor->kind != kind)
-        throw PluginError(fmt::format("plugin '{}' in '{}' is a {}, not a {}", name,
-                                      file.string(), kind_name(it->second.descriptor->kind),
-                                      kind_name(kind)));
-      return it->second;
+      if (it->second.descriptor->kind == kind) return it->second;
+      other_kinds.push_back(fmt::format("'{}' is a {}", file.string(),
+                                        kind_name(it->second.descriptor->kind)));
     }
   }
   std::vector<std::string> known;
@@ -206,9 +203,10 @@ const LoadedPlugin& PluginLoader::get(Kind kind, const std::string& name) {
   std::string hint = did_you_mean(nearest(name, known));
   throw PluginError(fmt::format(
       "no {} plugin named '{}'{}{}; available: {}; searched: {} (add folders with --plugin-path "
-      "or TLAB_PLUGIN_PATH)",
+      "or TLAB_PLUGIN_PATH){}",
       kind_name(kind), name, hint.empty() ? "" : ": ", hint,
-      known.empty() ? "none" : join(known, ", ", "'"), join(searched, ", ", "'")));
+      known.empty() ? "none" : join(known, ", ", "'"), join(searched, ", ", "'"),
+      other_kinds.empty() ? "" : "; not of that kind: " + join(other_kinds, ", ")));
 }
 
 std::unique_ptr<Plugin> PluginLoader::create(Kind kind, const std::string& name,

@@ -193,16 +193,26 @@ std::string format_comparison(const std::vector<RunSummaryRow>& runs,
   if (by.empty()) {
     std::vector<RunSummaryRow> f;
     for (auto* r : finished) f.push_back(*r);
+    // When a table's plugin varies, its other keys are that plugin's options: they only
+    // distinguish groups where they vary among runs of the same plugin.
     auto varying = varying_keys(f);
-    auto chosen_plugin_varies = [&](const std::string& k) {
-      // When a table's plugin varies, its other keys are that plugin's options: leave them out.
+    auto needed = [&](const std::string& k) {
       auto dot = k.find('.');
-      if (dot == std::string::npos || k.substr(dot + 1) == "plugin") return false;
-      auto plugin_key = k.substr(0, dot) + ".plugin";
-      return std::find(varying.begin(), varying.end(), plugin_key) != varying.end();
+      if (k == "seed") return false;
+      if (dot == std::string::npos || k.substr(dot + 1) == "plugin") return true;
+      std::string plugin_key = k.substr(0, dot) + ".plugin";
+      if (std::find(varying.begin(), varying.end(), plugin_key) == varying.end()) return true;
+      std::map<std::string, std::set<std::string>> per_plugin;
+      for (const auto& r : f) {
+        auto pm = param_map(r);
+        per_plugin[pm[plugin_key]].insert(pm.count(k) ? pm[k] : std::string("\x01absent"));
+      }
+      for (const auto& [plugin, values] : per_plugin)
+        if (values.size() > 1) return true;
+      return false;
     };
     for (const auto& k : varying)
-      if (k != "seed" && !chosen_plugin_varies(k)) by.push_back(k);
+      if (needed(k)) by.push_back(k);
   }
   // Groups in order of first appearance.
   std::vector<std::vector<std::string>> group_keys;

@@ -15,13 +15,15 @@ enum class Format { Table, Json, Csv };
 /// Parses "table", "json" or "csv"; throws std::invalid_argument naming the choices.
 Format parse_format(const std::string& s);
 
-/// One row per run: id, status, name, the params that differ between the runs, the summaries.
-/// JSON: an array of {id, name, status, reason, params: {key: value}, summary: {metric: value}}
-/// with every param; non-finite summaries are null in JSON.
+/// One row per run. Table: id, status, name, the params that differ between the runs, and the
+/// main summaries (target test and val accuracy, wall time). CSV: every param and summary.
+/// JSON: an array of {id, name, status, reason, seed, device, started_at, ended_at,
+/// params: {key: value}, summary: {metric: value}}; non-finite summaries are null in JSON.
 std::string format_runs(const std::vector<RunSummaryRow>& runs, Format format);
 
-/// Groups runs by `by` (param keys; empty = every param that varies except `seed`) and shows
-/// `metrics` as "mean ± s.e. (n)" over each group's finished runs.
+/// Groups runs by `by` (param keys; empty = the params that vary, except `seed` and the options
+/// of a varying plugin that are constant per plugin) and shows `metrics` as "mean ± s.e." over
+/// each group's finished runs, with the group's run count.
 std::string format_comparison(const std::vector<RunSummaryRow>& runs,
                               const std::vector<std::string>& by,
                               const std::vector<std::string>& metrics);

@@ -155,6 +155,7 @@ class RunSession : public Session {
   const DomainData* source() const override { return source_ ? &*source_ : nullptr; }
   const DomainData& target() const override { return target_; }
   const TrainConfig& train_config() const override { return train_; }
+  int64_t step() const override { return step_; }
 
   Evaluation evaluate(torch::nn::Module& module,
                       const std::function<torch::Tensor(const torch::Tensor&)>& forward,
@@ -295,7 +296,9 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
                        const RunOptions& options) {
   const auto wall0 = Clock::now();
   torch::Device device = resolve_device(spec.device);
-  GitState git = git_state(fs::current_path());
+  // Provenance: the repository holding the experiment file (usually the project's own).
+  fs::path exp_dir = fs::absolute(spec.experiment).parent_path();
+  GitState git = git_state(exp_dir);
 
   NewRun row;
   row.experiment = spec.experiment;
@@ -386,6 +389,7 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
 
     auto strategy = loader.create<Strategy>(spec.strategy.plugin, spec.strategy.params);
     PrefixLogger strategy_log(spec.strategy.plugin);
+    ctx.log = &strategy_log;  // the session's context is the strategy's
     const std::string& sname = spec.strategy.plugin;
     call_plugin("strategy", sname, "prepare", [&] { strategy->prepare(session); });
 

@@ -1,6 +1,6 @@
 #pragma once
 // The results store: one SQLite file that records every run (config, params, plugins, metrics,
-// summaries). Many processes write to it at once (a sweep's children), so every connection uses
+// summaries). Many processes write to it at once (parallel runs, later a sweep's child processes), so every connection uses
 // WAL, a busy timeout and `BEGIN IMMEDIATE` write transactions, and a write that still finds the
 // database locked is retried whole, never dropped.
 //
@@ -39,7 +39,7 @@ struct ParamEntry {
 
 /// One metric value at one step.
 struct MetricRow {
-  std::string name;  ///< Metric name ("train/loss").
+  std::string name;  ///< Metric name, `<domain>/<split>/<metric>` ("target/train/loss").
   int64_t step;      ///< Global optimisation step.
   int64_t epoch;     ///< Epoch the step belongs to.
   double value;      ///< NaN and +-Inf are kept (see the top of this file).
@@ -88,7 +88,7 @@ class Connection;
 /// Example:
 ///   Store store("results/results.db");
 ///   int64_t run = store.create_run(new_run);
-///   store.write_metrics(run, {{"train/loss", 10, 0, 0.42, 1.5}});
+///   store.write_metrics(run, {{"target/train/loss", 10, 0, 0.42, 1.5}});
 ///   store.finish_run(run, "finished", "");
 class Store {
  public:

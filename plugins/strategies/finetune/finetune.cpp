@@ -43,8 +43,8 @@ class Finetune : public tlab::Strategy {
     st.train = &src->train;
     st.val = &src->val;
     s.fit(st);
-    auto e = s.evaluate(model, st.forward, src->test);
-    s.context().metrics->summary("source/test/acc", e.acc);
+    if (src->test.size() > 0)
+      s.context().metrics->summary("source/test/acc", s.evaluate(model, st.forward, src->test).acc);
   }
 
   void setup(tlab::Session& s) override {

@@ -83,7 +83,11 @@ struct TaskInfo {
 /// An adapter plugin: changes the model before the target is trained: adds a head, wraps layers
 /// (LoRA, bottlenecks) or selects what trains. Adapters attach in the order listed.
 ///
-/// Example: `model.head->push_back(torch::nn::Linear(model.head_out_dim, task.num_classes));`
+/// Example (a linear classifier; the runner checks that the head ends at num_classes):
+/// \code
+///   model.head->push_back(torch::nn::Linear(model.head_out_dim, task.num_classes));
+///   model.head_out_dim = task.num_classes;
+/// \endcode
 class Adapter : public Plugin {
  public:
   static constexpr Kind kKind = Kind::Adapter;

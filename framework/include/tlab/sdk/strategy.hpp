@@ -87,6 +87,8 @@ class Session {
   virtual const DomainData* source() const = 0;   ///< Source domain, or nullptr if none.
   virtual const DomainData& target() const = 0;   ///< Target domain (train = k-shot subset).
   virtual const TrainConfig& train_config() const = 0;  ///< The experiment's `[train]`.
+  /// Optimiser steps taken so far in this run, over all stages (the `step` of metric rows).
+  virtual int64_t step() const = 0;
   /// Runs a training stage with the runner's loop: batches, optimiser, schedule, metrics,
   /// divergence checks. Throws if the loss becomes NaN or infinite.
   virtual void fit(const Stage& stage) = 0;
