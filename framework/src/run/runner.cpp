@@ -152,7 +152,17 @@ class RunSession : public Session {
 
   Context& context() override { return ctx_; }
   Model& model() override { return *model_; }
-  const DomainData* source() const override { return source_ ? &*source_ : nullptr; }
+  // Loaded on first use: a strategy that never asks (scratch) costs no source data.
+  const DomainData* source() const override {
+    if (!source_ && load_source_) {
+      source_ = load_source_();
+      if (source_->input_shape != target_.input_shape)
+        throw std::invalid_argument(fmt::format(
+            "source examples have shape {} but target examples {}; a model cannot take both",
+            fmt::join(source_->input_shape, "x"), fmt::join(target_.input_shape, "x")));
+    }
+    return source_ ? &*source_ : nullptr;
+  }
   const DomainData& target() const override { return target_; }
   const TrainConfig& train_config() const override { return train_; }
   int64_t step() const override { return step_; }
@@ -244,7 +254,8 @@ class RunSession : public Session {
   }
 
   std::shared_ptr<Model> model_;
-  std::optional<DomainData> source_;
+  std::function<DomainData()> load_source_;
+  mutable std::optional<DomainData> source_;
   DomainData target_;
   TrainConfig train_;
 
@@ -368,13 +379,9 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
                     data.train.size(), data.val.size(), data.test.size());
       return to_device(std::move(data), device);
     };
-    if (spec.source) session.source_ = load_domain(*spec.source, "source");
     session.target_ = load_domain(spec.target, "target");
-    if (session.source_ && session.source_->input_shape != session.target_.input_shape)
-      throw std::invalid_argument(fmt::format(
-          "source examples have shape {} but target examples {}; a model cannot take both",
-          fmt::join(session.source_->input_shape, "x"),
-          fmt::join(session.target_.input_shape, "x")));
+    if (spec.source)
+      session.load_source_ = [&] { return load_domain(*spec.source, "source"); };
 
     auto backbone = loader.create<Backbone>(spec.backbone.plugin, spec.backbone.params);
     PrefixLogger backbone_log(spec.backbone.plugin);

@@ -84,7 +84,8 @@ class Session {
   virtual ~Session() = default;
   virtual Context& context() = 0;                 ///< Device, seed, logger, metrics.
   virtual Model& model() = 0;                     ///< The model being trained.
-  virtual const DomainData* source() const = 0;   ///< Source domain, or nullptr if none.
+  /// Source domain, or nullptr if none; loaded on the first call.
+  virtual const DomainData* source() const = 0;
   virtual const DomainData& target() const = 0;   ///< Target domain (train = k-shot subset).
   virtual const TrainConfig& train_config() const = 0;  ///< The experiment's `[train]`.
   /// Optimiser steps taken so far in this run, over all stages (the `step` of metric rows).
