@@ -171,8 +171,8 @@ TEST_F(Config, SweepIsACartesianProductInKeyOrder) {
 }
 
 TEST_F(Config, SweepOverWholeTablesChangesPlugins) {
-  auto runs = load(kValid +
-                   "\n[sweep]\nstrategy = [{plugin = \"scratch\"}, {plugin = \"finetune\"}]\n");
+  auto runs =
+      load(kValid + "\n[sweep]\nstrategy = [{plugin = \"scratch\"}, {plugin = \"finetune\"}]\n");
   ASSERT_EQ(runs.size(), 2u);
   EXPECT_EQ(runs[0].strategy.plugin, "scratch");
   EXPECT_TRUE(runs[0].strategy.params.empty());
@@ -211,8 +211,9 @@ TEST_F(Config, OverridesWinOverTheSweepAndCanChangeIt) {
   EXPECT_EQ(load(swept, {"sweep.seed=[4]"}).size(), 2u);
   EXPECT_EQ(load(swept, {"sweep={}"}).size(), 1u);
   // An override inside a swept table applies to every combination and is validated.
-  std::string tables = kValid + "\n[sweep]\nstrategy = [{plugin = \"scratch\"}, {plugin = "
-                                "\"finetune\"}]\n";
+  std::string tables = kValid +
+                       "\n[sweep]\nstrategy = [{plugin = \"scratch\"}, {plugin = "
+                       "\"finetune\"}]\n";
   EXPECT_THAT(error(tables, {"strategy.plugin=finetun"}),
               HasSubstr("no strategy plugin named 'finetun': did you mean 'finetune'?"));
 }

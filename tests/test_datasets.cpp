@@ -42,8 +42,11 @@ tlab::Params digits(const std::string& domain, int64_t train = 100, int64_t seed
 }
 
 tlab::Params gaussians(const std::string& domain, double shift, int64_t train = 400) {
-  return {{"domain", domain},     {"shift", shift},          {"train_size", train},
-          {"val_size", int64_t{0}}, {"test_size", int64_t{40}}};
+  return {{"domain", domain},
+          {"shift", shift},
+          {"train_size", train},
+          {"val_size", int64_t{0}},
+          {"test_size", int64_t{40}}};
 }
 
 // Examples per class, as a vector (index = class).

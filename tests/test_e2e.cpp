@@ -158,7 +158,8 @@ TEST_F(EndToEnd, PluginFailuresBecomeTheRunsStatusWithTheHookNamed) {
               HasSubstr("strategy plugin 'faulty' failed in loss: faulty: asked to fail in loss"));
   auto setup = run(store, specs(kTiny, {"strategy={plugin=\"faulty\",fail_in=\"setup\"}"})[0]);
   EXPECT_THAT(setup.reason, HasSubstr("strategy plugin 'faulty' failed in setup"));
-  auto nan = run(store, specs(kTiny, {"strategy={plugin=\"faulty\",fail_in=\"nan\",fail_epoch=1}"})[0]);
+  auto nan =
+      run(store, specs(kTiny, {"strategy={plugin=\"faulty\",fail_in=\"nan\",fail_epoch=1}"})[0]);
   EXPECT_EQ(nan.status, "diverged");
   EXPECT_THAT(nan.reason, HasSubstr("target loss became nan in epoch 1"));
   // Metrics up to the divergence are kept.
@@ -231,9 +232,10 @@ TEST_F(EndToEnd, CommandLineRunListAndExitCodes) {
   EXPECT_FALSE(fs::exists(dir_ / "bad.db"));
 
   // A failing run: exit 1, the others still run, the failure is summarised.
-  fs::path mixed = tlab::test::write_file(
-      dir_ / "mixed.toml",
-      kTiny + "\n[sweep]\nstrategy = [{plugin=\"faulty\", fail_in=\"prepare\"}, {plugin=\"scratch\"}]\n");
+  fs::path mixed = tlab::test::write_file(dir_ / "mixed.toml",
+                                          kTiny +
+                                              "\n[sweep]\nstrategy = [{plugin=\"faulty\", "
+                                              "fail_in=\"prepare\"}, {plugin=\"scratch\"}]\n");
   auto f = sh(tlab + " --plugin-path " + TLAB_TEST_FIXTURE_DIR + " run " + mixed.string() +
               " --db " + (dir_ / "mixed.db").string());
   EXPECT_EQ(f.code, 1) << f.out;

@@ -18,7 +18,8 @@ inline std::filesystem::path temp_dir(const std::string& name) {
 }
 
 /// Writes `text` to `path` and returns the path.
-inline std::filesystem::path write_file(const std::filesystem::path& path, const std::string& text) {
+inline std::filesystem::path write_file(const std::filesystem::path& path,
+                                        const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
   return path;
 }

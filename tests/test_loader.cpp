@@ -81,7 +81,8 @@ TEST(Loader, RefusesATruncatedLibrary) {
 TEST(Loader, RefusesALibraryThatIsNotAPlugin) {
   auto f = kFixtures / "bad" / "not_a_plugin.so";
   auto msg = error_of([&] { tlab::load_plugin_file(f); });
-  EXPECT_THAT(msg, HasSubstr("'" + f.string() + "' is a shared library but not a TransferLab "
+  EXPECT_THAT(msg, HasSubstr("'" + f.string() +
+                             "' is a shared library but not a TransferLab "
                              "plugin (it exports no 'tlab_abi_stamp')"));
 }
 
@@ -90,8 +91,8 @@ TEST(Loader, RefusesAnAbiMismatchNamingEveryFieldBeforeRunningPluginCode) {
   auto f = kFixtures / "bad" / "bad_abi.so";
   auto msg = error_of([&] { tlab::load_plugin_file(f); });
   EXPECT_THAT(msg, HasSubstr("plugin '" + f.string() + "' was built for another ABI"));
-  EXPECT_THAT(msg, HasSubstr("SDK ABI version: plugin 999, host " +
-                             std::to_string(TLAB_SDK_ABI_VERSION)));
+  EXPECT_THAT(
+      msg, HasSubstr("SDK ABI version: plugin 999, host " + std::to_string(TLAB_SDK_ABI_VERSION)));
   EXPECT_THAT(msg, HasSubstr("LibTorch version: plugin \"0.0.1\", host \"" TORCH_VERSION "\""));
   EXPECT_THAT(msg, HasSubstr("C++11 ABI (_GLIBCXX_USE_CXX11_ABI): plugin 0, host 1"));
   EXPECT_THAT(msg, HasSubstr("compiler: plugin \"msvc\", host \"" TLAB_COMPILER_ID "\""));
@@ -137,8 +138,8 @@ TEST(Loader, AFileOfAnotherKindIsSkippedAndNamed) {
   tlab::PluginLoader flat({d});
   auto msg = error_of([&] { flat.get(tlab::Kind::Backbone, "scratch"); });
   EXPECT_THAT(msg, HasSubstr("no backbone plugin named 'scratch'"));
-  EXPECT_THAT(msg, HasSubstr("not of that kind: '" + (d / "scratch.so").string() +
-                             "' is a strategy"));
+  EXPECT_THAT(msg,
+              HasSubstr("not of that kind: '" + (d / "scratch.so").string() + "' is a strategy"));
   EXPECT_EQ(flat.get(tlab::Kind::Strategy, "scratch").descriptor->name, "scratch");
 }
 
@@ -154,9 +155,13 @@ TEST(Loader, FactoryErrorsNameThePluginAndItsFile) {
 
 TEST(Loader, CreateChecksParameterNamesAndTypes) {
   tlab::PluginLoader loader({kPlugins});
-  EXPECT_THAT(error_of([&] { loader.create<tlab::Backbone>("mlp", {{"hiden", int64_t{3}}}); }),
+  EXPECT_THAT(error_of([&] {
+                loader.create<tlab::Backbone>("mlp", {{"hiden", int64_t{3}}});
+              }),
               HasSubstr("backbone plugin 'mlp' has no parameter 'hiden': did you mean 'hidden'?"));
-  EXPECT_THAT(error_of([&] { loader.create<tlab::Backbone>("mlp", {{"dropout", int64_t{1}}}); }),
+  EXPECT_THAT(error_of([&] {
+                loader.create<tlab::Backbone>("mlp", {{"dropout", int64_t{1}}});
+              }),
               HasSubstr("backbone plugin 'mlp': parameter 'dropout' must be float"));
 }
 

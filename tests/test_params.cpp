@@ -15,11 +15,16 @@ struct Opts {
 
 tlab::Schema schema() {
   return tlab::SchemaFor<Opts>()
-      .field("epochs", &Opts::epochs, "passes").range(1, 10)
-      .field("lr", &Opts::lr, "rate").min(0)
+      .field("epochs", &Opts::epochs, "passes")
+      .range(1, 10)
+      .field("lr", &Opts::lr, "rate")
+      .min(0)
       .field("flag", &Opts::flag, "a switch")
-      .field("mode", &Opts::mode, "mode").choices({"a", "b"})
-      .field("sizes", &Opts::sizes, "widths").min(1).min_size(1);
+      .field("mode", &Opts::mode, "mode")
+      .choices({"a", "b"})
+      .field("sizes", &Opts::sizes, "widths")
+      .min(1)
+      .min_size(1);
 }
 
 TEST(Schema, RecordsTypesDefaultsAndConstraints) {

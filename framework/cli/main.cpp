@@ -6,10 +6,10 @@
 #include <iostream>
 #include <sstream>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include "config/experiment.hpp"
 #include "plugins/loader.hpp"
@@ -30,12 +30,15 @@ std::string value_toml(const Value& v) {
   return std::visit(
       [](const auto& x) -> std::string {
         using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, bool>) return x ? "true" : "false";
-        else if constexpr (std::is_same_v<T, int64_t>) return std::to_string(x);
+        if constexpr (std::is_same_v<T, bool>)
+          return x ? "true" : "false";
+        else if constexpr (std::is_same_v<T, int64_t>)
+          return std::to_string(x);
         else if constexpr (std::is_same_v<T, double>) {
           std::string s = fmt::format("{}", x);
           return s.find_first_of(".e") == std::string::npos ? s + ".0" : s;
-        } else if constexpr (std::is_same_v<T, std::string>) return "\"" + x + "\"";
+        } else if constexpr (std::is_same_v<T, std::string>)
+          return "\"" + x + "\"";
         else {
           std::vector<std::string> items;
           for (const auto& e : x) items.push_back(value_toml(Value(e)));
@@ -47,9 +50,12 @@ std::string value_toml(const Value& v) {
 
 std::string constraints(const ParamSpec& p) {
   std::vector<std::string> c;
-  if (p.min && p.max) c.push_back(fmt::format("in [{}, {}]", *p.min, *p.max));
-  else if (p.min) c.push_back(fmt::format(">= {}", *p.min));
-  else if (p.max) c.push_back(fmt::format("<= {}", *p.max));
+  if (p.min && p.max)
+    c.push_back(fmt::format("in [{}, {}]", *p.min, *p.max));
+  else if (p.min)
+    c.push_back(fmt::format(">= {}", *p.min));
+  else if (p.max)
+    c.push_back(fmt::format("<= {}", *p.max));
   if (!p.choices.empty()) c.push_back("one of " + join(p.choices, ", "));
   if (p.min_size) c.push_back(fmt::format("at least {} item(s)", p.min_size));
   return join(c, "; ");
@@ -83,11 +89,13 @@ int cmd_plugins_list(PluginLoader& loader) {
   }
   if (found.empty())
     std::cout << "\nno plugins found; searched: "
-              << join([&] {
-                   std::vector<std::string> d;
-                   for (const auto& s : loader.search_dirs()) d.push_back(s.string());
-                   return d;
-                 }(), ", ", "'")
+              << join(
+                     [&] {
+                       std::vector<std::string> d;
+                       for (const auto& s : loader.search_dirs()) d.push_back(s.string());
+                       return d;
+                     }(),
+                     ", ", "'")
               << "\n";
   return 0;
 }
@@ -123,7 +131,8 @@ int cmd_plugins_show(PluginLoader& loader, const std::string& name) {
                         : d.kind == Kind::Adapter  ? "[[adapters]]"
                                                    : "[strategy]";
     std::cout << "\nSample TOML (defaults):\n" << table << "\nplugin = \"" << d.name << "\"\n";
-    if (d.kind == Kind::Dataset) std::cout << "shots = 0  # labelled examples per class (0 = all)\n";
+    if (d.kind == Kind::Dataset)
+      std::cout << "shots = 0  # labelled examples per class (0 = all)\n";
     for (const auto& s : d.schema.params)
       std::cout << s.key << " = " << value_toml(s.default_value) << "  # " << s.doc << "\n";
     std::cout << "\n";
@@ -184,8 +193,8 @@ int main(int argc, char** argv) {
   list->add_option("--format", format, "table, json or csv")
       ->check(CLI::IsMember({"table", "json", "csv"}))
       ->capture_default_str();
-  auto* compare = results->add_subcommand("compare",
-                                          "Mean ± s.e. over seeds, grouped by configuration");
+  auto* compare =
+      results->add_subcommand("compare", "Mean ± s.e. over seeds, grouped by configuration");
   std::vector<std::string> by, metrics = {"target/test/acc"};
   compare->add_option("--db", db, "Results database")->capture_default_str();
   compare->add_option("--by", by, "Group by these params (default: those that vary, but seed)");
@@ -207,14 +216,17 @@ int main(int argc, char** argv) {
     }
     if (*results) {
       if (!fs::exists(db)) {
-        std::cerr << fmt::format("error: no results database at '{}'; run an experiment first "
-                                 "(tlab run experiments/quickstart.toml) or pass --db PATH\n",
-                                 db);
+        std::cerr << fmt::format(
+            "error: no results database at '{}'; run an experiment first "
+            "(tlab run experiments/quickstart.toml) or pass --db PATH\n",
+            db);
         return kUsageError;
       }
       auto rows = open_store(db, false).list_runs();
-      if (*list) std::cout << format_runs(rows, parse_format(format));
-      else std::cout << format_comparison(rows, by, metrics);
+      if (*list)
+        std::cout << format_runs(rows, parse_format(format));
+      else
+        std::cout << format_comparison(rows, by, metrics);
       return 0;
     }
     // tlab run: validate everything before the first run starts.
@@ -228,8 +240,8 @@ int main(int argc, char** argv) {
     Store store = open_store(db, true);
     configure_threads(threads);
     RunOptions options;
-    options.results_dir = fs::path(db).parent_path().empty() ? fs::path(".")
-                                                             : fs::path(db).parent_path();
+    options.results_dir =
+        fs::path(db).parent_path().empty() ? fs::path(".") : fs::path(db).parent_path();
     options.threads = threads;
     options.verbose = verbose || specs.size() == 1;
     spdlog::info("[runner] {}: {} run(s), results in '{}'", experiment, specs.size(), db);

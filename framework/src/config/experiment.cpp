@@ -8,9 +8,9 @@
 #include <sstream>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
-#include <torch/cuda.h>
 #include <toml++/toml.h>
+#include <torch/cuda.h>
+#include <nlohmann/json.hpp>
 
 #include "plugins/loader.hpp"
 #include "util.hpp"
@@ -33,13 +33,25 @@ std::string location(const toml::node& n, const std::string& fallback) {
 std::string describe(const toml::node& n) {
   std::ostringstream os;
   switch (n.type()) {
-    case toml::node_type::table: return "a table";
-    case toml::node_type::array: return "a list";
-    case toml::node_type::string: os << "string \"" << n.as_string()->get() << "\""; break;
-    case toml::node_type::integer: os << "integer " << n.as_integer()->get(); break;
-    case toml::node_type::floating_point: os << "float " << n.as_floating_point()->get(); break;
-    case toml::node_type::boolean: os << "bool " << (n.as_boolean()->get() ? "true" : "false"); break;
-    default: os << "a date/time"; break;
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "a list";
+    case toml::node_type::string:
+      os << "string \"" << n.as_string()->get() << "\"";
+      break;
+    case toml::node_type::integer:
+      os << "integer " << n.as_integer()->get();
+      break;
+    case toml::node_type::floating_point:
+      os << "float " << n.as_floating_point()->get();
+      break;
+    case toml::node_type::boolean:
+      os << "bool " << (n.as_boolean()->get() ? "true" : "false");
+      break;
+    default:
+      os << "a date/time";
+      break;
   }
   return os.str();
 }
@@ -84,9 +96,12 @@ struct Checker {
     };
     auto as_float = [&](const toml::node& e) -> double {
       double v;
-      if (e.is_floating_point()) v = e.as_floating_point()->get();
-      else if (e.is_integer()) v = static_cast<double>(e.as_integer()->get());
-      else fail(e, want());
+      if (e.is_floating_point())
+        v = e.as_floating_point()->get();
+      else if (e.is_integer())
+        v = static_cast<double>(e.as_integer()->get());
+      else
+        fail(e, want());
       check_number(v);
       return v;
     };
@@ -115,12 +130,18 @@ struct Checker {
       case ParamType::Bool:
         if (!n.is_boolean()) fail(n, want());
         return n.as_boolean()->get();
-      case ParamType::Int: return as_int(n);
-      case ParamType::Float: return as_float(n);
-      case ParamType::String: return as_string(n);
-      case ParamType::IntList: return as_list(as_int);
-      case ParamType::FloatList: return as_list(as_float);
-      case ParamType::StringList: return as_list(as_string);
+      case ParamType::Int:
+        return as_int(n);
+      case ParamType::Float:
+        return as_float(n);
+      case ParamType::String:
+        return as_string(n);
+      case ParamType::IntList:
+        return as_list(as_int);
+      case ParamType::FloatList:
+        return as_list(as_float);
+      case ParamType::StringList:
+        return as_list(as_string);
     }
     fail(n, want());
   }
@@ -137,15 +158,16 @@ struct Checker {
   PluginSpec plugin_table(const toml::node& node, Kind kind, const std::string& path,
                           const std::vector<std::string>& host_keys = {}) const {
     const toml::table* t = node.as_table();
-    if (!t) fail(node, fmt::format("'{}' must be a table with a 'plugin' key, got {}", path,
-                                   describe(node)));
+    if (!t)
+      fail(node,
+           fmt::format("'{}' must be a table with a 'plugin' key, got {}", path, describe(node)));
     const toml::node* name = t->get("plugin");
     if (!name)
       fail(node, fmt::format("'{}' has no 'plugin' key; name the {} plugin to use, e.g. "
                              "plugin = \"...\" (list them with: tlab plugins)",
                              path, kind_name(kind)));
-    if (!name->is_string()) fail(*name, fmt::format("'{}.plugin' must be a string, got {}", path,
-                                                    describe(*name)));
+    if (!name->is_string())
+      fail(*name, fmt::format("'{}.plugin' must be a string, got {}", path, describe(*name)));
     PluginSpec spec;
     spec.plugin = name->as_string()->get();
     const LoadedPlugin* lp = nullptr;
@@ -158,9 +180,9 @@ struct Checker {
     std::vector<std::string> valid = {"plugin"};
     valid.insert(valid.end(), host_keys.begin(), host_keys.end());
     for (const auto& p : schema.params) valid.push_back(p.key);
-    check_keys(*t, path + ".",
-               valid, fmt::format("{} plugin '{}' (see: tlab plugins show {})", kind_name(kind),
-                                  spec.plugin, spec.plugin));
+    check_keys(*t, path + ".", valid,
+               fmt::format("{} plugin '{}' (see: tlab plugins show {})", kind_name(kind),
+                           spec.plugin, spec.plugin));
     for (const auto& p : schema.params) {
       const toml::node* v = t->get(p.key);
       spec.params[p.key] = v ? convert(*v, p, path + "." + p.key) : p.default_value;
@@ -207,10 +229,14 @@ nlohmann::json to_json(const toml::node& n) {
       for (const auto& e : *n.as_array()) j.push_back(to_json(e));
       return j;
     }
-    case toml::node_type::string: return n.as_string()->get();
-    case toml::node_type::integer: return n.as_integer()->get();
-    case toml::node_type::floating_point: return n.as_floating_point()->get();
-    case toml::node_type::boolean: return n.as_boolean()->get();
+    case toml::node_type::string:
+      return n.as_string()->get();
+    case toml::node_type::integer:
+      return n.as_integer()->get();
+    case toml::node_type::floating_point:
+      return n.as_floating_point()->get();
+    case toml::node_type::boolean:
+      return n.as_boolean()->get();
     default: {
       std::ostringstream os;
       n.visit([&](const auto& x) { os << x; });
@@ -240,11 +266,16 @@ void flatten(const toml::node& n, const std::string& prefix, std::vector<ParamEn
     out.push_back({prefix, toml_text(*a), "list"});
     return;
   }
-  if (n.is_boolean()) out.push_back({prefix, n.as_boolean()->get(), "bool"});
-  else if (n.is_integer()) out.push_back({prefix, n.as_integer()->get(), "int"});
-  else if (n.is_floating_point()) out.push_back({prefix, n.as_floating_point()->get(), "float"});
-  else if (n.is_string()) out.push_back({prefix, n.as_string()->get(), "string"});
-  else out.push_back({prefix, toml_text(n), "string"});
+  if (n.is_boolean())
+    out.push_back({prefix, n.as_boolean()->get(), "bool"});
+  else if (n.is_integer())
+    out.push_back({prefix, n.as_integer()->get(), "int"});
+  else if (n.is_floating_point())
+    out.push_back({prefix, n.as_floating_point()->get(), "float"});
+  else if (n.is_string())
+    out.push_back({prefix, n.as_string()->get(), "string"});
+  else
+    out.push_back({prefix, toml_text(n), "string"});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -310,7 +341,8 @@ void collect_sweep(toml::table& t, const std::string& prefix, const Checker& c,
     if (toml::table* sub = v.as_table()) {
       collect_sweep(*sub, key, c, axes);
     } else if (toml::array* a = v.as_array()) {
-      if (a->empty()) c.fail(v, fmt::format("sweep '{}' has no values; give a non-empty list", key));
+      if (a->empty())
+        c.fail(v, fmt::format("sweep '{}' has no values; give a non-empty list", key));
       axes.push_back({key, a});
     } else {
       c.fail(v, fmt::format("sweep '{}' must be a list of values, e.g. {} = [1, 2], got {}", key,
@@ -322,8 +354,8 @@ void collect_sweep(toml::table& t, const std::string& prefix, const Checker& c,
 // ---------------------------------------------------------------------------------------------
 // The host's own settings
 
-const std::vector<std::string> kTopKeys = {"name",     "seed",     "device", "source", "target",
-                                           "backbone", "adapters", "strategy", "train", "sweep"};
+const std::vector<std::string> kTopKeys = {"name",     "seed",     "device",   "source", "target",
+                                           "backbone", "adapters", "strategy", "train",  "sweep"};
 
 TrainConfig train_table(const toml::node* node, const Checker& c) {
   TrainConfig cfg;
@@ -351,12 +383,14 @@ TrainConfig train_table(const toml::node* node, const Checker& c) {
     return s;
   };
   std::vector<Field> fields = {
-      {num("epochs", ParamType::Int, 1, 1e6), [&](const Value& v) { cfg.epochs = std::get<int64_t>(v); }},
+      {num("epochs", ParamType::Int, 1, 1e6),
+       [&](const Value& v) { cfg.epochs = std::get<int64_t>(v); }},
       {num("batch_size", ParamType::Int, 1, 1 << 24),
        [&](const Value& v) { cfg.batch_size = std::get<int64_t>(v); }},
       {str("optimizer", {"sgd", "adam", "adamw"}),
        [&](const Value& v) { cfg.optimizer = std::get<std::string>(v); }},
-      {num("lr", ParamType::Float, 1e-12, 1e3), [&](const Value& v) { cfg.lr = std::get<double>(v); }},
+      {num("lr", ParamType::Float, 1e-12, 1e3),
+       [&](const Value& v) { cfg.lr = std::get<double>(v); }},
       {num("momentum", ParamType::Float, 0, 0.999999),
        [&](const Value& v) { cfg.momentum = std::get<double>(v); }},
       {num("weight_decay", ParamType::Float, 0, 10),
@@ -365,13 +399,15 @@ TrainConfig train_table(const toml::node* node, const Checker& c) {
        [&](const Value& v) { cfg.schedule = std::get<std::string>(v); }},
       {num("step_epochs", ParamType::Int, 1, 1e6),
        [&](const Value& v) { cfg.step_epochs = std::get<int64_t>(v); }},
-      {num("gamma", ParamType::Float, 1e-9, 1), [&](const Value& v) { cfg.gamma = std::get<double>(v); }},
+      {num("gamma", ParamType::Float, 1e-9, 1),
+       [&](const Value& v) { cfg.gamma = std::get<double>(v); }},
   };
   std::vector<std::string> valid;
   for (const auto& f : fields) valid.push_back(f.spec.key);
   c.check_keys(*t, "train.", valid, "[train]");
   for (const auto& f : fields)
-    if (const toml::node* v = t->get(f.spec.key)) f.set(c.convert(*v, f.spec, "train." + f.spec.key));
+    if (const toml::node* v = t->get(f.spec.key))
+      f.set(c.convert(*v, f.spec, "train." + f.spec.key));
   return cfg;
 }
 
@@ -402,23 +438,26 @@ std::string check_device(const toml::node& n, const Checker& c) {
         if (used != d.size() - 5 || index < 0) throw std::invalid_argument("index");
       } catch (...) {
         c.fail(n, fmt::format("device \"{}\" is not valid; expected \"cuda:N\" with N a device "
-                              "number, e.g. \"cuda:0\"", d));
+                              "number, e.g. \"cuda:0\"",
+                              d));
       }
     }
     if (!torch::cuda::is_available())
       c.fail(n, fmt::format("device \"{}\" requested but this machine has no usable CUDA device "
                             "(or LibTorch was built without CUDA); use device = \"cpu\" or "
-                            "\"auto\"", d));
+                            "\"auto\"",
+                            d));
     if (index >= static_cast<int64_t>(torch::cuda::device_count()))
       c.fail(n, fmt::format("device \"{}\" requested but this machine has {} CUDA device(s); use "
-                            "an index below {}", d, torch::cuda::device_count(),
-                            torch::cuda::device_count()));
+                            "an index below {}",
+                            d, torch::cuda::device_count(), torch::cuda::device_count()));
     return d;
   }
   std::vector<std::string> choices = {"auto", "cpu", "cuda", "cuda:0"};
   std::string hint = did_you_mean(nearest(d, choices));
   c.fail(n, fmt::format("device \"{}\" is not valid; {}expected \"auto\", \"cpu\", \"cuda\" or "
-                        "\"cuda:N\"", d, hint.empty() ? "" : hint + " "));
+                        "\"cuda:N\"",
+                        d, hint.empty() ? "" : hint + " "));
 }
 
 RunSpec validate(const toml::table& root, const Checker& c, const std::string& default_name) {
@@ -453,9 +492,11 @@ RunSpec validate(const toml::table& root, const Checker& c, const std::string& d
   };
   auto required = [&](const char* key) -> const toml::node& {
     const toml::node* n = root.get(key);
-    if (!n) throw ConfigError(fmt::format(
-                "{}: the experiment has no [{}] table; add one with plugin = \"...\" (list "
-                "plugins with: tlab plugins)", c.file, key));
+    if (!n)
+      throw ConfigError(
+          fmt::format("{}: the experiment has no [{}] table; add one with plugin = \"...\" (list "
+                      "plugins with: tlab plugins)",
+                      c.file, key));
     return *n;
   };
   if (const toml::node* n = root.get("source")) r.source = dataset(*n, "source");
@@ -500,15 +541,16 @@ RunSpec validate(const toml::table& root, const Checker& c, const std::string& d
 
 }  // namespace
 
-std::vector<RunSpec> load_experiment(const fs::path& path, const std::vector<std::string>& overrides,
+std::vector<RunSpec> load_experiment(const fs::path& path,
+                                     const std::vector<std::string>& overrides,
                                      PluginLoader& loader) {
   Checker c{path.string(), &loader};
   std::error_code ec;
   if (!fs::exists(path, ec))
     throw ConfigError(fmt::format("{}: experiment file does not exist", path.string()));
   if (fs::is_directory(path, ec))
-    throw ConfigError(fmt::format("{}: is a folder, expected a TOML experiment file",
-                                  path.string()));
+    throw ConfigError(
+        fmt::format("{}: is a folder, expected a TOML experiment file", path.string()));
   // The file is parsed afresh for each run and values are moved into place, so that every node
   // keeps its file:line:col (see set_path).
   auto parse = [&]() {
@@ -516,8 +558,8 @@ std::vector<RunSpec> load_experiment(const fs::path& path, const std::vector<std
       return toml::parse_file(path.string());
     } catch (const toml::parse_error& e) {
       const auto& b = e.source().begin;
-      throw ConfigError(fmt::format("{}:{}:{}: {}", path.string(), b.line, b.column,
-                                    e.description()));
+      throw ConfigError(
+          fmt::format("{}:{}:{}: {}", path.string(), b.line, b.column, e.description()));
     }
   };
   // Command-line overrides: key=value, value in TOML syntax, else taken as a bare string.
@@ -530,8 +572,10 @@ std::vector<RunSpec> load_experiment(const fs::path& path, const std::vector<std
   for (const auto& o : overrides) {
     auto eq = o.find('=');
     if (eq == std::string::npos || eq == 0)
-      throw ConfigError(fmt::format("override '{}' is not of the form key=value (e.g. "
-                                    "train.lr=0.01)", o));
+      throw ConfigError(
+          fmt::format("override '{}' is not of the form key=value (e.g. "
+                      "train.lr=0.01)",
+                      o));
     Override ov{o, o.substr(0, eq), o.substr(eq + 1)};
     (ov.key == "sweep" || ov.key.rfind("sweep.", 0) == 0 ? pre : post).push_back(ov);
   }
@@ -599,9 +643,10 @@ std::vector<RunSpec> load_experiment(const fs::path& path, const std::vector<std
       runs.push_back(std::move(r));
     } catch (const ConfigError& e) {
       if (axes.empty()) throw;
-      throw ConfigError(fmt::format("{}\n(in sweep combination {}: {}; the whole sweep was "
-                                    "rejected, no run started)",
-                                    e.what(), runs.size() + 1, join(label, ", ")));
+      throw ConfigError(
+          fmt::format("{}\n(in sweep combination {}: {}; the whole sweep was "
+                      "rejected, no run started)",
+                      e.what(), runs.size() + 1, join(label, ", ")));
     }
     // Next combination: the last axis varies fastest.
     bool more = false;

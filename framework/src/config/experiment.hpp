@@ -38,20 +38,20 @@ struct DatasetSpec : PluginSpec {
 
 /// One fully resolved and validated run.
 struct RunSpec {
-  std::string experiment;            ///< Experiment file as given.
-  std::string name;                  ///< Experiment name (`name`, default: file stem).
-  int64_t seed = 0;                  ///< Run seed.
-  std::string device = "auto";       ///< "auto", "cpu", "cuda" or "cuda:N".
-  std::optional<DatasetSpec> source; ///< Source domain, if any.
-  DatasetSpec target;                ///< Target domain.
-  PluginSpec backbone;               ///< Feature extractor.
-  std::vector<PluginSpec> adapters;  ///< Attached in order.
-  PluginSpec strategy;               ///< Training method.
-  TrainConfig train;                 ///< The target stage's settings.
-  std::string config_toml;           ///< The resolved config as TOML, defaults included.
-  std::string config_hash;           ///< xxh3-64 of `config_toml`.
-  std::string overrides_json;        ///< Swept values of this run, as a JSON object.
-  std::vector<ParamEntry> params;    ///< `config_toml` flattened ("train.lr" -> 0.001).
+  std::string experiment;             ///< Experiment file as given.
+  std::string name;                   ///< Experiment name (`name`, default: file stem).
+  int64_t seed = 0;                   ///< Run seed.
+  std::string device = "auto";        ///< "auto", "cpu", "cuda" or "cuda:N".
+  std::optional<DatasetSpec> source;  ///< Source domain, if any.
+  DatasetSpec target;                 ///< Target domain.
+  PluginSpec backbone;                ///< Feature extractor.
+  std::vector<PluginSpec> adapters;   ///< Attached in order.
+  PluginSpec strategy;                ///< Training method.
+  TrainConfig train;                  ///< The target stage's settings.
+  std::string config_toml;            ///< The resolved config as TOML, defaults included.
+  std::string config_hash;            ///< xxh3-64 of `config_toml`.
+  std::string overrides_json;         ///< Swept values of this run, as a JSON object.
+  std::vector<ParamEntry> params;     ///< `config_toml` flattened ("train.lr" -> 0.001).
 };
 
 /// Reads `path`, expands the [sweep] table (cartesian product, in key order), applies

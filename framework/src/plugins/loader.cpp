@@ -7,8 +7,8 @@
 #include <fstream>
 #include <set>
 
-#include <boost/dll/shared_library.hpp>
 #include <fmt/format.h>
+#include <boost/dll/shared_library.hpp>
 
 #include "util.hpp"
 
@@ -107,8 +107,10 @@ LoadedPlugin load_plugin_file(const fs::path& path) {
     delete lib;
     std::string why = e.what();
     std::string hint = why.find("undefined symbol") != std::string::npos
-                           ? std::string("; it uses a symbol that neither the host nor its "
-                                         "libraries provide: ") + kRebuildHint
+                           ? std::string(
+                                 "; it uses a symbol that neither the host nor its "
+                                 "libraries provide: ") +
+                                 kRebuildHint
                            : std::string("; is it a complete, uncorrupted shared library?");
     throw PluginError(fmt::format("cannot load plugin '{}': {}{}", file, why, hint));
   }
@@ -125,9 +127,9 @@ LoadedPlugin load_plugin_file(const fs::path& path) {
         file, stamp.magic, stamp.size, TLAB_ABI_MAGIC, sizeof(TlabAbiStamp)));
   auto diffs = abi_differences(stamp, kAbiStamp);
   if (!diffs.empty())
-    throw PluginError(fmt::format(
-        "plugin '{}' was built for another ABI and was not loaded:\n  {}\nTo fix: {}", file,
-        join(diffs, "\n  "), kRebuildHint));
+    throw PluginError(
+        fmt::format("plugin '{}' was built for another ABI and was not loaded:\n  {}\nTo fix: {}",
+                    file, join(diffs, "\n  "), kRebuildHint));
   if (!lib->has("tlab_plugin_descriptor"))
     throw PluginError(fmt::format(
         "plugin '{}' has an ABI stamp but no 'tlab_plugin_descriptor'; end the plugin's source "
@@ -140,8 +142,8 @@ LoadedPlugin load_plugin_file(const fs::path& path) {
   } catch (const std::exception& e) {
     throw PluginError(fmt::format("plugin '{}': describing itself failed: {}", file, e.what()));
   } catch (...) {
-    throw PluginError(fmt::format("plugin '{}': describing itself threw a non-standard exception",
-                                  file));
+    throw PluginError(
+        fmt::format("plugin '{}': describing itself threw a non-standard exception", file));
   }
   if (d == nullptr) throw PluginError(fmt::format("plugin '{}' returned no descriptor", file));
   const std::string stem = path.stem().string();
@@ -155,8 +157,8 @@ LoadedPlugin load_plugin_file(const fs::path& path) {
   for (const auto& p : d->schema.params)
     if (kReservedKeys.count(p.key))
       throw PluginError(fmt::format(
-          "plugin '{}' declares parameter '{}', a key reserved for the host ({}); rename it",
-          file, p.key, join({kReservedKeys.begin(), kReservedKeys.end()}, ", ", "'")));
+          "plugin '{}' declares parameter '{}', a key reserved for the host ({}); rename it", file,
+          p.key, join({kReservedKeys.begin(), kReservedKeys.end()}, ", ", "'")));
   return LoadedPlugin{path, hash_file(path), d};
 }
 
@@ -190,8 +192,8 @@ const LoadedPlugin& PluginLoader::get(Kind kind, const std::string& name) {
       auto it = loaded_.find(key);
       if (it == loaded_.end()) it = loaded_.emplace(key, load_plugin_file(file)).first;
       if (it->second.descriptor->kind == kind) return it->second;
-      other_kinds.push_back(fmt::format("'{}' is a {}", file.string(),
-                                        kind_name(it->second.descriptor->kind)));
+      other_kinds.push_back(
+          fmt::format("'{}' is a {}", file.string(), kind_name(it->second.descriptor->kind)));
     }
   }
   std::vector<std::string> known;
@@ -236,13 +238,13 @@ std::unique_ptr<Plugin> PluginLoader::create(Kind kind, const std::string& name,
     throw PluginError(fmt::format("{} plugin '{}' ('{}') failed to create an instance: {}",
                                   kind_name(kind), name, p.path.string(), e.what()));
   } catch (...) {
-    throw PluginError(fmt::format(
-        "{} plugin '{}' ('{}') failed to create an instance: non-standard exception",
-        kind_name(kind), name, p.path.string()));
+    throw PluginError(
+        fmt::format("{} plugin '{}' ('{}') failed to create an instance: non-standard exception",
+                    kind_name(kind), name, p.path.string()));
   }
   if (!made || made->kind() != kind)
-    throw PluginError(fmt::format("{} plugin '{}' ('{}') created no {} instance",
-                                  kind_name(kind), name, p.path.string(), kind_name(kind)));
+    throw PluginError(fmt::format("{} plugin '{}' ('{}') created no {} instance", kind_name(kind),
+                                  name, p.path.string(), kind_name(kind)));
   return made;
 }
 

@@ -23,9 +23,9 @@ class PluginError : public std::runtime_error {
 
 /// A loaded, checked plugin library.
 struct LoadedPlugin {
-  std::filesystem::path path;      ///< The library file.
-  std::string file_hash;           ///< xxh3-64 of the file, hex.
-  const Descriptor* descriptor;    ///< Lives as long as the process.
+  std::filesystem::path path;    ///< The library file.
+  std::string file_hash;         ///< xxh3-64 of the file, hex.
+  const Descriptor* descriptor;  ///< Lives as long as the process.
 };
 
 /// A file that looked like a plugin but was refused, with the reason.
@@ -43,7 +43,8 @@ std::vector<std::string> abi_differences(const TlabAbiStamp& plugin, const TlabA
 LoadedPlugin load_plugin_file(const std::filesystem::path& path);
 
 /// Finds plugins by kind and name in search folders. Each folder holds
-/// `<kind folder>/<name>.so` (e.g. `strategies/finetune.so`) or `<name>.so` directly; earlier folders win.
+/// `<kind folder>/<name>.so` (e.g. `strategies/finetune.so`) or `<name>.so` directly; earlier
+/// folders win.
 class PluginLoader {
  public:
   explicit PluginLoader(std::vector<std::filesystem::path> search_dirs);

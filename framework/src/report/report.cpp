@@ -19,9 +19,12 @@ std::string value_text(const ParamValue& v) {
   return std::visit(
       [](const auto& x) -> std::string {
         using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, bool>) return x ? "true" : "false";
-        else if constexpr (std::is_same_v<T, std::string>) return x;
-        else return fmt::format("{}", x);
+        if constexpr (std::is_same_v<T, bool>)
+          return x ? "true" : "false";
+        else if constexpr (std::is_same_v<T, std::string>)
+          return x;
+        else
+          return fmt::format("{}", x);
       },
       v);
 }
@@ -136,8 +139,8 @@ std::string format_runs(const std::vector<RunSummaryRow>& runs, Format format) {
     }
     return arr.dump(2) + "\n";
   }
-  std::vector<std::string> keys = format == Format::Csv ? std::vector<std::string>{}
-                                                        : varying_keys(runs);
+  std::vector<std::string> keys =
+      format == Format::Csv ? std::vector<std::string>{} : varying_keys(runs);
   std::set<std::string> metric_set;
   for (const auto& r : runs)
     for (const auto& [k, v] : r.summaries) metric_set.insert(k);
@@ -236,16 +239,17 @@ std::string format_comparison(const std::vector<RunSummaryRow>& runs,
         for (const auto& [k, v] : r->summaries)
           if (k == m) vals.push_back(v);
       MeanSe s = mean_se(vals);
-      row.push_back(s.n == 0 ? "" : s.n == 1 ? fmt::format("{:.4f}", s.mean)
-                                             : fmt::format("{:.4f} ± {:.4f}", s.mean, s.se));
+      row.push_back(s.n == 0   ? ""
+                    : s.n == 1 ? fmt::format("{:.4f}", s.mean)
+                               : fmt::format("{:.4f} ± {:.4f}", s.mean, s.se));
     }
     row.push_back(std::to_string(groups[g].size()));
     rows.push_back(std::move(row));
   }
   std::string out = render_table(header, rows);
   std::size_t failed = runs.size() - finished.size();
-  if (failed) out += fmt::format("({} of {} runs did not finish and are not counted)\n", failed,
-                                 runs.size());
+  if (failed)
+    out += fmt::format("({} of {} runs did not finish and are not counted)\n", failed, runs.size());
   return out;
 }
 

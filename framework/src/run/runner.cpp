@@ -4,13 +4,13 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <fstream>
 #include <cmath>
+#include <fstream>
 #include <optional>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
-#include <ATen/CPUGeneratorImpl.h>
 #include <torch/cuda.h>
 #include <torch/nn.h>
 #include <torch/optim.h>
@@ -79,8 +79,9 @@ auto call_plugin(const std::string& kind, const std::string& name, const char* h
 }
 
 torch::Device resolve_device(const std::string& d) {
-  if (d == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
-                                                      : torch::Device(torch::kCPU);
+  if (d == "auto")
+    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
+                                       : torch::Device(torch::kCPU);
   return torch::Device(d);
 }
 
@@ -88,8 +89,8 @@ torch::Device resolve_device(const std::string& d) {
 // rather than deep inside LibTorch.
 void check_domain(const DomainData& d, const std::string& role, const std::string& plugin) {
   auto fail = [&](const std::string& msg) {
-    throw PluginError(fmt::format("dataset plugin '{}' ({}) returned invalid data: {}", plugin,
-                                  role, msg));
+    throw PluginError(
+        fmt::format("dataset plugin '{}' ({}) returned invalid data: {}", plugin, role, msg));
   };
   if (d.num_classes < 1) fail(fmt::format("num_classes = {}, expected >= 1", d.num_classes));
   if (d.input_shape.empty()) fail("input_shape is empty");
@@ -105,8 +106,7 @@ void check_domain(const DomainData& d, const std::string& role, const std::strin
                        fmt::join(shape, "x"), fmt::join(d.input_shape, "x")));
     int64_t lo = s.y.min().item<int64_t>(), hi = s.y.max().item<int64_t>();
     if (lo < 0 || hi >= d.num_classes)
-      fail(fmt::format("{}: labels span [{}, {}], expected [0, {})", name, lo, hi,
-                       d.num_classes));
+      fail(fmt::format("{}: labels span [{}, {}], expected [0, {})", name, lo, hi, d.num_classes));
   };
   check_split(d.train, "train");
   check_split(d.val, "val");
@@ -183,9 +183,10 @@ class RunSession : public Session {
       auto y = split.y.slice(0, i, std::min(n, i + bs));
       auto scores = forward(x);
       correct += scores.argmax(1).eq(y).sum();
-      loss += torch::nn::functional::cross_entropy(
-                  scores, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                  .to(torch::kDouble);
+      loss +=
+          torch::nn::functional::cross_entropy(
+              scores, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+              .to(torch::kDouble);
     }
     module.train(was_training);
     return {static_cast<double>(correct.item<int64_t>()) / n, loss.item<double>() / n};
@@ -195,19 +196,18 @@ class RunSession : public Session {
     if (!st.train || st.train->size() == 0)
       throw std::invalid_argument(fmt::format("stage '{}' has no training data", st.domain));
     if (st.parameters.empty())
-      throw std::invalid_argument(fmt::format(
-          "stage '{}' has no parameters to train (is everything frozen?)", st.domain));
+      throw std::invalid_argument(
+          fmt::format("stage '{}' has no parameters to train (is everything frozen?)", st.domain));
     if (!st.module || !st.forward)
-      throw std::invalid_argument(fmt::format("stage '{}' needs a module and a forward function",
-                                              st.domain));
+      throw std::invalid_argument(
+          fmt::format("stage '{}' needs a module and a forward function", st.domain));
     const TrainConfig& c = st.config;
     auto optimizer = make_optimizer(c, st.parameters);
     const Split& data = *st.train;
     const int64_t n = data.size();
     const int64_t steps = (n + c.batch_size - 1) / c.batch_size;
-    auto loss_fn = st.loss ? st.loss : [&](const Batch& b) {
-      return cross_entropy(st.forward(b.x), b.y);
-    };
+    auto loss_fn =
+        st.loss ? st.loss : [&](const Batch& b) { return cross_entropy(st.forward(b.x), b.y); };
     for (int64_t epoch = 0; epoch < c.epochs; ++epoch) {
       auto t0 = Clock::now();
       double lr = scheduled_lr(c, epoch);
@@ -237,8 +237,8 @@ class RunSession : public Session {
             "{} loss became {} in epoch {} (steps {}..{}); lower train.lr or check the data",
             st.domain, mean_loss, epoch, first_step, step_ - 1));
       }
-      std::string line = fmt::format("[{}] epoch {}/{} loss {:.4f}", st.domain, epoch + 1,
-                                     c.epochs, mean_loss);
+      std::string line =
+          fmt::format("[{}] epoch {}/{} loss {:.4f}", st.domain, epoch + 1, c.epochs, mean_loss);
       for (auto [split, name] : {std::pair{st.val, "val"}, std::pair{st.test, "test"}}) {
         if (!split || split->size() == 0) continue;
         Evaluation e = evaluate(*st.module, st.forward, *split);
@@ -248,8 +248,10 @@ class RunSession : public Session {
       }
       metrics_.flush();
       double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-      if (verbose_) spdlog::info("{} ({:.2f} s)", line, secs);
-      else spdlog::debug("{} ({:.2f} s)", line, secs);
+      if (verbose_)
+        spdlog::info("{} ({:.2f} s)", line, secs);
+      else
+        spdlog::debug("{} ({:.2f} s)", line, secs);
     }
   }
 
@@ -283,8 +285,9 @@ void configure_threads(int threads) {
   if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
     set(1);
   else
-    spdlog::warn("[runner] OpenBLAS is not loaded: LibTorch runs on the reference BLAS, about 7x "
-                 "slower; install libopenblas0-pthread (tools/setup.sh does)");
+    spdlog::warn(
+        "[runner] OpenBLAS is not loaded: LibTorch runs on the reference BLAS, about 7x "
+        "slower; install libopenblas0-pthread (tools/setup.sh does)");
 }
 
 Split take_shots(const Split& split, int64_t shots, int64_t num_classes, uint64_t seed) {
@@ -326,7 +329,8 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
   row.tlab_version = TLAB_VERSION;
   row.params = spec.params;
   auto stamp = std::chrono::duration_cast<std::chrono::milliseconds>(
-                   std::chrono::system_clock::now().time_since_epoch()).count();
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count();
   fs::path run_dir = options.results_dir / "runs" /
                      fmt::format("{}-{}-{}", spec.name, spec.config_hash.substr(0, 8), stamp);
   row.run_dir = run_dir.string();
@@ -380,8 +384,7 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
       return to_device(std::move(data), device);
     };
     session.target_ = load_domain(spec.target, "target");
-    if (spec.source)
-      session.load_source_ = [&] { return load_domain(*spec.source, "source"); };
+    if (spec.source) session.load_source_ = [&] { return load_domain(*spec.source, "source"); };
 
     auto backbone = loader.create<Backbone>(spec.backbone.plugin, spec.backbone.params);
     PrefixLogger backbone_log(spec.backbone.plugin);
@@ -389,8 +392,8 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     bctx.log = &backbone_log;
     auto net = call_plugin("backbone", spec.backbone.plugin, "build",
                            [&] { return backbone->build(session.target_.input_shape, bctx); });
-    if (!net) throw PluginError(fmt::format("backbone plugin '{}' built no network",
-                                            spec.backbone.plugin));
+    if (!net)
+      throw PluginError(fmt::format("backbone plugin '{}' built no network", spec.backbone.plugin));
     session.model_ = std::make_shared<Model>(net);
     session.model_->to(device);
 
@@ -406,7 +409,8 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
       PrefixLogger log(a.plugin);
       Context c = ctx;
       c.log = &log;
-      call_plugin("adapter", a.plugin, "attach", [&] { adapter->attach(*session.model_, task, c); });
+      call_plugin("adapter", a.plugin, "attach",
+                  [&] { adapter->attach(*session.model_, task, c); });
     }
     session.model_->to(device);
     if (session.model_->head_out_dim != task.num_classes)
@@ -427,15 +431,16 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
       return call_plugin("strategy", sname, "loss", [&] { return strategy->loss(session, b); });
     };
     stage.on_epoch_start = [&](int64_t e) {
-      call_plugin("strategy", sname, "on_epoch_start", [&] { strategy->on_epoch_start(session, e); });
+      call_plugin("strategy", sname, "on_epoch_start",
+                  [&] { strategy->on_epoch_start(session, e); });
     };
     stage.train = &session.target_.train;
     stage.val = &session.target_.val;
     stage.test = &session.target_.test;
     session.fit(stage);
 
-    for (auto [split, name] : {std::pair{&session.target_.val, "val"},
-                               std::pair{&session.target_.test, "test"}}) {
+    for (auto [split, name] :
+         {std::pair{&session.target_.val, "val"}, std::pair{&session.target_.test, "test"}}) {
       if (split->size() == 0) continue;
       Evaluation e = session.evaluate(*session.model_, stage.forward, *split);
       metrics.summary(fmt::format("target/{}/acc", name), e.acc);
@@ -451,8 +456,7 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     out.status = "failed";
     out.reason = e.what();
   }
-  metrics.summary("run/wall_seconds",
-                  std::chrono::duration<double>(Clock::now() - wall0).count());
+  metrics.summary("run/wall_seconds", std::chrono::duration<double>(Clock::now() - wall0).count());
   metrics.flush();
   std::vector<std::pair<std::string, double>> summaries(metrics.summaries().begin(),
                                                         metrics.summaries().end());

@@ -22,7 +22,7 @@ class DivergedError : public std::runtime_error {
 /// How runs are executed.
 struct RunOptions {
   std::filesystem::path results_dir = "results";  ///< Run folders go to `<results_dir>/runs/`.
-  int threads = 0;    ///< LibTorch intra-op threads; 0 keeps LibTorch's default.
+  int threads = 0;       ///< LibTorch intra-op threads; 0 keeps LibTorch's default.
   bool verbose = false;  ///< Log every epoch at info level (otherwise debug).
 };
 

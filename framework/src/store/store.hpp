@@ -1,8 +1,8 @@
 #pragma once
 // The results store: one SQLite file that records every run (config, params, plugins, metrics,
-// summaries). Many processes write to it at once (parallel runs, later a sweep's child processes), so every connection uses
-// WAL, a busy timeout and `BEGIN IMMEDIATE` write transactions, and a write that still finds the
-// database locked is retried whole, never dropped.
+// summaries). Many processes write to it at once (parallel runs, later a sweep's child processes),
+// so every connection uses WAL, a busy timeout and `BEGIN IMMEDIATE` write transactions, and a
+// write that still finds the database locked is retried whole, never dropped.
 //
 // Non-finite values: SQLite stores a NaN bound as REAL as NULL, so a NaN metric or summary value
 // is written as NULL (those `value` columns are otherwise never NULL) and NULL is read back as a

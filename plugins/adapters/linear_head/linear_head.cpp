@@ -21,7 +21,8 @@ class LinearHead : public tlab::Adapter {
   explicit LinearHead(Options o) : o_(o) {}
   void attach(tlab::Model& model, const tlab::TaskInfo& task, tlab::Context& ctx) override {
     if (o_.dropout > 0) model.head->push_back(torch::nn::Dropout(o_.dropout));
-    torch::nn::Linear fc(torch::nn::LinearOptions(model.head_out_dim, task.num_classes).bias(o_.bias));
+    torch::nn::Linear fc(
+        torch::nn::LinearOptions(model.head_out_dim, task.num_classes).bias(o_.bias));
     fc->to(ctx.device);
     model.head->push_back(fc);
     model.head_out_dim = task.num_classes;

@@ -23,8 +23,8 @@ class CnnNet : public tlab::BackboneNet {
       convs_.push_back(register_module(
           name, torch::nn::Conv2d(torch::nn::Conv2dOptions(in, o.channels[i], 3).padding(1))));
       if (o.batch_norm)
-        norms_.push_back(register_module("bn" + std::to_string(i + 1),
-                                         torch::nn::BatchNorm2d(o.channels[i])));
+        norms_.push_back(
+            register_module("bn" + std::to_string(i + 1), torch::nn::BatchNorm2d(o.channels[i])));
       in = o.channels[i];
       h /= 2;
       w /= 2;
@@ -66,22 +66,30 @@ class Cnn : public tlab::Backbone {
   using Options = CnnOptions;
   static tlab::Schema schema() {
     return tlab::SchemaFor<Options>()
-        .field("channels", &Options::channels, "output channels of each conv block (each halves H and W)")
-        .min(1).max(4096).min_size(1)
-        .field("feature_dim", &Options::feature_dim, "width of the feature layer").range(1, 1 << 16)
+        .field("channels", &Options::channels,
+               "output channels of each conv block (each halves H and W)")
+        .min(1)
+        .max(4096)
+        .min_size(1)
+        .field("feature_dim", &Options::feature_dim, "width of the feature layer")
+        .range(1, 1 << 16)
         .field("batch_norm", &Options::batch_norm, "batch norm after each convolution")
-        .field("dropout", &Options::dropout, "dropout before the feature layer").range(0, 0.95);
+        .field("dropout", &Options::dropout, "dropout before the feature layer")
+        .range(0, 0.95);
   }
   explicit Cnn(Options o) : o_(std::move(o)) {}
-  std::shared_ptr<tlab::BackboneNet> build(const std::vector<int64_t>& shape, tlab::Context&) override {
+  std::shared_ptr<tlab::BackboneNet> build(const std::vector<int64_t>& shape,
+                                           tlab::Context&) override {
     if (shape.size() != 3)
       throw std::invalid_argument("cnn needs image inputs of shape CxHxW, got " +
-                                  std::to_string(shape.size()) + " dimension(s); use mlp for vectors");
+                                  std::to_string(shape.size()) +
+                                  " dimension(s); use mlp for vectors");
     int64_t side = std::min(shape[1], shape[2]) >> o_.channels.size();
     if (side < 1)
       throw std::invalid_argument("cnn: " + std::to_string(o_.channels.size()) +
                                   " blocks halve a " + std::to_string(shape[1]) + "x" +
-                                  std::to_string(shape[2]) + " input below 1 pixel; use fewer channels entries");
+                                  std::to_string(shape[2]) +
+                                  " input below 1 pixel; use fewer channels entries");
     return std::make_shared<CnnNet>(shape, o_);
   }
 

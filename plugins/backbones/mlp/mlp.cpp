@@ -6,9 +6,10 @@
 #include "tlab/sdk/model.hpp"
 
 struct MlpOptions {
-  std::vector<int64_t> hidden{256, 128};  ///< Widths of the hidden layers; the last is the feature size.
-  double dropout = 0.0;                   ///< Dropout after each hidden layer.
-  std::string activation = "relu";        ///< "relu", "gelu" or "tanh".
+  std::vector<int64_t> hidden{256,
+                              128};  ///< Widths of the hidden layers; the last is the feature size.
+  double dropout = 0.0;              ///< Dropout after each hidden layer.
+  std::string activation = "relu";   ///< "relu", "gelu" or "tanh".
 };
 
 class MlpNet : public tlab::BackboneNet {
@@ -24,7 +25,9 @@ class MlpNet : public tlab::BackboneNet {
     x = x.flatten(1);
     for (auto& l : layers_) {
       x = l->forward(x);
-      x = activation_ == "gelu" ? torch::gelu(x) : activation_ == "tanh" ? torch::tanh(x) : torch::relu(x);
+      x = activation_ == "gelu"   ? torch::gelu(x)
+          : activation_ == "tanh" ? torch::tanh(x)
+                                  : torch::relu(x);
       if (dropout_ > 0) x = torch::dropout(x, dropout_, is_training());
     }
     return x;
@@ -49,13 +52,19 @@ class Mlp : public tlab::Backbone {
   using Options = MlpOptions;
   static tlab::Schema schema() {
     return tlab::SchemaFor<Options>()
-        .field("hidden", &Options::hidden, "widths of the hidden layers; the last is the feature size")
-        .min(1).max(1 << 20).min_size(1)
-        .field("dropout", &Options::dropout, "dropout after each hidden layer").range(0, 0.95)
-        .field("activation", &Options::activation, "nonlinearity").choices({"relu", "gelu", "tanh"});
+        .field("hidden", &Options::hidden,
+               "widths of the hidden layers; the last is the feature size")
+        .min(1)
+        .max(1 << 20)
+        .min_size(1)
+        .field("dropout", &Options::dropout, "dropout after each hidden layer")
+        .range(0, 0.95)
+        .field("activation", &Options::activation, "nonlinearity")
+        .choices({"relu", "gelu", "tanh"});
   }
   explicit Mlp(Options o) : o_(std::move(o)) {}
-  std::shared_ptr<tlab::BackboneNet> build(const std::vector<int64_t>& shape, tlab::Context&) override {
+  std::shared_ptr<tlab::BackboneNet> build(const std::vector<int64_t>& shape,
+                                           tlab::Context&) override {
     int64_t in = 1;
     for (int64_t d : shape) in *= d;
     return std::make_shared<MlpNet>(in, o_);

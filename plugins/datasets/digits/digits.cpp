@@ -122,8 +122,8 @@ Stroke bezier(Pt a, Pt c, Pt b, int n = 6) {
   Stroke s;
   for (int i = 0; i <= n; ++i) {
     const double t = static_cast<double>(i) / n, u = 1.0 - t;
-    s.push_back({u * u * a.x + 2 * u * t * c.x + t * t * b.x,
-                 u * u * a.y + 2 * u * t * c.y + t * t * b.y});
+    s.push_back(
+        {u * u * a.x + 2 * u * t * c.x + t * t * b.x, u * u * a.y + 2 * u * t * c.y + t * t * b.y});
   }
   return s;
 }
@@ -159,9 +159,14 @@ const std::array<std::vector<Glyph>, kClasses>& glyphs() {
        {then(then(arc(0.5, 0.28, 0.42, 0.28, 190, 370),
                   bezier({0.91, 0.33}, {0.85, 0.7}, {0.05, 1.0})),
              {{0.05, 1.0}, {0.95, 0.97}})},
-       {then(arc(0.5, 0.3, 0.42, 0.3, 195, 380),
-             {{0.88, 0.4}, {0.25, 0.88}, {0.12, 0.98}, {0.02, 0.88}, {0.12, 0.78}, {0.28, 0.9},
-              {0.4, 1.0}, {0.95, 0.98}})}},
+       {then(arc(0.5, 0.3, 0.42, 0.3, 195, 380), {{0.88, 0.4},
+                                                  {0.25, 0.88},
+                                                  {0.12, 0.98},
+                                                  {0.02, 0.88},
+                                                  {0.12, 0.78},
+                                                  {0.28, 0.9},
+                                                  {0.4, 1.0},
+                                                  {0.95, 0.98}})}},
       // 3: two bowls; flat top.
       {{arc(0.5, 0.26, 0.38, 0.26, 200, 450), arc(0.5, 0.74, 0.45, 0.26, 270, 520)},
        {then(Stroke{{0.1, 0.0}, {0.9, 0.0}, {0.42, 0.4}}, arc(0.5, 0.7, 0.45, 0.3, 245, 500))}},
@@ -256,15 +261,20 @@ void render(int64_t label, Domain domain, double variation, Rng& rng, float* img
 
   double scale = 1.0, width = 1.6 + pen * 1.2;
   switch (domain) {
-    case Domain::Rotated: angle += big_angle; break;
-    case Domain::Thick: width = 4.2 + pen * 1.4; break;
+    case Domain::Rotated:
+      angle += big_angle;
+      break;
+    case Domain::Thick:
+      width = 4.2 + pen * 1.4;
+      break;
     case Domain::Small:
       scale = small_scale;
       width *= 0.75;
       cx = kSide / 2.0 + small_dx;
       cy = kSide / 2.0 + small_dy;
       break;
-    default: break;
+    default:
+      break;
   }
 
   const double h = height * scale, w = h * aspect;
@@ -312,11 +322,16 @@ class Digits : public tlab::Dataset {
     return tlab::SchemaFor<O>()
         .field("domain", &O::domain, "visual domain (the same ten classes in every domain)")
         .choices(domain_names())
-        .field("train_size", &O::train_size, "labelled training examples").range(0, 1000000)
-        .field("val_size", &O::val_size, "labelled validation examples").range(0, 1000000)
-        .field("test_size", &O::test_size, "labelled test examples").range(0, 1000000)
-        .field("unlabeled_size", &O::unlabeled_size, "inputs without labels").range(0, 1000000)
-        .field("seed", &O::seed, "data seed, independent of the run seed").min(0)
+        .field("train_size", &O::train_size, "labelled training examples")
+        .range(0, 1000000)
+        .field("val_size", &O::val_size, "labelled validation examples")
+        .range(0, 1000000)
+        .field("test_size", &O::test_size, "labelled test examples")
+        .range(0, 1000000)
+        .field("unlabeled_size", &O::unlabeled_size, "inputs without labels")
+        .range(0, 1000000)
+        .field("seed", &O::seed, "data seed, independent of the run seed")
+        .min(0)
         .field("variation", &O::variation, "scale of per-example shape and pose variation")
         .range(0.0, 2.0);
   }

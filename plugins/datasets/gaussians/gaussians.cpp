@@ -86,19 +86,27 @@ class Gaussians : public tlab::Dataset {
     return tlab::SchemaFor<O>()
         .field("domain", &O::domain, "source, or target (the source moved by `shift`)")
         .choices({"source", "target"})
-        .field("num_classes", &O::num_classes, "number of classes").range(2, 1000)
-        .field("dim", &O::dim, "input dimension").range(2, 100000)
-        .field("train_size", &O::train_size, "labelled training examples").range(0, 10000000)
-        .field("val_size", &O::val_size, "labelled validation examples").range(0, 10000000)
-        .field("test_size", &O::test_size, "labelled test examples").range(0, 10000000)
-        .field("unlabeled_size", &O::unlabeled_size, "inputs without labels").range(0, 10000000)
+        .field("num_classes", &O::num_classes, "number of classes")
+        .range(2, 1000)
+        .field("dim", &O::dim, "input dimension")
+        .range(2, 100000)
+        .field("train_size", &O::train_size, "labelled training examples")
+        .range(0, 10000000)
+        .field("val_size", &O::val_size, "labelled validation examples")
+        .range(0, 10000000)
+        .field("test_size", &O::test_size, "labelled test examples")
+        .range(0, 10000000)
+        .field("unlabeled_size", &O::unlabeled_size, "inputs without labels")
+        .range(0, 10000000)
         .field("separation", &O::separation, "distance of each class mean from the origin")
         .range(0.0, 1000.0)
-        .field("noise", &O::noise, "standard deviation of each class").range(1e-6, 1000.0)
+        .field("noise", &O::noise, "standard deviation of each class")
+        .range(1e-6, 1000.0)
         .field("shift", &O::shift,
                "target shift: rotate by shift*45 deg, translate by shift*separation; 0 = none")
         .range(0.0, 100.0)
-        .field("seed", &O::seed, "data seed, independent of the run seed").min(0);
+        .field("seed", &O::seed, "data seed, independent of the run seed")
+        .min(0);
   }
 
   // The host validates bounds before a run; these checks guard direct use of the factory.

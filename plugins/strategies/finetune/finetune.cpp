@@ -6,9 +6,9 @@
 #include "tlab/sdk/strategy.hpp"
 
 struct FinetuneOptions {
-  int64_t source_epochs = 5;        ///< Epochs of supervised pre-training on the source.
-  double source_lr = 0.0;           ///< Learning rate of pre-training (0 = train.lr).
-  bool freeze_backbone = false;     ///< Train only the head on the target (linear probe).
+  int64_t source_epochs = 5;     ///< Epochs of supervised pre-training on the source.
+  double source_lr = 0.0;        ///< Learning rate of pre-training (0 = train.lr).
+  bool freeze_backbone = false;  ///< Train only the head on the target (linear probe).
 };
 
 class Finetune : public tlab::Strategy {
@@ -27,7 +27,8 @@ class Finetune : public tlab::Strategy {
 
   void prepare(tlab::Session& s) override {
     const tlab::DomainData* src = s.source();
-    if (!src) throw std::invalid_argument("finetune pre-trains on the source domain: add a [source] table");
+    if (!src)
+      throw std::invalid_argument("finetune pre-trains on the source domain: add a [source] table");
     auto& model = s.model();
     torch::nn::Linear head(model.backbone->feature_dim(), src->num_classes);
     head->to(s.context().device);

@@ -35,13 +35,13 @@
 extern "C" {
 /// The ABI stamp exported by every plugin as the C symbol `tlab_abi_stamp`.
 struct TlabAbiStamp {
-  uint64_t magic;            ///< Always TLAB_ABI_MAGIC.
-  uint32_t size;             ///< sizeof(TlabAbiStamp) of the SDK that built the plugin.
-  uint32_t sdk_abi;          ///< TLAB_SDK_ABI_VERSION the plugin was built with.
-  char torch_version[32];    ///< LibTorch's TORCH_VERSION string, e.g. "1.13.1".
-  int32_t cxx11_abi;         ///< _GLIBCXX_USE_CXX11_ABI (1 on Debian and PyTorch 2.x wheels).
-  int32_t compiler_major;    ///< Major version of the compiler.
-  char compiler[16];         ///< "gcc" or "clang".
+  uint64_t magic;          ///< Always TLAB_ABI_MAGIC.
+  uint32_t size;           ///< sizeof(TlabAbiStamp) of the SDK that built the plugin.
+  uint32_t sdk_abi;        ///< TLAB_SDK_ABI_VERSION the plugin was built with.
+  char torch_version[32];  ///< LibTorch's TORCH_VERSION string, e.g. "1.13.1".
+  int32_t cxx11_abi;       ///< _GLIBCXX_USE_CXX11_ABI (1 on Debian and PyTorch 2.x wheels).
+  int32_t compiler_major;  ///< Major version of the compiler.
+  char compiler[16];       ///< "gcc" or "clang".
 };
 }
 
@@ -49,8 +49,8 @@ namespace tlab {
 
 /// The stamp of the code being compiled right now: what a plugin exports, and what the host
 /// compares it with. Constant-initialised, so reading it runs no code of the plugin.
-constexpr TlabAbiStamp kAbiStamp{TLAB_ABI_MAGIC,      sizeof(TlabAbiStamp), TLAB_SDK_ABI_VERSION,
-                                 TORCH_VERSION,       TLAB_CXX11_ABI,       TLAB_COMPILER_MAJOR,
+constexpr TlabAbiStamp kAbiStamp{TLAB_ABI_MAGIC,  sizeof(TlabAbiStamp), TLAB_SDK_ABI_VERSION,
+                                 TORCH_VERSION,   TLAB_CXX11_ABI,       TLAB_COMPILER_MAJOR,
                                  TLAB_COMPILER_ID};
 
 }  // namespace tlab

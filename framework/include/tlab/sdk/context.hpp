@@ -33,11 +33,11 @@ class Metrics {
 
 /// Everything a plugin may touch of the run it is part of.
 struct Context {
-  torch::Device device{torch::kCPU};   ///< Where tensors and modules live.
-  uint64_t seed = 0;                   ///< The run's seed (the host already seeded LibTorch).
-  std::filesystem::path run_dir;       ///< Folder for this run's artifacts.
-  Logger* log = nullptr;               ///< Never null while a hook runs.
-  Metrics* metrics = nullptr;          ///< Never null while a hook runs.
+  torch::Device device{torch::kCPU};  ///< Where tensors and modules live.
+  uint64_t seed = 0;                  ///< The run's seed (the host already seeded LibTorch).
+  std::filesystem::path run_dir;      ///< Folder for this run's artifacts.
+  Logger* log = nullptr;              ///< Never null while a hook runs.
+  Metrics* metrics = nullptr;         ///< Never null while a hook runs.
 };
 
 }  // namespace tlab

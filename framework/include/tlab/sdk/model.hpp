@@ -29,7 +29,7 @@ namespace tlab {
 /// A named, ordered slice of a backbone's parameters (input side first), so strategies can
 /// freeze, unfreeze gradually or give each group its own learning rate.
 struct LayerGroup {
-  std::string name;                      ///< e.g. "conv1", "block2", "fc".
+  std::string name;                       ///< e.g. "conv1", "block2", "fc".
   std::vector<torch::Tensor> parameters;  ///< The group's parameters.
 };
 

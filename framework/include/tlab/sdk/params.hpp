@@ -42,13 +42,20 @@ using Params = std::map<std::string, Value>;
 /// Name of a type for messages and docs ("int", "list of float", ...).
 inline const char* type_name(ParamType t) {
   switch (t) {
-    case ParamType::Bool: return "bool";
-    case ParamType::Int: return "int";
-    case ParamType::Float: return "float";
-    case ParamType::String: return "string";
-    case ParamType::IntList: return "list of int";
-    case ParamType::FloatList: return "list of float";
-    case ParamType::StringList: return "list of string";
+    case ParamType::Bool:
+      return "bool";
+    case ParamType::Int:
+      return "int";
+    case ParamType::Float:
+      return "float";
+    case ParamType::String:
+      return "string";
+    case ParamType::IntList:
+      return "list of int";
+    case ParamType::FloatList:
+      return "list of float";
+    case ParamType::StringList:
+      return "list of string";
   }
   return "?";
 }
@@ -56,14 +63,14 @@ inline const char* type_name(ParamType t) {
 /// One parameter: key, type, default, doc and constraints. Bounds apply to numbers and to each
 /// element of numeric lists; for lists, `min_size` bounds the length.
 struct ParamSpec {
-  std::string key;                         ///< TOML key.
-  ParamType type = ParamType::Int;         ///< Expected type.
-  Value default_value;                     ///< Value when the key is absent.
-  std::string doc;                         ///< One line: meaning and unit.
-  std::optional<double> min;               ///< Inclusive lower bound (numbers).
-  std::optional<double> max;               ///< Inclusive upper bound (numbers).
-  std::vector<std::string> choices;        ///< Allowed values (strings); empty = any.
-  std::size_t min_size = 0;                ///< Minimum list length.
+  std::string key;                                  ///< TOML key.
+  ParamType type = ParamType::Int;                  ///< Expected type.
+  Value default_value;                              ///< Value when the key is absent.
+  std::string doc;                                  ///< One line: meaning and unit.
+  std::optional<double> min;                        ///< Inclusive lower bound (numbers).
+  std::optional<double> max;                        ///< Inclusive upper bound (numbers).
+  std::vector<std::string> choices;                 ///< Allowed values (strings); empty = any.
+  std::size_t min_size = 0;                         ///< Minimum list length.
   std::function<void(void*, const Value&)> assign;  ///< Writes a value into the option struct.
 };
 
@@ -80,18 +87,34 @@ struct Schema {
 };
 
 namespace detail {
-template <class T> struct TypeOf;
-template <> struct TypeOf<bool> { static constexpr ParamType value = ParamType::Bool; };
-template <> struct TypeOf<int64_t> { static constexpr ParamType value = ParamType::Int; };
-template <> struct TypeOf<double> { static constexpr ParamType value = ParamType::Float; };
-template <> struct TypeOf<std::string> { static constexpr ParamType value = ParamType::String; };
-template <> struct TypeOf<std::vector<int64_t>> {
+template <class T>
+struct TypeOf;
+template <>
+struct TypeOf<bool> {
+  static constexpr ParamType value = ParamType::Bool;
+};
+template <>
+struct TypeOf<int64_t> {
+  static constexpr ParamType value = ParamType::Int;
+};
+template <>
+struct TypeOf<double> {
+  static constexpr ParamType value = ParamType::Float;
+};
+template <>
+struct TypeOf<std::string> {
+  static constexpr ParamType value = ParamType::String;
+};
+template <>
+struct TypeOf<std::vector<int64_t>> {
   static constexpr ParamType value = ParamType::IntList;
 };
-template <> struct TypeOf<std::vector<double>> {
+template <>
+struct TypeOf<std::vector<double>> {
   static constexpr ParamType value = ParamType::FloatList;
 };
-template <> struct TypeOf<std::vector<std::string>> {
+template <>
+struct TypeOf<std::vector<std::string>> {
   static constexpr ParamType value = ParamType::StringList;
 };
 }  // namespace detail
@@ -110,7 +133,9 @@ class SchemaFor {
     p.type = detail::TypeOf<T>::value;
     p.default_value = Value(O{}.*member);
     p.doc = doc;
-    p.assign = [member](void* opts, const Value& v) { static_cast<O*>(opts)->*member = std::get<T>(v); };
+    p.assign = [member](void* opts, const Value& v) {
+      static_cast<O*>(opts)->*member = std::get<T>(v);
+    };
     schema_.params.push_back(std::move(p));
     return *this;
   }

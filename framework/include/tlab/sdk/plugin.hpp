@@ -25,10 +25,14 @@ enum class Kind { Backbone, Adapter, Strategy, Dataset };
 /// "backbone", "adapter", "strategy" or "dataset".
 inline const char* kind_name(Kind k) {
   switch (k) {
-    case Kind::Backbone: return "backbone";
-    case Kind::Adapter: return "adapter";
-    case Kind::Strategy: return "strategy";
-    case Kind::Dataset: return "dataset";
+    case Kind::Backbone:
+      return "backbone";
+    case Kind::Adapter:
+      return "adapter";
+    case Kind::Strategy:
+      return "strategy";
+    case Kind::Dataset:
+      return "dataset";
   }
   return "?";
 }
@@ -36,10 +40,14 @@ inline const char* kind_name(Kind k) {
 /// Folder of a kind's plugins: "backbones", "adapters", "strategies" or "datasets".
 inline const char* kind_folder(Kind k) {
   switch (k) {
-    case Kind::Backbone: return "backbones";
-    case Kind::Adapter: return "adapters";
-    case Kind::Strategy: return "strategies";
-    case Kind::Dataset: return "datasets";
+    case Kind::Backbone:
+      return "backbones";
+    case Kind::Adapter:
+      return "adapters";
+    case Kind::Strategy:
+      return "strategies";
+    case Kind::Dataset:
+      return "datasets";
   }
   return "?";
 }
@@ -54,11 +62,11 @@ class Plugin {
 
 /// What a plugin library describes about itself.
 struct Descriptor {
-  Kind kind;                 ///< Which interface `create` returns.
-  std::string name;          ///< Must equal the library's file stem.
-  std::string version;       ///< The plugin's own version, recorded with every run.
-  std::string summary;       ///< One line for `tlab plugins`.
-  Schema schema;             ///< Parameters accepted by `create`.
+  Kind kind;            ///< Which interface `create` returns.
+  std::string name;     ///< Must equal the library's file stem.
+  std::string version;  ///< The plugin's own version, recorded with every run.
+  std::string summary;  ///< One line for `tlab plugins`.
+  Schema schema;        ///< Parameters accepted by `create`.
   /// Builds an instance from validated parameters; may throw on invalid combinations.
   std::unique_ptr<Plugin> (*create)(const Params& params);
 };
@@ -66,16 +74,19 @@ struct Descriptor {
 }  // namespace tlab
 
 /// Exports plugin class `CLASS` under `NAME`. Produces exactly two C-linkage symbols.
-#define TLAB_PLUGIN(CLASS, NAME, VERSION, SUMMARY)                                          \
-  extern "C" __attribute__((visibility("default"))) const TlabAbiStamp tlab_abi_stamp =     \
-      tlab::kAbiStamp;                                                                      \
-  extern "C" __attribute__((visibility("default"))) const tlab::Descriptor*                 \
-  tlab_plugin_descriptor() {                                                                \
-    static const tlab::Descriptor d{                                                        \
-        CLASS::kKind, NAME, VERSION, SUMMARY, CLASS::schema(),                              \
-        [](const tlab::Params& p) -> std::unique_ptr<tlab::Plugin> {                        \
-          return std::make_unique<CLASS>(                                                   \
-              tlab::bind_options<CLASS::Options>(CLASS::schema(), p));                      \
-        }};                                                                                 \
-    return &d;                                                                              \
+#define TLAB_PLUGIN(CLASS, NAME, VERSION, SUMMARY)                                                \
+  extern "C" __attribute__((visibility("default"))) const TlabAbiStamp tlab_abi_stamp =           \
+      tlab::kAbiStamp;                                                                            \
+  extern "C" __attribute__((visibility("default"))) const tlab::Descriptor*                       \
+  tlab_plugin_descriptor() {                                                                      \
+    static const tlab::Descriptor d{                                                              \
+        CLASS::kKind,                                                                             \
+        NAME,                                                                                     \
+        VERSION,                                                                                  \
+        SUMMARY,                                                                                  \
+        CLASS::schema(),                                                                          \
+        [](const tlab::Params& p) -> std::unique_ptr<tlab::Plugin> {                              \
+          return std::make_unique<CLASS>(tlab::bind_options<CLASS::Options>(CLASS::schema(), p)); \
+        }};                                                                                       \
+    return &d;                                                                                    \
   }

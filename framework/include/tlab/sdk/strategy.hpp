@@ -38,15 +38,15 @@ namespace tlab {
 
 /// Optimisation settings of a stage (from the experiment's `[train]` table by default).
 struct TrainConfig {
-  int64_t epochs = 10;             ///< Passes over the training split.
-  int64_t batch_size = 64;         ///< Examples per step.
-  std::string optimizer = "adam";  ///< "sgd", "adam" or "adamw".
-  double lr = 1e-3;                ///< Base learning rate.
-  double momentum = 0.9;           ///< SGD momentum.
-  double weight_decay = 0.0;       ///< L2 (sgd, adam) or decoupled (adamw) weight decay.
+  int64_t epochs = 10;                ///< Passes over the training split.
+  int64_t batch_size = 64;            ///< Examples per step.
+  std::string optimizer = "adam";     ///< "sgd", "adam" or "adamw".
+  double lr = 1e-3;                   ///< Base learning rate.
+  double momentum = 0.9;              ///< SGD momentum.
+  double weight_decay = 0.0;          ///< L2 (sgd, adam) or decoupled (adamw) weight decay.
   std::string schedule = "constant";  ///< "constant", "cosine" or "step".
-  int64_t step_epochs = 10;        ///< For "step": epochs between decays.
-  double gamma = 0.1;              ///< For "step": decay factor.
+  int64_t step_epochs = 10;           ///< For "step": epochs between decays.
+  double gamma = 0.1;                 ///< For "step": decay factor.
 };
 
 /// A batch of labelled examples on the run's device.
@@ -57,8 +57,8 @@ struct Batch {
 
 /// One training stage for `Session::fit`.
 struct Stage {
-  std::string domain;   ///< Metric prefix: "source" or "target".
-  TrainConfig config;   ///< Optimisation settings.
+  std::string domain;                     ///< Metric prefix: "source" or "target".
+  TrainConfig config;                     ///< Optimisation settings.
   std::vector<torch::Tensor> parameters;  ///< What the optimiser updates.
   torch::nn::Module* module = nullptr;    ///< Put in train mode for training, eval for evaluation.
   /// Class scores of a batch of inputs.
@@ -82,11 +82,11 @@ struct Evaluation {
 class Session {
  public:
   virtual ~Session() = default;
-  virtual Context& context() = 0;                 ///< Device, seed, logger, metrics.
-  virtual Model& model() = 0;                     ///< The model being trained.
+  virtual Context& context() = 0;  ///< Device, seed, logger, metrics.
+  virtual Model& model() = 0;      ///< The model being trained.
   /// Source domain, or nullptr if none; loaded on the first call.
   virtual const DomainData* source() const = 0;
-  virtual const DomainData& target() const = 0;   ///< Target domain (train = k-shot subset).
+  virtual const DomainData& target() const = 0;         ///< Target domain (train = k-shot subset).
   virtual const TrainConfig& train_config() const = 0;  ///< The experiment's `[train]`.
   /// Optimiser steps taken so far in this run, over all stages (the `step` of metric rows).
   virtual int64_t step() const = 0;
