@@ -14,6 +14,7 @@
 #include "test_helpers.hpp"
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 namespace fs = std::filesystem;
 
 namespace {
@@ -190,6 +191,55 @@ TEST_F(EndToEnd, MissingHeadIsExplained) {
                                     "4 classes; add a head"));
 }
 
+TEST_F(EndToEnd, OptimisersAndSchedulesFollowTheirFormulas) {
+  tlab::Store store(dir_ / "results.db");
+  struct Case {
+    std::vector<std::string> overrides;
+    std::vector<double> lrs;  // expected lr of target epochs 0..3
+  };
+  const double pi = std::acos(-1.0);
+  std::vector<Case> cases = {
+      {{"train.optimizer=\"sgd\"", "train.schedule=\"cosine\"", "train.lr=0.1"},
+       {0.1, 0.05 * (1 + std::cos(pi / 4)), 0.05, 0.05 * (1 + std::cos(3 * pi / 4))}},
+      {{"train.optimizer=\"adamw\"", "train.schedule=\"step\"", "train.lr=0.1",
+        "train.step_epochs=2", "train.gamma=0.5", "train.weight_decay=0.01"},
+       {0.1, 0.1, 0.05, 0.05}},
+  };
+  for (const auto& c : cases) {
+    auto ov = c.overrides;
+    ov.push_back("train.epochs=4");
+    auto out = run(store, specs(kTiny, ov)[0]);
+    ASSERT_EQ(out.status, "finished") << out.reason;
+    auto lr = store.metrics(out.id, "target/train/lr");
+    ASSERT_EQ(lr.size(), 4u);
+    for (std::size_t e = 0; e < 4; ++e) EXPECT_NEAR(lr[e].value, c.lrs[e], 1e-12) << e;
+  }
+}
+
+TEST_F(EndToEnd, TheCheckpointLoadsIntoAFreshModel) {
+  tlab::Store store(dir_ / "results.db");
+  auto spec = specs(kTiny)[0];
+  auto out = run(store, spec);
+  ASSERT_EQ(out.status, "finished") << out.reason;
+  fs::path ckpt;
+  for (const auto& e : fs::recursive_directory_iterator(dir_ / "runs"))
+    if (e.path().filename() == "model.pt") ckpt = e.path();
+  ASSERT_FALSE(ckpt.empty());
+  tlab::Context ctx;
+  auto net = loader_.create<tlab::Backbone>("mlp", spec.backbone.params)->build({16}, ctx);
+  tlab::Model model(net);
+  loader_.create<tlab::Adapter>("linear_head")->attach(model, {4, {16}}, ctx);
+  torch::serialize::InputArchive archive;
+  archive.load_from(ckpt.string());
+  model.load(archive);
+  // The loaded head is the trained one, not the fresh random one.
+  auto w = model.head->parameters()[0];
+  EXPECT_GT(w.abs().sum().item<double>(), 0.0);
+  model.eval();
+  auto y = model.forward(torch::zeros({2, 16}));
+  EXPECT_EQ(y.sizes(), (std::vector<int64_t>{2, 4}));
+}
+
 TEST_F(EndToEnd, TakeShotsKeepsKPerClass) {
   auto y = torch::tensor({0, 1, 2, 0, 1, 2, 0, 1, 2, 0}, torch::kLong);
   tlab::Split s{torch::arange(10).to(torch::kFloat).unsqueeze(1), y};
@@ -243,6 +293,13 @@ TEST_F(EndToEnd, CommandLineRunListAndExitCodes) {
   EXPECT_THAT(f.out, HasSubstr("run 1 failed: strategy plugin 'faulty' failed in prepare"));
   EXPECT_EQ(count(dir_ / "mixed.db", "SELECT count(*) FROM runs WHERE status = 'finished'"), 1);
 
+  // A --db that is not a database: refused before anything runs.
+  fs::path text = tlab::test::write_file(dir_ / "notes.db", "not a database, just notes\n");
+  auto notdb = sh(tlab + " run " + exp.string() + " --db " + text.string());
+  EXPECT_EQ(notdb.code, 2);
+  EXPECT_THAT(notdb.out, HasSubstr("is not an SQLite database"));
+  EXPECT_THAT(notdb.out, Not(HasSubstr("run 1 started")));
+
   auto missing = sh(tlab + " results list --db " + (dir_ / "none.db").string());
   EXPECT_EQ(missing.code, 2);
   EXPECT_THAT(missing.out, HasSubstr("no results database at"));
@@ -255,6 +312,9 @@ TEST_F(EndToEnd, PluginsCommandListsAndShows) {
   EXPECT_THAT(l.out, HasSubstr("backbone  cnn"));
   EXPECT_THAT(l.out, HasSubstr("refused:"));
   EXPECT_THAT(l.out, HasSubstr("bad_abi.so: plugin"));
+  auto env = sh("TLAB_PLUGIN_PATH=/nonexistent:" + std::string(TLAB_TEST_FIXTURE_DIR) + " " + tlab +
+                " plugins");
+  EXPECT_THAT(env.out, HasSubstr("strategy  faulty"));
   auto s = sh(tlab + " plugins show finetune");
   EXPECT_EQ(s.code, 0);
   EXPECT_THAT(s.out, HasSubstr("[strategy]\nplugin = \"finetune\"\nsource_epochs = 5"));
