@@ -3,6 +3,10 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
@@ -303,6 +307,47 @@ TEST_F(EndToEnd, CommandLineRunListAndExitCodes) {
   auto missing = sh(tlab + " results list --db " + (dir_ / "none.db").string());
   EXPECT_EQ(missing.code, 2);
   EXPECT_THAT(missing.out, HasSubstr("no results database at"));
+}
+
+// Starts `tlab run` on a long sweep, waits until its first run has written metrics, sends
+// `sig`, and returns the exit status.
+int interrupt_run(const fs::path& exp, const fs::path& db, int sig) {
+  const std::string tlab = std::string(TLAB_TEST_BIN_DIR) + "/tlab";
+  pid_t pid = fork();
+  if (pid == 0) {
+    int null = open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    dup2(null, 2);
+    execl(tlab.c_str(), tlab.c_str(), "run", exp.c_str(), "--db", db.c_str(), nullptr);
+    _exit(127);
+  }
+  for (int i = 0; i < 600; ++i) {  // up to 60 s
+    usleep(100000);
+    if (fs::exists(db) && count(db, "SELECT count(*) FROM metrics") > 0) break;
+  }
+  kill(pid, sig);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1000 + WTERMSIG(status);
+}
+
+TEST_F(EndToEnd, SignalsStopTheRunAsKilledWithItsMetricsAndNoFurtherRuns) {
+  fs::path exp = tlab::test::write_file(
+      dir_ / "long.toml", kTiny +
+                              "\n[sweep]\nseed = [1, 2]\n\"train.epochs\" = [100000]\n"
+                              "strategy = [{plugin = \"scratch\"}]\n");
+  for (int sig : {SIGINT, SIGTERM}) {
+    fs::path db = dir_ / ("sig" + std::to_string(sig)) / "results.db";
+    EXPECT_EQ(interrupt_run(exp, db, sig), 128 + sig);
+    tlab::Store store(db, false);
+    auto rows = store.list_runs();
+    ASSERT_EQ(rows.size(), 1u);  // the second run never started
+    EXPECT_EQ(rows[0].status, "killed");
+    EXPECT_THAT(rows[0].reason, HasSubstr("stopped by signal " + std::to_string(sig)));
+    EXPECT_THAT(rows[0].reason, HasSubstr("in target epoch"));
+    EXPECT_GT(store.metrics(rows[0].id, "target/val/acc").size(), 0u);
+    EXPECT_EQ(store.integrity_check(), "ok");
+  }
 }
 
 TEST_F(EndToEnd, PluginsCommandListsAndShows) {

@@ -239,6 +239,7 @@ int main(int argc, char** argv) {
     }
     Store store = open_store(db, true);
     configure_threads(threads);
+    install_stop_handlers();
     RunOptions options;
     options.results_dir =
         fs::path(db).parent_path().empty() ? fs::path(".") : fs::path(db).parent_path();
@@ -253,12 +254,17 @@ int main(int argc, char** argv) {
       ids.push_back(o.id);
       if (o.status != "finished")
         failures.push_back(fmt::format("run {} {}: {}", o.id, o.status, o.reason));
+      if (stop_signal()) {
+        std::cerr << fmt::format("\nstopped by signal {}: {} of {} runs not started\n",
+                                 stop_signal(), specs.size() - i - 1, specs.size());
+        break;
+      }
     }
     std::cout << "\n" << format_comparison(store.list_runs(ids), {}, {"target/test/acc"});
     if (!failures.empty()) {
       std::cerr << fmt::format("\n{} of {} runs failed:\n  {}\n", failures.size(), specs.size(),
                                join(failures, "\n  "));
-      return kRunFailed;
+      return stop_signal() ? 128 + stop_signal() : kRunFailed;
     }
     std::cout << fmt::format("\n{} run(s) finished; results in '{}' (tlab results list --db {})\n",
                              specs.size(), db, db);

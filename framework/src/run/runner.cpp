@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
+#include <cstring>
 #include <fstream>
 #include <optional>
 
@@ -25,6 +27,22 @@ namespace tlab {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+void on_stop_signal(int sig) {
+  if (g_stop_signal != 0) {  // second signal: the user insists
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+  }
+  g_stop_signal = sig;
+}
+
+void throw_if_stopped(const std::string& where) {
+  if (int sig = g_stop_signal)
+    throw InterruptedError(fmt::format("stopped by signal {} ({}) {}", sig,
+                                       sig == SIGINT ? "SIGINT, Ctrl-C" : strsignal(sig), where));
+}
 
 // Logger handed to plugins: spdlog with the plugin's name as a prefix.
 class PrefixLogger : public Logger {
@@ -49,9 +67,9 @@ class StoreMetrics : public Metrics {
   }
   void summary(const std::string& name, double value) override { summary_[name] = value; }
   void flush() {
-    if (buffer_.empty()) return;
-    store_.write_metrics(run_, buffer_);
+    if (!buffer_.empty()) store_.write_metrics(run_, buffer_);
     buffer_.clear();
+    store_.heartbeat(run_);
   }
   const std::map<std::string, double>& summaries() const { return summary_; }
 
@@ -69,6 +87,8 @@ auto call_plugin(const std::string& kind, const std::string& name, const char* h
   try {
     return f();
   } catch (const DivergedError&) {
+    throw;
+  } catch (const InterruptedError&) {
     throw;
   } catch (const std::exception& e) {
     throw PluginError(fmt::format("{} plugin '{}' failed in {}: {}", kind, name, hook, e.what()));
@@ -219,6 +239,10 @@ class RunSession : public Session {
       auto loss_sum = torch::zeros({}, torch::TensorOptions(ctx_.device));
       const int64_t first_step = step_;
       for (int64_t s = 0; s < steps; ++s) {
+        if (g_stop_signal) {
+          metrics_.flush();
+          throw_if_stopped(fmt::format("in {} epoch {} at step {}", st.domain, epoch, step_));
+        }
         auto idx = perm.slice(0, s * c.batch_size, std::min(n, (s + 1) * c.batch_size));
         Batch b{data.x.index_select(0, idx), data.y.index_select(0, idx)};
         optimizer->zero_grad();
@@ -278,6 +302,16 @@ void save_checkpoint(torch::nn::Module& model, const fs::path& file) {
 }
 
 }  // namespace
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+int stop_signal() { return g_stop_signal; }
 
 void configure_threads(int threads) {
   if (threads > 0) torch::set_num_threads(threads);
@@ -451,6 +485,9 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     out.status = "finished";
   } catch (const DivergedError& e) {
     out.status = "diverged";
+    out.reason = e.what();
+  } catch (const InterruptedError& e) {
+    out.status = "killed";
     out.reason = e.what();
   } catch (const std::exception& e) {
     out.status = "failed";

@@ -19,6 +19,19 @@ class DivergedError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// The run was stopped by a signal (SIGINT, SIGTERM): status `killed`.
+class InterruptedError : public std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// Installs SIGINT and SIGTERM handlers that ask the running training loop to stop at its next
+/// step: the run flushes its metrics and is recorded as `killed` instead of staying `running`.
+/// A second signal ends the process at once.
+void install_stop_handlers();
+
+/// The signal that asked runs to stop (0 if none).
+int stop_signal();
+
 /// How runs are executed.
 struct RunOptions {
   std::filesystem::path results_dir = "results";  ///< Run folders go to `<results_dir>/runs/`.
@@ -29,7 +42,7 @@ struct RunOptions {
 /// What became of a run.
 struct RunOutcome {
   int64_t id = 0;
-  std::string status;  ///< finished, failed or diverged.
+  std::string status;  ///< finished, failed, diverged or killed.
   std::string reason;  ///< Why it did not finish ("" when finished).
   std::map<std::string, double> summary;
 };
