@@ -244,6 +244,20 @@ TEST_F(EndToEnd, TheCheckpointLoadsIntoAFreshModel) {
   EXPECT_EQ(y.sizes(), (std::vector<int64_t>{2, 4}));
 }
 
+TEST_F(EndToEnd, RunFoldersStayInsideRunsWhateverTheName) {
+  tlab::Store store(dir_ / "results.db");
+  auto out = run(store, specs(kTiny, {"name=\"../../escape/me\""})[0]);
+  ASSERT_EQ(out.status, "finished") << out.reason;
+  EXPECT_EQ(store.list_runs()[0].name, "../../escape/me");  // recorded as given
+  int dirs = 0;
+  for (const auto& e : fs::directory_iterator(dir_ / "runs")) {
+    EXPECT_EQ(e.path().filename().string().rfind("______escape_me-", 0), 0u) << e.path();
+    ++dirs;
+  }
+  EXPECT_EQ(dirs, 1);
+  EXPECT_FALSE(fs::exists(dir_.parent_path().parent_path() / "escape"));
+}
+
 TEST_F(EndToEnd, TakeShotsKeepsKPerClass) {
   auto y = torch::tensor({0, 1, 2, 0, 1, 2, 0, 1, 2, 0}, torch::kLong);
   tlab::Split s{torch::arange(10).to(torch::kFloat).unsqueeze(1), y};

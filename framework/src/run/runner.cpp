@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -365,8 +366,12 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
   auto stamp = std::chrono::duration_cast<std::chrono::milliseconds>(
                    std::chrono::system_clock::now().time_since_epoch())
                    .count();
+  // The experiment name is free text: keep only safe characters so that it cannot leave runs/.
+  std::string safe_name = spec.name;
+  for (char& ch : safe_name)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_') ch = '_';
   fs::path run_dir = options.results_dir / "runs" /
-                     fmt::format("{}-{}-{}", spec.name, spec.config_hash.substr(0, 8), stamp);
+                     fmt::format("{}-{}-{}", safe_name, spec.config_hash.substr(0, 8), stamp);
   row.run_dir = run_dir.string();
 
   RunOutcome out;
