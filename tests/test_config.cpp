@@ -157,6 +157,9 @@ TEST_F(Config, CudaOnAMachineWithoutOneIsAConfigError) {
   EXPECT_THAT(msg, HasSubstr("device \"cuda\" requested but this machine has no usable CUDA"));
   EXPECT_THAT(error(with("device = \"cpu\"", "device = \"gpu\"")),
               HasSubstr("device \"gpu\" is not valid"));
+  for (std::string bad : {"cuda:", "cuda: 0", "cuda:01", "cuda:+1"})
+    EXPECT_THAT(error(with("device = \"cpu\"", "device = \"" + bad + "\"")),
+                HasSubstr("device \"" + bad + "\" is not valid; expected \"cuda:N\""));
 }
 
 TEST_F(Config, SweepIsACartesianProductInKeyOrder) {
@@ -200,6 +203,9 @@ TEST_F(Config, OverridesApplyAndAreValidated) {
   EXPECT_THAT(error(kValid, {"train.lrr=0.5"}),
               HasSubstr("unknown key 'train.lrr' in [train]; did you mean 'lr'?"));
   EXPECT_THAT(error(kValid, {"nonsense"}), HasSubstr("override 'nonsense' is not of the form"));
+  EXPECT_THAT(error(kValid, {"train.lr=0.1\nseed=5"}), HasSubstr("contains a line break"));
+  EXPECT_THAT(error(kValid, {"strategy.plugin=\"../x\""}),
+              HasSubstr("'../x' is not a valid plugin name"));
 }
 
 TEST_F(Config, OverridesWinOverTheSweepAndCanChangeIt) {
@@ -216,6 +222,15 @@ TEST_F(Config, OverridesWinOverTheSweepAndCanChangeIt) {
                        "\"finetune\"}]\n";
   EXPECT_THAT(error(tables, {"strategy.plugin=finetun"}),
               HasSubstr("no strategy plugin named 'finetun': did you mean 'finetune'?"));
+}
+
+TEST_F(Config, RunawaySweepsAreRefusedBeforeExpansion) {
+  std::string big = kValid + "\n[sweep]\n";
+  std::string values;
+  for (int i = 0; i < 100; ++i) values += (i ? ", " : "") + std::to_string(i);
+  for (const char* k : {"seed", "\"train.epochs\"", "\"train.batch_size\""})
+    big += std::string(k) + " = [" + values + "]\n";
+  EXPECT_THAT(error(big), HasSubstr("the sweep has 1000000 combinations, more than the limit"));
 }
 
 TEST_F(Config, HostileInputFailsCleanly) {

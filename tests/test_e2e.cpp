@@ -229,19 +229,29 @@ TEST_F(EndToEnd, TheCheckpointLoadsIntoAFreshModel) {
   for (const auto& e : fs::recursive_directory_iterator(dir_ / "runs"))
     if (e.path().filename() == "model.pt") ckpt = e.path();
   ASSERT_FALSE(ckpt.empty());
+  // Two fresh models from different random inits give the same outputs once loaded, and
+  // reproduce the run's final target test accuracy.
+  auto make_loaded = [&](uint64_t seed) {
+    torch::manual_seed(seed);
+    tlab::Context ctx;
+    auto net = loader_.create<tlab::Backbone>("mlp", spec.backbone.params)->build({16}, ctx);
+    auto model = std::make_shared<tlab::Model>(net);
+    loader_.create<tlab::Adapter>("linear_head")->attach(*model, {4, {16}}, ctx);
+    torch::serialize::InputArchive archive;
+    archive.load_from(ckpt.string());
+    model->load(archive);
+    model->eval();
+    return model;
+  };
+  auto a = make_loaded(1), b = make_loaded(2);
+  auto target = loader_.create<tlab::Dataset>("gaussians", spec.target.params);
   tlab::Context ctx;
-  auto net = loader_.create<tlab::Backbone>("mlp", spec.backbone.params)->build({16}, ctx);
-  tlab::Model model(net);
-  loader_.create<tlab::Adapter>("linear_head")->attach(model, {4, {16}}, ctx);
-  torch::serialize::InputArchive archive;
-  archive.load_from(ckpt.string());
-  model.load(archive);
-  // The loaded head is the trained one, not the fresh random one.
-  auto w = model.head->parameters()[0];
-  EXPECT_GT(w.abs().sum().item<double>(), 0.0);
-  model.eval();
-  auto y = model.forward(torch::zeros({2, 16}));
-  EXPECT_EQ(y.sizes(), (std::vector<int64_t>{2, 4}));
+  auto test = target->load(ctx).test;
+  torch::NoGradGuard no_grad;
+  auto ya = a->forward(test.x), yb = b->forward(test.x);
+  EXPECT_TRUE(torch::allclose(ya, yb));
+  double acc = ya.argmax(1).eq(test.y).to(torch::kDouble).mean().item<double>();
+  EXPECT_NEAR(acc, out.summary.at("target/test/acc"), 1e-9);
 }
 
 TEST_F(EndToEnd, RunFoldersStayInsideRunsWhateverTheName) {
@@ -255,7 +265,9 @@ TEST_F(EndToEnd, RunFoldersStayInsideRunsWhateverTheName) {
     ++dirs;
   }
   EXPECT_EQ(dirs, 1);
-  EXPECT_FALSE(fs::exists(dir_.parent_path().parent_path() / "escape"));
+  EXPECT_FALSE(fs::exists(dir_.parent_path().parent_path() / "escape"));  // = /escape
+  EXPECT_FALSE(fs::exists(dir_.parent_path() / "escape"));                // = /tmp/escape
+  EXPECT_FALSE(fs::exists(dir_ / "escape"));
 }
 
 TEST_F(EndToEnd, TakeShotsKeepsKPerClass) {

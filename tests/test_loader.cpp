@@ -143,6 +143,14 @@ TEST(Loader, AFileOfAnotherKindIsSkippedAndNamed) {
   EXPECT_EQ(flat.get(tlab::Kind::Strategy, "scratch").descriptor->name, "scratch");
 }
 
+TEST(Loader, NamesArePluginNamesNotPaths) {
+  tlab::PluginLoader loader({kPlugins});
+  for (std::string bad : {"../backbones/cnn", "/tmp/evil/scratch", "", "a.b"})
+    EXPECT_THAT(error_of([&] { loader.get(tlab::Kind::Dataset, bad); }),
+                HasSubstr("'" + bad + "' is not a valid plugin name"))
+        << bad;
+}
+
 TEST(Loader, FactoryErrorsNameThePluginAndItsFile) {
   tlab::PluginLoader loader({kFixtures});
   auto msg = error_of([&] {

@@ -266,6 +266,7 @@ int main(int argc, char** argv) {
                                join(failures, "\n  "));
       return stop_signal() ? 128 + stop_signal() : kRunFailed;
     }
+    if (stop_signal()) return 128 + stop_signal();  // stopped early, even if every run finished
     std::cout << fmt::format("\n{} run(s) finished; results in '{}' (tlab results list --db {})\n",
                              specs.size(), db, db);
     return 0;

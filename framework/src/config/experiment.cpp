@@ -1,6 +1,7 @@
 #include "config/experiment.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -431,17 +432,18 @@ std::string check_device(const toml::node& n, const Checker& c) {
   if (d == "auto" || d == "cpu") return d;
   if (d == "cuda" || d.rfind("cuda:", 0) == 0) {
     int64_t index = 0;
-    if (d.size() > 5) {
-      try {
-        std::size_t used = 0;
-        index = std::stoll(d.substr(5), &used);
-        if (used != d.size() - 5 || index < 0) throw std::invalid_argument("index");
-      } catch (...) {
-        c.fail(n, fmt::format("device \"{}\" is not valid; expected \"cuda:N\" with N a device "
-                              "number, e.g. \"cuda:0\"",
-                              d));
-      }
+    bool ok = d == "cuda";
+    if (!ok) {
+      std::string digits = d.substr(5);
+      ok = !digits.empty() && digits.size() <= 3 && (digits == "0" || digits[0] != '0') &&
+           std::all_of(digits.begin(), digits.end(),
+                       [](char ch) { return std::isdigit(static_cast<unsigned char>(ch)); });
+      if (ok) index = std::stoll(digits);
     }
+    if (!ok)
+      c.fail(n, fmt::format("device \"{}\" is not valid; expected \"cuda:N\" with N a device "
+                            "number, e.g. \"cuda:0\"",
+                            d));
     if (!torch::cuda::is_available())
       c.fail(n, fmt::format("device \"{}\" requested but this machine has no usable CUDA device "
                             "(or LibTorch was built without CUDA); use device = \"cpu\" or "
@@ -576,6 +578,11 @@ std::vector<RunSpec> load_experiment(const fs::path& path,
           fmt::format("override '{}' is not of the form key=value (e.g. "
                       "train.lr=0.01)",
                       o));
+    if (std::any_of(o.begin(), o.end(), [](char ch) { return ch == '\n' || ch == '\r'; }))
+      throw ConfigError(
+          fmt::format("override '{}' contains a line break; give one key=value per "
+                      "argument",
+                      o));
     Override ov{o, o.substr(0, eq), o.substr(eq + 1)};
     (ov.key == "sweep" || ov.key.rfind("sweep.", 0) == 0 ? pre : post).push_back(ov);
   }
@@ -621,6 +628,15 @@ std::vector<RunSpec> load_experiment(const fs::path& path,
     toml::table first = prepare();
     for (const auto& a : axes_of(first)) sizes.push_back(a.values->size());
   }
+  // Refuse runaway sweeps before expanding them (each run is validated and kept in memory).
+  constexpr double kMaxRuns = 100000;
+  double total = 1;
+  for (auto n : sizes) total *= static_cast<double>(n);
+  if (total > kMaxRuns)
+    throw ConfigError(
+        fmt::format("{}: the sweep has {:.0f} combinations, more than the limit of "
+                    "{:.0f}; split it into several experiments",
+                    path.string(), total, kMaxRuns));
   const std::string default_name = path.stem().string();
   std::vector<RunSpec> runs;
   std::vector<std::size_t> index(sizes.size(), 0);

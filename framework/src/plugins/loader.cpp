@@ -2,6 +2,7 @@
 
 #include <elf.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -183,6 +184,14 @@ std::vector<fs::path> PluginLoader::default_search_dirs(const std::vector<fs::pa
 }
 
 const LoadedPlugin& PluginLoader::get(Kind kind, const std::string& name) {
+  // A name is a file stem, never a path: "../x" or "/tmp/x" must not reach the file system.
+  bool valid = !name.empty() && name.size() <= 128;
+  for (char ch : name) valid = valid && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '_');
+  if (!valid)
+    throw PluginError(fmt::format(
+        "'{}' is not a valid plugin name; names use only letters, digits and '_' (a plugin is "
+        "chosen by name, not by path: add its folder with --plugin-path)",
+        name));
   std::error_code ec;
   std::vector<std::string> other_kinds;  // files of that name that are another kind of plugin
   for (const auto& dir : dirs_) {

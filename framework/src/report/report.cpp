@@ -137,7 +137,7 @@ std::string format_runs(const std::vector<RunSummaryRow>& runs, Format format) {
                      {"params", params},
                      {"summary", summary}});
     }
-    return arr.dump(2) + "\n";
+    return arr.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   }
   std::vector<std::string> keys =
       format == Format::Csv ? std::vector<std::string>{} : varying_keys(runs);
@@ -208,7 +208,9 @@ std::string format_comparison(const std::vector<RunSummaryRow>& runs,
       std::map<std::string, std::set<std::string>> per_plugin;
       for (const auto& r : f) {
         auto pm = param_map(r);
-        per_plugin[pm[plugin_key]].insert(pm.count(k) ? pm[k] : std::string("\x01absent"));
+        per_plugin[pm[plugin_key]].insert(pm.count(k) ? pm[k]
+                                                      : std::string("\x01"
+                                                                    "absent"));
       }
       for (const auto& [plugin, values] : per_plugin)
         if (values.size() > 1) return true;

@@ -176,11 +176,12 @@ class RunSession : public Session {
   // Loaded on first use: a strategy that never asks (scratch) costs no source data.
   const DomainData* source() const override {
     if (!source_ && load_source_) {
-      source_ = load_source_();
-      if (source_->input_shape != target_.input_shape)
+      DomainData d = load_source_();
+      if (d.input_shape != target_.input_shape)
         throw std::invalid_argument(fmt::format(
             "source examples have shape {} but target examples {}; a model cannot take both",
-            fmt::join(source_->input_shape, "x"), fmt::join(target_.input_shape, "x")));
+            fmt::join(d.input_shape, "x"), fmt::join(target_.input_shape, "x")));
+      source_ = std::move(d);
     }
     return source_ ? &*source_ : nullptr;
   }
@@ -344,7 +345,14 @@ Split take_shots(const Split& split, int64_t shots, int64_t num_classes, uint64_
 RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
                        const RunOptions& options) {
   const auto wall0 = Clock::now();
-  torch::Device device = resolve_device(spec.device);
+  // Validated at config time; a failure here (e.g. the GPU vanished) fails only this run.
+  torch::Device device(torch::kCPU);
+  std::string device_error;
+  try {
+    device = resolve_device(spec.device);
+  } catch (const std::exception& e) {
+    device_error = e.what();
+  }
   // Provenance: the repository holding the experiment file (usually the project's own).
   fs::path exp_dir = fs::absolute(spec.experiment).parent_path();
   GitState git = git_state(exp_dir);
@@ -380,6 +388,8 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
   spdlog::info("[runner] run {} started: {} (seed {}, device {})", out.id, spec.name, spec.seed,
                device.str());
   try {
+    if (!device_error.empty())
+      throw std::runtime_error(fmt::format("device \"{}\": {}", spec.device, device_error));
     fs::create_directories(run_dir);
     {
       std::ofstream cfg(run_dir / "config.toml");
