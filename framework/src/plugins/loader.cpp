@@ -58,6 +58,59 @@ std::string check_elf(const fs::path& path) {
   return "";
 }
 
+// Reads the exported `tlab_abi_stamp` straight from the file (dynamic symbol table, then the
+// bytes of the section holding it), so that a plugin built for another ABI is refused before
+// dlopen runs any of its code (static initialisers included). The stamp is constant data with
+// no relocations. Returns false when the file exports no such symbol. `check_elf` ran first.
+bool read_file_stamp(const fs::path& path, TlabAbiStamp& out) {
+  std::ifstream in(path, std::ios::binary);
+  std::error_code ec;
+  const uint64_t size = fs::file_size(path, ec);
+  auto read_at = [&](uint64_t off, void* dst, uint64_t len) {
+    if (off > size || len > size - off) return false;
+    in.seekg(static_cast<std::streamoff>(off));
+    in.read(static_cast<char*>(dst), static_cast<std::streamsize>(len));
+    return static_cast<bool>(in);
+  };
+  Elf64_Ehdr eh{};
+  if (!read_at(0, &eh, sizeof eh) || eh.e_shentsize != sizeof(Elf64_Shdr)) return false;
+  std::vector<Elf64_Shdr> sections(eh.e_shnum);
+  if (!read_at(eh.e_shoff, sections.data(), sections.size() * sizeof(Elf64_Shdr))) return false;
+  for (const auto& sh : sections) {
+    if (sh.sh_type != SHT_DYNSYM || sh.sh_link >= sections.size()) continue;
+    const Elf64_Shdr& strtab = sections[sh.sh_link];
+    std::string names(strtab.sh_size, '\0');
+    if (!read_at(strtab.sh_offset, names.data(), names.size())) return false;
+    std::vector<Elf64_Sym> syms(sh.sh_size / sizeof(Elf64_Sym));
+    if (!read_at(sh.sh_offset, syms.data(), syms.size() * sizeof(Elf64_Sym))) return false;
+    for (const auto& sym : syms) {
+      if (sym.st_name >= names.size() || sym.st_shndx == SHN_UNDEF ||
+          sym.st_shndx >= sections.size() ||
+          std::strcmp(names.c_str() + sym.st_name, "tlab_abi_stamp") != 0)
+        continue;
+      const Elf64_Shdr& home = sections[sym.st_shndx];
+      if (home.sh_type == SHT_NOBITS || sym.st_value < home.sh_addr ||
+          sym.st_size < sizeof(TlabAbiStamp))
+        return false;
+      return read_at(home.sh_offset + (sym.st_value - home.sh_addr), &out, sizeof out);
+    }
+  }
+  return false;
+}
+
+void check_stamp(const TlabAbiStamp& stamp, const std::string& file) {
+  if (stamp.magic != TLAB_ABI_MAGIC || stamp.size < sizeof(TlabAbiStamp))
+    throw PluginError(fmt::format(
+        "'{}' exports 'tlab_abi_stamp' but it is not a TransferLab stamp (magic {:#018x}, size "
+        "{}; expected magic {:#018x}, size >= {})",
+        file, stamp.magic, stamp.size, TLAB_ABI_MAGIC, sizeof(TlabAbiStamp)));
+  auto diffs = abi_differences(stamp, kAbiStamp);
+  if (!diffs.empty())
+    throw PluginError(
+        fmt::format("plugin '{}' was built for another ABI and was not loaded:\n  {}\nTo fix: {}",
+                    file, join(diffs, "\n  "), kRebuildHint));
+}
+
 std::vector<std::string> plugin_stems(const fs::path& dir) {
   std::vector<std::string> out;
   std::error_code ec;
@@ -99,6 +152,14 @@ LoadedPlugin load_plugin_file(const fs::path& path) {
     throw PluginError(fmt::format(
         "'{}' {}; plugin folders may only hold plugins built with tlab_add_plugin()", file, why));
 
+  TlabAbiStamp file_stamp{};
+  if (!read_file_stamp(path, file_stamp))
+    throw PluginError(fmt::format(
+        "'{}' is a shared library but not a TransferLab plugin (it exports no "
+        "'tlab_abi_stamp'); plugins are built with tlab_add_plugin() and end with TLAB_PLUGIN()",
+        file));
+  check_stamp(file_stamp, file);  // before dlopen: a mismatched plugin runs no code at all
+
   // Immediate binding: a missing symbol fails here, not mid-run. Local: plugins cannot
   // interpose each other's symbols. The library is never unloaded (see DESIGN.md).
   auto* lib = new boost::dll::shared_library();
@@ -120,17 +181,7 @@ LoadedPlugin load_plugin_file(const fs::path& path) {
         "'{}' is a shared library but not a TransferLab plugin (it exports no "
         "'tlab_abi_stamp'); plugins are built with tlab_add_plugin() and end with TLAB_PLUGIN()",
         file));
-  const auto& stamp = lib->get<const TlabAbiStamp>("tlab_abi_stamp");
-  if (stamp.magic != TLAB_ABI_MAGIC || stamp.size < sizeof(TlabAbiStamp))
-    throw PluginError(fmt::format(
-        "'{}' exports 'tlab_abi_stamp' but it is not a TransferLab stamp (magic {:#018x}, size "
-        "{}; expected magic {:#018x}, size >= {})",
-        file, stamp.magic, stamp.size, TLAB_ABI_MAGIC, sizeof(TlabAbiStamp)));
-  auto diffs = abi_differences(stamp, kAbiStamp);
-  if (!diffs.empty())
-    throw PluginError(
-        fmt::format("plugin '{}' was built for another ABI and was not loaded:\n  {}\nTo fix: {}",
-                    file, join(diffs, "\n  "), kRebuildHint));
+  check_stamp(lib->get<const TlabAbiStamp>("tlab_abi_stamp"), file);  // the loaded copy
   if (!lib->has("tlab_plugin_descriptor"))
     throw PluginError(fmt::format(
         "plugin '{}' has an ABI stamp but no 'tlab_plugin_descriptor'; end the plugin's source "
