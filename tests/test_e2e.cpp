@@ -270,6 +270,47 @@ TEST_F(EndToEnd, RunFoldersStayInsideRunsWhateverTheName) {
   EXPECT_FALSE(fs::exists(dir_ / "escape"));
 }
 
+TEST_F(EndToEnd, LinearProbeKeepsTheBackboneFrozenIncludingBatchNorm) {
+  // finetune with freeze_backbone: the target stage must not change the backbone at all.
+  // Pre-training runs with 0 target epochs is not allowed, so compare two runs that differ only
+  // in target epochs (1 vs 3): their backbones must be identical, their heads must differ.
+  tlab::Store store(dir_ / "results.db");
+  auto state = [&](int64_t epochs) {
+    auto spec = specs(kTiny, {"backbone={plugin=\"cnn\"}", "strategy.freeze_backbone=true",
+                              "source={plugin=\"digits\",train_size=100,val_size=20,test_size=20}",
+                              "target={plugin=\"digits\",domain=\"thick\",shots=2,val_size=20,"
+                              "test_size=20,train_size=100}",
+                              "train.epochs=" + std::to_string(epochs)})[0];
+    auto out = run(store, spec);
+    EXPECT_EQ(out.status, "finished") << out.reason;
+    fs::path ckpt;
+    for (const auto& e : fs::recursive_directory_iterator(dir_ / "runs"))
+      if (e.path().filename() == "model.pt") ckpt = e.path();
+    tlab::Context ctx;
+    auto net = loader_.create<tlab::Backbone>("cnn")->build({1, 28, 28}, ctx);
+    tlab::Model model(net);
+    loader_.create<tlab::Adapter>("linear_head")->attach(model, {10, {1, 28, 28}}, ctx);
+    torch::serialize::InputArchive a;
+    a.load_from(ckpt.string());
+    model.load(a);
+    fs::remove_all(dir_ / "runs");
+    std::map<std::string, torch::Tensor> tensors;
+    for (const auto& p : model.named_parameters()) tensors[p.key()] = p.value().clone();
+    for (const auto& b : model.named_buffers()) tensors[b.key()] = b.value().clone();
+    return tensors;
+  };
+  auto one = state(1), three = state(3);
+  int backbone = 0;
+  for (const auto& [key, t] : one) {
+    if (key.rfind("backbone.", 0) == 0) {
+      ++backbone;
+      EXPECT_TRUE(torch::equal(t, three.at(key))) << key;  // weights and running stats alike
+    }
+  }
+  EXPECT_GT(backbone, 4);
+  EXPECT_FALSE(torch::equal(one.at("head.0.weight"), three.at("head.0.weight")));
+}
+
 TEST_F(EndToEnd, TakeShotsKeepsKPerClass) {
   auto y = torch::tensor({0, 1, 2, 0, 1, 2, 0, 1, 2, 0}, torch::kLong);
   tlab::Split s{torch::arange(10).to(torch::kFloat).unsqueeze(1), y};

@@ -1,6 +1,7 @@
 #include "run/runner.hpp"
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -166,6 +167,23 @@ double scheduled_lr(const TrainConfig& c, int64_t epoch) {
   return c.lr;
 }
 
+// Restores the train/eval mode of a module and of each submodule, even on exceptions.
+class ModeGuard {
+ public:
+  explicit ModeGuard(torch::nn::Module& m) {
+    modes_.emplace_back(&m, m.is_training());
+    for (const auto& sub : m.modules(/*include_self=*/false))
+      modes_.emplace_back(sub.get(), sub->is_training());
+  }
+  // train(b) also sets every child, so restore in pre-order: each module after its parent.
+  ~ModeGuard() {
+    for (auto& [module, training] : modes_) module->train(training);
+  }
+
+ private:
+  std::vector<std::pair<torch::nn::Module*, bool>> modes_;
+};
+
 class RunSession : public Session {
  public:
   RunSession(Context& ctx, StoreMetrics& metrics, bool verbose)
@@ -193,7 +211,7 @@ class RunSession : public Session {
                       const std::function<torch::Tensor(const torch::Tensor&)>& forward,
                       const Split& split) override {
     if (split.size() == 0) return {};
-    bool was_training = module.is_training();
+    ModeGuard restore(module);  // each submodule gets its own mode back (a frozen part stays eval)
     module.eval();
     torch::NoGradGuard no_grad;
     auto correct = torch::zeros({}, torch::TensorOptions(ctx_.device).dtype(torch::kLong));
@@ -210,7 +228,6 @@ class RunSession : public Session {
               scores, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
               .to(torch::kDouble);
     }
-    module.train(was_training);
     return {static_cast<double>(correct.item<int64_t>()) / n, loss.item<double>() / n};
   }
 
@@ -294,13 +311,28 @@ class RunSession : public Session {
   int64_t step_ = 0;
 };
 
+void fsync_path(const fs::path& p, int flags) {
+  int fd = ::open(p.c_str(), flags);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
 void save_checkpoint(torch::nn::Module& model, const fs::path& file) {
   fs::path tmp = file;
   tmp += ".tmp";
-  torch::serialize::OutputArchive archive;
-  model.save(archive);
-  archive.save_to(tmp.string());
+  try {
+    torch::serialize::OutputArchive archive;
+    model.save(archive);
+    archive.save_to(tmp.string());
+    fsync_path(tmp, O_RDONLY);  // data on disk before the rename makes it visible
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
   fs::rename(tmp, file);  // atomic: a reader sees the old file or the new one, never half
+  fsync_path(file.parent_path(), O_RDONLY | O_DIRECTORY);
 }
 
 }  // namespace
