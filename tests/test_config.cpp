@@ -46,6 +46,7 @@ lr = 0.01
 class Config : public ::testing::Test {
  protected:
   fs::path dir_ = tlab::test::temp_dir("config");
+  void TearDown() override { fs::remove_all(dir_); }
   tlab::PluginLoader loader_{{TLAB_TEST_PLUGIN_DIR}};
 
   fs::path file(const std::string& text, const std::string& name = "exp.toml") {

@@ -88,6 +88,7 @@ int64_t count(const fs::path& db, const std::string& sql) {
 class EndToEnd : public ::testing::Test {
  protected:
   fs::path dir_ = tlab::test::temp_dir("e2e");
+  void TearDown() override { fs::remove_all(dir_); }
   tlab::PluginLoader loader_{{TLAB_TEST_PLUGIN_DIR, TLAB_TEST_FIXTURE_DIR}};
 
   std::vector<tlab::RunSpec> specs(const std::string& text, std::vector<std::string> ov = {}) {
@@ -338,6 +339,14 @@ TEST_F(EndToEnd, CommandLineRunListAndExitCodes) {
   EXPECT_EQ(j[1]["params"]["seed"], 2);
   EXPECT_EQ(j[0]["params"]["backbone.plugin"], "mlp");
   EXPECT_TRUE(j[0]["summary"]["target/test/acc"].is_number());
+
+  auto typo = sh(tlab + " results compare --by strategy.plugn --db " + db.string());
+  EXPECT_EQ(typo.code, 2);
+  EXPECT_THAT(typo.out, HasSubstr("no param 'strategy.plugn'"));
+  EXPECT_THAT(typo.out, HasSubstr("did you mean 'strategy.plugin'?"));
+  auto metric = sh(tlab + " results compare --metric target/tst/acc --db " + db.string());
+  EXPECT_EQ(metric.code, 2);
+  EXPECT_THAT(metric.out, HasSubstr("did you mean 'target/test/acc'"));
 
   auto csv = sh(tlab + " results list --format csv --db " + db.string());
   EXPECT_THAT(csv.out, HasSubstr("id,status,name,"));

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
+#include <set>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -225,8 +226,27 @@ int main(int argc, char** argv) {
       auto rows = open_store(db, false).list_runs();
       if (*list)
         std::cout << format_runs(rows, parse_format(format));
-      else
+      else {
+        // A misspelt key or metric would silently make one empty group: refuse it.
+        std::set<std::string> keys, names;
+        for (const auto& r : rows) {
+          for (const auto& p : r.params) keys.insert(p.key);
+          for (const auto& m : r.summaries) names.insert(m.first);
+        }
+        auto check = [&](const std::vector<std::string>& wanted, const std::set<std::string>& have,
+                         const char* what) {
+          for (const auto& w : wanted)
+            if (!rows.empty() && !have.count(w)) {
+              std::vector<std::string> all(have.begin(), have.end());
+              std::string hint = did_you_mean(nearest(w, all));
+              throw UsageError(fmt::format("no {} '{}' in '{}'{}{}", what, w, db,
+                                           hint.empty() ? "" : "; ", hint));
+            }
+        };
+        check(by, keys, "param");
+        check(metrics, names, "summary metric");
         std::cout << format_comparison(rows, by, metrics);
+      }
       return 0;
     }
     // tlab run: validate everything before the first run starts.
