@@ -98,6 +98,13 @@ bool read_file_stamp(const fs::path& path, TlabAbiStamp& out) {
   return false;
 }
 
+PluginError not_a_plugin(const std::string& file) {
+  return PluginError(fmt::format(
+      "'{}' is a shared library but not a TransferLab plugin (it exports no 'tlab_abi_stamp'); "
+      "plugins are built with tlab_add_plugin() and end with TLAB_PLUGIN()",
+      file));
+}
+
 void check_stamp(const TlabAbiStamp& stamp, const std::string& file) {
   if (stamp.magic != TLAB_ABI_MAGIC || stamp.size < sizeof(TlabAbiStamp))
     throw PluginError(fmt::format(
@@ -153,11 +160,7 @@ LoadedPlugin load_plugin_file(const fs::path& path) {
         "'{}' {}; plugin folders may only hold plugins built with tlab_add_plugin()", file, why));
 
   TlabAbiStamp file_stamp{};
-  if (!read_file_stamp(path, file_stamp))
-    throw PluginError(fmt::format(
-        "'{}' is a shared library but not a TransferLab plugin (it exports no "
-        "'tlab_abi_stamp'); plugins are built with tlab_add_plugin() and end with TLAB_PLUGIN()",
-        file));
+  if (!read_file_stamp(path, file_stamp)) throw not_a_plugin(file);
   check_stamp(file_stamp, file);  // before dlopen: a mismatched plugin runs no code at all
 
   // Immediate binding: a missing symbol fails here, not mid-run. Local: plugins cannot
@@ -176,11 +179,7 @@ LoadedPlugin load_plugin_file(const fs::path& path) {
                            : std::string("; is it a complete, uncorrupted shared library?");
     throw PluginError(fmt::format("cannot load plugin '{}': {}{}", file, why, hint));
   }
-  if (!lib->has("tlab_abi_stamp"))
-    throw PluginError(fmt::format(
-        "'{}' is a shared library but not a TransferLab plugin (it exports no "
-        "'tlab_abi_stamp'); plugins are built with tlab_add_plugin() and end with TLAB_PLUGIN()",
-        file));
+  if (!lib->has("tlab_abi_stamp")) throw not_a_plugin(file);
   check_stamp(lib->get<const TlabAbiStamp>("tlab_abi_stamp"), file);  // the loaded copy
   if (!lib->has("tlab_plugin_descriptor"))
     throw PluginError(fmt::format(
