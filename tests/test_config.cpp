@@ -188,8 +188,8 @@ TEST_F(Config, OneBadSweepCombinationRejectsTheWholeSweep) {
   auto msg = error(kValid + "\n[sweep]\nseed = [1, 2]\n\"train.epochs\" = [2, 0]\n");
   EXPECT_THAT(msg, StartsWith(at(31, 22)));
   EXPECT_THAT(msg, HasSubstr("'train.epochs' = 0 is out of range"));
-  EXPECT_THAT(msg, HasSubstr("in sweep combination 2: seed=1, train.epochs=0; the whole sweep "
-                             "was rejected, no run started"));
+  EXPECT_THAT(msg, HasSubstr("in sweep combination 2 of 4: seed=1 train.epochs=0; the whole "
+                             "sweep was rejected, no run started"));
   EXPECT_THAT(error(kValid + "\n[sweep]\nseed = 3\n"),
               HasSubstr("sweep 'seed' must be a list of values"));
   EXPECT_THAT(error(kValid + "\n[sweep]\nseed = []\n"), HasSubstr("sweep 'seed' has no values"));
@@ -202,8 +202,20 @@ TEST_F(Config, OverridesApplyAndAreValidated) {
             (std::vector<int64_t>{4, 4}));
   EXPECT_EQ(std::get<std::string>(runs[0].target.params.at("domain")), "source");
   EXPECT_THAT(error(kValid, {"train.lrr=0.5"}),
-              HasSubstr("unknown key 'train.lrr' in [train]; did you mean 'lr'?"));
-  EXPECT_THAT(error(kValid, {"nonsense"}), HasSubstr("override 'nonsense' is not of the form"));
+              HasSubstr("key 'train.lrr' does not exist in the config; did you mean 'train.lr'?"));
+  // Keys the file leaves at their defaults can be set: the plugins' schemas know them.
+  auto defaults = load(kValid, {"backbone.dropout=0.25", "train.momentum=0.5",
+                                "target.train_size=50", "adapters.0.bias=false"});
+  EXPECT_EQ(std::get<double>(defaults[0].backbone.params.at("dropout")), 0.25);
+  EXPECT_EQ(defaults[0].train.momentum, 0.5);
+  EXPECT_EQ(std::get<bool>(defaults[0].adapters[0].params.at("bias")), false);
+  EXPECT_THAT(error(kValid, {"backbone.dropot=0.25"}),
+              HasSubstr("did you mean 'backbone.dropout'?"));
+  // A changed plugin brings its own parameters.
+  EXPECT_EQ(load(kValid, {"strategy.plugin=scratch", "~strategy.source_epochs"})[0].strategy.plugin,
+            "scratch");
+  EXPECT_THAT(error(kValid, {"nonsense"}),
+              HasSubstr("override 'nonsense' at character 9: not of the form key=value"));
   EXPECT_THAT(error(kValid, {"train.lr=0.1\nseed=5"}), HasSubstr("contains a line break"));
   EXPECT_THAT(error(kValid, {"strategy.plugin=\"../x\""}),
               HasSubstr("'../x' is not a valid plugin name"));
@@ -225,6 +237,50 @@ TEST_F(Config, OverridesWinOverTheSweepAndCanChangeIt) {
               HasSubstr("no strategy plugin named 'finetun': did you mean 'finetune'?"));
 }
 
+TEST_F(Config, OverridesAreLocatedAtTheirCharacter) {
+  auto msg = error(kValid, {"train.lr=abc"});
+  EXPECT_THAT(msg, StartsWith("override 'train.lr=abc' at character 10: "));
+  EXPECT_THAT(msg, HasSubstr("'train.lr' must be float, got string \"abc\""));
+  EXPECT_THAT(error(kValid, {"seed=[1,"}), StartsWith("override 'seed=[1,' at character"));
+}
+
+TEST_F(Config, InterpolationIsResolvedBeforeValidation) {
+  auto runs = load(with("epochs = 2", "epochs = \"${seed}\""));
+  EXPECT_EQ(runs[0].train.epochs, 3);
+  auto msg = error(with("epochs = 2", "epochs = \"${name}\""));
+  EXPECT_THAT(msg, StartsWith(at(26, 10)));
+  EXPECT_THAT(msg, HasSubstr("'train.epochs' must be int, got string \"tiny\""));
+}
+
+TEST_F(Config, ShippedExperimentsComposeFromTheirGroups) {
+  fs::path experiments = fs::path(TLAB_SOURCE_DIR) / "experiments";
+  auto quick = tlab::load_experiment(experiments / "quickstart.toml", {}, loader_);
+  ASSERT_EQ(quick.size(), 6u);
+  EXPECT_EQ(quick[0].strategy.plugin, "scratch");
+  EXPECT_EQ(quick[0].overrides, (std::vector<std::string>{"strategy=scratch", "seed=1"}));
+  EXPECT_EQ(quick[5].strategy.plugin, "finetune");
+  EXPECT_EQ(std::get<int64_t>(quick[5].strategy.params.at("source_epochs")), 3);
+  EXPECT_EQ(std::get<std::string>(quick[5].source->params.at("domain")), "clean");
+  EXPECT_EQ(std::get<std::string>(quick[5].target.params.at("domain")), "noisy");
+  EXPECT_EQ(quick[5].target.shots, 5);
+  EXPECT_EQ(quick[5].adapters.at(0).plugin, "linear_head");
+  EXPECT_EQ(quick[5].train.epochs, 20);
+  auto neg = tlab::load_experiment(experiments / "negative_transfer.toml",
+                                   {"dataset@target=digits_rotated", "train=sgd"}, loader_);
+  ASSERT_EQ(neg.size(), 9u);
+  EXPECT_EQ(std::get<bool>(neg[8].strategy.params.at("freeze_backbone")), true);
+  EXPECT_EQ(std::get<std::string>(neg[8].target.params.at("domain")), "rotated");
+  EXPECT_EQ(neg[8].train.optimizer, "sgd");
+  tlab::LoadOptions multirun;
+  multirun.multirun = true;
+  auto glob =
+      tlab::load_experiment(experiments / "quickstart.toml",
+                            {"strategy=glob(*)", "seed=1", "backbone=mlp"}, loader_, multirun);
+  ASSERT_EQ(glob.size(), 3u);
+  EXPECT_EQ(glob[1].strategy.plugin, "finetune");
+  EXPECT_EQ(glob[1].backbone.plugin, "mlp");
+}
+
 TEST_F(Config, RunawaySweepsAreRefusedBeforeExpansion) {
   std::string big = kValid + "\n[sweep]\n";
   std::string values;
@@ -238,7 +294,7 @@ TEST_F(Config, HostileInputFailsCleanly) {
   EXPECT_THAT(error(""), HasSubstr("has no [target] table"));
   std::string binary("\x00\xff\xfe\x01garbage\x80\x81", 13);
   EXPECT_THAT(error(binary), StartsWith((dir_ / "exp.toml").string() + ":"));
-  EXPECT_THAT(error("name = \"\xc3\x28\"\n"), StartsWith(at(1, 8)));  // invalid UTF-8
+  EXPECT_THAT(error("name = \"\xc3\x28\"\n"), StartsWith(at(1, 9)));  // invalid UTF-8
   std::string deep = "x = " + std::string(5000, '[') + std::string(5000, ']') + "\n";
   EXPECT_THAT(error(deep), StartsWith((dir_ / "exp.toml").string() + ":1:"));
   EXPECT_THAT(tlab::test::error_of<tlab::ConfigError>(

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -104,7 +105,8 @@ class EndToEnd : public ::testing::Test {
 TEST_F(EndToEnd, ARunRecordsEverythingInTheDatabase) {
   fs::path db = dir_ / "results.db";
   tlab::Store store(db);
-  auto out = run(store, specs(kTiny)[0]);
+  auto spec = specs(kTiny, {"train.epochs=3"})[0];
+  auto out = run(store, spec);
   ASSERT_EQ(out.status, "finished") << out.reason;
   EXPECT_GE(out.summary.at("target/test/acc"), 0.0);
   EXPECT_LE(out.summary.at("target/test/acc"), 1.0);
@@ -136,11 +138,20 @@ TEST_F(EndToEnd, ARunRecordsEverythingInTheDatabase) {
   EXPECT_EQ(count(db, "SELECT count(*) FROM params WHERE run_id = 1 AND key = 'train.lr'"), 1);
   EXPECT_EQ(count(db, "SELECT count(*) FROM summaries WHERE name = 'target/test/acc'"), 1);
   EXPECT_EQ(count(db, "SELECT count(*) FROM runs WHERE config_toml LIKE '%plugin = \"mlp\"%'"), 1);
-  // The run folder holds the resolved config and the final checkpoint.
-  int files = 0;
-  for (const auto& e : fs::recursive_directory_iterator(dir_ / "runs"))
-    files += e.path().filename() == "model.pt" || e.path().filename() == "config.toml";
-  EXPECT_EQ(files, 2);
+  // The run folder holds the resolved config, its overrides (also in Hydra's layout) and the
+  // final checkpoint.
+  std::map<std::string, std::string> files;
+  fs::path run_dir = fs::directory_iterator(dir_ / "runs")->path();
+  for (const auto& e : fs::recursive_directory_iterator(run_dir))
+    if (e.is_regular_file())
+      files[fs::relative(e.path(), run_dir).string()] = tlab::test::read_file(e.path());
+  EXPECT_EQ(files.count("model.pt"), 1u);
+  EXPECT_EQ(files["config.toml"], spec.config_toml);
+  EXPECT_THAT(files["config.toml"], HasSubstr("plugin = \"mlp\""));
+  EXPECT_EQ(files["overrides.txt"], "train.epochs=3\n");
+  EXPECT_THAT(files[".hydra/config.yaml"], HasSubstr("plugin: mlp"));
+  EXPECT_THAT(files[".hydra/config.yaml"], HasSubstr("epochs: 3"));
+  EXPECT_EQ(files[".hydra/overrides.yaml"], "- \"train.epochs=3\"\n");
   EXPECT_EQ(store.integrity_check(), "ok");
 }
 

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 namespace tlab::test {
@@ -22,6 +23,12 @@ inline std::filesystem::path write_file(const std::filesystem::path& path,
                                         const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
   return path;
+}
+
+/// The bytes of the file at `path` ("" if it cannot be read).
+inline std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 /// The message of the `E` thrown by `f` ("" if none was thrown).

@@ -8,6 +8,7 @@ packages=(
   libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
   libsqlite3-dev sqlite3 libboost-dev libxxhash-dev
   libgtest-dev libgmock-dev
+  clang libclang-rt-14-dev                     # libFuzzer, ASan, UBSan: tools/fuzz.sh
 )
 
 missing=()

@@ -171,15 +171,39 @@ int main(int argc, char** argv) {
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "Log every epoch and debug detail");
 
-  auto* run = app.add_subcommand("run", "Run an experiment file (all runs of its [sweep])");
+  auto* run = app.add_subcommand("run", "Run an experiment: one run, or every run of its sweep");
   std::string experiment, db = "results/results.db";
-  std::vector<std::string> overrides;
+  std::vector<std::string> overrides, config_dirs;
   int threads = 0;
-  run->add_option("experiment", experiment, "Experiment TOML file")->required();
-  run->add_option("overrides", overrides, "Overrides key=value (e.g. train.lr=0.01)");
+  bool multirun = false, dry_run = false, run_help = false, resolve = false, groups = false;
+  run->set_help_flag();  // --help also lists the experiment's config groups (below)
+  run->add_flag("-h,--help", run_help, "Print this help and the config groups of EXPERIMENT");
+  run->add_option("experiment", experiment, "Experiment TOML file");
+  run->add_option("overrides", overrides,
+                  "Overrides: key=value, +key=value, ++key=value, ~key, group=option, "
+                  "group@package=option; with -m also sweeps a,b,c / range() / choice() / "
+                  "glob() / zip() (see docs/configuration.md)");
+  run->add_flag("-m,--multirun", multirun, "Allow sweeps in the overrides (one run per value)");
+  run->add_flag("--dry-run", dry_run, "List the runs with their overrides; run nothing");
+  run->add_option("--config-dir", config_dirs,
+                  "Extra folder of config groups (repeatable; searched after the experiment's "
+                  "folder, before ./experiments)");
   run->add_option("--db", db, "Results database")->capture_default_str();
   run->add_option("--threads", threads, "LibTorch intra-op threads (0 = LibTorch's default)")
       ->check(CLI::Range(0, 1024));
+
+  auto* config = app.add_subcommand(
+      "config", "Print an experiment composed with its config groups and overrides");
+  std::string config_format = "toml";
+  config->add_option("experiment", experiment, "Experiment TOML file");
+  config->add_option("overrides", overrides, "Overrides, as for tlab run");
+  config->add_flag("-m,--multirun", multirun, "Allow sweeps in the overrides");
+  config->add_flag("--resolve", resolve, "Resolve ${...} interpolations");
+  config->add_option("--format", config_format, "toml, yaml or json")
+      ->check(CLI::IsMember({"toml", "yaml", "json"}))
+      ->capture_default_str();
+  config->add_flag("--groups", groups, "List the config groups and their options");
+  config->add_option("--config-dir", config_dirs, "Extra folder of config groups (repeatable)");
 
   auto* plugins = app.add_subcommand("plugins", "List plugins, or show one's parameters");
   auto* show = plugins->add_subcommand("show", "Parameters and a sample TOML of a plugin");
@@ -249,13 +273,41 @@ int main(int argc, char** argv) {
       }
       return 0;
     }
-    // tlab run: validate everything before the first run starts.
-    std::vector<RunSpec> specs;
-    try {
-      specs = load_experiment(experiment, overrides, loader);
-    } catch (const ConfigError& e) {
-      std::cerr << "error: " << e.what() << "\n";
-      return kUsageError;
+    LoadOptions load_options;
+    load_options.config_dirs.assign(config_dirs.begin(), config_dirs.end());
+    load_options.multirun = multirun;
+    if (*config) {
+      if (groups) {
+        std::cout << cfg::describe_groups(
+            cfg::SearchPath::for_experiment(experiment, load_options.config_dirs));
+        return 0;
+      }
+      if (experiment.empty())
+        throw UsageError("tlab config needs an experiment file (or --groups)");
+      auto composition = compose_experiment(experiment, overrides, loader, load_options);
+      cfg::Node shown = resolve ? cfg::resolve(composition.config) : composition.config;
+      std::cout << cfg::format_tree(shown, config_format);
+      return 0;
+    }
+    if (run_help) {
+      std::cout << run->help();
+      std::cout << "\n"
+                << cfg::describe_groups(
+                       cfg::SearchPath::for_experiment(experiment, load_options.config_dirs));
+      return 0;
+    }
+    if (experiment.empty())
+      throw UsageError(
+          "tlab run needs an experiment file, e.g. tlab run experiments/quickstart.toml");
+    // tlab run: compose, expand and validate every run before the first one starts.
+    std::vector<RunSpec> specs = load_experiment(experiment, overrides, loader, load_options);
+    if (dry_run) {
+      std::cout << fmt::format("{}: {} run(s)\n", experiment, specs.size());
+      for (std::size_t i = 0; i < specs.size(); ++i)
+        std::cout << fmt::format(
+            "[{}/{}] {}\n", i + 1, specs.size(),
+            specs[i].overrides.empty() ? "(no overrides)" : join(specs[i].overrides, " "));
+      return 0;
     }
     Store store = open_store(db, true);
     configure_threads(threads);
@@ -269,7 +321,8 @@ int main(int argc, char** argv) {
     std::vector<int64_t> ids;
     std::vector<std::string> failures;
     for (std::size_t i = 0; i < specs.size(); ++i) {
-      spdlog::info("[runner] run {} of {}: {}", i + 1, specs.size(), specs[i].overrides_json);
+      spdlog::info("[runner] run {} of {}: {}", i + 1, specs.size(),
+                   specs[i].overrides.empty() ? "(no overrides)" : join(specs[i].overrides, " "));
       RunOutcome o = execute_run(specs[i], loader, store, options);
       ids.push_back(o.id);
       if (o.status != "finished")

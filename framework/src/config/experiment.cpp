@@ -9,7 +9,6 @@
 #include <sstream>
 
 #include <fmt/format.h>
-#include <toml++/toml.h>
 #include <torch/cuda.h>
 #include <nlohmann/json.hpp>
 
@@ -21,94 +20,55 @@ namespace fs = std::filesystem;
 namespace tlab {
 namespace {
 
+using cfg::Node;
+
 // ---------------------------------------------------------------------------------------------
-// Locations and errors
+// Validation against the host's keys and the plugins' schemas
 
-std::string location(const toml::node& n, const std::string& fallback) {
-  const auto& src = n.source();
-  if (src.begin.line == 0) return fallback + ": ";
-  std::string file = src.path ? *src.path : fallback;
-  return fmt::format("{}:{}:{}: ", file, src.begin.line, src.begin.column);
-}
-
-std::string describe(const toml::node& n) {
-  std::ostringstream os;
-  switch (n.type()) {
-    case toml::node_type::table:
-      return "a table";
-    case toml::node_type::array:
-      return "a list";
-    case toml::node_type::string:
-      os << "string \"" << n.as_string()->get() << "\"";
-      break;
-    case toml::node_type::integer:
-      os << "integer " << n.as_integer()->get();
-      break;
-    case toml::node_type::floating_point:
-      os << "float " << n.as_floating_point()->get();
-      break;
-    case toml::node_type::boolean:
-      os << "bool " << (n.as_boolean()->get() ? "true" : "false");
-      break;
-    default:
-      os << "a date/time";
-      break;
-  }
-  return os.str();
-}
-
-// Validation state: the experiment file (for nodes without a source) and the loader.
 struct Checker {
-  std::string file;
   PluginLoader* loader;
 
-  [[noreturn]] void fail(const toml::node& n, const std::string& msg) const {
-    throw ConfigError(location(n, file) + msg);
-  }
+  [[noreturn]] void fail(const Node& n, const std::string& msg) const { cfg::fail(n.origin, msg); }
 
-  void check_keys(const toml::table& t, const std::string& prefix,
-                  const std::vector<std::string>& valid, const std::string& what) const {
-    for (auto&& [k, v] : t) {
-      std::string key(k.str());
+  void check_keys(const Node& t, const std::string& prefix, const std::vector<std::string>& valid,
+                  const std::string& what) const {
+    for (std::size_t i = 0; i < t.size(); ++i) {
+      const std::string& key = t.keys()[i];
       if (std::find(valid.begin(), valid.end(), key) != valid.end()) continue;
       std::string hint = did_you_mean(nearest(key, valid));
-      fail(v, fmt::format("unknown key '{}{}' in {}; {}valid keys: {}", prefix, key, what,
-                          hint.empty() ? "" : hint + " ", join(valid, ", ", "'")));
+      fail(t.value_at(i),
+           fmt::format("unknown key '{}{}' in {}; {}valid keys: {}", prefix, key, what,
+                       hint.empty() ? "" : hint + " ", join(valid, ", ", "'")));
     }
   }
 
   // Converts `n` to the parameter's type and checks its constraints.
-  Value convert(const toml::node& n, const ParamSpec& spec, const std::string& path) const {
-    auto want = [&]() -> std::string {
-      return fmt::format("'{}' must be {}, got {}", path, type_name(spec.type), describe(n));
+  Value convert(const Node& n, const ParamSpec& spec, const std::string& path) const {
+    auto want = [&](const Node& e) -> std::string {
+      return fmt::format("'{}' must be {}, got {}", path, type_name(spec.type), e.describe());
     };
-    auto check_number = [&](double x) {
+    auto check_number = [&](const Node& e, double x) {
       if (!std::isfinite(x))
-        fail(n, fmt::format("'{}' = {} is not a finite number; expected {}", path, x,
+        fail(e, fmt::format("'{}' = {} is not a finite number; expected {}", path, x,
                             spec.min || spec.max ? bounds_text(spec) : "a finite number"));
       if ((spec.min && x < *spec.min) || (spec.max && x > *spec.max))
-        fail(n, fmt::format("'{}' = {} is out of range; expected {}", path, x, bounds_text(spec)));
+        fail(e, fmt::format("'{}' = {} is out of range; expected {}", path, x, bounds_text(spec)));
     };
-    auto as_int = [&](const toml::node& e) -> int64_t {
-      if (!e.is_integer()) fail(e, want());
-      int64_t v = e.as_integer()->get();
-      check_number(static_cast<double>(v));
+    auto as_int = [&](const Node& e) -> int64_t {
+      if (!e.is_int()) fail(e, want(e));
+      int64_t v = e.as_int();
+      check_number(e, static_cast<double>(v));
       return v;
     };
-    auto as_float = [&](const toml::node& e) -> double {
-      double v;
-      if (e.is_floating_point())
-        v = e.as_floating_point()->get();
-      else if (e.is_integer())
-        v = static_cast<double>(e.as_integer()->get());
-      else
-        fail(e, want());
-      check_number(v);
+    auto as_float = [&](const Node& e) -> double {
+      if (!e.is_number()) fail(e, want(e));
+      double v = e.as_number();
+      check_number(e, v);
       return v;
     };
-    auto as_string = [&](const toml::node& e) -> std::string {
-      if (!e.is_string()) fail(e, want());
-      std::string s = e.as_string()->get();
+    auto as_string = [&](const Node& e) -> std::string {
+      if (!e.is_string()) fail(e, want(e));
+      const std::string& s = e.as_string();
       if (!spec.choices.empty() &&
           std::find(spec.choices.begin(), spec.choices.end(), s) == spec.choices.end()) {
         std::string hint = did_you_mean(nearest(s, spec.choices));
@@ -118,19 +78,18 @@ struct Checker {
       return s;
     };
     auto as_list = [&](auto&& element) {
-      const toml::array* a = n.as_array();
-      if (!a) fail(n, want());
-      if (a->size() < spec.min_size)
+      if (!n.is_list()) fail(n, want(n));
+      if (n.size() < spec.min_size)
         fail(n, fmt::format("'{}' needs at least {} element(s), got {}", path, spec.min_size,
-                            a->size()));
+                            n.size()));
       std::vector<std::decay_t<decltype(element(n))>> out;
-      for (const auto& e : *a) out.push_back(element(e));
+      for (const auto& e : n.items()) out.push_back(element(e));
       return out;
     };
     switch (spec.type) {
       case ParamType::Bool:
-        if (!n.is_boolean()) fail(n, want());
-        return n.as_boolean()->get();
+        if (!n.is_bool()) fail(n, want(n));
+        return n.as_bool();
       case ParamType::Int:
         return as_int(n);
       case ParamType::Float:
@@ -144,7 +103,7 @@ struct Checker {
       case ParamType::StringList:
         return as_list(as_string);
     }
-    fail(n, want());
+    fail(n, want(n));
   }
 
   static std::string bounds_text(const ParamSpec& s) {
@@ -156,21 +115,20 @@ struct Checker {
 
   // A table choosing a plugin of `kind`: `plugin = "name"` plus the plugin's parameters.
   // `host_keys` are extra keys the host reads itself (e.g. `shots`).
-  PluginSpec plugin_table(const toml::node& node, Kind kind, const std::string& path,
+  PluginSpec plugin_table(const Node& node, Kind kind, const std::string& path,
                           const std::vector<std::string>& host_keys = {}) const {
-    const toml::table* t = node.as_table();
-    if (!t)
+    if (!node.is_table())
       fail(node,
-           fmt::format("'{}' must be a table with a 'plugin' key, got {}", path, describe(node)));
-    const toml::node* name = t->get("plugin");
+           fmt::format("'{}' must be a table with a 'plugin' key, got {}", path, node.describe()));
+    const Node* name = node.get("plugin");
     if (!name)
       fail(node, fmt::format("'{}' has no 'plugin' key; name the {} plugin to use, e.g. "
                              "plugin = \"...\" (list them with: tlab plugins)",
                              path, kind_name(kind)));
     if (!name->is_string())
-      fail(*name, fmt::format("'{}.plugin' must be a string, got {}", path, describe(*name)));
+      fail(*name, fmt::format("'{}.plugin' must be a string, got {}", path, name->describe()));
     PluginSpec spec;
-    spec.plugin = name->as_string()->get();
+    spec.plugin = name->as_string();
     const LoadedPlugin* lp = nullptr;
     try {
       lp = &loader->get(kind, spec.plugin);
@@ -181,11 +139,11 @@ struct Checker {
     std::vector<std::string> valid = {"plugin"};
     valid.insert(valid.end(), host_keys.begin(), host_keys.end());
     for (const auto& p : schema.params) valid.push_back(p.key);
-    check_keys(*t, path + ".", valid,
+    check_keys(node, path + ".", valid,
                fmt::format("{} plugin '{}' (see: tlab plugins show {})", kind_name(kind),
                            spec.plugin, spec.plugin));
     for (const auto& p : schema.params) {
-      const toml::node* v = t->get(p.key);
+      const Node* v = node.get(p.key);
       spec.params[p.key] = v ? convert(*v, p, path + "." + p.key) : p.default_value;
     }
     return spec;
@@ -193,242 +151,184 @@ struct Checker {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Values <-> TOML / JSON
+// Values as config nodes
 
-void insert_value(toml::table& t, const std::string& key, const Value& v) {
-  std::visit(
-      [&](const auto& x) {
+Node value_node(const Value& v) {
+  return std::visit(
+      [&](const auto& x) -> Node {
         using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, bool> || std::is_same_v<T, int64_t> ||
-                      std::is_same_v<T, double> || std::is_same_v<T, std::string>) {
-          t.insert_or_assign(key, x);
+        if constexpr (std::is_same_v<T, bool>) {
+          return Node::boolean(x);
+        } else if constexpr (std::is_same_v<T, int64_t>) {
+          return Node::integer(x);
+        } else if constexpr (std::is_same_v<T, double>) {
+          return Node::floating(x);
+        } else if constexpr (std::is_same_v<T, std::string>) {
+          return Node::string(x);
         } else {
-          toml::array a;
-          for (const auto& e : x) a.push_back(e);
-          t.insert_or_assign(key, std::move(a));
+          Node l = Node::list();
+          for (const auto& e : x) l.push_back(value_node(Value(e)));
+          return l;
         }
       },
       v);
 }
 
-toml::table plugin_to_toml(const PluginSpec& p) {
-  toml::table t;
-  t.insert_or_assign("plugin", p.plugin);
-  for (const auto& [k, v] : p.params) insert_value(t, k, v);
+Node plugin_node(const PluginSpec& p) {
+  Node t = Node::table();
+  t.set("plugin", Node::string(p.plugin));
+  for (const auto& [k, v] : p.params) t.set(k, value_node(v));
   return t;
 }
 
-nlohmann::json to_json(const toml::node& n) {
+nlohmann::json to_json(const Node& n) {
   switch (n.type()) {
-    case toml::node_type::table: {
+    case Node::Type::Table: {
       nlohmann::json j = nlohmann::json::object();
-      for (auto&& [k, v] : *n.as_table()) j[std::string(k.str())] = to_json(v);
+      for (std::size_t i = 0; i < n.size(); ++i) j[n.keys()[i]] = to_json(n.value_at(i));
       return j;
     }
-    case toml::node_type::array: {
+    case Node::Type::List: {
       nlohmann::json j = nlohmann::json::array();
-      for (const auto& e : *n.as_array()) j.push_back(to_json(e));
+      for (const auto& e : n.items()) j.push_back(to_json(e));
       return j;
     }
-    case toml::node_type::string:
-      return n.as_string()->get();
-    case toml::node_type::integer:
-      return n.as_integer()->get();
-    case toml::node_type::floating_point:
-      return n.as_floating_point()->get();
-    case toml::node_type::boolean:
-      return n.as_boolean()->get();
-    default: {
-      std::ostringstream os;
-      n.visit([&](const auto& x) { os << x; });
-      return os.str();
-    }
+    case Node::Type::String:
+      return n.as_string();
+    case Node::Type::Int:
+      return n.as_int();
+    case Node::Type::Float:
+      return n.as_number();
+    case Node::Type::Bool:
+      return n.as_bool();
+    case Node::Type::Null:
+      return nullptr;
   }
+  return nullptr;
 }
 
-std::string toml_text(const toml::node& n) {
-  std::ostringstream os;
-  n.visit([&](const auto& x) { os << toml::toml_formatter(x, toml::format_flags::none); });
-  return os.str();
+std::string list_text(const Node& n) {
+  std::vector<std::string> items;
+  for (const auto& e : n.items())
+    items.push_back(e.is_string() ? "\"" + e.as_string() + "\""
+                    : e.is_list() ? list_text(e)
+                                  : e.scalar_text());
+  return "[" + join(items, ", ") + "]";
 }
 
-void flatten(const toml::node& n, const std::string& prefix, std::vector<ParamEntry>& out) {
-  if (const toml::table* t = n.as_table()) {
-    for (auto&& [k, v] : *t)
-      flatten(v, prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str()), out);
+void flatten(const Node& n, const std::string& prefix, std::vector<ParamEntry>& out) {
+  if (n.is_table()) {
+    for (std::size_t i = 0; i < n.size(); ++i)
+      flatten(n.value_at(i), prefix.empty() ? n.keys()[i] : prefix + "." + n.keys()[i], out);
     return;
   }
-  if (const toml::array* a = n.as_array()) {
-    if (a->is_array_of_tables()) {
-      for (std::size_t i = 0; i < a->size(); ++i)
-        flatten(*a->get(i), prefix + "." + std::to_string(i), out);
+  if (n.is_list()) {
+    if (!n.items().empty() && n.items()[0].is_table()) {
+      for (std::size_t i = 0; i < n.size(); ++i)
+        flatten(n.items()[i], prefix + "." + std::to_string(i), out);
       return;
     }
-    out.push_back({prefix, toml_text(*a), "list"});
+    out.push_back({prefix, list_text(n), "list"});
     return;
   }
-  if (n.is_boolean())
-    out.push_back({prefix, n.as_boolean()->get(), "bool"});
-  else if (n.is_integer())
-    out.push_back({prefix, n.as_integer()->get(), "int"});
-  else if (n.is_floating_point())
-    out.push_back({prefix, n.as_floating_point()->get(), "float"});
-  else if (n.is_string())
-    out.push_back({prefix, n.as_string()->get(), "string"});
+  if (n.is_bool())
+    out.push_back({prefix, n.as_bool(), "bool"});
+  else if (n.is_int())
+    out.push_back({prefix, n.as_int(), "int"});
+  else if (n.is_float())
+    out.push_back({prefix, n.as_number(), "float"});
   else
-    out.push_back({prefix, toml_text(n), "string"});
-}
-
-// ---------------------------------------------------------------------------------------------
-// Paths and sweeps
-
-std::vector<std::string> split_path(const std::string& path) {
-  std::vector<std::string> parts;
-  std::size_t start = 0;
-  while (true) {
-    std::size_t dot = path.find('.', start);
-    parts.push_back(path.substr(start, dot - start));
-    if (dot == std::string::npos) break;
-    start = dot + 1;
-  }
-  return parts;
-}
-
-// Sets `path` (dotted; numbers index arrays) in `root` to `value`, creating tables. The value is
-// moved, not copied: toml++ keeps a node's source position on move but drops it on copy, and
-// every later error about this value should point at it.
-void set_path(toml::table& root, const std::string& path, toml::node& value,
-              const std::function<void(const std::string&)>& fail) {
-  auto parts = split_path(path);
-  toml::node* cur = &root;
-  for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
-    const std::string& p = parts[i];
-    if (p.empty()) fail(fmt::format("'{}' has an empty key segment", path));
-    if (toml::table* t = cur->as_table()) {
-      if (!t->get(p)) t->insert_or_assign(p, toml::table{});
-      cur = t->get(p);
-    } else if (toml::array* a = cur->as_array()) {
-      std::size_t idx = 0;
-      try {
-        idx = std::stoul(p);
-      } catch (...) {
-        fail(fmt::format("'{}': '{}' indexes a list and must be a number", path, p));
-      }
-      if (idx >= a->size())
-        fail(fmt::format("'{}': index {} is past the end of a list of {}", path, idx, a->size()));
-      cur = a->get(idx);
-    } else {
-      fail(fmt::format("'{}': '{}' is not a table", path, p));
-    }
-  }
-  const std::string& last = parts.back();
-  if (last.empty()) fail(fmt::format("'{}' has an empty key segment", path));
-  if (toml::table* t = cur->as_table()) {
-    value.visit([&](auto& v) { t->insert_or_assign(last, std::move(v)); });
-  } else {
-    fail(fmt::format("'{}': the parent of '{}' is not a table", path, last));
-  }
-}
-
-struct SweepAxis {
-  std::string key;
-  toml::array* values;
-};
-
-void collect_sweep(toml::table& t, const std::string& prefix, const Checker& c,
-                   std::vector<SweepAxis>& axes) {
-  for (auto&& [k, v] : t) {
-    std::string key = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
-    if (toml::table* sub = v.as_table()) {
-      collect_sweep(*sub, key, c, axes);
-    } else if (toml::array* a = v.as_array()) {
-      if (a->empty())
-        c.fail(v, fmt::format("sweep '{}' has no values; give a non-empty list", key));
-      axes.push_back({key, a});
-    } else {
-      c.fail(v, fmt::format("sweep '{}' must be a list of values, e.g. {} = [1, 2], got {}", key,
-                            key, describe(v)));
-    }
-  }
+    out.push_back({prefix, n.scalar_text(), "string"});
 }
 
 // ---------------------------------------------------------------------------------------------
 // The host's own settings
 
 const std::vector<std::string> kTopKeys = {"name",     "seed",     "device",   "source", "target",
-                                           "backbone", "adapters", "strategy", "train",  "sweep"};
+                                           "backbone", "adapters", "strategy", "train"};
 
-TrainConfig train_table(const toml::node* node, const Checker& c) {
+ParamSpec num_spec(const char* key, ParamType type, double lo, double hi) {
+  ParamSpec s;
+  s.key = key;
+  s.type = type;
+  s.min = lo;
+  s.max = hi;
+  return s;
+}
+
+ParamSpec str_spec(const char* key, std::vector<std::string> choices) {
+  ParamSpec s;
+  s.key = key;
+  s.type = ParamType::String;
+  s.choices = std::move(choices);
+  return s;
+}
+
+// The [train] keys, checked with the same machinery as plugin parameters.
+struct TrainField {
+  ParamSpec spec;
+  std::function<void(TrainConfig&, const Value&)> set;
+};
+
+const std::vector<TrainField>& train_fields() {
+  static const std::vector<TrainField> fields = {
+      {num_spec("epochs", ParamType::Int, 1, 1e6),
+       [](TrainConfig& c, const Value& v) { c.epochs = std::get<int64_t>(v); }},
+      {num_spec("batch_size", ParamType::Int, 1, 1 << 24),
+       [](TrainConfig& c, const Value& v) { c.batch_size = std::get<int64_t>(v); }},
+      {str_spec("optimizer", {"sgd", "adam", "adamw"}),
+       [](TrainConfig& c, const Value& v) { c.optimizer = std::get<std::string>(v); }},
+      {num_spec("lr", ParamType::Float, 1e-12, 1e3),
+       [](TrainConfig& c, const Value& v) { c.lr = std::get<double>(v); }},
+      {num_spec("momentum", ParamType::Float, 0, 0.999999),
+       [](TrainConfig& c, const Value& v) { c.momentum = std::get<double>(v); }},
+      {num_spec("weight_decay", ParamType::Float, 0, 10),
+       [](TrainConfig& c, const Value& v) { c.weight_decay = std::get<double>(v); }},
+      {str_spec("schedule", {"constant", "cosine", "step"}),
+       [](TrainConfig& c, const Value& v) { c.schedule = std::get<std::string>(v); }},
+      {num_spec("step_epochs", ParamType::Int, 1, 1e6),
+       [](TrainConfig& c, const Value& v) { c.step_epochs = std::get<int64_t>(v); }},
+      {num_spec("gamma", ParamType::Float, 1e-9, 1),
+       [](TrainConfig& c, const Value& v) { c.gamma = std::get<double>(v); }},
+  };
+  return fields;
+}
+
+std::vector<std::string> train_keys() {
+  std::vector<std::string> keys;
+  for (const auto& f : train_fields()) keys.push_back(f.spec.key);
+  return keys;
+}
+
+TrainConfig train_table(const Node* node, const Checker& c) {
   TrainConfig cfg;
   if (!node) return cfg;
-  const toml::table* t = node->as_table();
-  if (!t) c.fail(*node, fmt::format("'train' must be a table, got {}", describe(*node)));
-  // The [train] keys, checked with the same machinery as plugin parameters.
-  struct Field {
-    ParamSpec spec;
-    std::function<void(const Value&)> set;
-  };
-  auto num = [](const char* key, ParamType type, double lo, double hi) {
-    ParamSpec s;
-    s.key = key;
-    s.type = type;
-    s.min = lo;
-    s.max = hi;
-    return s;
-  };
-  auto str = [](const char* key, std::vector<std::string> choices) {
-    ParamSpec s;
-    s.key = key;
-    s.type = ParamType::String;
-    s.choices = std::move(choices);
-    return s;
-  };
-  std::vector<Field> fields = {
-      {num("epochs", ParamType::Int, 1, 1e6),
-       [&](const Value& v) { cfg.epochs = std::get<int64_t>(v); }},
-      {num("batch_size", ParamType::Int, 1, 1 << 24),
-       [&](const Value& v) { cfg.batch_size = std::get<int64_t>(v); }},
-      {str("optimizer", {"sgd", "adam", "adamw"}),
-       [&](const Value& v) { cfg.optimizer = std::get<std::string>(v); }},
-      {num("lr", ParamType::Float, 1e-12, 1e3),
-       [&](const Value& v) { cfg.lr = std::get<double>(v); }},
-      {num("momentum", ParamType::Float, 0, 0.999999),
-       [&](const Value& v) { cfg.momentum = std::get<double>(v); }},
-      {num("weight_decay", ParamType::Float, 0, 10),
-       [&](const Value& v) { cfg.weight_decay = std::get<double>(v); }},
-      {str("schedule", {"constant", "cosine", "step"}),
-       [&](const Value& v) { cfg.schedule = std::get<std::string>(v); }},
-      {num("step_epochs", ParamType::Int, 1, 1e6),
-       [&](const Value& v) { cfg.step_epochs = std::get<int64_t>(v); }},
-      {num("gamma", ParamType::Float, 1e-9, 1),
-       [&](const Value& v) { cfg.gamma = std::get<double>(v); }},
-  };
-  std::vector<std::string> valid;
-  for (const auto& f : fields) valid.push_back(f.spec.key);
-  c.check_keys(*t, "train.", valid, "[train]");
-  for (const auto& f : fields)
-    if (const toml::node* v = t->get(f.spec.key))
-      f.set(c.convert(*v, f.spec, "train." + f.spec.key));
+  if (!node->is_table())
+    c.fail(*node, fmt::format("'train' must be a table, got {}", node->describe()));
+  c.check_keys(*node, "train.", train_keys(), "[train]");
+  for (const auto& f : train_fields())
+    if (const Node* v = node->get(f.spec.key))
+      f.set(cfg, c.convert(*v, f.spec, "train." + f.spec.key));
   return cfg;
 }
 
-toml::table train_to_toml(const TrainConfig& cfg) {
-  toml::table t;
-  t.insert_or_assign("epochs", cfg.epochs);
-  t.insert_or_assign("batch_size", cfg.batch_size);
-  t.insert_or_assign("optimizer", cfg.optimizer);
-  t.insert_or_assign("lr", cfg.lr);
-  t.insert_or_assign("momentum", cfg.momentum);
-  t.insert_or_assign("weight_decay", cfg.weight_decay);
-  t.insert_or_assign("schedule", cfg.schedule);
-  t.insert_or_assign("step_epochs", cfg.step_epochs);
-  t.insert_or_assign("gamma", cfg.gamma);
+Node train_node(const TrainConfig& cfg) {
+  Node t = Node::table();
+  t.set("epochs", Node::integer(cfg.epochs));
+  t.set("batch_size", Node::integer(cfg.batch_size));
+  t.set("optimizer", Node::string(cfg.optimizer));
+  t.set("lr", Node::floating(cfg.lr));
+  t.set("momentum", Node::floating(cfg.momentum));
+  t.set("weight_decay", Node::floating(cfg.weight_decay));
+  t.set("schedule", Node::string(cfg.schedule));
+  t.set("step_epochs", Node::integer(cfg.step_epochs));
+  t.set("gamma", Node::floating(cfg.gamma));
   return t;
 }
 
-std::string check_device(const toml::node& n, const Checker& c) {
-  if (!n.is_string()) c.fail(n, fmt::format("'device' must be a string, got {}", describe(n)));
-  std::string d = n.as_string()->get();
+std::string check_device(const Node& n, const Checker& c) {
+  if (!n.is_string()) c.fail(n, fmt::format("'device' must be a string, got {}", n.describe()));
+  std::string d = n.as_string();
   if (d == "auto" || d == "cpu") return d;
   if (d == "cuda" || d.rfind("cuda:", 0) == 0) {
     int64_t index = 0;
@@ -462,215 +362,167 @@ std::string check_device(const toml::node& n, const Checker& c) {
                         d, hint.empty() ? "" : hint + " "));
 }
 
-RunSpec validate(const toml::table& root, const Checker& c, const std::string& default_name) {
+RunSpec validate(const Node& root, const Checker& c, const std::string& file,
+                 const std::string& default_name) {
   c.check_keys(root, "", kTopKeys, "the experiment");
   RunSpec r;
-  r.experiment = c.file;
+  r.experiment = file;
   r.name = default_name;
-  if (const toml::node* n = root.get("name")) {
-    if (!n->is_string() || n->as_string()->get().empty())
-      c.fail(*n, fmt::format("'name' must be a non-empty string, got {}", describe(*n)));
-    r.name = n->as_string()->get();
+  if (const Node* n = root.get("name")) {
+    if (!n->is_string() || n->as_string().empty())
+      c.fail(*n, fmt::format("'name' must be a non-empty string, got {}", n->describe()));
+    r.name = n->as_string();
   }
-  if (const toml::node* n = root.get("seed")) {
-    if (!n->is_integer() || n->as_integer()->get() < 0)
-      c.fail(*n, fmt::format("'seed' must be an integer >= 0, got {}", describe(*n)));
-    r.seed = n->as_integer()->get();
+  if (const Node* n = root.get("seed")) {
+    if (!n->is_int() || n->as_int() < 0)
+      c.fail(*n, fmt::format("'seed' must be an integer >= 0, got {}", n->describe()));
+    r.seed = n->as_int();
   }
-  if (const toml::node* n = root.get("device")) r.device = check_device(*n, c);
+  if (const Node* n = root.get("device")) r.device = check_device(*n, c);
 
-  auto dataset = [&](const toml::node& n, const std::string& key) {
+  auto dataset = [&](const Node& n, const std::string& key) {
     DatasetSpec d;
     static_cast<PluginSpec&>(d) = c.plugin_table(n, Kind::Dataset, key, {"shots"});
-    if (const toml::node* s = n.as_table()->get("shots")) {
-      ParamSpec spec;
-      spec.key = "shots";
-      spec.type = ParamType::Int;
-      spec.min = 0;
-      spec.max = 1e9;
-      d.shots = std::get<int64_t>(c.convert(*s, spec, key + ".shots"));
-    }
+    if (const Node* s = n.get("shots"))
+      d.shots = std::get<int64_t>(
+          c.convert(*s, num_spec("shots", ParamType::Int, 0, 1e9), key + ".shots"));
     return d;
   };
-  auto required = [&](const char* key) -> const toml::node& {
-    const toml::node* n = root.get(key);
+  auto required = [&](const char* key) -> const Node& {
+    const Node* n = root.get(key);
     if (!n)
-      throw ConfigError(
-          fmt::format("{}: the experiment has no [{}] table; add one with plugin = \"...\" (list "
-                      "plugins with: tlab plugins)",
-                      c.file, key));
+      cfg::fail(cfg::Origin::in_file(file),
+                fmt::format("the experiment has no [{}] table; add one with plugin = \"...\" "
+                            "(list plugins with: tlab plugins), or choose it from a config group "
+                            "(list them with: tlab config --groups {})",
+                            key, file));
     return *n;
   };
-  if (const toml::node* n = root.get("source")) r.source = dataset(*n, "source");
+  if (const Node* n = root.get("source")) r.source = dataset(*n, "source");
   r.target = dataset(required("target"), "target");
   r.backbone = c.plugin_table(required("backbone"), Kind::Backbone, "backbone");
-  if (const toml::node* n = root.get("adapters")) {
-    const toml::array* a = n->as_array();
-    if (!a || !a->is_array_of_tables())
+  if (const Node* n = root.get("adapters")) {
+    if (!n->is_list() || !std::all_of(n->items().begin(), n->items().end(),
+                                      [](const Node& e) { return e.is_table(); }))
       c.fail(*n, "'adapters' must be a list of tables: [[adapters]] plugin = \"linear_head\"");
-    for (std::size_t i = 0; i < a->size(); ++i)
+    for (std::size_t i = 0; i < n->size(); ++i)
       r.adapters.push_back(
-          c.plugin_table(*a->get(i), Kind::Adapter, fmt::format("adapters.{}", i)));
+          c.plugin_table(n->items()[i], Kind::Adapter, fmt::format("adapters.{}", i)));
   }
   r.strategy = c.plugin_table(required("strategy"), Kind::Strategy, "strategy");
   r.train = train_table(root.get("train"), c);
 
   // The resolved config: every setting with its effective value.
-  toml::table resolved;
-  resolved.insert_or_assign("name", r.name);
-  resolved.insert_or_assign("seed", r.seed);
-  resolved.insert_or_assign("device", r.device);
-  auto dataset_toml = [](const DatasetSpec& d) {
-    toml::table t = plugin_to_toml(d);
-    t.insert_or_assign("shots", d.shots);
+  Node resolved = Node::table();
+  resolved.set("name", Node::string(r.name));
+  resolved.set("seed", Node::integer(r.seed));
+  resolved.set("device", Node::string(r.device));
+  auto dataset_node = [](const DatasetSpec& d) {
+    Node t = plugin_node(d);
+    t.set("shots", Node::integer(d.shots));
     return t;
   };
-  if (r.source) resolved.insert_or_assign("source", dataset_toml(*r.source));
-  resolved.insert_or_assign("target", dataset_toml(r.target));
-  resolved.insert_or_assign("backbone", plugin_to_toml(r.backbone));
+  if (r.source) resolved.set("source", dataset_node(*r.source));
+  resolved.set("target", dataset_node(r.target));
+  resolved.set("backbone", plugin_node(r.backbone));
   if (!r.adapters.empty()) {
-    toml::array adapters;
-    for (const auto& a : r.adapters) adapters.push_back(plugin_to_toml(a));
-    resolved.insert_or_assign("adapters", std::move(adapters));
+    Node adapters = Node::list();
+    for (const auto& a : r.adapters) adapters.push_back(plugin_node(a));
+    resolved.set("adapters", std::move(adapters));
   }
-  resolved.insert_or_assign("strategy", plugin_to_toml(r.strategy));
-  resolved.insert_or_assign("train", train_to_toml(r.train));
-  r.config_toml = toml_text(resolved) + "\n";
+  resolved.set("strategy", plugin_node(r.strategy));
+  resolved.set("train", train_node(r.train));
+  r.config_toml = cfg::format_tree(resolved, "toml");
+  r.config_yaml = cfg::format_tree(resolved, "yaml");
   r.config_hash = hash_string(r.config_toml);
   flatten(resolved, "", r.params);
   return r;
 }
 
-}  // namespace
+// The keys an override may set although the composed config leaves them out: the host's keys
+// and the parameters of the plugin a table names.
+cfg::SchemaKeys schema_keys(PluginLoader& loader) {
+  return [&loader](const Node& root, const std::vector<std::string>& path) {
+    std::vector<std::string> keys;
+    auto plugin_keys = [&](Kind kind, const Node* table, std::vector<std::string> extra) {
+      keys = {"plugin"};
+      keys.insert(keys.end(), extra.begin(), extra.end());
+      const Node* name = table && table->is_table() ? table->get("plugin") : nullptr;
+      if (!name || !name->is_string()) return;
+      try {
+        for (const auto& p : loader.get(kind, name->as_string()).descriptor->schema.params)
+          keys.push_back(p.key);
+      } catch (const PluginError&) {
+        // An unknown plugin is reported, located, by validation.
+      }
+    };
+    const Node* table = root.find(path);
+    if (path.empty()) {
+      keys = kTopKeys;
+      keys.push_back("sweep");
+    } else if (path.size() == 1 && path[0] == "train") {
+      keys = train_keys();
+    } else if (path.size() == 1 && (path[0] == "source" || path[0] == "target")) {
+      plugin_keys(Kind::Dataset, table, {"shots"});
+    } else if (path.size() == 1 && path[0] == "backbone") {
+      plugin_keys(Kind::Backbone, table, {});
+    } else if (path.size() == 1 && path[0] == "strategy") {
+      plugin_keys(Kind::Strategy, table, {});
+    } else if (path.size() == 2 && path[0] == "adapters") {
+      plugin_keys(Kind::Adapter, table, {});
+    }
+    return keys;
+  };
+}
 
-std::vector<RunSpec> load_experiment(const fs::path& path,
-                                     const std::vector<std::string>& overrides,
-                                     PluginLoader& loader) {
-  Checker c{path.string(), &loader};
+void check_file(const fs::path& path) {
   std::error_code ec;
   if (!fs::exists(path, ec))
     throw ConfigError(fmt::format("{}: experiment file does not exist", path.string()));
   if (fs::is_directory(path, ec))
     throw ConfigError(
         fmt::format("{}: is a folder, expected a TOML experiment file", path.string()));
-  // The file is parsed afresh for each run and values are moved into place, so that every node
-  // keeps its file:line:col (see set_path).
-  auto parse = [&]() {
-    try {
-      return toml::parse_file(path.string());
-    } catch (const toml::parse_error& e) {
-      const auto& b = e.source().begin;
-      throw ConfigError(
-          fmt::format("{}:{}:{}: {}", path.string(), b.line, b.column, e.description()));
-    }
-  };
-  // Command-line overrides: key=value, value in TOML syntax, else taken as a bare string.
-  // Overrides of `sweep.*` change the sweep itself; the others apply to every run after its
-  // sweep values, and an override of a swept key replaces that sweep dimension.
-  struct Override {
-    std::string text, key, value;
-  };
-  std::vector<Override> pre, post;
-  for (const auto& o : overrides) {
-    auto eq = o.find('=');
-    if (eq == std::string::npos || eq == 0)
-      throw ConfigError(
-          fmt::format("override '{}' is not of the form key=value (e.g. "
-                      "train.lr=0.01)",
-                      o));
-    if (std::any_of(o.begin(), o.end(), [](char ch) { return ch == '\n' || ch == '\r'; }))
-      throw ConfigError(
-          fmt::format("override '{}' contains a line break; give one key=value per "
-                      "argument",
-                      o));
-    Override ov{o, o.substr(0, eq), o.substr(eq + 1)};
-    (ov.key == "sweep" || ov.key.rfind("sweep.", 0) == 0 ? pre : post).push_back(ov);
-  }
-  auto apply = [&](toml::table& root, const std::vector<Override>& list) {
-    for (const auto& o : list) {
-      toml::table holder;
-      try {
-        holder = toml::parse("v = " + o.value, "override '" + o.text + "'");
-      } catch (const toml::parse_error&) {
-        holder = toml::table{};
-        holder.insert_or_assign("v", o.value);
-      }
-      set_path(root, o.key, *holder.get("v"), [&](const std::string& msg) {
-        throw ConfigError(fmt::format("override '{}': {}", o.text, msg));
-      });
-    }
-  };
-  auto overridden = [&](const std::string& axis) {
-    for (const auto& o : post)
-      if (axis == o.key || axis.rfind(o.key + ".", 0) == 0) return true;
-    return false;
-  };
-  auto prepare = [&]() {
-    toml::table root = parse();
-    apply(root, pre);
-    return root;
-  };
-  auto axes_of = [&](toml::table& root) {
-    std::vector<SweepAxis> axes;
-    if (toml::node* s = root.get("sweep")) {
-      if (!s->is_table())
-        c.fail(*s, fmt::format("'sweep' must be a table of key = [values], got {}", describe(*s)));
-      collect_sweep(*s->as_table(), "", c, axes);
-    }
-    axes.erase(std::remove_if(axes.begin(), axes.end(),
-                              [&](const SweepAxis& a) { return overridden(a.key); }),
-               axes.end());
-    return axes;
-  };
+}
 
-  std::vector<std::size_t> sizes;
-  {
-    toml::table first = prepare();
-    for (const auto& a : axes_of(first)) sizes.push_back(a.values->size());
-  }
-  // Refuse runaway sweeps before expanding them (each run is validated and kept in memory).
-  constexpr double kMaxRuns = 100000;
-  double total = 1;
-  for (auto n : sizes) total *= static_cast<double>(n);
-  if (total > kMaxRuns)
-    throw ConfigError(
-        fmt::format("{}: the sweep has {:.0f} combinations, more than the limit of "
-                    "{:.0f}; split it into several experiments",
-                    path.string(), total, kMaxRuns));
+}  // namespace
+
+cfg::Composition compose_experiment(const fs::path& path, const std::vector<std::string>& overrides,
+                                    PluginLoader& loader, const LoadOptions& options) {
+  check_file(path);
+  cfg::ComposeOptions co;
+  co.config_dirs = options.config_dirs;
+  co.multirun = options.multirun;
+  co.schema_keys = schema_keys(loader);
+  return cfg::compose(path, overrides, co);
+}
+
+std::vector<RunSpec> load_experiment(const fs::path& path,
+                                     const std::vector<std::string>& overrides,
+                                     PluginLoader& loader, const LoadOptions& options) {
+  cfg::Composition composition = compose_experiment(path, overrides, loader, options);
+  Checker c{&loader};
   const std::string default_name = path.stem().string();
   std::vector<RunSpec> runs;
-  std::vector<std::size_t> index(sizes.size(), 0);
-  while (true) {
-    toml::table combo = prepare();
-    auto axes = axes_of(combo);
-    nlohmann::json swept = nlohmann::json::object();
-    std::vector<std::string> label;
-    for (std::size_t i = 0; i < axes.size(); ++i) {
-      toml::node& v = *axes[i].values->get(index[i]);
-      swept[axes[i].key] = to_json(v);
-      label.push_back(axes[i].key + "=" + to_json(v).dump());
-      set_path(combo, axes[i].key, v, [&](const std::string& msg) { c.fail(v, "sweep: " + msg); });
-    }
-    combo.erase("sweep");
-    apply(combo, post);
+  const std::size_t total = composition.jobs.size();
+  for (std::size_t i = 0; i < total; ++i) {
+    cfg::Job& job = composition.jobs[i];
     try {
-      RunSpec r = validate(combo, c, default_name);
+      Node resolved = cfg::resolve(job.config);
+      RunSpec r = validate(resolved, c, path.string(), default_name);
+      nlohmann::json swept = nlohmann::json::object();
+      for (const auto& [k, v] : job.swept) swept[k] = to_json(v);
       r.overrides_json = swept.dump();
+      r.overrides = job.overrides;
       runs.push_back(std::move(r));
     } catch (const ConfigError& e) {
-      if (axes.empty()) throw;
+      if (total == 1 && job.swept.empty()) throw;
+      std::vector<std::string> label;
+      for (const auto& [k, v] : job.swept) label.push_back(k + "=" + cfg::format_value(v));
       throw ConfigError(
-          fmt::format("{}\n(in sweep combination {}: {}; the whole sweep was "
+          fmt::format("{}\n(in sweep combination {} of {}: {}; the whole sweep was "
                       "rejected, no run started)",
-                      e.what(), runs.size() + 1, join(label, ", ")));
+                      e.what(), i + 1, total, join(label, " ")));
     }
-    // Next combination: the last axis varies fastest.
-    bool more = false;
-    for (std::size_t i = sizes.size(); i-- > 0 && !more;) {
-      more = ++index[i] < sizes[i];
-      if (!more) index[i] = 0;
-    }
-    if (!more) break;
   }
   return runs;
 }

@@ -1,7 +1,8 @@
 #pragma once
-// Experiment files: one TOML file describes a run; a [sweep] table turns it into several.
-// Everything is validated against the host's keys and the plugins' schemas before any run
-// starts; errors start with `file:line:col:`.
+// Experiments: a TOML file composed with config groups and overrides (config/compose.hpp)
+// describes one run; a [sweep] table or -m sweeps turn it into several. Every run is resolved
+// and validated against the host's keys and the plugins' schemas before any run starts; errors
+// start with `file:line:col:` or the override and character they came from.
 
 #include <cstdint>
 #include <filesystem>
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "config/compose.hpp"
 #include "store/store.hpp"
 #include "tlab/sdk/params.hpp"
 #include "tlab/sdk/strategy.hpp"
@@ -17,12 +19,6 @@
 namespace tlab {
 
 class PluginLoader;
-
-/// A malformed, unknown, mistyped or out-of-range setting. The message starts with the
-/// location (`file:line:col:`) when one is known.
-class ConfigError : public std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 /// A plugin chosen by an experiment table, with its validated parameters (defaults filled in).
 struct PluginSpec {
@@ -38,29 +34,41 @@ struct DatasetSpec : PluginSpec {
 
 /// One fully resolved and validated run.
 struct RunSpec {
-  std::string experiment;             ///< Experiment file as given.
-  std::string name;                   ///< Experiment name (`name`, default: file stem).
-  int64_t seed = 0;                   ///< Run seed.
-  std::string device = "auto";        ///< "auto", "cpu", "cuda" or "cuda:N".
-  std::optional<DatasetSpec> source;  ///< Source domain, if any.
-  DatasetSpec target;                 ///< Target domain.
-  PluginSpec backbone;                ///< Feature extractor.
-  std::vector<PluginSpec> adapters;   ///< Attached in order.
-  PluginSpec strategy;                ///< Training method.
-  TrainConfig train;                  ///< The target stage's settings.
-  std::string config_toml;            ///< The resolved config as TOML, defaults included.
-  std::string config_hash;            ///< xxh3-64 of `config_toml`.
-  std::string overrides_json;         ///< Swept values of this run, as a JSON object.
-  std::vector<ParamEntry> params;     ///< `config_toml` flattened ("train.lr" -> 0.001).
+  std::string experiment;              ///< Experiment file as given.
+  std::string name;                    ///< Experiment name (`name`, default: file stem).
+  int64_t seed = 0;                    ///< Run seed.
+  std::string device = "auto";         ///< "auto", "cpu", "cuda" or "cuda:N".
+  std::optional<DatasetSpec> source;   ///< Source domain, if any.
+  DatasetSpec target;                  ///< Target domain.
+  PluginSpec backbone;                 ///< Feature extractor.
+  std::vector<PluginSpec> adapters;    ///< Attached in order.
+  PluginSpec strategy;                 ///< Training method.
+  TrainConfig train;                   ///< The target stage's settings.
+  std::string config_toml;             ///< The resolved config as TOML, defaults included.
+  std::string config_yaml;             ///< The same as YAML (Hydra's .hydra/config.yaml).
+  std::string config_hash;             ///< xxh3-64 of `config_toml`.
+  std::string overrides_json;          ///< Swept values of this run, as a JSON object.
+  std::vector<std::string> overrides;  ///< Sweep values then command-line overrides, as text.
+  std::vector<ParamEntry> params;      ///< `config_toml` flattened ("train.lr" -> 0.001).
 };
 
-/// Reads `path`, expands the [sweep] table (cartesian product, in key order), applies
-/// `overrides` ("key=value", value in TOML syntax or a bare string; `sweep.*` keys change the
-/// sweep, others apply to every run and replace a sweep dimension of the same key) and
-/// validates every run.
-/// Throws ConfigError; no run is returned unless all are valid.
+struct LoadOptions {
+  std::vector<std::filesystem::path> config_dirs;  ///< --config-dir entries.
+  bool multirun = false;                           ///< -m: command-line sweeps allowed.
+};
+
+/// Composes `path` with config groups and `overrides` (Hydra's grammar, see
+/// docs/configuration.md), without expanding validation: what `tlab config` shows. Overrides
+/// may name plugin parameters left at their defaults.
+cfg::Composition compose_experiment(const std::filesystem::path& path,
+                                    const std::vector<std::string>& overrides, PluginLoader& loader,
+                                    const LoadOptions& options = {});
+
+/// Composes, expands the sweep, resolves interpolations and validates every run.
+/// Throws ConfigError; no run is returned unless all are valid (a bad sweep combination is
+/// named in the message).
 std::vector<RunSpec> load_experiment(const std::filesystem::path& path,
                                      const std::vector<std::string>& overrides,
-                                     PluginLoader& loader);
+                                     PluginLoader& loader, const LoadOptions& options = {});
 
 }  // namespace tlab

@@ -20,6 +20,7 @@
 #include <torch/optim.h>
 #include <torch/serialize.h>
 #include <torch/utils.h>
+#include <nlohmann/json.hpp>
 
 #include "util.hpp"
 
@@ -374,6 +375,31 @@ Split take_shots(const Split& split, int64_t shots, int64_t num_classes, uint64_
   return {split.x.index_select(0, idx), split.y.index_select(0, idx)};
 }
 
+namespace {
+
+// The run's config next to its outputs: config.toml (resolved, defaults included) and
+// overrides.txt, plus Hydra's .hydra/config.yaml and .hydra/overrides.yaml so that tools that
+// read Hydra run folders can read ours.
+void write_run_config(const RunSpec& spec, const fs::path& run_dir) {
+  auto write = [](const fs::path& path, const std::string& text) {
+    std::ofstream out(path, std::ios::binary);
+    out << text;
+    if (!out.flush())
+      throw std::runtime_error(fmt::format("cannot write '{}' (disk full?)", path.string()));
+  };
+  write(run_dir / "config.toml", spec.config_toml);
+  std::string lines;
+  for (const auto& o : spec.overrides) lines += o + "\n";
+  write(run_dir / "overrides.txt", lines);
+  fs::create_directories(run_dir / ".hydra");
+  write(run_dir / ".hydra" / "config.yaml", spec.config_yaml);
+  std::string yaml;
+  for (const auto& o : spec.overrides) yaml += "- " + nlohmann::json(o).dump() + "\n";
+  write(run_dir / ".hydra" / "overrides.yaml", yaml.empty() ? "[]\n" : yaml);
+}
+
+}  // namespace
+
 RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
                        const RunOptions& options) {
   const auto wall0 = Clock::now();
@@ -423,10 +449,7 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     if (!device_error.empty())
       throw std::runtime_error(fmt::format("device \"{}\": {}", spec.device, device_error));
     fs::create_directories(run_dir);
-    {
-      std::ofstream cfg(run_dir / "config.toml");
-      cfg << spec.config_toml;
-    }
+    write_run_config(spec, run_dir);
     torch::manual_seed(spec.seed);
 
     // Load every plugin first, so their versions are recorded even if the run fails later.

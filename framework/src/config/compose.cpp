@@ -1,0 +1,1085 @@
+#include "config/compose.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <set>
+#include <system_error>
+
+#include <fmt/format.h>
+
+#include "util.hpp"
+
+namespace fs = std::filesystem;
+
+namespace tlab::cfg {
+namespace {
+
+using Chain = std::shared_ptr<const std::vector<std::string>>;
+
+constexpr std::size_t kMaxIncludeDepth = 32;
+/// Interpolations may copy each other (a = "${b}${b}", b = "${c}${c}", ...) or form long chains
+/// (a = "${b}", b = "${c}", ...): both are capped so that a small file can neither take all
+/// memory nor overflow the stack.
+constexpr std::size_t kMaxInterpolatedBytes = 64u << 20;
+constexpr std::size_t kMaxInterpolationDepth = 1000;
+
+bool is_key_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+}
+
+/// "backbone" for "backbone", "dataset.digits" for "dataset/digits": where a group's option
+/// goes by default (Hydra's _group_ package).
+std::string default_package(const std::string& group) {
+  std::string p = group;
+  std::replace(p.begin(), p.end(), '/', '.');
+  return p;
+}
+
+std::string choice_key(const std::string& group, const std::string& package) {
+  return package == default_package(group) ? group : group + "@" + package;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Placing and editing values by path
+
+[[noreturn]] void path_error(const Origin& at, const std::string& key, const std::string& msg) {
+  fail(at, fmt::format("'{}': {}", key, msg));
+}
+
+bool is_index(const std::string& s) {
+  return !s.empty() && s.size() <= 9 &&
+         std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+void check_segments(const std::vector<std::string>& path, const std::string& key,
+                    const Origin& at) {
+  for (const auto& p : path)
+    if (p.empty())
+      path_error(at, key,
+                 "has an empty key segment (two dots, or a leading/trailing "
+                 "dot)");
+  if (path.size() > kMaxNesting)
+    path_error(at, key,
+               fmt::format("has {} segments; config values nest at most {} levels deep",
+                           path.size(), kMaxNesting));
+}
+
+/// Refuses a value placed `levels` deep (the top table's keys are 1 deep) that would nest
+/// deeper than a config file may, or that holds a null in a list or table: composed trees hold
+/// no null, and the printed config must read back as the same tree.
+void check_placed(const Node& v, std::size_t levels, const std::string& key, const Origin& at) {
+  if (levels > kMaxNesting)
+    path_error(at, key, fmt::format("nests values more than {} levels deep", kMaxNesting));
+  if (!v.is_list() && !v.is_table()) return;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const Node& c = v.is_list() ? v.items()[i] : v.value_at(i);
+    if (c.is_null())
+      path_error(at, key, "null cannot be an element of a list or table; leave the element out");
+    check_placed(c, levels + 1, key, at);
+  }
+}
+
+/// The node at `path`, creating tables on the way (and list elements at index == size when
+/// `extend`); fails where a segment crosses a value that is not a table or list.
+Node& make_path(Node& root, const std::vector<std::string>& path, const std::string& key,
+                const Origin& at, bool extend = true) {
+  Node* cur = &root;
+  for (std::size_t i = 0; i < path.size(); ++i) {
+    const std::string& p = path[i];
+    if (cur->is_table()) {
+      Node* next = cur->get(p);
+      // A missing step is created as a table, or as a list when the next step is an index
+      // ("adapter@adapters.0" places an option as the first element of `adapters`).
+      bool list = i + 1 < path.size() && is_index(path[i + 1]);
+      if (!next) next = &cur->set(p, list ? Node::list(at) : Node::table(at));
+      cur = next;
+    } else if (cur->is_list()) {
+      if (!is_index(p))
+        path_error(at, key,
+                   fmt::format("'{}' is a list; '{}' must be an index (0, 1, ...)",
+                               join_path(path, i), p));
+      std::size_t idx = std::stoul(p);
+      auto& items = cur->items();
+      if (idx > items.size() || (idx == items.size() && !extend))
+        path_error(at, key,
+                   fmt::format("index {} is past the end of '{}', a list of {}", idx,
+                               join_path(path, i), items.size()));
+      if (idx == items.size()) items.push_back(Node::table(at));
+      cur = &items[idx];
+    } else {
+      path_error(at, key,
+                 fmt::format("'{}' is {}, not a table; it cannot hold '{}'", join_path(path, i),
+                             cur->describe(), p));
+    }
+  }
+  return *cur;
+}
+
+/// `paths` without the ancestors of `key` ("train" is no useful hint for "train.lrr").
+std::vector<std::string> not_ancestors(const std::string& key, std::vector<std::string> paths) {
+  paths.erase(std::remove_if(paths.begin(), paths.end(),
+                             [&](const std::string& p) { return key.rfind(p + ".", 0) == 0; }),
+              paths.end());
+  return paths;
+}
+
+/// Hint for a key that does not exist: the nearest existing keys.
+std::string missing_key_message(const Node& root, const std::string& key,
+                                const std::vector<std::string>& extra) {
+  std::vector<std::string> known = all_paths(root);
+  known.insert(known.end(), extra.begin(), extra.end());
+  std::string hint = did_you_mean(nearest(key, not_ancestors(key, known)));
+  return fmt::format("key '{}' does not exist in the config; {}", key,
+                     hint.empty() ? "print the config's keys with: tlab config EXPERIMENT" : hint);
+}
+
+/// Applies one value assignment (not a group choice) to `root`.
+void apply_value(Node& root, Override::Op op, const std::string& key, const Node* value,
+                 const Origin& at, const SchemaKeys& schema_keys) {
+  auto path = split_path(key);
+  check_segments(path, key, at);
+  if (value) check_placed(*value, path.size(), key, at);
+  Node* existing = root.find(path);
+  std::vector<std::string> parent(path.begin(), path.end() - 1);
+  auto schema_has = [&]() -> std::vector<std::string> {
+    if (!schema_keys) return {};
+    return schema_keys(root, parent);
+  };
+  switch (op) {
+    case Override::Op::Set: {
+      if (!existing) {
+        auto valid = schema_has();
+        bool known = std::find(valid.begin(), valid.end(), path.back()) != valid.end();
+        if (!known) {
+          std::vector<std::string> extra;
+          std::string prefix = parent.empty() ? "" : join_path(parent) + ".";
+          for (const auto& k : valid) extra.push_back(prefix + k);
+          fail(at, missing_key_message(root, key, extra));
+        }
+        if (value->is_null()) return;  // nothing to remove: the default applies already
+      }
+      if (value->is_null()) {
+        Node* p = root.find(parent);
+        if (p && p->is_table()) p->erase(path.back());
+        if (p && p->is_list()) p->items().erase(p->items().begin() + std::stol(path.back()));
+        return;
+      }
+      make_path(root, path, key, at) = *value;
+      return;
+    }
+    case Override::Op::Add:
+      if (existing)
+        fail(at, fmt::format("cannot add '{}': it already exists ({}{}); to change it write {}=... "
+                             "or ++{}=...",
+                             key, existing->describe(),
+                             existing->origin.known() ? ", from " + existing->origin.where() : "",
+                             key, key));
+      [[fallthrough]];
+    case Override::Op::ForceAdd:
+      if (value->is_null()) {
+        if (existing) apply_value(root, Override::Op::Set, key, value, at, schema_keys);
+        return;
+      }
+      make_path(root, path, key, at) = *value;
+      return;
+    case Override::Op::Delete: {
+      if (!existing) fail(at, "cannot delete: " + missing_key_message(root, key, {}));
+      if (value && !value->is_null() && *value != *existing)
+        fail(at, fmt::format("'{}' is {}, not {}; nothing deleted (write ~{} to delete it "
+                             "whatever its value)",
+                             key, existing->describe(), value->describe(), key));
+      Node* p = root.find(parent);
+      if (p->is_table())
+        p->erase(path.back());
+      else
+        p->items().erase(p->items().begin() + std::stol(path.back()));
+      return;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Defaults lists
+
+/// A group choice that changes the defaults list: from the command line or a sweep value.
+struct GroupChoice {
+  Override::Op op = Override::Op::Set;
+  std::string group, package;
+  bool has_package = false;
+  std::optional<std::string> option;   // nullopt: deselect (null, or ~group)
+  std::optional<std::string> only_if;  // ~group=option: the option that must be chosen
+  Origin origin;
+  std::string text;
+  int used = 0;
+};
+
+struct Entry {
+  bool self = false;
+  std::string group, package, option;
+  Origin origin;
+  int appended = -1;  // index of the +group=option choice that added this entry
+};
+
+class Composer {
+ public:
+  Composer(const SearchPath& search, std::map<std::string, std::vector<std::string>> groups)
+      : search_(search), groups_(std::move(groups)) {}
+
+  bool is_group(const std::string& g) const { return groups_.count(g) > 0; }
+  const std::vector<std::string>& options(const std::string& g) const { return groups_.at(g); }
+
+  /// Composes the primary config (text or file) with `choices` applied to its defaults.
+  Node compose(const std::string& file, const std::optional<std::string>& text,
+               std::vector<GroupChoice>& choices,
+               std::vector<std::pair<std::string, std::string>>* chosen) {
+    choices_ = &choices;
+    chosen_ = chosen;
+    stack_.clear();
+    Node primary = text ? parse_text(*text, file) : load(file, nullptr);
+    Node out = Node::table(Origin::in_file(file));
+    expand(primary, file, "", nullptr, out, /*primary=*/true);
+    for (auto& c : choices) {
+      if (c.used || c.op == Override::Op::Add || c.op == Override::Op::ForceAdd) continue;
+      unmatched(c);
+    }
+    return out;
+  }
+
+ private:
+  Node load(const std::string& path, const Chain& chain) {
+    auto it = cache_.find(path);
+    if (it == cache_.end()) it = cache_.emplace(path, parse_file(path, chain)).first;
+    Node copy = it->second;
+    return copy;
+  }
+
+  [[noreturn]] void unmatched(const GroupChoice& c) {
+    // Where is this group used, if anywhere?
+    std::vector<std::string> packages;
+    for (const auto& [key, option] : seen_)
+      if (key.first == c.group) packages.push_back(key.second);
+    if (!c.has_package && !packages.empty())
+      fail(c.origin,
+           fmt::format("config group '{}' is placed at {} in this experiment, not at '{}'; say "
+                       "which: {}",
+                       c.group, join(packages, " and ", "'"), default_package(c.group),
+                       join(
+                           [&] {
+                             std::vector<std::string> v;
+                             for (const auto& p : packages)
+                               v.push_back(c.group + "@" + p + "=" + c.option.value_or("..."));
+                             return v;
+                           }(),
+                           " or ")));
+    if (c.op == Override::Op::Delete)
+      fail(c.origin, fmt::format("cannot delete: the defaults list does not choose from config "
+                                 "group '{}'",
+                                 choice_key(c.group, c.package)));
+    fail(c.origin,
+         fmt::format("the defaults list does not choose from config group '{}'; to add it, "
+                     "write +{}={}",
+                     choice_key(c.group, c.package), choice_key(c.group, c.package),
+                     c.option.value_or("OPTION")));
+  }
+
+  std::vector<Entry> entries(Node& node, const std::string& file, bool primary) {
+    std::vector<Entry> out;
+    Node* d = node.get("defaults");
+    if (!d) {
+      out.push_back({true, "", "", "", node.origin});
+      return out;
+    }
+    if (!d->is_list())
+      fail(d->origin, fmt::format("'defaults' must be a list, e.g. defaults = [\"_self_\", "
+                                  "{{ backbone = \"cnn\" }}], got {}",
+                                  d->describe()));
+    bool self = false;
+    for (const auto& e : d->items()) {
+      if (e.is_string()) {
+        if (e.as_string() != "_self_")
+          fail(e.origin, fmt::format("defaults entry \"{}\" is not valid; an entry is \"_self_\" "
+                                     "or {{ group = \"option\" }} (or {{ \"group@package\" = "
+                                     "\"option\" }})",
+                                     e.as_string()));
+        if (self) fail(e.origin, "\"_self_\" appears twice in the defaults list");
+        self = true;
+        out.push_back({true, "", "", "", e.origin});
+        continue;
+      }
+      if (!e.is_table() || e.size() != 1)
+        fail(e.origin, fmt::format("defaults entries are \"_self_\" or a table with one key, "
+                                   "{{ group = \"option\" }}; got {}",
+                                   e.is_table() ? fmt::format("a table with {} keys", e.size())
+                                                : e.describe()));
+      const std::string& k = e.keys()[0];
+      const Node& v = e.value_at(0);
+      Entry entry;
+      entry.origin = v.origin;
+      auto at = k.find('@');
+      entry.group = k.substr(0, at);
+      entry.package = at == std::string::npos ? default_package(entry.group) : k.substr(at + 1);
+      if (entry.package == "_global_") entry.package = "";
+      if (!is_group(entry.group)) {
+        std::vector<std::string> names;
+        for (const auto& [g, opts] : groups_) names.push_back(g);
+        std::string hint = did_you_mean(nearest(entry.group, names));
+        fail(e.origin,
+             fmt::format("defaults entry '{}': there is no config group '{}' (a folder of .toml "
+                         "files) in {}; {}{}",
+                         k, entry.group, search_text(), hint.empty() ? "" : hint + " ",
+                         names.empty() ? "no groups exist" : "groups: " + join(names, ", ")));
+      }
+      if (!v.is_string())
+        fail(v.origin, fmt::format("defaults entry '{}' must name an option as a string, got {}", k,
+                                   v.describe()));
+      entry.option = v.as_string();
+      out.push_back(entry);
+    }
+    (void)file;
+    // Hydra: without _self_, the file's own values come last (they override its defaults).
+    if (!self) out.push_back({true, "", "", "", d->origin});
+    node.erase("defaults");
+    if (primary) {
+      for (std::size_t ci = 0; ci < choices_->size(); ++ci) {
+        GroupChoice& c = (*choices_)[ci];
+        if (c.op != Override::Op::Add && c.op != Override::Op::ForceAdd) continue;
+        if (c.op == Override::Op::ForceAdd && matches_any(c, out)) continue;
+        if (!c.option) continue;
+        Entry entry;
+        entry.appended = static_cast<int>(ci);
+        entry.group = c.group;
+        entry.package = c.has_package ? c.package : default_package(c.group);
+        entry.option = c.option.value_or("");
+        entry.origin = c.origin;
+        out.push_back(entry);
+      }
+    }
+    return out;
+  }
+
+  static bool matches(const GroupChoice& c, const Entry& e) {
+    if (e.self || c.group != e.group) return false;
+    return c.has_package ? c.package == e.package : e.package == default_package(e.group);
+  }
+  bool matches_any(const GroupChoice& c, const std::vector<Entry>& es) const {
+    return std::any_of(es.begin(), es.end(), [&](const Entry& e) { return matches(c, e); });
+  }
+
+  std::string search_text() const {
+    std::vector<std::string> r;
+    for (const auto& p : search_.roots) r.push_back(p.string());
+    return r.empty() ? "(no config folders)" : join(r, ", ", "'");
+  }
+
+  void expand(Node& node, const std::string& file, const std::string& package, const Chain& chain,
+              Node& out, bool primary) {
+    auto list = entries(node, file, primary);
+    for (auto& e : list) {
+      if (e.self) {
+        if (package.empty()) {
+          merge(out, std::move(node));
+        } else {
+          auto path = split_path(package);
+          check_segments(path, package, e.origin);
+          check_placed(node, path.size(), package, e.origin);
+          Node& at = make_path(out, path, package, e.origin);
+          merge(at, std::move(node));
+        }
+        node = Node::table();
+        continue;
+      }
+      // A choice from the command line or a sweep replaces the entry's option.
+      std::optional<std::string> option = e.option;
+      const Origin* chosen_at = &e.origin;
+      for (std::size_t ci = 0; ci < choices_->size(); ++ci) {
+        GroupChoice& c = (*choices_)[ci];
+        if (!matches(c, e)) continue;
+        if (c.op == Override::Op::Add) {
+          if (e.appended == static_cast<int>(ci)) continue;  // the entry this choice added
+          fail(c.origin, fmt::format("cannot add config group '{}': the defaults list already "
+                                     "chooses '{}' ({}); to change it write {}={}",
+                                     choice_key(c.group, c.package), e.option, e.origin.where(),
+                                     choice_key(c.group, c.package), c.option.value_or("...")));
+        }
+        ++c.used;
+        if (c.op == Override::Op::Delete) {
+          if (c.only_if && *c.only_if != e.option)
+            fail(c.origin, fmt::format("config group '{}' is '{}', not '{}'; nothing deleted",
+                                       choice_key(e.group, e.package), e.option, *c.only_if));
+          option.reset();
+        } else {
+          option = c.option;
+        }
+        chosen_at = &c.origin;
+      }
+      seen_[{e.group, e.package}] = option.value_or("null");
+      if (!option) continue;
+      auto file_of = search_.find(e.group, *option);
+      if (!file_of) {
+        const auto& opts = options(e.group);
+        std::string hint = did_you_mean(nearest(*option, opts));
+        fail(*chosen_at, fmt::format("config group '{}' has no option '{}'; {}options: {}", e.group,
+                                     *option, hint.empty() ? "" : hint + " ", join(opts, ", ")));
+      }
+      std::string path = file_of->string();
+      std::error_code ec;
+      std::string canonical = fs::weakly_canonical(*file_of, ec).string();
+      if (std::find(stack_.begin(), stack_.end(), canonical) != stack_.end()) {
+        std::vector<std::string> cycle = stack_;
+        cycle.push_back(canonical);
+        fail(*chosen_at, fmt::format("include cycle: {}", join(cycle, " -> ")));
+      }
+      if (stack_.size() >= kMaxIncludeDepth)
+        fail(*chosen_at,
+             fmt::format("defaults lists nest more than {} levels deep", kMaxIncludeDepth));
+      auto steps = std::make_shared<std::vector<std::string>>();
+      steps->push_back(fmt::format("included from {} (defaults entry {}={})", chosen_at->where(),
+                                   choice_key(e.group, e.package), *option));
+      if (chain) steps->insert(steps->end(), chain->begin(), chain->end());
+      if (chosen_at->chain && !chosen_at->override.empty())
+        steps->insert(steps->end(), chosen_at->chain->begin(), chosen_at->chain->end());
+      if (chosen_) chosen_->emplace_back(choice_key(e.group, e.package), *option);
+      stack_.push_back(canonical);
+      Node sub = load(path, steps);
+      expand(sub, path, e.package, steps, out, false);
+      stack_.pop_back();
+    }
+  }
+
+  const SearchPath& search_;
+  std::map<std::string, std::vector<std::string>> groups_;
+  std::map<std::string, Node> cache_;
+  std::vector<GroupChoice>* choices_ = nullptr;
+  std::vector<std::pair<std::string, std::string>>* chosen_ = nullptr;
+  std::map<std::pair<std::string, std::string>, std::string> seen_;
+  std::vector<std::string> stack_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Sweeps
+
+/// One swept key: a value assignment or a group choice, with its values.
+struct Axis {
+  std::string key;  // as written (group keys may carry @package)
+  Override::Op op = Override::Op::Set;
+  bool group = false;
+  std::string group_name, package;
+  bool has_package = false;
+  std::vector<Node> values;
+  Origin origin;
+  int zip = -1;  // zip group (-1: its own dimension)
+  bool from_cli = false;
+  std::size_t cli_index = 0;
+};
+
+std::string op_prefix(Override::Op op) {
+  switch (op) {
+    case Override::Op::Add:
+      return "+";
+    case Override::Op::ForceAdd:
+      return "++";
+    case Override::Op::Delete:
+      return "~";
+    default:
+      return "";
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Search path
+
+SearchPath SearchPath::for_experiment(const fs::path& experiment,
+                                      const std::vector<fs::path>& config_dirs) {
+  SearchPath s;
+  std::set<std::string> seen;
+  auto add = [&](const fs::path& p) {
+    std::error_code ec;
+    if (p.empty() || !fs::is_directory(p, ec)) return;
+    std::string key = fs::weakly_canonical(p, ec).string();
+    if (seen.insert(key).second) s.roots.push_back(p);
+  };
+  fs::path dir = experiment.parent_path();
+  add(dir.empty() ? fs::path(".") : dir);
+  for (const auto& d : config_dirs) add(d);
+  add("experiments");
+  return s;
+}
+
+std::map<std::string, std::vector<std::string>> SearchPath::groups() const {
+  std::map<std::string, std::set<std::string>> found;
+  for (const auto& root : roots) {
+    std::error_code ec;
+    fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec);
+    for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (it.depth() > 4) it.disable_recursion_pending();
+      const auto& p = it->path();
+      if (p.extension() != ".toml" || !it->is_regular_file(ec)) continue;
+      fs::path rel = p.parent_path().lexically_relative(root);
+      if (rel.empty() || rel == ".") continue;  // files at a root are experiments, not options
+      std::string group = rel.generic_string();
+      if (!std::all_of(group.begin(), group.end(),
+                       [](char c) { return is_key_char(c) || c == '/'; }))
+        continue;
+      found[group].insert(p.stem().string());
+    }
+  }
+  std::map<std::string, std::vector<std::string>> out;
+  for (auto& [g, opts] : found) out[g] = {opts.begin(), opts.end()};
+  return out;
+}
+
+std::optional<fs::path> SearchPath::find(const std::string& group,
+                                         const std::string& option) const {
+  if (option.empty() || option.find('/') != std::string::npos || option == "." || option == "..")
+    return std::nullopt;
+  for (const auto& root : roots) {
+    fs::path p = root / group / (option + ".toml");
+    std::error_code ec;
+    if (fs::is_regular_file(p, ec)) return p;
+  }
+  return std::nullopt;
+}
+
+std::string describe_groups(const SearchPath& search) {
+  std::string out =
+      "Config groups (choose with GROUP=OPTION, sweep with -m GROUP=A,B or "
+      "GROUP=glob(*)):\n";
+  auto groups = search.groups();
+  if (groups.empty()) out += "  (none)\n";
+  for (const auto& [g, opts] : groups) out += fmt::format("  {}: {}\n", g, join(opts, ", "));
+  std::vector<std::string> roots;
+  for (const auto& r : search.roots) roots.push_back(r.string());
+  out += "Searched, first match wins: " + (roots.empty() ? "(nothing)" : join(roots, ", ")) + "\n";
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Composition
+
+Composition compose(const fs::path& experiment, const std::vector<std::string>& override_texts,
+                    const ComposeOptions& options) {
+  Composition result;
+  result.search = SearchPath::for_experiment(experiment, options.config_dirs);
+  for (const auto& d : options.config_dirs) {
+    std::error_code ec;
+    if (!fs::is_directory(d, ec))
+      throw ConfigError(fmt::format("--config-dir '{}' is not a folder", d.string()));
+  }
+  Composer composer(result.search, result.search.groups());
+  const std::string file = experiment.string();
+
+  // Parse and sort the overrides: group choices, value assignments, and sweeps of either.
+  std::vector<Override> parsed;
+  for (const auto& t : override_texts) parsed.push_back(parse_override(t));
+  // The groups the defaults list chooses before any override. A key that names a group but is
+  // not chosen there, and holds a value in the config, is treated as that value (`~model`
+  // deletes a [model] table written in the file).
+  std::set<std::string> chosen_groups;
+  std::optional<Node> plain;
+  try {
+    std::vector<GroupChoice> none;
+    std::vector<std::pair<std::string, std::string>> chosen;
+    plain = composer.compose(file, options.primary_text, none, &chosen);
+    for (const auto& [key, option] : chosen) chosen_groups.insert(key.substr(0, key.find('@')));
+  } catch (const ConfigError&) {
+    // Reported below, with the overrides applied (they may fix it).
+  }
+  std::vector<GroupChoice> choices;
+  std::vector<const Override*> values;  // single value assignments, in order
+  std::vector<Axis> cli_axes;
+  auto group_value = [](const Node& v) { return v.is_string() || v.is_null(); };
+  for (std::size_t i = 0; i < parsed.size(); ++i) {
+    const Override& o = parsed[i];
+    if (o.sweep && !options.multirun)
+      fail(o.value_origin,
+           fmt::format("'{}' is a sweep; to run one job per value add -m (--multirun). For a "
+                       "list value write {}=[...]; for a string with commas, quote it: {}='...'",
+                       o.text.substr(o.text.find('=') + 1), o.key, o.key));
+    bool group_key = composer.is_group(o.key);
+    if (group_key && plain && !chosen_groups.count(o.key) && !o.has_package &&
+        o.op != Override::Op::Add && o.op != Override::Op::ForceAdd &&
+        plain->find(split_path(o.key)))
+      group_key = false;
+    if (o.has_package && !group_key)
+      fail(o.key_origin, fmt::format("'{}@{}': '@package' applies to config groups, and there is "
+                                     "no config group '{}'",
+                                     o.key, o.package, o.key));
+    bool is_group =
+        group_key &&
+        (o.has_package || o.op == Override::Op::Delete ||
+         (o.sweep && (o.sweep->fn == Sweep::Fn::Glob ||
+                      std::all_of(o.sweep->values.begin(), o.sweep->values.end(), group_value))) ||
+         (!o.sweep && o.has_value && group_value(o.value)));
+    if (o.sweep && o.sweep->fn == Sweep::Fn::Glob && !is_group)
+      fail(o.value_origin, fmt::format("glob() chooses config group options, and '{}' is not a "
+                                       "config group; use a,b,c or range() for values",
+                                       o.key));
+    if (o.sweep) {
+      Axis a;
+      a.key = o.has_package ? o.key + "@" + o.package : o.key;
+      a.op = o.op;
+      a.group = is_group;
+      a.group_name = o.key;
+      a.package = o.has_package ? o.package : default_package(o.key);
+      a.has_package = o.has_package;
+      a.origin = o.value_origin;
+      a.values = o.sweep->fn == Sweep::Fn::Glob ? std::vector<Node>{} : sweep_values(*o.sweep);
+      if (o.sweep->fn == Sweep::Fn::Glob) {
+        for (const auto& name : glob_options(*o.sweep, composer.options(o.key)))
+          a.values.push_back(Node::string(name, o.value_origin));
+        if (a.values.empty())
+          fail(o.value_origin, fmt::format("glob matches no option of config group '{}' "
+                                           "(options: {})",
+                                           o.key, join(composer.options(o.key), ", ")));
+      }
+      a.zip = o.sweep->zip ? 0 : -1;
+      a.from_cli = true;
+      a.cli_index = i;
+      cli_axes.push_back(std::move(a));
+      continue;
+    }
+    if (is_group) {
+      GroupChoice c;
+      c.op = o.op;
+      c.group = o.key;
+      c.package = o.has_package ? o.package : default_package(o.key);
+      c.has_package = o.has_package;
+      if (o.op == Override::Op::Delete) {
+        if (o.has_value && o.value.is_string()) c.only_if = o.value.as_string();
+      } else if (o.value.is_string()) {
+        c.option = o.value.as_string();
+      }
+      c.origin = o.value_origin;
+      if (o.op == Override::Op::Delete) c.origin = o.key_origin;
+      c.text = o.text;
+      choices.push_back(std::move(c));
+      continue;
+    }
+    values.push_back(&o);
+  }
+
+  auto apply_override = [&](Node& root, const Override& o) {
+    apply_value(root, o.op, o.key, o.has_value ? &o.value : nullptr, o.key_origin,
+                options.schema_keys);
+  };
+
+  // The base composition: what `tlab config` prints, and where the [sweep] table comes from.
+  std::vector<GroupChoice> base_choices = choices;
+  result.config = composer.compose(file, options.primary_text, base_choices, &result.choices);
+  for (const Override* o : values) {
+    auto path = split_path(o->key);
+    if (path[0] == "sweep") apply_override(result.config, *o);
+  }
+  for (const Override* o : values)
+    if (split_path(o->key)[0] != "sweep") apply_override(result.config, *o);
+
+  // Sweep dimensions from the [sweep] table, in the order written.
+  std::vector<Axis> axes;
+  int zip_groups = 0;
+  if (const Node* sweep = result.config.get("sweep")) {
+    if (!sweep->is_table())
+      fail(sweep->origin,
+           fmt::format("'sweep' must be a table of key = [values], got {}", sweep->describe()));
+    std::function<void(const Node&, const std::string&, int)> collect =
+        [&](const Node& t, const std::string& prefix, int zip) {
+          for (std::size_t i = 0; i < t.size(); ++i) {
+            const std::string& k = t.keys()[i];
+            const Node& v = t.value_at(i);
+            std::string key = prefix.empty() ? k : prefix + "." + k;
+            if (prefix.empty() && k == "zip" && zip < 0) {
+              auto zip_table = [&](const Node& z) {
+                if (!z.is_table())
+                  fail(z.origin,
+                       "'sweep.zip' holds tables of keys that vary together: "
+                       "[[sweep.zip]] a = [1, 2] b = [3, 4]");
+                collect(z, "", zip_groups++);
+              };
+              if (v.is_list())
+                for (const auto& z : v.items()) zip_table(z);
+              else
+                zip_table(v);
+              continue;
+            }
+            if (v.is_table()) {
+              collect(v, key, zip);
+              continue;
+            }
+            Axis a;
+            a.key = key;
+            auto at = key.find('@');
+            a.group_name = key.substr(0, at);
+            a.has_package = at != std::string::npos;
+            a.package = a.has_package ? key.substr(at + 1) : default_package(a.group_name);
+            a.origin = v.origin;
+            a.zip = zip;
+            if (v.is_string()) {
+              ParsedValue pv = parse_value(v.as_string(), v.as_string());
+              if (!pv.sweep)
+                fail(v.origin, fmt::format("sweep '{}' = \"{}\" is a single value; give a list "
+                                           "[a, b] or a sweep such as \"range(1, 4)\" or "
+                                           "\"glob(*)\"",
+                                           key, v.as_string()));
+              if (pv.sweep->fn == Sweep::Fn::Glob) {
+                if (!composer.is_group(a.group_name))
+                  fail(v.origin, fmt::format("glob() chooses config group options, and '{}' is "
+                                             "not a config group",
+                                             a.group_name));
+                for (const auto& name : glob_options(*pv.sweep, composer.options(a.group_name)))
+                  a.values.push_back(Node::string(name, v.origin));
+                if (a.values.empty())
+                  fail(v.origin,
+                       fmt::format("glob matches no option of config group '{}'", a.group_name));
+              } else {
+                for (auto& x : sweep_values(*pv.sweep)) {
+                  x.origin = v.origin;
+                  a.values.push_back(std::move(x));
+                }
+              }
+            } else if (v.is_list()) {
+              a.values = v.items();
+            } else {
+              fail(v.origin, fmt::format("sweep '{}' must be a list of values, e.g. {} = [1, 2], "
+                                         "got {}",
+                                         key, key, v.describe()));
+            }
+            if (a.values.empty())
+              fail(v.origin, fmt::format("sweep '{}' has no values; give a non-empty list", key));
+            a.group = composer.is_group(a.group_name) &&
+                      std::all_of(a.values.begin(), a.values.end(),
+                                  [](const Node& x) { return x.is_string(); });
+            if (a.has_package && !a.group)
+              fail(v.origin, fmt::format("sweep '{}': '@package' applies to config groups and "
+                                         "their option names",
+                                         key));
+            axes.push_back(std::move(a));
+          }
+        };
+    collect(*sweep, "", -1);
+  }
+  // A command-line override of a swept key replaces that dimension.
+  auto replaced = [&](const Axis& a) {
+    for (const auto& o : parsed) {
+      std::string k = o.has_package ? o.key + "@" + o.package : o.key;
+      if (a.key == k || a.key.rfind(k + ".", 0) == 0) return true;
+    }
+    return false;
+  };
+  axes.erase(std::remove_if(axes.begin(), axes.end(), replaced), axes.end());
+  for (auto& a : cli_axes) {
+    if (a.zip >= 0) a.zip = zip_groups;
+    axes.push_back(std::move(a));
+  }
+
+  // Dimensions: each non-zipped axis alone; each zip group together at its first member.
+  std::vector<std::vector<std::size_t>> dims;
+  std::map<int, std::size_t> zip_dim;
+  for (std::size_t i = 0; i < axes.size(); ++i) {
+    if (axes[i].zip < 0) {
+      dims.push_back({i});
+      continue;
+    }
+    auto it = zip_dim.find(axes[i].zip);
+    if (it == zip_dim.end()) {
+      zip_dim[axes[i].zip] = dims.size();
+      dims.push_back({i});
+    } else {
+      const Axis& first = axes[dims[it->second][0]];
+      if (axes[i].values.size() != first.values.size())
+        fail(axes[i].origin,
+             fmt::format("zipped sweeps must have the same length: '{}' has {} values but '{}' "
+                         "({}) has {}",
+                         axes[i].key, axes[i].values.size(), first.key, first.origin.where(),
+                         first.values.size()));
+      dims[it->second].push_back(i);
+    }
+  }
+  double total = 1;
+  for (const auto& d : dims) total *= static_cast<double>(axes[d[0]].values.size());
+  if (total > static_cast<double>(options.max_runs))
+    fail(Origin::in_file(file),
+         fmt::format("the sweep has {:.0f} combinations, more than the limit of {}; split it "
+                     "into several experiments",
+                     total, options.max_runs));
+
+  // Expand: the last dimension varies fastest.
+  std::vector<std::size_t> index(dims.size(), 0);
+  while (true) {
+    Job job;
+    std::vector<GroupChoice> job_choices = choices;
+    std::vector<std::pair<std::size_t, std::string>> cli_texts;  // (cli index, text)
+    std::vector<std::pair<const Axis*, const Node*>> picks;
+    for (std::size_t d = 0; d < dims.size(); ++d)
+      for (std::size_t ai : dims[d]) picks.emplace_back(&axes[ai], &axes[ai].values[index[d]]);
+    for (const auto& [a, v] : picks) {
+      std::string text = op_prefix(a->op) + a->key + "=" + format_value(*v);
+      job.swept.emplace_back(a->key, *v);
+      if (a->from_cli)
+        cli_texts.emplace_back(a->cli_index, text);
+      else
+        job.overrides.push_back(text);
+      if (!a->group) continue;
+      GroupChoice c;
+      c.op = a->op;
+      c.group = a->group_name;
+      c.package = a->package;
+      c.has_package = a->has_package;
+      if (v->is_string()) c.option = v->as_string();
+      c.origin = v->origin;
+      c.text = text;
+      job_choices.push_back(std::move(c));
+    }
+    for (std::size_t i = 0; i < parsed.size(); ++i)
+      if (!parsed[i].sweep) cli_texts.emplace_back(i, parsed[i].text);
+    std::sort(cli_texts.begin(), cli_texts.end());
+    for (auto& [i, t] : cli_texts) job.overrides.push_back(t);
+
+    job.config = composer.compose(file, options.primary_text, job_choices, nullptr);
+    job.config.erase("sweep");
+    for (const auto& [a, v] : picks)
+      if (!a->group) apply_value(job.config, a->op, a->key, v, v->origin, options.schema_keys);
+    for (const Override* o : values)
+      if (split_path(o->key)[0] != "sweep") apply_override(job.config, *o);
+    result.jobs.push_back(std::move(job));
+
+    bool more = false;
+    for (std::size_t d = dims.size(); d-- > 0 && !more;) {
+      more = ++index[d] < axes[dims[d][0]].values.size();
+      if (!more) index[d] = 0;
+    }
+    if (!more) break;
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interpolation
+
+namespace {
+
+class Resolver {
+ public:
+  explicit Resolver(Node& root) : root_(root) {}
+
+  void resolve_at(const std::vector<std::string>& path) {
+    // Paths, not their dotted text, identify values: a key may hold dots ("a.b" = 1).
+    std::string key = join_path(path);
+    if (done_.count(path)) return;
+    auto it = std::find(stack_.begin(), stack_.end(), path);
+    if (it != stack_.end()) {
+      std::vector<std::string> cycle;
+      for (auto step = it; step != stack_.end(); ++step) cycle.push_back(join_path(*step));
+      cycle.push_back(key);
+      Node* start = root_.find(*it);
+      fail(start ? start->origin : Origin{},
+           fmt::format("interpolation cycle: {}", join(cycle, " -> ")));
+    }
+    Node* n = root_.find(path);
+    if (!n) return;
+    if (stack_.size() >= kMaxInterpolationDepth)
+      fail(n->origin, fmt::format("interpolations refer through more than {} values (a = "
+                                  "\"${{b}}\", b = \"${{c}}\", ...); shorten the chain",
+                                  kMaxInterpolationDepth));
+    stack_.push_back(path);
+    if (n->is_table()) {
+      std::vector<std::string> keys = n->keys();
+      for (const auto& k : keys) {
+        auto child = path;
+        child.push_back(k);
+        resolve_at(child);
+      }
+    } else if (n->is_list()) {
+      for (std::size_t i = 0; i < n->size(); ++i) {
+        auto child = path;
+        child.push_back(std::to_string(i));
+        resolve_at(child);
+      }
+    } else if (n->is_string() && n->as_string().find("${") != std::string::npos) {
+      Node value = evaluate(*n, path);
+      check_placed(value, path.size(), key, value.origin);
+      *root_.find(path) = std::move(value);
+    }
+    stack_.pop_back();
+    done_.insert(path);
+  }
+
+ private:
+  // Follows `target`, resolving interpolated strings on the way (they may hold tables).
+  const Node* lookup(const std::vector<std::string>& target) {
+    for (std::size_t i = 1; i <= target.size(); ++i) {
+      std::vector<std::string> prefix(target.begin(), target.begin() + i);
+      Node* n = root_.find(prefix);
+      if (!n) return nullptr;
+      if (n->is_string() && n->as_string().find("${") != std::string::npos) resolve_at(prefix);
+    }
+    resolve_at(target);
+    return root_.find(target);
+  }
+
+  Node evaluate(const Node& n, const std::vector<std::string>& path) {
+    const std::string& s = n.as_string();
+    struct Piece {
+      std::string literal;
+      bool ref = false;
+    };
+    std::vector<Piece> pieces;
+    std::string literal;
+    for (std::size_t i = 0; i < s.size();) {
+      if (s.compare(i, 3, "\\${") == 0) {
+        literal += "${";
+        i += 3;
+        continue;
+      }
+      if (s.compare(i, 2, "${") != 0) {
+        literal += s[i++];
+        continue;
+      }
+      std::size_t close = s.find('}', i + 2);
+      std::size_t nested = s.find("${", i + 2);
+      if (close == std::string::npos)
+        fail(n.origin, fmt::format("interpolation '{}' has no closing '}}'", s.substr(i)));
+      if (nested != std::string::npos && nested < close)
+        fail(n.origin, fmt::format("interpolation '{}': nested interpolations are not supported",
+                                   s.substr(i, close - i + 1)));
+      if (!literal.empty()) pieces.push_back({literal, false});
+      literal.clear();
+      pieces.push_back({s.substr(i + 2, close - i - 2), true});
+      i = close + 1;
+    }
+    if (!literal.empty()) pieces.push_back({literal, false});
+
+    auto value_of = [&](const std::string& body) -> Node {
+      std::string expr = body;
+      auto trim = [](std::string x) {
+        auto b = x.find_first_not_of(" \t");
+        auto e = x.find_last_not_of(" \t");
+        return b == std::string::npos ? std::string() : x.substr(b, e - b + 1);
+      };
+      expr = trim(expr);
+      const std::string ref = "${" + body + "}";
+      if (expr.rfind("env:", 0) == 0) {
+        std::string rest = expr.substr(4);
+        auto comma = rest.find(',');
+        std::string name = trim(rest.substr(0, comma));
+        if (name.empty() || !std::all_of(name.begin(), name.end(), [](char c) {
+              return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+            }))
+          fail(n.origin, fmt::format("interpolation '{}': '{}' is not an environment variable "
+                                     "name",
+                                     ref, name));
+        const char* v = std::getenv(name.c_str());
+        std::string text;
+        if (v)
+          text = v;
+        else if (comma != std::string::npos)
+          text = trim(rest.substr(comma + 1));
+        else
+          fail(n.origin, fmt::format("interpolation '{}': environment variable {} is not set; "
+                                     "set it, or give a default: ${{env:{},DEFAULT}}",
+                                     ref, name, name));
+        try {
+          ParsedValue pv = parse_value(text, text);
+          if (!pv.sweep && !pv.value.is_null()) {
+            pv.value.origin = n.origin;
+            return pv.value;
+          }
+        } catch (const ConfigError&) {
+        }
+        return Node::string(text, n.origin);
+      }
+      if (expr.find(':') != std::string::npos)
+        fail(n.origin, fmt::format("interpolation '{}': unknown resolver '{}'; tlab knows env: "
+                                   "(${{env:NAME}} or ${{env:NAME,default}})",
+                                   ref, expr.substr(0, expr.find(':'))));
+      std::vector<std::string> target;
+      std::size_t dots = 0;
+      while (dots < expr.size() && expr[dots] == '.') ++dots;
+      if (dots > 0) {
+        // Relative: one dot is the table holding this value, each further dot one level up.
+        if (dots > path.size())
+          fail(n.origin, fmt::format("interpolation '{}' goes up {} levels from '{}', above the "
+                                     "top of the config",
+                                     ref, dots - 1, join_path(path)));
+        target.assign(path.begin(), path.end() - static_cast<std::ptrdiff_t>(dots));
+      }
+      std::string rest = expr.substr(dots);
+      if (rest.empty())
+        fail(n.origin, fmt::format("interpolation '{}' names no key; write ${{path.to.key}}", ref));
+      for (const auto& seg : split_path(rest)) {
+        if (seg.empty() || !std::all_of(seg.begin(), seg.end(), is_key_char))
+          fail(n.origin, fmt::format("interpolation '{}': '{}' is not a key path (letters, "
+                                     "digits, '_' and '-' separated by dots)",
+                                     ref, rest));
+        target.push_back(seg);
+      }
+      const Node* v = lookup(target);
+      if (!v) {
+        std::string hint = did_you_mean(
+            nearest(join_path(target), not_ancestors(join_path(target), all_paths(root_))));
+        fail(n.origin, fmt::format("interpolation '{}' refers to '{}', which does not exist{}", ref,
+                                   join_path(target), hint.empty() ? "" : "; " + hint));
+      }
+      Node copy = *v;
+      return copy;
+    };
+
+    if (pieces.size() == 1 && pieces[0].ref) {
+      Node v = value_of(pieces[0].literal);
+      v.origin = n.origin;
+      charge(footprint(v), n.origin);
+      return v;
+    }
+    std::string out;
+    for (const auto& p : pieces) {
+      if (!p.ref) {
+        out += p.literal;
+        continue;
+      }
+      Node v = value_of(p.literal);
+      if (!v.is_scalar())
+        fail(n.origin, fmt::format("interpolation '${{{}}}' inside a string refers to {}; only "
+                                   "single values can be embedded in text",
+                                   p.literal, v.describe()));
+      std::string text = v.scalar_text();
+      charge(text.size(), n.origin);
+      out += text;
+    }
+    return Node::string(out, n.origin);
+  }
+
+  /// Approximate memory held by a value.
+  static std::size_t footprint(const Node& v) {
+    std::size_t bytes = sizeof(Node) + (v.is_string() ? v.as_string().size() : 0);
+    for (std::size_t i = 0; i < v.size(); ++i)
+      bytes +=
+          v.is_list() ? footprint(v.items()[i]) : v.keys()[i].size() + footprint(v.value_at(i));
+    return bytes;
+  }
+
+  /// Counts what interpolations produce, and refuses more than kMaxInterpolatedBytes in all.
+  void charge(std::size_t bytes, const Origin& at) {
+    produced_ += bytes;
+    if (produced_ > kMaxInterpolatedBytes)
+      fail(at, fmt::format("interpolations produce more than {} MiB of values; does a value refer "
+                           "to another many times over (a = \"${{b}}${{b}}\", b = "
+                           "\"${{c}}${{c}}\", ...)?",
+                           kMaxInterpolatedBytes >> 20));
+  }
+
+  Node& root_;
+  std::set<std::vector<std::string>> done_;
+  std::vector<std::vector<std::string>> stack_;
+  std::size_t produced_ = 0;
+};
+
+}  // namespace
+
+Node resolve(const Node& config) {
+  Node out = config;
+  Resolver r(out);
+  r.resolve_at({});
+  return out;
+}
+
+}  // namespace tlab::cfg

@@ -1,0 +1,87 @@
+#pragma once
+// Composition: an experiment file plus config groups (folders of TOML options picked by a
+// `defaults` list), command-line overrides, sweeps (cartesian and zipped) and `${...}`
+// interpolation. Generic: what the keys mean is decided later (config/experiment.hpp), except
+// that `defaults` and `sweep` are reserved at the top of a file.
+// The grammar, with Hydra's equivalents, is in docs/configuration.md.
+
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/node.hpp"
+#include "config/override.hpp"
+
+namespace tlab::cfg {
+
+/// Folders searched for config groups, first match wins.
+struct SearchPath {
+  std::vector<std::filesystem::path> roots;
+
+  /// The experiment's folder, then each --config-dir, then ./experiments (existing folders
+  /// only, each once).
+  static SearchPath for_experiment(const std::filesystem::path& experiment,
+                                   const std::vector<std::filesystem::path>& config_dirs);
+
+  /// Config groups and their options: a group is a folder (path relative to a root, e.g.
+  /// "backbone" or "dataset/digits") holding .toml files; an option is a file's stem.
+  std::map<std::string, std::vector<std::string>> groups() const;
+  /// The file of `group`/`option` in the first root that has it.
+  std::optional<std::filesystem::path> find(const std::string& group,
+                                            const std::string& option) const;
+};
+
+/// Keys that may be set although the composed config does not hold them (a plugin parameter
+/// left at its default): the valid keys of the table at `table_path` in `root`. May return
+/// an empty list when nothing is known.
+using SchemaKeys = std::function<std::vector<std::string>(
+    const Node& root, const std::vector<std::string>& table_path)>;
+
+struct ComposeOptions {
+  std::vector<std::filesystem::path> config_dirs;  ///< --config-dir entries.
+  bool multirun = false;                           ///< -m: command-line sweeps allowed.
+  SchemaKeys schema_keys;                          ///< May be empty.
+  std::optional<std::string> primary_text;         ///< Experiment text instead of reading the file.
+  std::size_t max_runs = 100000;  ///< A larger expansion is refused before it starts.
+};
+
+/// One run: the composed config with its overrides and sweep values applied (no `sweep` and
+/// `defaults` left; interpolations not yet resolved).
+struct Job {
+  Node config;
+  /// Hydra's "task overrides" of this run, in override syntax: sweep values, then the
+  /// command line.
+  std::vector<std::string> overrides;
+  /// The value of each swept key (group sweeps as the option name), in sweep order.
+  std::vector<std::pair<std::string, Node>> swept;
+};
+
+struct Composition {
+  /// The experiment composed with the command-line overrides that are not sweeps, its `sweep`
+  /// table kept: what `tlab config` prints.
+  Node config;
+  std::vector<Job> jobs;  ///< One per run, in sweep order (last dimension fastest).
+  SearchPath search;
+  /// The config-group choices of the composed config: "backbone" -> "cnn",
+  /// "dataset@target" -> "digits_noisy" (Hydra's runtime.choices).
+  std::vector<std::pair<std::string, std::string>> choices;
+};
+
+/// Composes `experiment` with `overrides` and expands the sweep. Throws ConfigError, located.
+Composition compose(const std::filesystem::path& experiment,
+                    const std::vector<std::string>& overrides, const ComposeOptions& options = {});
+
+/// A copy of `config` with every `${...}` interpolation resolved: `${a.b}` (absolute),
+/// `${.b}` / `${..b}` (relative to the table holding the value), `${env:NAME}` and
+/// `${env:NAME,default}`; `\${` is a literal `${`. A value that is one interpolation takes the
+/// referenced value's type (an environment variable is typed like an override value).
+/// Missing keys, unset variables and cycles are ConfigErrors located at the referring value.
+Node resolve(const Node& config);
+
+/// Help text listing the config groups of `search` and their options (`tlab config --groups`).
+std::string describe_groups(const SearchPath& search);
+
+}  // namespace tlab::cfg

@@ -1,0 +1,408 @@
+// Composition (defaults lists, search path, packages, group overrides), value overrides,
+// interpolation and sweep expansion, on the fixture config tree tests/fixtures/configs.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "config/compose.hpp"
+#include "test_helpers.hpp"
+#include "util.hpp"
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+using tlab::ConfigError;
+using tlab::cfg::Composition;
+using tlab::cfg::Node;
+
+namespace {
+
+class Compose : public ::testing::Test {
+ public:
+  fs::path dir_ = tlab::test::temp_dir("compose");
+  void TearDown() override { fs::remove_all(dir_); }
+
+  fs::path exp(const std::string& text) { return tlab::test::write_file(dir_ / "exp.toml", text); }
+
+  Composition run(const std::string& text, std::vector<std::string> ov = {},
+                  bool multirun = false) {
+    tlab::cfg::ComposeOptions o;
+    o.config_dirs = {TLAB_CONFIG_FIXTURES};
+    o.multirun = multirun;
+    return tlab::cfg::compose(exp(text), ov, o);
+  }
+  std::string error(const std::string& text, std::vector<std::string> ov = {},
+                    bool multirun = false) {
+    return tlab::test::error_of<ConfigError>([&] { run(text, ov, multirun); });
+  }
+  // The composed (single-run) config as JSON, for compact comparisons.
+  std::string json(const std::string& text, std::vector<std::string> ov = {}) {
+    auto c = run(text, ov);
+    EXPECT_EQ(c.jobs.size(), 1u);
+    std::string j = tlab::cfg::format_tree(c.jobs.at(0).config, "json");
+    j.erase(std::remove_if(j.begin(), j.end(), [](char ch) { return ch == ' ' || ch == '\n'; }),
+            j.end());
+    return j;
+  }
+  std::string at(int line, int col) {
+    return (dir_ / "exp.toml").string() + ":" + std::to_string(line) + ":" + std::to_string(col) +
+           ": ";
+  }
+  static std::string fixture(const std::string& rel) {
+    return (fs::path(TLAB_CONFIG_FIXTURES) / rel).string();
+  }
+};
+
+// --- Defaults lists ---------------------------------------------------------------------------
+
+TEST_F(Compose, WithoutDefaultsTheFileIsTheConfig) {
+  EXPECT_EQ(json("a = 1\n[t]\nb = \"x\"\n"), R"({"a":1,"t":{"b":"x"}})");
+}
+
+TEST_F(Compose, DefaultsPickGroupOptionsAndSelfComesLastByDefault) {
+  EXPECT_EQ(json("defaults = [{ db = \"mysql\" }]\n[db]\nport = 1\n"),
+            R"({"db":{"driver":"mysql","port":1,"user":"root","pool":{"size":4,"timeout":1.5}}})");
+}
+
+TEST_F(Compose, SelfFirstLetsTheDefaultsOverrideTheFile) {
+  EXPECT_EQ(json("defaults = [\"_self_\", { db = \"sqlite\" }]\n[db]\ndriver = \"mine\"\n"),
+            R"({"db":{"driver":"sqlite","path":"data.db"}})");
+}
+
+TEST_F(Compose, LaterEntriesOverrideEarlierOnesAndTablesMergeDeeply) {
+  auto c = run("defaults = [{ db = \"mysql\" }, { \"db@db\" = \"postgres\" }]\n");
+  // postgres brings auth (nested defaults), overrides driver/port and merges pool.size only.
+  EXPECT_EQ(tlab::cfg::format_tree(c.config, "json").find("\"timeout\": 1.5") != std::string::npos,
+            true);
+  const Node* db = c.config.get("db");
+  ASSERT_TRUE(db);
+  EXPECT_EQ(db->get("driver")->as_string(), "postgres");
+  EXPECT_EQ(db->get("user")->as_string(), "root");  // kept from mysql
+  EXPECT_EQ(db->find({"pool", "size"})->as_int(), 8);
+  EXPECT_EQ(c.config.find({"auth", "kind"})->as_string(), "token");
+}
+
+TEST_F(Compose, OneGroupAtTwoPackages) {
+  auto c = run("defaults = [{ \"db@source\" = \"mysql\" }, { \"db@target\" = \"sqlite\" }]\n");
+  EXPECT_EQ(c.config.find({"source", "driver"})->as_string(), "mysql");
+  EXPECT_EQ(c.config.find({"target", "driver"})->as_string(), "sqlite");
+  EXPECT_FALSE(c.config.get("db"));
+  ASSERT_EQ(c.choices.size(), 2u);
+  EXPECT_EQ(c.choices[0], std::make_pair(std::string("db@source"), std::string("mysql")));
+}
+
+TEST_F(Compose, PackagesCanIndexListsAndNestedGroupsUseDots) {
+  auto c =
+      run("defaults = [{ \"model@layers.0\" = \"small\" }, { \"model@layers.1\" = "
+          "\"large\" }, { \"site/server\" = \"local\" }]\n");
+  ASSERT_TRUE(c.config.get("layers")->is_list());
+  EXPECT_EQ(c.config.find({"layers", "1", "width"})->as_int(), 512);
+  EXPECT_EQ(c.config.find({"site", "server", "port"})->as_int(), 8080);
+  auto g = run("defaults = [{ \"db@_global_\" = \"sqlite\" }]\n");
+  EXPECT_EQ(g.config.get("driver")->as_string(), "sqlite");
+}
+
+TEST_F(Compose, TheExperimentFolderIsSearchedFirst) {
+  fs::create_directories(dir_ / "db");
+  tlab::test::write_file(dir_ / "db" / "mysql.toml", "driver = \"local-mysql\"\n");
+  auto c = run("defaults = [{ db = \"mysql\" }]\n");
+  EXPECT_EQ(c.config.find({"db", "driver"})->as_string(), "local-mysql");
+  EXPECT_FALSE(c.config.find({"db", "port"}));
+  auto groups = c.search.groups();
+  EXPECT_EQ(groups["db"], (std::vector<std::string>{"mysql", "postgres", "sqlite"}));
+  EXPECT_THAT(tlab::cfg::describe_groups(c.search), HasSubstr("db: mysql, postgres, sqlite"));
+}
+
+TEST_F(Compose, DefaultsErrorsAreLocated) {
+  EXPECT_THAT(error("defaults = [{ db = \"mysq\" }]\n"),
+              AllOf(StartsWith(at(1, 20)),
+                    HasSubstr("config group 'db' has no option 'mysq'; did you mean 'mysql'? "
+                              "options: mysql, postgres, sqlite")));
+  EXPECT_THAT(error("defaults = [{ dbb = \"mysql\" }]\n"),
+              AllOf(StartsWith(at(1, 13)), HasSubstr("there is no config group 'dbb'"),
+                    HasSubstr("did you mean 'db'?")));
+  EXPECT_THAT(error("defaults = \"db\"\n"), HasSubstr("'defaults' must be a list"));
+  EXPECT_THAT(error("defaults = [\"mysql\"]\n"),
+              HasSubstr("defaults entry \"mysql\" is not valid; an entry is \"_self_\""));
+  EXPECT_THAT(error("defaults = [{ db = \"mysql\", auth = \"token\" }]\n"),
+              HasSubstr("a table with 2 keys"));
+  EXPECT_THAT(error("defaults = [{ db = 3 }]\n"),
+              HasSubstr("defaults entry 'db' must name an option as a string, got integer 3"));
+  EXPECT_THAT(error("defaults = [\"_self_\", \"_self_\"]\n"), HasSubstr("appears twice"));
+}
+
+TEST_F(Compose, ErrorsInsideAnOptionShowTheIncludeChain) {
+  auto msg = error("x = 1\ndefaults = [{ bad = \"broken\" }]\n");
+  EXPECT_THAT(msg, StartsWith(fixture("bad/broken.toml") + ":1:5: "));
+  EXPECT_THAT(msg, HasSubstr("\n  included from " + at(2, 21).substr(0, at(2, 21).size() - 2) +
+                             " (defaults entry bad=broken)"));
+  auto nested = error("defaults = [{ bad = \"unknown_group\" }]\n");
+  EXPECT_THAT(nested, StartsWith(fixture("bad/unknown_group.toml") + ":1:13: "));
+  EXPECT_THAT(nested, HasSubstr("included from"));
+}
+
+TEST_F(Compose, IncludeCyclesAreLocatedErrors) {
+  auto msg = error("defaults = [{ cycle = \"a\" }]\n");
+  EXPECT_THAT(msg, HasSubstr("include cycle: "));
+  EXPECT_THAT(msg, HasSubstr("cycle/a.toml -> "));
+  EXPECT_THAT(msg, HasSubstr("cycle/b.toml -> "));
+  EXPECT_THAT(msg, StartsWith(fixture("cycle/b.toml") + ":1:23: "));
+}
+
+TEST_F(Compose, EmptyOptionFilesAreEmptyTables) {
+  auto c = run("defaults = [{ bad = \"empty\" }]\n");
+  EXPECT_TRUE(c.config.get("bad") == nullptr || c.config.get("bad")->empty());
+}
+
+// --- Group overrides --------------------------------------------------------------------------
+
+TEST_F(Compose, GroupOverridesChooseOptions) {
+  const std::string base = "defaults = [{ db = \"mysql\" }]\n";
+  EXPECT_EQ(run(base, {"db=sqlite"}).config.find({"db", "driver"})->as_string(), "sqlite");
+  EXPECT_EQ(run(base, {"+model=small"}).config.find({"model", "layers"})->as_int(), 2);
+  EXPECT_FALSE(run(base, {"~db"}).config.get("db"));
+  EXPECT_FALSE(run(base, {"db=null"}).config.get("db"));
+  EXPECT_FALSE(run(base, {"~db=mysql"}).config.get("db"));
+  EXPECT_EQ(run(base, {"++db=sqlite"}).config.find({"db", "driver"})->as_string(), "sqlite");
+  EXPECT_EQ(run(base, {"++model=large"}).config.find({"model", "layers"})->as_int(), 8);
+  // Options chosen inside an option file can be overridden too.
+  EXPECT_EQ(run("defaults = [{ db = \"postgres\" }]\n", {"auth=password"})
+                .config.find({"auth", "kind"})
+                ->as_string(),
+            "password");
+  auto two = "defaults = [{ \"db@source\" = \"mysql\" }, { \"db@target\" = \"mysql\" }]\n";
+  EXPECT_EQ(run(two, {"db@target=sqlite"}).config.find({"target", "driver"})->as_string(),
+            "sqlite");
+}
+
+TEST_F(Compose, GroupOverrideErrors) {
+  const std::string base = "defaults = [{ db = \"mysql\" }]\n";
+  EXPECT_THAT(error(base, {"db=mysq"}),
+              AllOf(StartsWith("override 'db=mysq' at character 4: "),
+                    HasSubstr("config group 'db' has no option 'mysq'; did you mean 'mysql'?")));
+  EXPECT_THAT(error(base, {"model=small"}),
+              HasSubstr("the defaults list does not choose from config group 'model'; to add "
+                        "it, write +model=small"));
+  EXPECT_THAT(error(base, {"+db=sqlite"}),
+              HasSubstr("cannot add config group 'db': the defaults list already chooses "
+                        "'mysql'"));
+  EXPECT_THAT(error(base, {"~db=sqlite"}),
+              HasSubstr("config group 'db' is 'mysql', not 'sqlite'; nothing deleted"));
+  auto two = "defaults = [{ \"db@source\" = \"mysql\" }, { \"db@target\" = \"mysql\" }]\n";
+  EXPECT_THAT(error(two, {"db=sqlite"}),
+              HasSubstr("config group 'db' is placed at 'source' and 'target' in this "
+                        "experiment, not at 'db'; say which: db@source=sqlite or "
+                        "db@target=sqlite"));
+  EXPECT_THAT(error("x = 1\n", {"nogroup@pkg=x"}),
+              HasSubstr("'@package' applies to config groups, and there is no config group "
+                        "'nogroup'"));
+}
+
+// --- Value overrides --------------------------------------------------------------------------
+
+TEST_F(Compose, ValueOverridesSetAddAndDelete) {
+  const std::string base = "[train]\nlr = 0.1\nepochs = 3\n[model]\nlayers = [1, 2]\n";
+  EXPECT_EQ(json(base, {"train.lr=0.5", "model.layers=[4]", "+train.momentum=0.9",
+                        "++train.epochs=7", "++extra.deep.key='s'", "~model"}),
+            R"({"train":{"lr":0.5,"epochs":7,"momentum":0.9},"extra":{"deep":{"key":"s"}}})");
+  EXPECT_EQ(json(base, {"train.lr=null"}), R"({"train":{"epochs":3},"model":{"layers":[1,2]}})");
+  EXPECT_EQ(json(base, {"~train.lr=0.1"}), R"({"train":{"epochs":3},"model":{"layers":[1,2]}})");
+  EXPECT_EQ(json(base, {"model.layers.1=5"}),
+            R"({"train":{"lr":0.1,"epochs":3},"model":{"layers":[1,5]}})");
+  EXPECT_EQ(json(base, {"train={a: 1}"}), R"({"train":{"a":1},"model":{"layers":[1,2]}})");
+}
+
+TEST_F(Compose, ValueOverrideErrorsNameTheNearestKeyAndNeverAdvisePlus) {
+  const std::string base = "[train]\nlr = 0.1\nepochs = 3\n";
+  auto msg = error(base, {"train.lrr=0.5"});
+  EXPECT_THAT(msg, StartsWith("override 'train.lrr=0.5' at character 1: "));
+  EXPECT_THAT(msg, HasSubstr("key 'train.lrr' does not exist in the config; did you mean "
+                             "'train.lr'?"));
+  EXPECT_THAT(msg, ::testing::Not(HasSubstr("+")));
+  EXPECT_THAT(error(base, {"+train.lr=0.5"}),
+              HasSubstr("cannot add 'train.lr': it already exists (float 0.1, from " +
+                        at(2, 6).substr(0, at(2, 6).size() - 2) +
+                        "); to change it write train.lr=... or ++train.lr=..."));
+  EXPECT_THAT(error(base, {"~train.lr=0.2"}),
+              HasSubstr("'train.lr' is float 0.1, not float 0.2; nothing deleted"));
+  EXPECT_THAT(error(base, {"~train.momentum"}),
+              HasSubstr("cannot delete: key 'train.momentum' does not exist"));
+  EXPECT_THAT(error(base, {"train.lr.x=1"}), HasSubstr("key 'train.lr.x' does not exist"));
+  EXPECT_THAT(error(base, {"++train.lr.x=1"}),
+              HasSubstr("'train.lr.x': 'train.lr' is float 0.1, not a table"));
+  EXPECT_THAT(error(base, {"train.lr=1,2"}),
+              HasSubstr("is a sweep; to run one job per value add -m (--multirun)"));
+}
+
+TEST_F(Compose, SchemaKeysAllowSettingKeysLeftAtTheirDefaults) {
+  tlab::cfg::ComposeOptions o;
+  o.schema_keys = [](const Node&, const std::vector<std::string>& path) {
+    return path == std::vector<std::string>{"train"} ? std::vector<std::string>{"lr", "momentum"}
+                                                     : std::vector<std::string>{};
+  };
+  auto c = tlab::cfg::compose(exp("[train]\nlr = 0.1\n"), {"train.momentum=0.9"}, o);
+  EXPECT_EQ(c.jobs[0].config.find({"train", "momentum"})->as_number(), 0.9);
+  auto msg = tlab::test::error_of<ConfigError>(
+      [&] { tlab::cfg::compose(exp("[train]\nlr = 0.1\n"), {"train.momentun=0.9"}, o); });
+  EXPECT_THAT(msg, HasSubstr("did you mean 'train.momentum'?"));
+}
+
+// --- Interpolation ----------------------------------------------------------------------------
+
+Node resolved(const std::string& text, Compose& t) {
+  return tlab::cfg::resolve(t.run(text).jobs.at(0).config);
+}
+
+TEST_F(Compose, InterpolationKeepsTypesAndBuildsStrings) {
+  auto c = resolved(
+      "lr = 0.5\nname = \"run\"\ncopy = \"${a.b}\"\n[a]\nx = \"${lr}\"\ny = \"${name}-${lr}\"\n"
+      "z = \"${.x}\"\n[a.b]\nup = \"${..x}\"\nlit = '\\${lr}'\n",
+      *this);
+  EXPECT_TRUE(c.find({"a", "x"})->is_float());
+  EXPECT_EQ(c.find({"a", "y"})->as_string(), "run-0.5");
+  EXPECT_EQ(c.find({"a", "z"})->as_number(), 0.5);
+  EXPECT_EQ(c.find({"a", "b", "up"})->as_number(), 0.5);
+  EXPECT_EQ(c.find({"a", "b", "lit"})->as_string(), "${lr}");
+  EXPECT_EQ(c.find({"copy", "up"})->as_number(), 0.5);  // a whole table, resolved
+  // A value that refers to a table holding it is a cycle.
+  EXPECT_THAT(tlab::test::error_of<ConfigError>([&] { resolved("[a]\nb = \"${a}\"\n", *this); }),
+              HasSubstr("interpolation cycle: a -> a.b -> a"));
+}
+
+TEST_F(Compose, InterpolationSeesGroupOptionsAndOverrides) {
+  auto c = tlab::cfg::resolve(run("defaults = [{ model = \"large\" }, { db = \"mysql\" }, { auth = "
+                                  "\"password\" }]\n",
+                                  {"model.layers=3"})
+                                  .jobs[0]
+                                  .config);
+  EXPECT_EQ(c.find({"model", "name"})->as_string(), "large-3");
+  EXPECT_EQ(c.find({"auth", "user"})->as_string(), "root");
+}
+
+TEST_F(Compose, EnvironmentInterpolation) {
+  setenv("TLAB_TEST_LR", "0.25", 1);
+  setenv("TLAB_TEST_NAME", "abc", 1);
+  unsetenv("TLAB_TEST_UNSET");
+  auto c = resolved(
+      "a = \"${env:TLAB_TEST_LR}\"\nb = \"${env:TLAB_TEST_NAME}\"\nc = "
+      "\"${env:TLAB_TEST_UNSET,7}\"\n"
+      "d = \"x-${env:TLAB_TEST_UNSET, def}\"\n",
+      *this);
+  EXPECT_EQ(c.get("a")->as_number(), 0.25);
+  EXPECT_EQ(c.get("b")->as_string(), "abc");
+  EXPECT_EQ(c.get("c")->as_int(), 7);
+  EXPECT_EQ(c.get("d")->as_string(), "x-def");
+  auto msg = tlab::test::error_of<ConfigError>(
+      [&] { resolved("\n\nx = \"${env:TLAB_TEST_UNSET}\"\n", *this); });
+  EXPECT_THAT(msg, StartsWith(at(3, 5)));
+  EXPECT_THAT(msg, HasSubstr("environment variable TLAB_TEST_UNSET is not set"));
+}
+
+TEST_F(Compose, InterpolationErrorsAreLocated) {
+  auto err = [&](const std::string& text) {
+    return tlab::test::error_of<ConfigError>([&] { resolved(text, *this); });
+  };
+  EXPECT_THAT(err("[train]\nlr = 1\n[x]\ny = \"${train.lrr}\"\n"),
+              AllOf(StartsWith(at(4, 5)),
+                    HasSubstr("interpolation '${train.lrr}' refers to 'train.lrr', which does "
+                              "not exist; did you mean 'train.lr'?")));
+  auto cycle = err("a = \"${b}\"\nb = \"${c}\"\nc = \"${a}\"\n");
+  EXPECT_THAT(cycle, HasSubstr("interpolation cycle: a -> b -> c -> a"));
+  EXPECT_THAT(cycle, StartsWith(at(1, 5)));
+  EXPECT_THAT(err("a = \"${a}\"\n"), HasSubstr("interpolation cycle: a -> a"));
+  EXPECT_THAT(err("a = \"${b\"\n"), HasSubstr("has no closing '}'"));
+  EXPECT_THAT(err("a = \"${x.${y}}\"\n"), HasSubstr("nested interpolations are not supported"));
+  EXPECT_THAT(err("a = \"${oc.select:x}\"\n"), HasSubstr("unknown resolver 'oc.select'"));
+  EXPECT_THAT(err("a = \"${...x}\"\n"), HasSubstr("above the top of the config"));
+  EXPECT_THAT(err("[t]\na = [1]\nb = \"n${t.a}\"\n"),
+              HasSubstr("inside a string refers to a list"));
+}
+
+// --- Sweeps -----------------------------------------------------------------------------------
+
+std::vector<std::string> runs_of(const Composition& c) {
+  std::vector<std::string> out;
+  for (const auto& j : c.jobs) out.push_back(tlab::join(j.overrides, " "));
+  return out;
+}
+
+TEST_F(Compose, SweepTableIsAProductInFileOrderLastFastest) {
+  auto c = run("seed = 0\nlr = 0.1\n[sweep]\nseed = [1, 2]\nlr = [0.1, 0.01, 0.001]\n");
+  EXPECT_EQ(runs_of(c),
+            (std::vector<std::string>{"seed=1 lr=0.1", "seed=1 lr=0.01", "seed=1 lr=0.001",
+                                      "seed=2 lr=0.1", "seed=2 lr=0.01", "seed=2 lr=0.001"}));
+  EXPECT_EQ(c.jobs[4].config.get("lr")->as_number(), 0.01);
+  EXPECT_FALSE(c.jobs[0].config.get("sweep"));
+  EXPECT_TRUE(c.config.get("sweep"));  // `tlab config` shows the sweep table
+}
+
+TEST_F(Compose, SweepTableStringsAreSweepExpressions) {
+  auto c = run("seed = 0\n[t]\nx = 0\n[sweep]\nseed = \"range(1, 4)\"\n[sweep.t]\nx = [5]\n");
+  EXPECT_EQ(runs_of(c), (std::vector<std::string>{"seed=1 t.x=5", "seed=2 t.x=5", "seed=3 t.x=5"}));
+  EXPECT_THAT(error("seed = 0\n[sweep]\nseed = \"3\"\n"), HasSubstr("is a single value"));
+  EXPECT_THAT(error("seed = 0\n[sweep]\nseed = 3\n"),
+              HasSubstr("sweep 'seed' must be a list of values"));
+  EXPECT_THAT(error("seed = 0\n[sweep]\nseed = []\n"), HasSubstr("sweep 'seed' has no values"));
+}
+
+TEST_F(Compose, CommandLineSweepsNeedMultirunAndComeAfterTheTable) {
+  const std::string base = "seed = 0\nlr = 0.1\n[sweep]\nseed = [1, 2]\n";
+  EXPECT_THAT(error(base, {"lr=0.1,0.2"}), HasSubstr("add -m"));
+  auto c = run(base, {"lr=0.1,0.2"}, true);
+  EXPECT_EQ(runs_of(c), (std::vector<std::string>{"seed=1 lr=0.1", "seed=1 lr=0.2", "seed=2 lr=0.1",
+                                                  "seed=2 lr=0.2"}));
+  // A command-line value or sweep of a swept key replaces that dimension.
+  EXPECT_EQ(runs_of(run(base, {"seed=7"})), (std::vector<std::string>{"seed=7"}));
+  EXPECT_EQ(runs_of(run(base, {"seed=range(3,5)"}, true)),
+            (std::vector<std::string>{"seed=3", "seed=4"}));
+  EXPECT_EQ(run(base, {"sweep.seed=[4,5,6]"}).jobs.size(), 3u);
+  EXPECT_EQ(run(base, {"~sweep"}).jobs.size(), 1u);
+}
+
+TEST_F(Compose, ZippedDimensionsVaryTogether) {
+  const std::string base =
+      "seed = 0\nlr = 0.1\nbs = 1\n[sweep]\nseed = [1, 2]\n[[sweep.zip]]\nlr = [0.1, 0.01]\n"
+      "bs = [32, 64]\n";
+  EXPECT_EQ(runs_of(run(base)),
+            (std::vector<std::string>{"seed=1 lr=0.1 bs=32", "seed=1 lr=0.01 bs=64",
+                                      "seed=2 lr=0.1 bs=32", "seed=2 lr=0.01 bs=64"}));
+  auto cli = run("seed = 0\nlr = 0.1\nbs = 1\n",
+                 {"seed=1,2", "lr=zip(0.1,0.01,0.001)", "bs=zip(range(1,4))"}, true);
+  ASSERT_EQ(cli.jobs.size(), 6u);
+  EXPECT_EQ(runs_of(cli)[2], "seed=1 lr=0.001 bs=3");
+  EXPECT_EQ(runs_of(cli)[3], "seed=2 lr=0.1 bs=1");
+  EXPECT_THAT(error("lr = 0.1\nbs = 1\n[[sweep.zip]]\nlr = [0.1, 0.01]\nbs = [1, 2, 3]\n"),
+              HasSubstr("zipped sweeps must have the same length: 'bs' has 3 values but 'lr' (" +
+                        at(4, 6).substr(0, at(4, 6).size() - 2) + ") has 2"));
+}
+
+TEST_F(Compose, GroupSweepsRecompose) {
+  const std::string base =
+      "defaults = [{ db = \"mysql\" }]\n[sweep]\ndb = [\"mysql\", \"sqlite\"]\n";
+  auto c = run(base);
+  ASSERT_EQ(c.jobs.size(), 2u);
+  EXPECT_EQ(c.jobs[1].config.find({"db", "driver"})->as_string(), "sqlite");
+  EXPECT_FALSE(c.jobs[1].config.find({"db", "port"}));  // not merged over mysql
+  auto g = run("defaults = [{ db = \"mysql\" }]\n", {"db=glob(*sql*)"}, true);
+  EXPECT_EQ(runs_of(g), (std::vector<std::string>{"db=mysql", "db=sqlite"}));
+  auto ex =
+      run("defaults = [{ db = \"mysql\" }]\n", {"db=glob(*,exclude=p*)", "db.driver=x"}, true);
+  EXPECT_EQ(runs_of(ex),
+            (std::vector<std::string>{"db=mysql db.driver=x", "db=sqlite db.driver=x"}));
+  EXPECT_EQ(ex.jobs[1].config.find({"db", "driver"})->as_string(), "x");
+  EXPECT_THAT(error("x = 1\n", {"x=glob(*)"}, true),
+              HasSubstr("glob() chooses config group options, and 'x' is not a config group"));
+  EXPECT_THAT(error("defaults = [{ db = \"mysql\" }]\n", {"db=glob(zz*)"}, true),
+              HasSubstr("glob matches no option of config group 'db'"));
+}
+
+TEST_F(Compose, RunawaySweepsAreRefusedBeforeExpansion) {
+  std::string values;
+  for (int i = 0; i < 100; ++i) values += (i ? ", " : "") + std::to_string(i);
+  std::string big = "a = 0\nb = 0\nc = 0\n[sweep]\n";
+  for (const char* k : {"a", "b", "c"}) big += std::string(k) + " = [" + values + "]\n";
+  EXPECT_THAT(error(big), HasSubstr("the sweep has 1000000 combinations, more than the limit"));
+}
+
+}  // namespace
