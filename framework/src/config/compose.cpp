@@ -222,11 +222,16 @@ struct Entry {
 
 class Composer {
  public:
-  Composer(const SearchPath& search, std::map<std::string, std::vector<std::string>> groups)
-      : search_(search), groups_(std::move(groups)) {}
+  explicit Composer(const SearchPath& search) : search_(search) {}
 
-  bool is_group(const std::string& g) const { return groups_.count(g) > 0; }
-  const std::vector<std::string>& options(const std::string& g) const { return groups_.at(g); }
+  // Groups are looked up by name, never by scanning the roots: an experiment may sit in a
+  // folder with a large tree below it.
+  bool is_group(const std::string& g) { return !options(g).empty(); }
+  const std::vector<std::string>& options(const std::string& g) {
+    auto it = options_.find(g);
+    if (it == options_.end()) it = options_.emplace(g, search_.options(g)).first;
+    return it->second;
+  }
 
   /// Composes the primary config (text or file) with `choices` applied to its defaults.
   Node compose(const std::string& file, const std::optional<std::string>& text,
@@ -321,7 +326,7 @@ class Composer {
       if (entry.package == "_global_") entry.package = "";
       if (!is_group(entry.group)) {
         std::vector<std::string> names;
-        for (const auto& [g, opts] : groups_) names.push_back(g);
+        for (const auto& [g, opts] : search_.groups()) names.push_back(g);
         std::string hint = did_you_mean(nearest(entry.group, names));
         fail(e.origin,
              fmt::format("defaults entry '{}': there is no config group '{}' (a folder of .toml "
@@ -447,7 +452,7 @@ class Composer {
   }
 
   const SearchPath& search_;
-  std::map<std::string, std::vector<std::string>> groups_;
+  std::map<std::string, std::vector<std::string>> options_;
   std::map<std::string, Node> cache_;
   std::vector<GroupChoice>* choices_ = nullptr;
   std::vector<std::pair<std::string, std::string>>* chosen_ = nullptr;
@@ -500,8 +505,10 @@ SearchPath SearchPath::for_experiment(const fs::path& experiment,
     std::string key = fs::weakly_canonical(p, ec).string();
     if (seen.insert(key).second) s.roots.push_back(p);
   };
-  fs::path dir = experiment.parent_path();
-  add(dir.empty() ? fs::path(".") : dir);
+  if (!experiment.empty()) {
+    fs::path dir = experiment.parent_path();
+    add(dir.empty() ? fs::path(".") : dir);
+  }
   for (const auto& d : config_dirs) add(d);
   add("experiments");
   return s;
@@ -513,8 +520,9 @@ std::map<std::string, std::vector<std::string>> SearchPath::groups() const {
     std::error_code ec;
     fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec);
     for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-      if (it.depth() > 4) it.disable_recursion_pending();
       const auto& p = it->path();
+      if (it.depth() >= 3 || p.filename().string().rfind('.', 0) == 0)
+        it.disable_recursion_pending();
       if (p.extension() != ".toml" || !it->is_regular_file(ec)) continue;
       fs::path rel = p.parent_path().lexically_relative(root);
       if (rel.empty() || rel == ".") continue;  // files at a root are experiments, not options
@@ -528,6 +536,21 @@ std::map<std::string, std::vector<std::string>> SearchPath::groups() const {
   std::map<std::string, std::vector<std::string>> out;
   for (auto& [g, opts] : found) out[g] = {opts.begin(), opts.end()};
   return out;
+}
+
+std::vector<std::string> SearchPath::options(const std::string& group) const {
+  std::set<std::string> found;
+  if (group.empty() || group.find("..") != std::string::npos || group[0] == '/' ||
+      !std::all_of(group.begin(), group.end(), [](char c) { return is_key_char(c) || c == '/'; }))
+    return {};
+  for (const auto& root : roots) {
+    std::error_code ec;
+    fs::directory_iterator it(root / group, ec);
+    for (; !ec && it != fs::directory_iterator(); it.increment(ec))
+      if (it->path().extension() == ".toml" && it->is_regular_file(ec))
+        found.insert(it->path().stem().string());
+  }
+  return {found.begin(), found.end()};
 }
 
 std::optional<fs::path> SearchPath::find(const std::string& group,
@@ -567,7 +590,7 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
     if (!fs::is_directory(d, ec))
       throw ConfigError(fmt::format("--config-dir '{}' is not a folder", d.string()));
   }
-  Composer composer(result.search, result.search.groups());
+  Composer composer(result.search);
   const std::string file = experiment.string();
 
   // Parse and sort the overrides: group choices, value assignments, and sweeps of either.

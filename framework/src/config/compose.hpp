@@ -21,14 +21,17 @@ namespace tlab::cfg {
 struct SearchPath {
   std::vector<std::filesystem::path> roots;
 
-  /// The experiment's folder, then each --config-dir, then ./experiments (existing folders
-  /// only, each once).
+  /// The experiment's folder (when `experiment` is not empty), then each --config-dir, then
+  /// ./experiments (existing folders only, each once).
   static SearchPath for_experiment(const std::filesystem::path& experiment,
                                    const std::vector<std::filesystem::path>& config_dirs);
 
   /// Config groups and their options: a group is a folder (path relative to a root, e.g.
-  /// "backbone" or "dataset/digits") holding .toml files; an option is a file's stem.
+  /// "backbone" or "dataset/digits", at most 3 levels deep, hidden folders skipped) holding
+  /// .toml files; an option is a file's stem. Scans the roots: for listings and hints only.
   std::map<std::string, std::vector<std::string>> groups() const;
+  /// The options of `group` (sorted, from every root); empty when it is not a group.
+  std::vector<std::string> options(const std::string& group) const;
   /// The file of `group`/`option` in the first root that has it.
   std::optional<std::filesystem::path> find(const std::string& group,
                                             const std::string& option) const;
