@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <fstream>
 
 #include "config/compose.hpp"
 #include "test_helpers.hpp"
@@ -403,6 +404,66 @@ TEST_F(Compose, RunawaySweepsAreRefusedBeforeExpansion) {
   std::string big = "a = 0\nb = 0\nc = 0\n[sweep]\n";
   for (const char* k : {"a", "b", "c"}) big += std::string(k) + " = [" + values + "]\n";
   EXPECT_THAT(error(big), HasSubstr("the sweep has 1000000 combinations, more than the limit"));
+}
+
+}  // namespace
+
+namespace {
+
+// --- Hostile input: always a located ConfigError, never a crash or a hang ----------------------
+
+TEST_F(Compose, HostileFilesFailWithLocatedErrors) {
+  EXPECT_EQ(json(""), "{}");  // an empty experiment is an empty config (validation names what
+                              // is missing)
+  std::string binary("\x00\xff\xfe\x01garbage\x80\x81", 13);
+  EXPECT_THAT(error(binary), StartsWith((dir_ / "exp.toml").string() + ":1:"));
+  EXPECT_THAT(error("a = 1\nname = \"\xc3\x28\"\n"),
+              AllOf(StartsWith(at(2, 9)), HasSubstr("not valid UTF-8")));
+  std::string deep = "x = " + std::string(5000, '[') + std::string(5000, ']') + "\n";
+  EXPECT_THAT(error(deep), StartsWith((dir_ / "exp.toml").string() + ":1:"));
+  std::string nested = "x = " + std::string(70, '[') + std::string(70, ']') + "\n";
+  EXPECT_THAT(error(nested), HasSubstr("nested more than 64 levels deep"));
+  EXPECT_THAT(error("a = 1\nb = 2\na = 3\n"), StartsWith(at(3, 5)));  // duplicated key
+  EXPECT_THAT(error("[t]\nx = 1\n[t]\ny = 2\n"), StartsWith(at(3, 1)));
+  EXPECT_THAT(error("when = 1979-05-27\n"), HasSubstr("dates and times are not config values"));
+  // 50 MB: refused from its size, before it is read.
+  {
+    std::ofstream big(dir_ / "big.toml", std::ios::binary);
+    std::string line = "# " + std::string(1021, 'x') + "\n";
+    for (int i = 0; i < 50 * 1024; ++i) big << line;
+  }
+  auto msg = tlab::test::error_of<ConfigError>(
+      [&] { tlab::cfg::compose(dir_ / "big.toml", {}, tlab::cfg::ComposeOptions{}); });
+  EXPECT_THAT(msg, AllOf(StartsWith((dir_ / "big.toml").string() + ": "),
+                         HasSubstr("the file is 52428800 bytes, more than the 8 MiB allowed")));
+  EXPECT_THAT(tlab::test::error_of<ConfigError>([&] {
+                tlab::cfg::compose(dir_ / "missing.toml", {}, tlab::cfg::ComposeOptions{});
+              }),
+              HasSubstr("missing.toml: config file does not exist"));
+  EXPECT_THAT(tlab::test::error_of<ConfigError>(
+                  [&] { tlab::cfg::compose(dir_, {}, tlab::cfg::ComposeOptions{}); }),
+              HasSubstr("is a folder, expected a TOML config file"));
+}
+
+TEST_F(Compose, ConfigDirsMustExist) {
+  tlab::cfg::ComposeOptions o;
+  o.config_dirs = {dir_ / "nope"};
+  EXPECT_THAT(tlab::test::error_of<ConfigError>([&] { tlab::cfg::compose(exp("a = 1\n"), {}, o); }),
+              HasSubstr("--config-dir '" + (dir_ / "nope").string() + "' is not a folder"));
+}
+
+TEST_F(Compose, OutputFormatsKeepOrderAndShortestNumbers) {
+  auto c =
+      run("b = 0.1\na = \"x\\\"y\"\n[t]\nlist = [1, 2]\n[[arr]]\nk = true\n[[arr]]\nk = false\n");
+  EXPECT_EQ(tlab::cfg::format_tree(c.config, "toml"),
+            "b = 0.1\na = \"x\\\"y\"\n\n[t]\nlist = [1, 2]\n\n[[arr]]\nk = true\n\n[[arr]]\n"
+            "k = false\n");
+  EXPECT_EQ(
+      tlab::cfg::format_tree(c.config, "yaml"),
+      "b: 0.1\na: \"x\\\"y\"\nt:\n  list:\n    - 1\n    - 2\narr:\n  - k: true\n  - k: false\n");
+  // What is printed parses back to the same config.
+  auto again = tlab::cfg::parse_text(tlab::cfg::format_tree(c.config, "toml"), "again.toml");
+  EXPECT_EQ(again, c.config);
 }
 
 }  // namespace
