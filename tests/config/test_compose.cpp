@@ -467,3 +467,23 @@ TEST_F(Compose, OutputFormatsKeepOrderAndShortestNumbers) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(Compose, InterpolationThatDoublesAtEachStepIsStopped) {
+  std::string text;
+  for (int i = 0; i < 40; ++i)
+    text += "k" + std::to_string(i) + " = \"${k" + std::to_string(i + 1) + "}${k" +
+            std::to_string(i + 1) + "}\"\n";
+  text += "k40 = \"laugh\"\n";
+  auto msg = tlab::test::error_of<ConfigError>([&] { resolved(text, *this); });
+  EXPECT_THAT(msg, HasSubstr("interpolations produce more than 64 MiB of values"));
+  std::string tables = "[t0]\nv = 1\n";
+  for (int i = 1; i < 40; ++i)
+    tables += "[t" + std::to_string(i) + "]\na = \"${t" + std::to_string(i - 1) + "}\"\nb = \"${t" +
+              std::to_string(i - 1) + "}\"\n";
+  EXPECT_THAT(tlab::test::error_of<ConfigError>([&] { resolved(tables, *this); }),
+              HasSubstr("interpolations produce more than 64 MiB of values"));
+}
+
+}  // namespace
