@@ -181,32 +181,6 @@ Node plugin_node(const PluginSpec& p) {
   return t;
 }
 
-nlohmann::json to_json(const Node& n) {
-  switch (n.type()) {
-    case Node::Type::Table: {
-      nlohmann::json j = nlohmann::json::object();
-      for (std::size_t i = 0; i < n.size(); ++i) j[n.keys()[i]] = to_json(n.value_at(i));
-      return j;
-    }
-    case Node::Type::List: {
-      nlohmann::json j = nlohmann::json::array();
-      for (const auto& e : n.items()) j.push_back(to_json(e));
-      return j;
-    }
-    case Node::Type::String:
-      return n.as_string();
-    case Node::Type::Int:
-      return n.as_int();
-    case Node::Type::Float:
-      return n.as_number();
-    case Node::Type::Bool:
-      return n.as_bool();
-    case Node::Type::Null:
-      return nullptr;
-  }
-  return nullptr;
-}
-
 std::string list_text(const Node& n) {
   std::vector<std::string> items;
   for (const auto& e : n.items())
@@ -509,8 +483,9 @@ std::vector<RunSpec> load_experiment(const fs::path& path,
     try {
       Node resolved = cfg::resolve(job.config);
       RunSpec r = validate(resolved, c, path.string(), default_name);
-      nlohmann::json swept = nlohmann::json::object();
-      for (const auto& [k, v] : job.swept) swept[k] = to_json(v);
+      // Swept values in sweep order, e.g. {"strategy":"scratch","seed":1}.
+      nlohmann::ordered_json swept = nlohmann::ordered_json::object();
+      for (const auto& [k, v] : job.swept) swept[k] = cfg::to_json(v);
       r.overrides_json = swept.dump();
       r.overrides = job.overrides;
       runs.push_back(std::move(r));

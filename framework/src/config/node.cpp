@@ -393,32 +393,6 @@ Node convert(const toml::node& n, const std::string& file, const Chain& chain, s
   }
 }
 
-nlohmann::ordered_json to_json(const Node& n) {
-  switch (n.type()) {
-    case Node::Type::Null:
-      return nullptr;
-    case Node::Type::Bool:
-      return n.as_bool();
-    case Node::Type::Int:
-      return n.as_int();
-    case Node::Type::Float:
-      return n.as_number();
-    case Node::Type::String:
-      return n.as_string();
-    case Node::Type::List: {
-      auto j = nlohmann::ordered_json::array();
-      for (const auto& e : n.items()) j.push_back(to_json(e));
-      return j;
-    }
-    case Node::Type::Table: {
-      auto j = nlohmann::ordered_json::object();
-      for (std::size_t i = 0; i < n.size(); ++i) j[n.keys()[i]] = to_json(n.value_at(i));
-      return j;
-    }
-  }
-  return nullptr;
-}
-
 // Position (line, column) of the first byte that is not valid UTF-8, or {0, 0}.
 std::pair<uint32_t, uint32_t> invalid_utf8(std::string_view s) {
   uint32_t line = 1, col = 1;
@@ -625,6 +599,32 @@ void yaml_node(const Node& n, int indent, std::string& out) {
 }
 
 }  // namespace
+
+nlohmann::ordered_json to_json(const Node& n) {
+  switch (n.type()) {
+    case Node::Type::Null:
+      return nullptr;
+    case Node::Type::Bool:
+      return n.as_bool();
+    case Node::Type::Int:
+      return n.as_int();
+    case Node::Type::Float:
+      return n.as_number();
+    case Node::Type::String:
+      return n.as_string();
+    case Node::Type::List: {
+      auto j = nlohmann::ordered_json::array();
+      for (const auto& e : n.items()) j.push_back(to_json(e));
+      return j;
+    }
+    case Node::Type::Table: {
+      auto j = nlohmann::ordered_json::object();
+      for (std::size_t i = 0; i < n.size(); ++i) j[n.keys()[i]] = to_json(n.value_at(i));
+      return j;
+    }
+  }
+  return nullptr;
+}
 
 std::string format_tree(const Node& table, const std::string& format) {
   if (format == "json") return to_json(table).dump(2) + "\n";

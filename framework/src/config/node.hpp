@@ -14,6 +14,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace tlab {
 
 /// A malformed, unknown, mistyped or out-of-range setting. The message starts with the
@@ -138,6 +140,9 @@ std::vector<std::string> all_paths(const Node& root);
 
 /// Merges `src` into `dst`: tables merge key by key, recursively; anything else replaces.
 void merge(Node& dst, Node src);
+
+/// The value as JSON, tables in key order (Null and NaN become null).
+nlohmann::ordered_json to_json(const Node& value);
 
 /// Text of a table as TOML, YAML or JSON (format: "toml", "yaml", "json"). Null entries are
 /// dropped.
