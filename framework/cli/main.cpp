@@ -15,6 +15,7 @@
 #include "config/experiment.hpp"
 #include "plugins/loader.hpp"
 #include "report/report.hpp"
+#include "results_cli.hpp"
 #include "run/runner.hpp"
 #include "store/store.hpp"
 #include "util.hpp"
@@ -141,10 +142,7 @@ int cmd_plugins_show(PluginLoader& loader, const std::string& name) {
   return 0;
 }
 
-/// Thrown for problems the user must fix before anything runs (exit code 2).
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+using cli::UsageError;
 
 Store open_store(const std::string& db, bool create) {
   try {
@@ -212,18 +210,11 @@ int main(int argc, char** argv) {
 
   auto* results = app.add_subcommand("results", "Query the results database");
   results->require_subcommand(1);
-  auto* list = results->add_subcommand("list", "One row per run");
-  std::string format = "table";
-  list->add_option("--db", db, "Results database")->capture_default_str();
-  list->add_option("--format", format, "table, json or csv")
-      ->check(CLI::IsMember({"table", "json", "csv"}))
-      ->capture_default_str();
-  auto* compare =
-      results->add_subcommand("compare", "Mean ± s.e. over seeds, grouped by configuration");
-  std::vector<std::string> by, metrics = {"target/test/acc"};
-  compare->add_option("--db", db, "Results database")->capture_default_str();
-  compare->add_option("--by", by, "Group by these params (default: those that vary, but seed)");
-  compare->add_option("--metric", metrics, "Summaries to show")->capture_default_str();
+  std::vector<cli::Command> result_commands;
+  cli::add_results_query(*results, result_commands);
+  cli::add_results_compare(*results, result_commands);
+  cli::add_results_plot(*results, result_commands);
+  cli::add_results_merge(*results, result_commands);
 
   try {
     app.parse(argc, argv);
@@ -240,38 +231,9 @@ int main(int argc, char** argv) {
       return *show ? cmd_plugins_show(loader, show_name) : cmd_plugins_list(loader);
     }
     if (*results) {
-      if (!fs::exists(db)) {
-        std::cerr << fmt::format(
-            "error: no results database at '{}'; run an experiment first "
-            "(tlab run experiments/quickstart.toml) or pass --db PATH\n",
-            db);
-        return kUsageError;
-      }
-      auto rows = open_store(db, false).list_runs();
-      if (*list)
-        std::cout << format_runs(rows, parse_format(format));
-      else {
-        // A misspelt key or metric would silently make one empty group: refuse it.
-        std::set<std::string> keys, names;
-        for (const auto& r : rows) {
-          for (const auto& p : r.params) keys.insert(p.key);
-          for (const auto& m : r.summaries) names.insert(m.first);
-        }
-        auto check = [&](const std::vector<std::string>& wanted, const std::set<std::string>& have,
-                         const char* what) {
-          for (const auto& w : wanted)
-            if (!rows.empty() && !have.count(w)) {
-              std::vector<std::string> all(have.begin(), have.end());
-              std::string hint = did_you_mean(nearest(w, all));
-              throw UsageError(fmt::format("no {} '{}' in '{}'{}{}", what, w, db,
-                                           hint.empty() ? "" : "; ", hint));
-            }
-        };
-        check(by, keys, "param");
-        check(metrics, names, "summary metric");
-        std::cout << format_comparison(rows, by, metrics);
-      }
-      return 0;
+      for (const auto& c : result_commands)
+        if (c.app->parsed()) return c.run();
+      return kUsageError;
     }
     LoadOptions load_options;
     load_options.config_dirs.assign(config_dirs.begin(), config_dirs.end());

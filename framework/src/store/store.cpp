@@ -98,6 +98,20 @@ CREATE VIEW run_summaries AS
          s.value AS value
   FROM runs AS r JOIN summaries AS s ON s.run_id = r.id;
 )sql",
+    // 1 -> 2: the executor (queued runs, run keys, how a child ended) and merging databases.
+    R"sql(
+ALTER TABLE runs ADD COLUMN uuid TEXT;
+UPDATE runs SET uuid = lower(hex(randomblob(16))) WHERE uuid IS NULL;
+CREATE UNIQUE INDEX runs_uuid ON runs (uuid);
+ALTER TABLE runs ADD COLUMN run_key TEXT;
+CREATE INDEX runs_run_key ON runs (run_key, status);
+ALTER TABLE runs ADD COLUMN sweep TEXT;
+ALTER TABLE runs ADD COLUMN override_args TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE runs ADD COLUMN gpu TEXT;
+ALTER TABLE runs ADD COLUMN exit_code INTEGER;
+ALTER TABLE runs ADD COLUMN signal INTEGER;
+ALTER TABLE runs ADD COLUMN stderr_tail TEXT;
+)sql",
 };
 static_assert(std::size(kMigrations) == Store::kSchemaVersion, "one migration per schema version");
 
@@ -132,6 +146,20 @@ struct StatementFinalizer {
 };
 using DbHandle = std::unique_ptr<sqlite3, DbCloser>;
 using StatementHandle = std::unique_ptr<sqlite3_stmt, StatementFinalizer>;
+
+/// 128 random bits as 32 lowercase hex digits: a run id that stays unique across databases.
+std::string new_uuid() {
+  // Reseeded in a forked child, which would otherwise repeat its parent's numbers.
+  static thread_local std::mt19937_64 rng;
+  static thread_local pid_t seeded_for = 0;
+  if (seeded_for != getpid()) {
+    std::random_device device;
+    std::seed_seq seq{device(), device(), device(), device(), static_cast<unsigned>(getpid())};
+    rng.seed(seq);
+    seeded_for = getpid();
+  }
+  return fmt::format("{:016x}{:016x}", rng(), rng());
+}
 
 /// Now as ISO-8601 UTC with milliseconds: "2026-11-23T12:00:00.123Z".
 std::string utc_now() {
@@ -563,15 +591,26 @@ int64_t Store::create_run(const NewRun& run) {
         fmt::format("overrides of run '{}' are not a JSON object: '{}'", run.name, overrides));
   }
 
+  if (run.status != "running" && run.status != "queued") {
+    throw StoreError(
+        fmt::format("a new run's status is '{}'; expected 'running' or 'queued'", run.status));
+  }
+  const std::string uuid = run.uuid.empty() ? new_uuid() : run.uuid;
+
   int64_t id = 0;
   db_->transaction(TxMode::kWrite, fmt::format("recording the new run '{}'", run.name), [&] {
     const std::string now = utc_now();
     Query insert(*db_,
                  "INSERT INTO runs (experiment, name, status, created_at, started_at, "
                  "heartbeat_at, host, pid, device, seed, git_commit, git_dirty, config_toml, "
-                 "config_hash, overrides, run_dir, tlab_version) "
-                 "VALUES (?1, ?2, 'running', ?3, ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
-                 "?13, ?14)");
+                 "config_hash, overrides, run_dir, tlab_version, uuid, run_key, sweep, "
+                 "override_args, gpu) "
+                 "VALUES (?1, ?2, ?15, ?3, CASE WHEN ?15 = 'running' THEN ?3 END, ?3, ?4, ?5, ?6, "
+                 "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?16, ?17, ?18, ?19, ?20)");
+    insert.bind_text(15, run.status).bind_text(16, uuid).bind_text_or_null(17, run.run_key);
+    insert.bind_text_or_null(18, run.sweep);
+    insert.bind_text(19, nlohmann::json(run.override_args).dump());
+    insert.bind_text_or_null(20, run.gpu);
     insert.bind_text(1, run.experiment).bind_text(2, run.name).bind_text(3, now);
     insert.bind_text_or_null(4, run.host);
     if (run.pid != 0) insert.bind_int(5, run.pid);
@@ -683,6 +722,138 @@ void Store::finish_run(int64_t run, const std::string& status, const std::string
   }
 }
 
+bool Store::finish_open_run(int64_t run, const std::string& status, const std::string& reason) {
+  assert(db_ && "Store used after being moved from");
+  if (std::find(std::begin(kTerminalStatuses), std::end(kTerminalStatuses), status) ==
+      std::end(kTerminalStatuses)) {
+    throw StoreError(fmt::format("'{}' is not a terminal run status", status));
+  }
+  int64_t changed = 0;
+  db_->transaction(TxMode::kWrite, fmt::format("recording status '{}' of run {}", status, run),
+                   [&] {
+                     Query update(*db_,
+                                  "UPDATE runs SET status = ?, reason = ?, ended_at = ? "
+                                  "WHERE id = ? AND status IN ('queued', 'running')");
+                     update.bind_text(1, status).bind_text_or_null(2, reason);
+                     update.bind_text(3, utc_now()).bind_int(4, run).run();
+                     changed = db_->changes();
+                   });
+  return changed > 0;
+}
+
+bool Store::start_run(int64_t run, int64_t pid, const std::string& device) {
+  assert(db_ && "Store used after being moved from");
+  int64_t changed = 0;
+  db_->transaction(TxMode::kWrite, fmt::format("starting run {}", run), [&] {
+    const std::string now = utc_now();
+    Query update(*db_,
+                 "UPDATE runs SET status = 'running', started_at = ?1, heartbeat_at = ?1, "
+                 "pid = ?2, device = ?3 WHERE id = ?4 AND status = 'queued'");
+    update.bind_text(1, now).bind_int(2, pid).bind_text_or_null(3, device).bind_int(4, run);
+    update.run();
+    changed = db_->changes();
+  });
+  return changed > 0;
+}
+
+void Store::record_exit(int64_t run, int64_t exit_code, int64_t signal,
+                        const std::string& stderr_tail) {
+  assert(db_ && "Store used after being moved from");
+  db_->transaction(TxMode::kWrite, fmt::format("recording how run {} ended", run), [&] {
+    Query update(*db_, "UPDATE runs SET exit_code = ?, signal = ?, stderr_tail = ? WHERE id = ?");
+    if (exit_code >= 0) update.bind_int(1, exit_code);
+    if (signal >= 0) update.bind_int(2, signal);
+    update.bind_text_or_null(3, stderr_tail).bind_int(4, run).run();
+  });
+}
+
+RunRecord Store::run(int64_t id) {
+  assert(db_ && "Store used after being moved from");
+  RunRecord r;
+  bool found = false;
+  db_->transaction(TxMode::kRead, fmt::format("reading run {}", id), [&] {
+    Query q(*db_,
+            "SELECT id, uuid, experiment, name, status, reason, created_at, started_at, ended_at, "
+            "heartbeat_at, host, pid, device, seed, git_commit, git_dirty, config_toml, "
+            "config_hash, overrides, run_dir, tlab_version, run_key, sweep, override_args, gpu, "
+            "exit_code, signal, stderr_tail FROM runs WHERE id = ?");
+    q.bind_int(1, id);
+    found = q.step();
+    if (!found) return;
+    auto int_or = [&](int column) {
+      return q.type_at(column) == SQLITE_NULL ? int64_t{-1} : q.int_at(column);
+    };
+    r.id = q.int_at(0);
+    r.uuid = q.text_at(1);
+    r.experiment = q.text_at(2);
+    r.name = q.text_at(3);
+    r.status = q.text_at(4);
+    r.reason = q.text_at(5);
+    r.created_at = q.text_at(6);
+    r.started_at = q.text_at(7);
+    r.ended_at = q.text_at(8);
+    r.heartbeat_at = q.text_at(9);
+    r.host = q.text_at(10);
+    r.pid = int_or(11);
+    r.device = q.text_at(12);
+    r.seed = int_or(13);
+    r.git_commit = q.text_at(14);
+    r.git_dirty = int_or(15);
+    r.config_toml = q.text_at(16);
+    r.config_hash = q.text_at(17);
+    r.overrides = q.text_at(18);
+    r.run_dir = q.text_at(19);
+    r.tlab_version = q.text_at(20);
+    r.run_key = q.text_at(21);
+    r.sweep = q.text_at(22);
+    const auto args = nlohmann::json::parse(q.text_at(23), nullptr, false);
+    if (args.is_array())
+      for (const auto& a : args)
+        if (a.is_string()) r.override_args.push_back(a.get<std::string>());
+    r.gpu = q.text_at(24);
+    r.exit_code = int_or(25);
+    r.signal = int_or(26);
+    r.stderr_tail = q.text_at(27);
+  });
+  if (!found) {
+    throw StoreError(
+        fmt::format("there is no run {} in '{}'; `tlab results list` shows the runs there are", id,
+                    db_->path().string()));
+  }
+  return r;
+}
+
+int64_t Store::finished_run_with_key(const std::string& run_key) {
+  assert(db_ && "Store used after being moved from");
+  int64_t id = 0;
+  db_->transaction(TxMode::kRead, "looking up a finished run by its key", [&] {
+    Query q(*db_,
+            "SELECT id FROM runs WHERE run_key = ? AND status = 'finished' "
+            "ORDER BY id DESC LIMIT 1");
+    q.bind_text(1, run_key);
+    id = q.step() ? q.int_at(0) : 0;
+  });
+  return id;
+}
+
+std::vector<OpenRun> Store::open_runs(const std::string& host) {
+  assert(db_ && "Store used after being moved from");
+  std::vector<OpenRun> runs;
+  db_->transaction(TxMode::kRead, "listing queued and running runs", [&] {
+    runs.clear();
+    Query q(*db_,
+            "SELECT id, pid, status, (julianday('now') - julianday(COALESCE(heartbeat_at, "
+            "created_at))) * 86400.0 FROM runs WHERE status IN ('queued', 'running') AND host = ? "
+            "ORDER BY id");
+    q.bind_text(1, host);
+    while (q.step()) {
+      runs.push_back({q.int_at(0), q.type_at(1) == SQLITE_NULL ? int64_t{-1} : q.int_at(1),
+                      q.text_at(2), q.real_at(3)});
+    }
+  });
+  return runs;
+}
+
 std::vector<RunSummaryRow> Store::list_runs(const std::vector<int64_t>& ids) {
   assert(db_ && "Store used after being moved from");
   std::vector<RunSummaryRow> rows;
@@ -698,8 +869,8 @@ std::vector<RunSummaryRow> Store::list_runs(const std::vector<int64_t>& ids) {
     }
     for (int64_t id : wanted) {
       Query run(*db_,
-                "SELECT id, name, status, reason, started_at, ended_at, device, seed "
-                "FROM runs WHERE id = ?");
+                "SELECT id, name, status, reason, started_at, ended_at, device, seed, uuid, "
+                "host, run_key, experiment, created_at FROM runs WHERE id = ?");
       run.bind_int(1, id);
       if (!run.step()) {
         missing.push_back(id);
@@ -714,6 +885,11 @@ std::vector<RunSummaryRow> Store::list_runs(const std::vector<int64_t>& ids) {
       row.ended_at = run.text_at(5);
       row.device = run.text_at(6);
       row.seed = run.int_at(7);
+      row.uuid = run.text_at(8);
+      row.host = run.text_at(9);
+      row.run_key = run.text_at(10);
+      row.experiment = run.text_at(11);
+      row.created_at = run.text_at(12);
 
       Query params(*db_, "SELECT key, value, type FROM params WHERE run_id = ? ORDER BY key");
       params.bind_int(1, id);

@@ -67,12 +67,46 @@ struct NewRun {
   std::string run_dir;             ///< The run's folder (checkpoints, logs).
   std::string tlab_version;        ///< Version of tlab that ran it.
   std::vector<ParamEntry> params;  ///< `config_toml` flattened; keys must be unique.
+  std::string status = "running";  ///< "running" (runs now) or "queued" (a child will run it).
+  std::string uuid;                ///< Globally unique id; "" = a new random one.
+  std::string run_key;             ///< Hash of the resolved config and the plugin builds.
+  std::string sweep;               ///< Id of the `tlab run` invocation that queued it.
+  std::vector<std::string> override_args;  ///< Every override of the run, as text.
+  std::string gpu;                         ///< CUDA_VISIBLE_DEVICES given to the run ("" none).
+};
+
+/// Every column of a run (`tlab results show`, the child process that executes a queued run).
+/// Text columns that are NULL read as ""; integers that are NULL read as -1.
+struct RunRecord {
+  int64_t id = 0;
+  std::string uuid, experiment, name, status, reason, created_at, started_at, ended_at,
+      heartbeat_at, host;
+  int64_t pid = -1;
+  std::string device;
+  int64_t seed = 0;
+  std::string git_commit;
+  int64_t git_dirty = -1;
+  std::string config_toml, config_hash, overrides, run_dir, tlab_version, run_key, sweep;
+  std::vector<std::string> override_args;
+  std::string gpu;
+  int64_t exit_code = -1;   ///< Exit status of the child process; -1 unknown or none.
+  int64_t signal = -1;      ///< Signal that ended the child process; -1 none.
+  std::string stderr_tail;  ///< Last lines the child wrote to stderr.
+};
+
+/// A queued or running run, as the supervisor checks it at start.
+struct OpenRun {
+  int64_t id = 0;
+  int64_t pid = -1;
+  std::string status;
+  double heartbeat_age = 0;  ///< Seconds since its last heartbeat (or creation).
 };
 
 /// A run as listed by `Store::list_runs`. Text columns that are NULL read as "".
 struct RunSummaryRow {
   int64_t id;
   std::string name, status, reason, started_at, ended_at, device;
+  std::string uuid, host, run_key, experiment, created_at;
   int64_t seed;
   std::vector<ParamEntry> params;                         ///< Ordered by key.
   std::vector<std::pair<std::string, double>> summaries;  ///< Ordered by name; NaN stays NaN.
@@ -93,7 +127,7 @@ class Connection;
 class Store {
  public:
   /// Schema version this build reads and writes (`PRAGMA user_version`).
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
   /// How long one statement waits for another process's lock before SQLite reports busy.
   static constexpr std::chrono::milliseconds kBusyTimeout{10000};
   /// Write transactions still busy after the busy timeout are retried whole, this many times
@@ -130,6 +164,20 @@ class Store {
   /// Sets the terminal `status` of `run` (finished, failed, crashed, killed, timeout, diverged,
   /// oom or lost), its `reason` ("" for none) and ended_at now.
   void finish_run(int64_t run, const std::string& status, const std::string& reason);
+  /// As finish_run, but only while `run` is still queued or running; returns whether it was.
+  /// The supervisor uses it: a status the child recorded itself is never overwritten.
+  bool finish_open_run(int64_t run, const std::string& status, const std::string& reason);
+  /// A queued run starts: status running, started_at and heartbeat now, `pid` and `device`.
+  /// Returns false (changing nothing) when the run is no longer queued, e.g. cancelled.
+  bool start_run(int64_t run, int64_t pid, const std::string& device);
+  /// How the child process that executed `run` ended (-1 for "not applicable").
+  void record_exit(int64_t run, int64_t exit_code, int64_t signal, const std::string& stderr_tail);
+  /// Every column of `run`; StoreError for an unknown id.
+  RunRecord run(int64_t run);
+  /// The newest finished run whose run key is `run_key`, or 0 when there is none.
+  int64_t finished_run_with_key(const std::string& run_key);
+  /// Runs still queued or running that were started on `host`.
+  std::vector<OpenRun> open_runs(const std::string& host);
 
   /// All runs ordered by id, or the runs `ids` in that order (StoreError for an unknown id).
   std::vector<RunSummaryRow> list_runs(const std::vector<int64_t>& ids = {});

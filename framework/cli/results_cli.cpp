@@ -1,0 +1,26 @@
+#include "results_cli.hpp"
+
+#include <filesystem>
+
+#include <fmt/format.h>
+
+namespace tlab::cli {
+
+Store open_results(const std::string& db) {
+  if (!std::filesystem::exists(db))
+    throw UsageError(
+        fmt::format("no results database at '{}'; run an experiment first "
+                    "(tlab run experiments/quickstart.toml) or pass --db PATH",
+                    db));
+  try {
+    return Store(db, /*create=*/false);
+  } catch (const StoreError& e) {
+    throw UsageError(e.what());
+  }
+}
+
+void add_db_option(CLI::App& cmd, std::string& db) {
+  cmd.add_option("--db", db, "Results database")->capture_default_str();
+}
+
+}  // namespace tlab::cli
