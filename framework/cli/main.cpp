@@ -10,12 +10,14 @@
 #include <fmt/format.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <torch/cuda.h>
 #include <CLI/CLI.hpp>
 
 #include "config/experiment.hpp"
 #include "plugins/loader.hpp"
 #include "report/report.hpp"
 #include "results_cli.hpp"
+#include "run/executor.hpp"
 #include "run/runner.hpp"
 #include "store/store.hpp"
 #include "util.hpp"
@@ -152,6 +154,48 @@ Store open_store(const std::string& db, bool create) {
   }
 }
 
+/// "90", "90s", "1.5m", "2h" -> seconds; UsageError naming the option otherwise.
+double parse_seconds(const std::string& text, const char* option) {
+  char* end = nullptr;
+  double v = std::strtod(text.c_str(), &end);
+  std::string unit = end ? std::string(end) : "";
+  double scale = unit.empty() || unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : -1;
+  if (end == text.c_str() || scale < 0 || !(v > 0) || !std::isfinite(v))
+    throw UsageError(
+        fmt::format("{} '{}' is not a duration; expected a positive number of "
+                    "seconds, or one with a unit: 90s, 30m, 2h",
+                    option, text));
+  return v * scale;
+}
+
+/// The GPUs to hand out: --gpus, else the visible ones when a run may use CUDA.
+std::vector<std::string> gpu_ids(const std::string& text, const std::vector<RunSpec>& specs) {
+  std::vector<std::string> ids;
+  if (!text.empty()) {
+    std::stringstream in(text);
+    for (std::string id; std::getline(in, id, ',');) {
+      if (id.empty() || id.find_first_not_of("0123456789") != std::string::npos)
+        throw UsageError(fmt::format(
+            "--gpus '{}': '{}' is not a GPU index; expected a comma-separated list like 0,1,2",
+            text, id));
+      ids.push_back(id);
+    }
+    return ids;
+  }
+  const bool wants_gpu =
+      std::any_of(specs.begin(), specs.end(), [](const RunSpec& s) { return s.device != "cpu"; });
+  if (!wants_gpu) return ids;
+  const int count = static_cast<int>(torch::cuda::device_count());
+  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES"); visible && *visible) {
+    std::stringstream in(visible);
+    for (std::string id; std::getline(in, id, ',') && static_cast<int>(ids.size()) < count;)
+      ids.push_back(id);
+    return ids;
+  }
+  for (int i = 0; i < count; ++i) ids.push_back(std::to_string(i));
+  return ids;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -187,8 +231,38 @@ int main(int argc, char** argv) {
                   "Extra folder of config groups (repeatable; searched after the experiment's "
                   "folder, before ./experiments)");
   run->add_option("--db", db, "Results database")->capture_default_str();
-  run->add_option("--threads", threads, "LibTorch intra-op threads (0 = LibTorch's default)")
+  run->add_option("--threads", threads,
+                  "LibTorch intra-op threads per run (0 = cores / runs at once)")
       ->check(CLI::Range(0, 1024));
+  SweepOptions sweep;
+  std::string timeout_text, grace_text = "10s";
+  run->add_option("-j,--jobs", sweep.jobs, "Runs at once, each in its own process")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  run->add_option("--timeout", timeout_text,
+                  "Wall-clock limit per run: seconds, or with a unit (90s, 30m, 2h); then the "
+                  "run gets SIGTERM and, after --grace, SIGKILL; status timeout");
+  run->add_option("--grace", grace_text,
+                  "Time a stopped run gets to flush and exit before SIGKILL (Ctrl-C, timeout)")
+      ->capture_default_str();
+  run->add_flag("--rerun", sweep.rerun,
+                "Run again the runs already finished with the same config and plugin builds "
+                "(default: skip them, so an interrupted sweep resumes)");
+  std::string gpus_text;
+  run->add_option("--gpus", gpus_text,
+                  "GPU ids to hand out round-robin as CUDA_VISIBLE_DEVICES, e.g. 0,1,2,3 "
+                  "(default: every visible GPU when a run's device is not cpu)");
+  run->add_option("--runs-per-gpu", sweep.runs_per_gpu, "Runs sharing one GPU at once")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+
+  // The child process of a sweep (not for users): executes one queued run of the database.
+  auto* child = app.add_subcommand("_run", "");
+  child->group("");  // hidden from --help
+  int64_t child_id = 0;
+  child->add_option("--db", db)->required();
+  child->add_option("--id", child_id)->required();
+  child->add_option("--threads", threads);
 
   auto* config = app.add_subcommand(
       "config", "Print an experiment composed with its config groups and overrides");
@@ -227,6 +301,7 @@ int main(int argc, char** argv) {
   try {
     std::vector<fs::path> extra(plugin_paths.begin(), plugin_paths.end());
     PluginLoader loader(PluginLoader::default_search_dirs(extra));
+    if (*child) return run_child(db, child_id, threads, loader);
     if (*plugins) {
       return *show ? cmd_plugins_show(loader, show_name) : cmd_plugins_list(loader);
     }
@@ -271,39 +346,33 @@ int main(int argc, char** argv) {
             specs[i].overrides.empty() ? "(no overrides)" : join(specs[i].overrides, " "));
       return 0;
     }
-    Store store = open_store(db, true);
-    configure_threads(threads);
+    Store store = open_store(db, true);  // created and migrated before any child starts
+    for (const auto& line : mark_lost_runs(store, 3 * heartbeat_interval()))
+      spdlog::warn("[sweep] {}", line);
     install_stop_handlers();
-    RunOptions options;
-    options.results_dir =
+    sweep.db = db;
+    sweep.results_dir =
         fs::path(db).parent_path().empty() ? fs::path(".") : fs::path(db).parent_path();
-    options.threads = threads;
-    options.verbose = verbose || specs.size() == 1;
+    sweep.threads = threads;
+    sweep.verbose = verbose;
+    sweep.plugin_paths = plugin_paths;
+    if (!timeout_text.empty()) sweep.timeout = parse_seconds(timeout_text, "--timeout");
+    sweep.grace = parse_seconds(grace_text, "--grace");
+    sweep.gpus = gpu_ids(gpus_text, specs);
     spdlog::info("[runner] {}: {} run(s), results in '{}'", experiment, specs.size(), db);
-    std::vector<int64_t> ids;
-    std::vector<std::string> failures;
-    for (std::size_t i = 0; i < specs.size(); ++i) {
-      spdlog::info("[runner] run {} of {}: {}", i + 1, specs.size(),
-                   specs[i].overrides.empty() ? "(no overrides)" : join(specs[i].overrides, " "));
-      RunOutcome o = execute_run(specs[i], loader, store, options);
-      ids.push_back(o.id);
-      if (o.status != "finished")
-        failures.push_back(fmt::format("run {} {}: {}", o.id, o.status, o.reason));
-      if (stop_signal()) {
-        std::cerr << fmt::format("\nstopped by signal {}: {} of {} runs not started\n",
-                                 stop_signal(), specs.size() - i - 1, specs.size());
-        break;
-      }
+    SweepResult result = run_sweep(specs, loader, store, sweep);
+    std::cout << "\n" << format_comparison(store.list_runs(result.ids), {}, {"target/test/acc"});
+    const std::size_t ran = result.total - result.skipped;
+    if (!result.failures.empty()) {
+      std::cerr << fmt::format("\n{} of {} runs failed:\n  {}\n", result.failures.size(),
+                               result.total, join(result.failures, "\n  "));
+      return result.stop_signal ? 128 + result.stop_signal : kRunFailed;
     }
-    std::cout << "\n" << format_comparison(store.list_runs(ids), {}, {"target/test/acc"});
-    if (!failures.empty()) {
-      std::cerr << fmt::format("\n{} of {} runs failed:\n  {}\n", failures.size(), specs.size(),
-                               join(failures, "\n  "));
-      return stop_signal() ? 128 + stop_signal() : kRunFailed;
-    }
-    if (stop_signal()) return 128 + stop_signal();  // stopped early, even if every run finished
-    std::cout << fmt::format("\n{} run(s) finished; results in '{}' (tlab results list --db {})\n",
-                             specs.size(), db, db);
+    if (result.stop_signal) return 128 + result.stop_signal;
+    std::cout << fmt::format(
+        "\n{} run(s) finished{}; results in '{}' (tlab results list --db {})\n", ran,
+        result.skipped ? fmt::format(", {} skipped as already finished", result.skipped) : "", db,
+        db);
     return 0;
   } catch (const ConfigError& e) {
     std::cerr << "error: " << e.what() << "\n";

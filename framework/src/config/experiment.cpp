@@ -502,4 +502,11 @@ std::vector<RunSpec> load_experiment(const fs::path& path,
   return runs;
 }
 
+RunSpec load_resolved_run(const std::string& config_toml, const std::string& experiment,
+                          PluginLoader& loader) {
+  Node root = cfg::parse_text(config_toml, experiment + " (resolved config of a queued run)");
+  Checker c{&loader};
+  return validate(root, c, experiment, fs::path(experiment).stem().string());
+}
+
 }  // namespace tlab

@@ -71,4 +71,10 @@ std::vector<RunSpec> load_experiment(const std::filesystem::path& path,
                                      const std::vector<std::string>& overrides,
                                      PluginLoader& loader, const LoadOptions& options = {});
 
+/// Rebuilds the RunSpec of a run from its resolved config (RunSpec::config_toml), as the child
+/// process of a sweep does; `experiment` is the experiment file it came from. Throws
+/// ConfigError (e.g. a plugin rebuilt since with other parameters).
+RunSpec load_resolved_run(const std::string& config_toml, const std::string& experiment,
+                          PluginLoader& loader);
+
 }  // namespace tlab

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -65,9 +66,15 @@ class StoreMetrics : public Metrics {
   StoreMetrics(Store& store, int64_t run) : store_(store), run_(run), start_(Clock::now()) {}
   void log(const std::string& name, double value, int64_t step, int64_t epoch) override {
     double t = std::chrono::duration<double>(Clock::now() - start_).count();
-    buffer_.push_back({name, step, epoch, value, t});
+    add({name, step, epoch, value, t});
+  }
+  void add(const MetricRow& row) {
+    buffer_.push_back(row);
+    if (capture_) capture_->push_back(row);
     if (buffer_.size() >= 4096) flush();
   }
+  /// While set, every row logged is also appended to `rows` (for the pre-training cache).
+  void capture(std::vector<MetricRow>* rows) { capture_ = rows; }
   void summary(const std::string& name, double value) override { summary_[name] = value; }
   void flush() {
     if (!buffer_.empty()) store_.write_metrics(run_, buffer_);
@@ -81,8 +88,35 @@ class StoreMetrics : public Metrics {
   int64_t run_;
   Clock::time_point start_;
   std::vector<MetricRow> buffer_;
+  std::vector<MetricRow>* capture_ = nullptr;
   std::map<std::string, double> summary_;
 };
+
+// Progress lines for the supervisor ("epoch target 3 10"), written to the file descriptor in
+// TLAB_PROGRESS_FD when a sweep runs this process as a child; never blocks training.
+int progress_fd() {
+  static const int fd = [] {
+    const char* v = std::getenv("TLAB_PROGRESS_FD");
+    if (!v || !*v) return -1;
+    int n = std::atoi(v);
+    if (n <= 2 || fcntl(n, F_GETFD) < 0) return -1;
+    fcntl(n, F_SETFL, fcntl(n, F_GETFL) | O_NONBLOCK);
+    return n;
+  }();
+  return fd;
+}
+
+void report_progress(const std::string& domain, int64_t epoch, int64_t epochs) {
+  if (progress_fd() < 0) return;
+  std::string line = fmt::format("epoch {} {} {}\n", domain, epoch, epochs);
+  [[maybe_unused]] auto n = ::write(progress_fd(), line.data(), line.size());
+}
+
+// LibTorch's CPU and CUDA allocators report failure as c10::Error with these words.
+bool is_out_of_memory(const std::string& message) {
+  return message.find("out of memory") != std::string::npos ||
+         message.find("can't allocate memory") != std::string::npos;
+}
 
 // Calls into a plugin; any exception is rethrown naming the plugin and the hook.
 template <class F>
@@ -93,7 +127,15 @@ auto call_plugin(const std::string& kind, const std::string& name, const char* h
     throw;
   } catch (const InterruptedError&) {
     throw;
+  } catch (const OutOfMemoryError&) {
+    throw;
+  } catch (const std::bad_alloc& e) {
+    throw OutOfMemoryError(
+        fmt::format("{} plugin '{}' ran out of memory in {}: {}", kind, name, hook, e.what()));
   } catch (const std::exception& e) {
+    if (is_out_of_memory(e.what()))
+      throw OutOfMemoryError(
+          fmt::format("{} plugin '{}' ran out of memory in {}: {}", kind, name, hook, e.what()));
     throw PluginError(fmt::format("{} plugin '{}' failed in {}: {}", kind, name, hook, e.what()));
   } catch (...) {
     throw PluginError(
@@ -290,6 +332,16 @@ class RunSession : public Session {
         metrics_.log(fmt::format("{}/{}/loss", st.domain, name), e.loss, step_, epoch);
         line += fmt::format(" {} acc {:.4f}", name, e.acc);
       }
+      // Source validation during the target stage, for model selection by training-domain
+      // validation (`tlab results compare --select source-val`): only when the strategy loaded
+      // the source and both domains have the same classes.
+      if (st.domain == "target" && source_ && source_->val.size() > 0 &&
+          source_->num_classes == target_.num_classes) {
+        Evaluation e = evaluate(*st.module, st.forward, source_->val);
+        metrics_.log("source/val/acc", e.acc, step_, epoch);
+        metrics_.log("source/val/loss", e.loss, step_, epoch);
+      }
+      report_progress(st.domain, epoch + 1, c.epochs);
       metrics_.flush();
       double secs = std::chrono::duration<double>(Clock::now() - t0).count();
       if (verbose_)
@@ -299,11 +351,17 @@ class RunSession : public Session {
     }
   }
 
+  bool reuse(const std::string& key, torch::nn::Module& module,
+             const std::function<void()>& train) override;
+
   std::shared_ptr<Model> model_;
   std::function<DomainData()> load_source_;
+  std::string reuse_base_;  // what every pre-training key shares: see execute_run
+  fs::path reuse_dir_;      // <results>/cache/pretrain
   mutable std::optional<DomainData> source_;
   DomainData target_;
   TrainConfig train_;
+  int64_t ctx_run_id_ = 0;  // the run id, recorded with the cache entries it makes
 
  private:
   Context& ctx_;
@@ -311,6 +369,105 @@ class RunSession : public Session {
   bool verbose_;
   int64_t step_ = 0;
 };
+
+void fsync_path(const fs::path& p, int flags);
+void save_checkpoint(torch::nn::Module& model, const fs::path& file);
+
+// An exclusive flock() held for the object's lifetime: runs sharing a pre-training wait here.
+class FileLock {
+ public:
+  explicit FileLock(const fs::path& path) : fd_(::open(path.c_str(), O_RDWR | O_CREAT, 0644)) {
+    if (fd_ < 0)
+      throw std::runtime_error(
+          fmt::format("cannot open the lock file '{}': {}", path.string(), strerror(errno)));
+    while (::flock(fd_, LOCK_EX) != 0)
+      if (errno != EINTR) {
+        ::close(fd_);
+        throw std::runtime_error(
+            fmt::format("cannot lock '{}': {}", path.string(), strerror(errno)));
+      }
+  }
+  ~FileLock() { ::close(fd_); }  // closing releases the lock
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  int fd_;
+};
+
+void write_file_atomically(const fs::path& file, const std::string& text) {
+  fs::path tmp = file;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    out << text;
+    if (!out.flush())
+      throw std::runtime_error(fmt::format("cannot write '{}' (disk full?)", tmp.string()));
+  }
+  fsync_path(tmp, O_RDONLY);
+  fs::rename(tmp, file);
+}
+
+bool RunSession::reuse(const std::string& key, torch::nn::Module& module,
+                       const std::function<void()>& train) {
+  const std::string full = reuse_base_ + "strategy key: " + key + "\n";
+  const std::string hash = hash_string(full);
+  fs::create_directories(reuse_dir_);
+  const fs::path weights = reuse_dir_ / (hash + ".pt"), meta = reuse_dir_ / (hash + ".json");
+  bool trained = false;
+  {
+    FileLock lock(reuse_dir_ / (hash + ".lock"));
+    std::ifstream in(meta, std::ios::binary);
+    nlohmann::json m;
+    if (in) {
+      m = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+      if (!m.is_object() || m.value("key", "") != full) {
+        spdlog::warn(
+            "[runner] pre-training cache entry '{}' is unreadable or for another key; "
+            "training again",
+            meta.string());
+        m = nlohmann::json();
+      }
+    }
+    if (m.is_object()) {
+      torch::serialize::InputArchive archive;
+      archive.load_from(weights.string(), ctx_.device);
+      module.load(archive);
+      const int64_t base = step_;
+      for (const auto& r : m["metrics"])
+        metrics_.add({r[0].get<std::string>(), base + r[1].get<int64_t>(), r[2].get<int64_t>(),
+                      r[3].is_null() ? NAN : r[3].get<double>(), r[4].get<double>()});
+      step_ += m["steps"].get<int64_t>();
+      spdlog::info("[runner] pre-training reused from '{}' ({} steps, made by run {})",
+                   weights.string(), m["steps"].get<int64_t>(), m.value("run", int64_t{0}));
+    } else {
+      std::vector<MetricRow> rows;
+      const int64_t base = step_;
+      metrics_.capture(&rows);
+      try {
+        train();
+      } catch (...) {
+        metrics_.capture(nullptr);
+        throw;
+      }
+      metrics_.capture(nullptr);
+      save_checkpoint(module, weights);
+      nlohmann::json out = {{"key", full}, {"steps", step_ - base}, {"run", ctx_run_id_}};
+      nlohmann::json list = nlohmann::json::array();
+      for (const auto& r : rows)
+        list.push_back({r.name, r.step - base, r.epoch,
+                        std::isnan(r.value) ? nlohmann::json() : nlohmann::json(r.value),
+                        r.wall_time});
+      out["metrics"] = std::move(list);
+      write_file_atomically(meta, out.dump());  // last: its presence marks a complete entry
+      trained = true;
+    }
+  }
+  metrics_.summary("source/pretrain_reused", trained ? 0.0 : 1.0);
+  // The same random state afterwards whether this run trained or reused.
+  torch::manual_seed(std::stoull(hash_string(full + std::to_string(ctx_.seed)), nullptr, 16));
+  return trained;
+}
 
 void fsync_path(const fs::path& p, int flags) {
   int fd = ::open(p.c_str(), flags);
@@ -400,6 +557,41 @@ void write_run_config(const RunSpec& spec, const fs::path& run_dir) {
 
 }  // namespace
 
+NewRun describe_run(const RunSpec& spec, const RunOptions& options) {
+  // Provenance: the repository holding the experiment file (usually the project's own).
+  fs::path exp_dir = fs::absolute(spec.experiment).parent_path();
+  GitState git = git_state(exp_dir);
+
+  NewRun row;
+  row.experiment = spec.experiment;
+  row.name = spec.name;
+  row.host = host_name();
+  row.pid = getpid();
+  row.device = spec.device;
+  row.seed = spec.seed;
+  row.git_commit = git.commit;
+  row.git_dirty = git.dirty;
+  row.config_toml = spec.config_toml;
+  row.config_hash = spec.config_hash;
+  row.overrides = spec.overrides_json;
+  row.override_args = spec.overrides;
+  row.tlab_version = TLAB_VERSION;
+  row.params = spec.params;
+  auto stamp = std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count();
+  // The experiment name is free text: keep only safe characters so that it cannot leave runs/.
+  std::string safe_name = spec.name;
+  for (char& ch : safe_name)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_') ch = '_';
+  static int counter = 0;  // runs queued in the same millisecond get distinct folders
+  row.run_dir = (options.results_dir / "runs" /
+                 fmt::format("{}-{}-{}{}", safe_name, spec.config_hash.substr(0, 8), stamp,
+                             counter++ ? fmt::format("-{}", counter) : ""))
+                    .string();
+  return row;
+}
+
 RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
                        const RunOptions& options) {
   const auto wall0 = Clock::now();
@@ -411,37 +603,24 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
   } catch (const std::exception& e) {
     device_error = e.what();
   }
-  // Provenance: the repository holding the experiment file (usually the project's own).
-  fs::path exp_dir = fs::absolute(spec.experiment).parent_path();
-  GitState git = git_state(exp_dir);
-
   NewRun row;
-  row.experiment = spec.experiment;
-  row.name = spec.name;
-  row.host = host_name();
-  row.pid = getpid();
-  row.device = device.str();
-  row.seed = spec.seed;
-  row.git_commit = git.commit;
-  row.git_dirty = git.dirty;
-  row.config_toml = spec.config_toml;
-  row.config_hash = spec.config_hash;
-  row.overrides = spec.overrides_json;
-  row.tlab_version = TLAB_VERSION;
-  row.params = spec.params;
-  auto stamp = std::chrono::duration_cast<std::chrono::milliseconds>(
-                   std::chrono::system_clock::now().time_since_epoch())
-                   .count();
-  // The experiment name is free text: keep only safe characters so that it cannot leave runs/.
-  std::string safe_name = spec.name;
-  for (char& ch : safe_name)
-    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_') ch = '_';
-  fs::path run_dir = options.results_dir / "runs" /
-                     fmt::format("{}-{}-{}", safe_name, spec.config_hash.substr(0, 8), stamp);
-  row.run_dir = run_dir.string();
-
+  fs::path run_dir;
   RunOutcome out;
-  out.id = store.create_run(row);
+  if (options.run_id != 0) {  // a run the supervisor queued: its row exists
+    RunRecord queued = store.run(options.run_id);
+    run_dir = queued.run_dir;
+    out.id = options.run_id;
+    if (!store.start_run(out.id, getpid(), device.str(), options.gpu)) {
+      out.status = store.run(out.id).status;
+      out.reason = "the run was no longer queued when its process started";
+      return out;
+    }
+  } else {
+    row = describe_run(spec, options);
+    row.device = device.str();
+    run_dir = row.run_dir;
+    out.id = store.create_run(row);
+  }
   StoreMetrics metrics(store, out.id);
   spdlog::info("[runner] run {} started: {} (seed {}, device {})", out.id, spec.name, spec.seed,
                device.str());
@@ -490,6 +669,26 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     session.target_ = load_domain(spec.target, "target");
     if (spec.source) session.load_source_ = [&] { return load_domain(*spec.source, "source"); };
 
+    // The backbone's initial weights depend on the seed only, not on how much randomness the
+    // dataset plugins used: runs that share a pre-training start from the same weights.
+    torch::manual_seed(spec.seed);
+    session.ctx_run_id_ = out.id;
+    session.reuse_dir_ = options.results_dir / "cache" / "pretrain";
+    {
+      std::string base =
+          fmt::format("tlab pre-training cache v1\ndevice type: {}\ninput shape: {}\n",
+                      device.type() == torch::kCUDA ? "cuda" : "cpu",
+                      fmt::join(session.target_.input_shape, "x"));
+      for (const auto& p : used)
+        base += fmt::format("plugin: {} {} {}\n", p.kind, p.name, p.file_hash);
+      for (const auto& p : spec.params)
+        if (p.key == "seed" || p.key.rfind("source.", 0) == 0 || p.key.rfind("backbone.", 0) == 0 ||
+            p.key.rfind("train.", 0) == 0 || p.key == "strategy.plugin")
+          base +=
+              fmt::format("{} = {}\n", p.key,
+                          std::visit([](const auto& v) { return fmt::format("{}", v); }, p.value));
+      session.reuse_base_ = std::move(base);
+    }
     auto backbone = loader.create<Backbone>(spec.backbone.plugin, spec.backbone.params);
     PrefixLogger backbone_log(spec.backbone.plugin);
     Context bctx = ctx;
@@ -559,8 +758,14 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
   } catch (const InterruptedError& e) {
     out.status = "killed";
     out.reason = e.what();
+  } catch (const OutOfMemoryError& e) {
+    out.status = "oom";
+    out.reason = e.what();
+  } catch (const std::bad_alloc& e) {
+    out.status = "oom";
+    out.reason = fmt::format("out of memory: {}", e.what());
   } catch (const std::exception& e) {
-    out.status = "failed";
+    out.status = is_out_of_memory(e.what()) ? "oom" : "failed";
     out.reason = e.what();
   }
   metrics.summary("run/wall_seconds", std::chrono::duration<double>(Clock::now() - wall0).count());

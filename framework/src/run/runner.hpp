@@ -19,6 +19,11 @@ class DivergedError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// Memory ran out (LibTorch's allocator failed, std::bad_alloc): status `oom`.
+class OutOfMemoryError : public std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 /// The run was stopped by a signal (SIGINT, SIGTERM): status `killed`.
 class InterruptedError : public std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -37,18 +42,24 @@ struct RunOptions {
   std::filesystem::path results_dir = "results";  ///< Run folders go to `<results_dir>/runs/`.
   int threads = 0;       ///< LibTorch intra-op threads; 0 keeps LibTorch's default.
   bool verbose = false;  ///< Log every epoch at info level (otherwise debug).
+  int64_t run_id = 0;    ///< Execute this queued run (its row exists); 0 = record a new run.
+  std::string gpu;       ///< CUDA_VISIBLE_DEVICES the supervisor gave this run ("" none).
 };
 
 /// What became of a run.
 struct RunOutcome {
   int64_t id = 0;
-  std::string status;  ///< finished, failed, diverged or killed.
+  std::string status;  ///< finished, failed, diverged, killed or oom.
   std::string reason;  ///< Why it did not finish ("" when finished).
   std::map<std::string, double> summary;
 };
 
-/// Runs `spec` to its end and records it; never throws for failures of the run itself (they
-/// become its status), only for failures of the store.
+/// The row that records `spec` (provenance, params, run folder under `options.results_dir`),
+/// before it runs: the supervisor queues runs with it.
+NewRun describe_run(const RunSpec& spec, const RunOptions& options);
+
+/// Runs `spec` to its end and records it (as a new run, or as the queued `options.run_id`); never
+/// throws for failures of the run itself (they become its status), only for failures of the store.
 RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
                        const RunOptions& options);
 

@@ -741,15 +741,17 @@ bool Store::finish_open_run(int64_t run, const std::string& status, const std::s
   return changed > 0;
 }
 
-bool Store::start_run(int64_t run, int64_t pid, const std::string& device) {
+bool Store::start_run(int64_t run, int64_t pid, const std::string& device,
+                      const std::string& gpu) {
   assert(db_ && "Store used after being moved from");
   int64_t changed = 0;
   db_->transaction(TxMode::kWrite, fmt::format("starting run {}", run), [&] {
     const std::string now = utc_now();
     Query update(*db_,
                  "UPDATE runs SET status = 'running', started_at = ?1, heartbeat_at = ?1, "
-                 "pid = ?2, device = ?3 WHERE id = ?4 AND status = 'queued'");
+                 "pid = ?2, device = ?3, gpu = ?5 WHERE id = ?4 AND status = 'queued'");
     update.bind_text(1, now).bind_int(2, pid).bind_text_or_null(3, device).bind_int(4, run);
+    update.bind_text_or_null(5, gpu);
     update.run();
     changed = db_->changes();
   });

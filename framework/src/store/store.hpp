@@ -167,9 +167,10 @@ class Store {
   /// As finish_run, but only while `run` is still queued or running; returns whether it was.
   /// The supervisor uses it: a status the child recorded itself is never overwritten.
   bool finish_open_run(int64_t run, const std::string& status, const std::string& reason);
-  /// A queued run starts: status running, started_at and heartbeat now, `pid` and `device`.
-  /// Returns false (changing nothing) when the run is no longer queued, e.g. cancelled.
-  bool start_run(int64_t run, int64_t pid, const std::string& device);
+  /// A queued run starts: status running, started_at and heartbeat now, `pid`, `device` and
+  /// `gpu` (CUDA_VISIBLE_DEVICES, "" for none). Returns false (changing nothing) when the run is
+  /// no longer queued, e.g. cancelled.
+  bool start_run(int64_t run, int64_t pid, const std::string& device, const std::string& gpu = "");
   /// How the child process that executed `run` ended (-1 for "not applicable").
   void record_exit(int64_t run, int64_t exit_code, int64_t signal, const std::string& stderr_tail);
   /// Every column of `run`; StoreError for an unknown id.

@@ -3,6 +3,8 @@
 // fixed after pre-training and only the head trains: a linear probe.
 #include <torch/nn/modules/linear.h>
 
+#include <sstream>
+
 #include "tlab/sdk/strategy.hpp"
 
 struct FinetuneOptions {
@@ -43,7 +45,15 @@ class Finetune : public tlab::Strategy {
     st.forward = [&](const torch::Tensor& x) { return head->forward(model.features(x)); };
     st.train = &src->train;
     st.val = &src->val;
-    s.fit(st);
+    // Pre-training depends only on the source, the backbone and these options: runs that differ
+    // on the target side (heads, freezing, target settings) share one pre-trained model.
+    torch::nn::Module pretrained;
+    pretrained.register_module("backbone", model.backbone);
+    pretrained.register_module("head", head.ptr());
+    std::ostringstream key;
+    key.precision(17);
+    key << "source_epochs=" << o_.source_epochs << " source_lr=" << st.config.lr;
+    s.reuse(key.str(), pretrained, [&] { s.fit(st); });
     if (src->test.size() > 0)
       s.context().metrics->summary("source/test/acc", s.evaluate(model, st.forward, src->test).acc);
   }

@@ -97,6 +97,16 @@ class Session {
   virtual Evaluation evaluate(torch::nn::Module& module,
                               const std::function<torch::Tensor(const torch::Tensor&)>& forward,
                               const Split& split) = 0;
+  /// Runs `train` (e.g. source pre-training with `fit`) once for all the runs that share it,
+  /// then restores its result: the parameters and buffers of `module`, the metric rows it
+  /// logged and the steps it took. Runs share it when `key` (every option of the strategy that
+  /// affects `train`, e.g. "source_epochs=3 source_lr=0.01"), the strategy plugin's build, the
+  /// source and target tables, the backbone table and build, `[train]`, the seed and the device
+  /// type are all equal. Concurrent runs wait for the first one. Afterwards the random number
+  /// generator is reseeded from the seed and the key, so a run gives the same results whether
+  /// it trained or reused. Returns true if `train` ran in this run.
+  virtual bool reuse(const std::string& key, torch::nn::Module& module,
+                     const std::function<void()>& train) = 0;
 };
 
 /// A strategy plugin. Every hook has a default, so the simplest strategy overrides nothing.

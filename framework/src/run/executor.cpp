@@ -1,0 +1,644 @@
+#include "run/executor.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <csignal>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "run/runner.hpp"
+#include "util.hpp"
+
+extern char** environ;
+
+namespace fs = std::filesystem;
+
+namespace tlab {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t kTailLines = 20;       // stderr lines kept per run
+constexpr std::size_t kTailLineBytes = 400;  // longer lines are cut
+
+std::string signal_text(int sig) {
+  const char* name = sigabbrev_np(sig);
+  return fmt::format("signal {} ({}{})", sig, name ? "SIG" : "", name ? name : strsignal(sig));
+}
+
+bool is_crash_signal(int sig) {
+  return sig == SIGSEGV || sig == SIGBUS || sig == SIGABRT || sig == SIGFPE || sig == SIGILL ||
+         sig == SIGTRAP || sig == SIGSYS;
+}
+
+int available_cores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::string format_duration(double seconds) {
+  if (!(seconds >= 0)) return "?";
+  auto s = static_cast<int64_t>(seconds + 0.5);
+  if (s < 60) return fmt::format("{}s", s);
+  if (s < 3600) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
+}
+
+/// One child process and what the supervisor knows of it.
+struct Child {
+  std::size_t index = 0;  // into the sweep
+  int64_t id = 0;
+  pid_t pid = -1;
+  int out_fd = -1;       // its stdout + stderr
+  int progress_fd = -1;  // "epoch <domain> <n> <of>" lines
+  int gpu_slot = -1;
+  std::string gpu;
+  Clock::time_point started;
+  bool term_sent = false;
+  Clock::time_point term_at;
+  bool killed_hard = false;
+  bool timed_out = false;
+  int sent_signal = 0;
+  std::string partial;  // an output line not yet complete
+  std::deque<std::string> tail;
+  std::string partial_progress;
+  std::string progress;  // "target 3/10"
+  std::ofstream log;
+};
+
+void add_line(Child& c, std::string line) {
+  if (line.size() > kTailLineBytes) line = line.substr(0, kTailLineBytes) + " ...";
+  c.tail.push_back(std::move(line));
+  if (c.tail.size() > kTailLines) c.tail.pop_front();
+}
+
+/// Reads what is available on `fd` (non-blocking); returns false at end of file.
+bool drain(int fd, std::string& into) {
+  char buf[8192];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n > 0) {
+      into.append(buf, static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n == 0) return false;
+    if (errno == EINTR) continue;
+    return errno == EAGAIN || errno == EWOULDBLOCK;
+  }
+}
+
+class Supervisor {
+ public:
+  Supervisor(const std::vector<RunSpec>& specs, PluginLoader& loader, Store& store,
+             const SweepOptions& o)
+      : specs_(specs), loader_(loader), store_(store), o_(o) {
+    tty_ = isatty(STDERR_FILENO) && !o_.verbose;
+    // Sequential runs are easy to follow: show their output (unless a progress bar is drawn).
+    echo_ = o_.verbose || (!tty_ && o_.jobs == 1);
+    jobs_ = std::max(1, o_.jobs);
+    if (!o_.gpus.empty()) {
+      const int slots = static_cast<int>(o_.gpus.size()) * std::max(1, o_.runs_per_gpu);
+      if (jobs_ > slots)
+        spdlog::warn(
+            "[sweep] --jobs {} but only {} GPU slot(s) ({} GPU(s) x {} run(s) each): "
+            "running {} at once",
+            jobs_, slots, o_.gpus.size(), o_.runs_per_gpu, slots);
+      jobs_ = std::min(jobs_, slots);
+      gpu_load_.assign(o_.gpus.size(), 0);
+    }
+    threads_ = o_.threads > 0 ? o_.threads : std::max(1, available_cores() / jobs_);
+    char self[4096];
+    ssize_t n = ::readlink(o_.tlab.c_str(), self, sizeof self - 1);
+    exe_ = n > 0 ? std::string(self, static_cast<std::size_t>(n)) : o_.tlab.string();
+  }
+
+  SweepResult run() {
+    SweepResult result;
+    result.total = specs_.size();
+    result.ids.assign(specs_.size(), 0);
+    // Queue: every run that is not already finished gets a row now, so `tlab results list`
+    // shows the whole sweep, and a supervisor that dies leaves rows the next start can mark lost.
+    const std::string sweep = hash_string(
+        fmt::format("{} {} {}", host_name(), getpid(), Clock::now().time_since_epoch().count()));
+    RunOptions ro;
+    ro.results_dir = o_.results_dir;
+    for (std::size_t i = 0; i < specs_.size(); ++i) {
+      const std::string key = run_key(specs_[i], loader_);
+      if (!o_.rerun) {
+        if (int64_t done = store_.finished_run_with_key(key)) {
+          result.ids[i] = done;
+          ++result.skipped;
+          continue;
+        }
+      }
+      NewRun row = describe_run(specs_[i], ro);
+      row.status = "queued";
+      row.run_key = key;
+      row.sweep = sweep;
+      result.ids[i] = store_.create_run(row);
+      queue_.push_back(i);
+    }
+    if (result.skipped)
+      spdlog::info(
+          "[sweep] {} of {} run(s) already finished with the same config and plugins: "
+          "skipped (--rerun runs them again)",
+          result.skipped, result.total);
+    ids_ = result.ids;
+    if (!queue_.empty())
+      spdlog::info(
+          "[sweep] {} run(s), {} at once, {} thread(s) each{}", queue_.size(), jobs_, threads_,
+          o_.gpus.empty()
+              ? ""
+              : fmt::format(", GPUs {} ({} run(s) per GPU)", join(o_.gpus, ","), o_.runs_per_gpu));
+    start_ = Clock::now();
+    to_run_ = queue_.size();
+    loop();
+    clear_bar();
+    result.finished = finished_;
+    result.failures = failures_;
+    result.stop_signal = stop_signal();
+    return result;
+  }
+
+ private:
+  void loop() {
+    while (!queue_.empty() || !children_.empty()) {
+      if (stop_signal() && !stopping_) begin_stop();
+      while (!stopping_ && !queue_.empty() && static_cast<int>(children_.size()) < jobs_) {
+        const int slot = free_gpu_slot();
+        if (!o_.gpus.empty() && slot < 0) break;
+        launch(queue_.front(), slot);
+        queue_.pop_front();
+      }
+      wait_for_output(100);
+      reap();
+      enforce_limits();
+      draw_bar();
+    }
+  }
+
+  int free_gpu_slot() const {
+    int best = -1;
+    for (std::size_t g = 0; g < gpu_load_.size(); ++g)
+      if (gpu_load_[g] < std::max(1, o_.runs_per_gpu) &&
+          (best < 0 || gpu_load_[g] < gpu_load_[static_cast<std::size_t>(best)]))
+        best = static_cast<int>(g);
+    return best;
+  }
+
+  void launch(std::size_t index, int gpu_slot) {
+    const RunSpec& spec = specs_[index];
+    const int64_t id = ids_[index];
+    RunRecord rec = store_.run(id);
+    std::error_code ec;
+    fs::create_directories(rec.run_dir, ec);
+
+    int out[2], progress[2];
+    if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(progress, O_CLOEXEC) != 0)
+      throw std::runtime_error(
+          fmt::format("cannot create a pipe for run {}: {}", id, strerror(errno)));
+
+    std::vector<std::string> args = {exe_};
+    for (const auto& p : o_.plugin_paths) {
+      args.push_back("--plugin-path");
+      args.push_back(p);
+    }
+    if (o_.verbose) args.push_back("-v");
+    args.insert(args.end(), {"_run", "--db", o_.db.string(), "--id", std::to_string(id),
+                             "--threads", std::to_string(threads_)});
+    std::vector<std::string> env;
+    for (char** e = environ; *e; ++e) {
+      std::string_view v(*e);
+      if (v.rfind("TLAB_PROGRESS_FD=", 0) == 0 || v.rfind("CUDA_VISIBLE_DEVICES=", 0) == 0)
+        continue;
+      env.emplace_back(v);
+    }
+    env.push_back("TLAB_PROGRESS_FD=3");
+    std::string gpu;
+    if (gpu_slot >= 0 && spec.device != "cpu") {
+      gpu = o_.gpus[static_cast<std::size_t>(gpu_slot)];
+      env.push_back("CUDA_VISIBLE_DEVICES=" + gpu);
+    } else if (const char* cvd = std::getenv("CUDA_VISIBLE_DEVICES")) {
+      env.push_back(std::string("CUDA_VISIBLE_DEVICES=") + cvd);
+    }
+    std::vector<char*> argv, envp;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    const int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    const pid_t parent = getpid();
+
+    const pid_t pid = ::fork();
+    if (pid < 0)
+      throw std::runtime_error(fmt::format("cannot fork run {}: {}", id, strerror(errno)));
+    if (pid == 0) {
+      // Child: only async-signal-safe calls until exec.
+      ::setpgid(0, 0);                        // Ctrl-C reaches the supervisor, which forwards it
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);     // the supervisor dies: so does this run
+      if (::getppid() != parent) ::_exit(1);  // it died before prctl
+      if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
+      ::dup2(out[1], STDOUT_FILENO);
+      ::dup2(out[1], STDERR_FILENO);
+      ::dup2(progress[1], 3);
+      ::execve(argv[0], argv.data(), envp.data());
+      const char msg[] = "tlab: cannot execute the run's process\n";
+      [[maybe_unused]] auto n = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+      ::_exit(127);
+    }
+    ::setpgid(pid, pid);  // also here: no race with a signal sent right after fork
+    if (devnull >= 0) ::close(devnull);
+    ::close(out[1]);
+    ::close(progress[1]);
+    ::fcntl(out[0], F_SETFL, O_NONBLOCK);
+    ::fcntl(progress[0], F_SETFL, O_NONBLOCK);
+
+    auto c = std::make_unique<Child>();
+    c->index = index;
+    c->id = id;
+    c->pid = pid;
+    c->out_fd = out[0];
+    c->progress_fd = progress[0];
+    c->gpu_slot = gpu.empty() ? -1 : gpu_slot;
+    c->gpu = gpu;
+    c->started = Clock::now();
+    c->log.open(fs::path(rec.run_dir) / "output.log", std::ios::app);
+    if (c->gpu_slot >= 0) ++gpu_load_[static_cast<std::size_t>(c->gpu_slot)];
+    const std::string what = spec.overrides.empty() ? "(no overrides)" : join(spec.overrides, " ");
+    if (echo_ || !tty_)
+      spdlog::info("[sweep] run {} started ({} of {}): {}{}", id, ++launched_, to_run_, what,
+                   gpu.empty() ? "" : fmt::format(" on GPU {}", gpu));
+    else
+      ++launched_;
+    children_.push_back(std::move(c));
+  }
+
+  void wait_for_output(int timeout_ms) {
+    std::vector<pollfd> fds;
+    for (const auto& c : children_) {
+      if (c->out_fd >= 0) fds.push_back({c->out_fd, POLLIN, 0});
+      if (c->progress_fd >= 0) fds.push_back({c->progress_fd, POLLIN, 0});
+    }
+    if (fds.empty()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(timeout_ms));
+    } else {
+      ::poll(fds.data(), fds.size(), timeout_ms);  // EINTR (a signal): handled by the loop
+    }
+    for (auto& c : children_) read_child(*c);
+  }
+
+  void read_child(Child& c) {
+    if (c.out_fd >= 0) {
+      std::string data;
+      bool open = drain(c.out_fd, data);
+      if (!data.empty()) {
+        c.log << data;
+        c.log.flush();
+        if (echo_) {
+          clear_bar();
+          std::fwrite(data.data(), 1, data.size(), stderr);
+        }
+        c.partial += data;
+        std::size_t pos;
+        while ((pos = c.partial.find('\n')) != std::string::npos) {
+          add_line(c, c.partial.substr(0, pos));
+          c.partial.erase(0, pos + 1);
+        }
+      }
+      if (!open) {
+        ::close(c.out_fd);
+        c.out_fd = -1;
+      }
+    }
+    if (c.progress_fd >= 0) {
+      std::string data;
+      bool open = drain(c.progress_fd, data);
+      c.partial_progress += data;
+      std::size_t pos;
+      while ((pos = c.partial_progress.find('\n')) != std::string::npos) {
+        std::string line = c.partial_progress.substr(0, pos);
+        c.partial_progress.erase(0, pos + 1);
+        char domain[32];
+        long epoch = 0, epochs = 0;
+        if (std::sscanf(line.c_str(), "epoch %31s %ld %ld", domain, &epoch, &epochs) == 3)
+          c.progress = fmt::format("{} {}/{}", domain, epoch, epochs);
+      }
+      if (!open) {
+        ::close(c.progress_fd);
+        c.progress_fd = -1;
+      }
+    }
+  }
+
+  void reap() {
+    for (auto it = children_.begin(); it != children_.end();) {
+      Child& c = **it;
+      int status = 0;
+      const pid_t r = ::waitpid(c.pid, &status, WNOHANG);
+      if (r == 0 || (r < 0 && errno == EINTR)) {
+        ++it;
+        continue;
+      }
+      // Gone: read what is left (a grandchild may hold the pipe open, so do not wait for EOF).
+      read_child(c);
+      if (!c.partial.empty()) add_line(c, c.partial);
+      if (c.out_fd >= 0) ::close(c.out_fd);
+      if (c.progress_fd >= 0) ::close(c.progress_fd);
+      ::kill(-c.pid, SIGKILL);  // anything the run left behind in its process group
+      finish(c, r == c.pid ? status : -1);
+      if (c.gpu_slot >= 0) --gpu_load_[static_cast<std::size_t>(c.gpu_slot)];
+      it = children_.erase(it);
+    }
+  }
+
+  void finish(Child& c, int wstatus) {
+    std::string tail;
+    for (const auto& l : c.tail) tail += l + "\n";
+    const int exit_code = wstatus >= 0 && WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
+    const int sig = wstatus >= 0 && WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : -1;
+    store_.record_exit(c.id, exit_code, sig, tail);
+    RunRecord rec = store_.run(c.id);
+    const double secs = std::chrono::duration<double>(Clock::now() - c.started).count();
+    std::string status, reason;
+    if (c.timed_out) {
+      status = "timeout";
+      reason = fmt::format(
+          "exceeded the wall-clock limit of {} s (--timeout) after {:.1f} s; "
+          "stopped with {}",
+          o_.timeout, secs, signal_text(c.killed_hard ? SIGKILL : SIGTERM));
+    } else if (sig > 0) {
+      if (is_crash_signal(sig)) {
+        status = "crashed";
+        reason = fmt::format("crashed with {}", signal_text(sig));
+      } else {
+        status = "killed";
+        reason = fmt::format("killed by {}{}", signal_text(sig),
+                             c.sent_signal ? " after the sweep was stopped"
+                                           : " from outside the sweep (kill, or the kernel's "
+                                             "out-of-memory killer)");
+      }
+    } else if (exit_code >= 0) {
+      status = "failed";
+      reason = exit_code == 127 && rec.status == "queued"
+                   ? fmt::format("the run's process could not start (exit code 127): {}",
+                                 c.tail.empty() ? "" : c.tail.back())
+                   : fmt::format(
+                         "exited with code {} without a final status (a plugin called "
+                         "exit(), or the process was ended from inside)",
+                         exit_code);
+    } else {
+      status = "lost";
+      reason = "the supervisor could not collect the run's exit status";
+    }
+    if (c.timed_out && rec.status == "killed") {
+      store_.finish_run(c.id, status, reason);  // it stopped because we timed it out
+    } else if (!store_.finish_open_run(c.id, status, reason)) {
+      status = rec.status;  // the child recorded its own status: keep it
+      reason = rec.reason;
+    }
+    if (status == "finished") {
+      ++finished_;
+      ++done_;
+      return;
+    }
+    ++done_;
+    std::string line = fmt::format("run {} {}: {}", c.id, status, reason);
+    failures_.push_back(line);
+    clear_bar();
+    std::string last;
+    if (!echo_ && status != "killed" && !c.tail.empty()) {
+      const std::size_t n = std::min<std::size_t>(c.tail.size(), 5);
+      for (std::size_t i = c.tail.size() - n; i < c.tail.size(); ++i)
+        last += "\n    | " + c.tail[i];
+    }
+    spdlog::error("[sweep] {}{}{}", line, last.empty() ? "" : "\n  last output:", last);
+  }
+
+  void signal_child(Child& c, int sig) {
+    c.sent_signal = sig;
+    ::kill(-c.pid, sig);  // the whole process group: the run and anything it started
+  }
+
+  void begin_stop() {
+    stopping_ = true;
+    const int sig = stop_signal();
+    clear_bar();
+    spdlog::warn(
+        "[sweep] stopping on {}: {} running run(s) get {} and {} s to finish, {} queued "
+        "run(s) are not started",
+        signal_text(sig), children_.size(), signal_text(sig), o_.grace, queue_.size());
+    for (auto& c : children_) {
+      signal_child(*c, sig);
+      c->term_sent = true;
+      c->term_at = Clock::now();
+    }
+    for (std::size_t index : queue_) {
+      const int64_t id = ids_[index];
+      store_.finish_open_run(
+          id, "killed", fmt::format("not started: the sweep was stopped by {}", signal_text(sig)));
+      failures_.push_back(fmt::format("run {} killed: not started", id));
+    }
+    queue_.clear();
+  }
+
+  void enforce_limits() {
+    const auto now = Clock::now();
+    for (auto& c : children_) {
+      if (o_.timeout > 0 && !c->term_sent &&
+          std::chrono::duration<double>(now - c->started).count() > o_.timeout) {
+        c->timed_out = true;
+        c->term_sent = true;
+        c->term_at = now;
+        signal_child(*c, SIGTERM);
+        spdlog::warn("[sweep] run {} exceeded its {} s limit: SIGTERM, then SIGKILL after {} s",
+                     c->id, o_.timeout, o_.grace);
+      }
+      if (c->term_sent && !c->killed_hard &&
+          std::chrono::duration<double>(now - c->term_at).count() > o_.grace) {
+        c->killed_hard = true;
+        signal_child(*c, SIGKILL);
+      }
+    }
+  }
+
+  void draw_bar() {
+    if (!tty_) return;
+    const auto now = Clock::now();
+    if (now - last_bar_ < std::chrono::milliseconds(200)) return;
+    last_bar_ = now;
+    const std::size_t width = 24;
+    const std::size_t filled = to_run_ ? width * done_ / to_run_ : width;
+    std::string bar = "[" + std::string(filled, '#') + std::string(width - filled, '.') + "]";
+    const double elapsed = std::chrono::duration<double>(now - start_).count();
+    std::string eta = done_ ? format_duration(elapsed / done_ * (to_run_ - done_)) : "?";
+    std::vector<std::string> running;
+    for (const auto& c : children_)
+      running.push_back(
+          fmt::format("#{} {}", c->id, c->progress.empty() ? "starting" : c->progress));
+    std::string line =
+        fmt::format("{} {}/{} runs, {} failed, {} running{}{} | {} elapsed, ETA {}", bar, done_,
+                    to_run_, done_ - finished_, children_.size(), running.empty() ? "" : ": ",
+                    join(running, ", "), format_duration(elapsed), eta);
+    if (line.size() > 160) line = line.substr(0, 157) + "...";
+    std::fprintf(stderr, "\r\033[K%s", line.c_str());
+    std::fflush(stderr);
+    bar_shown_ = true;
+  }
+
+  void clear_bar() {
+    if (!bar_shown_) return;
+    std::fprintf(stderr, "\r\033[K");
+    std::fflush(stderr);
+    bar_shown_ = false;
+  }
+
+  const std::vector<RunSpec>& specs_;
+  PluginLoader& loader_;
+  Store& store_;
+  const SweepOptions& o_;
+  std::string exe_;
+  bool tty_ = false, echo_ = false, stopping_ = false, bar_shown_ = false;
+  int jobs_ = 1, threads_ = 1;
+  std::vector<int> gpu_load_;
+  std::vector<int64_t> ids_;
+  std::deque<std::size_t> queue_;
+  std::vector<std::unique_ptr<Child>> children_;
+  std::vector<std::string> failures_;
+  std::size_t finished_ = 0, done_ = 0, launched_ = 0, to_run_ = 0;
+  Clock::time_point start_, last_bar_;
+};
+
+}  // namespace
+
+double heartbeat_interval() {
+  if (const char* v = std::getenv("TLAB_HEARTBEAT_SECONDS")) {
+    char* end = nullptr;
+    double s = std::strtod(v, &end);
+    if (end != v && s > 0) return s;
+  }
+  return 10.0;
+}
+
+std::string run_key(const RunSpec& spec, PluginLoader& loader) {
+  std::string text = "tlab run key v1\n" + spec.config_toml;
+  auto add = [&](Kind kind, const std::string& name) {
+    text +=
+        fmt::format("\nplugin {} {} {}", kind_name(kind), name, loader.get(kind, name).file_hash);
+  };
+  if (spec.source) add(Kind::Dataset, spec.source->plugin);
+  add(Kind::Dataset, spec.target.plugin);
+  add(Kind::Backbone, spec.backbone.plugin);
+  for (const auto& a : spec.adapters) add(Kind::Adapter, a.plugin);
+  add(Kind::Strategy, spec.strategy.plugin);
+  return hash_string(text);
+}
+
+std::vector<std::string> mark_lost_runs(Store& store, double stale_seconds) {
+  std::vector<std::string> marked;
+  const std::string host = host_name();
+  for (const OpenRun& r : store.open_runs(host)) {
+    const bool alive = r.pid > 0 && (::kill(static_cast<pid_t>(r.pid), 0) == 0 || errno == EPERM);
+    if (alive || r.heartbeat_age < stale_seconds) continue;
+    const std::string reason = fmt::format(
+        "{} run's process {} on {} is gone and its last heartbeat is {:.0f} s old: its "
+        "supervisor or the machine died",
+        r.status == "queued" ? "the queued" : "the", r.pid, host, r.heartbeat_age);
+    if (store.finish_open_run(r.id, "lost", reason))
+      marked.push_back(fmt::format("run {} lost: {}", r.id, reason));
+  }
+  return marked;
+}
+
+SweepResult run_sweep(const std::vector<RunSpec>& specs, PluginLoader& loader, Store& store,
+                      const SweepOptions& options) {
+  Supervisor supervisor(specs, loader, store, options);
+  return supervisor.run();
+}
+
+int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader) {
+  install_stop_handlers();
+  configure_threads(threads);
+  Store store(db, /*create=*/false);
+  RunRecord rec = store.run(id);
+  RunSpec spec;
+  try {
+    spec = load_resolved_run(rec.config_toml, rec.experiment, loader);
+    if (spec.config_hash != rec.config_hash)
+      throw ConfigError(fmt::format(
+          "the run's resolved config changed between queueing and start (hash {} then {}): "
+          "was a plugin rebuilt with other parameters? Run the sweep again",
+          rec.config_hash, spec.config_hash));
+  } catch (const std::exception& e) {
+    if (store.start_run(id, getpid(), "", "")) store.finish_run(id, "failed", e.what());
+    spdlog::error("[runner] run {} failed: {}", id, e.what());
+    return 1;
+  }
+  spec.overrides = rec.override_args;
+  spec.overrides_json = rec.overrides;
+
+  // The heartbeat, from its own connection: it shows the process is alive even during a long
+  // epoch; the supervisor and the next start judge liveness by it.
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread beat([&] {
+    try {
+      Store own(db, /*create=*/false);
+      const auto interval = std::chrono::duration<double>(heartbeat_interval());
+      std::unique_lock<std::mutex> lock(m);
+      while (!cv.wait_for(lock, interval, [&] { return done; })) {
+        lock.unlock();
+        own.heartbeat(id);
+        lock.lock();
+      }
+    } catch (const std::exception& e) {
+      spdlog::warn("[runner] heartbeat of run {} stopped: {}", id, e.what());
+    }
+  });
+  RunOptions options;
+  options.results_dir = fs::path(rec.run_dir).parent_path().parent_path();
+  options.threads = threads;
+  options.verbose = true;  // epoch lines at info level: they go to the run's output.log
+  options.run_id = id;
+  if (const char* g = std::getenv("CUDA_VISIBLE_DEVICES")) options.gpu = g;
+  RunOutcome out;
+  try {
+    out = execute_run(spec, loader, store, options);
+  } catch (...) {
+    {
+      std::lock_guard<std::mutex> lock(m);
+      done = true;
+    }
+    cv.notify_all();
+    beat.join();
+    throw;
+  }
+  {
+    std::lock_guard<std::mutex> lock(m);
+    done = true;
+  }
+  cv.notify_all();
+  beat.join();
+  if (out.status == "finished") return 0;
+  if (stop_signal()) return 128 + stop_signal();
+  return 1;
+}
+
+}  // namespace tlab

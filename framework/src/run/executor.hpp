@@ -1,0 +1,70 @@
+#pragma once
+// The executor: runs every run of a sweep in its own child process (fork + exec of `tlab`
+// itself, hidden subcommand `_run`), N at a time, so that a plugin that throws, segfaults,
+// aborts, hangs or calls exit() fails only its own run. The supervisor queues the runs in the
+// database, skips runs already finished with the same run key, assigns threads and GPUs, enforces
+// timeouts, forwards Ctrl-C, and records how each child ended. See docs/architecture.md, "Run
+// lifecycle".
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "config/experiment.hpp"
+#include "plugins/loader.hpp"
+#include "store/store.hpp"
+
+namespace tlab {
+
+/// How a sweep runs.
+struct SweepOptions {
+  std::filesystem::path db;                       ///< Results database (already migrated).
+  std::filesystem::path results_dir = "results";  ///< Run folders and caches go under it.
+  int jobs = 1;                                   ///< Runs at once.
+  int threads = 0;                                ///< Intra-op threads per run; 0 = cores / jobs.
+  double timeout = 0;                             ///< Wall-clock limit per run (s); 0 = none.
+  double grace = 10;                              ///< Seconds between SIGTERM and SIGKILL.
+  bool rerun = false;                             ///< Run again runs already finished.
+  bool verbose = false;                           ///< Pass -v to the runs, echo their output.
+  std::vector<std::string> gpus;                  ///< GPU ids to hand out; empty = none.
+  int runs_per_gpu = 1;                           ///< Runs sharing one GPU at once.
+  std::vector<std::string> plugin_paths;          ///< --plugin-path, passed to the children.
+  std::filesystem::path tlab = "/proc/self/exe";  ///< The executable the children run.
+};
+
+/// What became of a sweep.
+struct SweepResult {
+  std::size_t total = 0;     ///< Runs of the sweep.
+  std::size_t skipped = 0;   ///< Already finished with the same run key (not run again).
+  std::size_t finished = 0;  ///< Finished now.
+  std::vector<int64_t> ids;  ///< Every run of the sweep, skipped ones included, in sweep order.
+  std::vector<std::string> failures;  ///< "run 7 crashed: ..." for each run that did not finish.
+  int stop_signal = 0;                ///< The signal that stopped the sweep (0: none).
+};
+
+/// Hash of the resolved config and the plugin builds (file hashes) of `spec`: two runs with the
+/// same key compute the same thing.
+std::string run_key(const RunSpec& spec, PluginLoader& loader);
+
+/// Runs `specs`, each in a child process. Never throws for a run's failure (it becomes the
+/// run's status); throws StoreError for database failures.
+SweepResult run_sweep(const std::vector<RunSpec>& specs, PluginLoader& loader, Store& store,
+                      const SweepOptions& options);
+
+/// Marks as `lost` the queued or running runs of this host whose process is gone and whose
+/// heartbeat is older than `stale_seconds` (their supervisor or machine died). Returns the
+/// reasons recorded, one per run.
+std::vector<std::string> mark_lost_runs(Store& store, double stale_seconds);
+
+/// Seconds between a running child's heartbeats: TLAB_HEARTBEAT_SECONDS, default 10. A run is
+/// stale after three intervals without one.
+double heartbeat_interval();
+
+/// The child side (`tlab _run --db DB --id ID`): executes queued run `id` of `db` with a
+/// heartbeat thread. Returns the process exit code: 0 finished, 1 otherwise, 128 + signal when
+/// stopped by one.
+int run_child(const std::filesystem::path& db, int64_t id, int threads, PluginLoader& loader);
+
+}  // namespace tlab
