@@ -120,7 +120,8 @@ TEST_F(EndToEnd, ARunRecordsEverythingInTheDatabase) {
   auto m = store.metrics(out.id, "target/val/acc");
   ASSERT_EQ(m.size(), 3u);
   EXPECT_EQ(m[2].epoch, 2);
-  EXPECT_EQ(store.metrics(out.id, "source/val/acc").size(), 2u);
+  // source/val/acc: 2 source epochs, then each of the 3 target epochs (for model selection).
+  EXPECT_EQ(store.metrics(out.id, "source/val/acc").size(), 5u);
   EXPECT_EQ(store.metrics(out.id, "target/test/acc").size(), 3u);
   EXPECT_EQ(store.metrics(out.id, "target/train/loss").size(), 3u);
   // Steps count on across stages: source 200 examples / 16 = 13 steps x 2 epochs, then target
@@ -353,7 +354,7 @@ TEST_F(EndToEnd, CommandLineRunListAndExitCodes) {
 
   auto typo = sh(tlab + " results compare --by strategy.plugn --db " + db.string());
   EXPECT_EQ(typo.code, 2);
-  EXPECT_THAT(typo.out, HasSubstr("no param 'strategy.plugn'"));
+  EXPECT_THAT(typo.out, HasSubstr("has a param 'strategy.plugn'; did you mean 'strategy.plugin'?"));
   EXPECT_THAT(typo.out, HasSubstr("did you mean 'strategy.plugin'?"));
   auto metric = sh(tlab + " results compare --metric target/tst/acc --db " + db.string());
   EXPECT_EQ(metric.code, 2);
@@ -428,7 +429,10 @@ TEST_F(EndToEnd, SignalsStopTheRunAsKilledWithItsMetricsAndNoFurtherRuns) {
     EXPECT_EQ(interrupt_run(exp, db, sig), 128 + sig);
     tlab::Store store(db, false);
     auto rows = store.list_runs();
-    ASSERT_EQ(rows.size(), 1u);  // the second run never started
+    ASSERT_EQ(rows.size(), 2u);  // both were queued; the second one never started
+    EXPECT_EQ(rows[1].status, "killed");
+    EXPECT_THAT(rows[1].reason, HasSubstr("not started: the sweep was stopped by signal"));
+    EXPECT_EQ(store.metrics(rows[1].id).size(), 0u);
     EXPECT_EQ(rows[0].status, "killed");
     EXPECT_THAT(rows[0].reason, HasSubstr("stopped by signal " + std::to_string(sig)));
     EXPECT_THAT(rows[0].reason, HasSubstr("in target epoch"));

@@ -9,6 +9,7 @@ packages=(
   libsqlite3-dev sqlite3 libboost-dev libxxhash-dev
   libgtest-dev libgmock-dev
   clang libclang-rt-14-dev                     # libFuzzer, ASan, UBSan: tools/fuzz.sh
+  chromium libpng-dev fonts-dejavu-core        # PNG plots; the HTML report's browser test
 )
 
 missing=()

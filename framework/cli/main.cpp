@@ -346,6 +346,9 @@ int main(int argc, char** argv) {
             specs[i].overrides.empty() ? "(no overrides)" : join(specs[i].overrides, " "));
       return 0;
     }
+    if (!timeout_text.empty()) sweep.timeout = parse_seconds(timeout_text, "--timeout");
+    sweep.grace = parse_seconds(grace_text, "--grace");
+    sweep.gpus = gpu_ids(gpus_text, specs);
     Store store = open_store(db, true);  // created and migrated before any child starts
     for (const auto& line : mark_lost_runs(store, 3 * heartbeat_interval()))
       spdlog::warn("[sweep] {}", line);
@@ -356,9 +359,6 @@ int main(int argc, char** argv) {
     sweep.threads = threads;
     sweep.verbose = verbose;
     sweep.plugin_paths = plugin_paths;
-    if (!timeout_text.empty()) sweep.timeout = parse_seconds(timeout_text, "--timeout");
-    sweep.grace = parse_seconds(grace_text, "--grace");
-    sweep.gpus = gpu_ids(gpus_text, specs);
     spdlog::info("[runner] {}: {} run(s), results in '{}'", experiment, specs.size(), db);
     SweepResult result = run_sweep(specs, loader, store, sweep);
     std::cout << "\n" << format_comparison(store.list_runs(result.ids), {}, {"target/test/acc"});

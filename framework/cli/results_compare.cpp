@@ -1,49 +1,154 @@
-// tlab results compare: mean ± s.e. over seeds, grouped by configuration.
+// tlab results compare: mean ± s.e. over seeds, grouped by configuration, optionally as a pivot
+// table (methods x targets) under a model-selection rule.
+// tlab results gain: each method's gain over a baseline, paired by target, backbone and seed,
+// with a paired t-test and a negative-transfer flag.
 #include <iostream>
 #include <memory>
-#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
 #include "report/report.hpp"
+#include "results/query.hpp"
+#include "results/table.hpp"
 #include "results_cli.hpp"
-#include "util.hpp"
 
 namespace tlab::cli {
+namespace {
+
+TableFormat table_format(const std::string& name) {
+  try {
+    return parse_table_format(name);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(fmt::format("--format: {}", e.what()));
+  }
+}
+
+// The runs of `store` that `where` selects (all for ""), in id order.
+std::vector<RunSummaryRow> selected_runs(Store& store, const std::string& where) {
+  try {
+    QueryOptions query;
+    query.where = where;
+    return select_runs(store, query);
+  } catch (const QueryError& e) {
+    throw UsageError(e.what());  // names the expression, the position and the database
+  }
+}
+
+// Prints `table`. CSV and JSON carry no notes, so those go to stderr, where they do not spoil
+// the data.
+void print(const Table& table, TableFormat format) {
+  std::cout << render(table, format);
+  if (format == TableFormat::Csv || format == TableFormat::Json)
+    for (const auto& note : table.notes) std::cerr << note << "\n";
+}
+
+bool machine_readable(TableFormat format) {
+  return format == TableFormat::Csv || format == TableFormat::Json;
+}
+
+}  // namespace
 
 void add_results_compare(CLI::App& results, std::vector<Command>& out) {
-  struct Options {
+  struct CompareArgs {
     std::string db = "results/results.db";
     std::vector<std::string> by;
     std::vector<std::string> metrics = {"target/test/acc"};
+    std::string select = "final";
+    std::string pivot;
+    std::string format = "table";
+    std::string where;
   };
-  auto o = std::make_shared<Options>();
-  auto* compare =
-      results.add_subcommand("compare", "Mean ± s.e. over seeds, grouped by configuration");
-  add_db_option(*compare, o->db);
-  compare->add_option("--by", o->by, "Group by these params (default: those that vary, but seed)");
-  compare->add_option("--metric", o->metrics, "Summaries to show")->capture_default_str();
-  out.push_back({compare, [o] {
-                   auto rows = open_results(o->db).list_runs();
-                   // A misspelt key or metric would silently make one empty group: refuse it.
-                   std::set<std::string> keys, names;
-                   for (const auto& r : rows) {
-                     for (const auto& p : r.params) keys.insert(p.key);
-                     for (const auto& m : r.summaries) names.insert(m.first);
+  auto c = std::make_shared<CompareArgs>();
+  auto* compare = results.add_subcommand(
+      "compare", "Mean ± s.e. over seeds per configuration; pivot tables; model selection");
+  add_db_option(*compare, c->db);
+  compare
+      ->add_option("--group-by,--by", c->by,
+                   "Row keys (params). Default: strategy.plugin with --pivot, else the params "
+                   "that vary, except seed")
+      ->delimiter(',');
+  compare->add_option("--metric", c->metrics, "Metrics to show (one with --pivot)")
+      ->delimiter(',')
+      ->capture_default_str();
+  compare
+      ->add_option("--select", c->select,
+                   "Which epoch: final (after the last epoch), source-val (training-domain "
+                   "validation: best source/val/acc), oracle (test-domain validation: best "
+                   "target/val/acc)")
+      ->capture_default_str();
+  compare->add_option("--pivot", c->pivot,
+                      "A param whose values become the columns (e.g. target.variant), with an "
+                      "Avg column");
+  compare->add_option("--format", c->format, "table, csv, json, markdown or latex")
+      ->capture_default_str();
+  compare->add_option("--where", c->where,
+                      "Only runs matching this expression, e.g. \"target.plugin = 'office31'\"");
+  out.push_back({compare, [c] {
+                   const TableFormat format = table_format(c->format);
+                   CompareOptions options;
+                   options.group_by = c->by;
+                   options.metrics = c->metrics;
+                   options.pivot = c->pivot;
+                   options.where = c->where;
+                   options.machine_readable = machine_readable(format);
+                   Store store = open_results(c->db);
+                   try {
+                     options.selection = parse_selection(c->select);
+                     const auto runs = selected_runs(store, c->where);
+                     if (runs.empty() && !c->where.empty())
+                       std::cerr << fmt::format("no run in '{}' matches --where '{}'\n", c->db,
+                                                c->where);
+                     print(compare_table(store, runs, options), format);
+                   } catch (const ReportError& e) {
+                     throw UsageError(e.what());
                    }
-                   auto check = [&](const std::vector<std::string>& wanted,
-                                    const std::set<std::string>& have, const char* what) {
-                     for (const auto& w : wanted)
-                       if (!rows.empty() && !have.count(w)) {
-                         std::vector<std::string> all(have.begin(), have.end());
-                         std::string hint = did_you_mean(nearest(w, all));
-                         throw UsageError(fmt::format("no {} '{}' in '{}'{}{}", what, w, o->db,
-                                                      hint.empty() ? "" : "; ", hint));
-                       }
-                   };
-                   check(o->by, keys, "param");
-                   check(o->metrics, names, "summary metric");
-                   std::cout << format_comparison(rows, o->by, o->metrics);
+                   return 0;
+                 }});
+
+  struct GainArgs {
+    std::string db = "results/results.db";
+    std::string baseline = "scratch";
+    std::string metric = "target/test/acc";
+    std::vector<std::string> by;
+    std::string format = "table";
+    std::string where;
+  };
+  auto g = std::make_shared<GainArgs>();
+  auto* gain = results.add_subcommand(
+      "gain",
+      "Gain of each method over a baseline, paired by target, backbone and seed; paired t-test "
+      "and negative-transfer flag");
+  add_db_option(*gain, g->db);
+  gain->add_option("--baseline", g->baseline,
+                   "strategy.plugin of the runs without transfer that the others are paired with")
+      ->capture_default_str();
+  gain->add_option("--metric", g->metric, "Summary metric (higher is better)")
+      ->capture_default_str();
+  gain->add_option("--by,--group-by", g->by,
+                   "Row keys. Default: strategy.plugin and the other params that vary among "
+                   "the transfer runs, except seed, target.* and backbone.*")
+      ->delimiter(',');
+  gain->add_option("--format", g->format, "table, csv, json, markdown or latex")
+      ->capture_default_str();
+  gain->add_option("--where", g->where, "Only runs matching this expression");
+  out.push_back({gain, [g] {
+                   const TableFormat format = table_format(g->format);
+                   GainOptions options;
+                   options.baseline = g->baseline;
+                   options.metric = g->metric;
+                   options.group_by = g->by;
+                   options.where = g->where;
+                   options.machine_readable = machine_readable(format);
+                   Store store = open_results(g->db);
+                   try {
+                     const auto runs = selected_runs(store, g->where);
+                     print(gain_table(store, runs, options), format);
+                   } catch (const ReportError& e) {
+                     throw UsageError(e.what());
+                   }
                    return 0;
                  }});
 }

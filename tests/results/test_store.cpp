@@ -278,7 +278,11 @@ TEST_F(StoreTest, CreatesFolderAndCurrentSchemaVersionInWalMode) {
                                                           {"index", "runs_status"},
                                                           {"table", "summaries"},
                                                           {"index", "runs_run_key"},
-                                                          {"index", "runs_uuid"}};
+                                                          {"index", "runs_uuid"},
+                                                          {"view", "run_overview"},
+                                                          {"view", "metric_last"},
+                                                          {"view", "run_params"},
+                                                          {"view", "summary_stats"}};
   for (const auto& object : expected)
     EXPECT_NE(std::find(objects.begin(), objects.end(), object), objects.end())
         << object[0] << " " << object[1];

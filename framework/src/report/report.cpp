@@ -1,8 +1,14 @@
 #include "report/report.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -104,20 +110,6 @@ Format parse_format(const std::string& s) {
       fmt::format("unknown format '{}'; expected 'table', 'json' or 'csv'", s));
 }
 
-MeanSe mean_se(const std::vector<double>& values) {
-  MeanSe m;
-  m.n = values.size();
-  if (m.n == 0) return m;
-  for (double v : values) m.mean += v;
-  m.mean /= m.n;
-  if (m.n > 1) {
-    double ss = 0;
-    for (double v : values) ss += (v - m.mean) * (v - m.mean);
-    m.se = std::sqrt(ss / (m.n - 1)) / std::sqrt(static_cast<double>(m.n));
-  }
-  return m;
-}
-
 std::string format_runs(const std::vector<RunSummaryRow>& runs, Format format) {
   if (format == Format::Json) {
     nlohmann::json arr = nlohmann::json::array();
@@ -186,73 +178,830 @@ std::string format_runs(const std::vector<RunSummaryRow>& runs, Format format) {
   return render_table(header, rows);
 }
 
-std::string format_comparison(const std::vector<RunSummaryRow>& runs,
-                              const std::vector<std::string>& by_keys,
-                              const std::vector<std::string>& metrics) {
-  std::vector<const RunSummaryRow*> finished;
-  for (const auto& r : runs)
-    if (r.status == "finished") finished.push_back(&r);
-  std::vector<std::string> by = by_keys;
-  if (by.empty()) {
-    std::vector<RunSummaryRow> f;
-    for (auto* r : finished) f.push_back(*r);
-    // When a table's plugin varies, its other keys are that plugin's options: they only
-    // distinguish groups where they vary among runs of the same plugin.
-    auto varying = varying_keys(f);
-    auto needed = [&](const std::string& k) {
-      auto dot = k.find('.');
-      if (k == "seed") return false;
-      if (dot == std::string::npos || k.substr(dot + 1) == "plugin") return true;
-      std::string plugin_key = k.substr(0, dot) + ".plugin";
-      if (std::find(varying.begin(), varying.end(), plugin_key) == varying.end()) return true;
-      std::map<std::string, std::set<std::string>> per_plugin;
-      for (const auto& r : f) {
-        auto pm = param_map(r);
-        per_plugin[pm[plugin_key]].insert(pm.count(k) ? pm[k]
-                                                      : std::string("\x01"
-                                                                    "absent"));
-      }
-      for (const auto& [plugin, values] : per_plugin)
-        if (values.size() > 1) return true;
-      return false;
-    };
-    for (const auto& k : varying)
-      if (needed(k)) by.push_back(k);
+namespace {
+
+const char* const kSourceVal = "source/val/acc";
+const char* const kTargetVal = "target/val/acc";
+const char* const kTargetTest = "target/test/acc";
+const char* const kAbsent = "\001absent";  // group value of a param a run lacks
+
+using ParamMap = std::map<std::string, std::string>;
+
+// A run with its params and summaries in maps.
+struct RunView {
+  const RunSummaryRow* run = nullptr;
+  ParamMap params;
+  std::map<std::string, double> summaries;
+  std::string param(const std::string& key) const {
+    auto it = params.find(key);
+    return it == params.end() ? std::string() : it->second;
   }
-  // Groups in order of first appearance.
-  std::vector<std::vector<std::string>> group_keys;
-  std::map<std::vector<std::string>, std::vector<const RunSummaryRow*>> groups;
-  for (auto* r : finished) {
-    auto pm = param_map(*r);
-    std::vector<std::string> g;
-    for (const auto& k : by) g.push_back(pm.count(k) ? pm[k] : "");
-    if (!groups.count(g)) group_keys.push_back(g);
-    groups[g].push_back(r);
+  std::string param_or_absent(const std::string& key) const {
+    auto it = params.find(key);
+    return it == params.end() ? std::string(kAbsent) : it->second;
   }
-  std::vector<std::string> header = by;
-  for (const auto& m : metrics) header.push_back(m + " (mean ± s.e.)");
-  header.push_back("runs");
-  std::vector<std::vector<std::string>> rows;
-  for (const auto& g : group_keys) {
-    std::vector<std::string> row = g;
-    for (const auto& m : metrics) {
-      std::vector<double> vals;
-      for (auto* r : groups[g])
-        for (const auto& [k, v] : r->summaries)
-          if (k == m) vals.push_back(v);
-      MeanSe s = mean_se(vals);
-      row.push_back(s.n == 0   ? ""
-                    : s.n == 1 ? fmt::format("{:.4f}", s.mean)
-                               : fmt::format("{:.4f} ± {:.4f}", s.mean, s.se));
-    }
-    row.push_back(std::to_string(groups[g].size()));
-    rows.push_back(std::move(row));
+  const double* summary(const std::string& name) const {
+    auto it = summaries.find(name);
+    return it == summaries.end() ? nullptr : &it->second;
   }
-  std::string out = render_table(header, rows);
-  std::size_t failed = runs.size() - finished.size();
-  if (failed)
-    out += fmt::format("({} of {} runs did not finish and are not counted)\n", failed, runs.size());
+};
+
+std::vector<RunView> finished_views(const std::vector<RunSummaryRow>& runs) {
+  std::vector<RunView> out;
+  for (const auto& r : runs) {
+    if (r.status != "finished") continue;
+    RunView v;
+    v.run = &r;
+    v.params = param_map(r);
+    v.summaries.insert(r.summaries.begin(), r.summaries.end());
+    out.push_back(std::move(v));
+  }
   return out;
+}
+
+// Params that do not have the same value in every run (in key order).
+std::vector<std::string> varying_params(const std::vector<const RunView*>& runs) {
+  std::map<std::string, std::set<std::string>> values;
+  std::map<std::string, std::size_t> present;
+  for (const auto* r : runs)
+    for (const auto& [k, v] : r->params) values[k].insert(v), ++present[k];
+  std::vector<std::string> keys;
+  for (const auto& [k, vs] : values)
+    if (vs.size() > 1 || present[k] != runs.size()) keys.push_back(k);
+  return keys;
+}
+
+// The params that tell configurations apart: those that vary, except the ones `exclude`
+// names, and except the options of a varying plugin that are constant per plugin (when a
+// table's plugin varies, its other keys are that plugin's options; they distinguish groups
+// only where they vary among runs of the same plugin).
+std::vector<std::string> distinguishing_params(
+    const std::vector<const RunView*>& runs,
+    const std::function<bool(const std::string&)>& exclude) {
+  const auto varying = varying_params(runs);
+  auto needed = [&](const std::string& k) {
+    if (exclude(k)) return false;
+    const auto dot = k.find('.');
+    if (dot == std::string::npos || k.substr(dot + 1) == "plugin") return true;
+    const std::string plugin_key = k.substr(0, dot) + ".plugin";
+    if (std::find(varying.begin(), varying.end(), plugin_key) == varying.end()) return true;
+    std::map<std::string, std::set<std::string>> per_plugin;
+    for (const auto* r : runs) per_plugin[r->param(plugin_key)].insert(r->param_or_absent(k));
+    for (const auto& [plugin, values] : per_plugin)
+      if (values.size() > 1) return true;
+    return false;
+  };
+  std::vector<std::string> keys;
+  for (const auto& k : varying)
+    if (needed(k)) keys.push_back(k);
+  return keys;
+}
+
+std::vector<const RunView*> pointers(const std::vector<RunView>& views) {
+  std::vector<const RunView*> out;
+  for (const auto& v : views) out.push_back(&v);
+  return out;
+}
+
+std::string fixed4(double v) { return fmt::format("{:.4f}", v); }
+
+// Full precision for CSV and JSON: the shortest text that reads back as the same double.
+std::string full(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  return fmt::format("{}", v);
+}
+
+// "mean ± s.e."; a single value alone (its s.e. is not defined); "" for none.
+std::string mean_se_text(const MeanSe& s) {
+  if (s.n == 0) return "";
+  if (s.n == 1) return fixed4(s.mean);
+  return fixed4(s.mean) + " ± " + fixed4(s.se);
+}
+
+// "4, 9, 12" (at most 10, then "...").
+std::string id_list(const std::vector<int64_t>& ids) {
+  std::vector<std::string> parts;
+  for (std::size_t i = 0; i < ids.size() && i < 10; ++i) parts.push_back(std::to_string(ids[i]));
+  if (ids.size() > 10) parts.push_back("...");
+  return join(parts, ", ");
+}
+
+std::string plural(std::size_t n, const std::string& one, const std::string& many) {
+  return fmt::format("{} {}", n, n == 1 ? one : many);
+}
+
+// Where the runs come from, for messages: "'results.db'", or with the filter that chose them
+// "'results.db' (of those matching --where 'x')".
+std::string place(const std::filesystem::path& db, const std::string& where) {
+  std::string out = "'" + db.string() + "'";
+  if (!where.empty()) out += " (of those matching --where '" + where + "')";
+  return out;
+}
+
+// The error for a name no run has: the nearest candidates, or the list when none is near.
+[[noreturn]] void unknown_name(const std::string& option, const std::string& name,
+                               const std::string& what, const std::set<std::string>& have,
+                               const std::string& db, const std::string& fix = "") {
+  std::vector<std::string> all(have.begin(), have.end());
+  std::string message =
+      fmt::format("{} '{}': no run in {} has {} '{}'", option, name, db, what, name);
+  const auto near = nearest(name, all);
+  if (!near.empty()) {
+    message += "; " + did_you_mean(near);
+  } else if (!all.empty()) {
+    std::vector<std::string> shown(all.begin(),
+                                   all.begin() + std::min<std::size_t>(all.size(), 15));
+    message += fmt::format("; the database has: {}{}", join(shown, ", "),
+                           all.size() > shown.size() ? ", ..." : "");
+  } else {
+    message += " (it has none)";
+  }
+  throw ReportError(message + fix);
+}
+
+std::set<std::string> all_params(const std::vector<RunSummaryRow>& runs) {
+  std::set<std::string> keys;
+  for (const auto& r : runs)
+    for (const auto& p : r.params) keys.insert(p.key);
+  return keys;
+}
+
+std::set<std::string> all_summaries(const std::vector<RunSummaryRow>& runs) {
+  std::set<std::string> names;
+  for (const auto& r : runs)
+    for (const auto& s : r.summaries) names.insert(s.first);
+  return names;
+}
+
+// Whether `s` is a whole decimal number ("0.01", "-3", "1e-4").
+bool is_number(const std::string& s) {
+  if (s.empty() || std::isspace(static_cast<unsigned char>(s[0]))) return false;
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  return end == s.c_str() + s.size() && std::isfinite(v);
+}
+
+// Orders pivot values: numerically when every value is a number, else as text; a missing
+// param ("(none)") last.
+void sort_values(std::vector<std::string>& values) {
+  auto number = [](const std::string& s, double& out) {
+    if (!is_number(s)) return false;
+    out = std::strtod(s.c_str(), nullptr);
+    return true;
+  };
+  bool numeric = true;
+  double ignored = 0;
+  for (const auto& v : values)
+    if (v != kAbsent && !number(v, ignored)) numeric = false;
+  std::stable_sort(values.begin(), values.end(), [&](const std::string& a, const std::string& b) {
+    if ((a == kAbsent) != (b == kAbsent)) return b == kAbsent;
+    if (numeric && a != kAbsent) {
+      double x = 0, y = 0;
+      number(a, x), number(b, y);
+      return x < y;
+    }
+    return a < b;
+  });
+}
+
+std::string shown_value(const std::string& v) { return v == kAbsent ? "(none)" : v; }
+
+// Picks the value of a metric for each run under a selection rule, remembering why a run had
+// none (for the notes under the table).
+class ValuePicker {
+ public:
+  ValuePicker(Store* store, Selection selection) : store_(store), selection_(selection) {}
+
+  // The run's history of `name`, ordered by step (cached).
+  const std::vector<MetricRow>& history(int64_t run, const std::string& name) {
+    auto key = std::make_pair(run, name);
+    auto it = histories_.find(key);
+    if (it == histories_.end())
+      it = histories_.emplace(key, store_ ? store_->metrics(run, name) : std::vector<MetricRow>{})
+               .first;
+    return it->second;
+  }
+
+  // The value of `metric` for `run`, or nothing (the reason is recorded).
+  std::optional<double> value(const RunView& run, const std::string& metric) {
+    const Choice& c = choice(*run.run);
+    if (!c.usable) return std::nullopt;  // counted in no_selector
+    if (c.final) {
+      if (const double* v = run.summary(metric)) return *v;
+      missing_[metric].push_back(run.run->id);
+      return std::nullopt;
+    }
+    const MetricRow* found = nullptr;
+    for (const auto& row : history(run.run->id, metric))
+      if (row.step == c.step) found = &row;  // the last one logged at that step
+    if (!found) {
+      missing_[metric].push_back(run.run->id);
+      return std::nullopt;
+    }
+    return found->value;
+  }
+
+  const std::vector<int64_t>& fell_back() const { return fell_back_; }
+  const std::vector<int64_t>& no_selector() const { return no_selector_; }
+  const std::map<std::string, std::vector<int64_t>>& missing() const { return missing_; }
+
+ private:
+  struct Choice {
+    bool final = true;   // report the summary
+    bool usable = true;  // false: the run has nothing to select by
+    int64_t step = 0;
+  };
+
+  // The epoch (step) the selection rule picks for `run`.
+  const Choice& choice(const RunSummaryRow& run) {
+    auto it = choices_.find(run.id);
+    if (it != choices_.end()) return it->second;
+    Choice c;
+    if (selection_ == Selection::SourceVal) {
+      // Only the target stage counts: the steps where the target split metrics are logged.
+      std::set<int64_t> target_steps;
+      for (const char* name : {kTargetTest, kTargetVal})
+        for (const auto& row : history(run.id, name)) target_steps.insert(row.step);
+      if (const MetricRow* best = best_row(history(run.id, kSourceVal), &target_steps)) {
+        c.final = false;
+        c.step = best->step;
+      } else {
+        fell_back_.push_back(run.id);
+      }
+    } else if (selection_ == Selection::Oracle) {
+      if (const MetricRow* best = best_row(history(run.id, kTargetVal), nullptr)) {
+        c.final = false;
+        c.step = best->step;
+      } else {
+        c.usable = false;
+        no_selector_.push_back(run.id);
+      }
+    }
+    return choices_.emplace(run.id, c).first->second;
+  }
+
+  // The row with the highest finite value (the earliest on ties), among `steps` when given.
+  static const MetricRow* best_row(const std::vector<MetricRow>& rows,
+                                   const std::set<int64_t>* steps) {
+    const MetricRow* best = nullptr;
+    for (const auto& row : rows) {
+      if (!std::isfinite(row.value)) continue;
+      if (steps && !steps->count(row.step)) continue;
+      if (!best || row.value > best->value) best = &row;
+    }
+    return best;
+  }
+
+  Store* store_;
+  Selection selection_;
+  std::map<std::pair<int64_t, std::string>, std::vector<MetricRow>> histories_;
+  std::map<int64_t, Choice> choices_;
+  std::vector<int64_t> fell_back_, no_selector_;
+  std::map<std::string, std::vector<int64_t>> missing_;
+};
+
+std::string selection_description(Selection s) {
+  switch (s) {
+    case Selection::Final:
+      return "final (the value after the last epoch)";
+    case Selection::SourceVal:
+      return "source-val = training-domain validation (the target-stage epoch with the highest "
+             "source/val/acc)";
+    case Selection::Oracle:
+      return "oracle = test-domain validation (the epoch with the highest target/val/acc)";
+  }
+  return "";
+}
+
+// Checks the metrics against what the runs record: a summary for Final, a per-epoch history
+// for the other rules.
+void check_metrics(ValuePicker& picker, const std::vector<RunSummaryRow>& runs,
+                   const std::vector<RunView>& finished, const CompareOptions& o,
+                   const std::string& db, Store& store) {
+  const auto summaries = all_summaries(runs);
+  for (const auto& m : o.metrics) {
+    if (o.selection == Selection::Final) {
+      if (summaries.count(m)) continue;
+      std::string fix;
+      for (const auto& f : finished)
+        if (!picker.history(f.run->id, m).empty()) {
+          fix =
+              "; it is only logged per epoch: pick an epoch with --select oracle or "
+              "--select source-val";
+          break;
+        }
+      unknown_name("--metric", m, "a summary", summaries, db, fix);
+    }
+    bool logged = false;
+    for (const auto& f : finished)
+      if (!picker.history(f.run->id, m).empty()) {
+        logged = true;
+        break;
+      }
+    if (logged) continue;
+    // Names logged per epoch, from the first run that logs anything.
+    std::set<std::string> per_epoch;
+    for (const auto& f : finished) {
+      for (const auto& row : store.metrics(f.run->id)) per_epoch.insert(row.name);
+      if (!per_epoch.empty()) break;
+    }
+    if (summaries.count(m))
+      throw ReportError(fmt::format(
+          "--metric '{}': --select {} picks an epoch, so it needs the metric's per-epoch "
+          "history, but no finished run in {} logs '{}' per epoch (it is only a final "
+          "summary); use --select final for it, or a metric logged per epoch{}{}",
+          m, selection_name(o.selection), db, m, per_epoch.empty() ? "" : ": ",
+          join(std::vector<std::string>(per_epoch.begin(), per_epoch.end()), ", ")));
+    std::set<std::string> known = summaries;
+    known.insert(per_epoch.begin(), per_epoch.end());
+    unknown_name("--metric", m, "a metric", known, db);
+  }
+  if (o.selection == Selection::Oracle) {
+    for (const auto& f : finished)
+      if (!picker.history(f.run->id, kTargetVal).empty()) return;
+    throw ReportError(fmt::format(
+        "--select oracle picks the epoch with the highest {} of each run, but no finished run "
+        "in {} logs {} per epoch (its target dataset has no validation split?); use "
+        "--select final",
+        kTargetVal, db, kTargetVal));
+  }
+}
+
+struct Cell {
+  std::vector<double> values;
+};
+
+Table build_comparison(Store* store, const std::string& db, const std::vector<RunSummaryRow>& runs,
+                       const CompareOptions& o, bool strict) {
+  const auto finished = finished_views(runs);
+  const auto finished_ptrs = pointers(finished);
+  const bool pivot = !o.pivot.empty();
+  ValuePicker picker(store, o.selection);
+
+  if (strict) {
+    if (o.metrics.empty())
+      throw ReportError(
+          "--metric: no metric given; name at least one, e.g. --metric target/test/acc");
+    if (pivot && o.metrics.size() != 1)
+      throw ReportError(fmt::format(
+          "--pivot '{}' shows one metric, but {} were given ({}); run compare once per metric",
+          o.pivot, o.metrics.size(), join(o.metrics, ", ")));
+    if (pivot && std::find(o.group_by.begin(), o.group_by.end(), o.pivot) != o.group_by.end())
+      throw ReportError(fmt::format(
+          "--pivot '{}' is also a --group-by key; a key gives either the rows or the columns, "
+          "so drop it from --group-by",
+          o.pivot));
+    if (!runs.empty()) {
+      const auto params = all_params(runs);
+      for (const auto& k : o.group_by)
+        if (!params.count(k)) unknown_name("--group-by", k, "a param", params, db);
+      if (pivot && !params.count(o.pivot)) unknown_name("--pivot", o.pivot, "a param", params, db);
+      if (!finished.empty()) check_metrics(picker, runs, finished, o, db, *store);
+    }
+  }
+
+  // Row keys.
+  std::vector<std::string> by = o.group_by;
+  if (by.empty()) {
+    if (pivot && o.pivot != "strategy.plugin") {
+      by = {"strategy.plugin"};
+    } else {
+      by = distinguishing_params(finished_ptrs, [&](const std::string& k) {
+        return k == "seed" || (pivot && k == o.pivot);
+      });
+    }
+  }
+
+  // Values of each run (in the order of the metrics), then the groups in order of first
+  // appearance; with a pivot, the cells of each group by pivot value.
+  std::vector<std::vector<std::string>> order;
+  std::map<std::vector<std::string>, std::vector<const RunView*>> groups;
+  std::map<std::vector<std::string>, std::map<std::string, Cell>> pivot_cells;
+  std::map<std::vector<std::string>, std::vector<Cell>> metric_cells;
+  std::vector<std::string> columns;
+  for (const auto& r : finished) {
+    std::vector<std::string> g;
+    for (const auto& k : by) g.push_back(r.param(k));
+    if (!groups.count(g)) {
+      order.push_back(g);
+      metric_cells[g].resize(o.metrics.size());
+    }
+    groups[g].push_back(&r);
+    if (pivot) {
+      const std::string column = r.param_or_absent(o.pivot);
+      if (std::find(columns.begin(), columns.end(), column) == columns.end())
+        columns.push_back(column);
+      auto& cell = pivot_cells[g][column];
+      if (auto v = picker.value(r, o.metrics.front())) cell.values.push_back(*v);
+    } else {
+      for (std::size_t i = 0; i < o.metrics.size(); ++i)
+        if (auto v = picker.value(r, o.metrics[i])) metric_cells[g][i].values.push_back(*v);
+    }
+  }
+  sort_values(columns);
+
+  Table t;
+  t.header = by;
+  if (pivot) {
+    for (const auto& c : columns) {
+      if (o.machine_readable) {
+        for (const char* stat : {"mean", "se", "n"})
+          t.header.push_back(fmt::format("{} {}", shown_value(c), stat));
+      } else {
+        t.header.push_back(shown_value(c));
+      }
+    }
+    t.header.push_back("Avg");
+  } else {
+    for (const auto& m : o.metrics) {
+      if (o.machine_readable) {
+        for (const char* stat : {"mean", "se", "n"}) t.header.push_back(m + " " + stat);
+      } else {
+        t.header.push_back(m + " (mean ± s.e.)");
+      }
+    }
+    t.header.push_back("runs");
+  }
+  if (o.machine_readable) {
+    t.numeric.assign(t.header.size(), true);
+    for (std::size_t i = 0; i < by.size(); ++i) t.numeric[i] = false;
+  }
+
+  std::size_t blank_avg = 0, min_cell = SIZE_MAX, max_cell = 0;
+  for (const auto& g : order) {
+    std::vector<std::string> row = g;
+    auto add = [&](const std::vector<double>& values) {
+      const MeanSe s = mean_se(values);
+      if (o.machine_readable) {
+        row.push_back(s.n ? full(s.mean) : "");
+        row.push_back(s.n > 1 ? full(s.se) : "");
+        row.push_back(std::to_string(s.n));
+      } else {
+        row.push_back(mean_se_text(s));
+      }
+      return s;
+    };
+    if (pivot) {
+      double sum = 0;
+      bool complete = true;
+      for (const auto& c : columns) {
+        auto it = pivot_cells[g].find(c);
+        const std::vector<double> none;
+        const MeanSe s = add(it == pivot_cells[g].end() ? none : it->second.values);
+        if (s.n == 0) {
+          complete = false;
+        } else {
+          sum += s.mean;
+          min_cell = std::min(min_cell, s.n);
+          max_cell = std::max(max_cell, s.n);
+        }
+      }
+      if (!complete) ++blank_avg;
+      row.push_back(
+          complete && !columns.empty()
+              ? (o.machine_readable ? full(sum / columns.size()) : fixed4(sum / columns.size()))
+              : "");
+    } else {
+      for (std::size_t i = 0; i < o.metrics.size(); ++i) {
+        const auto& values = metric_cells[g][i].values;
+        add(values);
+        // Fewer values than runs (some lack the metric): say how many the cell stands for.
+        if (values.size() != groups[g].size() && !o.machine_readable && !values.empty())
+          row.back() += fmt::format(" (n={})", values.size());
+      }
+      row.push_back(std::to_string(groups[g].size()));
+    }
+    t.rows.push_back(std::move(row));
+  }
+
+  // Notes.
+  const std::size_t unfinished = runs.size() - finished.size();
+  if (unfinished)
+    t.notes.push_back(
+        fmt::format("({} of {} runs did not finish and are not counted)", unfinished, runs.size()));
+  if (!picker.fell_back().empty())
+    t.notes.push_back(fmt::format(
+        "({} of {} finished runs {} no {} in {} target stage (no source domain, or an older "
+        "runner) and {} the final value instead: run {})",
+        picker.fell_back().size(), finished.size(), picker.fell_back().size() == 1 ? "has" : "have",
+        kSourceVal, picker.fell_back().size() == 1 ? "its" : "their",
+        picker.fell_back().size() == 1 ? "reports" : "report", id_list(picker.fell_back())));
+  if (!picker.no_selector().empty())
+    t.notes.push_back(fmt::format("({} no {} to select an epoch by and {} not counted: run {})",
+                                  plural(picker.no_selector().size(), "run logs", "runs log"),
+                                  kTargetVal, picker.no_selector().size() == 1 ? "is" : "are",
+                                  id_list(picker.no_selector())));
+  for (const auto& [metric, ids] : picker.missing())
+    t.notes.push_back(
+        fmt::format("({} no {} {} and {} not counted in it: run {})",
+                    plural(ids.size(), "run has", "runs have"), metric,
+                    o.selection == Selection::Final ? "summary" : "value at the selected epoch",
+                    ids.size() == 1 ? "is" : "are", id_list(ids)));
+  if (pivot && max_cell > 0)
+    t.notes.push_back(
+        min_cell == max_cell
+            ? fmt::format("(each cell: mean ± s.e. over {})", plural(max_cell, "run", "runs"))
+            : fmt::format("(each cell: mean ± s.e. over {} to {} runs; a cell of one run shows "
+                          "its value alone)",
+                          min_cell, max_cell));
+  if (blank_avg)
+    t.notes.push_back(fmt::format("(Avg is the mean of a row's column means; blank in {} a column)",
+                                  plural(blank_avg, "row that lacks", "rows that lack")));
+  // Params that differ inside a cell although they are not seeds: the cell mixes configurations.
+  std::set<std::string> pooled;
+  {
+    std::map<std::vector<std::string>, std::vector<const RunView*>> cells;
+    for (const auto& r : finished) {
+      std::vector<std::string> key;
+      for (const auto& k : by) key.push_back(r.param(k));
+      if (pivot) key.push_back(r.param_or_absent(o.pivot));
+      cells[key].push_back(&r);
+    }
+    for (const auto& [key, members] : cells)
+      for (const auto& k : varying_params(members))
+        if (k != "seed" && k != o.pivot && std::find(by.begin(), by.end(), k) == by.end())
+          pooled.insert(k);
+  }
+  if (!pooled.empty())
+    t.notes.push_back(
+        fmt::format("(runs that differ in {} share a {}; add {} to --group-by to separate them)",
+                    join(std::vector<std::string>(pooled.begin(), pooled.end()), ", "),
+                    pivot ? "cell" : "row", pooled.size() == 1 ? "it" : "them"));
+  if (finished.empty())
+    t.notes.push_back(runs.empty() ? "(no runs)" : "(no finished runs to compare)");
+  return t;
+}
+
+std::string gain_text(double v, bool machine) {
+  if (machine) return full(v);
+  return std::isfinite(v) ? fmt::format("{:+.4f}", v) : full(v);
+}
+
+std::string p_text(double p, bool machine) {
+  if (machine || !std::isfinite(p)) return full(p);
+  return p >= 1e-4 ? fmt::format("{:.4f}", p) : fmt::format("{:.1e}", p);
+}
+
+// The key of the data a run is trained and tested on: target.*, backbone.* and the seed.
+bool is_pairing_param(const std::string& k) {
+  return k == "seed" || k.rfind("target.", 0) == 0 || k.rfind("backbone.", 0) == 0;
+}
+
+std::string pairing_key(const RunView& r) {
+  std::string key = fmt::format("seed={}", r.run->seed);
+  for (const auto& [k, v] : r.params)
+    if (k != "seed" && is_pairing_param(k)) key += "\x1f" + k + "=" + v;
+  return key;
+}
+
+// Params other than the pairing ones and the strategy's.
+ParamMap other_params(const RunView& r) {
+  ParamMap out;
+  for (const auto& [k, v] : r.params)
+    if (!is_pairing_param(k) && k.rfind("strategy.", 0) != 0) out[k] = v;
+  return out;
+}
+
+}  // namespace
+
+Selection parse_selection(const std::string& name) {
+  if (name == "final") return Selection::Final;
+  if (name == "source-val") return Selection::SourceVal;
+  if (name == "oracle") return Selection::Oracle;
+  const std::string hint = did_you_mean(nearest(name, {"final", "source-val", "oracle"}));
+  throw ReportError(fmt::format(
+      "--select '{}': unknown model selection{}{}; expected 'final' (the value after the last "
+      "epoch), 'source-val' (training-domain validation) or 'oracle' (test-domain validation)",
+      name, hint.empty() ? "" : "; ", hint));
+}
+
+std::string selection_name(Selection selection) {
+  switch (selection) {
+    case Selection::Final:
+      return "final";
+    case Selection::SourceVal:
+      return "source-val";
+    case Selection::Oracle:
+      return "oracle";
+  }
+  return "";
+}
+
+Table compare_table(Store& store, const std::vector<RunSummaryRow>& runs,
+                    const CompareOptions& options) {
+  Table t = build_comparison(&store, place(store.path(), options.where), runs, options,
+                             /*strict=*/true);
+  if (!options.pivot.empty()) {
+    t.title = fmt::format("{}: mean ± s.e. over seeds, columns = {}; selection: {}",
+                          options.metrics.front(), options.pivot,
+                          selection_description(options.selection));
+  } else if (options.selection != Selection::Final) {
+    t.title = "selection: " + selection_description(options.selection);
+  }
+  return t;
+}
+
+std::string format_comparison(const std::vector<RunSummaryRow>& runs,
+                              const std::vector<std::string>& by,
+                              const std::vector<std::string>& metrics) {
+  CompareOptions o;
+  o.group_by = by;
+  o.metrics = metrics;
+  return render(build_comparison(nullptr, "", runs, o, /*strict=*/false), TableFormat::Text);
+}
+
+Table gain_table(Store& store, const std::vector<RunSummaryRow>& runs, const GainOptions& o) {
+  const std::string db = place(store.path(), o.where);
+  const bool machine = o.machine_readable;
+  if (o.baseline.empty())
+    throw ReportError(
+        "--baseline: empty; name the strategy trained without transfer, e.g. "
+        "--baseline scratch");
+  const auto params = all_params(runs);
+  for (const auto& k : o.group_by)
+    if (!params.count(k)) unknown_name("--by", k, "a param", params, db);
+  if (!all_summaries(runs).count(o.metric))
+    unknown_name("--metric", o.metric, "a summary", all_summaries(runs), db);
+
+  const auto finished = finished_views(runs);
+  std::vector<const RunView*> baselines, transfers;
+  std::set<std::string> strategies;
+  for (const auto& r : finished) {
+    const std::string s = r.param("strategy.plugin");
+    strategies.insert(s);
+    (s == o.baseline ? baselines : transfers).push_back(&r);
+  }
+  if (baselines.empty()) {
+    const std::vector<std::string> all(strategies.begin(), strategies.end());
+    const std::string hint = did_you_mean(nearest(o.baseline, all));
+    throw ReportError(fmt::format(
+        "--baseline '{}': no finished run in {} has strategy.plugin = '{}'; {}; --baseline names "
+        "the strategy trained without transfer, whose runs the others are paired with",
+        o.baseline, db, o.baseline,
+        hint.empty() ? "the strategies are: " + join(all, ", ", "'") : hint));
+  }
+  if (transfers.empty())
+    throw ReportError(fmt::format(
+        "no finished transfer run in {}: every finished run has strategy.plugin = '{}' (the "
+        "baseline); run a transfer strategy (e.g. finetune) on the same targets and seeds",
+        db, o.baseline));
+
+  std::map<std::string, std::vector<const RunView*>> by_key;
+  for (const auto* b : baselines) by_key[pairing_key(*b)].push_back(b);
+
+  struct Pair {
+    const RunView* transfer;
+    const RunView* baseline;
+  };
+  std::vector<Pair> pairs;
+  std::vector<int64_t> unmatched, duplicates;
+  std::set<int64_t> used;
+  for (const auto* tr : transfers) {
+    auto it = by_key.find(pairing_key(*tr));
+    if (it == by_key.end()) {
+      unmatched.push_back(tr->run->id);
+      continue;
+    }
+    std::vector<const RunView*> candidates = it->second;
+    if (candidates.size() > 1) {
+      // Prefer the baseline runs trained like this one (train.*, other host keys).
+      const ParamMap mine = other_params(*tr);
+      std::vector<const RunView*> alike;
+      for (const auto* b : candidates) {
+        bool same = true;
+        for (const auto& [k, v] : other_params(*b)) {
+          auto m = mine.find(k);
+          if (m != mine.end() && m->second != v) same = false;
+        }
+        if (same) alike.push_back(b);
+      }
+      if (alike.size() != 1) {
+        const auto& pool = alike.empty() ? candidates : alike;
+        const std::vector<std::string> differ = varying_params(pool);
+        if (!differ.empty()) {
+          std::vector<int64_t> ids;
+          for (const auto* b : pool) ids.push_back(b->run->id);
+          const std::string& key = differ.front();
+          const std::string value = pool.front()->param_or_absent(key);
+          const std::string literal = value == kAbsent   ? "null"
+                                      : is_number(value) ? value
+                                                         : "'" + value + "'";
+          throw ReportError(fmt::format(
+              "run {} ({}) has {} '{}' runs with its target, backbone and seed (run {}), which "
+              "differ in {}; keep one of them with --where (e.g. --where \"strategy.plugin != "
+              "'{}' OR {} = {}\"), so that each transfer run has one baseline",
+              tr->run->id, tr->param("strategy.plugin"), pool.size(), o.baseline, id_list(ids),
+              join(differ, ", "), o.baseline, key, literal));
+        }
+        // Identical configurations run more than once: take the newest.
+        alike = {*std::max_element(pool.begin(), pool.end(), [](const auto* a, const auto* b) {
+          return a->run->id < b->run->id;
+        })};
+        duplicates.push_back(tr->run->id);
+      }
+      candidates = alike;
+    }
+    pairs.push_back({tr, candidates.front()});
+    used.insert(candidates.front()->run->id);
+  }
+
+  // Rows.
+  std::vector<std::string> by = o.group_by;
+  if (by.empty()) {
+    by = {"strategy.plugin"};
+    for (const auto& k : distinguishing_params(transfers, [](const std::string& k) {
+           return k == "strategy.plugin" || is_pairing_param(k);
+         }))
+      by.push_back(k);
+  }
+  struct Group {
+    std::vector<double> base, method;
+  };
+  std::vector<std::vector<std::string>> order;
+  std::map<std::vector<std::string>, Group> groups;
+  std::vector<int64_t> no_value;
+  for (const auto& p : pairs) {
+    std::vector<std::string> g;
+    for (const auto& k : by) g.push_back(p.transfer->param(k));
+    if (!groups.count(g)) order.push_back(g), groups[g];
+    const double* m = p.transfer->summary(o.metric);
+    const double* b = p.baseline->summary(o.metric);
+    if (!m || !b || !std::isfinite(*m) || !std::isfinite(*b)) {
+      no_value.push_back(p.transfer->run->id);
+      continue;
+    }
+    groups[g].method.push_back(*m);
+    groups[g].base.push_back(*b);
+  }
+
+  Table t;
+  t.title = fmt::format("transfer gain on {} over '{}' (paired by target, backbone and seed)",
+                        o.metric, o.baseline);
+  t.header = by;
+  for (const char* h : {"pairs", "baseline", "method", "gain", "s.e.", "t", "p", "flag"})
+    t.header.push_back(h);
+  t.numeric.assign(t.header.size(), true);
+  for (std::size_t i = 0; i < by.size(); ++i) t.numeric[i] = false;
+  t.numeric.back() = false;
+  for (const auto& g : order) {
+    const Group& group = groups[g];
+    std::vector<std::string> row = g;
+    const TTest test = paired_t_test(group.method, group.base);
+    row.push_back(std::to_string(test.n));
+    if (test.n == 0) {
+      for (int i = 0; i < 7; ++i) row.push_back("");
+    } else {
+      auto value = [&](double v) { return machine ? full(v) : fixed4(v); };
+      row.push_back(value(mean_se(group.base).mean));
+      row.push_back(value(mean_se(group.method).mean));
+      row.push_back(gain_text(test.mean, machine));
+      row.push_back(test.n > 1 ? value(test.se) : "");
+      row.push_back(test.n > 1 ? (machine ? full(test.t) : fmt::format("{:.2f}", test.t)) : "");
+      row.push_back(test.n > 1 ? p_text(test.p, machine) : "");
+      std::string flag;
+      if (test.mean < 0)
+        flag = test.n > 1 && test.p < 0.05 ? "NEGATIVE TRANSFER" : "negative (n.s.)";
+      row.push_back(flag);
+    }
+    t.rows.push_back(std::move(row));
+  }
+
+  const std::size_t unfinished = runs.size() - finished.size();
+  if (unfinished)
+    t.notes.push_back(
+        fmt::format("({} of {} runs did not finish and are not counted)", unfinished, runs.size()));
+  if (!unmatched.empty())
+    t.notes.push_back(fmt::format(
+        "({} no '{}' run with the same target.*, backbone.* and seed and {} not counted: run {})",
+        plural(unmatched.size(), "transfer run has", "transfer runs have"), o.baseline,
+        unmatched.size() == 1 ? "is" : "are", id_list(unmatched)));
+  std::vector<int64_t> unused;
+  for (const auto* b : baselines)
+    if (!used.count(b->run->id)) unused.push_back(b->run->id);
+  if (!unused.empty())
+    t.notes.push_back(fmt::format("({} '{}' {} no transfer run: run {})", unused.size(), o.baseline,
+                                  unused.size() == 1 ? "run matches" : "runs match",
+                                  id_list(unused)));
+  if (!no_value.empty())
+    t.notes.push_back(
+        fmt::format("({} without a finite {} on both sides {} not counted: transfer run {})",
+                    plural(no_value.size(), "pair", "pairs"), o.metric,
+                    no_value.size() == 1 ? "is" : "are", id_list(no_value)));
+  if (!duplicates.empty())
+    t.notes.push_back(
+        fmt::format("({} several identical '{}' runs to pair with; the newest is used: run {})",
+                    plural(duplicates.size(), "transfer run had", "transfer runs had"), o.baseline,
+                    id_list(duplicates)));
+  if (o.metric.find("loss") != std::string::npos)
+    t.notes.push_back(fmt::format(
+        "({} is a loss: lower is better, so a positive gain is worse here, and the flags, which "
+        "assume higher is better, do not apply)",
+        o.metric));
+  t.notes.push_back(
+      "(gain = method - baseline, mean over pairs; p: two-sided paired t-test, n - 1 degrees of "
+      "freedom; NEGATIVE TRANSFER: mean gain < 0 with p < 0.05)");
+  return t;
 }
 
 }  // namespace tlab

@@ -1,10 +1,15 @@
 #pragma once
-// Tables of results: one row per run (`tlab results list`) and runs grouped by configuration
-// with mean ± standard error over seeds (`tlab results compare`, and the end of `tlab run`).
+// Tables of results: one row per run (`tlab results list`); runs grouped by configuration with
+// mean ± standard error over seeds, optionally as a pivot table with one column per value of a
+// key and a model-selection rule (`tlab results compare`, and the end of `tlab run`); and the
+// transfer gain of each method over a baseline with a paired t-test (`tlab results gain`).
 
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "results/stats.hpp"
+#include "results/table.hpp"
 #include "store/store.hpp"
 
 namespace tlab {
@@ -21,19 +26,91 @@ Format parse_format(const std::string& s);
 /// params: {key: value}, summary: {metric: value}}; non-finite summaries are null in JSON.
 std::string format_runs(const std::vector<RunSummaryRow>& runs, Format format);
 
-/// Groups runs by `by` (param keys; empty = the params that vary, except `seed` and the options
-/// of a varying plugin that are constant per plugin) and shows `metrics` as "mean ± s.e." over
-/// each group's finished runs, with the group's run count.
+/// A comparison or gain table cannot be built as asked: an unknown key, metric or baseline, a
+/// metric without the per-epoch history a selection rule needs, conflicting options. The
+/// message names the database, the offending value, the nearest valid one and the fix.
+class ReportError : public std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// Which epoch of a run a comparison reports (model selection; names as in DomainBed,
+/// Gulrajani & Lopez-Paz 2021).
+enum class Selection {
+  /// The value after the last epoch: the run's summary.
+  Final,
+  /// "Training-domain validation": the target-stage epoch with the highest source/val/acc.
+  /// Runs without source/val/acc in their target stage (no source domain) use Final.
+  SourceVal,
+  /// "Test-domain validation" (oracle): the epoch with the highest target/val/acc.
+  Oracle,
+};
+
+/// Parses "final", "source-val" or "oracle"; throws ReportError naming the value and choices.
+Selection parse_selection(const std::string& name);
+/// "final", "source-val" or "oracle".
+std::string selection_name(Selection selection);
+
+/// What `compare_table` shows.
+struct CompareOptions {
+  /// Row keys (params). Empty: `strategy.plugin` with a pivot (when it is not the pivot key),
+  /// else the params that vary except `seed` and the options of a varying plugin that are
+  /// constant per plugin.
+  std::vector<std::string> group_by;
+  /// Metrics, one column each. A pivot table shows exactly one.
+  std::vector<std::string> metrics = {"target/test/acc"};
+  Selection selection = Selection::Final;
+  /// A param whose values become the columns ("target.variant"); "" = no pivot.
+  std::string pivot;
+  /// For CSV and JSON: every statistic in its own column at full precision ("<m> mean",
+  /// "<m> se", "<m> n"), instead of "mean ± s.e." text with 4 decimals.
+  bool machine_readable = false;
+  /// The `--where` expression that chose the runs ("" = all); only named in messages.
+  std::string where;
+};
+
+/// Groups the finished runs of `runs` (read from `store`) and shows each metric as
+/// "mean ± s.e." over the runs of each group, with the group's run count. With a pivot: one
+/// row per group, one column per pivot value (sorted; numerically when all are numbers), each
+/// cell "mean ± s.e." over that cell's runs, and "Avg" = the mean of the row's column means
+/// (blank when the row lacks a column). Notes under the table count the runs that did not
+/// finish, lack a value, or fell back to the final value; and name params that differ within
+/// a cell although they are not seeds. A cell of one run shows its value without "± s.e.".
+/// The selection rules other than Final read metric histories from `store`. Throws
+/// ReportError (see there).
+Table compare_table(Store& store, const std::vector<RunSummaryRow>& runs,
+                    const CompareOptions& options);
+
+/// compare_table of the final summaries, grouped by `by`, rendered as text (the end of
+/// `tlab run`). Unknown keys and metrics give empty cells here, not errors.
 std::string format_comparison(const std::vector<RunSummaryRow>& runs,
                               const std::vector<std::string>& by,
                               const std::vector<std::string>& metrics);
 
-/// Mean and standard error (sample standard deviation / sqrt(n); 0 for n = 1).
-struct MeanSe {
-  double mean = 0;
-  double se = 0;
-  std::size_t n = 0;
+/// What `gain_table` shows.
+struct GainOptions {
+  /// `strategy.plugin` of the reference runs (trained without transfer).
+  std::string baseline = "scratch";
+  /// A summary metric; gain = method - baseline, so "higher is better" is assumed.
+  std::string metric = "target/test/acc";
+  /// Row keys. Empty: `strategy.plugin`, then the other params that vary among the transfer
+  /// runs except `seed`, `target.*` and `backbone.*` (and options of a varying plugin that are
+  /// constant per plugin).
+  std::vector<std::string> group_by;
+  /// For CSV and JSON: numbers at full precision instead of 4 decimals.
+  bool machine_readable = false;
+  /// The `--where` expression that chose the runs ("" = all); only named in messages.
+  std::string where;
 };
-MeanSe mean_se(const std::vector<double>& values);
+
+/// Transfer gain: each finished run whose strategy.plugin is not `baseline` is paired with the
+/// finished baseline run with the same seed and the same `target.*` and `backbone.*` params.
+/// When several baseline runs qualify, the ones whose other non-strategy params also equal the
+/// transfer run's are preferred; identical duplicates resolve to the newest (highest id), and
+/// a remaining ambiguity is a ReportError. One row per group: pairs, mean of the baseline and
+/// of the method, mean gain, its s.e., t, the paired t-test's two-sided p-value (Student t,
+/// n - 1 df) and a flag: "NEGATIVE TRANSFER" (mean gain < 0 and p < 0.05) or "negative (n.s.)"
+/// (mean gain < 0 otherwise). Notes count unmatched transfer and baseline runs, runs without
+/// a finite value, and unfinished runs.
+Table gain_table(Store& store, const std::vector<RunSummaryRow>& runs, const GainOptions& options);
 
 }  // namespace tlab

@@ -18,7 +18,12 @@ class QueryError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// A parsed `--where` expression.
+/// A parsed `--where` expression (grammar and examples: docs/results.md). A field name is
+/// looked up as a run column (id, name, status, reason, seed, device, host, uuid, run_key,
+/// experiment, created_at, started_at, ended_at), then a param, then a summary: a name that is
+/// both a param and a summary means the param. Numbers compare numerically, strings
+/// lexicographically; a value of another kind (a string param against a number) never matches.
+/// `= nan` matches NaN values; an empty run column counts as NULL.
 class RunFilter {
  public:
   /// Parses `where`; "" matches every run. Throws QueryError.

@@ -8,11 +8,11 @@
 namespace tlab {
 
 struct Table {
-  std::string title;                              ///< Printed above text/markdown; LaTeX caption.
-  std::vector<std::string> header;                ///< Column names.
-  std::vector<std::vector<std::string>> rows;     ///< Each row has header.size() cells.
-  std::vector<bool> numeric;                      ///< Per column: right-aligned (may be empty).
-  std::vector<std::string> notes;                 ///< Lines printed under the table.
+  std::string title;                           ///< Printed above text/markdown; LaTeX caption.
+  std::vector<std::string> header;             ///< Column names.
+  std::vector<std::vector<std::string>> rows;  ///< Each row has header.size() cells.
+  std::vector<bool> numeric;                   ///< Per column: right-aligned (may be empty).
+  std::vector<std::string> notes;              ///< Lines printed under the table.
 };
 
 enum class TableFormat { Text, Csv, Json, Markdown, Latex };

@@ -112,6 +112,70 @@ ALTER TABLE runs ADD COLUMN exit_code INTEGER;
 ALTER TABLE runs ADD COLUMN signal INTEGER;
 ALTER TABLE runs ADD COLUMN stderr_tail TEXT;
 )sql",
+    // 2 -> 3: views, so that the common tables are one SELECT away in sqlite3 or pandas
+    // (docs/results.md). Views hold no data: they cost nothing until queried. They use
+    // julianday(), window functions (SQLite 3.25+) and json_remove() (JSON1, built in since
+    // 3.38), never the optional math functions, so that any reader can query them.
+    R"sql(
+-- One row per run: identity, status, where and when it ran, wall seconds from start to end
+-- (NULL until it ends), its plugins (NULL when the run has no such param) and the headline
+-- accuracies (NULL when absent or NaN).
+CREATE VIEW run_overview AS
+  SELECT r.id AS run_id, r.uuid AS uuid, r.experiment AS experiment, r.name AS name,
+         r.status AS status, r.reason AS reason, r.seed AS seed, r.host AS host,
+         r.device AS device, r.created_at AS created_at, r.started_at AS started_at,
+         r.ended_at AS ended_at,
+         round((julianday(r.ended_at) - julianday(r.started_at)) * 86400.0, 3) AS wall_seconds,
+         (SELECT value FROM params WHERE run_id = r.id AND key = 'strategy.plugin') AS strategy,
+         (SELECT value FROM params WHERE run_id = r.id AND key = 'backbone.plugin') AS backbone,
+         (SELECT value FROM params WHERE run_id = r.id AND key = 'source.plugin') AS source,
+         (SELECT value FROM params WHERE run_id = r.id AND key = 'target.plugin') AS target,
+         (SELECT value FROM summaries WHERE run_id = r.id AND name = 'target/val/acc')
+           AS target_val_acc,
+         (SELECT value FROM summaries WHERE run_id = r.id AND name = 'target/test/acc')
+           AS target_test_acc
+  FROM runs AS r;
+
+-- Per run and metric, the row with the highest step (the last written among equal steps).
+CREATE VIEW metric_last AS
+  SELECT run_id, name AS metric, step, epoch, value, wall_time
+  FROM (SELECT run_id, name, step, epoch, value, wall_time,
+               row_number() OVER (PARTITION BY run_id, name ORDER BY step DESC, rowid DESC) AS rn
+        FROM metrics)
+  WHERE rn = 1;
+
+-- Params in long form with the run's name and status.
+CREATE VIEW run_params AS
+  SELECT p.run_id AS run_id, r.name AS run_name, r.status AS status, p.key AS key,
+         p.value AS value, p.type AS type
+  FROM params AS p JOIN runs AS r ON r.id = p.run_id;
+
+-- Summaries of finished runs aggregated over seeds: one row per experiment name, strategy
+-- plugin, config (the run's swept values except `seed`, as JSON) and metric. n counts the
+-- values used (NaN is NULL and left out, counted in n_nan); variance is the sample variance
+-- (NULL below two values). Standard error: sqrt(variance / n).
+CREATE VIEW summary_stats AS
+  WITH finished AS (
+    SELECT r.name AS experiment,
+           (SELECT value FROM params WHERE run_id = r.id AND key = 'strategy.plugin') AS strategy,
+           json_remove(r.overrides, '$.seed') AS config, s.name AS metric, s.value AS value
+    FROM runs AS r JOIN summaries AS s ON s.run_id = r.id
+    WHERE r.status = 'finished'),
+  grouped AS (
+    SELECT experiment, strategy, config, metric, count(value) AS n,
+           count(*) - count(value) AS n_nan, avg(value) AS mean, min(value) AS min,
+           max(value) AS max
+    FROM finished
+    GROUP BY experiment, strategy, config, metric)
+  SELECT g.experiment AS experiment, g.strategy AS strategy, g.config AS config,
+         g.metric AS metric, g.n AS n, g.n_nan AS n_nan, g.mean AS mean,
+         sum((f.value - g.mean) * (f.value - g.mean)) / (g.n - 1) AS variance, g.min AS min,
+         g.max AS max
+  FROM grouped AS g JOIN finished AS f
+    ON f.experiment IS g.experiment AND f.strategy IS g.strategy AND f.config IS g.config
+       AND f.metric = g.metric
+  GROUP BY g.experiment, g.strategy, g.config, g.metric;
+)sql",
 };
 static_assert(std::size(kMigrations) == Store::kSchemaVersion, "one migration per schema version");
 
@@ -741,8 +805,7 @@ bool Store::finish_open_run(int64_t run, const std::string& status, const std::s
   return changed > 0;
 }
 
-bool Store::start_run(int64_t run, int64_t pid, const std::string& device,
-                      const std::string& gpu) {
+bool Store::start_run(int64_t run, int64_t pid, const std::string& device, const std::string& gpu) {
   assert(db_ && "Store used after being moved from");
   int64_t changed = 0;
   db_->transaction(TxMode::kWrite, fmt::format("starting run {}", run), [&] {

@@ -127,7 +127,7 @@ class Connection;
 class Store {
  public:
   /// Schema version this build reads and writes (`PRAGMA user_version`).
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
   /// How long one statement waits for another process's lock before SQLite reports busy.
   static constexpr std::chrono::milliseconds kBusyTimeout{10000};
   /// Write transactions still busy after the busy timeout are retried whole, this many times

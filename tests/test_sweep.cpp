@@ -1,0 +1,463 @@
+// Sweeps through the real `tlab` binary: every run in its own process, plugins that misbehave on
+// purpose (tests/fixtures/faulty.cpp), kill -9, Ctrl-C, a killed supervisor, timeouts, resume,
+// GPU slots, pre-training reuse. Every test ends with an integrity check of the database.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "store/store.hpp"
+#include "test_helpers.hpp"
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// A tiny experiment with the `faulty` strategy: 4 runs (seeds 1..4), the second one misbehaving
+// as `fail_in` says (zipped sweep).
+std::string experiment(const std::string& fail_in, int runs = 4, int sleep_ms = 0, int epochs = 2,
+                       const std::string& failing = "2") {
+  std::string seeds, fails;
+  for (int i = 1; i <= runs; ++i) {
+    seeds += fmt::format("{}{}", i > 1 ? ", " : "", i);
+    fails += fmt::format("{}\"{}\"", i > 1 ? ", " : "",
+                         std::to_string(i) == failing ? fail_in : std::string("none"));
+  }
+  return fmt::format(R"(name = "sweep"
+seed = 1
+device = "cpu"
+
+[target]
+plugin = "gaussians"
+domain = "target"
+train_size = 64
+val_size = 16
+test_size = 32
+
+[backbone]
+plugin = "mlp"
+hidden = [8]
+
+[[adapters]]
+plugin = "linear_head"
+
+[strategy]
+plugin = "faulty"
+sleep_ms = {}
+
+[train]
+epochs = {}
+batch_size = 16
+
+[[sweep.zip]]
+seed = [{}]
+"strategy.fail_in" = [{}]
+)",
+                     sleep_ms, epochs, seeds, fails);
+}
+
+struct Result {
+  int code = -1;
+  std::string out;
+};
+
+class Sweep : public ::testing::Test {
+ protected:
+  fs::path dir_ = tlab::test::temp_dir(
+      std::string("sweep_") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  fs::path db_ = dir_ / "results.db";
+  void TearDown() override {
+    if (fs::exists(db_)) {
+      tlab::Store store(db_, false);
+      EXPECT_EQ(store.integrity_check(), "ok");
+    }
+    fs::remove_all(dir_);
+  }
+
+  std::string command(const std::string& exp_text, const std::string& args,
+                      const std::string& env = "") {
+    tlab::test::write_file(dir_ / "exp.toml", exp_text);
+    return fmt::format(
+        "cd '{}' && {} OMP_NUM_THREADS=1 '{}/tlab' --plugin-path '{}' "
+        "--plugin-path '{}' run exp.toml --db '{}' {} 2>&1",
+        dir_.string(), env, TLAB_TEST_BIN_DIR, TLAB_TEST_PLUGIN_DIR, TLAB_TEST_FIXTURE_DIR,
+        db_.string(), args);
+  }
+
+  Result tlab(const std::string& exp_text, const std::string& args, const std::string& env = "") {
+    FILE* p = popen(command(exp_text, args, env).c_str(), "r");
+    Result r;
+    char buf[4096];
+    while (std::size_t n = fread(buf, 1, sizeof buf, p)) r.out.append(buf, n);
+    int status = pclose(p);
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return r;
+  }
+
+  // Starts tlab in the background (its own process group, output to a file); returns its pid.
+  pid_t start(const std::string& exp_text, const std::string& args, const std::string& env = "") {
+    std::string cmd = command(exp_text, args, env);
+    cmd.replace(cmd.find("&& "), 3, "&& exec env ");  // tlab itself gets the pid: signals reach it
+    cmd.replace(cmd.rfind(" 2>&1"), 5, " > '" + (dir_ / "out.txt").string() + "' 2>&1");
+    pid_t pid = fork();
+    if (pid == 0) {
+      setpgid(0, 0);
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    return pid;
+  }
+
+  std::vector<tlab::RunRecord> runs() {
+    tlab::Store store(db_, false);
+    std::vector<tlab::RunRecord> out;
+    for (const auto& r : store.list_runs()) out.push_back(store.run(r.id));
+    return out;
+  }
+
+  // Waits until `pred(runs)` holds (or fails the test after `seconds`).
+  template <class Pred>
+  std::vector<tlab::RunRecord> wait_for(Pred pred, double seconds = 60) {
+    const auto until = Clock::now() + std::chrono::duration<double>(seconds);
+    while (Clock::now() < until) {
+      if (fs::exists(db_)) {
+        try {
+          auto r = runs();
+          if (pred(r)) return r;
+        } catch (const tlab::StoreError&) {  // the schema is being created
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ADD_FAILURE() << "timed out waiting; output so far:\n"
+                  << tlab::test::read_file(dir_ / "out.txt");
+    return fs::exists(db_) ? runs() : std::vector<tlab::RunRecord>{};
+  }
+};
+
+bool alive(int64_t pid) { return pid > 0 && (kill(static_cast<pid_t>(pid), 0) == 0); }
+
+// --- a plugin that misbehaves fails only its own run --------------------------------------
+
+struct Misbehaviour {
+  std::string fail_in, status, reason;
+};
+
+void PrintTo(const Misbehaviour& m, std::ostream* os) { *os << m.fail_in; }
+
+class Misbehaving : public Sweep, public ::testing::WithParamInterface<Misbehaviour> {};
+
+TEST_P(Misbehaving, OnlyItsOwnRunFailsWithTheRightStatusAndMessage) {
+  const Misbehaviour& m = GetParam();
+  Result r = tlab(experiment(m.fail_in), "-j 2 --timeout 4s --grace 1s");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("1 of 4 runs failed"));
+  auto all = runs();
+  ASSERT_EQ(all.size(), 4u) << r.out;
+  for (const auto& run : all) {
+    if (run.seed == 2) {
+      EXPECT_EQ(run.status, m.status) << run.reason;
+      EXPECT_THAT(run.reason, HasSubstr(m.reason));
+      EXPECT_THAT(r.out, HasSubstr(fmt::format("run {} {}", run.id, m.status)));
+    } else {
+      EXPECT_EQ(run.status, "finished") << run.seed << ": " << run.reason;
+      EXPECT_EQ(run.exit_code, 0);
+    }
+    EXPECT_FALSE(alive(run.pid)) << "run " << run.id << " left its process behind";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Plugins, Misbehaving,
+    ::testing::Values(Misbehaviour{"loss", "failed", "strategy plugin 'faulty' failed in loss"},
+                      Misbehaviour{"segfault", "crashed", "crashed with signal 11 (SIGSEGV)"},
+                      Misbehaviour{"abort", "crashed", "crashed with signal 6 (SIGABRT)"},
+                      Misbehaviour{"exit0", "failed", "exited with code 0 without a final status"},
+                      Misbehaviour{"hang", "timeout", "exceeded the wall-clock limit of 4 s"},
+                      Misbehaviour{"oom", "oom",
+                                   "strategy plugin 'faulty' ran out of memory in loss"}),
+    [](const auto& info) { return info.param.fail_in; });
+
+TEST_F(Sweep, ACrashKeepsTheLastLinesOfItsOutput) {
+  Result r = tlab(experiment("segfault"), "-j 2");
+  ASSERT_EQ(r.code, 1) << r.out;
+  for (const auto& run : runs())
+    if (run.seed == 2) {
+      EXPECT_EQ(run.signal, SIGSEGV);
+      EXPECT_EQ(run.exit_code, -1);
+      EXPECT_THAT(run.stderr_tail, HasSubstr("faulty: about to segfault"));
+      EXPECT_THAT(r.out, HasSubstr("| faulty: about to segfault"));  // reported as it happens
+      EXPECT_TRUE(fs::exists(fs::path(run.run_dir) / "output.log"));
+    }
+}
+
+// --- kill -9 at random moments --------------------------------------------------------------
+
+TEST_F(Sweep, KillNineAtRandomMomentsLeavesWholeEpochs) {
+  // 20 slow runs, 2 at once; each is killed with SIGKILL at a random moment after it starts.
+  const int kRuns = 20;
+  pid_t tlab_pid = start(experiment("none", kRuns, /*sleep_ms=*/15, /*epochs=*/3),
+                         "-j 2 --grace 1s", "TLAB_HEARTBEAT_SECONDS=0.05");
+  std::mt19937 rng(20261123);
+  std::set<int64_t> killed;
+  const auto until = Clock::now() + std::chrono::seconds(120);
+  while (static_cast<int>(killed.size()) < kRuns && Clock::now() < until) {
+    std::vector<tlab::RunRecord> all;
+    try {
+      if (fs::exists(db_)) all = runs();
+    } catch (const tlab::StoreError&) {
+    }
+    for (const auto& run : all) {
+      if (run.status != "running" || killed.count(run.id) || run.pid <= 0) continue;
+      std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 400));
+      kill(static_cast<pid_t>(run.pid), SIGKILL);
+      killed.insert(run.id);
+    }
+    int status;
+    if (waitpid(tlab_pid, &status, WNOHANG) == tlab_pid) {
+      tlab_pid = -1;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (tlab_pid > 0) waitpid(tlab_pid, nullptr, 0);
+  const std::string out = tlab::test::read_file(dir_ / "out.txt");
+  auto all = runs();
+  ASSERT_EQ(all.size(), static_cast<std::size_t>(kRuns)) << out;
+  tlab::Store store(db_, false);
+  int killed_count = 0;
+  for (const auto& run : all) {
+    // A run may finish before its kill lands (a late random moment): then it is whole.
+    if (run.status == "finished") continue;
+    ++killed_count;
+    EXPECT_EQ(run.status, "killed") << run.reason;
+    EXPECT_EQ(run.signal, SIGKILL);
+    EXPECT_THAT(run.reason, HasSubstr("killed by signal 9 (SIGKILL) from outside the sweep"));
+    // Metrics are flushed once per epoch in one transaction: each step has all of its rows
+    // (train loss and lr, val and test acc and loss), never part of them.
+    std::map<int64_t, int> per_step;
+    for (const auto& m : store.metrics(run.id)) ++per_step[m.step];
+    for (const auto& [step, n] : per_step) EXPECT_EQ(n, 6) << "run " << run.id << " step " << step;
+  }
+  EXPECT_GE(killed_count, kRuns / 2) << out;
+  EXPECT_THAT(out, HasSubstr(fmt::format("{} of {} runs failed", killed_count, kRuns)));
+}
+
+// --- Ctrl-C and a killed supervisor ----------------------------------------------------------
+
+TEST_F(Sweep, CtrlCStopsEveryChildAndLeavesNoOrphans) {
+  pid_t tlab_pid = start(experiment("none", 4, /*sleep_ms=*/50, /*epochs=*/20), "-j 2 --grace 5s");
+  auto started = wait_for([](const auto& all) {
+    return std::count_if(all.begin(), all.end(),
+                         [](const auto& r) { return r.status == "running"; }) == 2;
+  });
+  const auto t0 = Clock::now();
+  kill(tlab_pid, SIGINT);
+  int status = 0;
+  waitpid(tlab_pid, &status, 0);
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  EXPECT_LT(secs, 5.0) << "children must stop within the grace period";
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGINT);
+  const std::string out = tlab::test::read_file(dir_ / "out.txt");
+  EXPECT_THAT(out, HasSubstr("stopping on signal 2 (SIGINT)"));
+  int stopped = 0, not_started = 0;
+  for (const auto& run : runs()) {
+    EXPECT_EQ(run.status, "killed") << run.reason;
+    EXPECT_FALSE(alive(run.pid)) << "run " << run.id << " is an orphan";
+    if (run.reason.find("not started") != std::string::npos)
+      ++not_started;
+    else if (run.reason.find("stopped by signal 2 (SIGINT, Ctrl-C)") != std::string::npos)
+      ++stopped;
+  }
+  EXPECT_EQ(stopped, 2) << out;
+  EXPECT_EQ(not_started, 2) << out;
+}
+
+TEST_F(Sweep, AKilledSupervisorTakesItsChildrenAndTheNextStartMarksThemLost) {
+  const std::string exp = experiment("none", 4, /*sleep_ms=*/50, /*epochs=*/20);
+  pid_t tlab_pid = start(exp, "-j 2", "TLAB_HEARTBEAT_SECONDS=0.1");
+  auto started = wait_for([](const auto& all) {
+    return std::count_if(all.begin(), all.end(),
+                         [](const auto& r) { return r.status == "running"; }) == 2;
+  });
+  kill(tlab_pid, SIGKILL);
+  waitpid(tlab_pid, nullptr, 0);
+  // The children die with it (PR_SET_PDEATHSIG).
+  const auto until = Clock::now() + std::chrono::seconds(5);
+  auto any_alive = [&] {
+    for (const auto& r : started)
+      if (r.status == "running" && alive(r.pid)) return true;
+    return false;
+  };
+  while (any_alive() && Clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(any_alive()) << "children outlived their supervisor";
+  for (const auto& r : runs()) EXPECT_THAT(r.status, ::testing::AnyOf("running", "queued"));
+
+  // The next start: stale heartbeat + dead process = lost; then the sweep runs them again.
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  Result r = tlab(experiment("none", 4, 0, 2), "-j 2", "TLAB_HEARTBEAT_SECONDS=0.1");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("lost: the run's process"));
+  int lost = 0, finished = 0;
+  for (const auto& run : runs()) {
+    lost += run.status == "lost";
+    finished += run.status == "finished";
+    if (run.status == "lost")
+      EXPECT_THAT(run.reason, HasSubstr("its supervisor or the machine died"));
+  }
+  EXPECT_EQ(lost, 4);  // 2 running + 2 queued
+  EXPECT_EQ(finished, 4);
+}
+
+// --- resume, rerun, parallel = sequential ---------------------------------------------------
+
+TEST_F(Sweep, ARerunSkipsFinishedRunsAndRerunForcesThem) {
+  const std::string exp = experiment("loss", 3);  // seed 2 fails
+  Result first = tlab(exp, "-j 2");
+  EXPECT_EQ(first.code, 1) << first.out;
+  Result second = tlab(exp, "-j 2");
+  EXPECT_EQ(second.code, 1) << second.out;
+  EXPECT_THAT(second.out, HasSubstr("2 of 3 run(s) already finished"));
+  EXPECT_THAT(second.out, HasSubstr("1 of 3 runs failed"));
+  EXPECT_EQ(runs().size(), 4u);  // only the failed one ran again
+  Result forced = tlab(exp, "-j 2 --rerun");
+  EXPECT_EQ(runs().size(), 7u) << forced.out;
+  // Same config and plugins = same key; the failing run has its own.
+  std::map<int64_t, std::set<std::string>> keys;
+  for (const auto& r : runs()) keys[r.seed].insert(r.run_key);
+  for (const auto& [seed, k] : keys) EXPECT_EQ(k.size(), 1u) << seed;
+}
+
+TEST_F(Sweep, AParallelSweepGivesTheSameRowsAsASequentialOne) {
+  const std::string exp = experiment("none", 4);
+  Result seq = tlab(exp, "-j 1");
+  ASSERT_EQ(seq.code, 0) << seq.out;
+  db_ = dir_ / "parallel.db";
+  Result par = tlab(exp, "-j 2");
+  ASSERT_EQ(par.code, 0) << par.out;
+  tlab::Store a(dir_ / "results.db", false), b(db_, false);
+  auto ra = a.list_runs(), rb = b.list_runs();
+  ASSERT_EQ(ra.size(), rb.size());
+  std::map<std::string, std::vector<double>> by_key;
+  for (const auto& r : ra)
+    for (const auto& m : a.metrics(r.id)) by_key[r.run_key].push_back(m.value);
+  for (const auto& r : rb) {
+    std::vector<double> values;
+    for (const auto& m : b.metrics(r.id)) values.push_back(m.value);
+    EXPECT_EQ(values, by_key[r.run_key]) << "seed " << r.seed;
+  }
+  tlab::Store first(dir_ / "results.db", false);
+  EXPECT_EQ(first.integrity_check(), "ok");
+}
+
+TEST_F(Sweep, GpusAreHandedOutRoundRobinWithRunsPerGpu) {
+  // On a machine without CUDA, device "auto" runs on the CPU, but the supervisor still hands
+  // out CUDA_VISIBLE_DEVICES, which each run records.
+  std::string exp = experiment("none", 4);
+  exp.replace(exp.find("device = \"cpu\""), 14, "device = \"auto\"");
+  Result r = tlab(exp, "-j 4 --gpus 3,5 --runs-per-gpu 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("only 2 GPU slot(s)"));
+  std::map<std::string, int> per_gpu;
+  for (const auto& run : runs()) ++per_gpu[run.gpu];
+  EXPECT_EQ(per_gpu, (std::map<std::string, int>{{"3", 2}, {"5", 2}}));
+  Result bad = tlab(exp, "--gpus 0,x");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_THAT(bad.out, HasSubstr("--gpus '0,x': 'x' is not a GPU index"));
+}
+
+TEST_F(Sweep, RunsThatShareASourcePreTrainingDoItOnce) {
+  const std::string exp = R"(name = "reuse"
+seed = 3
+device = "cpu"
+
+[source]
+plugin = "gaussians"
+domain = "source"
+train_size = 128
+val_size = 32
+
+[target]
+plugin = "gaussians"
+domain = "target"
+train_size = 64
+val_size = 16
+test_size = 32
+shots = 4
+
+[backbone]
+plugin = "mlp"
+hidden = [8]
+
+[[adapters]]
+plugin = "linear_head"
+
+[strategy]
+plugin = "finetune"
+source_epochs = 2
+
+[train]
+epochs = 2
+batch_size = 16
+
+[sweep]
+"strategy.freeze_backbone" = [false, true]
+"target.shots" = [4, 8]
+)";
+  Result r = tlab(exp, "-j 2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::size_t entries = 0;
+  for (const auto& e : fs::directory_iterator(dir_ / "cache" / "pretrain"))
+    entries += e.path().extension() == ".json";
+  EXPECT_EQ(entries, 1u) << "4 target-side variants, one pre-training";
+  tlab::Store store(db_, false);
+  auto all = store.list_runs();
+  ASSERT_EQ(all.size(), 4u);
+  int reused = 0;
+  std::vector<double> first_source;
+  for (const auto& run : all) {
+    for (const auto& [name, value] : run.summaries)
+      if (name == "source/pretrain_reused") reused += value == 1.0;
+    std::vector<double> source;
+    for (const auto& m : store.metrics(run.id, "source/train/loss")) source.push_back(m.value);
+    ASSERT_EQ(source.size(), 2u) << "the reusing runs replay the pre-training's metrics";
+    if (first_source.empty()) first_source = source;
+    EXPECT_EQ(source, first_source);
+  }
+  EXPECT_EQ(reused, 3);
+
+  // Trained or reused, a run computes the same target results.
+  std::map<std::string, double> acc;
+  for (const auto& run : all)
+    for (const auto& [name, value] : run.summaries)
+      if (name == "target/test/acc") acc[run.run_key] = value;
+  fs::remove_all(dir_ / "cache");
+  Result again = tlab(exp, "-j 1 --rerun");
+  ASSERT_EQ(again.code, 0) << again.out;
+  for (const auto& run : store.list_runs())
+    for (const auto& [name, value] : run.summaries)
+      if (name == "target/test/acc") EXPECT_EQ(value, acc[run.run_key]) << "run " << run.id;
+}
+
+TEST_F(Sweep, TimeoutNeedsADuration) {
+  Result r = tlab(experiment("none", 1), "--timeout soon");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.out, HasSubstr("--timeout 'soon' is not a duration"));
+  EXPECT_FALSE(fs::exists(db_));
+}
+
+}  // namespace
