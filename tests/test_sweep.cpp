@@ -453,6 +453,39 @@ batch_size = 16
       if (name == "target/test/acc") EXPECT_EQ(value, acc[run.run_key]) << "run " << run.id;
 }
 
+TEST_F(Sweep, SpawnForkIsolatesCrashesAndGivesTheSameRowsAsExec) {
+  const std::string exp = experiment("segfault");
+  Result exec = tlab(exp, "-j 2");
+  ASSERT_EQ(exec.code, 1) << exec.out;
+  db_ = dir_ / "fork.db";
+  Result fork = tlab(exp, "-j 2 --spawn fork");
+  ASSERT_EQ(fork.code, 1) << fork.out;
+  EXPECT_THAT(fork.out, HasSubstr("1 of 4 runs failed"));
+  tlab::Store a(dir_ / "results.db", false), b(db_, false);
+  std::map<int64_t, std::vector<double>> exec_values;
+  for (const auto& r : a.list_runs())
+    for (const auto& m : a.metrics(r.id)) exec_values[r.seed].push_back(m.value);
+  for (const auto& r : b.list_runs()) {
+    tlab::RunRecord rec = b.run(r.id);
+    if (r.seed == 2) {
+      EXPECT_EQ(rec.status, "crashed");
+      EXPECT_EQ(rec.signal, SIGSEGV);
+      continue;
+    }
+    EXPECT_EQ(rec.status, "finished") << rec.reason;
+    std::vector<double> values;
+    for (const auto& m : b.metrics(r.id)) values.push_back(m.value);
+    EXPECT_EQ(values, exec_values[r.seed]) << "seed " << r.seed;
+  }
+  std::string gpu = experiment("none", 1);
+  gpu.replace(gpu.find("device = \"cpu\""), 14, "device = \"auto\"");
+  Result refused = tlab(gpu, "--spawn fork");
+  EXPECT_EQ(refused.code, 2);
+  EXPECT_THAT(refused.out, HasSubstr("--spawn fork needs device = \"cpu\" in every run"));
+  tlab::Store first(dir_ / "results.db", false);
+  EXPECT_EQ(first.integrity_check(), "ok");
+}
+
 TEST_F(Sweep, TimeoutNeedsADuration) {
   Result r = tlab(experiment("none", 1), "--timeout soon");
   EXPECT_EQ(r.code, 2);

@@ -252,6 +252,12 @@ int main(int argc, char** argv) {
   run->add_option("--gpus", gpus_text,
                   "GPU ids to hand out round-robin as CUDA_VISIBLE_DEVICES, e.g. 0,1,2,3 "
                   "(default: every visible GPU when a run's device is not cpu)");
+  std::string spawn = "exec";
+  run->add_option("--spawn", spawn,
+                  "How a run's process starts: exec (a fresh tlab, default) or fork (a copy of "
+                  "this process, without reloading LibTorch: ~0.65 s less per run; CPU runs only)")
+      ->check(CLI::IsMember({"exec", "fork"}))
+      ->capture_default_str();
   run->add_option("--runs-per-gpu", sweep.runs_per_gpu, "Runs sharing one GPU at once")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
@@ -348,6 +354,17 @@ int main(int argc, char** argv) {
     }
     if (!timeout_text.empty()) sweep.timeout = parse_seconds(timeout_text, "--timeout");
     sweep.grace = parse_seconds(grace_text, "--grace");
+    if (spawn == "fork") {
+      for (const auto& spec : specs)
+        if (spec.device != "cpu")
+          throw UsageError(fmt::format(
+              "--spawn fork needs device = \"cpu\" in every run, but a run of '{}' has device "
+              "\"{}\": a forked process cannot use CUDA safely; use --spawn exec (the default)",
+              experiment, spec.device));
+      sweep.in_fork = [&db, &loader](int64_t id, int threads) {
+        return run_child(db, id, threads, loader);
+      };
+    }
     sweep.gpus = gpu_ids(gpus_text, specs);
     Store store = open_store(db, true);  // created and migrated before any child starts
     for (const auto& line : mark_lost_runs(store, 3 * heartbeat_interval()))

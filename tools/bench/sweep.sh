@@ -41,6 +41,10 @@ EOF
 }
 
 now() { date +%s.%N; }
+gap() {  # mean time from one run's end to the next run's start, from the database $1
+  sqlite3 "$1" "SELECT printf('%.3f', avg(g)) FROM (SELECT (julianday(started_at) -
+    julianday(lag(ended_at) OVER (ORDER BY id))) * 86400 AS g FROM runs) WHERE g IS NOT NULL"
+}
 sum_wall() {  # sum of the runs' own wall time (run/wall_seconds) in database $1
   sqlite3 "$1" "SELECT printf('%.3f', sum(value)) FROM summaries WHERE name = 'run/wall_seconds'"
 }
@@ -51,8 +55,19 @@ t0=$(now)
 "$tlab" run "$work/empty.toml" --db "$work/empty.db" -j 1 > /dev/null 2>&1
 t1=$(now)
 inside=$(sum_wall "$work/empty.db")
+echo "mean gap between one run's end and the next one's start: $(gap "$work/empty.db") s"
 awk -v a="$t0" -v b="$t1" -v in_="$inside" 'BEGIN {
   w = b - a; printf "sweep wall %.2f s, inside the runs %.2f s, overhead %.3f s per run\n", w, in_, (w - in_) / 20 }'
+
+echo "== the same with --spawn fork (no exec: LibTorch stays loaded)"
+t0=$(now)
+"$tlab" run "$work/empty.toml" --db "$work/fork.db" -j 1 --spawn fork > /dev/null 2>&1
+t1=$(now)
+inside=$(sum_wall "$work/fork.db")
+echo "mean gap between one run's end and the next one's start: $(gap "$work/fork.db") s"
+awk -v a="$t0" -v b="$t1" -v in_="$inside" 'BEGIN {
+  w = b - a; printf "sweep wall %.2f s, inside the runs %.2f s, overhead %.3f s per run\n", w, in_, (w - in_) / 20 }'
+echo "   (both include the supervisor's own start, about 1.5 s, spread over the 20 runs)"
 
 echo "== 8 CPU-bound runs: --jobs 1 vs --jobs 2 (threads per run: cores / jobs)"
 experiment 4096 6 "1,2,3,4,5,6,7,8" > "$work/cpu.toml"

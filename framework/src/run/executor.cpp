@@ -124,6 +124,7 @@ class Supervisor {
       gpu_load_.assign(o_.gpus.size(), 0);
     }
     threads_ = o_.threads > 0 ? o_.threads : std::max(1, available_cores() / jobs_);
+    fork_only_ = static_cast<bool>(o_.in_fork);
     char self[4096];
     ssize_t n = ::readlink(o_.tlab.c_str(), self, sizeof self - 1);
     exe_ = n > 0 ? std::string(self, static_cast<std::size_t>(n)) : o_.tlab.string();
@@ -258,6 +259,21 @@ class Supervisor {
       ::dup2(out[1], STDOUT_FILENO);
       ::dup2(out[1], STDERR_FILENO);
       ::dup2(progress[1], 3);
+      if (fork_only_) {
+        // --spawn fork: run in this copy of the supervisor, which has LibTorch and the plugins
+        // loaded already. Safe because the supervisor is single-threaded and has never run a
+        // LibTorch operation or touched CUDA (see SweepOptions::in_fork).
+        ::setenv("TLAB_PROGRESS_FD", "3", 1);
+        if (!gpu.empty()) ::setenv("CUDA_VISIBLE_DEVICES", gpu.c_str(), 1);
+        int code = 1;
+        try {
+          code = o_.in_fork(id, threads_);
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "error: %s\n", e.what());
+        }
+        std::fflush(nullptr);
+        ::_exit(code);  // not exit(): the supervisor's objects are not this process's to destroy
+      }
       ::execve(argv[0], argv.data(), envp.data());
       const char msg[] = "tlab: cannot execute the run's process\n";
       [[maybe_unused]] auto n = ::write(STDERR_FILENO, msg, sizeof msg - 1);
@@ -514,7 +530,7 @@ class Supervisor {
   Store& store_;
   const SweepOptions& o_;
   std::string exe_;
-  bool tty_ = false, echo_ = false, stopping_ = false, bar_shown_ = false;
+  bool tty_ = false, echo_ = false, stopping_ = false, bar_shown_ = false, fork_only_ = false;
   int jobs_ = 1, threads_ = 1;
   std::vector<int> gpu_load_;
   std::vector<int64_t> ids_;
