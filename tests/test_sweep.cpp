@@ -486,6 +486,30 @@ TEST_F(Sweep, SpawnForkIsolatesCrashesAndGivesTheSameRowsAsExec) {
   EXPECT_EQ(first.integrity_check(), "ok");
 }
 
+TEST_F(Sweep, AProgressBarOnATerminalOnly) {
+  // Not a terminal (a pipe): no bar, no cursor control.
+  const std::string exp = experiment("none", 2, /*sleep_ms=*/40, /*epochs=*/3);
+  Result piped = tlab(exp, "-j 2");
+  ASSERT_EQ(piped.code, 0) << piped.out;
+  EXPECT_EQ(piped.out.find("\033[K"), std::string::npos);
+  // A terminal (script(1) gives the command a pseudo-terminal): runs done and failed, each
+  // running run's epoch, elapsed time and ETA.
+  db_ = dir_ / "tty.db";
+  std::string cmd = command(exp, "-j 2");
+  cmd = cmd.substr(0, cmd.rfind(" 2>&1"));
+  std::string quoted;
+  for (char c : cmd) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  FILE* p = popen(("script -qefc '" + quoted + "' /dev/null 2>&1").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (std::size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  ASSERT_EQ(pclose(p), 0) << out;
+  EXPECT_THAT(out, HasSubstr("\r\033[K["));
+  EXPECT_THAT(out, HasSubstr("/2 runs, 0 failed, 2 running: #"));
+  EXPECT_THAT(out, ::testing::ContainsRegex("#[0-9]+ target [1-3]/3"));
+  EXPECT_THAT(out, HasSubstr("elapsed, ETA"));
+}
+
 TEST_F(Sweep, TimeoutNeedsADuration) {
   Result r = tlab(experiment("none", 1), "--timeout soon");
   EXPECT_EQ(r.code, 2);
