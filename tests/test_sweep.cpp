@@ -161,7 +161,7 @@ class Misbehaving : public Sweep, public ::testing::WithParamInterface<Misbehavi
 
 TEST_P(Misbehaving, OnlyItsOwnRunFailsWithTheRightStatusAndMessage) {
   const Misbehaviour& m = GetParam();
-  Result r = tlab(experiment(m.fail_in), "-j 2 --timeout 4s --grace 1s");
+  Result r = tlab(experiment(m.fail_in), "-j 2 --timeout 8s --grace 1s");
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_THAT(r.out, HasSubstr("1 of 4 runs failed"));
   auto all = runs();
@@ -185,7 +185,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Misbehaviour{"segfault", "crashed", "crashed with signal 11 (SIGSEGV)"},
                       Misbehaviour{"abort", "crashed", "crashed with signal 6 (SIGABRT)"},
                       Misbehaviour{"exit0", "failed", "exited with code 0 without a final status"},
-                      Misbehaviour{"hang", "timeout", "exceeded the wall-clock limit of 4 s"},
+                      Misbehaviour{"hang", "timeout", "exceeded the wall-clock limit of 8 s"},
                       Misbehaviour{"oom", "oom",
                                    "strategy plugin 'faulty' ran out of memory in loss"}),
     [](const auto& info) { return info.param.fail_in; });
@@ -206,11 +206,13 @@ TEST_F(Sweep, ACrashKeepsTheLastLinesOfItsOutput) {
 // --- kill -9 at random moments --------------------------------------------------------------
 
 TEST_F(Sweep, KillNineAtRandomMomentsLeavesWholeEpochs) {
-  // 20 slow runs, 2 at once; each is killed with SIGKILL at a random moment after it starts.
+  // 20 slow runs, 2 at once; each is killed with SIGKILL at a random moment of its training
+  // (which lasts at least 3 epochs x 4 steps x 50 ms): mid-step, mid-evaluation or mid-flush.
   const int kRuns = 20;
-  pid_t tlab_pid = start(experiment("none", kRuns, /*sleep_ms=*/15, /*epochs=*/3),
+  pid_t tlab_pid = start(experiment("none", kRuns, /*sleep_ms=*/50, /*epochs=*/3),
                          "-j 2 --grace 1s", "TLAB_HEARTBEAT_SECONDS=0.05");
   std::mt19937 rng(20261123);
+  std::map<int64_t, Clock::time_point> kill_at;  // run id -> when to kill it
   std::set<int64_t> killed;
   const auto until = Clock::now() + std::chrono::seconds(120);
   while (static_cast<int>(killed.size()) < kRuns && Clock::now() < until) {
@@ -219,9 +221,11 @@ TEST_F(Sweep, KillNineAtRandomMomentsLeavesWholeEpochs) {
       if (fs::exists(db_)) all = runs();
     } catch (const tlab::StoreError&) {
     }
+    const auto now = Clock::now();
     for (const auto& run : all) {
       if (run.status != "running" || killed.count(run.id) || run.pid <= 0) continue;
-      std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 400));
+      auto [it, first] = kill_at.emplace(run.id, now + std::chrono::milliseconds(rng() % 600));
+      if (now < it->second) continue;
       kill(static_cast<pid_t>(run.pid), SIGKILL);
       killed.insert(run.id);
     }
@@ -251,7 +255,7 @@ TEST_F(Sweep, KillNineAtRandomMomentsLeavesWholeEpochs) {
     for (const auto& m : store.metrics(run.id)) ++per_step[m.step];
     for (const auto& [step, n] : per_step) EXPECT_EQ(n, 6) << "run " << run.id << " step " << step;
   }
-  EXPECT_GE(killed_count, kRuns / 2) << out;
+  EXPECT_GE(killed_count, kRuns - 2) << out;  // a kill may land just after a run ended
   EXPECT_THAT(out, HasSubstr(fmt::format("{} of {} runs failed", killed_count, kRuns)));
 }
 
