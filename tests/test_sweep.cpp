@@ -290,6 +290,60 @@ TEST_F(Sweep, CtrlCStopsEveryChildAndLeavesNoOrphans) {
   EXPECT_EQ(not_started, 2) << out;
 }
 
+TEST_F(Sweep, SigtermToEveryProcessStillStopsEachRunCleanly) {
+  // What SLURM's scancel or a systemd stop does: SIGTERM to the supervisor and to every run at
+  // once. A run then gets it twice (directly and forwarded): it must still flush and record.
+  pid_t tlab_pid = start(experiment("none", 2, /*sleep_ms=*/50, /*epochs=*/20), "-j 2 --grace 5s");
+  auto started = wait_for([](const auto& all) {
+    return std::count_if(all.begin(), all.end(),
+                         [](const auto& r) { return r.status == "running"; }) == 2;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  kill(tlab_pid, SIGTERM);
+  for (const auto& r : started) kill(static_cast<pid_t>(r.pid), SIGTERM);
+  int status = 0;
+  waitpid(tlab_pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM);
+  for (const auto& run : runs()) {
+    EXPECT_EQ(run.status, "killed");
+    EXPECT_THAT(run.reason, HasSubstr("stopped by signal 15"));
+    EXPECT_EQ(run.signal, -1) << "the run must exit by itself, not by the signal";
+  }
+}
+
+TEST_F(Sweep, CtrlCAfterTheOutputPipeClosedStillStopsTheRunsCleanly) {
+  // `tlab run ... | tee log`, tee dies, then Ctrl-C: writing to the closed pipe must not kill
+  // the supervisor (and with it, unrecorded, every run).
+  std::string cmd = command(experiment("none", 2, /*sleep_ms=*/50, /*epochs=*/20), "-j 2");
+  cmd.replace(cmd.find("&& "), 3, "&& exec env ");
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    setpgid(0, 0);
+    dup2(out[1], 1);
+    dup2(out[1], 2);
+    close(out[0]);
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out[1]);
+  wait_for([](const auto& all) {
+    return std::count_if(all.begin(), all.end(),
+                         [](const auto& r) { return r.status == "running"; }) == 2;
+  });
+  close(out[0]);  // the reader is gone
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status)) << "the supervisor died of signal " << WTERMSIG(status);
+  for (const auto& run : runs()) {
+    EXPECT_EQ(run.status, "killed");
+    EXPECT_THAT(run.reason, HasSubstr("stopped by signal 2"));
+  }
+}
+
 TEST_F(Sweep, AKilledSupervisorTakesItsChildrenAndTheNextStartMarksThemLost) {
   const std::string exp = experiment("none", 4, /*sleep_ms=*/50, /*epochs=*/20);
   pid_t tlab_pid = start(exp, "-j 2", "TLAB_HEARTBEAT_SECONDS=0.1");

@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <torch/cuda.h>
 #include <CLI/CLI.hpp>
@@ -172,12 +173,27 @@ double parse_seconds(const std::string& text, const char* option) {
 std::vector<std::string> gpu_ids(const std::string& text, const std::vector<RunSpec>& specs) {
   std::vector<std::string> ids;
   if (!text.empty()) {
+    // Indices into an inherited CUDA_VISIBLE_DEVICES (a SLURM allocation), else device ids.
+    std::vector<std::string> visible;
+    if (const char* v = std::getenv("CUDA_VISIBLE_DEVICES"); v && *v) {
+      std::stringstream in(v);
+      for (std::string id; std::getline(in, id, ',');) visible.push_back(id);
+    }
     std::stringstream in(text);
     for (std::string id; std::getline(in, id, ',');) {
       if (id.empty() || id.find_first_not_of("0123456789") != std::string::npos)
         throw UsageError(fmt::format(
             "--gpus '{}': '{}' is not a GPU index; expected a comma-separated list like 0,1,2",
             text, id));
+      if (!visible.empty()) {
+        const auto index = std::stoul(id);
+        if (index >= visible.size())
+          throw UsageError(fmt::format(
+              "--gpus '{}': index {} is out of range; CUDA_VISIBLE_DEVICES='{}' makes {} GPU(s) "
+              "visible, numbered from 0",
+              text, id, join(visible, ","), visible.size()));
+        id = visible[index];
+      }
       ids.push_back(id);
     }
     return ids;
@@ -362,6 +378,10 @@ int main(int argc, char** argv) {
               "\"{}\": a forked process cannot use CUDA safely; use --spawn exec (the default)",
               experiment, spec.device));
       sweep.in_fork = [&db, &loader](int64_t id, int threads) {
+        // The supervisor's logger colours its output for a terminal; a run writes to a pipe.
+        spdlog::drop_all();
+        spdlog::set_default_logger(spdlog::stderr_logger_mt("tlab"));
+        spdlog::set_pattern("%H:%M:%S %l %v");
         return run_child(db, id, threads, loader);
       };
     }

@@ -170,7 +170,16 @@ class Supervisor {
               : fmt::format(", GPUs {} ({} run(s) per GPU)", join(o_.gpus, ","), o_.runs_per_gpu));
     start_ = Clock::now();
     to_run_ = queue_.size();
-    loop();
+    // Writing to a closed pipe (`tlab run | tee` after tee died) must not kill the supervisor
+    // and, through PR_SET_PDEATHSIG, every run; and children must be reapable by waitpid.
+    std::signal(SIGPIPE, SIG_IGN);
+    std::signal(SIGCHLD, SIG_DFL);
+    try {
+      loop();
+    } catch (...) {
+      abandon();  // e.g. the database failed: stop the runs cleanly before giving up
+      throw;
+    }
     clear_bar();
     result.finished = finished_;
     result.failures = failures_;
@@ -182,9 +191,11 @@ class Supervisor {
   void loop() {
     while (!queue_.empty() || !children_.empty()) {
       if (stop_signal() && !stopping_) begin_stop();
-      while (!stopping_ && !queue_.empty() && static_cast<int>(children_.size()) < jobs_) {
-        const int slot = free_gpu_slot();
-        if (!o_.gpus.empty() && slot < 0) break;
+      while (!stopping_ && !stop_signal() && !queue_.empty() &&
+             static_cast<int>(children_.size()) < jobs_) {
+        const bool wants_gpu = !o_.gpus.empty() && specs_[queue_.front()].device != "cpu";
+        const int slot = wants_gpu ? free_gpu_slot() : -1;
+        if (wants_gpu && slot < 0) break;
         launch(queue_.front(), slot);
         queue_.pop_front();
       }
@@ -227,7 +238,8 @@ class Supervisor {
     std::vector<std::string> env;
     for (char** e = environ; *e; ++e) {
       std::string_view v(*e);
-      if (v.rfind("TLAB_PROGRESS_FD=", 0) == 0 || v.rfind("CUDA_VISIBLE_DEVICES=", 0) == 0)
+      if (v.rfind("TLAB_PROGRESS_FD=", 0) == 0 || v.rfind("CUDA_VISIBLE_DEVICES=", 0) == 0 ||
+          v.rfind("TLAB_ASSIGNED_GPU=", 0) == 0)
         continue;
       env.emplace_back(v);
     }
@@ -236,6 +248,7 @@ class Supervisor {
     if (gpu_slot >= 0 && spec.device != "cpu") {
       gpu = o_.gpus[static_cast<std::size_t>(gpu_slot)];
       env.push_back("CUDA_VISIBLE_DEVICES=" + gpu);
+      env.push_back("TLAB_ASSIGNED_GPU=" + gpu);
     } else if (const char* cvd = std::getenv("CUDA_VISIBLE_DEVICES")) {
       env.push_back(std::string("CUDA_VISIBLE_DEVICES=") + cvd);
     }
@@ -246,10 +259,18 @@ class Supervisor {
     envp.push_back(nullptr);
     const int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     const pid_t parent = getpid();
+    std::fflush(nullptr);  // nothing buffered may be written twice, by the parent and a child
+    const std::string progress_fd = std::to_string(progress[1]);
 
     const pid_t pid = ::fork();
-    if (pid < 0)
-      throw std::runtime_error(fmt::format("cannot fork run {}: {}", id, strerror(errno)));
+    if (pid < 0) {
+      const int error = errno;
+      for (int fd : {out[0], out[1], progress[0], progress[1], devnull})
+        if (fd >= 0) ::close(fd);
+      throw std::runtime_error(fmt::format(
+          "cannot start the process of run {}: fork failed: {}; lower --jobs or free memory", id,
+          strerror(error)));
+    }
     if (pid == 0) {
       // Child: only async-signal-safe calls until exec.
       ::setpgid(0, 0);                        // Ctrl-C reaches the supervisor, which forwards it
@@ -258,13 +279,14 @@ class Supervisor {
       if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
       ::dup2(out[1], STDOUT_FILENO);
       ::dup2(out[1], STDERR_FILENO);
-      ::dup2(progress[1], 3);
+      ::signal(SIGPIPE, SIG_DFL);  // ignored by the supervisor; the run gets the default back
       if (fork_only_) {
         // --spawn fork: run in this copy of the supervisor, which has LibTorch and the plugins
         // loaded already. Safe because the supervisor is single-threaded and has never run a
         // LibTorch operation or touched CUDA (see SweepOptions::in_fork).
-        ::setenv("TLAB_PROGRESS_FD", "3", 1);
+        ::setenv("TLAB_PROGRESS_FD", progress_fd.c_str(), 1);  // fd 3 may be the database's
         if (!gpu.empty()) ::setenv("CUDA_VISIBLE_DEVICES", gpu.c_str(), 1);
+        if (!gpu.empty()) ::setenv("TLAB_ASSIGNED_GPU", gpu.c_str(), 1);
         int code = 1;
         try {
           code = o_.in_fork(id, threads_);
@@ -274,6 +296,7 @@ class Supervisor {
         std::fflush(nullptr);
         ::_exit(code);  // not exit(): the supervisor's objects are not this process's to destroy
       }
+      ::dup2(progress[1], 3);
       ::execve(argv[0], argv.data(), envp.data());
       const char msg[] = "tlab: cannot execute the run's process\n";
       [[maybe_unused]] auto n = ::write(STDERR_FILENO, msg, sizeof msg - 1);
@@ -461,6 +484,7 @@ class Supervisor {
         "run(s) are not started",
         signal_text(sig), children_.size(), signal_text(sig), o_.grace, queue_.size());
     for (auto& c : children_) {
+      if (c->term_sent) continue;  // already stopping (timeout): keep its grace period
       signal_child(*c, sig);
       c->term_sent = true;
       c->term_at = Clock::now();
@@ -472,6 +496,33 @@ class Supervisor {
       failures_.push_back(fmt::format("run {} killed: not started", id));
     }
     queue_.clear();
+  }
+
+  // The sweep cannot go on (an exception): SIGTERM every run, SIGKILL after the grace period,
+  // reap them all and record what can still be recorded.
+  void abandon() noexcept {
+    try {
+      clear_bar();
+      for (auto& c : children_)
+        if (!c->term_sent) {
+          signal_child(*c, SIGTERM);
+          c->term_sent = true;
+          c->term_at = Clock::now();
+        }
+      const auto until = Clock::now() + std::chrono::duration<double>(o_.grace);
+      while (!children_.empty() && Clock::now() < until) {
+        wait_for_output(50);
+        try {
+          reap();
+        } catch (...) {
+          children_.erase(children_.begin());  // cannot record it: the next start marks it lost
+        }
+      }
+      for (auto& c : children_) ::kill(-c->pid, SIGKILL);
+      for (auto& c : children_) ::waitpid(c->pid, nullptr, 0);
+      children_.clear();
+    } catch (...) {
+    }
   }
 
   void enforce_limits() {
@@ -553,7 +604,7 @@ double heartbeat_interval() {
 }
 
 std::string run_key(const RunSpec& spec, PluginLoader& loader) {
-  std::string text = "tlab run key v1\n" + spec.config_toml;
+  std::string text = fmt::format("tlab run key v1, tlab {}\n{}", TLAB_VERSION, spec.config_toml);
   auto add = [&](Kind kind, const std::string& name) {
     text +=
         fmt::format("\nplugin {} {} {}", kind_name(kind), name, loader.get(kind, name).file_hash);
@@ -589,7 +640,7 @@ SweepResult run_sweep(const std::vector<RunSpec>& specs, PluginLoader& loader, S
 }
 
 int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader) {
-  install_stop_handlers();
+  install_stop_handlers(/*second_signal_ends=*/false);
   configure_threads(threads);
   Store store(db, /*create=*/false);
   RunRecord rec = store.run(id);
@@ -601,6 +652,11 @@ int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader)
           "the run's resolved config changed between queueing and start (hash {} then {}): "
           "was a plugin rebuilt with other parameters? Run the sweep again",
           rec.config_hash, spec.config_hash));
+    if (!rec.run_key.empty() && run_key(spec, loader) != rec.run_key)
+      throw ConfigError(fmt::format(
+          "the plugins or tlab changed between queueing and start (run key {} then {}): a "
+          "plugin was rebuilt during the sweep; run the sweep again once builds are done",
+          rec.run_key, run_key(spec, loader)));
   } catch (const std::exception& e) {
     if (store.start_run(id, getpid(), "", "")) store.finish_run(id, "failed", e.what());
     spdlog::error("[runner] run {} failed: {}", id, e.what());
@@ -633,7 +689,11 @@ int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader)
   options.threads = threads;
   options.verbose = true;  // epoch lines at info level: they go to the run's output.log
   options.run_id = id;
-  if (const char* g = std::getenv("CUDA_VISIBLE_DEVICES")) options.gpu = g;
+  if (const char* g = std::getenv("TLAB_ASSIGNED_GPU"); g && *g) {
+    // The supervisor gave this run one GPU: it is the only one visible, as cuda:0.
+    options.gpu = g;
+    if (spec.device.rfind("cuda", 0) == 0) spec.device = "cuda:0";
+  }
   RunOutcome out;
   try {
     out = execute_run(spec, loader, store, options);

@@ -34,8 +34,10 @@ using Clock = std::chrono::steady_clock;
 
 volatile std::sig_atomic_t g_stop_signal = 0;
 
+volatile std::sig_atomic_t g_second_signal_ends = 1;
+
 void on_stop_signal(int sig) {
-  if (g_stop_signal != 0) {  // second signal: the user insists
+  if (g_stop_signal != 0 && g_second_signal_ends) {  // second signal: the user insists
     std::signal(sig, SIG_DFL);
     std::raise(sig);
   }
@@ -376,16 +378,22 @@ void save_checkpoint(torch::nn::Module& model, const fs::path& file);
 // An exclusive flock() held for the object's lifetime: runs sharing a pre-training wait here.
 class FileLock {
  public:
-  explicit FileLock(const fs::path& path) : fd_(::open(path.c_str(), O_RDWR | O_CREAT, 0644)) {
+  explicit FileLock(const fs::path& path)
+      : fd_(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)) {
     if (fd_ < 0)
       throw std::runtime_error(
           fmt::format("cannot open the lock file '{}': {}", path.string(), strerror(errno)));
-    while (::flock(fd_, LOCK_EX) != 0)
+    while (::flock(fd_, LOCK_EX) != 0) {
+      if (errno == EINTR && g_stop_signal) {  // stopped while waiting for another run
+        ::close(fd_);
+        throw_if_stopped("while waiting for the shared pre-training");
+      }
       if (errno != EINTR) {
         ::close(fd_);
         throw std::runtime_error(
             fmt::format("cannot lock '{}': {}", path.string(), strerror(errno)));
       }
+    }
   }
   ~FileLock() { ::close(fd_); }  // closing releases the lock
   FileLock(const FileLock&) = delete;
@@ -430,9 +438,19 @@ bool RunSession::reuse(const std::string& key, torch::nn::Module& module,
       }
     }
     if (m.is_object()) {
-      torch::serialize::InputArchive archive;
-      archive.load_from(weights.string(), ctx_.device);
-      module.load(archive);
+      try {
+        torch::serialize::InputArchive archive;
+        archive.load_from(weights.string(), ctx_.device);
+        module.load(archive);
+      } catch (const std::exception& e) {
+        spdlog::warn(
+            "[runner] pre-training cache entry '{}' cannot be loaded ({}); training "
+            "again",
+            weights.string(), e.what());
+        m = nlohmann::json();
+      }
+    }
+    if (m.is_object()) {
       const int64_t base = step_;
       for (const auto& r : m["metrics"])
         metrics_.add({r[0].get<std::string>(), base + r[1].get<int64_t>(), r[2].get<int64_t>(),
@@ -451,7 +469,6 @@ bool RunSession::reuse(const std::string& key, torch::nn::Module& module,
         throw;
       }
       metrics_.capture(nullptr);
-      save_checkpoint(module, weights);
       nlohmann::json out = {{"key", full}, {"steps", step_ - base}, {"run", ctx_run_id_}};
       nlohmann::json list = nlohmann::json::array();
       for (const auto& r : rows)
@@ -459,7 +476,13 @@ bool RunSession::reuse(const std::string& key, torch::nn::Module& module,
                         std::isnan(r.value) ? nlohmann::json() : nlohmann::json(r.value),
                         r.wall_time});
       out["metrics"] = std::move(list);
-      write_file_atomically(meta, out.dump());  // last: its presence marks a complete entry
+      try {
+        save_checkpoint(module, weights);
+        write_file_atomically(meta, out.dump());  // last: its presence marks a complete entry
+      } catch (const std::exception& e) {         // the run itself is fine: only sharing is lost
+        spdlog::warn("[runner] cannot save the pre-training for reuse in '{}': {}",
+                     reuse_dir_.string(), e.what());
+      }
       trained = true;
     }
   }
@@ -495,12 +518,15 @@ void save_checkpoint(torch::nn::Module& model, const fs::path& file) {
 
 }  // namespace
 
-void install_stop_handlers() {
+void install_stop_handlers(bool second_signal_ends) {
+  g_stop_signal = 0;
+  g_second_signal_ends = second_signal_ends;
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);  // a closed terminal or ssh session stops runs cleanly too
 }
 
 int stop_signal() { return g_stop_signal; }

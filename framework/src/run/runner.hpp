@@ -29,10 +29,12 @@ class InterruptedError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// Installs SIGINT and SIGTERM handlers that ask the running training loop to stop at its next
-/// step: the run flushes its metrics and is recorded as `killed` instead of staying `running`.
-/// A second signal ends the process at once.
-void install_stop_handlers();
+/// Installs SIGINT, SIGTERM and SIGHUP handlers that ask the running training loop (or the sweep
+/// supervisor) to stop at its next step: the run flushes its metrics and is recorded as `killed`
+/// instead of staying `running`. With `second_signal_ends`, a second signal ends the process at
+/// once (the user insists); a sweep's child passes false, because its supervisor forwards the
+/// signal the child may also have received directly, and kills it after the grace period.
+void install_stop_handlers(bool second_signal_ends = true);
 
 /// The signal that asked runs to stop (0 if none).
 int stop_signal();
