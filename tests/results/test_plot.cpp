@@ -613,7 +613,8 @@ fs::path build_database(const fs::path& dir) {
           const double acc = base + 0.03 * e + 0.01 * seed;
           rows.push_back({"target/test/acc", (e + 1) * 50, e, acc, 1.0 * e});
           rows.push_back({"target/val/acc", (e + 1) * 50, e, acc - 0.02, 1.0 * e});
-          rows.push_back({"target/train/loss", (e + 1) * 50, e, 2.0 / (e + 1) + 0.05 * seed, e});
+          rows.push_back(
+              {"target/train/loss", (e + 1) * 50, e, 2.0 / (e + 1) + 0.05 * seed, 1.0 * e});
           if (strategy == "finetune")
             rows.push_back({"source/train/loss", (e + 1) * 50, e, 1.5 / (e + 1), 1.0 * e});
         }
