@@ -16,8 +16,10 @@
 
 #include <fmt/format.h>
 
+#include "run/executor.hpp"
 #include "store/store.hpp"
 #include "test_helpers.hpp"
+#include "util.hpp"
 
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
@@ -566,6 +568,35 @@ TEST_F(Sweep, AProgressBarOnATerminalOnly) {
   EXPECT_THAT(out, HasSubstr("/2 runs, 0 failed, 2 running: #"));
   EXPECT_THAT(out, ::testing::ContainsRegex("#[0-9]+ target [1-3]/3"));
   EXPECT_THAT(out, HasSubstr("elapsed, ETA"));
+}
+
+TEST_F(Sweep, ALostRunIsToldFromAProcessThatReusedItsPid) {
+  // Three runs "running" under this test's own pid, which is alive: one recorded with this
+  // process's boot and start time (alive: kept), one from another boot and one whose process
+  // started at another time (both: the pid was reused, the run's process is gone -> lost).
+  tlab::Store store(db_);
+  auto add = [&](const std::string& boot, int64_t start) {
+    tlab::NewRun run;
+    run.experiment = "exp.toml";
+    run.name = "pid";
+    run.host = tlab::host_name();
+    run.pid = getpid();
+    run.boot_id = boot;
+    run.pid_start = start;
+    return store.create_run(run);
+  };
+  const int64_t self = tlab::process_start_ticks(getpid());
+  ASSERT_GT(self, 0);
+  ASSERT_FALSE(tlab::boot_id().empty());
+  const int64_t alive = add(tlab::boot_id(), self);
+  const int64_t rebooted = add("00000000-another-boot", self);
+  const int64_t reused = add(tlab::boot_id(), self + 1);
+  auto marked = tlab::mark_lost_runs(store, 0.0);
+  EXPECT_EQ(marked.size(), 2u);
+  EXPECT_EQ(store.run(alive).status, "running");
+  EXPECT_EQ(store.run(rebooted).status, "lost");
+  EXPECT_EQ(store.run(reused).status, "lost");
+  EXPECT_THAT(store.run(reused).reason, HasSubstr("is gone"));
 }
 
 TEST_F(Sweep, TimeoutNeedsADuration) {

@@ -1,6 +1,7 @@
 #pragma once
 // Small host utilities shared by several concerns.
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -32,6 +33,13 @@ std::filesystem::path executable_dir();
 
 /// The machine's host name.
 std::string host_name();
+
+/// This boot of the machine (/proc/sys/kernel/random/boot_id); "" when unknown.
+std::string boot_id();
+
+/// When process `pid` started, in clock ticks since boot (/proc/PID/stat field 22); -1 when the
+/// process does not exist. With the boot id it tells a process from a later one with its pid.
+int64_t process_start_ticks(int64_t pid);
 
 /// Git commit of the working tree at `dir` and whether it has uncommitted changes
 /// (`dirty` = -1 and commit "" when `dir` is not in a git work tree or git is missing).

@@ -587,11 +587,12 @@ TEST_F(StoreReliabilityTest, VersionTwoDatabaseGetsTheViewsOnOpen) {
     RawDb raw(db_path_);
     raw.exec(
         "DROP VIEW run_overview; DROP VIEW metric_last; DROP VIEW run_params; "
-        "DROP VIEW summary_stats; PRAGMA user_version = 2");
+        "DROP VIEW summary_stats; ALTER TABLE runs DROP COLUMN boot_id; "
+        "ALTER TABLE runs DROP COLUMN pid_start; PRAGMA user_version = 2");
   }
   Store store(db_path_, /*create=*/false);
   RawDb raw(db_path_);
-  EXPECT_EQ(raw.scalar("PRAGMA user_version"), "3");
+  EXPECT_EQ(raw.scalar("PRAGMA user_version"), std::to_string(Store::kSchemaVersion));
   EXPECT_EQ(raw.scalar("SELECT count(*) FROM sqlite_master WHERE type = 'view'"), "5");
   EXPECT_EQ(raw.scalar("SELECT name FROM run_overview"), "old");
   EXPECT_EQ(store.integrity_check(), "ok");

@@ -619,9 +619,12 @@ std::string run_key(const RunSpec& spec, PluginLoader& loader) {
 
 std::vector<std::string> mark_lost_runs(Store& store, double stale_seconds) {
   std::vector<std::string> marked;
-  const std::string host = host_name();
+  const std::string host = host_name(), boot = boot_id();
   for (const OpenRun& r : store.open_runs(host)) {
-    const bool alive = r.pid > 0 && (::kill(static_cast<pid_t>(r.pid), 0) == 0 || errno == EPERM);
+    // Its process, not merely its pid: pids are reused (soon after a reboot, above all).
+    const bool alive = r.pid > 0 && (::kill(static_cast<pid_t>(r.pid), 0) == 0 || errno == EPERM) &&
+                       (r.boot_id.empty() || r.boot_id == boot) &&
+                       (r.pid_start < 0 || process_start_ticks(r.pid) == r.pid_start);
     if (alive || r.heartbeat_age < stale_seconds) continue;
     const std::string reason = fmt::format(
         "{} run's process {} on {} is gone and its last heartbeat is {:.0f} s old: its "

@@ -593,6 +593,8 @@ NewRun describe_run(const RunSpec& spec, const RunOptions& options) {
   row.name = spec.name;
   row.host = host_name();
   row.pid = getpid();
+  row.boot_id = boot_id();
+  row.pid_start = process_start_ticks(getpid());
   row.device = spec.device;
   row.seed = spec.seed;
   row.git_commit = git.commit;
@@ -636,7 +638,8 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     RunRecord queued = store.run(options.run_id);
     run_dir = queued.run_dir;
     out.id = options.run_id;
-    if (!store.start_run(out.id, getpid(), device.str(), options.gpu)) {
+    if (!store.start_run(out.id, getpid(), device.str(), options.gpu, boot_id(),
+                         process_start_ticks(getpid()))) {
       out.status = store.run(out.id).status;
       out.reason = "the run was no longer queued when its process started";
       return out;

@@ -176,6 +176,11 @@ CREATE VIEW summary_stats AS
        AND f.metric = g.metric
   GROUP BY g.experiment, g.strategy, g.config, g.metric;
 )sql",
+    // 3 -> 4: which process a run is, beyond its pid (pids are reused, above all after a reboot).
+    R"sql(
+ALTER TABLE runs ADD COLUMN boot_id TEXT;
+ALTER TABLE runs ADD COLUMN pid_start INTEGER;
+)sql",
 };
 static_assert(std::size(kMigrations) == Store::kSchemaVersion, "one migration per schema version");
 
@@ -668,13 +673,14 @@ int64_t Store::create_run(const NewRun& run) {
                  "INSERT INTO runs (experiment, name, status, created_at, started_at, "
                  "heartbeat_at, host, pid, device, seed, git_commit, git_dirty, config_toml, "
                  "config_hash, overrides, run_dir, tlab_version, uuid, run_key, sweep, "
-                 "override_args, gpu) "
+                 "override_args, gpu, boot_id, pid_start) "
                  "VALUES (?1, ?2, ?15, ?3, CASE WHEN ?15 = 'running' THEN ?3 END, ?3, ?4, ?5, ?6, "
-                 "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?16, ?17, ?18, ?19, ?20)");
+                 "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?16, ?17, ?18, ?19, ?20, ?21, ?22)");
     insert.bind_text(15, run.status).bind_text(16, uuid).bind_text_or_null(17, run.run_key);
     insert.bind_text_or_null(18, run.sweep);
     insert.bind_text(19, nlohmann::json(run.override_args).dump());
-    insert.bind_text_or_null(20, run.gpu);
+    insert.bind_text_or_null(20, run.gpu).bind_text_or_null(21, run.boot_id);
+    if (run.pid_start >= 0) insert.bind_int(22, run.pid_start);
     insert.bind_text(1, run.experiment).bind_text(2, run.name).bind_text(3, now);
     insert.bind_text_or_null(4, run.host);
     if (run.pid != 0) insert.bind_int(5, run.pid);
@@ -805,16 +811,19 @@ bool Store::finish_open_run(int64_t run, const std::string& status, const std::s
   return changed > 0;
 }
 
-bool Store::start_run(int64_t run, int64_t pid, const std::string& device, const std::string& gpu) {
+bool Store::start_run(int64_t run, int64_t pid, const std::string& device, const std::string& gpu,
+                      const std::string& boot_id, int64_t pid_start) {
   assert(db_ && "Store used after being moved from");
   int64_t changed = 0;
   db_->transaction(TxMode::kWrite, fmt::format("starting run {}", run), [&] {
     const std::string now = utc_now();
     Query update(*db_,
                  "UPDATE runs SET status = 'running', started_at = ?1, heartbeat_at = ?1, "
-                 "pid = ?2, device = ?3, gpu = ?5 WHERE id = ?4 AND status = 'queued'");
+                 "pid = ?2, device = ?3, gpu = ?5, boot_id = ?6, pid_start = ?7 "
+                 "WHERE id = ?4 AND status = 'queued'");
     update.bind_text(1, now).bind_int(2, pid).bind_text_or_null(3, device).bind_int(4, run);
-    update.bind_text_or_null(5, gpu);
+    update.bind_text_or_null(5, gpu).bind_text_or_null(6, boot_id);
+    if (pid_start >= 0) update.bind_int(7, pid_start);
     update.run();
     changed = db_->changes();
   });
@@ -908,12 +917,13 @@ std::vector<OpenRun> Store::open_runs(const std::string& host) {
     runs.clear();
     Query q(*db_,
             "SELECT id, pid, status, (julianday('now') - julianday(COALESCE(heartbeat_at, "
-            "created_at))) * 86400.0 FROM runs WHERE status IN ('queued', 'running') AND host = ? "
-            "ORDER BY id");
+            "created_at))) * 86400.0, boot_id, pid_start FROM runs "
+            "WHERE status IN ('queued', 'running') AND host = ? ORDER BY id");
     q.bind_text(1, host);
     while (q.step()) {
       runs.push_back({q.int_at(0), q.type_at(1) == SQLITE_NULL ? int64_t{-1} : q.int_at(1),
-                      q.text_at(2), q.real_at(3)});
+                      q.text_at(2), q.real_at(3), q.text_at(4),
+                      q.type_at(5) == SQLITE_NULL ? int64_t{-1} : q.int_at(5)});
     }
   });
   return runs;

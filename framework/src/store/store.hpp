@@ -73,6 +73,8 @@ struct NewRun {
   std::string sweep;               ///< Id of the `tlab run` invocation that queued it.
   std::vector<std::string> override_args;  ///< Every override of the run, as text.
   std::string gpu;                         ///< CUDA_VISIBLE_DEVICES given to the run ("" none).
+  std::string boot_id;                     ///< Boot of the machine `pid` runs on ("" unknown).
+  int64_t pid_start = -1;                  ///< Start of `pid` in ticks since boot (-1 unknown).
 };
 
 /// Every column of a run (`tlab results show`, the child process that executes a queued run).
@@ -100,6 +102,8 @@ struct OpenRun {
   int64_t pid = -1;
   std::string status;
   double heartbeat_age = 0;  ///< Seconds since its last heartbeat (or creation).
+  std::string boot_id;       ///< Boot of the machine its pid belongs to ("" unknown).
+  int64_t pid_start = -1;    ///< Start of its process in ticks since boot (-1 unknown).
 };
 
 /// A run as listed by `Store::list_runs`. Text columns that are NULL read as "".
@@ -127,7 +131,7 @@ class Connection;
 class Store {
  public:
   /// Schema version this build reads and writes (`PRAGMA user_version`).
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
   /// How long one statement waits for another process's lock before SQLite reports busy.
   static constexpr std::chrono::milliseconds kBusyTimeout{10000};
   /// Write transactions still busy after the busy timeout are retried whole, this many times
@@ -170,7 +174,8 @@ class Store {
   /// A queued run starts: status running, started_at and heartbeat now, `pid`, `device` and
   /// `gpu` (CUDA_VISIBLE_DEVICES, "" for none). Returns false (changing nothing) when the run is
   /// no longer queued, e.g. cancelled.
-  bool start_run(int64_t run, int64_t pid, const std::string& device, const std::string& gpu = "");
+  bool start_run(int64_t run, int64_t pid, const std::string& device, const std::string& gpu = "",
+                 const std::string& boot_id = "", int64_t pid_start = -1);
   /// How the child process that executed `run` ended (-1 for "not applicable").
   void record_exit(int64_t run, int64_t exit_code, int64_t signal, const std::string& stderr_tail);
   /// Every column of `run`; StoreError for an unknown id.
