@@ -297,7 +297,8 @@ class Supervisor {
         ::_exit(code);  // not exit(): the supervisor's objects are not this process's to destroy
       }
       ::dup2(progress[1], 3);
-      ::execve(argv[0], argv.data(), envp.data());
+      // /proc/self/exe: the very file this supervisor runs, even if tlab was rebuilt since.
+      ::execve("/proc/self/exe", argv.data(), envp.data());
       const char msg[] = "tlab: cannot execute the run's process\n";
       [[maybe_unused]] auto n = ::write(STDERR_FILENO, msg, sizeof msg - 1);
       ::_exit(127);

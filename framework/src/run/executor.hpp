@@ -32,7 +32,7 @@ struct SweepOptions {
   std::vector<std::string> gpus;                  ///< GPU ids to hand out; empty = none.
   int runs_per_gpu = 1;                           ///< Runs sharing one GPU at once.
   std::vector<std::string> plugin_paths;          ///< --plugin-path, passed to the children.
-  std::filesystem::path tlab = "/proc/self/exe";  ///< The executable the children run.
+  std::filesystem::path tlab = "/proc/self/exe";  ///< Named as the children's argv[0].
   /// `--spawn fork`: when set, a child does not exec but calls this (run id, threads) in the
   /// forked copy of the supervisor and exits with its result; saves the ~0.65 s a new process
   /// spends loading Debian's LibTorch. Only for sweeps whose runs all use the CPU, from a
