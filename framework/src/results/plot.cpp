@@ -543,19 +543,7 @@ void axes_lines(Scene& scene, const Frame& f) {
 // ---------------------------------------------------------------------------------------------
 // Runs, params and groups
 
-std::string value_text(const ParamValue& v) {
-  return std::visit(
-      [](const auto& x) -> std::string {
-        using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, bool>)
-          return x ? "true" : "false";
-        else if constexpr (std::is_same_v<T, std::string>)
-          return x;
-        else
-          return fmt::format("{}", x);
-      },
-      v);
-}
+std::string value_text(const ParamValue& v) { return param_text(v); }
 
 using ParamMap = std::map<std::string, std::string>;
 

@@ -618,6 +618,20 @@ ParamValue read_param_value(const Query& query, int column, const std::string& t
 
 }  // namespace
 
+std::string param_text(const ParamValue& value) {
+  return std::visit(
+      [](const auto& x) -> std::string {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, bool>)
+          return x ? "true" : "false";
+        else if constexpr (std::is_same_v<T, std::string>)
+          return x;
+        else
+          return fmt::format("{}", x);
+      },
+      value);
+}
+
 // --- Store -----------------------------------------------------------------------------------
 
 Store::Store(const fs::path& path, bool create, std::chrono::milliseconds busy_timeout) {

@@ -30,6 +30,10 @@ class StoreError : public std::runtime_error {
 /// A flattened config parameter value. Lists and tables arrive as TOML text strings.
 using ParamValue = std::variant<bool, int64_t, double, std::string>;
 
+/// A param value as text: true/false, integers, the shortest float that reads back the same,
+/// strings as they are (TOML text for lists and tables).
+std::string param_text(const ParamValue& value);
+
 /// One flattened config parameter ("train.lr" -> 0.001).
 struct ParamEntry {
   std::string key;   ///< Dotted key.
