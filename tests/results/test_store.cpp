@@ -24,101 +24,17 @@
 #include <thread>
 #include <vector>
 
+#include "results/store_test_util.hpp"
 #include "store/store.hpp"
 
 namespace tlab {
 namespace {
 
-namespace fs = std::filesystem;
-constexpr double kInf = std::numeric_limits<double>::infinity();
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+using namespace store_test;
 
-/// A plain SQLite connection, to look at the file the way other tools (sqlite3, pandas) do.
-class RawDb {
- public:
-  explicit RawDb(const fs::path& path) {
-    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
-      ADD_FAILURE() << "cannot open " << path << ": " << sqlite3_errmsg(db_);
-    }
-    sqlite3_busy_timeout(db_, 10000);
-  }
-  ~RawDb() { sqlite3_close_v2(db_); }
-  RawDb(const RawDb&) = delete;
-  RawDb& operator=(const RawDb&) = delete;
-
-  void exec(const std::string& sql) {
-    char* error = nullptr;
-    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &error) != SQLITE_OK) {
-      ADD_FAILURE() << sql << ": " << (error ? error : "?");
-    }
-    sqlite3_free(error);
-  }
-
-  /// All rows of `sql` as text; NULL reads as "NULL".
-  std::vector<std::vector<std::string>> rows(const std::string& sql) {
-    std::vector<std::vector<std::string>> result;
-    sqlite3_stmt* statement = nullptr;
-    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &statement, nullptr) != SQLITE_OK) {
-      ADD_FAILURE() << sql << ": " << sqlite3_errmsg(db_);
-      return result;
-    }
-    while (sqlite3_step(statement) == SQLITE_ROW) {
-      std::vector<std::string> row;
-      for (int i = 0; i < sqlite3_column_count(statement); ++i) {
-        const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(statement, i));
-        row.emplace_back(text ? text : "NULL");
-      }
-      result.push_back(std::move(row));
-    }
-    sqlite3_finalize(statement);
-    return result;
-  }
-
-  /// The first column of the first row of `sql`.
-  std::string scalar(const std::string& sql) {
-    const auto result = rows(sql);
-    if (result.empty() || result[0].empty()) {
-      ADD_FAILURE() << "no result for " << sql;
-      return "";
-    }
-    return result[0][0];
-  }
-
-  /// The first column of the first row of `sql`, read with sqlite3_column_double.
-  double real(const std::string& sql) {
-    sqlite3_stmt* statement = nullptr;
-    double value = -1;
-    sqlite3_prepare_v2(db_, sql.c_str(), -1, &statement, nullptr);
-    if (sqlite3_step(statement) == SQLITE_ROW) {
-      value = sqlite3_column_double(statement, 0);
-    } else {
-      ADD_FAILURE() << "no row for " << sql;
-    }
-    sqlite3_finalize(statement);
-    return value;
-  }
-
- private:
-  sqlite3* db_ = nullptr;
-};
-
-/// Runs `action` and returns the message of the StoreError it throws ("" and a failure if none).
 std::string store_error(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const StoreError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected a StoreError, got: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected a StoreError, nothing was thrown";
-  return "";
+  return error_of<StoreError>(action);
 }
-
-#define EXPECT_CONTAINS(text, part)                          \
-  EXPECT_NE(std::string(text).find(part), std::string::npos) \
-      << "expected to find '" << (part) << "' in:\n  " << (text)
 
 bool is_timestamp(const std::string& text) {
   static const std::regex iso(R"(^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$)");
@@ -146,56 +62,6 @@ NewRun sample_run(const std::string& name = "mnist_to_usps") {
       {"train.amp", true, "bool"},          {"strategy.layers", std::string("[1, 2]"), "list"},
   };
   return run;
-}
-
-/// Forks `count` children that start together and run `body(index)`; returns their exit codes
-/// (128 + signal for a child killed by a signal). A child exits 1 on a StoreError, 2 on any
-/// other exception, else 0. The caller must hold no open Store (connections must not cross
-/// fork()).
-std::vector<int> run_children(int count, const std::function<void(int)>& body) {
-  int start[2];
-  if (pipe(start) != 0) {
-    ADD_FAILURE() << "pipe failed";
-    return {};
-  }
-  std::fflush(nullptr);
-  std::vector<pid_t> pids;
-  for (int index = 0; index < count; ++index) {
-    const pid_t pid = fork();
-    if (pid == 0) {
-      close(start[1]);
-      char byte;
-      while (read(start[0], &byte, 1) < 0) {
-      }  // returns 0 (end of file) when the parent closes its end: all start at once
-      int code = 0;
-      try {
-        body(index);
-      } catch (const StoreError& e) {
-        std::cerr << "child " << index << ": " << e.what() << std::endl;
-        code = 1;
-      } catch (const std::exception& e) {
-        std::cerr << "child " << index << ": " << e.what() << std::endl;
-        code = 2;
-      }
-      _exit(code);  // no destructors, atexit handlers or gtest reports in the child
-    }
-    if (pid < 0) ADD_FAILURE() << "fork failed";
-    pids.push_back(pid);
-  }
-  close(start[0]);
-  close(start[1]);
-  std::vector<int> codes;
-  for (pid_t pid : pids) {
-    int status = 0;
-    if (pid <= 0 || waitpid(pid, &status, 0) != pid) {
-      codes.push_back(-1);
-    } else if (WIFEXITED(status)) {
-      codes.push_back(WEXITSTATUS(status));
-    } else {
-      codes.push_back(128 + WTERMSIG(status));
-    }
-  }
-  return codes;
 }
 
 class StoreTest : public ::testing::Test {
