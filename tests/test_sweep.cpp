@@ -394,6 +394,12 @@ TEST_F(Sweep, ARerunSkipsFinishedRunsAndRerunForcesThem) {
   EXPECT_THAT(second.out, HasSubstr("2 of 3 run(s) already finished"));
   EXPECT_THAT(second.out, HasSubstr("1 of 3 runs failed"));
   EXPECT_EQ(runs().size(), 4u);  // only the failed one ran again
+  Result dry = tlab(exp, "--dry-run");
+  EXPECT_EQ(dry.code, 0) << dry.out;
+  EXPECT_THAT(dry.out,
+              HasSubstr("[1/3] seed=1 strategy.fail_in=none  (finished as run 1: skipped"));
+  EXPECT_THAT(dry.out, ::testing::Not(HasSubstr("[2/3] seed=2 strategy.fail_in=loss  (finished")));
+  EXPECT_EQ(runs().size(), 4u);
   Result forced = tlab(exp, "-j 2 --rerun");
   EXPECT_EQ(runs().size(), 7u) << forced.out;
   // Same config and plugins = same key; the failing run has its own.

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -361,11 +362,19 @@ int main(int argc, char** argv) {
     // tlab run: compose, expand and validate every run before the first one starts.
     std::vector<RunSpec> specs = load_experiment(experiment, overrides, loader, load_options);
     if (dry_run) {
+      // Which runs a real start would skip (finished with the same key), if the database exists.
+      std::optional<Store> existing;
+      if (fs::exists(db) && !sweep.rerun) existing.emplace(open_store(db, false));
       std::cout << fmt::format("{}: {} run(s)\n", experiment, specs.size());
-      for (std::size_t i = 0; i < specs.size(); ++i)
+      for (std::size_t i = 0; i < specs.size(); ++i) {
+        const int64_t done =
+            existing ? existing->finished_run_with_key(run_key(specs[i], loader)) : 0;
         std::cout << fmt::format(
-            "[{}/{}] {}\n", i + 1, specs.size(),
-            specs[i].overrides.empty() ? "(no overrides)" : join(specs[i].overrides, " "));
+            "[{}/{}] {}{}\n", i + 1, specs.size(),
+            specs[i].overrides.empty() ? "(no overrides)" : join(specs[i].overrides, " "),
+            done ? fmt::format("  (finished as run {}: skipped; --rerun runs it again)", done)
+                 : "");
+      }
       return 0;
     }
     if (!timeout_text.empty()) sweep.timeout = parse_seconds(timeout_text, "--timeout");
