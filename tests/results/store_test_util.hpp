@@ -1,11 +1,13 @@
 #pragma once
 // Shared by the store tests: a plain SQLite connection, exception capture, and a way to run
 // many processes against one database at once.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <functional>
 #include <iostream>
@@ -161,5 +163,31 @@ inline std::vector<int> run_children(int count, const std::function<void(int)>& 
   }
   return codes;
 }
+
+/// A fresh folder per test, removed afterwards, and the path of a results database in it:
+/// <temp>/<prefix>_<pid>_<test name>_<n>/results.db.
+class TempDbTest : public ::testing::Test {
+ protected:
+  explicit TempDbTest(std::string prefix) : prefix_(std::move(prefix)) {}
+  void SetUp() override {
+    static std::atomic<int> counter{0};
+    dir_ = fs::temp_directory_path() /
+           fmt::format("{}_{}_{}_{}", prefix_, getpid(),
+                       ::testing::UnitTest::GetInstance()->current_test_info()->name(), counter++);
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    db_path_ = dir_ / "results.db";
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  fs::path dir_;
+  fs::path db_path_;
+
+ private:
+  std::string prefix_;
+};
 
 }  // namespace tlab::store_test

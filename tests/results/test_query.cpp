@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "results/query.hpp"
+#include "results/store_test_util.hpp"
 #include "results/table.hpp"
 #include "store/store.hpp"
 
@@ -28,6 +29,7 @@ namespace tlab {
 namespace {
 
 namespace fs = std::filesystem;
+using store_test::TempDbTest;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
@@ -374,21 +376,9 @@ TEST(QueryErrorTest, PositionsCountCharactersNotBytes) {
 // ---------------------------------------------------------------------------------------------
 // select_runs on a database
 
-class QuerySelectTest : public ::testing::Test {
+class QuerySelectTest : public TempDbTest {
  protected:
-  void SetUp() override {
-    static std::atomic<int> counter{0};
-    dir_ = fs::temp_directory_path() /
-           fmt::format("tlab_query_{}_{}_{}", getpid(),
-                       ::testing::UnitTest::GetInstance()->current_test_info()->name(), counter++);
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    db_path_ = dir_ / "results.db";
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
+  QuerySelectTest() : TempDbTest("tlab_query") {}
 
   /// Runs like sample_rows(), written through Store.
   void fill(Store& store) {
@@ -426,9 +416,6 @@ class QuerySelectTest : public ::testing::Test {
     for (const auto& r : select_runs(store, options)) out.push_back(r.id);
     return out;
   }
-
-  fs::path dir_;
-  fs::path db_path_;
 };
 
 TEST_F(QuerySelectTest, FiltersSortsAndLimits) {

@@ -64,21 +64,9 @@ NewRun sample_run(const std::string& name = "mnist_to_usps") {
   return run;
 }
 
-class StoreTest : public ::testing::Test {
+class StoreTest : public TempDbTest {
  protected:
-  void SetUp() override {
-    static std::atomic<int> counter{0};
-    dir_ = fs::temp_directory_path() /
-           fmt::format("tlab_store_{}_{}_{}", getpid(),
-                       ::testing::UnitTest::GetInstance()->current_test_info()->name(), counter++);
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    db_path_ = dir_ / "results.db";
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
+  StoreTest() : TempDbTest("tlab_store") {}
 
   /// Many processes writing metrics at once: each child has its own run and writes `batches`
   /// batches of `rows` rows (one transaction each) with a heartbeat after each batch.
@@ -118,9 +106,6 @@ class StoreTest : public ::testing::Test {
     }
     EXPECT_EQ(store.integrity_check(), "ok");
   }
-
-  fs::path dir_;
-  fs::path db_path_;
 };
 
 TEST_F(StoreTest, CreatesFolderAndCurrentSchemaVersionInWalMode) {

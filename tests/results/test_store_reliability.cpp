@@ -69,24 +69,9 @@ NewRun sample_run(const std::string& name, const std::string& host, int64_t seed
   return run;
 }
 
-class StoreReliabilityTest : public ::testing::Test {
+class StoreReliabilityTest : public TempDbTest {
  protected:
-  void SetUp() override {
-    static std::atomic<int> counter{0};
-    dir_ = fs::temp_directory_path() /
-           fmt::format("tlab_reliability_{}_{}_{}", getpid(),
-                       ::testing::UnitTest::GetInstance()->current_test_info()->name(), counter++);
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    db_path_ = dir_ / "results.db";
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-
-  fs::path dir_;
-  fs::path db_path_;
+  StoreReliabilityTest() : TempDbTest("tlab_reliability") {}
 };
 
 // --- Many processes, one run -----------------------------------------------------------------
