@@ -15,6 +15,7 @@
 #include <cstring>
 #include <deque>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -140,6 +141,7 @@ class Supervisor {
         fmt::format("{} {} {}", host_name(), getpid(), Clock::now().time_since_epoch().count()));
     RunOptions ro;
     ro.results_dir = o_.results_dir;
+    std::map<fs::path, GitState> git;
     for (std::size_t i = 0; i < specs_.size(); ++i) {
       const std::string key = run_key(specs_[i], loader_);
       if (!o_.rerun) {
@@ -149,7 +151,11 @@ class Supervisor {
           continue;
         }
       }
-      NewRun row = describe_run(specs_[i], ro);
+      // Every run of a sweep comes from the same experiment file: ask git once.
+      const fs::path dir = fs::absolute(specs_[i].experiment).parent_path();
+      auto found = git.find(dir);
+      if (found == git.end()) found = git.emplace(dir, git_state(dir)).first;
+      NewRun row = describe_run(specs_[i], ro, &found->second);
       row.status = "queued";
       row.run_key = key;
       row.sweep = sweep;

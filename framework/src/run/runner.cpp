@@ -583,10 +583,9 @@ void write_run_config(const RunSpec& spec, const fs::path& run_dir) {
 
 }  // namespace
 
-NewRun describe_run(const RunSpec& spec, const RunOptions& options) {
+NewRun describe_run(const RunSpec& spec, const RunOptions& options, const GitState* known) {
   // Provenance: the repository holding the experiment file (usually the project's own).
-  fs::path exp_dir = fs::absolute(spec.experiment).parent_path();
-  GitState git = git_state(exp_dir);
+  const GitState git = known ? *known : git_state(fs::absolute(spec.experiment).parent_path());
 
   NewRun row;
   row.experiment = spec.experiment;

@@ -11,6 +11,7 @@
 #include "config/experiment.hpp"
 #include "plugins/loader.hpp"
 #include "store/store.hpp"
+#include "util.hpp"
 
 namespace tlab {
 
@@ -57,8 +58,9 @@ struct RunOutcome {
 };
 
 /// The row that records `spec` (provenance, params, run folder under `options.results_dir`),
-/// before it runs: the supervisor queues runs with it.
-NewRun describe_run(const RunSpec& spec, const RunOptions& options);
+/// before it runs: the supervisor queues runs with it. `git`: the state of the experiment's
+/// repository when the caller already has it (a sweep asks git once, not once per run).
+NewRun describe_run(const RunSpec& spec, const RunOptions& options, const GitState* git = nullptr);
 
 /// Runs `spec` to its end and records it (as a new run, or as the queued `options.run_id`); never
 /// throws for failures of the run itself (they become its status), only for failures of the store.
