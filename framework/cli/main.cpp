@@ -20,7 +20,9 @@
 #include "report/report.hpp"
 #include "results_cli.hpp"
 #include "run/executor.hpp"
+#include "run/launcher.hpp"
 #include "run/runner.hpp"
+#include "run/slurm.hpp"
 #include "store/store.hpp"
 #include "util.hpp"
 
@@ -278,14 +280,24 @@ int main(int argc, char** argv) {
   run->add_option("--runs-per-gpu", sweep.runs_per_gpu, "Runs sharing one GPU at once")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
+  std::string launcher_name;
+  run->add_option("--launcher", launcher_name,
+                  "Where the runs execute: local (child processes here, the default) or slurm "
+                  "(one job array; sets launcher.name, options in [launcher] or the config "
+                  "group launcher=slurm; see docs/cluster.md)")
+      ->check(CLI::IsMember({"local", "slurm"}));
+  run->add_flag("--wait", sweep.wait,
+                "With --launcher slurm: wait for the tasks to end, then collect their results");
 
   // The child process of a sweep (not for users): executes one queued run of the database.
   auto* child = app.add_subcommand("_run", "");
   child->group("");  // hidden from --help
   int64_t child_id = 0;
+  bool shard = false;
   child->add_option("--db", db)->required();
   child->add_option("--id", child_id)->required();
   child->add_option("--threads", threads);
+  child->add_flag("--shard", shard);  // a SLURM task's own database (rollback journal)
 
   auto* config = app.add_subcommand(
       "config", "Print an experiment composed with its config groups and overrides");
@@ -313,6 +325,19 @@ int main(int argc, char** argv) {
   cli::add_results_plot(*results, result_commands);
   cli::add_results_merge(*results, result_commands);
 
+  auto* sweep_cmd = app.add_subcommand(
+      "sweep", "Follow, cancel and collect sweeps launched on SLURM (--launcher slurm)");
+  sweep_cmd->require_subcommand(1);
+  std::vector<cli::Command> sweep_commands;
+  std::unique_ptr<PluginLoader> sweep_loader;
+  cli::add_sweep_commands(*sweep_cmd, sweep_commands, [&]() -> PluginLoader& {
+    if (!sweep_loader) {
+      std::vector<fs::path> extra(plugin_paths.begin(), plugin_paths.end());
+      sweep_loader = std::make_unique<PluginLoader>(PluginLoader::default_search_dirs(extra));
+    }
+    return *sweep_loader;
+  });
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -324,7 +349,12 @@ int main(int argc, char** argv) {
   try {
     std::vector<fs::path> extra(plugin_paths.begin(), plugin_paths.end());
     PluginLoader loader(PluginLoader::default_search_dirs(extra));
-    if (*child) return run_child(db, child_id, threads, loader);
+    if (*child) return run_child(db, child_id, threads, loader, shard);
+    if (*sweep_cmd) {
+      for (const auto& c : sweep_commands)
+        if (c.app->parsed()) return c.run();
+      return kUsageError;
+    }
     if (*plugins) {
       return *show ? cmd_plugins_show(loader, show_name) : cmd_plugins_list(loader);
     }
@@ -377,6 +407,25 @@ int main(int argc, char** argv) {
       }
       return 0;
     }
+    if (!launcher_name.empty())
+      for (auto& spec : specs) spec.launcher.name = launcher_name;
+    const LauncherSpec& launcher = sweep_launcher(specs);
+    const bool on_slurm = launcher.name == "slurm";
+    if (on_slurm) {
+      auto refuse = [&](const char* option, const std::string& instead) {
+        throw UsageError(
+            fmt::format("{} applies to local runs, not to --launcher slurm; {}", option, instead));
+      };
+      if (!timeout_text.empty())
+        refuse("--timeout", "set SLURM's time limit instead: launcher.time=HH:MM:SS");
+      if (!gpus_text.empty())
+        refuse("--gpus", "ask SLURM for GPUs instead: launcher.gpus_per_task=N");
+      if (spawn != "exec") refuse("--spawn fork", "leave --spawn out");
+      // -j N: at most N tasks at once (--array=...%N) unless launcher.array_parallelism says.
+      if (!run->get_option("--jobs")->count()) sweep.jobs = 0;
+    } else if (sweep.wait) {
+      throw UsageError("--wait applies to --launcher slurm; a local sweep always runs to its end");
+    }
     if (!timeout_text.empty()) sweep.timeout = parse_seconds(timeout_text, "--timeout");
     sweep.grace = parse_seconds(grace_text, "--grace");
     if (spawn == "fork") {
@@ -394,7 +443,7 @@ int main(int argc, char** argv) {
         return run_child(db, id, threads, loader);
       };
     }
-    sweep.gpus = gpu_ids(gpus_text, specs);
+    if (!on_slurm) sweep.gpus = gpu_ids(gpus_text, specs);
     Store store = open_store(db, true);  // created and migrated before any child starts
     for (const auto& line : mark_lost_runs(store, 3 * heartbeat_interval()))
       spdlog::warn("[sweep] {}", line);
@@ -406,7 +455,25 @@ int main(int argc, char** argv) {
     sweep.verbose = verbose;
     sweep.plugin_paths = plugin_paths;
     spdlog::info("[runner] {}: {} run(s), results in '{}'", experiment, specs.size(), db);
-    SweepResult result = run_sweep(specs, loader, store, sweep);
+    SweepResult result = make_launcher(launcher)->launch(specs, loader, store, sweep);
+    if (on_slurm && !sweep.wait) {
+      if (result.submitted == 0) {
+        std::cout << fmt::format(
+            "\nnothing submitted: {} of {} run(s) already finished or in "
+            "flight (tlab sweep list --db {})\n",
+            result.skipped, result.total, db);
+        return 0;
+      }
+      const std::string name = fs::path(result.sweep_dir).filename().string();
+      std::cout << fmt::format(
+          "\nsubmitted {} run(s) to SLURM as job array {} (sweep {}{})\n"
+          "  follow:  tlab sweep status {} --db {}\n"
+          "  collect: tlab sweep collect {} --db {}   (merges the ended tasks' shards)\n",
+          result.submitted, result.job, name,
+          result.skipped ? fmt::format(", {} run(s) skipped", result.skipped) : "", name, db, name,
+          db);
+      return 0;
+    }
     std::cout << "\n" << format_comparison(store.list_runs(result.ids), {}, {"target/test/acc"});
     const std::size_t ran = result.total - result.skipped;
     if (!result.failures.empty()) {

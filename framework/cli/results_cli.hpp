@@ -40,3 +40,16 @@ void add_results_plot(CLI::App& results, std::vector<Command>& out);     // plot
 void add_results_merge(CLI::App& results, std::vector<Command>& out);    // merge
 
 }  // namespace tlab::cli
+
+namespace tlab {
+class PluginLoader;
+}
+
+namespace tlab::cli {
+
+/// `tlab sweep list|status|cancel|collect` (sweep_cli.cpp): SLURM sweeps. `loader` gives the
+/// plugin loader (needed to resubmit runs).
+void add_sweep_commands(CLI::App& sweep, std::vector<Command>& out,
+                        std::function<PluginLoader&()> loader);
+
+}  // namespace tlab::cli

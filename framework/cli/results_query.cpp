@@ -204,6 +204,7 @@ std::string show_text(const RunRecord& r, const std::vector<RunSummaryRow>& list
   add("exit_code", optional_int(r.exit_code));
   add("signal", optional_int(r.signal));
   if (!r.sweep.empty()) add("sweep", r.sweep);
+  if (!r.job.empty()) add("job", r.job);
   add("override_args", r.override_args.empty() ? "(none)" : join(r.override_args, " "));
   add("overrides", r.overrides);
   add("config_hash", r.config_hash);
@@ -301,6 +302,7 @@ nlohmann::json show_json(const RunRecord& r, const std::vector<RunSummaryRow>& l
         {"stderr_tail", r.stderr_tail},
         {"run_key", r.run_key},
         {"sweep", text_or_null(r.sweep)},
+        {"job", text_or_null(r.job)},
         {"override_args", r.override_args},
         {"overrides", overrides}}}};
   nlohmann::json params = nlohmann::json::object(), types = nlohmann::json::object(),

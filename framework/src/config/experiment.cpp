@@ -5,6 +5,7 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <regex>
 #include <set>
 #include <sstream>
 
@@ -218,8 +219,9 @@ void flatten(const Node& n, const std::string& prefix, std::vector<ParamEntry>& 
 // ---------------------------------------------------------------------------------------------
 // The host's own settings
 
-const std::vector<std::string> kTopKeys = {"name",     "seed",     "device",   "source", "target",
-                                           "backbone", "adapters", "strategy", "train"};
+const std::vector<std::string> kTopKeys = {"name",   "seed",     "device",   "source",
+                                           "target", "backbone", "adapters", "strategy",
+                                           "train",  "launcher"};
 
 ParamSpec num_spec(const char* key, ParamType type, double lo, double hi) {
   ParamSpec s;
@@ -297,6 +299,96 @@ Node train_node(const TrainConfig& cfg) {
   t.set("schedule", Node::string(cfg.schedule));
   t.set("step_epochs", Node::integer(cfg.step_epochs));
   t.set("gamma", Node::floating(cfg.gamma));
+  return t;
+}
+
+// The [launcher] keys. Strings end up in sbatch options and a shell script: no whitespace or
+// quotes where SLURM expects one word.
+ParamSpec list_spec(const char* key) {
+  ParamSpec s;
+  s.key = key;
+  s.type = ParamType::StringList;
+  return s;
+}
+
+const std::vector<std::string>& launcher_keys() {
+  static const std::vector<std::string> keys = {
+      "name",          "partition",         "time",   "mem",  "account", "qos", "cpus_per_task",
+      "gpus_per_task", "array_parallelism", "sbatch", "setup"};
+  return keys;
+}
+
+LauncherSpec launcher_table(const Node* node, const Checker& c) {
+  LauncherSpec l;
+  if (!node) return l;
+  if (!node->is_table())
+    c.fail(*node, fmt::format("'launcher' must be a table, got {}", node->describe()));
+  c.check_keys(*node, "launcher.", launcher_keys(), "[launcher]");
+  auto word = [&](const char* key, const char* pattern, const char* expected) -> std::string {
+    const Node* v = node->get(key);
+    if (!v) return "";
+    const std::string path = std::string("launcher.") + key;
+    std::string s = std::get<std::string>(c.convert(*v, str_spec(key, {}), path));
+    if (!s.empty() && !std::regex_match(s, std::regex(pattern)))
+      c.fail(*v, fmt::format("'{}' = \"{}\" is not valid; expected {}", path, s, expected));
+    return s;
+  };
+  l.name = word("name", "local|slurm", "\"local\" or \"slurm\"");
+  if (l.name.empty()) l.name = "local";
+  const char* name_chars = "[A-Za-z0-9_.,:+@-]+";
+  l.partition = word("partition", name_chars, "a partition name (or names, comma-separated)");
+  l.account = word("account", name_chars, "an account name");
+  l.qos = word("qos", name_chars, "a QOS name");
+  l.time = word("time", "([0-9]+-)?[0-9]+(:[0-9]{1,2}){0,2}",
+                "a SLURM time limit: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS");
+  l.mem = word("mem", "[0-9]+[KMGT]?", "a size in megabytes, or with a unit: 500M, 4G");
+  auto integer = [&](const char* key, double lo, double hi, int64_t fallback) {
+    const Node* v = node->get(key);
+    return v ? std::get<int64_t>(c.convert(*v, num_spec(key, ParamType::Int, lo, hi),
+                                           std::string("launcher.") + key))
+             : fallback;
+  };
+  l.cpus_per_task = integer("cpus_per_task", 1, 4096, 1);
+  l.gpus_per_task = integer("gpus_per_task", 0, 64, 0);
+  l.array_parallelism = integer("array_parallelism", 0, 1e6, 0);
+  auto lines = [&](const char* key) {
+    const Node* v = node->get(key);
+    if (!v) return std::vector<std::string>{};
+    auto out = std::get<std::vector<std::string>>(
+        c.convert(*v, list_spec(key), std::string("launcher.") + key));
+    for (const auto& line : out)
+      if (line.find_first_of("\n\r") != std::string::npos)
+        c.fail(*v,
+               fmt::format("'launcher.{}' holds a line break; give one line per list item", key));
+    return out;
+  };
+  l.sbatch = lines("sbatch");
+  for (const auto& option : l.sbatch)
+    if (option.rfind("-", 0) != 0)
+      c.fail(*node->get("sbatch"),
+             fmt::format("'launcher.sbatch' item \"{}\" is not an sbatch option; write it as "
+                         "on sbatch's command line, e.g. \"--constraint=a100\"",
+                         option));
+  l.setup = lines("setup");
+  return l;
+}
+
+Node launcher_node(const LauncherSpec& l) {
+  Node t = Node::table();
+  t.set("name", Node::string(l.name));
+  t.set("partition", Node::string(l.partition));
+  t.set("time", Node::string(l.time));
+  t.set("mem", Node::string(l.mem));
+  t.set("account", Node::string(l.account));
+  t.set("qos", Node::string(l.qos));
+  t.set("cpus_per_task", Node::integer(l.cpus_per_task));
+  t.set("gpus_per_task", Node::integer(l.gpus_per_task));
+  t.set("array_parallelism", Node::integer(l.array_parallelism));
+  Node sbatch = Node::list(), setup = Node::list();
+  for (const auto& s : l.sbatch) sbatch.push_back(Node::string(s));
+  for (const auto& s : l.setup) setup.push_back(Node::string(s));
+  t.set("sbatch", std::move(sbatch));
+  t.set("setup", std::move(setup));
   return t;
 }
 
@@ -385,6 +477,12 @@ RunSpec validate(const Node& root, const Checker& c, const std::string& file,
   }
   r.strategy = c.plugin_table(required("strategy"), Kind::Strategy, "strategy");
   r.train = train_table(root.get("train"), c);
+  r.launcher = launcher_table(root.get("launcher"), c);
+  {
+    Node launcher = Node::table();
+    launcher.set("launcher", launcher_node(r.launcher));
+    r.launcher.config_toml = cfg::format_tree(launcher, "toml");
+  }
 
   // The resolved config: every setting with its effective value.
   Node resolved = Node::table();
@@ -436,6 +534,8 @@ cfg::SchemaKeys schema_keys(PluginLoader& loader) {
       keys.push_back("sweep");
     } else if (path.size() == 1 && path[0] == "train") {
       keys = train_keys();
+    } else if (path.size() == 1 && path[0] == "launcher") {
+      keys = launcher_keys();
     } else if (path.size() == 1 && (path[0] == "source" || path[0] == "target")) {
       plugin_keys(Kind::Dataset, table, {"shots"});
     } else if (path.size() == 1 && path[0] == "backbone") {

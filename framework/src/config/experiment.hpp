@@ -32,6 +32,22 @@ struct DatasetSpec : PluginSpec {
   int64_t shots = 0;
 };
 
+/// Where the runs of a sweep execute: the `[launcher]` table (config group `launcher`). Not part
+/// of a run's resolved config or run key: the same run gives the same result wherever it runs.
+struct LauncherSpec {
+  std::string name = "local";       ///< "local" (child processes here) or "slurm".
+  std::string partition;            ///< SLURM partition ("" = the cluster's default).
+  std::string time;                 ///< Time limit per task ("" = the partition's), e.g. 1:00:00.
+  std::string mem;                  ///< Memory per task ("" = the partition's), e.g. 4G.
+  std::string account, qos;         ///< SLURM account and QOS ("" = none).
+  int64_t cpus_per_task = 1;        ///< CPUs per task; also the run's intra-op threads.
+  int64_t gpus_per_task = 0;        ///< GPUs per task.
+  int64_t array_parallelism = 0;    ///< Tasks at once (`--array=...%N`); 0 = --jobs or no limit.
+  std::vector<std::string> sbatch;  ///< Extra sbatch options, e.g. "--constraint=a100".
+  std::vector<std::string> setup;   ///< Shell lines run before tlab (e.g. module load ...).
+  std::string config_toml;          ///< The table as TOML (for the sweep's manifest).
+};
+
 /// One fully resolved and validated run.
 struct RunSpec {
   std::string experiment;              ///< Experiment file as given.
@@ -50,6 +66,7 @@ struct RunSpec {
   std::string overrides_json;          ///< Swept values of this run, as a JSON object.
   std::vector<std::string> overrides;  ///< Sweep values then command-line overrides, as text.
   std::vector<ParamEntry> params;      ///< `config_toml` flattened ("train.lr" -> 0.001).
+  LauncherSpec launcher;               ///< [launcher]: the same for every run of a sweep.
 };
 
 struct LoadOptions {

@@ -1484,7 +1484,9 @@ std::string status_color(const std::string& status) {
   if (status == "finished") return "#009E73";
   if (status == "failed" || status == "crashed" || status == "oom") return "#D55E00";
   if (status == "diverged") return "#B8860B";
-  if (status == "killed" || status == "timeout" || status == "lost") return "#CC79A7";
+  if (status == "killed" || status == "timeout" || status == "lost" || status == "cancelled" ||
+      status == "node_fail")
+    return "#CC79A7";
   if (status == "running" || status == "queued") return "#0072B2";
   return "#777777";
 }

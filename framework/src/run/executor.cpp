@@ -649,11 +649,19 @@ SweepResult run_sweep(const std::vector<RunSpec>& specs, PluginLoader& loader, S
   return supervisor.run();
 }
 
-int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader) {
+int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader, bool shard) {
   install_stop_handlers(/*second_signal_ends=*/false);
   configure_threads(threads);
-  Store store(db, /*create=*/false);
+  const Store::Journal journal = shard ? Store::Journal::kRollback : Store::Journal::kWal;
+  Store store(db, /*create=*/false, Store::kBusyTimeout, journal);
   RunRecord rec = store.run(id);
+  // Under SLURM: which job and array task executes the run (provenance, kept by the merge).
+  if (const char* job = std::getenv("SLURM_JOB_ID"); job && *job) {
+    const char* array = std::getenv("SLURM_ARRAY_JOB_ID");
+    const char* task = std::getenv("SLURM_ARRAY_TASK_ID");
+    store.set_job(
+        id, array && task ? fmt::format("slurm {}_{}", array, task) : fmt::format("slurm {}", job));
+  }
   RunSpec spec;
   try {
     spec = load_resolved_run(rec.config_toml, rec.experiment, loader);
@@ -682,7 +690,7 @@ int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader)
   bool done = false;
   std::thread beat([&] {
     try {
-      Store own(db, /*create=*/false);
+      Store own(db, /*create=*/false, Store::kBusyTimeout, journal);
       const auto interval = std::chrono::duration<double>(heartbeat_interval());
       std::unique_lock<std::mutex> lock(m);
       while (!cv.wait_for(lock, interval, [&] { return done; })) {

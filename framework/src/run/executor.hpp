@@ -38,6 +38,8 @@ struct SweepOptions {
   /// spends loading Debian's LibTorch. Only for sweeps whose runs all use the CPU, from a
   /// supervisor that has run no LibTorch operation and started no thread.
   std::function<int(int64_t, int)> in_fork;
+  /// SLURM: wait for the submitted tasks to end, then collect their shards.
+  bool wait = false;
 };
 
 /// What became of a sweep.
@@ -48,6 +50,9 @@ struct SweepResult {
   std::vector<int64_t> ids;  ///< Every run of the sweep, skipped ones included, in sweep order.
   std::vector<std::string> failures;  ///< "run 7 crashed: ..." for each run that did not finish.
   int stop_signal = 0;                ///< The signal that stopped the sweep (0: none).
+  std::size_t submitted = 0;          ///< SLURM: runs submitted as array tasks.
+  std::string sweep_dir;              ///< SLURM: the sweep's folder ("" when none was made).
+  std::string job;                    ///< SLURM: the job id of the array.
 };
 
 /// Hash of the resolved config and the plugin builds (file hashes) of `spec`: two runs with the
@@ -70,7 +75,9 @@ double heartbeat_interval();
 
 /// The child side (`tlab _run --db DB --id ID`): executes queued run `id` of `db` with a
 /// heartbeat thread. Returns the process exit code: 0 finished, 1 otherwise, 128 + signal when
-/// stopped by one.
-int run_child(const std::filesystem::path& db, int64_t id, int threads, PluginLoader& loader);
+/// stopped by one. `shard`: `db` is the one-run shard of a SLURM task, kept in rollback journal
+/// mode (it may live on a network filesystem).
+int run_child(const std::filesystem::path& db, int64_t id, int threads, PluginLoader& loader,
+              bool shard = false);
 
 }  // namespace tlab

@@ -638,7 +638,7 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     run_dir = queued.run_dir;
     out.id = options.run_id;
     if (!store.start_run(out.id, getpid(), device.str(), options.gpu, boot_id(),
-                         process_start_ticks(getpid()))) {
+                         process_start_ticks(getpid()), host_name())) {
       out.status = store.run(out.id).status;
       out.reason = "the run was no longer queued when its process started";
       return out;

@@ -181,11 +181,23 @@ CREATE VIEW summary_stats AS
 ALTER TABLE runs ADD COLUMN boot_id TEXT;
 ALTER TABLE runs ADD COLUMN pid_start INTEGER;
 )sql",
+    // 4 -> 5: where a run was executed by a batch system ("slurm 123_4": job and array task).
+    R"sql(
+ALTER TABLE runs ADD COLUMN job TEXT;
+)sql",
 };
 static_assert(std::size(kMigrations) == Store::kSchemaVersion, "one migration per schema version");
 
-constexpr const char* kTerminalStatuses[] = {"finished", "failed",   "crashed", "killed",
-                                             "timeout",  "diverged", "oom",     "lost"};
+constexpr const char* kTerminalStatuses[] = {"finished",  "failed",   "crashed", "killed",
+                                             "timeout",   "diverged", "oom",     "lost",
+                                             "cancelled", "node_fail"};
+
+std::string terminal_statuses_text() {
+  std::string text;
+  for (const char* status : kTerminalStatuses)
+    text += (text.empty() ? "" : ", ") + std::string(status);
+  return text;
+}
 
 // Pause before retrying a busy write: grows from kFirstPause, capped at kMaxPause, plus up to
 // half again of random jitter so that writers that collided do not collide again in lockstep.
@@ -529,18 +541,25 @@ void refuse_unusable(const Connection& db, const SchemaState& state) {
 
 /// Checks that the file is an SQLite database that this tlab can use, switches it to WAL and
 /// migrates it to Store::kSchemaVersion. A refused file is left untouched.
-void prepare_schema(Connection& db) {
+void prepare_schema(Connection& db, Store::Journal journal) {
   SchemaState state;
   db.transaction(TxMode::kRead, "reading the schema version",
                  [&] { state = read_schema_state(db); });
   refuse_unusable(db, state);
 
   std::string mode;
-  db.retry("switching to WAL journal mode", [&] {
-    Query journal(db, "PRAGMA journal_mode = WAL");
-    mode = journal.step() ? journal.text_at(0) : "";
+  const bool wal = journal == Store::Journal::kWal;
+  db.retry(wal ? "switching to WAL journal mode" : "switching to rollback journal mode", [&] {
+    Query query(db, wal ? "PRAGMA journal_mode = WAL" : "PRAGMA journal_mode = DELETE");
+    mode = query.step() ? query.text_at(0) : "";
   });
-  if (mode != "wal") {
+  if (!wal && mode != "delete") {
+    throw StoreError(fmt::format(
+        "'{}' could not be switched to rollback journal mode (it stays in '{}' mode); another "
+        "process has it open in WAL mode: wait until it ends",
+        db.path().string(), mode));
+  }
+  if (wal && mode != "wal") {
     throw StoreError(fmt::format(
         "'{}' could not be switched to WAL journal mode (it stays in '{}' mode); WAL needs "
         "shared memory, so keep the database on a local filesystem",
@@ -634,7 +653,8 @@ std::string param_text(const ParamValue& value) {
 
 // --- Store -----------------------------------------------------------------------------------
 
-Store::Store(const fs::path& path, bool create, std::chrono::milliseconds busy_timeout) {
+Store::Store(const fs::path& path, bool create, std::chrono::milliseconds busy_timeout,
+             Journal journal) {
   std::error_code ec;
   if (!create && !fs::exists(path, ec)) {
     throw StoreError(fmt::format(
@@ -648,7 +668,7 @@ Store::Store(const fs::path& path, bool create, std::chrono::milliseconds busy_t
                     path.parent_path().string(), ec.message()));
   }
   db_ = std::make_unique<detail::Connection>(path, create, busy_timeout);
-  prepare_schema(*db_);
+  prepare_schema(*db_, journal);
 }
 
 Store::~Store() = default;
@@ -787,10 +807,8 @@ void Store::finish_run(int64_t run, const std::string& status, const std::string
   assert(db_ && "Store used after being moved from");
   if (std::find(std::begin(kTerminalStatuses), std::end(kTerminalStatuses), status) ==
       std::end(kTerminalStatuses)) {
-    throw StoreError(fmt::format(
-        "'{}' is not a terminal run status; expected one of finished, failed, crashed, killed, "
-        "timeout, diverged, oom, lost",
-        status));
+    throw StoreError(fmt::format("'{}' is not a terminal run status; expected one of {}", status,
+                                 terminal_statuses_text()));
   }
   const std::string what = fmt::format("recording status '{}' of run {}", status, run);
   int64_t changed = 0;
@@ -810,7 +828,8 @@ bool Store::finish_open_run(int64_t run, const std::string& status, const std::s
   assert(db_ && "Store used after being moved from");
   if (std::find(std::begin(kTerminalStatuses), std::end(kTerminalStatuses), status) ==
       std::end(kTerminalStatuses)) {
-    throw StoreError(fmt::format("'{}' is not a terminal run status", status));
+    throw StoreError(fmt::format("'{}' is not a terminal run status; expected one of {}", status,
+                                 terminal_statuses_text()));
   }
   int64_t changed = 0;
   db_->transaction(TxMode::kWrite, fmt::format("recording status '{}' of run {}", status, run),
@@ -826,22 +845,31 @@ bool Store::finish_open_run(int64_t run, const std::string& status, const std::s
 }
 
 bool Store::start_run(int64_t run, int64_t pid, const std::string& device, const std::string& gpu,
-                      const std::string& boot_id, int64_t pid_start) {
+                      const std::string& boot_id, int64_t pid_start, const std::string& host) {
   assert(db_ && "Store used after being moved from");
   int64_t changed = 0;
   db_->transaction(TxMode::kWrite, fmt::format("starting run {}", run), [&] {
     const std::string now = utc_now();
     Query update(*db_,
                  "UPDATE runs SET status = 'running', started_at = ?1, heartbeat_at = ?1, "
-                 "pid = ?2, device = ?3, gpu = ?5, boot_id = ?6, pid_start = ?7 "
-                 "WHERE id = ?4 AND status = 'queued'");
+                 "pid = ?2, device = ?3, gpu = ?5, boot_id = ?6, pid_start = ?7, "
+                 "host = COALESCE(?8, host) WHERE id = ?4 AND status = 'queued'");
     update.bind_text(1, now).bind_int(2, pid).bind_text_or_null(3, device).bind_int(4, run);
     update.bind_text_or_null(5, gpu).bind_text_or_null(6, boot_id);
     if (pid_start >= 0) update.bind_int(7, pid_start);
+    update.bind_text_or_null(8, host);
     update.run();
     changed = db_->changes();
   });
   return changed > 0;
+}
+
+void Store::set_job(int64_t run, const std::string& job) {
+  assert(db_ && "Store used after being moved from");
+  db_->transaction(TxMode::kWrite, fmt::format("recording the job of run {}", run), [&] {
+    Query update(*db_, "UPDATE runs SET job = ? WHERE id = ?");
+    update.bind_text_or_null(1, job).bind_int(2, run).run();
+  });
 }
 
 void Store::record_exit(int64_t run, int64_t exit_code, int64_t signal,
@@ -864,7 +892,7 @@ RunRecord Store::run(int64_t id) {
             "SELECT id, uuid, experiment, name, status, reason, created_at, started_at, ended_at, "
             "heartbeat_at, host, pid, device, seed, git_commit, git_dirty, config_toml, "
             "config_hash, overrides, run_dir, tlab_version, run_key, sweep, override_args, gpu, "
-            "exit_code, signal, stderr_tail FROM runs WHERE id = ?");
+            "exit_code, signal, stderr_tail, job FROM runs WHERE id = ?");
     q.bind_int(1, id);
     found = q.step();
     if (!found) return;
@@ -902,6 +930,7 @@ RunRecord Store::run(int64_t id) {
     r.exit_code = int_or(25);
     r.signal = int_or(26);
     r.stderr_tail = q.text_at(27);
+    r.job = q.text_at(28);
   });
   if (!found) {
     throw StoreError(

@@ -98,6 +98,7 @@ struct RunRecord {
   int64_t exit_code = -1;   ///< Exit status of the child process; -1 unknown or none.
   int64_t signal = -1;      ///< Signal that ended the child process; -1 none.
   std::string stderr_tail;  ///< Last lines the child wrote to stderr.
+  std::string job;          ///< Batch job that executed it ("slurm 123_4"); "" for none.
 };
 
 /// A queued or running run, as the supervisor checks it at start.
@@ -135,7 +136,7 @@ class Connection;
 class Store {
  public:
   /// Schema version this build reads and writes (`PRAGMA user_version`).
-  static constexpr int kSchemaVersion = 4;
+  static constexpr int kSchemaVersion = 5;
   /// How long one statement waits for another process's lock before SQLite reports busy.
   static constexpr std::chrono::milliseconds kBusyTimeout{10000};
   /// Write transactions still busy after the busy timeout are retried whole, this many times
@@ -147,8 +148,15 @@ class Store {
   /// not an SQLite database; a database with a newer schema version (upgrade tlab); a non-empty
   /// database with version 0 (not a TransferLab results database). A refused file is left as
   /// it was. `busy_timeout` is meant for tests.
+  /// How the database file journals its writes. kWal (the default) lets readers and one writer
+  /// work at once, but needs shared memory: every process on one machine. kRollback (a `-journal`
+  /// file) is for a database on a network filesystem that one process writes at a time: the
+  /// per-task shards of a SLURM sweep.
+  enum class Journal { kWal, kRollback };
+
   explicit Store(const std::filesystem::path& path, bool create = true,
-                 std::chrono::milliseconds busy_timeout = kBusyTimeout);
+                 std::chrono::milliseconds busy_timeout = kBusyTimeout,
+                 Journal journal = Journal::kWal);
   ~Store();
   Store(Store&&) noexcept;
   Store& operator=(Store&&) noexcept;
@@ -176,10 +184,14 @@ class Store {
   /// The supervisor uses it: a status the child recorded itself is never overwritten.
   bool finish_open_run(int64_t run, const std::string& status, const std::string& reason);
   /// A queued run starts: status running, started_at and heartbeat now, `pid`, `device` and
-  /// `gpu` (CUDA_VISIBLE_DEVICES, "" for none). Returns false (changing nothing) when the run is
+  /// `gpu` (CUDA_VISIBLE_DEVICES, "" for none), and `host` unless "" (a batch job runs on
+  /// another machine than the one that queued it). Returns false (changing nothing) when the run is
   /// no longer queued, e.g. cancelled.
   bool start_run(int64_t run, int64_t pid, const std::string& device, const std::string& gpu = "",
-                 const std::string& boot_id = "", int64_t pid_start = -1);
+                 const std::string& boot_id = "", int64_t pid_start = -1,
+                 const std::string& host = "");
+  /// The batch job executing `run` ("slurm 123_4"), recorded by the run's process.
+  void set_job(int64_t run, const std::string& job);
   /// How the child process that executed `run` ended (-1 for "not applicable").
   void record_exit(int64_t run, int64_t exit_code, int64_t signal, const std::string& stderr_tail);
   /// Every column of `run`; StoreError for an unknown id.
