@@ -263,8 +263,9 @@ SweepState state_of(const fs::path& dir, const json& m) {
   st.dir = dir;
   st.name = m.value("name", dir.filename().string());
   st.experiment = m.value("experiment", "");
-  std::set<std::string> collected;
+  std::set<std::string> collected, cancelled;
   for (const auto& c : m.value("collected", json::array())) collected.insert(c.get<std::string>());
+  for (const auto& c : m.value("cancelled", json::array())) cancelled.insert(c.get<std::string>());
   std::vector<std::string> jobs, tasks;
   for (const auto& s : m["submissions"]) {
     const int k = s.value("n", 0);
@@ -313,6 +314,11 @@ SweepState state_of(const fs::path& dir, const json& m) {
     std::tie(a.state, a.reason) =
         resolve_state(shard.status, shard.reason, shard.heartbeat_age, a.slurm,
                       found == slurm.end() ? "" : found->second.second);
+    if ((a.state == "killed" || a.state == "lost") &&
+        cancelled.count(fmt::format("{}.{}", a.task, a.submission))) {
+      a.state = "cancelled";
+      a.reason = "cancelled with `tlab sweep cancel`";
+    }
     if (a.state == "failed" && shard.status != "failed")
       a.reason += fmt::format("; see its output: {}", a.log.string());
   }
@@ -420,6 +426,11 @@ std::string submit(const fs::path& dir, json& m, const std::vector<int>& tasks,
           "(partition, time, mem, account, qos, sbatch) against `sinfo` and your site's "
           "limits, then run again (the script was {})",
           r.code, trim(r.err.empty() ? r.out : r.err), script.string()));
+    for (std::size_t i = 0; i < tasks.size(); ++i) {  // provenance, even if it never starts
+      Store shard(shard_path(dir, tasks[i], k), false, Store::kBusyTimeout,
+                  Store::Journal::kRollback);
+      shard.set_job(1, fmt::format("slurm {}_{}", job, tasks[i]));
+    }
     m["submissions"].push_back({{"n", k},
                                 {"job", job},
                                 {"tasks", tasks},
@@ -562,7 +573,8 @@ class SlurmLauncher : public Launcher {
                 {"setup", launcher.setup}}},
               {"tasks", json::array()},
               {"submissions", json::array()},
-              {"collected", json::array()}};
+              {"collected", json::array()},
+              {"cancelled", json::array()}};
     std::vector<int> tasks;
     std::vector<const RunSpec*> task_specs;
     for (std::size_t t = 0; t < todo.size(); ++t) {
@@ -844,17 +856,21 @@ std::string format_status(const SweepState& st) {
 }
 
 std::vector<std::string> cancel_sweep(const fs::path& dir, const std::vector<int>& tasks) {
-  const SweepState st = sweep_status(dir);
-  std::vector<std::string> ids;
-  for (const TaskState* t : st.latest()) {
-    if (!is_open(t->state)) continue;
-    if (!tasks.empty() && std::find(tasks.begin(), tasks.end(), t->task) == tasks.end()) continue;
-    ids.push_back(t->job);
-  }
+  SweepLock lock(dir);
+  json m = read_manifest(dir);
+  const SweepState st = state_of(dir, m);
   for (int task : tasks)
     if (task < 0 || task >= static_cast<int>(st.latest().size()))
       throw SlurmError(fmt::format("sweep {} has no task {}; its tasks are 0 to {}", st.name, task,
                                    st.latest().size() - 1));
+  std::vector<const TaskState*> chosen;
+  std::vector<std::string> ids;
+  for (const TaskState* t : st.latest()) {
+    if (!is_open(t->state)) continue;
+    if (!tasks.empty() && std::find(tasks.begin(), tasks.end(), t->task) == tasks.end()) continue;
+    chosen.push_back(t);
+    ids.push_back(t->job);
+  }
   if (ids.empty()) return ids;
   std::vector<std::string> argv = {"scancel"};
   argv.insert(argv.end(), ids.begin(), ids.end());
@@ -862,6 +878,17 @@ std::vector<std::string> cancel_sweep(const fs::path& dir, const std::vector<int
   if (r.code != 0)
     throw SlurmError(
         fmt::format("scancel {} failed (exit code {}): {}", join(ids, " "), r.code, trim(r.err)));
+  // SLURM forgets a pending array task once cancelled (without accounting, nothing lists it
+  // again): the sweep remembers the cancellation, and the shard of a task that never started
+  // says so at once. A running task records "killed" itself; SLURM's CANCELLED refines it.
+  for (const TaskState* t : chosen) {
+    m["cancelled"].push_back(fmt::format("{}.{}", t->task, t->submission));
+    if (t->state == "pending") {
+      Store shard(t->shard, /*create=*/false, Store::kBusyTimeout, Store::Journal::kRollback);
+      shard.finish_open_run(1, "cancelled", "cancelled with `tlab sweep cancel` before it started");
+    }
+  }
+  write_manifest(dir, m);
   return ids;
 }
 
