@@ -69,10 +69,19 @@ TEST(SlurmState, SlurmsVerdictForRunsThatCouldNotRecordOne) {
   EXPECT_EQ(node.first, "node_fail");
   EXPECT_THAT(node.second, HasSubstr("--retry-failed"));
   EXPECT_EQ(slurm::resolve_state("running", "", 1, "OUT_OF_MEMORY", "").first, "oom");
-  EXPECT_EQ(slurm::resolve_state("running", "", 1, "PREEMPTED", "").first, "cancelled");
+  auto preempted = slurm::resolve_state("running", "", 1, "PREEMPTED", "");
+  EXPECT_EQ(preempted.first, "lost");  // retryable: the script asks for --no-requeue
+  EXPECT_THAT(preempted.second, HasSubstr("preempted by SLURM"));
   auto died = slurm::resolve_state("queued", "", 1, "FAILED", "NonZeroExitCode");
   EXPECT_EQ(died.first, "failed");
   EXPECT_THAT(died.second, HasSubstr("tlab never started"));
+}
+
+TEST(SlurmState, ATaskSlurmStillRunsIsRunningWhateverItsShardSays) {
+  // `tlab sweep cancel` marked it cancelled just as it started, or it is exiting: its process
+  // may still write the shard, so it is neither merged nor retried yet.
+  EXPECT_EQ(slurm::resolve_state("cancelled", "", 1, "RUNNING", "").first, "running");
+  EXPECT_EQ(slurm::resolve_state("finished", "", 1, "COMPLETING", "").first, "running");
 }
 
 TEST(SlurmState, TasksSlurmForgotAreJudgedByTheirShard) {
@@ -240,6 +249,7 @@ TEST_F(SlurmCli, LocalOnlyOptionsAreRefusedWithTheSlurmEquivalent) {
   EXPECT_THAT(r.out, HasSubstr("--timeout applies to local runs, not to --launcher slurm; set "
                                "SLURM's time limit instead: launcher.time=HH:MM:SS"));
   r = tlab("run exp.toml --launcher slurm --gpus 0");
+  EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_THAT(r.out, HasSubstr("launcher.gpus_per_task=N"));
   r = tlab("run exp.toml --wait");
   EXPECT_EQ(r.code, 2);
@@ -291,9 +301,10 @@ class SlurmCluster : public SlurmCli {
       const Result r = shell(fmt::format("'{}/tools/slurm/local-cluster.sh' stop '{}'",
                                          TLAB_SOURCE_DIR, cluster_.string()));
       EXPECT_EQ(r.code, 0) << r.out;
-      const Result left = shell(fmt::format("'{}/tools/slurm/local-cluster.sh' status '{}'",
-                                            TLAB_SOURCE_DIR, cluster_.string()));
-      EXPECT_THAT(left.out, Not(HasSubstr("running")));
+      // Nothing is left: no daemon (their command lines name the folder), no task of ours.
+      const Result left =
+          shell(fmt::format("pgrep -af '{}|{}' | grep -v pgrep", cluster_.string(), dir_.string()));
+      EXPECT_EQ(left.out, "") << "left running after stop";
       fs::remove_all(cluster_);
     }
     if (fs::exists(db_)) {
@@ -327,22 +338,31 @@ class SlurmCluster : public SlurmCli {
 };
 
 TEST_F(SlurmCluster, SweepWithAFailureAndACancelMergesAndRelaunchesOnlyTheUnfinished) {
+  // Held at submission (sbatch --hold), so that task 5 is surely pending when it is cancelled.
+  const std::string held = experiment("[launcher]\nsbatch = [\"--hold\"]");
   const std::string run =
       fmt::format("run exp.toml -m --launcher slurm -j 2 --db '{}'", db_.string());
-  Result r = tlab(run);
+  Result r = tlab(run, held);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("submitted 6 run(s) to SLURM as job array"));
   const auto sweeps = slurm::list_sweeps(db_);
   ASSERT_EQ(sweeps.size(), 1u);
   const fs::path sweep = sweeps.front();
   EXPECT_THAT(tlab::test::read_file(sweep / "submit-1.sh"), HasSubstr("#SBATCH --array=0-5%2\n"));
+  EXPECT_THAT(slurm::format_status(slurm::sweep_status(sweep)), HasSubstr("6 pending"));
 
   // Task 5 (seed 6) waits behind the array limit of 2: cancel it.
+  r = tlab(
+      fmt::format("sweep cancel {} --task 9 --db '{}'", sweep.filename().string(), db_.string()));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("has no task 9; its tasks are 0 to 5"));
   r = tlab(
       fmt::format("sweep cancel {} --task 5 --db '{}'", sweep.filename().string(), db_.string()));
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("cancelled 1 task(s): "));
   EXPECT_THAT(r.out, HasSubstr("_5"));
+  r = shell("scontrol release " + slurm::sweep_status(sweep).jobs);
+  ASSERT_EQ(r.code, 0) << r.out;
 
   slurm::SweepState st = wait_for(sweep);
   EXPECT_EQ(st.counts()["finished"], 4u) << slurm::format_status(st);
@@ -388,6 +408,9 @@ TEST_F(SlurmCluster, SweepWithAFailureAndACancelMergesAndRelaunchesOnlyTheUnfini
                        db_.string()));
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("resubmitted 1 task(s) as job"));
+  const std::string jobs = slurm::sweep_status(sweep).jobs;  // "12,13": the retry is held too
+  r = shell("scontrol release " + jobs.substr(jobs.rfind(',') + 1));
+  ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_THAT(tlab::test::read_file(sweep / "submit-2.sh"), HasSubstr("#SBATCH --array=2%2\n"));
   st = wait_for(sweep);
   EXPECT_EQ(st.latest()[2]->submission, 2);

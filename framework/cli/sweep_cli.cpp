@@ -21,7 +21,13 @@ struct Options {
   bool retry_failed = false;
 };
 
-fs::path sweep_dir(const Options& o) {
+fs::path sweep_dir(Options& o, CLI::App& cmd) {
+  // A sweep named by its folder brings its database, unless --db says otherwise.
+  std::error_code ec;
+  if (!cmd.get_option("--db")->count() && fs::exists(fs::path(o.sweep) / "sweep.json", ec)) {
+    const fs::path owner = slurm::sweep_database(o.sweep);
+    if (!owner.empty()) o.db = owner.string();
+  }
   try {
     return slurm::find_sweep(o.db, o.sweep);
   } catch (const slurm::SlurmError& e) {
@@ -62,8 +68,8 @@ void add_sweep_commands(CLI::App& sweep, std::vector<Command>& out,
       "status", "Progress of a SLURM sweep: each task's state (from its shard and from SLURM)");
   status->add_option("sweep", o->sweep, sweep_help);
   add_db_option(*status, o->db);
-  out.push_back({status, [o] {
-                   std::cout << slurm::format_status(slurm::sweep_status(sweep_dir(*o)));
+  out.push_back({status, [o, status] {
+                   std::cout << slurm::format_status(slurm::sweep_status(sweep_dir(*o, *status)));
                    return 0;
                  }});
 
@@ -71,9 +77,14 @@ void add_sweep_commands(CLI::App& sweep, std::vector<Command>& out,
   cancel->add_option("sweep", o->sweep, sweep_help);
   cancel->add_option("--task", o->tasks, "Cancel only these tasks (repeatable)");
   add_db_option(*cancel, o->db);
-  out.push_back({cancel, [o] {
-                   const fs::path dir = sweep_dir(*o);
-                   const auto ids = slurm::cancel_sweep(dir, o->tasks);
+  out.push_back({cancel, [o, cancel] {
+                   const fs::path dir = sweep_dir(*o, *cancel);
+                   std::vector<std::string> ids;
+                   try {
+                     ids = slurm::cancel_sweep(dir, o->tasks);
+                   } catch (const std::invalid_argument& e) {
+                     throw UsageError(e.what());
+                   }
                    if (ids.empty())
                      std::cout << "nothing to cancel: no task of the sweep is pending or running\n";
                    else
@@ -93,18 +104,18 @@ void add_sweep_commands(CLI::App& sweep, std::vector<Command>& out,
                     "Then submit again the tasks that failed, crashed, timed out, ran out of "
                     "memory or lost their node (not cancelled ones)");
   add_db_option(*collect, o->db);
-  out.push_back({collect, [o, loader] {
+  out.push_back({collect, [o, loader, collect] {
                    std::vector<fs::path> dirs;
                    if (o->sweep.empty())
                      dirs = slurm::list_sweeps(o->db);
                    else
-                     dirs.push_back(sweep_dir(*o));
+                     dirs.push_back(sweep_dir(*o, *collect));
                    if (dirs.empty()) {
                      std::cout << fmt::format("no sweeps in {}\n",
                                               slurm::sweeps_dir(o->db).string());
                      return 0;
                    }
-                   Store store(o->db);
+                   Store store = open_results(o->db);  // the sweeps' database exists
                    int code = 0;
                    for (const auto& dir : dirs) {
                      const auto r = slurm::collect_sweep(dir, store, loader(), o->retry_failed);

@@ -140,6 +140,32 @@ TEST_F(StoreTest, CreatesFolderAndCurrentSchemaVersionInWalMode) {
   EXPECT_EQ(store.integrity_check(), "ok");
 }
 
+TEST_F(StoreTest, RollbackJournalForShardsOnNetworkFilesystems) {
+  const fs::path shard = dir_ / "shards" / "0.1.db";
+  {
+    Store store(shard, true, Store::kBusyTimeout, Store::Journal::kRollback);
+    NewRun queued = sample_run();
+    queued.status = "queued";  // as a SLURM submission writes it
+    const int64_t run = store.create_run(queued);
+    store.set_job(run, "slurm 12_0");
+    EXPECT_TRUE(store.start_run(run, 42, "cpu", "", "", -1, "node7"));
+    store.finish_run(run, "node_fail", "the node failed");
+    const RunRecord rec = store.run(run);
+    EXPECT_EQ(rec.job, "slurm 12_0");
+    EXPECT_EQ(rec.host, "node7");
+    EXPECT_EQ(rec.status, "node_fail");
+    store.finish_run(run, "cancelled", "scancel");  // SLURM's verdict replaces "killed" and such
+    EXPECT_EQ(store.run(run).status, "cancelled");
+  }
+  RawDb raw(shard);
+  EXPECT_EQ(raw.scalar("PRAGMA journal_mode"), "delete");
+  EXPECT_FALSE(fs::exists(shard.string() + "-wal"));
+  // Reopened with the default, it becomes a WAL database (the main results database).
+  Store store(shard, false);
+  EXPECT_EQ(RawDb(shard).scalar("PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(store.run(1).host, "node7");  // start_run without a host keeps it
+}
+
 TEST_F(StoreTest, RoundTripsRunParamsMetricsSummariesAndPlugins) {
   Store store(db_path_);
   const NewRun input = sample_run();
@@ -417,7 +443,9 @@ TEST_F(StoreTest, ErrorsNameWhatFailedAndTheDatabase) {
   message = store_error([&] { store.list_runs({999}); });
   EXPECT_CONTAINS(message, "there is no run 999");
   message = store_error([&] { store.finish_run(1, "done", ""); });
-  EXPECT_CONTAINS(message, "'done' is not a terminal run status");
+  EXPECT_CONTAINS(message, "'done' is not a terminal run status; expected one of finished, "
+                           "failed, crashed, killed, timeout, diverged, oom, lost, cancelled, "
+                           "node_fail");
 
   NewRun bad = sample_run();
   bad.params.push_back({"train.lr2", int64_t{3}, "float"});

@@ -27,6 +27,24 @@ die() {
 
 alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# The job steps of this cluster that outlived slurmd (slurmstepd and what it started): found by
+# the SLURM_CONF in their environment, then their descendants. Ended with SIGKILL.
+end_job_processes() {
+  local conf=$1 steps=() all=() pid child
+  for env in /proc/[0-9]*/environ; do
+    pid=${env#/proc/}
+    pid=${pid%/environ}
+    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == slurmstepd ]] || continue
+    tr '\0' '\n' <"$env" 2>/dev/null | grep -qx "SLURM_CONF=$conf" && steps+=("$pid")
+  done
+  [[ ${#steps[@]} -gt 0 ]] || return 0
+  all=("${steps[@]}")
+  for ((i = 0; i < ${#all[@]}; i++)); do
+    for child in $(pgrep -P "${all[$i]}" 2>/dev/null); do all+=("$child"); done
+  done
+  kill -KILL "${all[@]}" 2>/dev/null || true
+}
+
 # Ends the process whose pid is in file $1: SIGTERM, then SIGKILL after 10 s.
 end_pid() {
   local file=$1 pid
@@ -43,11 +61,15 @@ end_pid() {
   rm -f "$file"
 }
 
+# A TCP port nobody listens on, other than those in $taken.
+taken=""
 free_port() {
   local port
   for _ in $(seq 200); do
     port=$((20000 + RANDOM % 30000))
+    [[ " $taken " == *" $port "* ]] && continue
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      taken="$taken $port"
       echo "$port"
       return
     fi
@@ -76,6 +98,8 @@ case $cmd in
     if alive "$dir/slurmctld.pid" || alive "$dir/slurmd.pid" || alive "$dir/munged.pid"; then
       die "a cluster already runs in '$dir'; stop it first: $0 stop $dir"
     fi
+    # A start that fails half-way leaves nothing running.
+    trap 'status=$?; [[ $status -ne 0 ]] && "$0" stop "$dir" >/dev/null 2>&1; exit $status' EXIT
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
     (( ${#dir} <= 60 )) || die "'$dir' is too long for the daemons' UNIX sockets (at most 60 characters); use a shorter folder such as /tmp/tlab-slurm"
@@ -142,6 +166,7 @@ CONF
       tail -5 "$dir/slurmctld.log" "$dir/slurmd.log" >&2 || true
       die "the node did not become idle in 30 s (state '${state:-none}'); logs in $dir"
     }
+    trap - EXIT
     echo "SLURM cluster running in $dir (node $host, $cpus CPUs, partition debug)"
     echo "use it with: eval \"\$($0 env $dir)\""
     ;;
@@ -150,13 +175,16 @@ CONF
     [[ -d $dir ]] || exit 0
     if [[ -f $dir/slurm.conf ]] && alive "$dir/slurmctld.pid"; then
       export SLURM_CONF=$dir/slurm.conf
-      scancel --quiet --full --user="$(id -un)" 2>/dev/null || true
+      # Every job of this private cluster, whoever submitted it.
+      jobs=$(squeue -h -t PENDING,RUNNING,SUSPENDED,COMPLETING -o %A 2>/dev/null | sort -u)
+      [[ -n $jobs ]] && scancel --quiet $jobs 2>/dev/null || true
       for _ in $(seq 100); do
-        [[ -z $(squeue -h -t RUNNING,COMPLETING,PENDING 2>/dev/null) ]] && break
+        [[ -z $(squeue -h -t PENDING,RUNNING,SUSPENDED,COMPLETING 2>/dev/null) ]] && break
         sleep 0.1
       done
     fi
     end_pid "$dir/slurmd.pid"
+    end_job_processes "$(cd "$dir" && pwd)/slurm.conf"
     end_pid "$dir/slurmctld.pid"
     end_pid "$dir/munged.pid"
     rm -f "$dir/munge/munged.pid"

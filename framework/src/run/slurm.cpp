@@ -61,6 +61,7 @@ Output run_program(const std::vector<std::string>& argv) {
     throw SlurmError(fmt::format("cannot start {}: fork failed: {}", argv[0], strerror(errno)));
   }
   if (pid == 0) {
+    ::setpgid(0, 0);  // Ctrl-C is for tlab (which stops waiting), not for squeue mid-answer
     const int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
     ::dup2(out[1], STDOUT_FILENO);
@@ -136,8 +137,29 @@ json read_manifest(const fs::path& dir) {
         "'{}' is not a sweep folder: it has no sweep.json; list the sweeps with: tlab sweep list",
         dir.string()));
   json m = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (m.is_discarded() || !m.is_object() || m.value("format", 0) != kManifestFormat ||
-      !m.contains("tasks") || !m.contains("submissions"))
+  auto well_formed = [&] {
+    if (m.is_discarded() || !m.is_object() || m.value("format", 0) != kManifestFormat) return false;
+    if (!m.contains("tasks") || !m["tasks"].is_array() || !m.contains("submissions") ||
+        !m["submissions"].is_array())
+      return false;
+    for (const auto& t : m["tasks"])
+      if (!t.is_object() || !t.contains("config_toml") || !t["config_toml"].is_string())
+        return false;
+    for (const auto& sub : m["submissions"]) {
+      if (!sub.is_object() || !sub.contains("n") || !sub["n"].is_number_integer() ||
+          !sub.contains("job") || !sub["job"].is_string() || !sub.contains("tasks") ||
+          !sub["tasks"].is_array())
+        return false;
+      for (const auto& t : sub["tasks"])
+        if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
+            t.get<std::size_t>() >= m["tasks"].size())
+          return false;
+    }
+    for (const char* key : {"collected", "cancelled"})
+      if (m.contains(key) && !m[key].is_array()) return false;
+    return true;
+  };
+  if (!well_formed())
     throw SlurmError(fmt::format(
         "'{}' is damaged or was written by another tlab version (expected format {}); its shards "
         "can still be merged by hand: tlab results merge {}/shards/*.db --into DB",
@@ -182,9 +204,10 @@ fs::path log_path(const fs::path& dir, int task, int submission) {
   return dir / "logs" / fmt::format("{}.{}.out", task, submission);
 }
 
-/// What a shard says of its run, read-only (its task may be writing it).
+/// What a shard says of its run (its task may be writing it).
 struct ShardView {
-  bool exists = false;
+  bool exists = false;  ///< The file exists.
+  std::string error;    ///< Why it could not be read ("" when it was).
   std::string status, reason, uuid;
   double heartbeat_age = 1e18;
 };
@@ -193,29 +216,40 @@ ShardView read_shard(const fs::path& path) {
   ShardView v;
   std::error_code ec;
   if (!fs::exists(path, ec)) return v;
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+  v.exists = true;
+  // Read-write when allowed, so that a journal left by a task killed mid-write is rolled back
+  // (a read-only connection cannot); only SELECT runs. Read-only otherwise.
+  for (int flags : {SQLITE_OPEN_READWRITE, SQLITE_OPEN_READONLY}) {
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2(path.c_str(), &db, flags, nullptr) != SQLITE_OK) {
+      v.error = db ? sqlite3_errmsg(db) : "cannot open";
+      sqlite3_close(db);
+      continue;
+    }
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt* q = nullptr;
+    const char* sql =
+        "SELECT status, reason, uuid, (julianday('now') - julianday(COALESCE(heartbeat_at, "
+        "created_at))) * 86400.0 FROM runs ORDER BY id LIMIT 1";
+    int rc = sqlite3_prepare_v2(db, sql, -1, &q, nullptr);
+    if (rc == SQLITE_OK) rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+      auto text = [&](int c) {
+        const unsigned char* t = sqlite3_column_text(q, c);
+        return t ? std::string(reinterpret_cast<const char*>(t)) : std::string();
+      };
+      v.error.clear();
+      v.status = text(0);
+      v.reason = text(1);
+      v.uuid = text(2);
+      if (sqlite3_column_type(q, 3) != SQLITE_NULL) v.heartbeat_age = sqlite3_column_double(q, 3);
+    } else {
+      v.error = rc == SQLITE_DONE ? "it holds no run" : sqlite3_errmsg(db);
+    }
+    sqlite3_finalize(q);
     sqlite3_close(db);
-    return v;
+    if (v.error.empty()) break;
   }
-  sqlite3_busy_timeout(db, 5000);
-  sqlite3_stmt* q = nullptr;
-  const char* sql =
-      "SELECT status, reason, uuid, (julianday('now') - julianday(COALESCE(heartbeat_at, "
-      "created_at))) * 86400.0 FROM runs ORDER BY id LIMIT 1";
-  if (sqlite3_prepare_v2(db, sql, -1, &q, nullptr) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW) {
-    auto text = [&](int c) {
-      const unsigned char* t = sqlite3_column_text(q, c);
-      return t ? std::string(reinterpret_cast<const char*>(t)) : std::string();
-    };
-    v.exists = true;
-    v.status = text(0);
-    v.reason = text(1);
-    v.uuid = text(2);
-    if (sqlite3_column_type(q, 3) != SQLITE_NULL) v.heartbeat_age = sqlite3_column_double(q, 3);
-  }
-  sqlite3_finalize(q);
-  sqlite3_close(db);
   return v;
 }
 
@@ -297,18 +331,17 @@ SweepState state_of(const fs::path& dir, const json& m) {
       continue;
     }
     auto found = slurm.find(a.job);
-    if (found != slurm.end()) {
-      a.slurm = found->second.first;
-      if (!shard.exists) {
-        a.state = "lost";
-        a.reason = fmt::format("its shard '{}' is missing: was the sweep folder cleaned?",
-                               a.shard.string());
-        continue;
-      }
-    } else if (!shard.exists) {
+    if (found != slurm.end()) a.slurm = found->second.first;
+    if (!shard.exists) {
       a.state = "lost";
-      a.reason = fmt::format("its shard '{}' is missing and SLURM does not know job {}",
-                             a.shard.string(), a.job);
+      a.reason =
+          fmt::format("its shard '{}' is missing: was the sweep folder cleaned?", a.shard.string());
+      continue;
+    }
+    if (!shard.error.empty()) {  // busy, or a network filesystem hiccup: ask again later
+      a.state = "unreadable";
+      a.reason = fmt::format("its shard '{}' cannot be read now ({}); collect again later",
+                             a.shard.string(), shard.error);
       continue;
     }
     std::tie(a.state, a.reason) =
@@ -330,6 +363,9 @@ SweepState state_of(const fs::path& dir, const json& m) {
 }
 
 bool is_open(const std::string& state) { return state == "pending" || state == "running"; }
+
+/// Not ended, or not known to have ended: never merged or retried.
+bool unsettled(const std::string& state) { return is_open(state) || state == "unreadable"; }
 
 bool retryable(const std::string& state) {
   return state == "failed" || state == "crashed" || state == "timeout" || state == "oom" ||
@@ -373,6 +409,7 @@ std::string submit(const fs::path& dir, json& m, const std::vector<int>& tasks,
   const fs::path results_dir = m.value("results_dir", "");
   std::map<fs::path, GitState> git;
   std::vector<fs::path> made;
+  std::string job;
   auto undo = [&] {
     std::error_code ec;
     for (const auto& p : made) fs::remove(p, ec);
@@ -419,29 +456,40 @@ std::string submit(const fs::path& dir, json& m, const std::vector<int>& tasks,
     made.push_back(script);
     fs::permissions(script, fs::perms::owner_exec | fs::perms::group_exec, fs::perm_options::add);
     const Output r = run_program({"sbatch", "--parsable", script.string()});
-    const std::string job = trim(r.out.substr(0, r.out.find(';')));
+    job = trim(r.out.substr(0, r.out.find(';')));
     if (r.code != 0 || job.empty() || job.find_first_not_of("0123456789") != std::string::npos)
       throw SlurmError(fmt::format(
           "sbatch refused the sweep's job array (exit code {}): {}; check the [launcher] options "
           "(partition, time, mem, account, qos, sbatch) against `sinfo` and your site's "
           "limits, then run again (the script was {})",
           r.code, trim(r.err.empty() ? r.out : r.err), script.string()));
-    for (std::size_t i = 0; i < tasks.size(); ++i) {  // provenance, even if it never starts
-      Store shard(shard_path(dir, tasks[i], k), false, Store::kBusyTimeout,
-                  Store::Journal::kRollback);
-      shard.set_job(1, fmt::format("slurm {}_{}", job, tasks[i]));
-    }
-    m["submissions"].push_back({{"n", k},
-                                {"job", job},
-                                {"tasks", tasks},
-                                {"script", script.filename().string()},
-                                {"submitted_at", utc_stamp("%Y-%m-%dT%H:%M:%SZ")}});
-    write_manifest(dir, m);
-    return job;
   } catch (...) {
-    undo();
+    undo();  // nothing was submitted
     throw;
   }
+  // Submitted: from here on nothing is undone. The manifest first, so that the job is known.
+  m["submissions"].push_back({{"n", k},
+                              {"job", job},
+                              {"tasks", tasks},
+                              {"script", fmt::format("submit-{}.sh", k)},
+                              {"submitted_at", utc_stamp("%Y-%m-%dT%H:%M:%SZ")}});
+  try {
+    write_manifest(dir, m);
+  } catch (const std::exception& e) {
+    throw SlurmError(fmt::format(
+        "job array {} was submitted, but the sweep's manifest could not be written ({}); the "
+        "sweep cannot be followed or collected: cancel it with `scancel {}` and launch again",
+        job, e.what(), job));
+  }
+  for (int task : tasks) {  // provenance even for a task that never starts; the task sets it too
+    try {
+      Store shard(shard_path(dir, task, k), false, Store::kBusyTimeout, Store::Journal::kRollback);
+      shard.set_job(1, fmt::format("slurm {}_{}", job, task));
+    } catch (const std::exception& e) {
+      spdlog::warn("[slurm] could not record job {}_{} in its shard: {}", job, task, e.what());
+    }
+  }
+  return job;
 }
 
 /// The RunSpec of task `task` from the manifest (for a resubmission).
@@ -498,7 +546,7 @@ class SlurmLauncher : public Launcher {
                      dir.filename().string());
       const SweepState& st = c.state;
       for (const TaskState* t : st.latest())
-        if (is_open(t->state))
+        if (unsettled(t->state))
           in_flight[t->run_key] =
               fmt::format("task {} of sweep {} (job {})", t->task, st.name, t->job);
     }
@@ -526,7 +574,13 @@ class SlurmLauncher : public Launcher {
       spdlog::info("[slurm] {} of {} run(s) already finished or in flight: not submitted{}",
                    result.skipped, result.total,
                    o.rerun ? "" : " (--rerun runs finished ones again)");
-    if (todo.empty()) return result;
+    auto drop_unknown = [&] {  // runs not (yet) in the results database have no id
+      result.ids.erase(std::remove(result.ids.begin(), result.ids.end(), 0), result.ids.end());
+    };
+    if (todo.empty()) {
+      drop_unknown();
+      return result;
+    }
 
     // The sweep folder and its manifest.
     const std::string name = fmt::format(
@@ -535,10 +589,10 @@ class SlurmLauncher : public Launcher {
                                 std::chrono::steady_clock::now().time_since_epoch().count()))
             .substr(0, 6));
     const fs::path dir = sweeps_dir(db) / name;
-    if (dir.string().find_first_of(" \t\n'\"") != std::string::npos)
+    if (dir.string().find_first_of(" \t\n'\"%") != std::string::npos)
       throw SlurmError(fmt::format(
-          "the sweep folder '{}' would contain a space or quote, which sbatch's #SBATCH lines "
-          "cannot hold; use a --db path without them",
+          "the sweep folder '{}' would contain a space, quote or %, which sbatch's #SBATCH "
+          "lines cannot hold; use a --db path without them",
           dir.string()));
     fs::create_directories(dir / "shards");
     fs::create_directories(dir / "logs");
@@ -580,7 +634,7 @@ class SlurmLauncher : public Launcher {
     for (std::size_t t = 0; t < todo.size(); ++t) {
       const RunSpec& spec = specs[todo[t]];
       m["tasks"].push_back({{"task", t},
-                            {"experiment", spec.experiment},
+                            {"experiment", fs::absolute(spec.experiment).string()},
                             {"config_toml", spec.config_toml},
                             {"overrides_json", spec.overrides_json},
                             {"override_args", spec.overrides},
@@ -594,7 +648,7 @@ class SlurmLauncher : public Launcher {
       job = submit(dir, m, tasks, task_specs, loader);
     } catch (...) {
       std::error_code ec;
-      fs::remove_all(dir, ec);  // nothing was submitted: leave no sweep behind
+      if (m["submissions"].empty()) fs::remove_all(dir, ec);  // nothing submitted: no sweep left
       throw;
     }
     lock.reset();
@@ -603,7 +657,10 @@ class SlurmLauncher : public Launcher {
     result.job = job;
     spdlog::info("[slurm] submitted {} run(s) as job array {} ({}), sweep {}", tasks.size(), job,
                  array_spec(tasks, m.value("parallelism", int64_t{0})), name);
-    if (!o.wait) return result;
+    if (!o.wait) {
+      drop_unknown();
+      return result;
+    }
 
     // --wait: follow the tasks until none is pending or running, then collect.
     std::string last;
@@ -614,6 +671,7 @@ class SlurmLauncher : public Launcher {
             "them with: tlab sweep cancel {})",
             name, name);
         result.stop_signal = stop_signal();
+        drop_unknown();
         return result;
       }
       const SweepState st = sweep_status(dir);
@@ -631,7 +689,7 @@ class SlurmLauncher : public Launcher {
     std::size_t next = 0;
     for (std::size_t i = 0; i < result.ids.size() && next < merged.size(); ++i)
       if (!result.ids[i]) result.ids[i] = merged[next++];
-    result.ids.erase(std::remove(result.ids.begin(), result.ids.end(), 0), result.ids.end());
+    drop_unknown();
     result.failures = c.lines;
     result.finished = c.uuids.size() - c.lines.size();
     return result;
@@ -649,24 +707,27 @@ std::pair<std::string, std::string> resolve_state(const std::string& shard_statu
                                                   double heartbeat_age,
                                                   const std::string& slurm_state,
                                                   const std::string& slurm_reason) {
-  // What the run recorded itself, when it got that far, is the most precise.
-  if (shard_status == "finished" || shard_status == "failed" || shard_status == "crashed" ||
-      shard_status == "diverged" || shard_status == "oom" || shard_status == "cancelled" ||
-      shard_status == "timeout" || shard_status == "node_fail")
-    return {shard_status, shard_reason};
   const std::string s = slurm_state.substr(0, slurm_state.find(' '));  // "CANCELLED by 0"
   const std::string why =
       slurm_reason.empty() || slurm_reason == "None" ? "" : " (" + slurm_reason + ")";
+  // While SLURM runs the task, its process may still write the shard: it is running, whatever
+  // the shard says (e.g. cancelled by `tlab sweep cancel` just as it started).
   if (s == "PENDING" || s == "CONFIGURING" || s == "REQUEUED" || s == "REQUEUE_HOLD" ||
       s == "REQUEUE_FED" || s == "RESV_DEL_HOLD")
     return {"pending", "waiting in SLURM's queue" + why};
   if (s == "RUNNING" || s == "COMPLETING" || s == "STAGE_OUT" || s == "SIGNALING" ||
       s == "SUSPENDED" || s == "STOPPED")
     return {"running", s == "RUNNING" ? "" : "SLURM state " + s};
+  // What the run recorded itself, when it got that far, is the most precise.
+  if (shard_status == "finished" || shard_status == "failed" || shard_status == "crashed" ||
+      shard_status == "diverged" || shard_status == "oom" || shard_status == "cancelled" ||
+      shard_status == "timeout" || shard_status == "node_fail")
+    return {shard_status, shard_reason};
   if (s == "CANCELLED" || s == "REVOKED" || s == "DEADLINE")
     return {"cancelled", fmt::format("cancelled in SLURM ({}{}){}", slurm_state,
                                      shard_status == "queued" ? ", before it started" : "", why)};
-  if (s == "PREEMPTED") return {"cancelled", "preempted by SLURM" + why};
+  if (s == "PREEMPTED")  // the script asks for --no-requeue: retry it with --retry-failed
+    return {"lost", "preempted by SLURM" + why + "; resubmit with --retry-failed"};
   if (s == "TIMEOUT")
     return {"timeout", "exceeded SLURM's time limit (launcher.time); raise it or shorten the run"};
   if (s == "NODE_FAIL" || s == "BOOT_FAIL")
@@ -721,6 +782,7 @@ std::string render_script(const ScriptInput& in) {
   opt("--array=" + array_spec(in.tasks, in.parallelism));
   opt(fmt::format("--output={}/logs/%a.{}.out", in.dir.string(), in.submission));
   opt("--ntasks=1");
+  opt("--no-requeue");  // a requeued task would find its run started; --retry-failed instead
   opt(fmt::format("--cpus-per-task={}", l.cpus_per_task));
   if (l.gpus_per_task > 0) opt(fmt::format("--gpus-per-task={}", l.gpus_per_task));
   if (!l.partition.empty()) opt("--partition=" + l.partition);
@@ -790,11 +852,29 @@ fs::path sweeps_dir(const fs::path& db) {
   return parent / "sweeps";
 }
 
+fs::path sweep_database(const fs::path& dir) {
+  std::ifstream in(manifest_path(dir));
+  const json m = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (m.is_discarded() || !m.is_object() || !m.contains("db") || !m["db"].is_string()) return {};
+  return m["db"].get<std::string>();
+}
+
+namespace {
+bool same_file(const fs::path& a, const fs::path& b) {
+  std::error_code ec;
+  return fs::weakly_canonical(a, ec) == fs::weakly_canonical(b, ec);
+}
+}  // namespace
+
 std::vector<fs::path> list_sweeps(const fs::path& db) {
   std::vector<fs::path> out;
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(sweeps_dir(db), ec))
-    if (e.is_directory() && fs::exists(manifest_path(e.path()))) out.push_back(e.path());
+  for (const auto& e : fs::directory_iterator(sweeps_dir(db), ec)) {
+    if (!e.is_directory() || !fs::exists(manifest_path(e.path()))) continue;
+    // Sweeps of another database in the same folder (results/a.db, results/b.db) are not ours.
+    const fs::path owner = sweep_database(e.path());
+    if (owner.empty() || same_file(owner, db)) out.push_back(e.path());
+  }
   std::sort(out.begin(), out.end());  // names start with the UTC time
   return out;
 }
@@ -810,7 +890,15 @@ fs::path find_sweep(const fs::path& db, const std::string& name) {
     return all.back();
   }
   std::error_code ec;
-  if (fs::exists(manifest_path(name), ec)) return fs::absolute(name);
+  if (fs::exists(manifest_path(name), ec)) {
+    const fs::path owner = sweep_database(name);
+    if (!owner.empty() && !same_file(owner, db))
+      throw SlurmError(
+          fmt::format("sweep '{}' belongs to the database '{}', not '{}'; pass "
+                      "--db {}",
+                      name, owner.string(), db.string(), owner.string()));
+    return fs::absolute(name);
+  }
   std::vector<std::string> names;
   for (const auto& p : all) {
     names.push_back(p.filename().string());
@@ -845,7 +933,7 @@ std::string format_status(const SweepState& st) {
       reason += fmt::format(" [SLURM: {}]", t->slurm);
     out += fmt::format("{:<5} {:<4} {:<12} {:<10} {:<{}} {}\n", t->task, t->submission, t->job,
                        t->state, t->overrides, w, reason);
-    if (!is_open(t->state)) ++ended;
+    if (!unsettled(t->state)) ++ended;
     if (t->collected) ++collected;
   }
   if (ended > collected)
@@ -861,8 +949,8 @@ std::vector<std::string> cancel_sweep(const fs::path& dir, const std::vector<int
   const SweepState st = state_of(dir, m);
   for (int task : tasks)
     if (task < 0 || task >= static_cast<int>(st.latest().size()))
-      throw SlurmError(fmt::format("sweep {} has no task {}; its tasks are 0 to {}", st.name, task,
-                                   st.latest().size() - 1));
+      throw std::invalid_argument(fmt::format("sweep {} has no task {}; its tasks are 0 to {}",
+                                              st.name, task, st.latest().size() - 1));
   std::vector<const TaskState*> chosen;
   std::vector<std::string> ids;
   for (const TaskState* t : st.latest()) {
@@ -872,23 +960,28 @@ std::vector<std::string> cancel_sweep(const fs::path& dir, const std::vector<int
     ids.push_back(t->job);
   }
   if (ids.empty()) return ids;
+  // SLURM forgets a pending array task once cancelled (without accounting, nothing lists it
+  // again): the sweep remembers the cancellation first. It only names a task that then ends
+  // killed or never starts; one that finishes anyway stays finished.
+  for (const TaskState* t : chosen)
+    m["cancelled"].push_back(fmt::format("{}.{}", t->task, t->submission));
+  write_manifest(dir, m);
   std::vector<std::string> argv = {"scancel"};
   argv.insert(argv.end(), ids.begin(), ids.end());
   const Output r = run_program(argv);
-  if (r.code != 0)
-    throw SlurmError(
-        fmt::format("scancel {} failed (exit code {}): {}", join(ids, " "), r.code, trim(r.err)));
-  // SLURM forgets a pending array task once cancelled (without accounting, nothing lists it
-  // again): the sweep remembers the cancellation, and the shard of a task that never started
-  // says so at once. A running task records "killed" itself; SLURM's CANCELLED refines it.
+  if (r.code != 0)  // e.g. a task ended meanwhile: the others are cancelled all the same
+    spdlog::warn("[slurm] scancel {} exited with code {}: {}", join(ids, " "), r.code, trim(r.err));
+  // The shard of a task that never started says so at once. A running task records "killed"
+  // itself; SLURM's CANCELLED refines it.
   for (const TaskState* t : chosen) {
-    m["cancelled"].push_back(fmt::format("{}.{}", t->task, t->submission));
-    if (t->state == "pending") {
+    if (t->state != "pending") continue;
+    try {
       Store shard(t->shard, /*create=*/false, Store::kBusyTimeout, Store::Journal::kRollback);
       shard.finish_open_run(1, "cancelled", "cancelled with `tlab sweep cancel` before it started");
+    } catch (const std::exception& e) {
+      spdlog::warn("[slurm] task {}: {}", t->task, e.what());
     }
   }
-  write_manifest(dir, m);
   return ids;
 }
 
@@ -904,7 +997,7 @@ CollectReport collect_sweep(const fs::path& dir, Store& store, PluginLoader& loa
   const auto latest = st.latest();
   for (const TaskState& a : st.attempts) {
     const bool is_latest = std::find(latest.begin(), latest.end(), &a) != latest.end();
-    if (is_open(a.state)) {
+    if (unsettled(a.state)) {
       report.open += is_latest;
       continue;
     }

@@ -61,7 +61,9 @@ struct SweepState {
 
 /// <folder of db>/sweeps.
 std::filesystem::path sweeps_dir(const std::filesystem::path& db);
-/// The sweep folders of `db`, oldest first.
+/// The results database a sweep folder belongs to ("" when its manifest cannot be read).
+std::filesystem::path sweep_database(const std::filesystem::path& dir);
+/// The sweep folders of `db` (those whose manifest names it), oldest first.
 std::vector<std::filesystem::path> list_sweeps(const std::filesystem::path& db);
 /// The folder of sweep `name` (a name under sweeps_dir(db), or a path); "" = the newest.
 /// SlurmError naming the sweeps there when there is no such sweep.
