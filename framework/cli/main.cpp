@@ -390,6 +390,26 @@ int main(int argc, char** argv) {
       throw UsageError(
           "tlab run needs an experiment file, e.g. tlab run experiments/quickstart.toml");
     // tlab run: compose, expand and validate every run before the first one starts.
+    // --launcher NAME also picks the config group option launcher/NAME when there is one
+    // (experiments/launcher/slurm.toml: partition, time, mem ...), as +launcher=NAME would, or
+    // launcher=NAME when the defaults list already chooses a launcher.
+    if (!launcher_name.empty() &&
+        cfg::SearchPath::for_experiment(experiment, load_options.config_dirs)
+            .find("launcher", launcher_name) &&
+        std::none_of(overrides.begin(), overrides.end(), [](const std::string& o) {
+          const std::string bare = o.substr(o.find_first_not_of('+'));
+          return bare.rfind("launcher=", 0) == 0 || bare.rfind("launcher@", 0) == 0;
+        })) {
+      std::vector<std::string> with = overrides;
+      with.insert(with.begin(), "+launcher=" + launcher_name);
+      try {
+        compose_experiment(experiment, with, loader, load_options);
+      } catch (const ConfigError& e) {
+        if (std::string(e.what()).find("already chooses") == std::string::npos) throw;
+        with.front() = "launcher=" + launcher_name;
+      }
+      overrides = std::move(with);
+    }
     std::vector<RunSpec> specs = load_experiment(experiment, overrides, loader, load_options);
     if (dry_run) {
       // Which runs a real start would skip (finished with the same key), if the database exists.
