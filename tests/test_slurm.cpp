@@ -243,6 +243,19 @@ TEST_F(SlurmCli, LauncherKeysAreNotSweptAndNotPartOfTheRun) {
   EXPECT_THAT(r.out, HasSubstr("(finished as run 1: skipped"));
 }
 
+TEST_F(SlurmCli, LauncherFlagPicksTheConfigGroupOption) {
+  const Result r = shell(fmt::format(
+      "cd '{}' && '{}/tlab' --plugin-path '{}' run experiments/quickstart.toml --launcher slurm "
+      "--dry-run && '{}/tlab' --plugin-path '{}' config experiments/quickstart.toml "
+      "+launcher=slurm",
+      TLAB_SOURCE_DIR, TLAB_TEST_BIN_DIR, TLAB_TEST_PLUGIN_DIR, TLAB_TEST_BIN_DIR,
+      TLAB_TEST_PLUGIN_DIR));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("[1/6] strategy=scratch seed=1 +launcher=slurm"));
+  EXPECT_THAT(r.out,
+              HasSubstr("[launcher]\nname = \"slurm\"\npartition = \"\"\ntime = \"1:00:00\""));
+}
+
 TEST_F(SlurmCli, LocalOnlyOptionsAreRefusedWithTheSlurmEquivalent) {
   auto r = tlab("run exp.toml --launcher slurm --timeout 10m");
   EXPECT_EQ(r.code, 2) << r.out;

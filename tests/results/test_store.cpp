@@ -443,9 +443,10 @@ TEST_F(StoreTest, ErrorsNameWhatFailedAndTheDatabase) {
   message = store_error([&] { store.list_runs({999}); });
   EXPECT_CONTAINS(message, "there is no run 999");
   message = store_error([&] { store.finish_run(1, "done", ""); });
-  EXPECT_CONTAINS(message, "'done' is not a terminal run status; expected one of finished, "
-                           "failed, crashed, killed, timeout, diverged, oom, lost, cancelled, "
-                           "node_fail");
+  EXPECT_CONTAINS(message,
+                  "'done' is not a terminal run status; expected one of finished, "
+                  "failed, crashed, killed, timeout, diverged, oom, lost, cancelled, "
+                  "node_fail");
 
   NewRun bad = sample_run();
   bad.params.push_back({"train.lr2", int64_t{3}, "float"});
