@@ -101,6 +101,7 @@ case $cmd in
     # A start that fails half-way leaves nothing running.
     trap 'status=$?; [[ $status -ne 0 ]] && "$0" stop "$dir" >/dev/null 2>&1; exit $status' EXIT
     mkdir -p "$dir"
+    chmod go+x "$dir"  # munged runs as the munge user and must reach its folder inside
     dir=$(cd "$dir" && pwd)
     (( ${#dir} <= 60 )) || die "'$dir' is too long for the daemons' UNIX sockets (at most 60 characters); use a shorter folder such as /tmp/tlab-slurm"
     rm -rf "$dir/munge" "$dir/state" "$dir/spool"
