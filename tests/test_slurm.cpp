@@ -5,6 +5,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -280,6 +282,29 @@ TEST_F(SlurmCli, MissingSlurmCommandsAreNamed) {
                                "commands"));
   EXPECT_THAT(r.out, HasSubstr("apt-get install slurm-client"));
   EXPECT_TRUE(slurm::list_sweeps(db_).empty());  // nothing submitted: no sweep folder left
+}
+
+TEST_F(SlurmCli, CtrlCEndsALaunchWaitingForAnotherTlabOnASweep) {
+  // An earlier sweep of this database, locked by another tlab (here: the test).
+  const fs::path sweep = dir_ / "sweeps" / "20261123-000000-abcdef";
+  fs::create_directories(sweep);
+  tlab::test::write_file(
+      sweep / "sweep.json",
+      fmt::format(R"({{"format": 1, "name": "20261123-000000-abcdef", "db": "{}", "tasks": [],
+                      "submissions": [], "collected": [], "cancelled": []}})",
+                  db_.string()));
+  const int fd = ::open((sweep / "sweep.lock").c_str(), O_CREAT | O_RDWR, 0644);
+  ASSERT_EQ(::flock(fd, LOCK_EX), 0);
+  tlab::test::write_file(dir_ / "exp.toml", experiment());
+  const Result r = shell(fmt::format(
+      "cd '{}' && timeout --preserve-status -s INT 4 '{}/tlab' --plugin-path '{}' --plugin-path "
+      "'{}' run exp.toml "
+      "-m --launcher slurm --db '{}'",
+      dir_.string(), TLAB_TEST_BIN_DIR, TLAB_TEST_PLUGIN_DIR, TLAB_TEST_FIXTURE_DIR, db_.string()));
+  ::close(fd);
+  EXPECT_EQ(r.code, 130) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("waiting for another tlab working on sweep 20261123-000000-abcdef"));
+  EXPECT_THAT(r.out, HasSubstr("stopped while waiting for another tlab working on sweep"));
 }
 
 TEST_F(SlurmCli, SweepCommandsWithoutSweepsSaySo) {

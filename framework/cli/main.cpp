@@ -476,6 +476,7 @@ int main(int argc, char** argv) {
     sweep.plugin_paths = plugin_paths;
     spdlog::info("[runner] {}: {} run(s), results in '{}'", experiment, specs.size(), db);
     SweepResult result = make_launcher(launcher)->launch(specs, loader, store, sweep);
+    if (on_slurm && result.stop_signal) return 128 + result.stop_signal;  // stopped waiting
     if (on_slurm && !sweep.wait) {
       if (result.submitted == 0) {
         std::cout << fmt::format(
@@ -518,6 +519,6 @@ int main(int argc, char** argv) {
     return kUsageError;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
-    return kRunFailed;
+    return stop_signal() ? 128 + stop_signal() : kRunFailed;  // stopped by Ctrl-C: 130
   }
 }

@@ -186,7 +186,31 @@ class SweepLock {
     if (fd_ < 0)
       throw SlurmError(
           fmt::format("cannot open '{}': {}", (dir / "sweep.lock").string(), strerror(errno)));
-    while (::flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
+    // Polled, so that Ctrl-C (or SIGTERM) still ends a tlab waiting for another one.
+    const auto start = std::chrono::steady_clock::now();
+    bool told = false;
+    while (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK && errno != EINTR) {
+        const int error = errno;
+        ::close(fd_);
+        throw SlurmError(
+            fmt::format("cannot lock '{}': {}", (dir / "sweep.lock").string(), strerror(error)));
+      }
+      if (stop_signal()) {
+        ::close(fd_);
+        throw SlurmError(
+            fmt::format("stopped while waiting for another tlab working on sweep "
+                        "'{}'",
+                        dir.filename().string()));
+      }
+      if (!told && std::chrono::steady_clock::now() - start > std::chrono::seconds(2)) {
+        spdlog::info(
+            "[slurm] waiting for another tlab working on sweep {} (collect, cancel or "
+            "submit)",
+            dir.filename().string());
+        told = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   }
   ~SweepLock() { ::close(fd_); }
