@@ -325,6 +325,9 @@ int main(int argc, char** argv) {
   cli::add_results_plot(*results, result_commands);
   cli::add_results_merge(*results, result_commands);
 
+  std::vector<cli::Command> new_commands;
+  cli::add_new_commands(app, new_commands);
+
   auto* sweep_cmd = app.add_subcommand(
       "sweep", "Follow, cancel and collect sweeps launched on SLURM (--launcher slurm)");
   sweep_cmd->require_subcommand(1);
@@ -350,6 +353,8 @@ int main(int argc, char** argv) {
     std::vector<fs::path> extra(plugin_paths.begin(), plugin_paths.end());
     PluginLoader loader(PluginLoader::default_search_dirs(extra));
     if (*child) return run_child(db, child_id, threads, loader, shard);
+    for (const auto& c : new_commands)
+      if (c.app->parsed()) return c.run();
     if (*sweep_cmd) {
       for (const auto& c : sweep_commands)
         if (c.app->parsed()) return c.run();

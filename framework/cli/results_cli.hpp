@@ -47,6 +47,9 @@ class PluginLoader;
 
 namespace tlab::cli {
 
+/// `tlab new plugin KIND NAME [--dir DIR]` (new_plugin.cpp): an out-of-tree plugin project.
+void add_new_commands(CLI::App& app, std::vector<Command>& out);
+
 /// `tlab sweep list|status|cancel|collect` (sweep_cli.cpp): SLURM sweeps. `loader` gives the
 /// plugin loader (needed to resubmit runs).
 void add_sweep_commands(CLI::App& sweep, std::vector<Command>& out,
