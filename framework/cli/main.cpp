@@ -71,7 +71,8 @@ std::string constraints(const ParamSpec& p) {
 
 int cmd_plugins_list(PluginLoader& loader) {
   std::vector<RefusedPlugin> refused;
-  auto found = loader.discover(refused);
+  std::vector<ShadowedPlugin> shadowed;
+  auto found = loader.discover(refused, &shadowed);
   std::stable_sort(found.begin(), found.end(), [](const LoadedPlugin* a, const LoadedPlugin* b) {
     return std::pair(a->descriptor->kind, a->descriptor->name) <
            std::pair(b->descriptor->kind, b->descriptor->name);
@@ -91,6 +92,14 @@ int cmd_plugins_list(PluginLoader& loader) {
   for (const auto* p : found)
     row(kind_name(p->descriptor->kind), p->descriptor->name, p->descriptor->version,
         p->descriptor->summary, p->path.string());
+  if (!shadowed.empty()) {
+    std::cout << "\nshadowed:\n";
+    for (const auto& s : shadowed)
+      std::cout << fmt::format(
+          "  {} {}: {} is shadowed by {} (the first folder in the search path wins: "
+          "--plugin-path folders in order, then TLAB_PLUGIN_PATH, then tlab's own)\n",
+          s.kind, s.name, s.path.string(), s.by.string());
+  }
   if (!refused.empty()) {
     std::cout << "\nrefused:\n";
     for (const auto& r : refused) std::cout << "  " << r.path.string() << ": " << r.reason << "\n";

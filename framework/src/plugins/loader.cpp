@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include <fmt/format.h>
@@ -213,7 +214,14 @@ LoadedPlugin load_plugin_file(const fs::path& path) {
   return LoadedPlugin{path, hash_file(path), d};
 }
 
-PluginLoader::PluginLoader(std::vector<fs::path> search_dirs) : dirs_(std::move(search_dirs)) {}
+PluginLoader::PluginLoader(std::vector<fs::path> search_dirs) : dirs_(std::move(search_dirs)) {
+  // Absolute: a run records its plugins' paths, which must not depend on the working folder.
+  std::error_code ec;
+  for (auto& dir : dirs_) {
+    fs::path absolute = fs::absolute(dir, ec);
+    if (!ec) dir = absolute.lexically_normal();
+  }
+}
 
 std::vector<fs::path> PluginLoader::default_search_dirs(const std::vector<fs::path>& extra) {
   std::vector<fs::path> dirs = extra;
@@ -307,9 +315,10 @@ std::unique_ptr<Plugin> PluginLoader::create(Kind kind, const std::string& name,
   return made;
 }
 
-std::vector<const LoadedPlugin*> PluginLoader::discover(std::vector<RefusedPlugin>& refused) {
+std::vector<const LoadedPlugin*> PluginLoader::discover(std::vector<RefusedPlugin>& refused,
+                                                        std::vector<ShadowedPlugin>* shadowed) {
   std::vector<const LoadedPlugin*> out;
-  std::set<std::string> seen;  // kind/name: earlier folders win
+  std::map<std::string, fs::path> seen;  // kind/name -> the file that wins: earlier folders
   std::error_code ec;
   for (const auto& dir : dirs_) {
     std::vector<fs::path> files;
@@ -322,8 +331,12 @@ std::vector<const LoadedPlugin*> PluginLoader::discover(std::vector<RefusedPlugi
         auto it = loaded_.find(key);
         if (it == loaded_.end()) it = loaded_.emplace(key, load_plugin_file(file)).first;
         const auto* d = it->second.descriptor;
-        if (seen.insert(std::string(kind_name(d->kind)) + "/" + d->name).second)
+        const auto [first, inserted] =
+            seen.emplace(std::string(kind_name(d->kind)) + "/" + d->name, it->second.path);
+        if (inserted)
           out.push_back(&it->second);
+        else if (shadowed && fs::weakly_canonical(first->second, ec).string() != key)
+          shadowed->push_back({file, first->second, kind_name(d->kind), d->name});
       } catch (const PluginError& e) {
         refused.push_back({file, e.what()});
       }

@@ -34,6 +34,13 @@ struct RefusedPlugin {
   std::string reason;
 };
 
+/// A plugin hidden by one of the same kind and name in a folder searched earlier.
+struct ShadowedPlugin {
+  std::filesystem::path path;  ///< The hidden file.
+  std::filesystem::path by;    ///< The file that wins.
+  std::string kind, name;
+};
+
 /// Compares a plugin's stamp with the host's; returns one line per differing field
 /// ("SDK ABI version: plugin 2, host 1"), empty when compatible.
 std::vector<std::string> abi_differences(const TlabAbiStamp& plugin, const TlabAbiStamp& host);
@@ -68,8 +75,10 @@ class PluginLoader {
     return std::unique_ptr<T>(static_cast<T*>(create(T::kKind, name, params).release()));
   }
 
-  /// Loads every plugin in the search folders; refused files are returned in `refused`.
-  std::vector<const LoadedPlugin*> discover(std::vector<RefusedPlugin>& refused);
+  /// Loads every plugin in the search folders; refused files are returned in `refused`, and
+  /// files hidden by one of the same kind and name in an earlier folder in `shadowed`.
+  std::vector<const LoadedPlugin*> discover(std::vector<RefusedPlugin>& refused,
+                                            std::vector<ShadowedPlugin>* shadowed = nullptr);
 
   const std::vector<std::filesystem::path>& search_dirs() const { return dirs_; }
 
