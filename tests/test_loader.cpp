@@ -2,6 +2,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <cstdio>
 #include <fstream>
 
@@ -10,6 +12,7 @@
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 namespace {
 
@@ -102,6 +105,25 @@ TEST(Loader, RefusesAnAbiMismatchNamingEveryFieldBeforeRunningPluginCode) {
   EXPECT_THAT(msg, HasSubstr("To fix: rebuild the plugin"));
 }
 
+TEST(Loader, RefusesAPluginBuiltWithAnotherSdkAbiVersionNamingOnlyThat) {
+  auto f = kFixtures / "bad" / "old_sdk.so";
+  auto msg = error_of([&] { tlab::load_plugin_file(f); });
+  EXPECT_THAT(msg, HasSubstr("plugin '" + f.string() + "' was built for another ABI"));
+  EXPECT_THAT(msg, HasSubstr(fmt::format("SDK ABI version: plugin {}, host {}",
+                                         TLAB_SDK_ABI_VERSION + 1, TLAB_SDK_ABI_VERSION)));
+  EXPECT_THAT(msg, Not(HasSubstr("LibTorch version")));
+  EXPECT_THAT(msg, HasSubstr("To fix: rebuild the plugin"));
+}
+
+TEST(Loader, RefusesAPluginClaimingAnotherLibTorchNamingOnlyThat) {
+  auto f = kFixtures / "bad" / "other_torch.so";
+  auto msg = error_of([&] { tlab::load_plugin_file(f); });
+  EXPECT_THAT(msg, HasSubstr("plugin '" + f.string() + "' was built for another ABI"));
+  EXPECT_THAT(msg, HasSubstr("LibTorch version: plugin \"2.1.0\", host \"" TORCH_VERSION "\""));
+  EXPECT_THAT(msg, Not(HasSubstr("SDK ABI version")));
+  EXPECT_THAT(msg, HasSubstr("To fix: rebuild the plugin"));
+}
+
 TEST(Loader, AbiDifferencesIsEmptyForTheHostsOwnStamp) {
   EXPECT_TRUE(tlab::abi_differences(tlab::kAbiStamp, tlab::kAbiStamp).empty());
   TlabAbiStamp other = tlab::kAbiStamp;
@@ -191,13 +213,15 @@ TEST(Loader, DiscoverListsPluginsAndRefusedFilesWithReasons) {
   std::vector<std::string> names;
   for (auto* p : found) names.push_back(p->descriptor->name);
   EXPECT_THAT(names, ::testing::IsSupersetOf({"cnn", "mlp", "linear_head", "scratch", "finetune"}));
-  ASSERT_EQ(refused.size(), 4u);
+  ASSERT_EQ(refused.size(), 6u);
   std::string all;
   for (const auto& r : refused) all += r.path.filename().string() + ": " + r.reason + "\n";
   EXPECT_THAT(all, HasSubstr("bad_abi.so: plugin"));
   EXPECT_THAT(all, HasSubstr("misnamed.so: plugin"));
   EXPECT_THAT(all, HasSubstr("not_a_plugin.so: '"));
   EXPECT_THAT(all, HasSubstr("unresolved.so: cannot load"));
+  EXPECT_THAT(all, HasSubstr("old_sdk.so: plugin"));
+  EXPECT_THAT(all, HasSubstr("other_torch.so: plugin"));
 }
 
 }  // namespace

@@ -297,7 +297,8 @@ TEST_F(SlurmCli, CtrlCEndsALaunchWaitingForAnotherTlabOnASweep) {
   ASSERT_EQ(::flock(fd, LOCK_EX), 0);
   tlab::test::write_file(dir_ / "exp.toml", experiment());
   const Result r = shell(fmt::format(
-      "cd '{}' && timeout --preserve-status -s INT 4 '{}/tlab' --plugin-path '{}' --plugin-path "
+      "cd '{}' && timeout --foreground --preserve-status -s INT 4 '{}/tlab' --plugin-path '{}' "
+      "--plugin-path "
       "'{}' run exp.toml "
       "-m --launcher slurm --db '{}'",
       dir_.string(), TLAB_TEST_BIN_DIR, TLAB_TEST_PLUGIN_DIR, TLAB_TEST_FIXTURE_DIR, db_.string()));
