@@ -187,4 +187,39 @@ TEST_F(Scaffold, SameNameInTwoFoldersTheFirstWinsAndTheOtherIsReported) {
                                     (dir_ / "mine" / "strategies" / "scratch.so").string())));
 }
 
+TEST_F(Scaffold, InProcessRunsEveryRunInTheSupervisorForDebuggers) {
+  tlab::test::write_file(dir_ / "exp.toml", R"(name = "inproc"
+seed = 1
+device = "cpu"
+[target]
+plugin = "gaussians"
+domain = "target"
+train_size = 64
+val_size = 16
+test_size = 32
+[backbone]
+plugin = "mlp"
+hidden = [8]
+[[adapters]]
+plugin = "linear_head"
+[strategy]
+plugin = "scratch"
+[train]
+epochs = 1
+batch_size = 16
+)");
+  Result r = tlab("run exp.toml -m seed=1,2 --in-process --db results.db");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("in this process (1 of 2): seed=1"));
+  EXPECT_THAT(r.out, HasSubstr("2 run(s) finished"));
+  tlab::Store store(dir_ / "results.db", false);
+  const auto runs = store.list_runs();
+  ASSERT_EQ(runs.size(), 2u);
+  EXPECT_EQ(store.run(runs[0].id).pid, store.run(runs[1].id).pid);  // no child processes
+  r = tlab("run exp.toml --in-process -j 2 --db results.db");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.out, HasSubstr("--in-process runs one run at a time in this process: leave out "
+                               "--jobs"));
+}
+
 }  // namespace

@@ -295,6 +295,9 @@ int main(int argc, char** argv) {
                   "(one job array; sets launcher.name, options in [launcher] or the config "
                   "group launcher=slurm; see docs/cluster.md)")
       ->check(CLI::IsMember({"local", "slurm"}));
+  run->add_flag("--in-process", sweep.in_process,
+                "Run each run in this process, one after another, without a child process: "
+                "for gdb, valgrind and sanitizers (no crash isolation, no --timeout)");
   run->add_flag("--wait", sweep.wait,
                 "With --launcher slurm: wait for the tasks to end, then collect their results");
 
@@ -460,6 +463,11 @@ int main(int argc, char** argv) {
     } else if (sweep.wait) {
       throw UsageError("--wait applies to --launcher slurm; a local sweep always runs to its end");
     }
+    if (sweep.in_process && (on_slurm || !timeout_text.empty() || spawn != "exec" ||
+                             run->get_option("--jobs")->count()))
+      throw UsageError(
+          "--in-process runs one run at a time in this process: leave out --jobs, --timeout, "
+          "--spawn and --launcher slurm");
     if (!timeout_text.empty()) sweep.timeout = parse_seconds(timeout_text, "--timeout");
     sweep.grace = parse_seconds(grace_text, "--grace");
     if (spawn == "fork") {

@@ -181,7 +181,10 @@ class Supervisor {
     std::signal(SIGPIPE, SIG_IGN);
     std::signal(SIGCHLD, SIG_DFL);
     try {
-      loop();
+      if (o_.in_process)
+        run_in_process();
+      else
+        loop();
     } catch (...) {
       abandon();  // e.g. the database failed: stop the runs cleanly before giving up
       throw;
@@ -209,6 +212,33 @@ class Supervisor {
       reap();
       enforce_limits();
       draw_bar();
+    }
+  }
+
+  // --in-process: each run in this process, one after another, for debuggers and sanitizers.
+  // No isolation: a crash ends the sweep, and the next start marks the open run lost.
+  void run_in_process() {
+    while (!queue_.empty()) {
+      if (stop_signal()) {
+        begin_stop();
+        break;
+      }
+      const std::size_t index = queue_.front();
+      queue_.pop_front();
+      const int64_t id = ids_[index];
+      spdlog::info(
+          "[sweep] run {} in this process ({} of {}): {}", id, ++launched_, to_run_,
+          specs_[index].overrides.empty() ? "(no overrides)" : join(specs_[index].overrides, " "));
+      run_child(o_.db, id, threads_, loader_);
+      store_.finish_open_run(id, "failed", "the run returned without a final status");
+      const RunRecord rec = store_.run(id);
+      ++done_;
+      if (rec.status == "finished") {
+        ++finished_;
+      } else {
+        failures_.push_back(fmt::format("run {} {}: {}", id, rec.status, rec.reason));
+        spdlog::error("[sweep] {}", failures_.back());
+      }
     }
   }
 

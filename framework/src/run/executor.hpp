@@ -40,6 +40,9 @@ struct SweepOptions {
   std::function<int(int64_t, int)> in_fork;
   /// SLURM: wait for the submitted tasks to end, then collect their shards.
   bool wait = false;
+  /// `--in-process`: run each run in the supervisor itself, one after another (no child
+  /// process, no crash isolation, no timeout): for gdb, valgrind and sanitizers.
+  bool in_process = false;
 };
 
 /// What became of a sweep.
