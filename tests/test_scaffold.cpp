@@ -11,6 +11,7 @@
 
 #include "store/store.hpp"
 #include "test_helpers.hpp"
+#include "tlab/sdk/abi.hpp"
 
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -134,7 +135,12 @@ TEST_F(Scaffold, BuildsAgainstAnInstalledTransferLab) {
       dir_.string()));
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("100% tests passed, 0 tests failed out of 3"));
-  EXPECT_THAT(r.out, Not(HasSubstr((kBuildDir / "bin" / "tlab").string())));
+  // It was configured with the installed package, whose tlab is the installed one.
+  const std::string cache = tlab::test::read_file(dir_ / "smooth" / "build" / "CMakeCache.txt");
+  EXPECT_THAT(cache, HasSubstr("tlab_DIR:PATH=" + (dir_ / "prefix").string()));
+  EXPECT_THAT(
+      tlab::test::read_file(dir_ / "prefix" / "lib" / "cmake" / "tlab" / "tlabConfig.cmake"),
+      Not(HasSubstr(kBuildDir.string())));
 }
 
 TEST_F(Scaffold, AnotherLibTorchVersionIsRefusedAtConfigureTime) {
@@ -152,6 +158,18 @@ TEST_F(Scaffold, AnotherLibTorchVersionIsRefusedAtConfigureTime) {
   EXPECT_THAT(r.out, HasSubstr("LibTorch 9.9.0 was found"));
   EXPECT_THAT(r.out, HasSubstr("but tlab 0.1.0 was built with LibTorch"));
   EXPECT_THAT(r.out, HasSubstr("Point Torch_DIR to"));
+}
+
+TEST_F(Scaffold, AnotherCompilerIsRefusedAtConfigureTime) {
+  const std::string other = std::string(TLAB_COMPILER_ID) == "gcc" ? "clang++" : "g++";
+  if (shell("command -v " + other).code != 0) GTEST_SKIP() << other << " is not installed";
+  ASSERT_EQ(tlab("new plugin adapter my_head").code, 0);
+  const Result r = shell(fmt::format(
+      "cd '{0}/my_head' && cmake -S . -B build -Dtlab_DIR='{1}' -DCMAKE_CXX_COMPILER={2}",
+      dir_.string(), kBuildDir.string(), other));
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("this project compiles with"));  // CMake wraps the rest
+  EXPECT_THAT(r.out, HasSubstr("tlab refuses a plugin built with another compiler"));
 }
 
 TEST_F(Scaffold, BadKindNameOrFolderIsRefusedAndNothingWritten) {

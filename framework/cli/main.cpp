@@ -464,10 +464,12 @@ int main(int argc, char** argv) {
       throw UsageError("--wait applies to --launcher slurm; a local sweep always runs to its end");
     }
     if (sweep.in_process && (on_slurm || !timeout_text.empty() || spawn != "exec" ||
-                             run->get_option("--jobs")->count()))
+                             run->get_option("--jobs")->count() || !gpus_text.empty() ||
+                             run->get_option("--runs-per-gpu")->count()))
       throw UsageError(
           "--in-process runs one run at a time in this process: leave out --jobs, --timeout, "
-          "--spawn and --launcher slurm");
+          "--spawn, --gpus, --runs-per-gpu and --launcher slurm (choose the GPU with "
+          "CUDA_VISIBLE_DEVICES)");
     if (!timeout_text.empty()) sweep.timeout = parse_seconds(timeout_text, "--timeout");
     sweep.grace = parse_seconds(grace_text, "--grace");
     if (spawn == "fork") {

@@ -1,6 +1,6 @@
 // tlab new plugin KIND NAME [--dir DIR]: writes a complete out-of-tree plugin project (source with
 // one real parameter, CMakeLists.txt with find_package(tlab), GoogleTest tests through the real
-// tlab, a short experiment, a README). The templates are the worked examples of
+// tlab, a short experiment, a README). The templates follow the worked examples of
 // docs/writing-plugins.md; tests/test_scaffold.cpp builds all four kinds and runs them.
 #include <cctype>
 #include <fstream>
@@ -38,15 +38,20 @@ find_package(tlab 0.1 REQUIRED)
 tlab_add_plugin(NAME @NAME@ KIND @KIND@ SOURCES @NAME@.cpp)
 
 # Tests: through the real tlab executable, so its loader checks the plugin as a run would.
+find_package(GTest)
+if(NOT GTest_FOUND)
+  message(STATUS "GoogleTest not found (Debian: libgtest-dev): the tests of @NAME@ are not built")
+  return()
+endif()
 enable_testing()
-find_package(GTest REQUIRED)
 add_executable(test_@NAME@ test_@NAME@.cpp)
 target_link_libraries(test_@NAME@ PRIVATE GTest::gtest_main)
 target_compile_features(test_@NAME@ PRIVATE cxx_std_17)
 target_compile_definitions(test_@NAME@ PRIVATE
   TLAB_EXECUTABLE="${TLAB_EXECUTABLE}"
   PLUGIN_DIR="${TLAB_PLUGIN_OUTPUT_DIR}"
-  EXPERIMENT="${CMAKE_CURRENT_SOURCE_DIR}/@NAME@.toml")
+  EXPERIMENT="${CMAKE_CURRENT_SOURCE_DIR}/@NAME@.toml"
+  TEST_DIR="${CMAKE_CURRENT_BINARY_DIR}/test-results")
 add_dependencies(test_@NAME@ tlab_plugin_@KIND@_@NAME@)
 include(GoogleTest)
 gtest_discover_tests(test_@NAME@)
@@ -99,7 +104,8 @@ TEST(@CLASS@, RefusesAnOutOfRangeParameter) {
 }
 
 TEST(@CLASS@, AShortExperimentFinishes) {
-  const std::string db = ::testing::TempDir() + "test_@NAME@.db";
+  // In the build folder: the run's folder goes next to its database.
+  const std::string db = std::string(TEST_DIR) + "/test.db";
   std::remove(db.c_str());
   const Result r = tlab(std::string("run '") + EXPERIMENT + "' --db '" + db + "'");
   ASSERT_EQ(r.code, 0) << r.out;
@@ -412,11 +418,11 @@ std::string package_dir() {
   std::error_code ec;
   if (fs::exists(exe_dir.parent_path() / "tlabConfig.cmake", ec))
     return exe_dir.parent_path().string();
-  for (const char* lib : {"lib", "lib64", "lib/x86_64-linux-gnu"}) {
+  for (const char* lib : {TLAB_INSTALL_LIBDIR, "lib", "lib64"}) {
     const fs::path p = exe_dir.parent_path() / lib / "cmake" / "tlab";
     if (fs::exists(p / "tlabConfig.cmake", ec)) return p.string();
   }
-  return "<TransferLab build folder>";
+  return "/path/to/TransferLab/build";  // not found next to this tlab: the user fills it in
 }
 
 }  // namespace
@@ -445,8 +451,10 @@ void add_new_commands(CLI::App& app, std::vector<Command>& out) {
                            "strategy",
                            o->kind));
          const std::string& name = o->name;
-         bool valid = !name.empty() && name.size() <= 64 &&
-                      std::islower(static_cast<unsigned char>(name[0]));
+         if (name.size() > 64)
+           throw UsageError(fmt::format("plugin name '{}' has {} characters; use at most 64", name,
+                                        name.size()));
+         bool valid = !name.empty() && std::islower(static_cast<unsigned char>(name[0]));
          for (char c : name)
            valid = valid && (std::islower(static_cast<unsigned char>(c)) ||
                              std::isdigit(static_cast<unsigned char>(c)) || c == '_');
@@ -458,11 +466,17 @@ void add_new_commands(CLI::App& app, std::vector<Command>& out) {
                            name));
          const fs::path dir = fs::path(o->dir) / name;
          std::error_code ec;
-         if (fs::exists(dir, ec) && !fs::is_empty(dir, ec))
-           throw UsageError(
-               fmt::format("'{}' exists and is not empty; choose another name or --dir, or move "
-                           "it away (nothing was written)",
-                           dir.string()));
+         if (fs::exists(dir, ec)) {
+           const bool empty = fs::is_empty(dir, ec);
+           if (ec)
+             throw UsageError(fmt::format("cannot read '{}': {} (nothing was written)",
+                                          dir.string(), ec.message()));
+           if (!empty)
+             throw UsageError(
+                 fmt::format("'{}' exists and is not empty; choose another name or --dir, or "
+                             "move it away (nothing was written)",
+                             dir.string()));
+         }
          const KindTemplate& k = found->second;
          const std::string kind = found->first;
          auto table = [&](const char* own_kind, const std::string& mine,
@@ -484,7 +498,11 @@ void add_new_commands(CLI::App& app, std::vector<Command>& out) {
                                "plugin = \"linear_head\"")},
              {"STRATEGY", table("strategy", "plugin = \"" + name + "\"", "plugin = \"scratch\"")},
          };
-         fs::create_directories(dir);
+         fs::create_directories(dir, ec);
+         if (ec)
+           throw UsageError(
+               fmt::format("cannot create '{}': {}; choose a writable --dir (nothing was written)",
+                           dir.string(), ec.message()));
          const std::vector<std::pair<std::string, const char*>> files = {
              {name + ".cpp", k.source},
              {"CMakeLists.txt", kCMakeLists},

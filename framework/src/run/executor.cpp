@@ -229,8 +229,13 @@ class Supervisor {
       spdlog::info(
           "[sweep] run {} in this process ({} of {}): {}", id, ++launched_, to_run_,
           specs_[index].overrides.empty() ? "(no overrides)" : join(specs_[index].overrides, " "));
-      run_child(o_.db, id, threads_, loader_);
-      store_.finish_open_run(id, "failed", "the run returned without a final status");
+      try {
+        // Keeps the supervisor's signal handlers: a second Ctrl-C still ends tlab at once.
+        run_child(o_.db, id, threads_, loader_, /*shard=*/false, /*install_handlers=*/false);
+        store_.finish_open_run(id, "failed", "the run returned without a final status");
+      } catch (const std::exception& e) {
+        store_.finish_open_run(id, "failed", e.what());
+      }
       const RunRecord rec = store_.run(id);
       ++done_;
       if (rec.status == "finished") {
@@ -679,8 +684,9 @@ SweepResult run_sweep(const std::vector<RunSpec>& specs, PluginLoader& loader, S
   return supervisor.run();
 }
 
-int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader, bool shard) {
-  install_stop_handlers(/*second_signal_ends=*/false);
+int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader, bool shard,
+              bool install_handlers) {
+  if (install_handlers) install_stop_handlers(/*second_signal_ends=*/false);
   configure_threads(threads);
   const Store::Journal journal = shard ? Store::Journal::kRollback : Store::Journal::kWal;
   Store store(db, /*create=*/false, Store::kBusyTimeout, journal);

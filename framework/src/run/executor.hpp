@@ -80,7 +80,8 @@ double heartbeat_interval();
 /// heartbeat thread. Returns the process exit code: 0 finished, 1 otherwise, 128 + signal when
 /// stopped by one. `shard`: `db` is the one-run shard of a SLURM task, kept in rollback journal
 /// mode (it may live on a network filesystem).
+/// `install_handlers` = false keeps the caller's signal handlers (--in-process).
 int run_child(const std::filesystem::path& db, int64_t id, int threads, PluginLoader& loader,
-              bool shard = false);
+              bool shard = false, bool install_handlers = true);
 
 }  // namespace tlab
