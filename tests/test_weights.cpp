@@ -1,0 +1,200 @@
+// safetensors: round trips of every dtype, files written and read by an independent
+// implementation of the format (Python's struct and json, no PyTorch), and every way a file can
+// be broken, each refused with a message naming the file.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "test_helpers.hpp"
+#include "weights/safetensors.hpp"
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+using tlab::weights::NamedTensors;
+using tlab::weights::read_safetensors;
+using tlab::weights::write_safetensors;
+
+namespace {
+
+class Safetensors : public ::testing::Test {
+ protected:
+  fs::path dir_ = tlab::test::temp_dir(
+      std::string("weights_") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // A file with an 8-byte little-endian header length, `header` and `data` bytes.
+  fs::path raw(const std::string& header, const std::string& data, const std::string& name = "w") {
+    std::string bytes(8, '\0');
+    uint64_t n = header.size();
+    for (int i = 0; i < 8; ++i, n >>= 8) bytes[i] = static_cast<char>(n & 0xff);
+    const fs::path p = dir_ / (name + ".safetensors");
+    std::ofstream(p, std::ios::binary) << bytes << header << data;
+    return p;
+  }
+
+  std::string error_of(const fs::path& p) {
+    try {
+      read_safetensors(p);
+    } catch (const tlab::weights::WeightsError& e) {
+      return e.what();
+    }
+    return "(no error)";
+  }
+};
+
+int run_python(const std::string& script) {
+  const int status = std::system(("/usr/bin/python3 -c '" + script + "'").c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST_F(Safetensors, EveryDtypeRoundTripsWithMetadataAndOrder) {
+  torch::manual_seed(0);
+  const NamedTensors tensors = {
+      {"f64", torch::randn({2, 3}, torch::kDouble)},
+      {"f32", torch::randn({4}, torch::kFloat)},
+      {"f16", torch::randn({3, 1}).to(torch::kHalf)},
+      {"bf16", torch::randn({5}).to(torch::kBFloat16)},
+      {"i64", torch::arange(-3, 3, torch::kLong)},
+      {"i32", torch::arange(0, 7, torch::kInt).reshape({7, 1})},
+      {"i16", torch::tensor({-300, 300}, torch::kShort)},
+      {"i8", torch::tensor({-5, 5}, torch::kChar)},
+      {"u8", torch::tensor({0, 255}, torch::kByte)},
+      {"bool", torch::tensor({true, false, true})},
+      {"scalar", torch::tensor(3.5)},
+      {"empty", torch::zeros({0, 4})},
+      {"strided", torch::arange(12, torch::kFloat).reshape({3, 4}).t()}};  // not contiguous
+  write_safetensors(dir_ / "all.safetensors", tensors, {{"format", "pt"}, {"source", "test"}});
+  std::map<std::string, std::string> meta;
+  const NamedTensors back = read_safetensors(dir_ / "all.safetensors", &meta);
+  EXPECT_EQ(meta, (std::map<std::string, std::string>{{"format", "pt"}, {"source", "test"}}));
+  ASSERT_EQ(back.size(), tensors.size());
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    EXPECT_EQ(back[i].first, tensors[i].first);
+    EXPECT_EQ(back[i].second.scalar_type(), tensors[i].second.scalar_type()) << back[i].first;
+    EXPECT_EQ(back[i].second.sizes(), tensors[i].second.sizes()) << back[i].first;
+    EXPECT_TRUE(torch::equal(back[i].second, tensors[i].second)) << back[i].first;
+  }
+  // The data starts 8-byte aligned, as the format recommends.
+  std::ifstream in(dir_ / "all.safetensors", std::ios::binary);
+  uint64_t n = 0;
+  in.read(reinterpret_cast<char*>(&n), 8);
+  EXPECT_EQ(n % 8, 0u);
+}
+
+TEST_F(Safetensors, ReadsAFileWrittenByAnIndependentWriter) {
+  // Python's struct and json write the format by hand: F32 [2, 3] = 0..5, I64 [2] = 7, -8.
+  const std::string path = (dir_ / "py.safetensors").string();
+  ASSERT_EQ(run_python(fmt::format(
+                "import json, struct\n"
+                "h = json.dumps({{\"__metadata__\": {{\"by\": \"python\"}}, "
+                "\"w\": {{\"dtype\": \"F32\", \"shape\": [2, 3], \"data_offsets\": [0, 24]}}, "
+                "\"b\": {{\"dtype\": \"I64\", \"shape\": [2], \"data_offsets\": [24, 40]}}}})"
+                ".encode()\n"
+                "d = struct.pack(\"<6f\", 0, 1, 2, 3, 4, 5) + struct.pack(\"<2q\", 7, -8)\n"
+                "open(\"{}\", \"wb\").write(struct.pack(\"<Q\", len(h)) + h + d)\n",
+                path)),
+            0);
+  std::map<std::string, std::string> meta;
+  const NamedTensors t = read_safetensors(path, &meta);
+  EXPECT_EQ(meta.at("by"), "python");
+  ASSERT_EQ(t.size(), 2u);
+  EXPECT_EQ(t[0].first, "w");
+  EXPECT_TRUE(torch::equal(t[0].second, torch::arange(6, torch::kFloat).reshape({2, 3})));
+  EXPECT_EQ(t[1].first, "b");
+  EXPECT_TRUE(torch::equal(t[1].second, torch::tensor({7, -8}, torch::kLong)));
+}
+
+TEST_F(Safetensors, WritesAFileAnIndependentReaderUnderstands) {
+  write_safetensors(dir_ / "cpp.safetensors",
+                    {{"w", torch::arange(6, torch::kFloat).reshape({3, 2}) * 0.5},
+                     {"n", torch::tensor({-1, 2}, torch::kInt)}});
+  // Python parses the header and unpacks the bytes itself; it exits 0 only if all match.
+  EXPECT_EQ(run_python(fmt::format(
+                "import json, struct\n"
+                "b = open(\"{}\", \"rb\").read()\n"
+                "n = struct.unpack(\"<Q\", b[:8])[0]\n"
+                "h = json.loads(b[8:8 + n])\n"
+                "d = b[8 + n:]\n"
+                "w, m = h[\"w\"], h[\"n\"]\n"
+                "assert w[\"dtype\"] == \"F32\" and w[\"shape\"] == [3, 2], w\n"
+                "assert m[\"dtype\"] == \"I32\" and m[\"shape\"] == [2], m\n"
+                "x = struct.unpack(\"<6f\", d[w[\"data_offsets\"][0]:w[\"data_offsets\"][1]])\n"
+                "assert x == (0, 0.5, 1, 1.5, 2, 2.5), x\n"
+                "assert struct.unpack(\"<2i\", d[m[\"data_offsets\"][0]:m[\"data_offsets\"][1]]) "
+                "== (-1, 2)\n"
+                "assert len(d) == 32\n",
+                (dir_ / "cpp.safetensors").string())),
+            0);
+}
+
+TEST_F(Safetensors, BrokenFilesAreRefusedNamingTheFileAndTheProblem) {
+  const std::string ok =
+      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"U8","shape":[4],"data_offsets":[8,12]}})";
+  const std::string data(12, '\x01');
+  EXPECT_EQ(error_of(raw(ok, data)), "(no error)");
+
+  fs::path p = raw(ok, data.substr(0, 10), "truncated");
+  EXPECT_THAT(error_of(p), HasSubstr("'" + p.string() +
+                                     "': tensor 'b' ends at byte 12 of the "
+                                     "data, but the file holds 10 bytes of data: the file is "
+                                     "truncated"));
+  p = dir_ / "short.safetensors";
+  std::ofstream(p, std::ios::binary) << "abc";
+  EXPECT_THAT(error_of(p), HasSubstr("is 3 bytes: too short for a safetensors file"));
+  p = raw(ok, data, "header");  // cut inside the header
+  fs::resize_file(p, 20);
+  EXPECT_THAT(
+      error_of(p),
+      HasSubstr(fmt::format("declares a header of {} bytes but only 12 bytes follow", ok.size())));
+  p = dir_ / "pickle.safetensors";
+  std::ofstream(p, std::ios::binary) << std::string("\x80\x02\x63\x6f\x6c\x6c\x65\x63\x74", 9);
+  EXPECT_THAT(error_of(p), HasSubstr("above safetensors' limit"));
+  EXPECT_THAT(error_of(raw("{not json", "", "json")), HasSubstr("the header is not a JSON object"));
+  EXPECT_THAT(
+      error_of(raw(R"({"a":{"dtype":"F8","shape":[2],"data_offsets":[0,2]}})", "xx", "dtype")),
+      HasSubstr("tensor 'a' has dtype 'F8'; supported: F64, F32, F16, BF16, I64, I32, I16, "
+                "I8, U8, BOOL"));
+  EXPECT_THAT(error_of(raw(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})",
+                           std::string(8, 'x'), "shape")),
+              HasSubstr("tensor 'a' has shape [3] and dtype F32 (12 bytes) but data_offsets [0, "
+                        "8] hold 8 bytes: the header is inconsistent"));
+  EXPECT_THAT(
+      error_of(raw(
+          R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}})",
+          std::string(6, 'x'), "overlap")),
+      HasSubstr("tensors 'a' and 'b' overlap"));
+  EXPECT_THAT(error_of(raw(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}})",
+                           std::string(4, 'x'), "gap")),
+              HasSubstr("bytes 0 to 2 of the data belong to no tensor"));
+  EXPECT_THAT(error_of(raw(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})",
+                           std::string(5, 'x'), "trailing")),
+              HasSubstr("3 bytes after the last tensor belong to no tensor"));
+  EXPECT_THAT(
+      error_of(raw(R"({"a":{"dtype":"U8","shape":[-2],"data_offsets":[0,2]}})", "xx", "negative")),
+      HasSubstr("tensor 'a' has a shape with a dimension that is not >= 0"));
+  EXPECT_THAT(error_of(dir_ / "missing.safetensors"),
+              HasSubstr("cannot read weights file '" + (dir_ / "missing.safetensors").string()));
+}
+
+TEST_F(Safetensors, WritingRefusesDuplicateNamesAndUnsupportedDtypes) {
+  auto error = [&](const NamedTensors& t) {
+    try {
+      write_safetensors(dir_ / "x.safetensors", t);
+    } catch (const tlab::weights::WeightsError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_THAT(error({{"a", torch::zeros({1})}, {"a", torch::zeros({1})}}),
+              HasSubstr("tensor name 'a' is empty, reserved or used twice"));
+  EXPECT_THAT(error({{"c", torch::zeros({2}, torch::kComplexFloat)}}),
+              HasSubstr("tensor 'c' has dtype ComplexFloat; supported: F64"));
+  EXPECT_FALSE(fs::exists(dir_ / "x.safetensors"));
+}
+
+}  // namespace
