@@ -28,20 +28,8 @@ namespace slurm = tlab::slurm;
 
 namespace {
 
-struct Result {
-  int code = -1;
-  std::string out;
-};
-
-Result shell(const std::string& cmd) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  Result r;
-  char buf[4096];
-  while (std::size_t n = fread(buf, 1, sizeof buf, p)) r.out.append(buf, n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using tlab::test::Result;
+using tlab::test::shell;
 
 // --- Pieces ----------------------------------------------------------------------------------
 
