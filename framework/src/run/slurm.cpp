@@ -425,10 +425,10 @@ void create_shard(const fs::path& path, const RunSpec& spec, const std::string& 
   if (id != 1) throw SlurmError(fmt::format("shard '{}' got run id {}, not 1", path.string(), id));
 }
 
-/// Submits `tasks` (with their specs) as submission k of the sweep in `dir`; records it in `m`
-/// and the manifest. Returns the job id.
+/// Submits `tasks` (with their specs and run keys) as submission k of the sweep in `dir`;
+/// records it in `m` and the manifest. Returns the job id.
 std::string submit(const fs::path& dir, json& m, const std::vector<int>& tasks,
-                   const std::vector<const RunSpec*>& specs, PluginLoader& loader) {
+                   const std::vector<const RunSpec*>& specs, const std::vector<std::string>& keys) {
   const int k = static_cast<int>(m["submissions"].size()) + 1;
   const fs::path results_dir = m.value("results_dir", "");
   std::map<fs::path, GitState> git;
@@ -445,8 +445,7 @@ std::string submit(const fs::path& dir, json& m, const std::vector<int>& tasks,
       auto found = git.find(where);
       if (found == git.end()) found = git.emplace(where, git_state(where)).first;
       const fs::path shard = shard_path(dir, tasks[i], k);
-      create_shard(shard, spec, run_key(spec, loader), m.value("name", ""), results_dir,
-                   found->second);
+      create_shard(shard, spec, keys[i], m.value("name", ""), results_dir, found->second);
       made.push_back(shard);
     }
     LauncherSpec launcher;
@@ -538,9 +537,9 @@ std::vector<int64_t> ids_of(Store& store, const std::vector<std::string>& uuids)
 
 std::string counts_text(const SweepState& st) {
   std::vector<std::string> parts;
+  const auto counts = st.counts();
   for (const char* s : {"finished", "running", "pending", "failed", "crashed", "diverged", "oom",
                         "timeout", "cancelled", "node_fail", "lost", "killed"}) {
-    auto counts = st.counts();
     if (auto f = counts.find(s); f != counts.end() && f->second) {
       parts.push_back(fmt::format("{} {}", f->second, s));
     }
@@ -576,8 +575,9 @@ class SlurmLauncher : public Launcher {
     }
 
     std::vector<std::size_t> todo;
+    std::vector<std::string> keys(specs.size());
     for (std::size_t i = 0; i < specs.size(); ++i) {
-      const std::string key = run_key(specs[i], loader);
+      const std::string& key = keys[i] = run_key(specs[i], loader);
       if (!o.rerun) {
         if (int64_t done = store.finished_run_with_key(key)) {
           result.ids[i] = done;
@@ -655,6 +655,7 @@ class SlurmLauncher : public Launcher {
               {"cancelled", json::array()}};
     std::vector<int> tasks;
     std::vector<const RunSpec*> task_specs;
+    std::vector<std::string> task_keys;
     for (std::size_t t = 0; t < todo.size(); ++t) {
       const RunSpec& spec = specs[todo[t]];
       m["tasks"].push_back({{"task", t},
@@ -662,14 +663,15 @@ class SlurmLauncher : public Launcher {
                             {"config_toml", spec.config_toml},
                             {"overrides_json", spec.overrides_json},
                             {"override_args", spec.overrides},
-                            {"run_key", run_key(spec, loader)}});
+                            {"run_key", keys[todo[t]]}});
       tasks.push_back(static_cast<int>(t));
       task_specs.push_back(&spec);
+      task_keys.push_back(keys[todo[t]]);
     }
     write_manifest(dir, m);
     std::string job;
     try {
-      job = submit(dir, m, tasks, task_specs, loader);
+      job = submit(dir, m, tasks, task_specs, task_keys);
     } catch (...) {
       std::error_code ec;
       if (m["submissions"].empty()) fs::remove_all(dir, ec);  // nothing submitted: no sweep left
@@ -1062,17 +1064,20 @@ CollectReport collect_sweep(const fs::path& dir, Store& store, PluginLoader& loa
   if (retry_failed) {
     std::vector<int> tasks;
     std::vector<RunSpec> specs;
+    std::vector<std::string> keys;
     for (const TaskState* t : latest) {
       if (!retryable(t->state)) continue;
       RunSpec spec = spec_of_task(m, t->task, loader);
-      if (store.finished_run_with_key(run_key(spec, loader))) continue;
+      std::string key = run_key(spec, loader);  // of the current plugin builds
+      if (store.finished_run_with_key(key)) continue;
       tasks.push_back(t->task);
       specs.push_back(std::move(spec));
+      keys.push_back(std::move(key));
     }
     if (!tasks.empty()) {
       std::vector<const RunSpec*> ptrs;
       for (const auto& s : specs) ptrs.push_back(&s);
-      report.retried.job = submit(dir, m, tasks, ptrs, loader);
+      report.retried.job = submit(dir, m, tasks, ptrs, keys);
       report.retried.submitted = tasks.size();
       report.retried.sweep_dir = dir.string();
     }
