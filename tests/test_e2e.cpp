@@ -17,6 +17,7 @@
 #include "run/runner.hpp"
 #include "store/store.hpp"
 #include "test_helpers.hpp"
+#include "weights/state_dict.hpp"
 
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -146,7 +147,9 @@ TEST_F(EndToEnd, ARunRecordsEverythingInTheDatabase) {
   for (const auto& e : fs::recursive_directory_iterator(run_dir))
     if (e.is_regular_file())
       files[fs::relative(e.path(), run_dir).string()] = tlab::test::read_file(e.path());
-  EXPECT_EQ(files.count("model.pt"), 1u);
+  EXPECT_EQ(files.count("model.safetensors"), 1u);
+  EXPECT_EQ(files.count("adapter.safetensors"), 1u);
+  EXPECT_EQ(files.count("adapter.json"), 1u);
   EXPECT_EQ(files["config.toml"], spec.config_toml);
   EXPECT_THAT(files["config.toml"], HasSubstr("plugin = \"mlp\""));
   EXPECT_EQ(files["overrides.txt"], "train.epochs=3\n");
@@ -240,7 +243,7 @@ TEST_F(EndToEnd, TheCheckpointLoadsIntoAFreshModel) {
   ASSERT_EQ(out.status, "finished") << out.reason;
   fs::path ckpt;
   for (const auto& e : fs::recursive_directory_iterator(dir_ / "runs"))
-    if (e.path().filename() == "model.pt") ckpt = e.path();
+    if (e.path().filename() == "model.safetensors") ckpt = e.path();
   ASSERT_FALSE(ckpt.empty());
   // Two fresh models from different random inits give the same outputs once loaded, and
   // reproduce the run's final target test accuracy.
@@ -250,9 +253,9 @@ TEST_F(EndToEnd, TheCheckpointLoadsIntoAFreshModel) {
     auto net = loader_.create<tlab::Backbone>("mlp", spec.backbone.params)->build({16}, ctx);
     auto model = std::make_shared<tlab::Model>(net);
     loader_.create<tlab::Adapter>("linear_head")->attach(*model, {4, {16}}, ctx);
-    torch::serialize::InputArchive archive;
-    archive.load_from(ckpt.string());
-    model->load(archive);
+    auto report = tlab::weights::load_state_dict(*model, tlab::weights::read_safetensors(ckpt),
+                                                 ckpt.string());
+    EXPECT_TRUE(report.complete()) << report.summary();
     model->eval();
     return model;
   };
@@ -298,14 +301,12 @@ TEST_F(EndToEnd, LinearProbeKeepsTheBackboneFrozenIncludingBatchNorm) {
     EXPECT_EQ(out.status, "finished") << out.reason;
     fs::path ckpt;
     for (const auto& e : fs::recursive_directory_iterator(dir_ / "runs"))
-      if (e.path().filename() == "model.pt") ckpt = e.path();
+      if (e.path().filename() == "model.safetensors") ckpt = e.path();
     tlab::Context ctx;
     auto net = loader_.create<tlab::Backbone>("cnn")->build({1, 28, 28}, ctx);
     tlab::Model model(net);
     loader_.create<tlab::Adapter>("linear_head")->attach(model, {10, {1, 28, 28}}, ctx);
-    torch::serialize::InputArchive a;
-    a.load_from(ckpt.string());
-    model.load(a);
+    tlab::weights::load_state_dict(model, tlab::weights::read_safetensors(ckpt), ckpt.string());
     fs::remove_all(dir_ / "runs");
     std::map<std::string, torch::Tensor> tensors;
     for (const auto& p : model.named_parameters()) tensors[p.key()] = p.value().clone();
@@ -322,6 +323,103 @@ TEST_F(EndToEnd, LinearProbeKeepsTheBackboneFrozenIncludingBatchNorm) {
   }
   EXPECT_GT(backbone, 4);
   EXPECT_FALSE(torch::equal(one.at("head.0.weight"), three.at("head.0.weight")));
+}
+
+// ---- weights: backbone.weights, adapter_weights, the checkpoint, parameter counts --------------
+
+std::map<std::string, torch::Tensor> checkpoint_of(tlab::Store& store, int64_t run) {
+  std::map<std::string, torch::Tensor> out;
+  for (auto& [k, t] :
+       tlab::weights::read_safetensors(fs::path(store.run(run).run_dir) / "model.safetensors"))
+    out[k] = t;
+  return out;
+}
+
+TEST_F(EndToEnd, AnEarlierRunsBackboneAndAdaptersReproduceItsModel) {
+  tlab::Store store(dir_ / "results.db");
+  auto a = run(store, specs(kTiny)[0]);
+  ASSERT_EQ(a.status, "finished") << a.reason;
+  // Parameter counts: mlp 16->16 (272) + linear head 16->4 (68).
+  EXPECT_EQ(a.summary.at("model/params/total"), 272 + 68);
+  EXPECT_EQ(a.summary.at("model/params/trainable"), 272 + 68);
+  EXPECT_EQ(a.summary.at("adapters/0.linear_head/params_added"), 68);
+
+  // Same backbone and adapters from run A, trained with a learning rate too small to move them:
+  // the model is A's, so are its predictions.
+  const std::string id = std::to_string(a.id);
+  auto c = run(store, specs(kTiny, {"backbone.weights=\"run:" + id + "\"",
+                                    "adapter_weights=\"run:" + id + "\"",
+                                    "strategy={plugin=\"scratch\"}", "train.lr=1e-12"})[0]);
+  ASSERT_EQ(c.status, "finished") << c.reason;
+  EXPECT_EQ(c.summary.at("weights/backbone/matched"), 2);  // layer0.weight, layer0.bias
+  EXPECT_EQ(c.summary.at("weights/backbone/missing"), 0);
+  EXPECT_EQ(c.summary.at("weights/adapters/matched"), 4);  // what trained in A: all of it
+  EXPECT_EQ(c.summary.at("target/test/acc"), a.summary.at("target/test/acc"));
+  auto wa = checkpoint_of(store, a.id), wc = checkpoint_of(store, c.id);
+  ASSERT_EQ(wa.size(), wc.size());
+  for (const auto& [k, t] : wa) EXPECT_TRUE(torch::allclose(t, wc.at(k), 0, 1e-8)) << k;
+  // Without the adapter weights the head starts afresh: the test that the one above can fail.
+  auto d = run(store, specs(kTiny, {"backbone.weights=\"run:" + id + "\"",
+                                    "strategy={plugin=\"scratch\"}", "train.lr=1e-12"})[0]);
+  ASSERT_EQ(d.status, "finished") << d.reason;
+  EXPECT_FALSE(
+      torch::allclose(wa.at("head.0.weight"), checkpoint_of(store, d.id).at("head.0.weight")));
+
+  // Both weight files are recorded with their hashes, like plugins.
+  int found = 0;
+  for (const auto& p : store.plugins(c.id))
+    if (p.kind == "weights") {
+      ++found;
+      EXPECT_EQ(p.version, "run:" + id);
+      EXPECT_EQ(p.file_hash.size(), 16u);
+      EXPECT_TRUE(fs::exists(p.path)) << p.path;
+    }
+  EXPECT_EQ(found, 2);
+}
+
+TEST_F(EndToEnd, WeightsThatDoNotFitFailTheRunWithTheReport) {
+  tlab::Store store(dir_ / "results.db");
+  auto a = run(store, specs(kTiny)[0]);
+  ASSERT_EQ(a.status, "finished") << a.reason;
+  const std::string w = "backbone.weights=\"run:" + std::to_string(a.id) + "\"";
+  // Another width: strict loading refuses, naming the tensor and both shapes.
+  auto b = run(store, specs(kTiny, {w, "backbone.hidden=[8]"})[0]);
+  EXPECT_EQ(b.status, "failed");
+  EXPECT_THAT(b.reason, HasSubstr("layer0.weight: file 16x16, model 8x16"));
+  EXPECT_THAT(b.reason, HasSubstr("weights_strict = false"));
+  // Non-strict: the run goes on and reports what did not load.
+  auto c =
+      run(store, specs(kTiny, {w, "backbone.hidden=[8,16]", "+backbone.weights_strict=false"})[0]);
+  ASSERT_EQ(c.status, "finished") << c.reason;
+  EXPECT_EQ(c.summary.at("weights/backbone/mismatched"), 2);  // layer0 weight and bias
+  EXPECT_EQ(c.summary.at("weights/backbone/missing"), 2);     // layer1
+  // Adapter weights for other adapters are refused, naming the difference.
+  auto d = run(store, specs(kTiny, {"adapter_weights=\"run:" + std::to_string(a.id) + "\"",
+                                    "adapters.0.dropout=0.5"})[0]);
+  EXPECT_EQ(d.status, "failed");
+  EXPECT_THAT(d.reason, HasSubstr("the adapters were trained with"));
+  EXPECT_THAT(d.reason, HasSubstr("\"dropout\":0.5"));
+  // Unknown and unfinished runs, missing files, other formats.
+  auto e = run(store, specs(kTiny, {"backbone.weights=\"run:999\""})[0]);
+  EXPECT_THAT(e.reason, HasSubstr("there is no run 999"));
+  auto f =
+      run(store,
+          specs(kTiny, {"backbone.weights=\"" + (dir_ / "none.safetensors").string() + "\""})[0]);
+  EXPECT_THAT(f.reason, HasSubstr("none.safetensors\": no such file"));
+  tlab::test::write_file(dir_ / "w.pt", "x");
+  auto g = run(store, specs(kTiny, {"backbone.weights=\"" + (dir_ / "w.pt").string() + "\""})[0]);
+  EXPECT_THAT(g.reason, HasSubstr("expected a .safetensors file"));
+  // Config-time checks.
+  EXPECT_THAT(
+      tlab::test::error_of<std::exception>([&] { specs(kTiny, {"backbone.weights=\"run:x\""}); }),
+      HasSubstr("names no run"));
+  EXPECT_THAT(tlab::test::error_of<std::exception>([&] {
+                specs(kTiny, {"+backbone.weights_remap=[\"module.\"]", w});
+              }),
+              HasSubstr("is not of the form \"from=to\""));
+  EXPECT_THAT(tlab::test::error_of<std::exception>(
+                  [&] { specs(kTiny, {"+backbone.weights_strict=false"}); }),
+              HasSubstr("set backbone.weights or remove them"));
 }
 
 TEST_F(EndToEnd, TakeShotsKeepsKPerClass) {

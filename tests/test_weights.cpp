@@ -12,6 +12,11 @@
 
 #include "test_helpers.hpp"
 #include "weights/safetensors.hpp"
+#include "weights/state_dict.hpp"
+
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
 
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
@@ -198,3 +203,118 @@ TEST_F(Safetensors, WritingRefusesDuplicateNamesAndUnsupportedDtypes) {
 }
 
 }  // namespace
+
+// ---- state dicts -------------------------------------------------------------------------------
+
+namespace {
+
+// conv (weight, bias) -> batch norm (weight, bias, running_mean, running_var, num_batches_tracked)
+// -> linear (weight, bias), registered under PyTorch-style names.
+struct Tiny : torch::nn::Module {
+  Tiny() {
+    conv = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 2, 3)));
+    bn = register_module("bn1", torch::nn::BatchNorm2d(2));
+    fc = register_module("fc", torch::nn::Linear(4, 3));
+  }
+  torch::nn::Conv2d conv{nullptr};
+  torch::nn::BatchNorm2d bn{nullptr};
+  torch::nn::Linear fc{nullptr};
+};
+
+NamedTensors renamed(NamedTensors t, const std::string& prefix) {
+  for (auto& [k, v] : t) k = prefix + k;
+  return t;
+}
+
+}  // namespace
+
+TEST(StateDict, NamesAreTheModulesParametersThenBuffers) {
+  Tiny m;
+  std::vector<std::string> names;
+  for (const auto& [k, v] : tlab::weights::state_dict(m)) names.push_back(k);
+  EXPECT_EQ(names, (std::vector<std::string>{"conv1.weight", "conv1.bias", "bn1.weight", "bn1.bias",
+                                             "fc.weight", "fc.bias", "bn1.running_mean",
+                                             "bn1.running_var", "bn1.num_batches_tracked"}));
+}
+
+TEST(StateDict, LoadsEveryTensorWithDtypeConversionAndReportsIt) {
+  Tiny a, b;
+  a.bn->running_mean.fill_(0.25);
+  NamedTensors file = tlab::weights::state_dict(a);
+  for (auto& [k, v] : file)
+    if (v.is_floating_point()) v = v.to(torch::kHalf).to(torch::kFloat).to(torch::kHalf);
+  auto report = tlab::weights::load_state_dict(b, file, "a.safetensors");
+  EXPECT_TRUE(report.complete());
+  EXPECT_EQ(report.matched.size(), 9u);
+  EXPECT_EQ(report.summary(), "9 matched, 0 missing, 0 unexpected, 0 shape mismatches");
+  EXPECT_TRUE(torch::allclose(b.fc->weight, a.fc->weight, 0, 1e-3));  // via F16
+  EXPECT_EQ(b.fc->weight.scalar_type(), torch::kFloat);
+  EXPECT_TRUE(torch::equal(b.bn->running_mean, torch::full({2}, 0.25)));
+  EXPECT_TRUE(b.fc->weight.requires_grad());  // loading does not change what trains
+}
+
+TEST(StateDict, StrictLoadingRefusesAndLoadsNothingNonStrictLoadsWhatFits) {
+  Tiny a, b;
+  NamedTensors file = tlab::weights::state_dict(a);
+  file.erase(file.begin() + 4, file.begin() + 6);  // fc.weight, fc.bias
+  file.emplace_back("extra.weight", torch::zeros({1}));
+  file[0].second = torch::zeros({5, 1, 3, 3});  // conv1.weight of another width
+  const auto before = b.conv->bias.clone();
+  auto msg = tlab::test::error_of<tlab::weights::WeightsError>(
+      [&] { tlab::weights::load_state_dict(b, file, "/w/a.safetensors"); });
+  EXPECT_THAT(msg, HasSubstr("/w/a.safetensors: the weights do not fit the model: 6 matched, 2 "
+                             "missing (fc.weight, fc.bias), 1 unexpected (extra.weight), 1 shape "
+                             "mismatches (conv1.weight: file 5x1x3x3, model 2x1x3x3)"));
+  EXPECT_THAT(msg, HasSubstr("strict = false"));
+  EXPECT_TRUE(torch::equal(b.conv->bias, before));  // nothing copied
+
+  tlab::weights::LoadOptions o;
+  o.strict = false;
+  auto report = tlab::weights::load_state_dict(b, file, "a", o);
+  EXPECT_EQ(report.matched.size(), 6u);
+  EXPECT_EQ(report.missing, (std::vector<std::string>{"fc.weight", "fc.bias"}));
+  EXPECT_EQ(report.unexpected, std::vector<std::string>{"extra.weight"});
+  EXPECT_TRUE(torch::equal(b.conv->bias, a.conv->bias));
+}
+
+TEST(StateDict, RemappingRulesAndPrefixFiltersRenameKeys) {
+  Tiny a, b;
+  tlab::weights::LoadOptions o;
+  o.remap = tlab::weights::parse_remap({"module.encoder.=", "module.=skip."});
+  auto report = tlab::weights::load_state_dict(
+      b, renamed(tlab::weights::state_dict(a), "module.encoder."), "dp", o);
+  EXPECT_TRUE(report.complete());
+  EXPECT_TRUE(torch::equal(b.fc->weight, a.fc->weight));
+  EXPECT_EQ(tlab::weights::remap_key("module.x", o.remap), "skip.x");
+  EXPECT_EQ(tlab::weights::remap_key("other.x", o.remap), "other.x");
+
+  // A run's checkpoint: keep backbone.* (stripped), ignore the head.
+  Tiny c;
+  NamedTensors ckpt = renamed(tlab::weights::state_dict(a), "backbone.");
+  ckpt.emplace_back("head.0.weight", torch::zeros({3, 3}));
+  tlab::weights::LoadOptions p;
+  p.only_prefix = "backbone.";
+  auto r2 = tlab::weights::load_state_dict(c, ckpt, "ckpt", p);
+  EXPECT_TRUE(r2.complete());
+  EXPECT_EQ(r2.ignored, std::vector<std::string>{"head.0.weight"});
+  EXPECT_THAT(r2.summary(), HasSubstr("1 ignored"));
+}
+
+TEST(StateDict, MistakesAreNamed) {
+  Tiny a, b;
+  EXPECT_THAT(tlab::test::error_of<tlab::weights::WeightsError>(
+                  [] { tlab::weights::parse_remap({"module."}); }),
+              HasSubstr("\"module.\" is not of the form \"from=to\""));
+  tlab::weights::LoadOptions o;
+  o.strict = false;
+  EXPECT_THAT(tlab::test::error_of<tlab::weights::WeightsError>([&] {
+                tlab::weights::load_state_dict(b, renamed(tlab::weights::state_dict(a), "model."),
+                                               "x.safetensors", o);
+              }),
+              HasSubstr("no tensor of the file fits the model"));
+  o.remap = tlab::weights::parse_remap({"a.=", "b.="});
+  NamedTensors two{{"a.fc.bias", torch::zeros({3})}, {"b.fc.bias", torch::zeros({3})}};
+  EXPECT_THAT(tlab::test::error_of<tlab::weights::WeightsError>(
+                  [&] { tlab::weights::load_state_dict(b, two, "x", o); }),
+              HasSubstr("tensors \"a.fc.bias\" and \"b.fc.bias\" both map to \"fc.bias\""));
+}

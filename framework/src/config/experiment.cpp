@@ -219,9 +219,10 @@ void flatten(const Node& n, const std::string& prefix, std::vector<ParamEntry>& 
 // ---------------------------------------------------------------------------------------------
 // The host's own settings
 
-const std::vector<std::string> kTopKeys = {"name",   "seed",     "device",   "source",
-                                           "target", "backbone", "adapters", "strategy",
-                                           "train",  "launcher"};
+const std::vector<std::string> kTopKeys = {"name",   "seed",     "device",         "source",
+                                           "target", "backbone", "adapters",       "strategy",
+                                           "train",  "launcher", "adapter_weights"};
+const std::vector<std::string> kBackboneHostKeys = {"weights", "weights_strict", "weights_remap"};
 
 ParamSpec num_spec(const char* key, ParamType type, double lo, double hi) {
   ParamSpec s;
@@ -428,6 +429,18 @@ std::string check_device(const Node& n, const Checker& c) {
                         d, hint.empty() ? "" : hint + " "));
 }
 
+// A weights source: "" (none), "run:<id>" with a positive integer id, or a file path.
+void check_weights_source(const std::string& w, const Node* n, const Checker& c) {
+  if (w.rfind("run:", 0) != 0) return;
+  const std::string id = w.substr(4);
+  if (id.empty() || id.size() > 18 ||
+      !std::all_of(id.begin(), id.end(), [](char ch) { return ch >= '0' && ch <= '9'; }) ||
+      std::stoll(id) < 1)
+    c.fail(*n, fmt::format("\"{}\" names no run: expected \"run:<id>\" with the id of a "
+                           "finished run (see: tlab results list)",
+                           w));
+}
+
 RunSpec validate(const Node& root, const Checker& c, const std::string& file,
                  const std::string& default_name) {
   c.check_keys(root, "", kTopKeys, "the experiment");
@@ -466,7 +479,41 @@ RunSpec validate(const Node& root, const Checker& c, const std::string& file,
   };
   if (const Node* n = root.get("source")) r.source = dataset(*n, "source");
   r.target = dataset(required("target"), "target");
-  r.backbone = c.plugin_table(required("backbone"), Kind::Backbone, "backbone");
+  {
+    const Node& n = required("backbone");
+    static_cast<PluginSpec&>(r.backbone) =
+        c.plugin_table(n, Kind::Backbone, "backbone", kBackboneHostKeys);
+    if (const Node* w = n.get("weights"))
+      r.backbone.weights =
+          std::get<std::string>(c.convert(*w, str_spec("weights", {}), "backbone.weights"));
+    if (const Node* w = n.get("weights_strict")) {
+      if (!w->is_bool())
+        c.fail(*w,
+               fmt::format("'backbone.weights_strict' must be a boolean, got {}", w->describe()));
+      r.backbone.weights_strict = w->as_bool();
+    }
+    if (const Node* w = n.get("weights_remap")) {
+      ParamSpec spec;
+      spec.key = "weights_remap";
+      spec.type = ParamType::StringList;
+      r.backbone.weights_remap =
+          std::get<std::vector<std::string>>(c.convert(*w, spec, "backbone.weights_remap"));
+      for (const auto& rule : r.backbone.weights_remap) {
+        auto eq = rule.find('=');
+        if (eq == std::string::npos || eq == 0 || rule.find('=', eq + 1) != std::string::npos)
+          c.fail(*w, fmt::format("'backbone.weights_remap' rule \"{}\" is not of the form "
+                                 "\"from=to\" (a key prefix and its replacement, empty to strip "
+                                 "it), e.g. \"module.=\"",
+                                 rule));
+      }
+    }
+    if (r.backbone.weights.empty() && (n.get("weights_strict") || n.get("weights_remap")))
+      c.fail(n,
+             "'backbone.weights_strict' and 'backbone.weights_remap' apply to weights loaded "
+             "with backbone.weights = \"file.safetensors\" or \"run:<id>\"; set "
+             "backbone.weights or remove them");
+    check_weights_source(r.backbone.weights, n.get("weights"), c);
+  }
   if (const Node* n = root.get("adapters")) {
     if (!n->is_list() || !std::all_of(n->items().begin(), n->items().end(),
                                       [](const Node& e) { return e.is_table(); }))
@@ -476,6 +523,15 @@ RunSpec validate(const Node& root, const Checker& c, const std::string& file,
           c.plugin_table(n->items()[i], Kind::Adapter, fmt::format("adapters.{}", i)));
   }
   r.strategy = c.plugin_table(required("strategy"), Kind::Strategy, "strategy");
+  if (const Node* n = root.get("adapter_weights")) {
+    r.adapter_weights =
+        std::get<std::string>(c.convert(*n, str_spec("adapter_weights", {}), "adapter_weights"));
+    check_weights_source(r.adapter_weights, n, c);
+    if (!r.adapter_weights.empty() && r.adapters.empty())
+      c.fail(*n,
+             "'adapter_weights' is set but the experiment has no adapters to load them "
+             "into; add the [[adapters]] the weights were trained with");
+  }
   r.train = train_table(root.get("train"), c);
   r.launcher = launcher_table(root.get("launcher"), c);
   {
@@ -496,13 +552,24 @@ RunSpec validate(const Node& root, const Checker& c, const std::string& file,
   };
   if (r.source) resolved.set("source", dataset_node(*r.source));
   resolved.set("target", dataset_node(r.target));
-  resolved.set("backbone", plugin_node(r.backbone));
+  {
+    Node backbone = plugin_node(r.backbone);
+    if (!r.backbone.weights.empty()) {  // only when used: runs without weights keep their keys
+      backbone.set("weights", Node::string(r.backbone.weights));
+      backbone.set("weights_strict", Node::boolean(r.backbone.weights_strict));
+      Node remap = Node::list();
+      for (const auto& rule : r.backbone.weights_remap) remap.push_back(Node::string(rule));
+      backbone.set("weights_remap", std::move(remap));
+    }
+    resolved.set("backbone", std::move(backbone));
+  }
   if (!r.adapters.empty()) {
     Node adapters = Node::list();
     for (const auto& a : r.adapters) adapters.push_back(plugin_node(a));
     resolved.set("adapters", std::move(adapters));
   }
   resolved.set("strategy", plugin_node(r.strategy));
+  if (!r.adapter_weights.empty()) resolved.set("adapter_weights", Node::string(r.adapter_weights));
   resolved.set("train", train_node(r.train));
   r.config_toml = cfg::format_tree(resolved, "toml");
   r.config_yaml = cfg::format_tree(resolved, "yaml");
@@ -539,7 +606,7 @@ cfg::SchemaKeys schema_keys(PluginLoader& loader) {
     } else if (path.size() == 1 && (path[0] == "source" || path[0] == "target")) {
       plugin_keys(Kind::Dataset, table, {"shots"});
     } else if (path.size() == 1 && path[0] == "backbone") {
-      plugin_keys(Kind::Backbone, table, {});
+      plugin_keys(Kind::Backbone, table, kBackboneHostKeys);
     } else if (path.size() == 1 && path[0] == "strategy") {
       plugin_keys(Kind::Strategy, table, {});
     } else if (path.size() == 2 && path[0] == "adapters") {

@@ -32,6 +32,15 @@ struct DatasetSpec : PluginSpec {
   int64_t shots = 0;
 };
 
+/// The backbone table: a plugin plus the host's weights keys (docs/models.md).
+struct BackboneSpec : PluginSpec {
+  /// Initial weights: "" (random), a safetensors file, or "run:<id>" (an earlier run's
+  /// model.safetensors, its `backbone.` tensors).
+  std::string weights;
+  bool weights_strict = true;              ///< Every name and shape must match.
+  std::vector<std::string> weights_remap;  ///< Key prefix rules "from=to", applied first.
+};
+
 /// Where the runs of a sweep execute: the `[launcher]` table (config group `launcher`). Not part
 /// of a run's resolved config or run key: the same run gives the same result wherever it runs.
 struct LauncherSpec {
@@ -50,14 +59,17 @@ struct LauncherSpec {
 
 /// One fully resolved and validated run.
 struct RunSpec {
-  std::string experiment;              ///< Experiment file as given.
-  std::string name;                    ///< Experiment name (`name`, default: file stem).
-  int64_t seed = 0;                    ///< Run seed.
-  std::string device = "auto";         ///< "auto", "cpu", "cuda" or "cuda:N".
-  std::optional<DatasetSpec> source;   ///< Source domain, if any.
-  DatasetSpec target;                  ///< Target domain.
-  PluginSpec backbone;                 ///< Feature extractor.
-  std::vector<PluginSpec> adapters;    ///< Attached in order.
+  std::string experiment;             ///< Experiment file as given.
+  std::string name;                   ///< Experiment name (`name`, default: file stem).
+  int64_t seed = 0;                   ///< Run seed.
+  std::string device = "auto";        ///< "auto", "cpu", "cuda" or "cuda:N".
+  std::optional<DatasetSpec> source;  ///< Source domain, if any.
+  DatasetSpec target;                 ///< Target domain.
+  BackboneSpec backbone;              ///< Feature extractor.
+  std::vector<PluginSpec> adapters;   ///< Attached in order.
+  /// Adapter weights to apply after the adapters attach: "" (none), an adapter.safetensors
+  /// file (its adapter.json beside it) or "run:<id>" (the adapters an earlier run trained).
+  std::string adapter_weights;
   PluginSpec strategy;                 ///< Training method.
   TrainConfig train;                   ///< The target stage's settings.
   std::string config_toml;             ///< The resolved config as TOML, defaults included.

@@ -23,6 +23,7 @@
 #include <torch/utils.h>
 #include <nlohmann/json.hpp>
 
+#include "run/model_io.hpp"
 #include "util.hpp"
 
 namespace fs = std::filesystem;
@@ -167,6 +168,10 @@ void check_domain(const DomainData& d, const std::string& role, const std::strin
     if (!s.y.defined() || s.y.dim() != 1 || s.y.size(0) != s.x.size(0))
       fail(fmt::format("{}: labels must be a 1-D tensor with one label per example", name));
     if (s.y.scalar_type() != torch::kLong) fail(fmt::format("{}: labels must be int64", name));
+    if (!s.x.is_floating_point() && s.x.scalar_type() != torch::kLong &&
+        s.x.scalar_type() != torch::kByte)
+      fail(fmt::format("{}: inputs are {}, expected a floating-point tensor (or int64 token ids)",
+                       name, c10::toString(s.x.scalar_type())));
     std::vector<int64_t> shape(s.x.sizes().begin() + 1, s.x.sizes().end());
     if (shape != d.input_shape)
       fail(fmt::format("{}: example shape {} differs from input_shape {}", name,
@@ -182,14 +187,18 @@ void check_domain(const DomainData& d, const std::string& role, const std::strin
 
 Split to_device(const Split& s, torch::Device dev) {
   if (s.size() == 0) return s;
-  return {s.x.to(dev, torch::kFloat), s.y.to(dev)};
+  // Token ids (int64) stay integers; everything else becomes float.
+  return {s.x.to(dev, s.x.scalar_type() == torch::kLong ? torch::kLong : torch::kFloat),
+          s.y.to(dev)};
 }
 
 DomainData to_device(DomainData d, torch::Device dev) {
   d.train = to_device(d.train, dev);
   d.val = to_device(d.val, dev);
   d.test = to_device(d.test, dev);
-  if (d.unlabeled.defined()) d.unlabeled = d.unlabeled.to(dev, torch::kFloat);
+  if (d.unlabeled.defined())
+    d.unlabeled = d.unlabeled.to(
+        dev, d.unlabeled.scalar_type() == torch::kLong ? torch::kLong : torch::kFloat);
   return d;
 }
 
@@ -671,6 +680,20 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     for (const auto& a : spec.adapters) record(Kind::Adapter, a.plugin);
     record(Kind::Strategy, spec.strategy.plugin);
     store.add_plugins(out.id, used);
+    // Weight files are recorded like plugins (kind "weights"): what the run was built from.
+    std::optional<WeightsFile> backbone_weights, adapter_weights;
+    if (!spec.backbone.weights.empty()) {
+      backbone_weights =
+          resolve_weights(spec.backbone.weights, store, "model.safetensors", "backbone.weights");
+      store.add_plugins(out.id, {{"weights", "backbone", backbone_weights->spec,
+                                  backbone_weights->path.string(), backbone_weights->hash}});
+    }
+    if (!spec.adapter_weights.empty()) {
+      adapter_weights =
+          resolve_weights(spec.adapter_weights, store, "adapter.safetensors", "adapter_weights");
+      store.add_plugins(out.id, {{"weights", "adapters", adapter_weights->spec,
+                                  adapter_weights->path.string(), adapter_weights->hash}});
+    }
 
     PrefixLogger runner_log("runner");
     Context ctx;
@@ -709,6 +732,7 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
                       fmt::join(session.target_.input_shape, "x"));
       for (const auto& p : used)
         base += fmt::format("plugin: {} {} {}\n", p.kind, p.name, p.file_hash);
+      if (backbone_weights) base += fmt::format("backbone weights: {}\n", backbone_weights->hash);
       for (const auto& p : spec.params)
         if (p.key == "seed" || p.key.rfind("source.", 0) == 0 || p.key.rfind("backbone.", 0) == 0 ||
             p.key.rfind("train.", 0) == 0 || p.key == "strategy.plugin")
@@ -725,6 +749,15 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
                            [&] { return backbone->build(session.target_.input_shape, bctx); });
     if (!net)
       throw PluginError(fmt::format("backbone plugin '{}' built no network", spec.backbone.plugin));
+    if (backbone_weights) {
+      auto report = load_backbone_weights(*net, spec.backbone, *backbone_weights);
+      spdlog::info("[runner] backbone weights from '{}' ({}): {}", backbone_weights->path.string(),
+                   backbone_weights->hash, report.summary());
+      metrics.summary("weights/backbone/matched", static_cast<double>(report.matched.size()));
+      metrics.summary("weights/backbone/missing", static_cast<double>(report.missing.size()));
+      metrics.summary("weights/backbone/unexpected", static_cast<double>(report.unexpected.size()));
+      metrics.summary("weights/backbone/mismatched", static_cast<double>(report.mismatched.size()));
+    }
     session.model_ = std::make_shared<Model>(net);
     session.model_->to(device);
 
@@ -735,15 +768,29 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     call_plugin("strategy", sname, "prepare", [&] { strategy->prepare(session); });
 
     TaskInfo task{session.target_.num_classes, session.target_.input_shape};
-    for (const auto& a : spec.adapters) {
+    for (std::size_t i = 0; i < spec.adapters.size(); ++i) {
+      const auto& a = spec.adapters[i];
       auto adapter = loader.create<Adapter>(a.plugin, a.params);
       PrefixLogger log(a.plugin);
       Context c = ctx;
       c.log = &log;
+      const ParamCounts before = count_parameters(*session.model_);
       call_plugin("adapter", a.plugin, "attach",
                   [&] { adapter->attach(*session.model_, task, c); });
+      const ParamCounts after = count_parameters(*session.model_);
+      metrics.summary(fmt::format("adapters/{}.{}/params_added", i, a.plugin),
+                      static_cast<double>(after.total - before.total));
+      metrics.summary(fmt::format("adapters/{}.{}/trainable_after", i, a.plugin),
+                      static_cast<double>(after.trainable));
     }
     session.model_->to(device);
+    if (adapter_weights) {
+      auto report = load_adapters(*session.model_, spec, task.num_classes, task.input_shape,
+                                  *adapter_weights);
+      spdlog::info("[runner] adapter weights from '{}' ({}): {} tensors loaded",
+                   adapter_weights->path.string(), adapter_weights->hash, report.matched.size());
+      metrics.summary("weights/adapters/matched", static_cast<double>(report.matched.size()));
+    }
     if (session.model_->head_out_dim != task.num_classes)
       throw std::invalid_argument(fmt::format(
           "the model outputs {} values per example but the target has {} classes; add a head, "
@@ -756,6 +803,16 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     stage.config = spec.train;
     for (auto& p : session.model_->parameters())
       if (p.requires_grad()) stage.parameters.push_back(p);
+    {
+      const ParamCounts counts = count_parameters(*session.model_);
+      int64_t trainable = 0;
+      for (const auto& p : stage.parameters) trainable += p.numel();
+      metrics.summary("model/params/total", static_cast<double>(counts.total));
+      metrics.summary("model/params/trainable", static_cast<double>(trainable));
+      spdlog::info("[runner] model: {} parameters, {} trainable ({:.2f}%)", counts.total, trainable,
+                   counts.total ? 100.0 * trainable / counts.total : 0.0);
+    }
+    const auto buffers_before = snapshot_buffers(*session.model_);
     stage.module = session.model_.get();
     stage.forward = [&](const torch::Tensor& x) { return session.model_->forward(x); };
     stage.loss = [&](const Batch& b) {
@@ -778,7 +835,13 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
       metrics.summary(fmt::format("target/{}/loss", name), e.loss);
     }
     metrics.summary("target/train/examples", static_cast<double>(session.target_.train.size()));
-    save_checkpoint(*session.model_, run_dir / "model.pt");
+    save_model(*session.model_, run_dir / "model.safetensors",
+               {{"format", "tlab-model"},
+                {"run", std::to_string(out.id)},
+                {"backbone", spec.backbone.plugin},
+                {"tlab_version", TLAB_VERSION}});
+    save_adapters(*session.model_, stage.parameters, buffers_before, spec, task.num_classes,
+                  task.input_shape, run_dir);
     out.status = "finished";
   } catch (const DivergedError& e) {
     out.status = "diverged";

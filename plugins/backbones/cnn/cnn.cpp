@@ -35,11 +35,11 @@ class CnnNet : public tlab::BackboneNet {
     for (std::size_t i = 0; i < convs_.size(); ++i) {
       x = convs_[i]->forward(x);
       if (o_.batch_norm) x = norms_[i]->forward(x);
-      x = torch::max_pool2d(torch::relu(x), 2);
+      x = tap("conv" + std::to_string(i + 1), torch::max_pool2d(torch::relu(x), 2));
     }
     x = x.flatten(1);
     if (o_.dropout > 0) x = torch::dropout(x, o_.dropout, is_training());
-    return torch::relu(fc_->forward(x));
+    return tap("fc", torch::relu(fc_->forward(x)));
   }
   int64_t feature_dim() const override { return o_.feature_dim; }
   std::vector<tlab::LayerGroup> layer_groups() override {

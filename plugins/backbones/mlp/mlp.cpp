@@ -23,12 +23,13 @@ class MlpNet : public tlab::BackboneNet {
   }
   torch::Tensor forward(torch::Tensor x) override {
     x = x.flatten(1);
-    for (auto& l : layers_) {
-      x = l->forward(x);
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      x = layers_[i]->forward(x);
       x = activation_ == "gelu"   ? torch::gelu(x)
           : activation_ == "tanh" ? torch::tanh(x)
                                   : torch::relu(x);
       if (dropout_ > 0) x = torch::dropout(x, dropout_, is_training());
+      x = tap("layer" + std::to_string(i), x);
     }
     return x;
   }

@@ -14,6 +14,8 @@
 /// \endcode
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,14 +36,43 @@ struct LayerGroup {
 };
 
 /// A network mapping inputs (N x input_shape) to features (N x feature_dim()).
+///
+/// Parameter and buffer names are the network's state-dict names (`layer1.0.conv1.weight`):
+/// backbones that mirror a PyTorch architecture register their modules under PyTorch's names,
+/// so that its weights load one to one (see docs/models.md).
+///
+/// Taps: a backbone's forward passes its activations through `tap(name, x)` after each layer
+/// group (same names as layer_groups()), where adapters may insert modules (e.g. bottleneck
+/// adapters). Without adapters a tap returns `x` unchanged at the cost of one map lookup.
 class BackboneNet : public torch::nn::Module {
  public:
+  /// A transform adapters insert at a tap: activations in, activations of the same shape out.
+  using TapFn = std::function<torch::Tensor(const torch::Tensor&)>;
+
   /// Features of a batch.
   virtual torch::Tensor forward(torch::Tensor x) = 0;
   /// Width of the features.
   virtual int64_t feature_dim() const = 0;
   /// Parameter groups from input to output; together they hold every parameter.
   virtual std::vector<LayerGroup> layer_groups() = 0;
+
+  /// Called by forward() at the named point; applies the transforms installed there, in order.
+  torch::Tensor tap(const std::string& point, torch::Tensor x) {
+    ++tap_calls_;
+    if (taps_.empty()) return x;
+    auto it = taps_.find(point);
+    if (it == taps_.end()) return x;
+    for (const auto& fn : it->second) x = fn(x);
+    return x;
+  }
+  /// Installs `fn` at `point` (after those already there).
+  void add_tap(const std::string& point, TapFn fn) { taps_[point].push_back(std::move(fn)); }
+  /// How many times forward() passed a tap so far (adapters check that a point exists).
+  int64_t tap_calls() const { return tap_calls_; }
+
+ private:
+  std::map<std::string, std::vector<TapFn>> taps_;
+  int64_t tap_calls_ = 0;
 };
 
 /// A backbone plugin: builds a fresh, randomly initialised network for an input shape.
@@ -64,14 +95,22 @@ class Model : public torch::nn::Module {
         head(register_module("head", torch::nn::Sequential())),
         head_out_dim(backbone->feature_dim()) {}
 
-  /// Features of a batch (the backbone's output).
-  torch::Tensor features(const torch::Tensor& x) { return backbone->forward(x); }
+  /// Features of a batch (the backbone's output). Runs the `before_forward` hooks first.
+  torch::Tensor features(const torch::Tensor& x) {
+    for (const auto& hook : before_forward) hook();
+    return backbone->forward(x);
+  }
   /// Class scores of a batch.
   torch::Tensor forward(const torch::Tensor& x) { return head->forward(features(x)); }
 
   std::shared_ptr<BackboneNet> backbone;  ///< The feature extractor.
   torch::nn::Sequential head;             ///< Layers after the features, in order.
   int64_t head_out_dim;                   ///< Output width of `head` so far.
+  /// Run before every forward pass, in order. Adapters that re-parametrise weights (LoRA sets
+  /// `linear->weight = W0 + B A` from its frozen W0) recompute them here, so that each pass
+  /// builds a fresh autograd graph. Strategies call features() or forward(), never
+  /// backbone->forward() directly, so that these hooks run.
+  std::vector<std::function<void()>> before_forward;
 };
 
 /// What an adapter needs to know about the task it attaches for.
@@ -82,6 +121,11 @@ struct TaskInfo {
 
 /// An adapter plugin: changes the model before the target is trained: adds a head, wraps layers
 /// (LoRA, bottlenecks) or selects what trains. Adapters attach in the order listed.
+///
+/// New modules are registered on the model itself (`model.register_module("lora_0", m)`, names
+/// unique per model) or pushed onto `model.head`, so that the model's state dict, the optimiser
+/// and the checkpoint see them. What trains is what has requires_grad() after every adapter
+/// attached; the runner records the trainable and total parameter counts.
 ///
 /// Example (a linear classifier; the runner checks that the head ends at num_classes):
 /// \code

@@ -1,0 +1,204 @@
+#include "run/model_io.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <set>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/torch.h>
+#include <nlohmann/json.hpp>
+
+#include "util.hpp"
+
+namespace fs = std::filesystem;
+
+namespace tlab {
+
+using weights::WeightsError;
+
+namespace {
+
+nlohmann::json params_json(const Params& params) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [k, v] : params) std::visit([&, &k = k](const auto& x) { j[k] = x; }, v);
+  return j;
+}
+
+nlohmann::json plugin_json(const PluginSpec& p) {
+  return {{"plugin", p.plugin}, {"params", params_json(p.params)}};
+}
+
+void write_text_atomically(const fs::path& file, const std::string& text) {
+  fs::path tmp = file;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    out << text;
+    if (!out.flush())
+      throw WeightsError(fmt::format("cannot write '{}' (disk full?)", tmp.string()));
+  }
+  fs::rename(tmp, file);
+}
+
+}  // namespace
+
+WeightsFile resolve_weights(const std::string& spec, Store& store, const std::string& file_in_run,
+                            const std::string& key) {
+  WeightsFile w;
+  w.spec = spec;
+  if (spec.rfind("run:", 0) == 0) {
+    w.run = std::stoll(spec.substr(4));  // the format was checked with the config
+    RunRecord r;
+    try {
+      r = store.run(w.run);
+    } catch (const std::exception&) {
+      throw WeightsError(fmt::format(
+          "{} = \"{}\": there is no run {} in this results database; list the runs with: tlab "
+          "results list",
+          key, spec, w.run));
+    }
+    if (r.status != "finished")
+      throw WeightsError(fmt::format(
+          "{} = \"{}\": run {} is {}, not finished, so it has no final weights; use a finished "
+          "run",
+          key, spec, w.run, r.status));
+    w.path = fs::path(r.run_dir) / file_in_run;
+    if (!fs::exists(w.path))
+      throw WeightsError(fmt::format(
+          "{} = \"{}\": run {} has no '{}' (its folder was moved or deleted, or it was made by a "
+          "tlab older than 0.2, which saved model.pt); run it again",
+          key, spec, w.run, w.path.string()));
+  } else {
+    w.path = fs::absolute(spec);
+    std::error_code ec;
+    if (!fs::is_regular_file(w.path, ec))
+      throw WeightsError(fmt::format(
+          "{} = \"{}\": no such file ('{}'; relative paths are taken from the current folder)", key,
+          spec, w.path.string()));
+    if (w.path.extension() != ".safetensors")
+      throw WeightsError(fmt::format(
+          "{} = \"{}\": expected a .safetensors file; PyTorch checkpoints (.pt, .pth, .bin) are "
+          "pickles that C++ cannot read safely: convert them with the snippet in docs/models.md",
+          key, spec));
+  }
+  w.path = w.path.lexically_normal();
+  w.hash = hash_file(w.path);
+  return w;
+}
+
+weights::LoadReport load_backbone_weights(BackboneNet& net, const BackboneSpec& spec,
+                                          const WeightsFile& file) {
+  weights::LoadOptions o;
+  o.strict = spec.weights_strict;
+  o.remap = weights::parse_remap(spec.weights_remap);
+  if (file.run) o.only_prefix = "backbone.";  // a checkpoint holds the head and adapters too
+  o.what = fmt::format("the {} backbone", spec.plugin);
+  return weights::load_state_dict(net, weights::read_safetensors(file.path), file.path.string(), o);
+}
+
+ParamCounts count_parameters(torch::nn::Module& module) {
+  ParamCounts c;
+  for (const auto& p : module.parameters()) {
+    c.total += p.numel();
+    if (p.requires_grad()) c.trainable += p.numel();
+  }
+  return c;
+}
+
+void save_model(torch::nn::Module& model, const fs::path& file,
+                const std::map<std::string, std::string>& metadata) {
+  weights::write_safetensors(file, weights::state_dict(model), metadata);
+}
+
+std::map<std::string, torch::Tensor> snapshot_buffers(torch::nn::Module& model) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& b : model.named_buffers(/*recurse=*/true))
+    out[b.key()] = b.value().detach().clone();
+  return out;
+}
+
+int64_t save_adapters(Model& model, const std::vector<torch::Tensor>& trained,
+                      const std::map<std::string, torch::Tensor>& buffers_before,
+                      const RunSpec& spec, int64_t num_classes,
+                      const std::vector<int64_t>& input_shape, const fs::path& dir) {
+  std::set<const void*> keep;
+  for (const auto& t : trained) keep.insert(t.unsafeGetTensorImpl());
+  weights::NamedTensors out;
+  std::vector<std::string> names;
+  for (const auto& p : model.named_parameters(/*recurse=*/true))
+    if (keep.count(p.value().unsafeGetTensorImpl())) {
+      out.emplace_back(p.key(), p.value());
+      names.push_back(p.key());
+    }
+  std::vector<std::string> buffer_names;
+  for (const auto& b : model.named_buffers(/*recurse=*/true)) {
+    auto it = buffers_before.find(b.key());
+    if (it == buffers_before.end() ||
+        !torch::equal(it->second, b.value().to(it->second.device()))) {
+      out.emplace_back(b.key(), b.value());
+      buffer_names.push_back(b.key());
+    }
+  }
+  nlohmann::json adapters = nlohmann::json::array();
+  for (const auto& a : spec.adapters) adapters.push_back(plugin_json(a));
+  nlohmann::json j = {{"format", "tlab-adapter"},
+                      {"version", 1},
+                      {"backbone", plugin_json(spec.backbone)},
+                      {"backbone_weights", spec.backbone.weights},
+                      {"adapters", adapters},
+                      {"num_classes", num_classes},
+                      {"input_shape", input_shape},
+                      {"parameters", names},
+                      {"buffers", buffer_names}};
+  weights::write_safetensors(dir / "adapter.safetensors", out,
+                             {{"format", "tlab-adapter"}, {"adapter_json", "adapter.json"}});
+  write_text_atomically(dir / "adapter.json", j.dump(2) + "\n");
+  return static_cast<int64_t>(out.size());
+}
+
+weights::LoadReport load_adapters(Model& model, const RunSpec& spec, int64_t num_classes,
+                                  const std::vector<int64_t>& input_shape,
+                                  const WeightsFile& file) {
+  const fs::path json_path = file.path.parent_path() / "adapter.json";
+  std::ifstream in(json_path);
+  if (!in)
+    throw WeightsError(
+        fmt::format("adapter_weights = \"{}\": '{}' is missing; adapter weights are saved as "
+                    "adapter.safetensors with adapter.json beside it (every run writes both)",
+                    file.spec, json_path.string()));
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || j.value("format", "") != "tlab-adapter")
+    throw WeightsError(
+        fmt::format("'{}' is not a tlab adapter description (no \"format\": "
+                    "\"tlab-adapter\")",
+                    json_path.string()));
+  auto differ = [&](const std::string& what, const nlohmann::json& saved,
+                    const nlohmann::json& now) {
+    if (saved != now)
+      throw WeightsError(fmt::format(
+          "adapter_weights = \"{}\": the adapters were trained with {} {}, this run has {}; "
+          "use the same {} (see '{}')",
+          file.spec, what, saved.dump(), now.dump(), what, json_path.string()));
+  };
+  differ("backbone", j["backbone"], plugin_json(spec.backbone));
+  nlohmann::json adapters = nlohmann::json::array();
+  for (const auto& a : spec.adapters) adapters.push_back(plugin_json(a));
+  differ("adapters", j["adapters"], adapters);
+  differ("classes", j["num_classes"], num_classes);
+  differ("input shape", j["input_shape"], input_shape);
+
+  weights::LoadOptions o;
+  o.strict = false;  // the file holds what trained; the rest of the model keeps its weights
+  o.what = "the model's adapters";
+  auto report =
+      weights::load_state_dict(model, weights::read_safetensors(file.path), file.path.string(), o);
+  if (!report.unexpected.empty() || !report.mismatched.empty())
+    throw WeightsError(fmt::format("{}: the adapter weights do not fit this model: {}",
+                                   file.path.string(), report.summary(8)));
+  return report;
+}
+
+}  // namespace tlab
