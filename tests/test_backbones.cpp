@@ -1,0 +1,586 @@
+// The in-tree backbones resnet, lenet, torchscript and transformer, loaded through the real plugin
+// loader: torchvision's ResNet weights give torchvision's outputs (names mapped one to one), a
+// TorchScript module matches Python and trains through shared tensors, PyTorch's
+// TransformerEncoderLayer weights give PyTorch's outputs; shapes, padding, layer groups, taps and
+// every error message. The comparisons with Python need /usr/bin/python3 with torch (and
+// torchvision for ResNet); without them those tests are skipped.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <torch/optim/sgd.h>
+
+#include <cstdio>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "plugins/loader.hpp"
+#include "test_helpers.hpp"
+#include "tlab/sdk/sdk.hpp"
+#include "weights/safetensors.hpp"
+#include "weights/state_dict.hpp"
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+using tlab::weights::NamedTensors;
+
+namespace {
+
+tlab::PluginLoader& loader() {
+  static tlab::PluginLoader l({TLAB_TEST_PLUGIN_DIR});
+  return l;
+}
+
+std::shared_ptr<tlab::BackboneNet> build(const std::string& name, const tlab::Params& params,
+                                         const std::vector<int64_t>& shape) {
+  tlab::Context ctx;
+  return loader().create<tlab::Backbone>(name, params)->build(shape, ctx);
+}
+
+// The message of the PluginError thrown when creating backbone `name` ("" if none was thrown).
+std::string create_error(const std::string& name, const tlab::Params& params) {
+  return tlab::test::error_of<tlab::PluginError>(
+      [&] { loader().create<tlab::Backbone>(name, params); });
+}
+
+// The message of the exception thrown by build() ("" if none was thrown).
+std::string build_error(const std::string& name, const tlab::Params& params,
+                        const std::vector<int64_t>& shape) {
+  return tlab::test::error_of<std::exception>([&] { build(name, params, shape); });
+}
+
+double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
+}
+
+// Every parameter is in exactly one layer group, and the groups hold nothing else.
+void expect_groups_cover_parameters_once(tlab::BackboneNet& net) {
+  std::multiset<const void*> in_groups;
+  for (const auto& g : net.layer_groups()) {
+    EXPECT_FALSE(g.parameters.empty()) << g.name;
+    for (const auto& p : g.parameters) in_groups.insert(p.unsafeGetTensorImpl());
+  }
+  std::multiset<const void*> all;
+  for (const auto& p : net.parameters()) all.insert(p.unsafeGetTensorImpl());
+  EXPECT_EQ(in_groups, all);
+  EXPECT_EQ(std::set<const void*>(all.begin(), all.end()).size(), all.size());
+}
+
+std::vector<std::string> group_names(tlab::BackboneNet& net) {
+  std::vector<std::string> names;
+  for (const auto& g : net.layer_groups()) names.push_back(g.name);
+  return names;
+}
+
+// Installs a recording tap at each of `points`; returns the points passed, with the shapes seen.
+struct TapLog {
+  std::vector<std::string> points;
+  std::map<std::string, std::vector<int64_t>> shapes;
+};
+std::shared_ptr<TapLog> record_taps(tlab::BackboneNet& net,
+                                    const std::vector<std::string>& points) {
+  auto log = std::make_shared<TapLog>();
+  for (const auto& p : points)
+    net.add_tap(p, [log, p](const torch::Tensor& x) {
+      log->points.push_back(p);
+      log->shapes[p] = x.sizes().vec();
+      return x;
+    });
+  return log;
+}
+
+// Splits a safetensors file into the tensors named in `io` and the rest (the weights).
+NamedTensors split(const NamedTensors& file, const std::set<std::string>& io,
+                   std::map<std::string, torch::Tensor>& out) {
+  NamedTensors weights;
+  for (const auto& [name, t] : file)
+    if (io.count(name))
+      out[name] = t;
+    else
+      weights.emplace_back(name, t);
+  return weights;
+}
+
+// A safetensors writer in Python (no safetensors package): header length, JSON header, bytes.
+const char* kPythonWriter = R"PY(
+import json, struct, sys
+import torch
+
+def save(path, tensors):
+    header, blobs, offset = {}, [], 0
+    for name, t in tensors.items():
+        t = t.detach().contiguous().cpu()
+        data = t.numpy().tobytes()
+        header[name] = {"dtype": {torch.float32: "F32", torch.int64: "I64"}[t.dtype],
+                        "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    h = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+out = sys.argv[1]
+torch.manual_seed(0)
+g = torch.Generator().manual_seed(1)
+)PY";
+
+// Runs `body` (after the writer) with /usr/bin/python3, its output folder as sys.argv[1].
+tlab::test::Result python(const fs::path& dir, const std::string& body) {
+  const fs::path script = tlab::test::write_file(dir / "make.py", kPythonWriter + body);
+  return tlab::test::shell("/usr/bin/python3 " + script.string() + " " + dir.string());
+}
+
+bool python_has(const std::string& modules) {
+  return tlab::test::shell("/usr/bin/python3 -c 'import " + modules + "'").code == 0;
+}
+
+class Backbones : public ::testing::Test {
+ protected:
+  void SetUp() override { torch::manual_seed(0); }
+  void TearDown() override {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  const fs::path& dir() {
+    if (dir_.empty())
+      dir_ = tlab::test::temp_dir(std::string("backbones_") +
+                                  ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    return dir_;
+  }
+
+ private:
+  fs::path dir_;
+};
+
+#define SKIP_WITHOUT_PYTHON(modules)                                                      \
+  if (!python_has(modules))                                                               \
+  GTEST_SKIP() << "/usr/bin/python3 cannot import " << modules                            \
+               << ": install the Debian packages python3-torch python3-torchvision (and " \
+                  "python3-numpy); tools/setup.sh installs them"
+
+// ---------------------------------------------------------------------------------------------
+// resnet
+
+// torchvision's model with random weights and random batch-norm statistics (so that buffers
+// matter), in eval mode: its state dict, an input and its output logits.
+void write_torchvision_resnet(const fs::path& dir, const std::string& arch) {
+  const auto r = python(dir, "arch = '" + arch + R"PY('
+import torchvision
+m = getattr(torchvision.models, arch)()
+with torch.no_grad():
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            n = mod.num_features
+            mod.weight.copy_(torch.rand(n, generator=g) + 0.5)
+            mod.bias.copy_(torch.rand(n, generator=g) - 0.5)
+            mod.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            mod.num_batches_tracked.fill_(7)
+m.eval()
+x = torch.randn(2, 3, 64, 64, generator=g)
+with torch.no_grad():
+    y = m(x)
+t = dict(m.state_dict())
+t["input"], t["output"] = x, y
+save(out + "/" + arch + ".safetensors", t)
+)PY");
+  ASSERT_EQ(r.code, 0) << r.out;
+}
+
+void expect_torchvision_outputs(const fs::path& file, int64_t depth, double tolerance) {
+  std::map<std::string, torch::Tensor> io;
+  const NamedTensors weights =
+      split(tlab::weights::read_safetensors(file), {"input", "output"}, io);
+  auto net = build("resnet", {{"depth", depth}, {"classifier", true}}, {3, 64, 64});
+  // Strict: every name and shape of torchvision's state dict matches one of ours and back.
+  const auto report = tlab::weights::load_state_dict(*net, weights, file.string());
+  EXPECT_TRUE(report.complete()) << report.summary();
+  EXPECT_EQ(report.matched.size(), weights.size());
+  net->eval();
+  torch::NoGradGuard no_grad;
+  const torch::Tensor y = net->forward(io.at("input"));
+  ASSERT_EQ(y.sizes(), io.at("output").sizes());
+  const double diff = max_abs_diff(y, io.at("output"));
+  std::printf("resnet%lld vs torchvision: max abs diff %.3g (outputs up to %.3g)\n",
+              static_cast<long long>(depth), diff, io.at("output").abs().max().item<double>());
+  EXPECT_LE(diff, tolerance);
+}
+
+TEST_F(Backbones, ResNet18TorchvisionWeightsGiveTorchvisionOutputs) {
+  SKIP_WITHOUT_PYTHON("torch, torchvision, numpy");
+  write_torchvision_resnet(dir(), "resnet18");
+  expect_torchvision_outputs(dir() / "resnet18.safetensors", 18, 1e-5);
+}
+
+TEST_F(Backbones, ResNet50TorchvisionWeightsGiveTorchvisionOutputs) {
+  SKIP_WITHOUT_PYTHON("torch, torchvision, numpy");
+  write_torchvision_resnet(dir(), "resnet50");
+  expect_torchvision_outputs(dir() / "resnet50.safetensors", 50, 1e-5);
+}
+
+TEST_F(Backbones, ResNetFeaturesGroupsAndTaps) {
+  // Without the classifier: pooled channels, groups stem and layer1..4.
+  for (int64_t depth : {18, 34, 50}) {
+    auto net = build("resnet", {{"depth", depth}}, {3, 32, 32});
+    const int64_t width = depth == 50 ? 2048 : 512;
+    EXPECT_EQ(net->feature_dim(), width);
+    EXPECT_THAT(group_names(*net), ElementsAre("stem", "layer1", "layer2", "layer3", "layer4"));
+    expect_groups_cover_parameters_once(*net);
+    for (const auto& p : net->named_parameters()) EXPECT_NE(p.key().rfind("fc.", 0), 0u);
+    if (depth != 34) {  // a forward of the smallest and the largest block type
+      net->eval();
+      torch::NoGradGuard no_grad;
+      EXPECT_EQ(net->forward(torch::randn({2, 3, 32, 32})).sizes(),
+                (std::vector<int64_t>{2, width}));
+    }
+  }
+  // With it: features = fc's outputs, one more group and tap.
+  auto net = build("resnet", {{"classifier", true}, {"classes", int64_t{10}}}, {1, 48, 40});
+  EXPECT_EQ(net->feature_dim(), 10);
+  EXPECT_THAT(group_names(*net), ElementsAre("stem", "layer1", "layer2", "layer3", "layer4", "fc"));
+  expect_groups_cover_parameters_once(*net);
+  EXPECT_EQ(net->named_parameters()["conv1.weight"].sizes(),
+            (std::vector<int64_t>{64, 1, 7, 7}));  // one input channel
+  const auto taps =
+      record_taps(*net, {"stem", "layer1", "layer2", "layer3", "layer4", "fc", "nowhere"});
+  const int64_t calls = net->tap_calls();
+  net->eval();
+  torch::NoGradGuard no_grad;
+  EXPECT_EQ(net->forward(torch::randn({2, 1, 48, 40})).sizes(), (std::vector<int64_t>{2, 10}));
+  EXPECT_EQ(net->tap_calls() - calls, 6);
+  EXPECT_THAT(taps->points, ElementsAre("stem", "layer1", "layer2", "layer3", "layer4", "fc"));
+  EXPECT_EQ(taps->shapes["stem"], (std::vector<int64_t>{2, 64, 12, 10}));
+  EXPECT_EQ(taps->shapes["layer4"], (std::vector<int64_t>{2, 512, 2, 2}));
+}
+
+TEST_F(Backbones, ResNetSmallInputKeepsCifarResolution) {
+  auto net = build("resnet", {{"small_input", true}}, {3, 32, 32});
+  EXPECT_EQ(net->named_parameters()["conv1.weight"].sizes(), (std::vector<int64_t>{64, 3, 3, 3}));
+  const auto taps = record_taps(*net, {"stem", "layer4"});
+  net->eval();
+  torch::NoGradGuard no_grad;
+  EXPECT_EQ(net->forward(torch::randn({2, 3, 32, 32})).sizes(), (std::vector<int64_t>{2, 512}));
+  EXPECT_EQ(taps->shapes["stem"], (std::vector<int64_t>{2, 64, 32, 32}));   // no stride, no pool
+  EXPECT_EQ(taps->shapes["layer4"], (std::vector<int64_t>{2, 512, 4, 4}));  // 1x1 without
+}
+
+TEST_F(Backbones, ResNetRefusesOtherDepthsAndNonImages) {
+  const std::string e = create_error("resnet", {{"depth", int64_t{20}}});
+  EXPECT_THAT(e, HasSubstr("depth 20"));
+  EXPECT_THAT(e, HasSubstr("allowed depths are 18, 34, 50, 101, 152"));
+  EXPECT_THAT(build_error("resnet", {}, {784}),
+              HasSubstr("resnet needs image inputs of shape CxHxW, got 1 dimension(s)"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// lenet
+
+TEST_F(Backbones, LeNetTakesDigitsAndColourImages) {
+  for (const auto& shape : {std::vector<int64_t>{1, 28, 28}, std::vector<int64_t>{3, 32, 32}}) {
+    for (const std::string act : {"relu", "tanh"}) {
+      auto net = build("lenet", {{"activation", act}}, shape);
+      EXPECT_EQ(net->feature_dim(), 84);
+      EXPECT_THAT(group_names(*net), ElementsAre("conv1", "conv2", "fc1", "fc2"));
+      expect_groups_cover_parameters_once(*net);
+      EXPECT_EQ(net->named_parameters()["fc1.weight"].sizes(), (std::vector<int64_t>{120, 400}));
+      const auto taps = record_taps(*net, {"conv1", "conv2", "fc1", "fc2"});
+      std::vector<int64_t> batch{5};
+      batch.insert(batch.end(), shape.begin(), shape.end());
+      const torch::Tensor f = net->forward(torch::randn(batch));
+      EXPECT_EQ(f.sizes(), (std::vector<int64_t>{5, 84}));
+      if (act == "tanh") EXPECT_LE(f.abs().max().item<double>(), 1.0);
+      EXPECT_THAT(taps->points, ElementsAre("conv1", "conv2", "fc1", "fc2"));
+      EXPECT_EQ(taps->shapes["conv1"], (std::vector<int64_t>{5, 6, 14, 14}));
+      EXPECT_EQ(taps->shapes["conv2"], (std::vector<int64_t>{5, 16, 5, 5}));
+    }
+  }
+  EXPECT_EQ(build("lenet", {{"pool", std::string("avg")}}, {1, 28, 28})
+                ->forward(torch::randn({2, 1, 28, 28}))
+                .sizes(),
+            (std::vector<int64_t>{2, 84}));
+  EXPECT_THAT(build_error("lenet", {}, {1, 8, 8}),
+              HasSubstr("lenet needs images of at least 12x12 pixels"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// transformer
+
+tlab::Params small_transformer(const std::string& pooling = "mean") {
+  return {{"vocab_size", int64_t{50}}, {"d_model", int64_t{32}}, {"heads", int64_t{4}},
+          {"layers", int64_t{2}},      {"ff", int64_t{64}},      {"pooling", pooling}};
+}
+
+TEST_F(Backbones, TransformerShapesGroupsAndTaps) {
+  auto net = build("transformer", small_transformer(), {12});
+  EXPECT_EQ(net->feature_dim(), 32);
+  EXPECT_THAT(group_names(*net), ElementsAre("embedding", "block0", "block1"));
+  expect_groups_cover_parameters_once(*net);
+  const auto taps = record_taps(*net, {"embedding", "block0", "block1"});
+  const torch::Tensor ids = torch::randint(1, 50, {3, 12}, torch::kLong);
+  EXPECT_EQ(net->forward(ids).sizes(), (std::vector<int64_t>{3, 32}));
+  EXPECT_THAT(taps->points, ElementsAre("embedding", "block0", "block1"));
+  EXPECT_EQ(taps->shapes["block1"], (std::vector<int64_t>{3, 12, 32}));
+  // Token ids cast to float (as the runner did) are accepted and give the same features.
+  net->eval();
+  EXPECT_TRUE(torch::allclose(net->forward(ids), net->forward(ids.to(torch::kFloat))));
+  // A sequence of padding only gives finite features.
+  EXPECT_TRUE(
+      torch::isfinite(net->forward(torch::zeros({2, 12}, torch::kLong))).all().item<bool>());
+}
+
+TEST_F(Backbones, TransformerIgnoresPaddingTokens) {
+  for (const std::string pooling : {"mean", "cls"}) {
+    auto net = build("transformer", small_transformer(pooling), {12});
+    net->eval();
+    torch::NoGradGuard no_grad;
+    const torch::Tensor ids = torch::randint(1, 50, {4, 8}, torch::kLong);
+    const torch::Tensor padded = torch::cat({ids, torch::zeros({4, 4}, torch::kLong)}, 1);
+    const double diff = max_abs_diff(net->forward(ids), net->forward(padded));
+    std::printf("transformer (%s pooling): 4 pad tokens appended change features by %.3g\n",
+                pooling.c_str(), diff);
+    EXPECT_LE(diff, 1e-5);
+    // Padding inside a batch: a short sequence padded to a long one's length.
+    torch::Tensor batch = torch::zeros({2, 8}, torch::kLong);
+    batch[0] = ids[0];
+    batch[1].slice(0, 0, 5) = ids[1].slice(0, 0, 5);
+    EXPECT_LE(
+        max_abs_diff(net->forward(batch)[1], net->forward(ids[1].slice(0, 0, 5).unsqueeze(0))[0]),
+        1e-5);
+  }
+}
+
+TEST_F(Backbones, TransformerRefusesTokensOutsideTheVocabulary) {
+  auto net = build("transformer", small_transformer(), {6});
+  const auto error = [&](const torch::Tensor& x) {
+    return tlab::test::error_of<std::exception>([&] { net->forward(x); });
+  };
+  EXPECT_THAT(error(torch::tensor({{1, 2, 50, 3}})),
+              HasSubstr("token id 50 is outside [0, vocab_size = 50); set backbone.vocab_size "
+                        "to the dataset's vocabulary size"));
+  EXPECT_THAT(error(torch::tensor({{1, -1}})), HasSubstr("token id -1 is outside"));
+  EXPECT_THAT(error(torch::tensor({{1.5f, 2.0f}})), HasSubstr("must be token ids (whole numbers)"));
+  EXPECT_THAT(error(torch::ones({2, 513}, torch::kLong)),
+              HasSubstr("a sequence of 513 tokens is longer than max_len = 512"));
+  EXPECT_THAT(create_error("transformer", {{"d_model", int64_t{30}}, {"heads", int64_t{4}}}),
+              HasSubstr("heads = 4 does not divide d_model = 30"));
+  EXPECT_THAT(build_error("transformer", {}, {1, 28, 28}),
+              HasSubstr("transformer needs token sequences, input_shape = {L}"));
+  EXPECT_THAT(build_error("transformer", {}, {600}),
+              HasSubstr("sequences of 600 tokens are longer than max_len = 512"));
+}
+
+TEST_F(Backbones, TransformerMatchesPyTorchEncoderLayersUnderTheirNames) {
+  SKIP_WITHOUT_PYTHON("torch, numpy");
+  // PyTorch's modules with the same names, computing the same function (outside no_grad, so that
+  // PyTorch takes its reference path rather than the fused inference kernel).
+  const auto r = python(dir(), R"PY(
+import math
+nn = torch.nn
+d, V = 32, 50
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embedding = nn.Embedding(V, d)
+        self.layers = nn.ModuleList([nn.TransformerEncoderLayer(d, 4, 64, 0.1, batch_first=True,
+                                                                norm_first=True) for _ in range(2)])
+        self.norm = nn.LayerNorm(d)
+    def forward(self, ids):
+        pos = torch.arange(ids.shape[1], dtype=torch.float64).unsqueeze(1)
+        freq = torch.exp(torch.arange(0, d, 2, dtype=torch.float64) * (-math.log(10000.0) / d))
+        pe = torch.zeros(ids.shape[1], d, dtype=torch.float64)
+        pe[:, 0::2], pe[:, 1::2] = torch.sin(pos * freq), torch.cos(pos * freq)
+        pad = ids == 0
+        h = self.embedding(ids) * math.sqrt(d) + pe.float()
+        for layer in self.layers:
+            h = layer(h, src_key_padding_mask=pad)
+        h = self.norm(h)
+        keep = (~pad).float().unsqueeze(-1)
+        return (h * keep).sum(1) / keep.sum(1)
+m = Encoder().eval()
+ids = torch.randint(1, V, (3, 10), generator=g)
+ids[1, 6:] = 0
+ids[2, 3:] = 0
+t = dict(m.state_dict())
+t["input"], t["output"] = ids, m(ids)
+save(out + "/encoder.safetensors", t)
+)PY");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::map<std::string, torch::Tensor> io;
+  const fs::path file = dir() / "encoder.safetensors";
+  const NamedTensors weights =
+      split(tlab::weights::read_safetensors(file), {"input", "output"}, io);
+  auto net = build("transformer", small_transformer(), {10});
+  const auto report = tlab::weights::load_state_dict(*net, weights, file.string());
+  EXPECT_TRUE(report.complete()) << report.summary();
+  net->eval();
+  torch::NoGradGuard no_grad;
+  const double diff = max_abs_diff(net->forward(io.at("input")), io.at("output"));
+  std::printf("transformer vs PyTorch TransformerEncoderLayer(norm_first): max abs diff %.3g\n",
+              diff);
+  EXPECT_LE(diff, 1e-5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// torchscript
+
+// A traced network (trunk: conv, batch norm, ReLU, conv, pool, flatten; fc) and a scripted one
+// with an exported method, their inputs and outputs, and the traced one's state dict names and
+// parameter count.
+void write_torchscript_modules(const fs::path& dir) {
+  const auto r = python(dir, R"PY(
+nn = torch.nn
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                   nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+                                   nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(16, 5)
+    def forward(self, x):
+        return self.fc(self.trunk(x))
+m = Net()
+with torch.no_grad():
+    bn = m.trunk[1]
+    bn.running_mean.copy_(torch.rand(8, generator=g) - 0.5)
+    bn.running_var.copy_(torch.rand(8, generator=g) + 0.5)
+m.eval()
+x = torch.randn(2, 3, 16, 16, generator=g)
+torch.jit.trace(m, x).save(out + "/traced.pt")
+
+class Emb(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(12, 6)
+        self.head = nn.Linear(6, 2)
+        self.drop = nn.Dropout(0.5)
+    @torch.jit.export
+    def embed(self, x):
+        return torch.relu(self.drop(self.body(x.flatten(1))))
+    def forward(self, x):
+        return self.head(self.embed(x))
+e = Emb().eval()
+torch.jit.script(e).save(out + "/scripted.pt")
+v = torch.randn(4, 3, 4, generator=g)
+with torch.no_grad():
+    t = {"input": x, "output": m(x), "trunk": m.trunk(x), "v": v, "embed": e.embed(v)}
+save(out + "/io.safetensors", t)
+save(out + "/weights.safetensors", dict(m.state_dict()))
+open(out + "/names.txt", "w").write("\n".join(m.state_dict().keys()))
+open(out + "/count.txt", "w").write(str(len(list(m.parameters()))))
+)PY");
+  ASSERT_EQ(r.code, 0) << r.out;
+}
+
+std::vector<std::string> lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    const auto end = text.find('\n', start);
+    out.push_back(text.substr(start, end - start));
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return out;
+}
+
+TEST_F(Backbones, TorchScriptMatchesPythonAndTrainsTheSharedTensors) {
+  SKIP_WITHOUT_PYTHON("torch, numpy");
+  write_torchscript_modules(dir());
+  std::map<std::string, torch::Tensor> io;
+  split(tlab::weights::read_safetensors(dir() / "io.safetensors"), {"input", "output", "trunk"},
+        io);
+  const std::string path = (dir() / "traced.pt").string();
+  auto net = build("torchscript", {{"path", path}}, {3, 16, 16});
+  EXPECT_EQ(net->feature_dim(), 5);
+  net->eval();
+  {
+    torch::NoGradGuard no_grad;
+    const double diff = max_abs_diff(net->forward(io.at("input")), io.at("output"));
+    std::printf("torchscript (traced) vs Python: max abs diff %.3g\n", diff);
+    EXPECT_LE(diff, 1e-5);
+  }
+  // Python's parameters and state dict names; its weights load strictly by name.
+  EXPECT_EQ(std::to_string(net->parameters().size()), tlab::test::read_file(dir() / "count.txt"));
+  std::vector<std::string> names;
+  for (const auto& [name, t] : tlab::weights::state_dict(*net)) names.push_back(name);
+  auto python_names = lines(tlab::test::read_file(dir() / "names.txt"));
+  std::sort(names.begin(), names.end());
+  std::sort(python_names.begin(), python_names.end());
+  EXPECT_EQ(names, python_names);
+  const auto report = tlab::weights::load_state_dict(
+      *net, tlab::weights::read_safetensors(dir() / "weights.safetensors"), "weights");
+  EXPECT_TRUE(report.complete()) << report.summary();
+  EXPECT_THAT(group_names(*net), ElementsAre("trunk", "fc"));
+  expect_groups_cover_parameters_once(*net);
+  // A training step on the registered parameters changes what the TorchScript module computes.
+  const torch::Tensor before = net->forward(io.at("input")).detach();
+  net->train();
+  torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(0.1));
+  sgd.zero_grad();
+  net->forward(io.at("input")).pow(2).sum().backward();
+  sgd.step();
+  net->eval();
+  const torch::Tensor after = net->forward(io.at("input")).detach();
+  EXPECT_GT(max_abs_diff(after, before), 1e-3);
+  // Device and dtype moves (set_data in place) reach the TorchScript module's tensors: in double
+  // precision it computes what it computed in single precision.
+  net->to(torch::kDouble);
+  const torch::Tensor y = net->forward(io.at("input").to(torch::kDouble)).detach();
+  EXPECT_EQ(y.scalar_type(), torch::kDouble);
+  EXPECT_LE(max_abs_diff(y, after), 1e-4);
+  // The one tap: the features.
+  const auto taps = record_taps(*net, {"output"});
+  net->forward(io.at("input").to(torch::kDouble));
+  EXPECT_THAT(taps->points, ElementsAre("output"));
+}
+
+TEST_F(Backbones, TorchScriptFeaturesAreASubmoduleOrAMethod) {
+  SKIP_WITHOUT_PYTHON("torch, numpy");
+  write_torchscript_modules(dir());
+  std::map<std::string, torch::Tensor> io;
+  split(tlab::weights::read_safetensors(dir() / "io.safetensors"), {"input", "trunk", "v", "embed"},
+        io);
+  torch::NoGradGuard no_grad;
+  const std::string traced = (dir() / "traced.pt").string();
+  auto trunk =
+      build("torchscript", {{"path", traced}, {"features", std::string("trunk")}}, {3, 16, 16});
+  EXPECT_EQ(trunk->feature_dim(), 16);
+  trunk->eval();
+  EXPECT_LE(max_abs_diff(trunk->forward(io.at("input")), io.at("trunk")), 1e-5);
+  const std::string scripted = (dir() / "scripted.pt").string();
+  auto embed =
+      build("torchscript", {{"path", scripted}, {"features", std::string("embed")}}, {3, 4});
+  EXPECT_EQ(embed->feature_dim(), 6);
+  embed->eval();
+  EXPECT_LE(max_abs_diff(embed->forward(io.at("v")), io.at("embed")), 1e-5);
+  EXPECT_THAT(group_names(*embed), ElementsAre("body", "head"));
+  // train() reaches the scripted module: its dropout is active, then off again after eval().
+  embed->train();
+  EXPECT_GT(max_abs_diff(embed->forward(io.at("v")), io.at("embed")), 1e-3);
+  embed->eval();
+  EXPECT_LE(max_abs_diff(embed->forward(io.at("v")), io.at("embed")), 1e-5);
+  // A name that is neither: the message lists what there is.
+  const std::string e = build_error(
+      "torchscript", {{"path", traced}, {"features", std::string("avgpool")}}, {3, 16, 16});
+  EXPECT_THAT(e, HasSubstr("features = 'avgpool' is neither a method nor a submodule of the "
+                           "module in '" +
+                           traced + "'"));
+  EXPECT_THAT(e, HasSubstr("methods: forward; submodules: trunk, trunk.0"));
+  EXPECT_THAT(e, HasSubstr(", fc; set features to one of them"));
+  // The wrong input shape.
+  EXPECT_THAT(build_error("torchscript", {{"path", traced}}, {5}),
+              HasSubstr("fails on a batch of zeros shaped 2x5 (the dataset's input shape)"));
+}
+
+TEST_F(Backbones, TorchScriptRefusesMissingAndForeignFiles) {
+  EXPECT_THAT(create_error("torchscript", {}), HasSubstr("`path` is required"));
+  const std::string missing = (dir() / "missing.pt").string();
+  EXPECT_THAT(create_error("torchscript", {{"path", missing}}),
+              HasSubstr("path = '" + missing + "' is not a file"));
+  const std::string foreign = tlab::test::write_file(dir() / "weights.pt", "not a zip").string();
+  EXPECT_THAT(build_error("torchscript", {{"path", foreign}}, {3, 8, 8}),
+              HasSubstr("'" + foreign + "' is not a TorchScript file (torch.jit.load: "));
+}
+
+}  // namespace
