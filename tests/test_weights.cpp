@@ -318,3 +318,51 @@ TEST(StateDict, MistakesAreNamed) {
                   [&] { tlab::weights::load_state_dict(b, two, "x", o); }),
               HasSubstr("tensors \"a.fc.bias\" and \"b.fc.bias\" both map to \"fc.bias\""));
 }
+
+// tools/torch2safetensors.py converts a PyTorch checkpoint (here a DataParallel-style state dict
+// inside {"state_dict": ...}); the C++ module with the same names then computes what PyTorch did.
+TEST(StateDict, APyTorchCheckpointConvertedByTheToolGivesPyTorchsOutputs) {
+  if (run_python("import torch") != 0)
+    GTEST_SKIP() << "/usr/bin/python3 cannot import torch: install python3-torch "
+                    "(tools/setup.sh does)";
+  const fs::path dir = tlab::test::temp_dir("torch2safetensors");
+  const std::string script = fmt::format(
+      R"(import sys, torch
+sys.path.insert(0, "{tools}")
+from torch2safetensors import save_safetensors
+class T(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 2, 3)
+        self.bn1 = torch.nn.BatchNorm2d(2)
+        self.fc = torch.nn.Linear(4, 3)
+    def forward(self, x):
+        return self.fc(self.bn1(self.conv1(x)).mean(3).flatten(1))
+torch.manual_seed(3)
+m = T()
+m.bn1.running_mean.uniform_(-1, 1); m.bn1.running_var.uniform_(0.5, 2)
+m.eval()
+x = torch.randn(5, 1, 4, 4)
+torch.save({{"state_dict": {{"module." + k: v for k, v in m.state_dict().items()}}}}, "{dir}/m.pth")
+save_safetensors({{"x": x, "y": m(x).detach()}}, "{dir}/io.safetensors")
+)",
+      fmt::arg("tools", TLAB_SOURCE_DIR "/tools"), fmt::arg("dir", dir.string()));
+  tlab::test::write_file(dir / "make.py", script);
+  auto made = tlab::test::shell("/usr/bin/python3 " + (dir / "make.py").string());
+  ASSERT_EQ(made.code, 0) << made.out;
+  auto conv = tlab::test::shell("/usr/bin/python3 " TLAB_SOURCE_DIR "/tools/torch2safetensors.py " +
+                                (dir / "m.pth").string() + " " + (dir / "m.safetensors").string() +
+                                " --strip module.");
+  ASSERT_EQ(conv.code, 0) << conv.out;
+  EXPECT_THAT(conv.out, HasSubstr("wrote 9 tensors"));
+
+  Tiny m;
+  auto report = tlab::weights::load_state_dict(m, read_safetensors(dir / "m.safetensors"), "m");
+  EXPECT_TRUE(report.complete()) << report.summary();
+  m.eval();
+  auto io = read_safetensors(dir / "io.safetensors");
+  torch::NoGradGuard no_grad;
+  auto y = m.fc->forward(m.bn->forward(m.conv->forward(io[0].second)).mean(3).flatten(1));
+  EXPECT_LE((y - io[1].second).abs().max().item<double>(), 1e-6);
+  fs::remove_all(dir);
+}
