@@ -490,6 +490,28 @@ TEST_F(Adapters, FreezeErrorsNameTheGroupsAndParameters) {
 
 // ---- stacking ---------------------------------------------------------------------------------
 
+// Without gradients the merged weight W0 + s B A is computed once and reused until A, B or W0
+// change; with gradients it is rebuilt every pass.
+TEST_F(Adapters, LoraMergesOnceForInferenceAndAgainAfterTraining) {
+  auto m = mlp();
+  attach(*m, "lora", {{"targets", Strings{"layer0"}}, {"rank", int64_t{2}}});
+  attach(*m, "linear_head");
+  auto layer0 = m->backbone->named_modules()["layer0"];
+  auto weight = [&] { return layer0->as<torch::nn::Linear>()->weight; };
+  auto first = eval_forward(*m, x_);
+  auto merged = weight();
+  EXPECT_TRUE(torch::equal(eval_forward(*m, x_), first));
+  EXPECT_TRUE(weight().is_same(merged));  // not recomputed
+  train(*m, x_, y_);                      // A and B change
+  auto after = eval_forward(*m, x_);
+  EXPECT_FALSE(weight().is_same(merged));
+  EXPECT_FALSE(torch::equal(after, first));
+  auto w0 = layer0->named_parameters(false)["weight"];
+  auto f = m->named_children()["lora_0"]->named_children()["layer0"]->named_parameters();
+  // alpha 8 / rank 2 = scale 4
+  EXPECT_TRUE(torch::allclose(weight(), w0 + 4 * torch::mm(f["B"], f["A"]), 1e-6, 1e-6));
+}
+
 TEST_F(Adapters, LoraFreezesTheWholeBaseUnlessToldOtherwise) {
   auto m = mlp();
   attach(*m, "lora", {{"targets", Strings{"layer0"}}, {"rank", int64_t{2}}});

@@ -72,7 +72,32 @@ struct Adapted {
   torch::Tensor w0;       // the registered parameter, frozen
   std::shared_ptr<LoraFactors> f;
   double scale;
-  void apply() const { *weight = w0 + torch::mm(f->B, f->A).mul(scale).view(w0.sizes()); }
+  // Inference (no gradients): the merged weight W0 + s B A is computed once and reused while
+  // W0, A and B are unchanged (same storage and version), so evaluation costs what the plain
+  // layer costs. With gradients it is recomputed every pass (a fresh graph).
+  struct Merged {
+    bool valid = false;
+    const void* ptr[3] = {nullptr, nullptr, nullptr};
+    int64_t version[3] = {0, 0, 0};
+  };
+  std::shared_ptr<Merged> merged = std::make_shared<Merged>();
+  void apply() const {
+    const torch::Tensor* t[3] = {&w0, &f->A, &f->B};
+    const bool grad = torch::GradMode::is_enabled();
+    if (!grad && merged->valid) {
+      bool same = true;
+      for (int i = 0; i < 3; ++i)
+        same = same && t[i]->data_ptr() == merged->ptr[i] &&
+               static_cast<int64_t>(t[i]->_version()) == merged->version[i];
+      if (same) return;
+    }
+    *weight = w0 + torch::mm(f->B, f->A).mul(scale).view(w0.sizes());
+    merged->valid = !grad;
+    for (int i = 0; i < 3; ++i) {
+      merged->ptr[i] = t[i]->data_ptr();
+      merged->version[i] = static_cast<int64_t>(t[i]->_version());
+    }
+  }
 };
 
 // The member `weight` that the forward() of a Linear or Conv2d module reads.
