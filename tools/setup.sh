@@ -10,7 +10,8 @@ packages=(
   libgtest-dev libgmock-dev
   clang libclang-rt-14-dev                     # libFuzzer, ASan, UBSan: tools/fuzz.sh
   chromium libpng-dev fonts-dejavu-core        # PNG plots; the HTML report's browser test
-  libjpeg-dev python3-torch python3-torchvision # JPEG images; PyTorch as the reference in tests
+  zlib1g-dev libjpeg-dev                       # gzip (IDX files), JPEG (image folders)
+  python3-torch python3-torchvision            # PyTorch and PIL as references in tests
 )
 # A real one-node SLURM cluster for the cluster test (tools/slurm/local-cluster.sh). Optional:
 # when they cannot be installed, that test is skipped with a message, everything else runs.
