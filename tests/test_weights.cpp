@@ -10,7 +10,9 @@
 
 #include <fmt/format.h>
 
+#include "plugins/loader.hpp"
 #include "test_helpers.hpp"
+#include "tlab/sdk/model.hpp"
 #include "weights/safetensors.hpp"
 #include "weights/state_dict.hpp"
 
@@ -364,5 +366,31 @@ save_safetensors({{"x": x, "y": m(x).detach()}}, "{dir}/io.safetensors")
   torch::NoGradGuard no_grad;
   auto y = m.fc->forward(m.bn->forward(m.conv->forward(io[0].second)).mean(3).flatten(1));
   EXPECT_LE((y - io[1].second).abs().max().item<double>(), 1e-6);
+  fs::remove_all(dir);
+}
+
+// The Python snippet of docs/models.md ("Bringing weights from PyTorch"), run as written: its
+// file loads strictly into the resnet backbone with the classifier kept.
+TEST(StateDict, TheDocsSnippetWritesWeightsTheResnetBackboneTakes) {
+  if (run_python("import torch, torchvision") != 0)
+    GTEST_SKIP() << "/usr/bin/python3 cannot import torch and torchvision: install python3-torch "
+                    "python3-torchvision (tools/setup.sh does)";
+  const std::string doc = tlab::test::read_file(TLAB_SOURCE_DIR "/docs/models.md");
+  const auto at = doc.find("Or, from your own Python code");
+  ASSERT_NE(at, std::string::npos) << "docs/models.md lost its snippet";
+  const auto begin = doc.find("```python\n", at) + 10, end = doc.find("```", begin);
+  const fs::path dir = tlab::test::temp_dir("docs_snippet");
+  tlab::test::write_file(dir / "snippet.py", doc.substr(begin, end - begin));
+  auto r = tlab::test::shell("cd " + dir.string() + " && /usr/bin/python3 snippet.py");
+  ASSERT_EQ(r.code, 0) << r.out;
+
+  tlab::PluginLoader loader({TLAB_TEST_PLUGIN_DIR});
+  tlab::Context ctx;
+  auto net =
+      loader.create<tlab::Backbone>("resnet", {{"depth", int64_t{18}}, {"classifier", true}})
+          ->build({3, 32, 32}, ctx);
+  auto report = tlab::weights::load_state_dict(*net, read_safetensors(dir / "resnet18.safetensors"),
+                                               "resnet18.safetensors");
+  EXPECT_EQ(report.matched.size(), 122u);  // strict: every name and shape matched
   fs::remove_all(dir);
 }
