@@ -508,8 +508,23 @@ TEST_F(Adapters, LoraMergesOnceForInferenceAndAgainAfterTraining) {
   EXPECT_FALSE(torch::equal(after, first));
   auto w0 = layer0->named_parameters(false)["weight"];
   auto f = m->named_children()["lora_0"]->named_children()["layer0"]->named_parameters();
+  // Optimisers write through .data(), which leaves version counters alone: still noticed.
+  auto cached = weight();
+  {
+    torch::NoGradGuard no_grad;
+    f["B"].data().add_(0.5);
+  }
+  EXPECT_FALSE(torch::equal(eval_forward(*m, x_), after));
+  EXPECT_FALSE(weight().is_same(cached));
   // alpha 8 / rank 2 = scale 4
   EXPECT_TRUE(torch::allclose(weight(), w0 + 4 * torch::mm(f["B"], f["A"]), 1e-6, 1e-6));
+  // Loading new base weights (copy_) is noticed too.
+  {
+    torch::NoGradGuard no_grad;
+    w0.copy_(torch::zeros_like(w0));
+  }
+  eval_forward(*m, x_);
+  EXPECT_TRUE(torch::allclose(weight(), 4 * torch::mm(f["B"], f["A"]), 1e-6, 1e-6));
 }
 
 TEST_F(Adapters, LoraFreezesTheWholeBaseUnlessToldOtherwise) {

@@ -467,6 +467,9 @@ TEST_F(DatasetFormats, CsvBadFilesNameTheFileLineAndColumn) {
   EXPECT_THAT(error("range.csv", "a,label\n1,0\n2,1\n3,2\n", {{"num_classes", int64_t{2}}}),
               AllOf(HasSubstr("range.csv"), HasSubstr("line 4"),
                     HasSubstr("label '2' is out of range"), HasSubstr("num_classes = 2")));
+  EXPECT_THAT(error("huge.csv", "a,label\n1,0\n2,5000000\n"),
+              AllOf(HasSubstr("huge.csv"), HasSubstr("line 3"), HasSubstr("over 1048575"),
+                    HasSubstr("set num_classes")));
   EXPECT_THAT(
       error("quote.csv", "a,label\n\"1,0\n"),
       AllOf(HasSubstr("quote.csv"), HasSubstr("line 2"), HasSubstr("quoted field is not closed")));

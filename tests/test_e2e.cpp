@@ -10,10 +10,12 @@
 #include <cstdio>
 #include <map>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "config/experiment.hpp"
 #include "plugins/loader.hpp"
+#include "run/executor.hpp"
 #include "run/runner.hpp"
 #include "store/store.hpp"
 #include "test_helpers.hpp"
@@ -377,6 +379,35 @@ TEST_F(EndToEnd, AnEarlierRunsBackboneAndAdaptersReproduceItsModel) {
   EXPECT_EQ(found, 2);
 }
 
+// A weights file is part of what a run is: rewriting it makes a new run key (the sweep does not
+// skip the run as done), rewriting it with the same bytes does not.
+TEST_F(EndToEnd, TheRunKeyFollowsTheWeightsFilesContent) {
+  tlab::Store store(dir_ / "results.db");
+  auto a = run(store, specs(kTiny)[0]);
+  ASSERT_EQ(a.status, "finished") << a.reason;
+  const fs::path w = dir_ / "w.safetensors";
+  fs::copy_file(fs::path(store.run(a.id).run_dir) / "model.safetensors", w);
+  auto spec = [&] {
+    return specs(kTiny,
+                 {"backbone.weights=\"" + w.string() + "\"",
+                  "+backbone.weights_remap=[\"backbone.=\"]", "+backbone.weights_strict=false"})[0];
+  };
+  const std::string k1 = tlab::run_key(spec(), loader_);
+  EXPECT_NE(k1, tlab::run_key(specs(kTiny)[0], loader_));
+  const std::string bytes = tlab::test::read_file(w);
+  fs::remove(w);
+  tlab::test::write_file(w, bytes);  // same content, new file
+  EXPECT_EQ(tlab::run_key(spec(), loader_), k1);
+  tlab::weights::NamedTensors t = tlab::weights::read_safetensors(w);
+  t[0].second = t[0].second + 1;
+  tlab::weights::write_safetensors(w, t);
+  EXPECT_NE(tlab::run_key(spec(), loader_), k1);
+  auto b = run(store, spec());
+  ASSERT_EQ(b.status, "finished") << b.reason;
+  EXPECT_EQ(b.summary.at("weights/backbone/matched"), 2);
+  EXPECT_EQ(b.summary.at("weights/backbone/unexpected"), 2);  // head.0.*
+}
+
 TEST_F(EndToEnd, WeightsThatDoNotFitFailTheRunWithTheReport) {
   tlab::Store store(dir_ / "results.db");
   auto a = run(store, specs(kTiny)[0]);
@@ -386,7 +417,7 @@ TEST_F(EndToEnd, WeightsThatDoNotFitFailTheRunWithTheReport) {
   auto b = run(store, specs(kTiny, {w, "backbone.hidden=[8]"})[0]);
   EXPECT_EQ(b.status, "failed");
   EXPECT_THAT(b.reason, HasSubstr("layer0.weight: file 16x16, model 8x16"));
-  EXPECT_THAT(b.reason, HasSubstr("weights_strict = false"));
+  EXPECT_THAT(b.reason, HasSubstr("set weights_strict = false"));
   // Non-strict: the run goes on and reports what did not load.
   auto c =
       run(store, specs(kTiny, {w, "backbone.hidden=[8,16]", "+backbone.weights_strict=false"})[0]);
@@ -409,6 +440,18 @@ TEST_F(EndToEnd, WeightsThatDoNotFitFailTheRunWithTheReport) {
   tlab::test::write_file(dir_ / "w.pt", "x");
   auto g = run(store, specs(kTiny, {"backbone.weights=\"" + (dir_ / "w.pt").string() + "\""})[0]);
   EXPECT_THAT(g.reason, HasSubstr("expected a .safetensors file"));
+  // A run that did not finish; adapter files without their description, or with another one.
+  auto h = run(store, specs(kTiny, {"backbone.weights=\"run:" + std::to_string(b.id) + "\""})[0]);
+  EXPECT_THAT(h.reason, HasSubstr("is failed, not finished"));
+  fs::create_directories(dir_ / "lone");
+  fs::copy_file(fs::path(store.run(a.id).run_dir) / "adapter.safetensors",
+                dir_ / "lone" / "adapter.safetensors");
+  const std::string lone =
+      "adapter_weights=\"" + (dir_ / "lone" / "adapter.safetensors").string() + "\"";
+  EXPECT_THAT(run(store, specs(kTiny, {lone})[0]).reason, HasSubstr("adapter.json' is missing"));
+  tlab::test::write_file(dir_ / "lone" / "adapter.json", "{}");
+  EXPECT_THAT(run(store, specs(kTiny, {lone})[0]).reason,
+              HasSubstr("is not a tlab adapter description"));
   // Config-time checks.
   EXPECT_THAT(
       tlab::test::error_of<std::exception>([&] { specs(kTiny, {"backbone.weights=\"run:x\""}); }),
@@ -420,6 +463,87 @@ TEST_F(EndToEnd, WeightsThatDoNotFitFailTheRunWithTheReport) {
   EXPECT_THAT(tlab::test::error_of<std::exception>(
                   [&] { specs(kTiny, {"+backbone.weights_strict=false"}); }),
               HasSubstr("set backbone.weights or remove them"));
+  EXPECT_THAT(tlab::test::error_of<std::exception>([&] {
+                specs(kTiny, {w, "+backbone.weights_strict=3"});
+              }),
+              HasSubstr("'backbone.weights_strict' must be a boolean"));
+  EXPECT_THAT(tlab::test::error_of<std::exception>([&] {
+                specs(kTiny, {"~adapters", "adapter_weights=\"x.safetensors\""});
+              }),
+              HasSubstr("the experiment has no adapters to load them into"));
+}
+
+// Text transfer end to end: reviews of books (source) and of kitchen things (target) share the
+// words of sentiment; the target domain reuses the source's vocabulary (vocab_from), a
+// transformer pre-trained on the source is fine-tuned on 3 labelled target reviews per class.
+TEST_F(EndToEnd, TextTransferRunsEndToEndWithTokenIds) {
+  auto reviews = [](const std::vector<std::string>& topic, int n, uint32_t seed) {
+    const std::vector<std::string> good{"great", "excellent", "love", "wonderful", "superb"},
+        bad{"awful", "terrible", "hate", "boring", "broken"},
+        filler{"the", "a", "this", "it", "was", "and", "my"};
+    uint32_t state = seed;
+    auto next = [&](std::size_t k) {
+      state = state * 1664525u + 1013904223u;
+      return (state >> 8) % k;
+    };
+    std::string out;
+    for (int i = 0; i < n; ++i) {
+      const int label = i % 2;
+      const auto& mood = label ? good : bad;
+      out += std::to_string(label) + "\t" + filler[next(filler.size())] + " " +
+             topic[next(topic.size())] + " " + mood[next(mood.size())] + " " +
+             filler[next(filler.size())] + " " + topic[next(topic.size())] + " " +
+             mood[next(mood.size())] + "\n";
+    }
+    return out;
+  };
+  const std::vector<std::string> books{"novel", "author", "chapter", "plot", "book"},
+      kitchen{"blender", "knife", "pan", "kettle", "toaster"};
+  tlab::test::write_file(dir_ / "books.tsv", reviews(books, 300, 1));
+  tlab::test::write_file(dir_ / "kitchen.tsv", reviews(kitchen, 200, 2));
+  const std::string exp = fmt::format(R"(name = "text"
+seed = 3
+device = "cpu"
+[source]
+plugin = "text"
+path = "{dir}/books.tsv"
+vocab_from = "{dir}/books.tsv"
+max_len = 8
+[target]
+plugin = "text"
+path = "{dir}/kitchen.tsv"
+vocab_from = "${{source.vocab_from}}"
+max_len = 8
+test_fraction = 0.4
+shots = 3
+[backbone]
+plugin = "transformer"
+vocab_size = 64
+d_model = 16
+heads = 2
+layers = 1
+ff = 32
+dropout = 0.0
+[[adapters]]
+plugin = "linear_head"
+[strategy]
+plugin = "finetune"
+source_epochs = 5
+[train]
+epochs = 10
+batch_size = 16
+lr = 0.003
+)",
+                                      fmt::arg("dir", dir_.string()));
+  tlab::Store store(dir_ / "results.db");
+  auto spec =
+      tlab::load_experiment(tlab::test::write_file(dir_ / "text.toml", exp), {}, loader_)[0];
+  auto out = run(store, spec);
+  ASSERT_EQ(out.status, "finished") << out.reason;
+  EXPECT_EQ(out.summary.at("target/train/examples"), 6);
+  // Sentiment words carry over: the pre-trained transformer reads the kitchen reviews.
+  EXPECT_GE(out.summary.at("target/test/acc"), 0.9);
+  EXPECT_GE(store.metrics(out.id, "source/val/acc").back().value, 0.9);
 }
 
 TEST_F(EndToEnd, TakeShotsKeepsKPerClass) {

@@ -272,6 +272,19 @@ TEST_F(SlurmCli, MissingSlurmCommandsAreNamed) {
   EXPECT_TRUE(slurm::list_sweeps(db_).empty());  // nothing submitted: no sweep folder left
 }
 
+TEST_F(SlurmCli, WeightsFromAnEarlierRunAreRefusedNamingTheFileToUse) {
+  tlab::test::write_file(dir_ / "exp.toml", experiment());
+  const Result r = shell(fmt::format(
+      "cd '{}' && PATH=/nonexistent '{}/tlab' --plugin-path '{}' --plugin-path '{}' run exp.toml "
+      "--launcher slurm --db '{}' backbone.weights=run:4",
+      dir_.string(), TLAB_TEST_BIN_DIR, TLAB_TEST_PLUGIN_DIR, TLAB_TEST_FIXTURE_DIR, db_.string()));
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("backbone.weights = \"run:4\" cannot be used with --launcher "
+                               "slurm: each task sees only its own shard database"));
+  EXPECT_THAT(r.out, HasSubstr("name the file instead: backbone.weights=\"<that run's "
+                               "folder>/model.safetensors\""));
+}
+
 TEST_F(SlurmCli, CtrlCEndsALaunchWaitingForAnotherTlabOnASweep) {
   // An earlier sweep of this database, locked by another tlab (here: the test).
   const fs::path sweep = dir_ / "sweeps" / "20261123-000000-abcdef";

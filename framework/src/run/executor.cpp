@@ -645,8 +645,37 @@ double heartbeat_interval() {
   return 10.0;
 }
 
+namespace {
+
+// xxh3 of a weights file, remembered by path, size and modification time (a sweep asks for the
+// same file once per run).
+std::string weights_file_hash(const fs::path& p) {
+  static std::mutex mu;
+  static std::map<std::string, std::pair<std::string, std::string>> cache;  // path -> stamp, hash
+  std::error_code ec;
+  const auto size = fs::file_size(p, ec);
+  const auto time = fs::last_write_time(p, ec).time_since_epoch().count();
+  const std::string stamp = fmt::format("{} {}", size, time);
+  std::lock_guard<std::mutex> lock(mu);
+  auto& entry = cache[p.string()];
+  if (entry.first != stamp) entry = {stamp, hash_file(p)};
+  return entry.second;
+}
+
+}  // namespace
+
 std::string run_key(const RunSpec& spec, PluginLoader& loader) {
   std::string text = fmt::format("tlab run key v1, tlab {}\n{}", TLAB_VERSION, spec.config_toml);
+  // Weight files by content: converting a file again makes new runs. ("run:<id>" names a
+  // finished run, whose files do not change; a missing file fails the run when it starts.)
+  for (const auto& [what, w] : {std::pair{"backbone", &spec.backbone.weights},
+                                std::pair{"adapters", &spec.adapter_weights}}) {
+    if (w->empty() || w->rfind("run:", 0) == 0) continue;
+    std::error_code ec;
+    const fs::path p = fs::absolute(*w, ec);
+    if (!ec && fs::is_regular_file(p, ec))
+      text += fmt::format("\nweights {} {}", what, weights_file_hash(p));
+  }
   auto add = [&](Kind kind, const std::string& name) {
     text +=
         fmt::format("\nplugin {} {} {}", kind_name(kind), name, loader.get(kind, name).file_hash);
@@ -708,8 +737,9 @@ int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader,
           rec.config_hash, spec.config_hash));
     if (!rec.run_key.empty() && run_key(spec, loader) != rec.run_key)
       throw ConfigError(fmt::format(
-          "the plugins or tlab changed between queueing and start (run key {} then {}): a "
-          "plugin was rebuilt during the sweep; run the sweep again once builds are done",
+          "the plugins, a weights file or tlab changed between queueing and start (run key {} "
+          "then {}): a plugin was rebuilt or weights rewritten during the sweep; run the sweep "
+          "again once they are done",
           rec.run_key, run_key(spec, loader)));
   } catch (const std::exception& e) {
     if (store.start_run(id, getpid(), "", "")) store.finish_run(id, "failed", e.what());

@@ -65,11 +65,12 @@ WeightsFile resolve_weights(const std::string& spec, Store& store, const std::st
           "{} = \"{}\": run {} is {}, not finished, so it has no final weights; use a finished "
           "run",
           key, spec, w.run, r.status));
-    w.path = fs::path(r.run_dir) / file_in_run;
+    w.path = fs::absolute(fs::path(r.run_dir) / file_in_run);
     if (!fs::exists(w.path))
       throw WeightsError(fmt::format(
-          "{} = \"{}\": run {} has no '{}' (its folder was moved or deleted, or it was made by a "
-          "tlab older than 0.2, which saved model.pt); run it again",
+          "{} = \"{}\": run {} has no '{}' (its folder was moved or deleted, relative run "
+          "folders are taken from the current folder, or an older tlab made it with model.pt "
+          "only); run it again",
           key, spec, w.run, w.path.string()));
   } else {
     w.path = fs::absolute(spec);
@@ -193,6 +194,7 @@ weights::LoadReport load_adapters(Model& model, const RunSpec& spec, int64_t num
   weights::LoadOptions o;
   o.strict = false;  // the file holds what trained; the rest of the model keeps its weights
   o.what = "the model's adapters";
+  o.hint = "the file was saved by a run with other adapters; use the same [[adapters]]";
   auto report =
       weights::load_state_dict(model, weights::read_safetensors(file.path), file.path.string(), o);
   if (!report.unexpected.empty() || !report.mismatched.empty())

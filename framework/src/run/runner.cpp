@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "run/model_io.hpp"
+#include "run/prefetch.hpp"
 #include "util.hpp"
 
 namespace fs = std::filesystem;
@@ -165,14 +166,17 @@ void check_domain(const DomainData& d, const std::string& role, const std::strin
   if (d.train.size() == 0) fail("the train split is empty");
   auto check_split = [&](const Split& s, const char* name) {
     if (s.size() == 0) return;
-    if (!s.y.defined() || s.y.dim() != 1 || s.y.size(0) != s.x.size(0))
+    // A streamed split: its first example stands for all (the source checks the others).
+    const torch::Tensor x = s.streamed() ? s.stream->get(0, 0).unsqueeze(0) : s.x;
+    if (!x.defined()) fail(fmt::format("{}: neither examples (x) nor a stream of examples", name));
+    if (!s.y.defined() || s.y.dim() != 1 || (!s.streamed() && s.y.size(0) != s.x.size(0)))
       fail(fmt::format("{}: labels must be a 1-D tensor with one label per example", name));
     if (s.y.scalar_type() != torch::kLong) fail(fmt::format("{}: labels must be int64", name));
-    if (!s.x.is_floating_point() && s.x.scalar_type() != torch::kLong &&
-        s.x.scalar_type() != torch::kByte)
+    if (!x.is_floating_point() && x.scalar_type() != torch::kLong &&
+        x.scalar_type() != torch::kByte)
       fail(fmt::format("{}: inputs are {}, expected a floating-point tensor (or int64 token ids)",
-                       name, c10::toString(s.x.scalar_type())));
-    std::vector<int64_t> shape(s.x.sizes().begin() + 1, s.x.sizes().end());
+                       name, c10::toString(x.scalar_type())));
+    std::vector<int64_t> shape(x.sizes().begin() + 1, x.sizes().end());
     if (shape != d.input_shape)
       fail(fmt::format("{}: example shape {} differs from input_shape {}", name,
                        fmt::join(shape, "x"), fmt::join(d.input_shape, "x")));
@@ -187,6 +191,7 @@ void check_domain(const DomainData& d, const std::string& role, const std::strin
 
 Split to_device(const Split& s, torch::Device dev) {
   if (s.size() == 0) return s;
+  if (s.streamed()) return {s.x, s.y.to(dev), s.stream};  // batches move when they are made
   // Token ids (int64) stay integers; everything else becomes float.
   return {s.x.to(dev, s.x.scalar_type() == torch::kLong ? torch::kLong : torch::kFloat),
           s.y.to(dev)};
@@ -201,6 +206,14 @@ DomainData to_device(DomainData d, torch::Device dev) {
         dev, d.unlabeled.scalar_type() == torch::kLong ? torch::kLong : torch::kFloat);
   return d;
 }
+
+// Inputs of a batch: resident rows, or the examples of a streamed split stacked.
+torch::Tensor as_input(torch::Tensor x, torch::Device dev) {
+  return x.to(dev, x.scalar_type() == torch::kLong ? torch::kLong : torch::kFloat);
+}
+
+// Prefetch depth for a streamed split: two batches per worker keep every worker busy.
+int prefetch_capacity(const ExampleSource& s) { return 2 * std::max(1, s.workers()); }
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainConfig& c,
                                                         std::vector<torch::Tensor> params) {
@@ -272,8 +285,13 @@ class RunSession : public Session {
     auto loss = torch::zeros({}, torch::TensorOptions(ctx_.device).dtype(torch::kDouble));
     // Modest batches: activations of huge ones are mmap-allocated and page-faulted every call.
     const int64_t n = split.size(), bs = 256;
+    std::optional<Prefetcher> stream;
+    if (split.streamed())
+      stream.emplace(split.stream, index_batches(torch::arange(n, torch::kLong), bs), 0,
+                     split.stream->workers(), prefetch_capacity(*split.stream));
     for (int64_t i = 0; i < n; i += bs) {
-      auto x = split.x.slice(0, i, std::min(n, i + bs));
+      auto x =
+          stream ? as_input(stream->next(), ctx_.device) : split.x.slice(0, i, std::min(n, i + bs));
       auto y = split.y.slice(0, i, std::min(n, i + bs));
       auto scores = forward(x);
       correct += scores.argmax(1).eq(y).sum();
@@ -308,6 +326,15 @@ class RunSession : public Session {
       st.module->train();
       if (st.on_epoch_start) st.on_epoch_start(epoch);  // after train(): may set eval parts
       auto perm = torch::randperm(n, torch::TensorOptions(ctx_.device).dtype(torch::kLong));
+      // A streamed split: workers decode the epoch's batches ahead of the loop, in its order,
+      // with a fresh seed per epoch (random augmentation differs from epoch to epoch).
+      std::optional<Prefetcher> stream;
+      if (data.streamed())
+        stream.emplace(
+            data.stream, index_batches(perm, c.batch_size),
+            std::stoull(hash_string(fmt::format("{} {} {} {}", ctx_.seed, st.domain, epoch, step_)),
+                        nullptr, 16),
+            data.stream->workers(), prefetch_capacity(*data.stream));
       // Accumulated on the device and read once per epoch: no host sync per step.
       auto loss_sum = torch::zeros({}, torch::TensorOptions(ctx_.device));
       const int64_t first_step = step_;
@@ -317,13 +344,18 @@ class RunSession : public Session {
           throw_if_stopped(fmt::format("in {} epoch {} at step {}", st.domain, epoch, step_));
         }
         auto idx = perm.slice(0, s * c.batch_size, std::min(n, (s + 1) * c.batch_size));
-        Batch b{data.x.index_select(0, idx), data.y.index_select(0, idx)};
+        Batch b{stream ? as_input(stream->next(), ctx_.device) : data.x.index_select(0, idx),
+                data.y.index_select(0, idx)};
         optimizer->zero_grad();
         auto loss = loss_fn(b);
         loss.backward();
         optimizer->step();
         loss_sum += loss.detach();
         ++step_;
+      }
+      if (stream) {
+        data_wait_[st.domain] += stream->wait_seconds();
+        metrics_.summary(st.domain + "/train/data_wait_seconds", data_wait_[st.domain]);
       }
       double mean_loss = loss_sum.item<double>() / steps;
       metrics_.log(st.domain + "/train/loss", mean_loss, step_, epoch);
@@ -379,6 +411,7 @@ class RunSession : public Session {
   StoreMetrics& metrics_;
   bool verbose_;
   int64_t step_ = 0;
+  std::map<std::string, double> data_wait_;  // seconds each stage waited for streamed batches
 };
 
 void fsync_path(const fs::path& p, int flags);
@@ -563,6 +596,12 @@ Split take_shots(const Split& split, int64_t shots, int64_t num_classes, uint64_
   auto l = labels.accessor<int64_t, 1>();
   for (int64_t i = 0; i < perm.size(0); ++i)
     if (count[l[i]]++ < shots) keep.push_back(p[i]);
+  if (split.streamed()) {  // k labelled examples per class: small, so kept resident
+    std::vector<torch::Tensor> xs;
+    for (int64_t i : keep) xs.push_back(split.stream->get(i, 0));
+    auto idx = torch::tensor(keep, torch::kLong).to(split.y.device());
+    return {xs.empty() ? torch::Tensor() : torch::stack(xs), split.y.index_select(0, idx)};
+  }
   auto idx = torch::tensor(keep, torch::kLong).to(split.x.device());
   return {split.x.index_select(0, idx), split.y.index_select(0, idx)};
 }

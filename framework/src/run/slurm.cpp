@@ -554,6 +554,24 @@ class SlurmLauncher : public Launcher {
   SweepResult launch(const std::vector<RunSpec>& specs, PluginLoader& loader, Store& store,
                      const SweepOptions& o) override {
     const LauncherSpec& launcher = sweep_launcher(specs);
+    // A task sees its own shard database only: "run:<id>" cannot be resolved there.
+    for (const auto& spec : specs)
+      for (const auto& [key, w] : {std::pair{"backbone.weights", &spec.backbone.weights},
+                                   std::pair{"adapter_weights", &spec.adapter_weights}})
+        if (w->rfind("run:", 0) == 0) {
+          const char* file =
+              std::string(key) == "adapter_weights" ? "adapter.safetensors" : "model.safetensors";
+          std::string where;
+          try {
+            where = (fs::absolute(store.run(std::stoll(w->substr(4))).run_dir) / file).string();
+          } catch (const std::exception&) {
+            where = fmt::format("<that run's folder>/{}", file);
+          }
+          throw ConfigError(fmt::format(
+              "{} = \"{}\" cannot be used with --launcher slurm: each task sees only its own "
+              "shard database, not run {}; name the file instead: {}=\"{}\"",
+              key, *w, w->substr(4), key, where));
+        }
     SweepResult result;
     result.total = specs.size();
     result.ids.assign(specs.size(), 0);

@@ -106,19 +106,15 @@ LoadReport load_state_dict(torch::nn::Module& module, const NamedTensors& tensor
   for (const auto& [name, t] : file)
     if (!used.count(name)) report.unexpected.push_back(original[name]);
 
-  if (options.strict && !report.complete()) {
-    std::string hint =
-        "; if that is intended (e.g. a new head), set strict = false (weights_strict = false), "
-        "or rename keys with remapping rules (weights_remap = [\"from=to\"])";
-    throw WeightsError(fmt::format("{}: the weights do not fit {}: {}{}", source, options.what,
-                                   report.summary(8), hint));
-  }
+  if (options.strict && !report.complete())
+    throw WeightsError(fmt::format("{}: the weights do not fit {}: {}; {}", source, options.what,
+                                   report.summary(8), options.hint));
   if (report.matched.empty() && report.mismatched.empty() && !file.empty())
     throw WeightsError(fmt::format(
         "{}: no tensor of the file fits {} ({}); the names differ entirely, e.g. file \"{}\" "
-        "vs model \"{}\": add a remapping rule (weights_remap = [\"from=to\"])",
+        "vs model \"{}\"; {}",
         source, options.what, report.summary(3), original.begin()->second,
-        report.missing.empty() ? std::string("?") : report.missing.front()));
+        report.missing.empty() ? std::string("?") : report.missing.front(), options.hint));
   torch::NoGradGuard no_grad;
   for (auto& [target, t] : copies) target.copy_(*t);
   return report;

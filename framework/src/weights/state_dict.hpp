@@ -48,6 +48,10 @@ struct LoadOptions {
   std::string only_prefix;         ///< When set: keep file keys with this prefix (stripped), the
                                    ///< rest go to `ignored` (e.g. "backbone." of a checkpoint).
   std::string what = "the model";  ///< How errors name the receiving module.
+  /// How to allow or fix a difference (ends the error messages).
+  std::string hint =
+      "if that is intended (e.g. a new head), set weights_strict = false, or rename keys with "
+      "remapping rules (weights_remap = [\"from=to\"])";
 };
 
 /// Copies `tensors` into `module` by name, converting dtype and device as needed, without

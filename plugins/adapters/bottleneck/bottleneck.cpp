@@ -239,7 +239,12 @@ class Bottleneck : public tlab::Adapter {
       torch::NoGradGuard no_grad;
       model.eval();
       try {
-        model.features(torch::zeros(shape, torch::TensorOptions().device(ctx.device)));
+        try {
+          model.features(torch::zeros(shape, torch::TensorOptions().device(ctx.device)));
+        } catch (const c10::Error&) {  // a token model (embedding) takes int64 ids, not floats
+          model.features(
+              torch::zeros(shape, torch::TensorOptions().device(ctx.device).dtype(torch::kLong)));
+        }
       } catch (...) {
         model.train(was_training);
         for (auto& [m, mode] : modes) m->train(mode);

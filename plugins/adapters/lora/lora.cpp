@@ -73,29 +73,31 @@ struct Adapted {
   std::shared_ptr<LoraFactors> f;
   double scale;
   // Inference (no gradients): the merged weight W0 + s B A is computed once and reused while
-  // W0, A and B are unchanged (same storage and version), so evaluation costs what the plain
-  // layer costs. With gradients it is recomputed every pass (a fresh graph).
+  // W0, A and B are unchanged, so evaluation costs what the plain layer costs. A and B are
+  // compared by value with the copies the merge used (optimisers update through .data(), which
+  // leaves version counters alone; comparing r x (in + out) values is far cheaper than B A);
+  // W0 is frozen and changes only by loading, which bumps its version. With gradients the
+  // weight is recomputed every pass (a fresh graph).
   struct Merged {
     bool valid = false;
-    const void* ptr[3] = {nullptr, nullptr, nullptr};
-    int64_t version[3] = {0, 0, 0};
+    torch::Tensor a, b;
+    const void* w0_ptr = nullptr;
+    int64_t w0_version = 0;
   };
   std::shared_ptr<Merged> merged = std::make_shared<Merged>();
   void apply() const {
-    const torch::Tensor* t[3] = {&w0, &f->A, &f->B};
     const bool grad = torch::GradMode::is_enabled();
-    if (!grad && merged->valid) {
-      bool same = true;
-      for (int i = 0; i < 3; ++i)
-        same = same && t[i]->data_ptr() == merged->ptr[i] &&
-               static_cast<int64_t>(t[i]->_version()) == merged->version[i];
-      if (same) return;
-    }
+    if (!grad && merged->valid && w0.data_ptr() == merged->w0_ptr &&
+        static_cast<int64_t>(w0._version()) == merged->w0_version &&
+        torch::equal(f->A, merged->a) && torch::equal(f->B, merged->b))
+      return;
     *weight = w0 + torch::mm(f->B, f->A).mul(scale).view(w0.sizes());
     merged->valid = !grad;
-    for (int i = 0; i < 3; ++i) {
-      merged->ptr[i] = t[i]->data_ptr();
-      merged->version[i] = static_cast<int64_t>(t[i]->_version());
+    if (!grad) {
+      merged->a = f->A.detach().clone();
+      merged->b = f->B.detach().clone();
+      merged->w0_ptr = w0.data_ptr();
+      merged->w0_version = static_cast<int64_t>(w0._version());
     }
   }
 };

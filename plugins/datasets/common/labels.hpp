@@ -82,6 +82,11 @@ inline Labels map_labels(const std::vector<RawLabel>& train, const std::vector<R
     auto to_id = [&](const RawLabel& l) {
       int64_t v = 0;
       parse_int(l.value, v);
+      // Without num_classes the largest label sets the head's width: refuse absurd ones.
+      if (num_classes <= 0 && v >= (int64_t{1} << 20))
+        throw std::invalid_argument(where(l) + " is " + std::to_string(v) +
+                                    ", over 1048575; set num_classes if there really are that "
+                                    "many classes");
       if (v < 0 || (num_classes > 0 && v >= num_classes))
         throw std::invalid_argument(
             where(l) + " is out of range; expected an integer in [0, " +

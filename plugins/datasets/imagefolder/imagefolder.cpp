@@ -5,9 +5,10 @@
 //
 // Files are found recursively in each class folder and taken in path order; files with other
 // extensions and hidden files (".name") are skipped (and counted in the log). The result does not
-// depend on `workers`. `augment` adds seeded, randomly cropped and flipped copies of the training
-// images once, when loading (splits are resident tensors): it is not a fresh augmentation at every
-// epoch.
+// depend on `workers`. Resident (the decoded folder fits in resident_max_mb): `augment` adds
+// seeded, randomly cropped and flipped copies of the training images once, when loading.
+// Streamed (larger folders): nothing is decoded up front; the runner's prefetch workers decode
+// each batch, and `augment` gives every training image a fresh crop and flip every epoch.
 
 #include <torch/types.h>
 
@@ -16,8 +17,10 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -59,6 +62,9 @@ struct ImagefolderOptions {
   int64_t seed = 0;
   /// Decoding threads; 0 = one per hardware thread (default 0).
   int64_t workers = 0;
+  /// Largest decoded size (MiB, all splits as float) kept resident; larger folders are streamed:
+  /// decoded batch by batch by `workers` threads through the runner's prefetch queue (1024).
+  int64_t resident_max_mb = 1024;
 };
 
 const std::vector<std::string> kExtensions{".png", ".jpg", ".jpeg"};
@@ -177,6 +183,111 @@ std::vector<float> resize(const std::vector<float>& in, int64_t c, int64_t h, in
   return out;
 }
 
+// One file: decoded by its signature (not its extension), to C x H x W floats in [0, 1],
+// converted to `o.channels` and resized to `o.size` when set.
+Image load_image(const ImagefolderOptions& o, const fs::path& file) {
+  const std::string bytes = tlab_ds::read_bytes(file, "imagefolder: image");
+  imagefolder::Pixels p;
+  std::string why;
+  if (imagefolder::is_png(bytes))
+    why = imagefolder::decode_png(bytes, p);
+  else if (imagefolder::is_jpeg(bytes))
+    why = imagefolder::decode_jpeg(bytes, p);
+  else
+    why = "neither a PNG nor a JPEG file (its first bytes are not a PNG or JPEG signature)";
+  if (!why.empty())
+    throw std::invalid_argument("imagefolder: cannot decode " + quote(file) + ": " + why);
+  if (p.width < 1 || p.height < 1)
+    throw std::invalid_argument("imagefolder: cannot decode " + quote(file) + ": it has no pixels");
+  const int64_t c = o.channels, hw = p.width * p.height, src_c = p.channels;
+  Image img;
+  img.height = p.height;
+  img.width = p.width;
+  img.data.resize(static_cast<std::size_t>(c * hw));
+  const uint8_t* s = p.data.data();
+  const bool colour = src_c >= 3;
+  for (int64_t k = 0; k < hw; ++k) {
+    const uint8_t* q = s + k * src_c;
+    if (c == 3) {
+      for (int64_t ch = 0; ch < 3; ++ch)
+        img.data[ch * hw + k] = static_cast<float>(colour ? q[ch] : q[0]) / 255.0f;
+    } else {
+      // ITU-R BT.601 luma, as PIL's convert("L"), without its rounding to bytes.
+      const float v = colour ? 0.299f * q[0] + 0.587f * q[1] + 0.114f * q[2] : q[0];
+      img.data[k] = v / 255.0f;
+    }
+  }
+  if (o.size > 0 && (p.height != o.size || p.width != o.size)) {
+    img.data = resize(img.data, c, p.height, p.width, o.size);
+    img.height = img.width = o.size;
+  }
+  return img;
+}
+
+// A random crop of `img` zero-padded by `pad`, flipped horizontally with probability 1/2, into
+// `dst` (zeros where the crop leaves the image).
+void crop_flip(const float* img, float* dst, int64_t c, int64_t h, int64_t w, int64_t pad,
+               tlab_ds::Rng& rng) {
+  const int64_t dy = rng.index(2 * pad + 1) - pad, dx = rng.index(2 * pad + 1) - pad;
+  const bool flip = rng.next() >> 63;
+  for (int64_t ch = 0; ch < c; ++ch)
+    for (int64_t y = 0; y < h; ++y) {
+      const int64_t sy = y + dy;
+      if (sy < 0 || sy >= h) continue;
+      for (int64_t x = 0; x < w; ++x) {
+        const int64_t sx = (flip ? w - 1 - x : x) + dx;
+        if (sx >= 0 && sx < w) dst[(ch * h + y) * w + x] = img[(ch * h + sy) * w + sx];
+      }
+    }
+}
+
+// Streamed examples: each get() decodes one file (on the runner's prefetch workers), with a
+// fresh random crop and flip per (epoch seed, file) when `augment` is set, then normalises.
+class ImageStream : public tlab::ExampleSource {
+ public:
+  ImageStream(ImagefolderOptions o, std::vector<fs::path> files, int64_t h, int64_t w, bool augment)
+      : o_(std::move(o)), files_(std::move(files)), h_(h), w_(w), augment_(augment) {}
+  torch::Tensor get(int64_t index, uint64_t seed) const override {
+    const fs::path& file = files_.at(static_cast<std::size_t>(index));
+    Image img = load_image(o_, file);
+    if (img.height != h_ || img.width != w_)
+      throw std::invalid_argument("imagefolder: " + quote(file) + " is " +
+                                  std::to_string(img.width) + " x " + std::to_string(img.height) +
+                                  " pixels but the first image is " + std::to_string(w_) + " x " +
+                                  std::to_string(h_) +
+                                  "; expected images of one size, or set size to resize them all");
+    const int64_t c = o_.channels;
+    torch::Tensor x = torch::empty({c, h_, w_}, torch::kFloat);
+    if (augment_ && seed != 0) {
+      x.zero_();
+      tlab_ds::Rng rng(tlab_ds::stream(tlab_ds::stream(seed, 0xa06), static_cast<uint64_t>(index)));
+      crop_flip(img.data.data(), x.data_ptr<float>(), c, h_, w_, o_.augment_padding, rng);
+    } else {
+      std::copy(img.data.begin(), img.data.end(), x.data_ptr<float>());
+    }
+    if (!o_.mean.empty()) {
+      float* p = x.data_ptr<float>();
+      for (int64_t ch = 0; ch < c; ++ch) {
+        const auto m = static_cast<float>(o_.mean[ch]), sd = static_cast<float>(o_.stdev[ch]);
+        for (int64_t k = 0; k < h_ * w_; ++k) p[ch * h_ * w_ + k] = (p[ch * h_ * w_ + k] - m) / sd;
+      }
+    }
+    return x;
+  }
+  int workers() const override {
+    // Default: one per hardware thread, at most 8 (each holds a decoded full-size image).
+    return static_cast<int>(o_.workers > 0
+                                ? o_.workers
+                                : std::min(8u, std::max(1u, std::thread::hardware_concurrency())));
+  }
+
+ private:
+  ImagefolderOptions o_;
+  std::vector<fs::path> files_;
+  int64_t h_, w_;
+  bool augment_;
+};
+
 class Imagefolder : public tlab::Dataset {
  public:
   using Options = ImagefolderOptions;
@@ -206,7 +317,11 @@ class Imagefolder : public tlab::Dataset {
         .field("seed", &O::seed, "data seed for the hold-outs and the augmentation")
         .min(0)
         .field("workers", &O::workers, "decoding threads (0 = one per hardware thread)")
-        .range(0, 1024);
+        .range(0, 1024)
+        .field("resident_max_mb", &O::resident_max_mb,
+               "largest decoded size kept in memory (MiB); larger folders are streamed through "
+               "a prefetch queue, with fresh augmentation every epoch (0 = always stream)")
+        .range(0, 1 << 24);
   }
 
   explicit Imagefolder(Options options) : o_(std::move(options)) {
@@ -256,6 +371,18 @@ class Imagefolder : public tlab::Dataset {
       tlab_ds::log_info(ctx, "skipped " + std::to_string(skipped) +
                                  " file(s) without a supported extension (.png, .jpg, .jpeg) "
                                  "or outside the class folders");
+
+    // Decoded size of every split; above resident_max_mb the folder is streamed.
+    int64_t h = o_.size, w = o_.size;
+    if (h == 0) {
+      const Image first = load_image(o_, train.files[0]);
+      h = first.height;
+      w = first.width;
+    }
+    const double copies = o_.augment ? 1.0 + static_cast<double>(o_.augment_copies) : 1.0;
+    const double mib = static_cast<double>(train.files.size() * copies + test.files.size()) *
+                       static_cast<double>(o_.channels * h * w) * 4.0 / (1 << 20);
+    if (mib > static_cast<double>(o_.resident_max_mb)) return stream(ctx, train, test, h, w, mib);
 
     tlab::Split all = decode(train);
     tlab::DomainData d;
@@ -307,11 +434,56 @@ class Imagefolder : public tlab::Dataset {
   }
 
  private:
+  // The splits as streams of files: nothing is decoded now but the first image.
+  tlab::DomainData stream(tlab::Context& ctx, const Listing& train, const Listing& test, int64_t h,
+                          int64_t w, double mib) const {
+    tlab::DomainData d;
+    fs::path root = fs::path(o_.path).lexically_normal();
+    if (!root.has_filename()) root = root.parent_path();
+    d.name = root.filename().string();
+    d.num_classes = static_cast<int64_t>(train.classes.size());
+    d.input_shape = {o_.channels, h, w};
+    const tlab_ds::Parts parts = tlab_ds::split_examples(
+        static_cast<int64_t>(train.files.size()), o_.val_fraction, o_.test_fraction, 0,
+        static_cast<uint64_t>(o_.seed), "imagefolder: path " + quote(o_.path));
+    auto take = [&](const Listing& l, const std::vector<int64_t>& rows, bool augment) {
+      std::vector<fs::path> files;
+      std::vector<int64_t> labels;
+      for (int64_t r : rows) {
+        files.push_back(l.files[r]);
+        labels.push_back(l.labels[r]);
+      }
+      tlab::Split sp;
+      sp.y = torch::tensor(labels, torch::kLong).view({static_cast<int64_t>(labels.size())});
+      if (!files.empty())
+        sp.stream = std::make_shared<ImageStream>(o_, std::move(files), h, w, augment);
+      return sp;
+    };
+    d.train = take(train, parts.train, o_.augment);
+    d.val = take(train, parts.val, false);
+    d.test = take(train, parts.test, false);
+    if (!o_.test_path.empty()) {
+      std::vector<int64_t> all(test.files.size());
+      for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int64_t>(i);
+      d.test = take(test, all, false);
+    }
+    tlab_ds::log_info(
+        ctx, "streaming " + std::to_string(train.files.size() + test.files.size()) + " images of " +
+                 std::to_string(o_.channels) + " x " + std::to_string(h) + " x " +
+                 std::to_string(w) + " (" + std::to_string(static_cast<int64_t>(mib)) +
+                 " MiB decoded > resident_max_mb " + std::to_string(o_.resident_max_mb) +
+                 "): train " + std::to_string(d.train.size()) + ", val " +
+                 std::to_string(d.val.size()) + ", test " + std::to_string(d.test.size()) +
+                 (o_.augment ? "; a fresh crop and flip every epoch" : ""));
+    return d;
+  }
+
   // Decodes, converts and resizes every file of `l` in parallel into one split.
   tlab::Split decode(const Listing& l) const {
     const auto n = static_cast<int64_t>(l.files.size());
     std::vector<Image> images(static_cast<std::size_t>(n));
-    tlab_ds::parallel_jobs(n, o_.workers, [&](int64_t i) { images[i] = load_image(l.files[i]); });
+    tlab_ds::parallel_jobs(n, o_.workers,
+                           [&](int64_t i) { images[i] = load_image(o_, l.files[i]); });
     const int64_t c = o_.channels;
     int64_t h = o_.size, w = o_.size;
     if (o_.size == 0 && n > 0) {
@@ -332,47 +504,6 @@ class Imagefolder : public tlab::Dataset {
     return {x, torch::tensor(l.labels, torch::kLong).view({n})};
   }
 
-  // One file: decoded by its signature (not its extension), to C x H x W floats in [0, 1].
-  Image load_image(const fs::path& file) const {
-    const std::string bytes = tlab_ds::read_bytes(file, "imagefolder: image");
-    imagefolder::Pixels p;
-    std::string why;
-    if (imagefolder::is_png(bytes))
-      why = imagefolder::decode_png(bytes, p);
-    else if (imagefolder::is_jpeg(bytes))
-      why = imagefolder::decode_jpeg(bytes, p);
-    else
-      why = "neither a PNG nor a JPEG file (its first bytes are not a PNG or JPEG signature)";
-    if (!why.empty())
-      throw std::invalid_argument("imagefolder: cannot decode " + quote(file) + ": " + why);
-    if (p.width < 1 || p.height < 1)
-      throw std::invalid_argument("imagefolder: cannot decode " + quote(file) +
-                                  ": it has no pixels");
-    const int64_t c = o_.channels, hw = p.width * p.height, src_c = p.channels;
-    Image img;
-    img.height = p.height;
-    img.width = p.width;
-    img.data.resize(static_cast<std::size_t>(c * hw));
-    const uint8_t* s = p.data.data();
-    const bool colour = src_c >= 3;
-    for (int64_t k = 0; k < hw; ++k) {
-      const uint8_t* q = s + k * src_c;
-      if (c == 3) {
-        for (int64_t ch = 0; ch < 3; ++ch)
-          img.data[ch * hw + k] = static_cast<float>(colour ? q[ch] : q[0]) / 255.0f;
-      } else {
-        // ITU-R BT.601 luma, as PIL's convert("L"), without its rounding to bytes.
-        const float v = colour ? 0.299f * q[0] + 0.587f * q[1] + 0.114f * q[2] : q[0];
-        img.data[k] = v / 255.0f;
-      }
-    }
-    if (o_.size > 0 && (p.height != o_.size || p.width != o_.size)) {
-      img.data = resize(img.data, c, p.height, p.width, o_.size);
-      img.height = img.width = o_.size;
-    }
-    return img;
-  }
-
   // The training images followed by `augment_copies` augmented copies of each: zero-pad by
   // augment_padding, crop back to the original size at a random offset, flip horizontally with
   // probability 1/2. Each copy draws from its own stream (seed, file index, copy).
@@ -387,19 +518,7 @@ class Imagefolder : public tlab::Dataset {
     for (int64_t k = 0; k < copies; ++k) {
       for (int64_t i = 0; i < n; ++i) {
         tlab_ds::Rng rng(tlab_ds::stream(base, static_cast<uint64_t>(file_index[i] * copies + k)));
-        const int64_t dy = rng.index(2 * pad + 1) - pad, dx = rng.index(2 * pad + 1) - pad;
-        const bool flip = rng.next() >> 63;
-        const float* img = ps + i * c * h * w;
-        float* dst = po + (k * n + i) * c * h * w;
-        for (int64_t ch = 0; ch < c; ++ch)
-          for (int64_t y = 0; y < h; ++y) {
-            const int64_t sy = y + dy;
-            if (sy < 0 || sy >= h) continue;
-            for (int64_t x = 0; x < w; ++x) {
-              const int64_t sx = (flip ? w - 1 - x : x) + dx;
-              if (sx >= 0 && sx < w) dst[(ch * h + y) * w + x] = img[(ch * h + sy) * w + sx];
-            }
-          }
+        crop_flip(ps + i * c * h * w, po + (k * n + i) * c * h * w, c, h, w, pad, rng);
       }
     }
     return {torch::cat({train.x, out}), torch::cat({train.y, train.y.repeat({copies})})};

@@ -1,6 +1,7 @@
 #pragma once
 /// \file data.hpp
-/// Datasets: a dataset plugin yields one domain with labelled splits, resident as tensors.
+/// Datasets: a dataset plugin yields one domain with labelled splits, resident as tensors or,
+/// for data too large to keep in memory, streamed from an ExampleSource.
 ///
 /// Example:
 /// \code
@@ -16,6 +17,7 @@
 /// \endcode
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -26,12 +28,31 @@
 
 namespace tlab {
 
-/// Examples `x` (N x input_shape, float) and labels `y` (N, int64 in [0, num_classes)).
+/// Examples made one at a time, for data too large to keep resident (e.g. an image folder
+/// decoded on the fly). The runner reads them through a bounded prefetch queue filled by
+/// `workers()` threads, so get() is called concurrently and must be thread-safe. For equal
+/// (index, seed) it must return equal examples.
+class ExampleSource {
+ public:
+  virtual ~ExampleSource() = default;
+  /// Example `index` (shape input_shape, float or int64, on the CPU). `seed` changes every epoch
+  /// on a training split (for fresh random augmentation) and is 0 for evaluation.
+  virtual torch::Tensor get(int64_t index, uint64_t seed) const = 0;
+  /// Threads worth running get() on (e.g. the dataset's `workers` option); at least 1.
+  virtual int workers() const { return 1; }
+};
+
+/// Labels `y` (N, int64 in [0, num_classes)) and examples: resident in `x` (N x input_shape,
+/// float, or int64 token ids), or, when `stream` is set, `stream->get(i, seed)` for i < N (then
+/// `x` is undefined).
 struct Split {
   torch::Tensor x;
   torch::Tensor y;
+  std::shared_ptr<ExampleSource> stream;  ///< Set for streamed examples.
   /// Number of examples (0 when undefined).
-  int64_t size() const { return x.defined() ? x.size(0) : 0; }
+  int64_t size() const { return y.defined() ? y.size(0) : (x.defined() ? x.size(0) : 0); }
+  /// Whether examples come from `stream` rather than `x`.
+  bool streamed() const { return stream != nullptr; }
 };
 
 /// One domain of a dataset. `unlabeled` holds extra inputs without labels (may be empty).
