@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <map>
+#include <set>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -544,6 +545,19 @@ lr = 0.003
   // Sentiment words carry over: the pre-trained transformer reads the kitchen reviews.
   EXPECT_GE(out.summary.at("target/test/acc"), 0.9);
   EXPECT_GE(store.metrics(out.id, "source/val/acc").back().value, 0.9);
+}
+
+TEST_F(EndToEnd, TheExamplesNotKeptAsShotsAreTheUnlabelledPool) {
+  auto y = torch::tensor({0, 1, 2, 0, 1, 2, 0, 1, 2, 0}, torch::kLong);
+  tlab::Split s{torch::arange(10).to(torch::kFloat).unsqueeze(1), y};
+  torch::Tensor rest;
+  auto k = tlab::take_shots(s, 2, 3, 1, &rest);
+  ASSERT_EQ(k.size(), 6);
+  ASSERT_EQ(rest.size(0), 4);
+  std::set<float> all;
+  for (int64_t i = 0; i < 6; ++i) all.insert(k.x[i][0].item<float>());
+  for (int64_t i = 0; i < 4; ++i) all.insert(rest[i][0].item<float>());
+  EXPECT_EQ(all.size(), 10u);  // every example once: kept or pooled
 }
 
 TEST_F(EndToEnd, TakeShotsKeepsKPerClass) {

@@ -584,7 +584,8 @@ void configure_threads(int threads) {
         "slower; install libopenblas0-pthread (tools/setup.sh does)");
 }
 
-Split take_shots(const Split& split, int64_t shots, int64_t num_classes, uint64_t seed) {
+Split take_shots(const Split& split, int64_t shots, int64_t num_classes, uint64_t seed,
+                 torch::Tensor* rest) {
   if (shots <= 0 || split.size() == 0) return split;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   auto y = split.y.to(torch::kCPU);
@@ -603,6 +604,14 @@ Split take_shots(const Split& split, int64_t shots, int64_t num_classes, uint64_
     return {xs.empty() ? torch::Tensor() : torch::stack(xs), split.y.index_select(0, idx)};
   }
   auto idx = torch::tensor(keep, torch::kLong).to(split.x.device());
+  if (rest) {
+    std::vector<bool> kept(static_cast<std::size_t>(split.size()), false);
+    for (int64_t i : keep) kept[static_cast<std::size_t>(i)] = true;
+    std::vector<int64_t> others;
+    for (int64_t i = 0; i < split.size(); ++i)
+      if (!kept[static_cast<std::size_t>(i)]) others.push_back(i);
+    *rest = split.x.index_select(0, torch::tensor(others, torch::kLong).to(split.x.device()));
+  }
   return {split.x.index_select(0, idx), split.y.index_select(0, idx)};
 }
 
@@ -749,11 +758,21 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
       PrefixLogger log(d.plugin);
       Context c = ctx;
       c.log = &log;
+      const auto t0 = Clock::now();
       DomainData data = call_plugin("dataset", d.plugin, "load", [&] { return ds->load(c); });
+      const double load_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      metrics.summary(fmt::format("{}/data/load_seconds", role), load_seconds);
       check_domain(data, role, d.plugin);
-      data.train = take_shots(data.train, d.shots, data.num_classes, spec.seed);
-      spdlog::debug("[runner] {}: {} '{}' train {} val {} test {}", role, d.plugin, data.name,
-                    data.train.size(), data.val.size(), data.test.size());
+      // The target's training examples not kept as shots are its unlabelled pool, unless the
+      // dataset brings its own (adaptation methods train on it without labels).
+      torch::Tensor rest;
+      const bool pool = !data.unlabeled.defined() && d.shots > 0 && !data.train.streamed();
+      data.train =
+          take_shots(data.train, d.shots, data.num_classes, spec.seed, pool ? &rest : nullptr);
+      if (pool && rest.defined() && rest.size(0) > 0) data.unlabeled = rest;
+      spdlog::debug("[runner] {}: {} '{}' train {} val {} test {}{} (loaded in {:.2f} s)", role,
+                    d.plugin, data.name, data.train.size(), data.val.size(), data.test.size(),
+                    data.train.streamed() ? " (streamed)" : "", load_seconds);
       return to_device(std::move(data), device);
     };
     session.target_ = load_domain(spec.target, "target");

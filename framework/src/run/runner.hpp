@@ -75,6 +75,8 @@ void configure_threads(int threads);
 
 /// Keeps `shots` examples per class of `split` (all of a class when it has fewer), chosen with
 /// `seed`; the order of kept examples is shuffled. `shots` = 0 returns `split` unchanged.
-Split take_shots(const Split& split, int64_t shots, int64_t num_classes, uint64_t seed);
+/// With `rest` (resident splits only): the inputs of the examples not kept, in their order.
+Split take_shots(const Split& split, int64_t shots, int64_t num_classes, uint64_t seed,
+                 torch::Tensor* rest = nullptr);
 
 }  // namespace tlab
