@@ -39,6 +39,7 @@ plugin = "imagefolder"
 path = "$work/imgs"
 size = 32
 val_fraction = 0.1
+test_fraction = 0.1
 $1
 [backbone]
 plugin = "cnn"
@@ -54,8 +55,10 @@ batch_size = 64
 EOF
 }
 
-summary() {  # $1 = db, $2 = metric
-  sqlite3 "$1" "SELECT printf('%.3f', value) FROM summaries WHERE name = '$2' ORDER BY run_id DESC LIMIT 1"
+summary() {  # $1 = db, $2 = metric ("n/a" when the run has none)
+  local v
+  v=$(sqlite3 "$1" "SELECT printf('%.3f', value) FROM summaries WHERE name = '$2' ORDER BY run_id DESC LIMIT 1")
+  echo "${v:-n/a}"
 }
 
 for w in 1 2; do
@@ -77,5 +80,6 @@ resident_max_mb = 0"
   echo "$mode: load $(summary "$work/$mode.db" target/data/load_seconds) s, 3 epochs, whole" \
     "process $(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }') s;" \
     "test acc $(summary "$work/$mode.db" target/test/acc);" \
-    "waited for data $(summary "$work/$mode.db" target/train/data_wait_seconds) s"
+    "waited for data $(summary "$work/$mode.db" target/train/data_wait_seconds) s;" \
+    "train $(summary "$work/$mode.db" target/train/examples) images/epoch"
 done
