@@ -300,6 +300,11 @@ int main(int argc, char** argv) {
                 "for gdb, valgrind and sanitizers (no crash isolation, no --timeout)");
   run->add_flag("--wait", sweep.wait,
                 "With --launcher slurm: wait for the tasks to end, then collect their results");
+  bool profile = false;
+  run->add_flag("--profile", profile,
+                "Time each phase of training (data, forward, backward, optimizer, evaluation, "
+                "logging) into the runs' summaries profile/<domain>/<phase>_seconds and log a "
+                "line per stage (synchronises after each phase on a GPU)");
 
   // The child process of a sweep (not for users): executes one queued run of the database.
   auto* child = app.add_subcommand("_run", "");
@@ -463,6 +468,8 @@ int main(int argc, char** argv) {
     } else if (sweep.wait) {
       throw UsageError("--wait applies to --launcher slurm; a local sweep always runs to its end");
     }
+    // The runs read it in their own processes (exec, fork, in-process, SLURM tasks alike).
+    if (profile) setenv("TLAB_PROFILE", "1", 1);
     if (sweep.in_process && (on_slurm || !timeout_text.empty() || spawn != "exec" ||
                              run->get_option("--jobs")->count() || !gpus_text.empty() ||
                              run->get_option("--runs-per-gpu")->count()))

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <optional>
 
@@ -234,6 +235,16 @@ double scheduled_lr(const TrainConfig& c, int64_t epoch) {
   return c.lr;
 }
 
+// Seconds since this process started (its start time in /proc, 10 ms resolution); -1 if unknown.
+double seconds_since_process_start() {
+  const int64_t start = process_start_ticks(getpid());
+  timespec now{};
+  if (start < 0 || clock_gettime(CLOCK_BOOTTIME, &now) != 0) return -1;
+  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) * 1e-9 -
+         static_cast<double>(start) / ticks;
+}
+
 // Restores the train/eval mode of a module and of each submodule, even on exceptions.
 class ModeGuard {
  public:
@@ -253,8 +264,8 @@ class ModeGuard {
 
 class RunSession : public Session {
  public:
-  RunSession(Context& ctx, StoreMetrics& metrics, bool verbose)
-      : ctx_(ctx), metrics_(metrics), verbose_(verbose) {}
+  RunSession(Context& ctx, StoreMetrics& metrics, bool verbose, bool profile)
+      : ctx_(ctx), metrics_(metrics), verbose_(verbose), profile_(profile) {}
 
   Context& context() override { return ctx_; }
   Model& model() override { return *model_; }
@@ -338,6 +349,21 @@ class RunSession : public Session {
       // Accumulated on the device and read once per epoch: no host sync per step.
       auto loss_sum = torch::zeros({}, torch::TensorOptions(ctx_.device));
       const int64_t first_step = step_;
+      // --profile: a clock read (and on a GPU a synchronisation) after each phase of a step.
+      auto& phase = phases_[st.domain];
+      auto lap = [&, last = Clock::now()](const char* name) mutable {
+        if (ctx_.device.is_cuda()) torch::cuda::synchronize();
+        const auto now = Clock::now();
+        phase[name] += std::chrono::duration<double>(now - last).count();
+        last = now;
+      };
+      if (!first_step_recorded_) {  // start-up: process start to the first training step
+        first_step_recorded_ = true;
+        const double since = seconds_since_process_start();
+        if (since >= 0) metrics_.summary("run/first_step_seconds", since);
+      }
+      const auto train_start = Clock::now();
+      if (profile_) lap("setup");
       for (int64_t s = 0; s < steps; ++s) {
         if (g_stop_signal) {
           metrics_.flush();
@@ -346,11 +372,15 @@ class RunSession : public Session {
         auto idx = perm.slice(0, s * c.batch_size, std::min(n, (s + 1) * c.batch_size));
         Batch b{stream ? as_input(stream->next(), ctx_.device) : data.x.index_select(0, idx),
                 data.y.index_select(0, idx)};
+        if (profile_) lap("data");
         optimizer->zero_grad();
         auto loss = loss_fn(b);
+        if (profile_) lap("forward");
         loss.backward();
+        if (profile_) lap("backward");
         optimizer->step();
         loss_sum += loss.detach();
+        if (profile_) lap("optimizer");
         ++step_;
       }
       if (stream) {
@@ -358,6 +388,13 @@ class RunSession : public Session {
         metrics_.summary(st.domain + "/train/data_wait_seconds", data_wait_[st.domain]);
       }
       double mean_loss = loss_sum.item<double>() / steps;
+      auto& [train_seconds, seen] = trained_[st.domain];
+      train_seconds += std::chrono::duration<double>(Clock::now() - train_start).count();
+      seen += n;
+      metrics_.summary(st.domain + "/train/seconds", train_seconds);
+      metrics_.summary(st.domain + "/train/samples_per_second",
+                       train_seconds > 0 ? static_cast<double>(seen) / train_seconds : 0.0);
+      if (profile_) lap("optimizer");  // the epoch's one read of the loss
       metrics_.log(st.domain + "/train/loss", mean_loss, step_, epoch);
       metrics_.log(st.domain + "/train/lr", lr, step_, epoch);
       if (!std::isfinite(mean_loss)) {
@@ -384,6 +421,7 @@ class RunSession : public Session {
         metrics_.log("source/val/acc", e.acc, step_, epoch);
         metrics_.log("source/val/loss", e.loss, step_, epoch);
       }
+      if (profile_) lap("evaluation");
       report_progress(st.domain, epoch + 1, c.epochs);
       metrics_.flush();
       double secs = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -391,6 +429,23 @@ class RunSession : public Session {
         spdlog::info("{} ({:.2f} s)", line, secs);
       else
         spdlog::debug("{} ({:.2f} s)", line, secs);
+      if (profile_) {
+        lap("logging");
+        for (const auto& [name, value] : phase)
+          metrics_.summary(fmt::format("profile/{}/{}_seconds", st.domain, name), value);
+      }
+    }
+    const auto& phase = phases_[st.domain];
+    if (profile_ && !phase.empty()) {
+      std::string text;
+      double total = 0;
+      for (const auto& [name, value] : phase) total += value;
+      for (const char* name :
+           {"setup", "data", "forward", "backward", "optimizer", "evaluation", "logging"})
+        if (phase.count(name))
+          text += fmt::format(" {} {:.2f} s ({:.0f}%)", name, phase.at(name),
+                              total > 0 ? 100 * phase.at(name) / total : 0.0);
+      spdlog::info("[profile] {}:{}", st.domain, text);
     }
   }
 
@@ -412,6 +467,12 @@ class RunSession : public Session {
   bool verbose_;
   int64_t step_ = 0;
   std::map<std::string, double> data_wait_;  // seconds each stage waited for streamed batches
+  bool profile_;
+  // Per domain: seconds in the training loops (all epochs, evaluation excluded), examples seen.
+  std::map<std::string, std::pair<double, int64_t>> trained_;
+  // Per domain, with profiling: seconds per phase.
+  std::map<std::string, std::map<std::string, double>> phases_;
+  bool first_step_recorded_ = false;
 };
 
 void fsync_path(const fs::path& p, int flags);
@@ -751,7 +812,9 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     ctx.log = &runner_log;
     ctx.metrics = &metrics;
 
-    RunSession session(ctx, metrics, options.verbose);
+    const char* profile_env = std::getenv("TLAB_PROFILE");
+    RunSession session(ctx, metrics, options.verbose,
+                       options.profile || (profile_env && std::string(profile_env) == "1"));
     session.train_ = spec.train;
     auto load_domain = [&](const DatasetSpec& d, const char* role) {
       auto ds = loader.create<Dataset>(d.plugin, d.params);

@@ -47,6 +47,10 @@ struct RunOptions {
   bool verbose = false;  ///< Log every epoch at info level (otherwise debug).
   int64_t run_id = 0;    ///< Execute this queued run (its row exists); 0 = record a new run.
   std::string gpu;       ///< CUDA_VISIBLE_DEVICES the supervisor gave this run ("" none).
+  /// Time each phase of training (data, forward + loss, backward, optimiser, evaluation,
+  /// logging) into profile/<domain>/* summaries; also on with TLAB_PROFILE=1 (how `tlab run
+  /// --profile` reaches its child processes). On a GPU it synchronises after each phase.
+  bool profile = false;
 };
 
 /// What became of a run.
