@@ -610,6 +610,29 @@ TEST_F(EndToEnd, ProfilingRecordsTimePerPhaseAndThroughput) {
       count(dir_ / "r.db", "SELECT count(*) FROM summaries WHERE name LIKE 'profile/target/%'"), 7);
 }
 
+// [run] threads: the intra-op threads of every run of the sweep, unless --threads says otherwise;
+// not part of the run (the same run key whatever the threads).
+TEST_F(EndToEnd, RunThreadsSetTheThreadsUnlessTheCommandLineDoes) {
+  tlab::test::write_file(dir_ / "t.toml", kTiny + "\n[run]\nthreads = 1\n");
+  auto tlab = [&](const std::string& args) {
+    return sh(fmt::format("cd '{}' && '{}/tlab' --plugin-path '{}' run t.toml --db r.db {}",
+                          dir_.string(), TLAB_TEST_BIN_DIR, TLAB_TEST_PLUGIN_DIR, args));
+  };
+  auto r = tlab("");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("1 run(s), 1 at once, 1 thread(s) each"));
+  r = tlab("--threads 2 --rerun");
+  EXPECT_THAT(r.out, HasSubstr("1 at once, 2 thread(s) each"));
+  r = tlab("run.threads=2");  // another thread count is the same run: skipped as done
+  EXPECT_THAT(r.out, HasSubstr("skipped"));
+  r = tlab("-m run.threads=1,2 --rerun");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.out, HasSubstr("set different run.threads (1 and 2)"));
+  r = tlab("run.threads=-1");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.out, HasSubstr("'run.threads' = -1 is out of range"));
+}
+
 TEST_F(EndToEnd, TakeShotsKeepsKPerClass) {
   auto y = torch::tensor({0, 1, 2, 0, 1, 2, 0, 1, 2, 0}, torch::kLong);
   tlab::Split s{torch::arange(10).to(torch::kFloat).unsqueeze(1), y};

@@ -502,6 +502,16 @@ int main(int argc, char** argv) {
     sweep.db = db;
     sweep.results_dir =
         fs::path(db).parent_path().empty() ? fs::path(".") : fs::path(db).parent_path();
+    // --threads wins; else [run] threads (one value for the whole sweep); else cores / jobs.
+    if (threads == 0 && !specs.empty()) {
+      for (const auto& s : specs)
+        if (s.threads != specs[0].threads)
+          throw ConfigError(fmt::format(
+              "the runs of this sweep set different run.threads ({} and {}); a sweep runs with "
+              "one thread count: set it once, or use --threads",
+              specs[0].threads, s.threads));
+      threads = static_cast<int>(specs[0].threads);
+    }
     sweep.threads = threads;
     sweep.verbose = verbose;
     sweep.plugin_paths = plugin_paths;

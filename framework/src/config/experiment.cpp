@@ -219,9 +219,9 @@ void flatten(const Node& n, const std::string& prefix, std::vector<ParamEntry>& 
 // ---------------------------------------------------------------------------------------------
 // The host's own settings
 
-const std::vector<std::string> kTopKeys = {"name",   "seed",     "device",         "source",
-                                           "target", "backbone", "adapters",       "strategy",
-                                           "train",  "launcher", "adapter_weights"};
+const std::vector<std::string> kTopKeys = {"name",   "seed",     "device",          "source",
+                                           "target", "backbone", "adapters",        "strategy",
+                                           "train",  "launcher", "adapter_weights", "run"};
 const std::vector<std::string> kBackboneHostKeys = {"weights", "weights_strict", "weights_remap"};
 
 ParamSpec num_spec(const char* key, ParamType type, double lo, double hi) {
@@ -534,6 +534,14 @@ RunSpec validate(const Node& root, const Checker& c, const std::string& file,
   }
   r.train = train_table(root.get("train"), c);
   r.launcher = launcher_table(root.get("launcher"), c);
+  if (const Node* run = root.get("run")) {  // how to execute, not what: out of the run key
+    if (!run->is_table())
+      c.fail(*run, fmt::format("'run' must be a table, got {}", run->describe()));
+    c.check_keys(*run, "run.", {"threads"}, "[run]");
+    if (const Node* t = run->get("threads"))
+      r.threads = std::get<int64_t>(
+          c.convert(*t, num_spec("threads", ParamType::Int, 0, 1024), "run.threads"));
+  }
   {
     Node launcher = Node::table();
     launcher.set("launcher", launcher_node(r.launcher));
@@ -603,6 +611,8 @@ cfg::SchemaKeys schema_keys(PluginLoader& loader) {
       keys = train_keys();
     } else if (path.size() == 1 && path[0] == "launcher") {
       keys = launcher_keys();
+    } else if (path.size() == 1 && path[0] == "run") {
+      keys = {"threads"};
     } else if (path.size() == 1 && (path[0] == "source" || path[0] == "target")) {
       plugin_keys(Kind::Dataset, table, {"shots"});
     } else if (path.size() == 1 && path[0] == "backbone") {
