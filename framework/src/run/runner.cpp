@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -636,6 +637,17 @@ int stop_signal() { return g_stop_signal; }
 
 void configure_threads(int threads) {
   if (threads > 0) torch::set_num_threads(threads);
+#ifdef __GLIBC__
+  // glibc serves blocks over 128 KiB with mmap and unmaps them on free, so every training step
+  // page-faults its activations in again (millions of faults per run; up to 40% of the time on
+  // a small CNN: docs/benchmarks.md). Keep such blocks in the heap instead, as a long-running
+  // trainer wants; GLIBC_TUNABLES set by the user still win (they are read at start-up, and an
+  // explicit mallopt is skipped when they are present).
+  if (!std::getenv("GLIBC_TUNABLES")) {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  }
+#endif
   using SetThreads = void (*)(int);
   if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
     set(1);
