@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <set>
@@ -543,18 +544,24 @@ lr = 0.003
   } restore;
   fs::current_path(dir_);
   tlab::Store store(dir_ / "results.db");
-  auto spec =
-      tlab::load_experiment(tlab::test::write_file(dir_ / "text.toml", exp), {}, loader_)[0];
-  auto out = run(store, spec);
-  ASSERT_EQ(out.status, "finished") << out.reason;
-  EXPECT_EQ(out.summary.at("target/train/examples"), 20);
-  EXPECT_EQ(out.summary.at("target/data/load_seconds") >= 0, true);
-  // Pre-training learnt the source (its last source epoch), and the sentiment words carry over
-  // to the kitchen reviews.
-  auto source_val = store.metrics(out.id, "source/val/acc");
-  ASSERT_GE(source_val.size(), 5u);
-  EXPECT_GE(source_val[4].value, 0.9);
-  EXPECT_GE(out.summary.at("target/test/acc"), 0.8);
+  // Five seeds: with 10 labelled reviews per class one seed can land badly; the median cannot.
+  std::vector<double> accs;
+  for (int seed = 1; seed <= 5; ++seed) {
+    auto spec = tlab::load_experiment(tlab::test::write_file(dir_ / "text.toml", exp),
+                                      {"seed=" + std::to_string(seed)}, loader_)[0];
+    auto out = run(store, spec);
+    ASSERT_EQ(out.status, "finished") << out.reason;
+    EXPECT_EQ(out.summary.at("target/train/examples"), 20);
+    EXPECT_GE(out.summary.at("target/data/load_seconds"), 0);
+    // Pre-training learnt the source (its last source epoch).
+    auto source_val = store.metrics(out.id, "source/val/acc");
+    ASSERT_GE(source_val.size(), 5u);
+    EXPECT_GE(source_val[4].value, 0.9) << "seed " << seed;
+    accs.push_back(out.summary.at("target/test/acc"));
+  }
+  // The sentiment words carry over to the kitchen reviews.
+  std::sort(accs.begin(), accs.end());
+  EXPECT_GE(accs[2], 0.8) << "median target test accuracy over 5 seeds";
 }
 
 TEST_F(EndToEnd, TheExamplesNotKeptAsShotsAreTheUnlabelledPool) {
@@ -631,6 +638,30 @@ TEST_F(EndToEnd, RunThreadsSetTheThreadsUnlessTheCommandLineDoes) {
   r = tlab("run.threads=-1");
   EXPECT_EQ(r.code, 2);
   EXPECT_THAT(r.out, HasSubstr("'run.threads' = -1 is out of range"));
+}
+
+// A plugin rebuilt without a change (another file hash) makes a new pre-training cache entry but
+// the same results: the random state after pre-training does not depend on the builds' hashes.
+TEST_F(EndToEnd, ARebuiltPluginGivesTheSameResults) {
+  const fs::path copy = dir_ / "plugins";
+  fs::create_directories(copy / "strategies");
+  fs::copy_file(fs::path(TLAB_TEST_PLUGIN_DIR) / "strategies" / "finetune.so",
+                copy / "strategies" / "finetune.so");
+  std::ofstream(copy / "strategies" / "finetune.so", std::ios::app) << "rebuilt";
+  tlab::PluginLoader rebuilt({copy.string(), TLAB_TEST_PLUGIN_DIR});
+  ASSERT_NE(rebuilt.get(tlab::Kind::Strategy, "finetune").file_hash,
+            loader_.get(tlab::Kind::Strategy, "finetune").file_hash);
+  tlab::Store store(dir_ / "results.db");
+  auto a = run(store, specs(kTiny)[0]);
+  tlab::RunOptions o;
+  o.results_dir = dir_;
+  auto b = tlab::execute_run(tlab::load_experiment(dir_ / "tiny.toml", {}, rebuilt)[0], rebuilt,
+                             store, o);
+  ASSERT_EQ(a.status, "finished") << a.reason;
+  ASSERT_EQ(b.status, "finished") << b.reason;
+  EXPECT_EQ(b.summary.at("source/pretrain_reused"), 0);  // a new cache entry: trained again
+  EXPECT_EQ(a.summary.at("target/test/acc"), b.summary.at("target/test/acc"));
+  EXPECT_EQ(a.summary.at("target/test/loss"), b.summary.at("target/test/loss"));
 }
 
 TEST_F(EndToEnd, TakeShotsKeepsKPerClass) {

@@ -455,8 +455,9 @@ class RunSession : public Session {
 
   std::shared_ptr<Model> model_;
   std::function<DomainData()> load_source_;
-  std::string reuse_base_;  // what every pre-training key shares: see execute_run
-  fs::path reuse_dir_;      // <results>/cache/pretrain
+  std::string reuse_base_;   // what every pre-training key shares: see execute_run
+  std::string reseed_base_;  // the same without plugin build hashes: seeds what follows
+  fs::path reuse_dir_;       // <results>/cache/pretrain
   mutable std::optional<DomainData> source_;
   DomainData target_;
   TrainConfig train_;
@@ -592,7 +593,8 @@ bool RunSession::reuse(const std::string& key, torch::nn::Module& module,
   }
   metrics_.summary("source/pretrain_reused", trained ? 0.0 : 1.0);
   // The same random state afterwards whether this run trained or reused.
-  torch::manual_seed(std::stoull(hash_string(full + std::to_string(ctx_.seed)), nullptr, 16));
+  const std::string reseed = reseed_base_ + "strategy key: " + key + "\n";
+  torch::manual_seed(std::stoull(hash_string(reseed + std::to_string(ctx_.seed)), nullptr, 16));
   return trained;
 }
 
@@ -863,16 +865,23 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
           fmt::format("tlab pre-training cache v1\ndevice type: {}\ninput shape: {}\n",
                       device.type() == torch::kCUDA ? "cuda" : "cpu",
                       fmt::join(session.target_.input_shape, "x"));
-      for (const auto& p : used)
+      // The random state after pre-training is seeded from the same text without the plugin
+      // builds' hashes: rebuilding a plugin makes a new cache entry, not other results.
+      std::string reseed = base;
+      for (const auto& p : used) {
         base += fmt::format("plugin: {} {} {}\n", p.kind, p.name, p.file_hash);
-      if (backbone_weights) base += fmt::format("backbone weights: {}\n", backbone_weights->hash);
+        reseed += fmt::format("plugin: {} {}\n", p.kind, p.name);
+      }
+      std::string tail;
+      if (backbone_weights) tail += fmt::format("backbone weights: {}\n", backbone_weights->hash);
       for (const auto& p : spec.params)
         if (p.key == "seed" || p.key.rfind("source.", 0) == 0 || p.key.rfind("backbone.", 0) == 0 ||
             p.key.rfind("train.", 0) == 0 || p.key == "strategy.plugin")
-          base +=
+          tail +=
               fmt::format("{} = {}\n", p.key,
                           std::visit([](const auto& v) { return fmt::format("{}", v); }, p.value));
-      session.reuse_base_ = std::move(base);
+      session.reuse_base_ = base + tail;
+      session.reseed_base_ = reseed + tail;
     }
     auto backbone = loader.create<Backbone>(spec.backbone.plugin, spec.backbone.params);
     PrefixLogger backbone_log(spec.backbone.plugin);
