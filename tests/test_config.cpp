@@ -125,8 +125,8 @@ TEST_F(Config, WrongTypeIsLocated) {
 }
 
 TEST_F(Config, OutOfRangeValuesAreLocated) {
-  EXPECT_THAT(error(with("epochs = 2", "epochs = 0")),
-              HasSubstr("'train.epochs' = 0 is out of range; expected a value in [1, 1000000]"));
+  EXPECT_THAT(error(with("epochs = 2", "epochs = -1")),
+              HasSubstr("'train.epochs' = -1 is out of range; expected a value in [0, 1000000]"));
   auto nan = error(with("lr = 0.01", "lr = nan"));
   EXPECT_THAT(nan, StartsWith(at(27, 6)));
   EXPECT_THAT(nan, HasSubstr("'train.lr' = nan is not a finite number"));
@@ -185,10 +185,10 @@ TEST_F(Config, SweepOverWholeTablesChangesPlugins) {
 }
 
 TEST_F(Config, OneBadSweepCombinationRejectsTheWholeSweep) {
-  auto msg = error(kValid + "\n[sweep]\nseed = [1, 2]\n\"train.epochs\" = [2, 0]\n");
+  auto msg = error(kValid + "\n[sweep]\nseed = [1, 2]\n\"train.epochs\" = [2, -1]\n");
   EXPECT_THAT(msg, StartsWith(at(31, 22)));
-  EXPECT_THAT(msg, HasSubstr("'train.epochs' = 0 is out of range"));
-  EXPECT_THAT(msg, HasSubstr("in sweep combination 2 of 4: seed=1 train.epochs=0; the whole "
+  EXPECT_THAT(msg, HasSubstr("'train.epochs' = -1 is out of range"));
+  EXPECT_THAT(msg, HasSubstr("in sweep combination 2 of 4: seed=1 train.epochs=-1; the whole "
                              "sweep was rejected, no run started"));
   EXPECT_THAT(error(kValid + "\n[sweep]\nseed = 3\n"),
               HasSubstr("sweep 'seed' must be a list of values"));

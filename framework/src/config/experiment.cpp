@@ -249,7 +249,7 @@ struct TrainField {
 
 const std::vector<TrainField>& train_fields() {
   static const std::vector<TrainField> fields = {
-      {num_spec("epochs", ParamType::Int, 1, 1e6),
+      {num_spec("epochs", ParamType::Int, 0, 1e6),
        [](TrainConfig& c, const Value& v) { c.epochs = std::get<int64_t>(v); }},
       {num_spec("batch_size", ParamType::Int, 1, 1 << 24),
        [](TrainConfig& c, const Value& v) { c.batch_size = std::get<int64_t>(v); }},

@@ -203,4 +203,126 @@ weights::LoadReport load_adapters(Model& model, const RunSpec& spec, int64_t num
   return report;
 }
 
+namespace {
+
+// A parameter value saved in adapter.json, converted back to the type the plugin's schema has.
+Value param_from_json(const nlohmann::json& v, ParamType type, const std::string& what) {
+  auto bad = [&] {
+    return WeightsError(
+        fmt::format("{}: saved value {} is not a {}", what, v.dump(), type_name(type)));
+  };
+  auto all_of = [&](auto pred) {
+    if (!v.is_array()) return false;
+    for (const auto& e : v)
+      if (!pred(e)) return false;
+    return true;
+  };
+  switch (type) {
+    case ParamType::Bool:
+      if (!v.is_boolean()) throw bad();
+      return v.get<bool>();
+    case ParamType::Int:
+      if (!v.is_number_integer()) throw bad();
+      return v.get<int64_t>();
+    case ParamType::Float:
+      if (!v.is_number()) throw bad();
+      return v.get<double>();
+    case ParamType::String:
+      if (!v.is_string()) throw bad();
+      return v.get<std::string>();
+    case ParamType::IntList:
+      if (!all_of([](const auto& e) { return e.is_number_integer(); })) throw bad();
+      return v.get<std::vector<int64_t>>();
+    case ParamType::FloatList:
+      if (!all_of([](const auto& e) { return e.is_number(); })) throw bad();
+      return v.get<std::vector<double>>();
+    case ParamType::StringList:
+      if (!all_of([](const auto& e) { return e.is_string(); })) throw bad();
+      return v.get<std::vector<std::string>>();
+  }
+  throw bad();
+}
+
+Params params_from_json(PluginLoader& loader, Kind kind, const std::string& plugin,
+                        const nlohmann::json& j, const std::string& where) {
+  Params out;
+  if (!j.is_object()) return out;
+  const Schema& schema = loader.get(kind, plugin).descriptor->schema;
+  for (const auto& [key, value] : j.items()) {
+    const ParamSpec* spec = schema.find(key);
+    if (!spec)
+      throw WeightsError(fmt::format(
+          "{}: {} plugin '{}' has no parameter '{}' any more (the run was made with another "
+          "version of it); rebuild that run's plugin or train the model again",
+          where, kind_name(kind), plugin, key));
+    out[key] = param_from_json(value, spec->type, fmt::format("{}: {}.{}", where, plugin, key));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::shared_ptr<Model> load_run_model(const fs::path& run_dir, const std::string& ref,
+                                      PluginLoader& loader, Context& ctx,
+                                      const std::vector<int64_t>& input_shape) {
+  const fs::path json_path = run_dir / "adapter.json";
+  const fs::path weights_path = run_dir / "model.safetensors";
+  for (const auto& f : {json_path, weights_path})
+    if (!fs::is_regular_file(f))
+      throw WeightsError(fmt::format(
+          "model \"{}\": '{}' is missing; every finished run writes model.safetensors and "
+          "adapter.json into its folder (was the folder moved, or the run made by an older "
+          "tlab?)",
+          ref, f.string()));
+  std::ifstream in(json_path);
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || j.value("format", "") != "tlab-adapter" || !j["backbone"].is_object() ||
+      !j["adapters"].is_array() || !j["num_classes"].is_number_integer() ||
+      !j["input_shape"].is_array())
+    throw WeightsError(fmt::format(
+        "model \"{}\": '{}' is not a tlab run description (format \"tlab-adapter\" with backbone, "
+        "adapters, num_classes, input_shape)",
+        ref, json_path.string()));
+  const std::string where = fmt::format("model \"{}\" ({})", ref, json_path.string());
+  TaskInfo task;
+  task.num_classes = j["num_classes"].get<int64_t>();
+  task.input_shape = j["input_shape"].get<std::vector<int64_t>>();
+  if (task.input_shape != input_shape)
+    throw WeightsError(fmt::format(
+        "model \"{}\" takes examples of shape {} but this run's are {}; use a model trained on "
+        "data of the same shape",
+        ref, fmt::join(task.input_shape, "x"), fmt::join(input_shape, "x")));
+
+  // Building draws random initial weights: keep the run's own random sequence untouched.
+  auto gen = at::detail::getDefaultCPUGenerator();
+  const auto rng_state = gen.get_state();
+  struct Restore {
+    at::Generator& g;
+    const at::Tensor& s;
+    ~Restore() { g.set_state(s); }
+  } restore{gen, rng_state};
+
+  const std::string bname = j["backbone"].value("plugin", "");
+  auto backbone = loader.create<Backbone>(
+      bname, params_from_json(loader, Kind::Backbone, bname, j["backbone"]["params"], where));
+  auto model = std::make_shared<Model>(backbone->build(task.input_shape, ctx));
+  model->to(ctx.device);
+  for (const auto& a : j["adapters"]) {
+    const std::string aname = a.value("plugin", "");
+    auto adapter = loader.create<Adapter>(
+        aname, params_from_json(loader, Kind::Adapter, aname, a["params"], where));
+    adapter->attach(*model, task, ctx);
+  }
+  model->to(ctx.device);
+  weights::LoadOptions o;
+  o.strict = true;
+  o.what = fmt::format("the model of {}", ref);
+  o.hint = "the run's plugins changed since it was trained; rebuild them as they were";
+  weights::load_state_dict(*model, weights::read_safetensors(weights_path), weights_path.string(),
+                           o);
+  model->eval();
+  for (auto& p : model->parameters()) p.requires_grad_(false);
+  return model;
+}
+
 }  // namespace tlab

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/experiment.hpp"
+#include "plugins/loader.hpp"
 #include "store/store.hpp"
 #include "tlab/sdk/model.hpp"
 #include "weights/state_dict.hpp"
@@ -63,5 +64,15 @@ int64_t save_adapters(Model& model, const std::vector<torch::Tensor>& trained,
 /// its weights). Errors name the difference and the file.
 weights::LoadReport load_adapters(Model& model, const RunSpec& spec, int64_t num_classes,
                                   const std::vector<int64_t>& input_shape, const WeightsFile& file);
+
+/// The trained model of the finished run whose folder is `run_dir` (Session::load_model): rebuilt
+/// from its adapter.json (backbone and adapter plugins with their parameters, classes, input
+/// shape) with `loader`, its model.safetensors loaded strictly, moved to `ctx.device`, in eval
+/// mode with requires_grad off; its input shape must be `input_shape` (the run's data). `ref` is
+/// how the user named it (for messages). LibTorch's random
+/// state is restored afterwards: loading a model does not change the run's random numbers.
+std::shared_ptr<Model> load_run_model(const std::filesystem::path& run_dir, const std::string& ref,
+                                      PluginLoader& loader, Context& ctx,
+                                      const std::vector<int64_t>& input_shape);
 
 }  // namespace tlab

@@ -217,16 +217,19 @@ torch::Tensor as_input(torch::Tensor x, torch::Device dev) {
 // Prefetch depth for a streamed split: two batches per worker keep every worker busy.
 int prefetch_capacity(const ExampleSource& s) { return 2 * std::max(1, s.workers()); }
 
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainConfig& c,
-                                                        std::vector<torch::Tensor> params) {
+// One optimiser parameter group per entry of `groups` (empty groups are dropped by the caller).
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(
+    const TrainConfig& c, const std::vector<std::vector<torch::Tensor>>& groups) {
+  std::vector<torch::optim::OptimizerParamGroup> g;
+  for (const auto& params : groups) g.emplace_back(params);
   if (c.optimizer == "sgd")
     return std::make_unique<torch::optim::SGD>(
-        params, torch::optim::SGDOptions(c.lr).momentum(c.momentum).weight_decay(c.weight_decay));
+        g, torch::optim::SGDOptions(c.lr).momentum(c.momentum).weight_decay(c.weight_decay));
   if (c.optimizer == "adamw")
     return std::make_unique<torch::optim::AdamW>(
-        params, torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
+        g, torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
   return std::make_unique<torch::optim::Adam>(
-      params, torch::optim::AdamOptions(c.lr).weight_decay(c.weight_decay));
+      g, torch::optim::AdamOptions(c.lr).weight_decay(c.weight_decay));
 }
 
 double scheduled_lr(const TrainConfig& c, int64_t epoch) {
@@ -316,16 +319,42 @@ class RunSession : public Session {
   }
 
   void fit(const Stage& st) override {
+    const TrainConfig& c = st.config;
+    if (c.epochs == 0) return;  // e.g. [train] epochs = 0: the target is only evaluated
     if (!st.train || st.train->size() == 0)
       throw std::invalid_argument(fmt::format("stage '{}' has no training data", st.domain));
-    if (st.parameters.empty())
-      throw std::invalid_argument(
-          fmt::format("stage '{}' has no parameters to train (is everything frozen?)", st.domain));
     if (!st.module || !st.forward)
       throw std::invalid_argument(
           fmt::format("stage '{}' needs a module and a forward function", st.domain));
-    const TrainConfig& c = st.config;
-    auto optimizer = make_optimizer(c, st.parameters);
+    // Optimiser groups: `parameters` at the base rate, then each ParamGroup at its scale.
+    std::vector<std::vector<torch::Tensor>> groups;
+    std::vector<double> scales;
+    std::unordered_set<const void*> seen_params;
+    auto add_group = [&](const std::vector<torch::Tensor>& params, double scale,
+                         const std::string& name) {
+      for (const auto& p : params)
+        if (!seen_params.insert(p.unsafeGetTensorImpl()).second)
+          throw std::invalid_argument(fmt::format(
+              "stage '{}': a parameter ({}) is in two parameter groups (second: '{}'); list each "
+              "tensor once",
+              st.domain, fmt::join(p.sizes(), "x"), name));
+      if (params.empty()) return;
+      groups.push_back(params);
+      scales.push_back(scale);
+    };
+    add_group(st.parameters, 1.0, "parameters");
+    for (const auto& g : st.groups) {
+      if (!(g.lr_scale >= 0) || !std::isfinite(g.lr_scale))
+        throw std::invalid_argument(
+            fmt::format("stage '{}': parameter group '{}' has lr_scale {}; expected a finite "
+                        "number >= 0",
+                        st.domain, g.name, g.lr_scale));
+      add_group(g.parameters, g.lr_scale, g.name);
+    }
+    if (groups.empty())
+      throw std::invalid_argument(
+          fmt::format("stage '{}' has no parameters to train (is everything frozen?)", st.domain));
+    auto optimizer = make_optimizer(c, groups);
     const Split& data = *st.train;
     const int64_t n = data.size();
     const int64_t steps = (n + c.batch_size - 1) / c.batch_size;
@@ -334,7 +363,8 @@ class RunSession : public Session {
     for (int64_t epoch = 0; epoch < c.epochs; ++epoch) {
       auto t0 = Clock::now();
       double lr = scheduled_lr(c, epoch);
-      for (auto& g : optimizer->param_groups()) g.options().set_lr(lr);
+      for (std::size_t g = 0; g < scales.size(); ++g)
+        optimizer->param_groups()[g].options().set_lr(lr * scales[g]);
       st.module->train();
       if (st.on_epoch_start) st.on_epoch_start(epoch);  // after train(): may set eval parts
       auto perm = torch::randperm(n, torch::TensorOptions(ctx_.device).dtype(torch::kLong));
@@ -384,6 +414,7 @@ class RunSession : public Session {
         if (profile_) lap("optimizer");
         ++step_;
       }
+      if (st.on_epoch_end) st.on_epoch_end(epoch);
       if (stream) {
         data_wait_[st.domain] += stream->wait_seconds();
         metrics_.summary(st.domain + "/train/data_wait_seconds", data_wait_[st.domain]);
@@ -452,6 +483,12 @@ class RunSession : public Session {
 
   bool reuse(const std::string& key, torch::nn::Module& module,
              const std::function<void()>& train) override;
+
+  std::shared_ptr<Model> load_model(const std::string& ref) override {
+    if (!load_model_) throw std::logic_error("load_model is not available in this session");
+    return load_model_(ref);
+  }
+  std::function<std::shared_ptr<Model>(const std::string&)> load_model_;
 
   std::shared_ptr<Model> model_;
   std::function<DomainData()> load_source_;
@@ -900,6 +937,31 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
       metrics.summary("weights/backbone/unexpected", static_cast<double>(report.unexpected.size()));
       metrics.summary("weights/backbone/mismatched", static_cast<double>(report.mismatched.size()));
     }
+    session.load_model_ = [&](const std::string& ref) {
+      fs::path dir;
+      if (ref.rfind("run:", 0) == 0) {
+        const std::string id = ref.substr(4);
+        if (id.empty() || id.find_first_not_of("0123456789") != std::string::npos)
+          throw std::invalid_argument(fmt::format(
+              "model \"{}\": expected \"run:<id>\" with a run number (tlab results list) or "
+              "the path of a run folder",
+              ref));
+        dir = resolve_weights(ref, store, "model.safetensors", "model").path.parent_path();
+      } else {
+        dir = fs::absolute(ref);
+        if (!fs::is_directory(dir))
+          throw std::invalid_argument(fmt::format(
+              "model \"{}\": no such run folder ('{}'; relative paths are taken from the current "
+              "folder); name a run as \"run:<id>\" (tlab results list) or give its folder",
+              ref, dir.string()));
+      }
+      Context c = ctx;
+      PrefixLogger log("load_model");
+      c.log = &log;
+      auto m = load_run_model(dir, ref, loader, c, session.target_.input_shape);
+      spdlog::info("[runner] model \"{}\" loaded from '{}'", ref, dir.string());
+      return m;
+    };
     session.model_ = std::make_shared<Model>(net);
     session.model_->to(device);
 
@@ -943,12 +1005,22 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     Stage stage;
     stage.domain = "target";
     stage.config = spec.train;
-    for (auto& p : session.model_->parameters())
-      if (p.requires_grad()) stage.parameters.push_back(p);
+    stage.groups = call_plugin("strategy", sname, "parameter_groups",
+                               [&] { return strategy->parameter_groups(session); });
+    if (stage.groups.empty())
+      for (auto& p : session.model_->parameters())
+        if (p.requires_grad()) stage.parameters.push_back(p);
+    // What the target stage may train: for gradual unfreezing, parameters frozen now count too.
+    auto staged = [&] {
+      std::vector<torch::Tensor> all = stage.parameters;
+      for (const auto& g : stage.groups)
+        for (const auto& p : g.parameters) all.push_back(p);
+      return all;
+    };
     {
       const ParamCounts counts = count_parameters(*session.model_);
       int64_t trainable = 0;
-      for (const auto& p : stage.parameters) trainable += p.numel();
+      for (const auto& p : staged()) trainable += p.numel();
       metrics.summary("model/params/total", static_cast<double>(counts.total));
       metrics.summary("model/params/trainable", static_cast<double>(trainable));
       spdlog::info("[runner] model: {} parameters, {} trainable ({:.2f}%)", counts.total, trainable,
@@ -963,6 +1035,9 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     stage.on_epoch_start = [&](int64_t e) {
       call_plugin("strategy", sname, "on_epoch_start",
                   [&] { strategy->on_epoch_start(session, e); });
+    };
+    stage.on_epoch_end = [&](int64_t e) {
+      call_plugin("strategy", sname, "on_epoch_end", [&] { strategy->on_epoch_end(session, e); });
     };
     stage.train = &session.target_.train;
     stage.val = &session.target_.val;
@@ -982,7 +1057,11 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
                 {"run", std::to_string(out.id)},
                 {"backbone", spec.backbone.plugin},
                 {"tlab_version", TLAB_VERSION}});
-    save_adapters(*session.model_, stage.parameters, buffers_before, spec, task.num_classes,
+    std::vector<torch::Tensor> trained;
+    if (spec.train.epochs > 0)
+      for (const auto& p : staged())
+        if (p.requires_grad()) trained.push_back(p);
+    save_adapters(*session.model_, trained, buffers_before, spec, task.num_classes,
                   task.input_shape, run_dir);
     out.status = "finished";
   } catch (const DivergedError& e) {

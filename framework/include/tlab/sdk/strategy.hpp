@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,16 @@ struct TrainConfig {
   double gamma = 0.1;                 ///< For "step": decay factor.
 };
 
+/// Parameters that share a learning rate: `lr_scale` times the stage's (scheduled) rate.
+/// Discriminative fine-tuning gives each layer group its own scale. A group's parameters may
+/// start frozen (requires_grad false) and be unfrozen later (gradual unfreezing): the optimiser
+/// holds them from the start and skips those without gradients.
+struct ParamGroup {
+  std::string name;                       ///< For logs and metrics, e.g. "layer4" or "head".
+  std::vector<torch::Tensor> parameters;  ///< The group's parameters.
+  double lr_scale = 1.0;                  ///< Multiplies the stage's learning rate.
+};
+
 /// A batch of labelled examples on the run's device.
 struct Batch {
   torch::Tensor x;  ///< Inputs.
@@ -59,14 +70,20 @@ struct Batch {
 struct Stage {
   std::string domain;                     ///< Metric prefix: "source" or "target".
   TrainConfig config;                     ///< Optimisation settings.
-  std::vector<torch::Tensor> parameters;  ///< What the optimiser updates.
-  torch::nn::Module* module = nullptr;    ///< Put in train mode for training, eval for evaluation.
+  std::vector<torch::Tensor> parameters;  ///< What the optimiser updates (at the stage's rate).
+  /// More parameters, a learning-rate scale per group (after `parameters`, which may be empty
+  /// when groups hold everything). A tensor must not appear twice.
+  std::vector<ParamGroup> groups;
+  torch::nn::Module* module = nullptr;  ///< Put in train mode for training, eval for evaluation.
   /// Class scores of a batch of inputs.
   std::function<torch::Tensor(const torch::Tensor&)> forward;
   /// Loss of a batch; default: cross-entropy of `forward`.
   std::function<torch::Tensor(const Batch&)> loss;
   /// Called at the start of each epoch (0-based); may be empty.
   std::function<void(int64_t)> on_epoch_start;
+  /// Called at the end of each epoch (0-based), before evaluation; may be empty. The place to
+  /// read metrics accumulated on the device during the epoch (one host synchronisation).
+  std::function<void(int64_t)> on_epoch_end;
   const Split* train = nullptr;  ///< Labelled training data.
   const Split* val = nullptr;    ///< Evaluated each epoch as `<domain>/val/...` (may be null).
   const Split* test = nullptr;   ///< Evaluated each epoch as `<domain>/test/...` (may be null).
@@ -107,6 +124,12 @@ class Session {
   /// it trained or reused. Returns true if `train` ran in this run.
   virtual bool reuse(const std::string& key, torch::nn::Module& module,
                      const std::function<void()>& train) = 0;
+  /// The trained model of an earlier finished run, e.g. a teacher for distillation: `ref` is
+  /// "run:<id>" (a run of this results database) or the path of a run folder. The model is
+  /// rebuilt from the run's adapter.json (backbone and adapter plugins with their parameters)
+  /// and its model.safetensors loaded strictly; it is on the run's device, in eval mode, with
+  /// requires_grad off. Its input shape must be the target's. Throws with the reason otherwise.
+  virtual std::shared_ptr<Model> load_model(const std::string& ref) = 0;
 };
 
 /// A strategy plugin. Every hook has a default, so the simplest strategy overrides nothing.
@@ -120,6 +143,12 @@ class Strategy : public Plugin {
   virtual void setup(Session& /*session*/) {}
   /// Called at the start of each target epoch (0-based).
   virtual void on_epoch_start(Session& /*session*/, int64_t /*epoch*/) {}
+  /// Called at the end of each target epoch (0-based), before evaluation.
+  virtual void on_epoch_end(Session& /*session*/, int64_t /*epoch*/) {}
+  /// What the target stage's optimiser updates, by group with learning-rate scales
+  /// (discriminative rates, gradual unfreezing). Called after setup(). Default (empty): every
+  /// parameter of the model that requires a gradient, at the base rate.
+  virtual std::vector<ParamGroup> parameter_groups(Session& /*session*/) { return {}; }
   /// Loss of one target training step. Default: cross-entropy of the model's scores.
   virtual torch::Tensor loss(Session& session, const Batch& batch);
 };
