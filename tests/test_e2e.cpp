@@ -800,3 +800,62 @@ TEST_F(EndToEnd, PluginsCommandListsAndShows) {
 }
 
 }  // namespace
+
+TEST_F(EndToEnd, ParameterGroupsThatCannotBeTrainedAreRefused) {
+  tlab::Store store(dir_ / "results.db");
+  auto dup = run(store, specs(kTiny, {"strategy={plugin=\"faulty\",groups=\"duplicate\"}"})[0]);
+  EXPECT_EQ(dup.status, "failed");
+  EXPECT_THAT(dup.reason, HasSubstr("stage 'target': a parameter (4x16) is in two parameter "
+                                    "groups (second: 'head'); list each tensor once"));
+  auto neg = run(store, specs(kTiny, {"strategy={plugin=\"faulty\",groups=\"negative\"}"})[0]);
+  EXPECT_EQ(neg.status, "failed");
+  EXPECT_THAT(neg.reason, HasSubstr("stage 'target': parameter group 'backbone' has lr_scale "
+                                    "-0.5; expected a finite number >= 0"));
+}
+
+TEST_F(EndToEnd, ZeroTargetEpochsOnlyEvaluateTheTarget) {
+  tlab::Store store(dir_ / "results.db");
+  auto out = run(store, specs(kTiny, {"train.epochs=0"})[0]);
+  ASSERT_EQ(out.status, "finished") << out.reason;
+  EXPECT_TRUE(out.summary.count("target/test/acc"));
+  EXPECT_TRUE(out.summary.count("source/test/acc"));                // pre-training ran
+  EXPECT_TRUE(store.metrics(out.id, "target/train/loss").empty());  // the target stage did not
+  EXPECT_FALSE(store.metrics(out.id, "source/train/loss").empty());
+}
+
+TEST_F(EndToEnd, LoadModelRebuildsAnEarlierRunsModel) {
+  tlab::Store store(dir_ / "results.db");
+  auto teacher = run(store, specs(kTiny)[0]);
+  ASSERT_EQ(teacher.status, "finished") << teacher.reason;
+  auto with = [&](const std::string& ref) {
+    return run(store, specs(kTiny, {"strategy={plugin=\"faulty\",load_model=\"" + ref + "\"}",
+                                    "train.epochs=1"})[0]);
+  };
+  for (const std::string ref :
+       {"run:" + std::to_string(teacher.id), store.run(teacher.id).run_dir}) {
+    auto out = with(ref);
+    ASSERT_EQ(out.status, "finished") << out.reason;
+    // The same weights on the same test split: the same accuracy, in eval mode, frozen.
+    EXPECT_EQ(out.summary.at("fixture/loaded/test_acc"), teacher.summary.at("target/test/acc"))
+        << ref;
+    EXPECT_EQ(out.summary.at("fixture/loaded/training"), 0);
+    EXPECT_EQ(out.summary.at("fixture/loaded/trainable"), 0);
+  }
+  EXPECT_THAT(with("run:999").reason, HasSubstr("there is no run 999 in this results database"));
+  EXPECT_THAT(with("run:x").reason, HasSubstr("model \"run:x\": expected \"run:<id>\" with a run "
+                                              "number (tlab results list) or the path of a run "
+                                              "folder"));
+  EXPECT_THAT(with("no/such/dir").reason, HasSubstr("model \"no/such/dir\": no such run folder"));
+  fs::create_directories(dir_ / "empty_run");
+  EXPECT_THAT(with((dir_ / "empty_run").string()).reason,
+              HasSubstr("adapter.json' is missing; every finished run writes model.safetensors "
+                        "and adapter.json"));
+  // Another input shape: refused with both shapes named.
+  std::string wide = kTiny;
+  wide.replace(wide.find("[target]"), 8, "[target]\ndim = 3");
+  auto other = run(store, tlab::load_experiment(tlab::test::write_file(dir_ / "wide.toml", wide),
+                                                {"strategy={plugin=\"faulty\",load_model=\"run:" +
+                                                 std::to_string(teacher.id) + "\"}"},
+                                                loader_)[0]);
+  EXPECT_THAT(other.reason, HasSubstr("takes examples of shape 16 but this run's are 3"));
+}
