@@ -1,16 +1,32 @@
 // finetune: pre-train backbone + a source head on the labelled source domain, then train on
 // the target with a new head (attached by the adapters). With freeze_backbone the backbone is
 // fixed after pre-training and only the head trains: a linear probe.
+//
+// Partial fine-tuning and ULMFiT (Howard & Ruder 2018, "Universal Language Model Fine-tuning
+// for Text Classification", sec. 3.2-3.3), over the backbone's layer groups (input side first):
+// - train_groups = K: only the top K groups and the head train (0 = head only, -1 = all);
+// - discriminative fine-tuning: the head trains at lr, the top group at lr/d, the next at
+//   lr/d^2, ... (theta^l_t = theta^l_{t-1} - eta^l grad, eta^{l-1} = eta^l / 2.6 in the paper:
+//   lr_decay = 2.6), or explicit scales per group (group_lr_scales);
+// - gradual unfreezing: only the head trains at first; every unfreeze_every epochs the next
+//   group from the top joins (the paper unfreezes one group per epoch: unfreeze_every = 1).
+// All groups are handed to the optimiser from the start; frozen ones have requires_grad off.
 #include <torch/nn/modules/linear.h>
 
-#include <sstream>
+#include <cmath>
+#include <unordered_set>
 
+#include "../common/finetuning.hpp"
 #include "tlab/sdk/strategy.hpp"
 
 struct FinetuneOptions {
-  int64_t source_epochs = 5;     ///< Epochs of supervised pre-training on the source.
-  double source_lr = 0.0;        ///< Learning rate of pre-training (0 = train.lr).
-  bool freeze_backbone = false;  ///< Train only the head on the target (linear probe).
+  int64_t source_epochs = 5;            ///< Epochs of supervised pre-training on the source.
+  double source_lr = 0.0;               ///< Learning rate of pre-training (0 = train.lr).
+  bool freeze_backbone = false;         ///< Train only the head on the target (linear probe).
+  int64_t train_groups = -1;            ///< Top backbone groups that train (0 = none, -1 = all).
+  double lr_decay = 1.0;                ///< Rate divisor per group from the top (1 = off).
+  std::vector<double> group_lr_scales;  ///< Rate scale per backbone group, input side first.
+  int64_t unfreeze_every = 0;           ///< Epochs between unfreezing groups (0 = off).
 };
 
 class Finetune : public tlab::Strategy {
@@ -23,52 +39,119 @@ class Finetune : public tlab::Strategy {
         .field("source_lr", &Options::source_lr, "learning rate of pre-training (0 = train.lr)")
         .range(0, 1000)
         .field("freeze_backbone", &Options::freeze_backbone,
-               "after pre-training, train only the head (linear probe)");
+               "after pre-training, train only the head (linear probe)")
+        .field("train_groups", &Options::train_groups,
+               "backbone layer groups that train, counted from the top (0 = head only, -1 = all)")
+        .range(-1, 100000)
+        .field("lr_decay", &Options::lr_decay,
+               "discriminative rates: the head trains at train.lr, the top backbone group at "
+               "lr/d, the next at lr/d^2, ... (ULMFiT uses 2.6; 1 = one rate)")
+        .range(0.01, 100)
+        .field("group_lr_scales", &Options::group_lr_scales,
+               "learning-rate scale per backbone layer group, input side first (instead of "
+               "lr_decay; empty = from lr_decay)")
+        .range(0, 1000)
+        .field("unfreeze_every", &Options::unfreeze_every,
+               "gradual unfreezing: start with the head only and unfreeze the next backbone group "
+               "from the top every this many target epochs (0 = off)")
+        .range(0, 100000);
   }
-  explicit Finetune(Options o) : o_(o) {}
+  explicit Finetune(Options o) : o_(std::move(o)) {}
 
   void prepare(tlab::Session& s) override {
-    const tlab::DomainData* src = s.source();
-    if (!src)
-      throw std::invalid_argument("finetune pre-trains on the source domain: add a [source] table");
-    auto& model = s.model();
-    torch::nn::Linear head(model.backbone->feature_dim(), src->num_classes);
-    head->to(s.context().device);
-    tlab::Stage st;
-    st.domain = "source";
-    st.config = s.train_config();
-    st.config.epochs = o_.source_epochs;
-    if (o_.source_lr > 0) st.config.lr = o_.source_lr;
-    st.parameters = model.backbone->parameters();
-    for (auto& p : head->parameters()) st.parameters.push_back(p);
-    st.module = &model;
-    st.forward = [&](const torch::Tensor& x) { return head->forward(model.features(x)); };
-    st.train = &src->train;
-    st.val = &src->val;
-    // Pre-training depends only on the source, the backbone and these options: runs that differ
-    // on the target side (heads, freezing, target settings) share one pre-trained model.
-    torch::nn::Module pretrained;
-    pretrained.register_module("backbone", model.backbone);
-    pretrained.register_module("head", head.ptr());
-    std::ostringstream key;
-    key.precision(17);
-    key << "source_epochs=" << o_.source_epochs << " source_lr=" << st.config.lr;
-    s.reuse(key.str(), pretrained, [&] { s.fit(st); });
-    if (src->test.size() > 0)
-      s.context().metrics->summary("source/test/acc", s.evaluate(model, st.forward, src->test).acc);
+    tlab_strategy::pretrain_on_source(s, "finetune", o_.source_epochs, o_.source_lr);
   }
 
   void setup(tlab::Session& s) override {
-    if (o_.freeze_backbone)
-      for (auto& p : s.model().backbone->parameters()) p.requires_grad_(false);
+    auto& model = s.model();
+    groups_ = model.backbone->layer_groups();
+    const int64_t n = static_cast<int64_t>(groups_.size());
+    std::string names;
+    for (const auto& g : groups_) names += (names.empty() ? "" : ", ") + g.name;
+    if (o_.train_groups > n)
+      throw std::invalid_argument("finetune: train_groups = " + std::to_string(o_.train_groups) +
+                                  " but the backbone has " + std::to_string(n) + " layer groups (" +
+                                  names + "); use 0.." + std::to_string(n) + ", or -1 for all");
+    if (o_.freeze_backbone && o_.train_groups > 0)
+      throw std::invalid_argument(
+          "finetune: freeze_backbone = true freezes every backbone group but train_groups = " +
+          std::to_string(o_.train_groups) +
+          "; set one of them (train_groups = 0 is the same as "
+          "freeze_backbone = true)");
+    if (!o_.group_lr_scales.empty() && static_cast<int64_t>(o_.group_lr_scales.size()) != n)
+      throw std::invalid_argument(
+          "finetune: group_lr_scales has " + std::to_string(o_.group_lr_scales.size()) +
+          " values but the backbone has " + std::to_string(n) + " layer groups (" + names +
+          "); give one scale per group, input side first");
+    if (!o_.group_lr_scales.empty() && o_.lr_decay != 1.0)
+      throw std::invalid_argument(
+          "finetune: both lr_decay (" + std::to_string(o_.lr_decay) +
+          ") and group_lr_scales are set; use one of them (lr_decay = 1 with explicit scales)");
+    trainable_ = o_.freeze_backbone ? 0 : (o_.train_groups < 0 ? n : o_.train_groups);
+    if (o_.unfreeze_every > 0 && trainable_ == 0)
+      throw std::invalid_argument(
+          "finetune: unfreeze_every = " + std::to_string(o_.unfreeze_every) +
+          " but no backbone group may train (freeze_backbone = true or train_groups = 0); "
+          "set unfreeze_every = 0 or let groups train (train_groups = -1 or > 0)");
+    grouped_ = o_.train_groups >= 0 || o_.lr_decay != 1.0 || !o_.group_lr_scales.empty() ||
+               o_.unfreeze_every > 0;
+    if (!grouped_) {  // 1.0.0's behaviour: every trainable parameter at the base rate
+      if (o_.freeze_backbone)
+        for (auto& p : model.backbone->parameters()) p.requires_grad_(false);
+      return;
+    }
+    head_ = tlab_strategy::non_backbone_parameters(model);
+    // Parameters an adapter froze (e.g. LoRA's base weights) stay frozen whatever the schedule.
+    managed_.assign(groups_.size(), {});
+    for (std::size_t i = 0; i < groups_.size(); ++i)
+      for (auto& p : groups_[i].parameters)
+        if (p.requires_grad()) managed_[i].push_back(p);
+    for (auto& g : groups_)
+      for (auto& p : g.parameters) p.requires_grad_(false);
+    set_unfrozen(o_.unfreeze_every > 0 ? 0 : trainable_);
   }
 
-  void on_epoch_start(tlab::Session& s, int64_t) override {
-    if (o_.freeze_backbone) s.model().backbone->eval();  // keep batch-norm statistics fixed too
+  std::vector<tlab::ParamGroup> parameter_groups(tlab::Session& s) override {
+    if (!grouped_) return {};
+    std::vector<tlab::ParamGroup> out;
+    const int64_t n = static_cast<int64_t>(groups_.size());
+    for (int64_t i = n - trainable_; i < n; ++i) {
+      const double scale = o_.group_lr_scales.empty()
+                               ? std::pow(o_.lr_decay, -static_cast<double>(n - i))
+                               : o_.group_lr_scales[static_cast<std::size_t>(i)];
+      out.push_back({groups_[i].name, managed_[i], scale});
+      s.context().metrics->summary("target/lr_scale/" + groups_[i].name, scale);
+    }
+    out.push_back({"head", head_, 1.0});
+    s.context().metrics->summary("target/lr_scale/head", 1.0);
+    return out;
+  }
+
+  void on_epoch_start(tlab::Session& s, int64_t epoch) override {
+    if (o_.freeze_backbone || (grouped_ && trainable_ == 0))
+      s.model().backbone->eval();  // keep batch-norm statistics fixed too
+    if (!grouped_) return;
+    if (o_.unfreeze_every > 0) set_unfrozen(std::min(trainable_, epoch / o_.unfreeze_every));
+    s.context().metrics->log("target/train/unfrozen_groups", static_cast<double>(unfrozen_),
+                             s.step(), epoch);
   }
 
  private:
+  // The top `k` backbone groups train (of those this run may train), the others are frozen.
+  void set_unfrozen(int64_t k) {
+    const int64_t n = static_cast<int64_t>(groups_.size());
+    for (int64_t i = n - trainable_; i < n; ++i)
+      for (auto& p : managed_[i]) p.requires_grad_(i >= n - k);
+    unfrozen_ = k;
+  }
+
   Options o_;
+  bool grouped_ = false;
+  int64_t trainable_ = 0;  // backbone groups this run may train (from the top)
+  int64_t unfrozen_ = 0;   // of those, how many train now
+  std::vector<tlab::LayerGroup> groups_;
+  std::vector<std::vector<torch::Tensor>> managed_;
+  std::vector<torch::Tensor> head_;
 };
 
-TLAB_PLUGIN(Finetune, "finetune", "1.0.0", "Pre-train on source labels, then fine-tune on target")
+TLAB_PLUGIN(Finetune, "finetune", "1.1.0", "Pre-train on source labels, then fine-tune on target")

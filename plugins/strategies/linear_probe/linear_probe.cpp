@@ -1,0 +1,192 @@
+// linear_probe: pre-train on the source like finetune (shared code and cache), freeze the
+// backbone, compute the features of the target's training examples ONCE (eval mode, no
+// gradients) and train only the head on them. The feature cache lives in memory, or on disk
+// with cache = "disk" (next to the pre-training cache, <results>/cache/features/), keyed by a
+// hash of the backbone's weights and buffers and of the training tensors, so that runs with the
+// same pre-trained backbone and data (other heads, learning rates, epochs) skip the pass.
+//
+// The runner's target stage provides the loop (steps, optimiser over the head only, schedule,
+// metrics); each step's loss ignores the runner's batch inputs and takes the same number of rows
+// from an epoch-wise permutation of the cached features instead, so one epoch sees every cached
+// example once, as an epoch over the inputs would. Target val/test are evaluated by the runner
+// through the whole model (backbone included) each epoch.
+#include <torch/nn/functional/loss.h>
+#include <torch/serialize.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <unordered_set>
+
+#include "../common/finetuning.hpp"
+#include "tlab/sdk/strategy.hpp"
+
+namespace fs = std::filesystem;
+
+struct LinearProbeOptions {
+  int64_t source_epochs = 5;     ///< Epochs of supervised pre-training on the source.
+  double source_lr = 0.0;        ///< Learning rate of pre-training (0 = train.lr).
+  std::string cache = "memory";  ///< Where the features are kept: "memory" or "disk".
+};
+
+class LinearProbe : public tlab::Strategy {
+ public:
+  using Options = LinearProbeOptions;
+  static tlab::Schema schema() {
+    return tlab::SchemaFor<Options>()
+        .field("source_epochs", &Options::source_epochs, "epochs of pre-training on the source")
+        .range(1, 100000)
+        .field("source_lr", &Options::source_lr, "learning rate of pre-training (0 = train.lr)")
+        .range(0, 1000)
+        .field("cache", &Options::cache,
+               "where the target features are kept: memory (this run) or disk (shared by runs "
+               "with the same pre-trained backbone and data, under <results>/cache/features)")
+        .choices({"memory", "disk"});
+  }
+  explicit LinearProbe(Options o) : o_(std::move(o)) {}
+
+  void prepare(tlab::Session& s) override {
+    tlab_strategy::pretrain_on_source(s, "linear_probe", o_.source_epochs, o_.source_lr);
+  }
+
+  void setup(tlab::Session& s) override {
+    auto& model = s.model();
+    for (auto& p : model.backbone->parameters()) p.requires_grad_(false);
+    std::unordered_set<const void*> in_head;
+    for (const auto& p : model.head->parameters()) in_head.insert(p.unsafeGetTensorImpl());
+    for (const auto& p : tlab_strategy::non_backbone_parameters(model))
+      if (!in_head.count(p.unsafeGetTensorImpl()))
+        throw std::invalid_argument(
+            "linear_probe trains the head on cached backbone features, but an adapter added "
+            "trainable parameters outside the head (" +
+            c10::str(p.sizes()) +
+            "; e.g. LoRA or bottleneck adapters), which change the features; use finetune "
+            "with freeze_backbone = true, or only head adapters (linear_head, mlp_head)");
+    if (!model.before_forward.empty())
+      throw std::invalid_argument(
+          "linear_probe caches backbone features, but an adapter re-parametrises the backbone "
+          "before each forward pass (e.g. LoRA); use finetune instead");
+    for (const auto& p : model.head->parameters())
+      if (p.requires_grad()) head_.push_back(p);
+    const tlab::Split& train = s.target().train;
+    if (train.streamed())
+      throw std::invalid_argument(
+          "linear_probe caches the features of a resident target training split; this one is "
+          "streamed: keep a few shots ([target] shots = K), raise the dataset's resident_max_mb, "
+          "or use finetune with freeze_backbone = true");
+    labels_ = train.y;
+    features_ = load_or_compute(s, train);
+  }
+
+  std::vector<tlab::ParamGroup> parameter_groups(tlab::Session&) override {
+    return {{"head", head_, 1.0}};
+  }
+
+  void on_epoch_start(tlab::Session& s, int64_t) override {
+    s.model().backbone->eval();  // batch-norm statistics stay those of the cached features
+    perm_ = torch::randperm(features_.size(0),
+                            torch::TensorOptions(features_.device()).dtype(torch::kLong));
+    pos_ = 0;
+  }
+
+  torch::Tensor loss(tlab::Session& s, const tlab::Batch& b) override {
+    const int64_t n = features_.size(0), m = b.y.size(0);
+    if (pos_ + m > n) pos_ = 0;  // only if the runner's epoch held more rows than the cache
+    auto idx = perm_.slice(0, pos_, pos_ + m);
+    pos_ += m;
+    return tlab::cross_entropy(s.model().head->forward(features_.index_select(0, idx)),
+                               labels_.index_select(0, idx));
+  }
+
+ private:
+  // Features of `split` from the disk cache, or one pass of the frozen backbone.
+  torch::Tensor load_or_compute(tlab::Session& s, const tlab::Split& split) {
+    auto& ctx = s.context();
+    auto& model = s.model();
+    const auto t0 = std::chrono::steady_clock::now();
+    fs::path file;
+    if (o_.cache == "disk") {
+      const std::string tag = std::string("tlab linear_probe features v1\ndevice type: ") +
+                              (ctx.device.is_cuda() ? "cuda" : "cpu") + "\n";
+      uint64_t h = tlab_strategy::fnv1a(tag.data(), tag.size());
+      for (const auto& item : model.backbone->named_parameters()) {
+        h = tlab_strategy::fnv1a(item.key().data(), item.key().size(), h);
+        h = tlab_strategy::hash_tensor(item.value(), h);
+      }
+      for (const auto& item : model.backbone->named_buffers()) {
+        h = tlab_strategy::fnv1a(item.key().data(), item.key().size(), h);
+        h = tlab_strategy::hash_tensor(item.value(), h);
+      }
+      h = tlab_strategy::hash_tensor(split.x, h);
+      h = tlab_strategy::hash_tensor(split.y, h);
+      char hex[17];
+      std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+      file = cache_dir(ctx.run_dir) / (std::string(hex) + ".pt");
+      if (fs::exists(file)) {
+        try {
+          torch::Tensor f;
+          torch::load(f, file.string(), ctx.device);
+          if (f.dim() != 2 || f.size(0) != split.size())
+            throw std::runtime_error("shape " + c10::str(f.sizes()));
+          ctx.log->info("features of " + std::to_string(split.size()) +
+                        " target examples loaded from the cache '" + file.string() + "'");
+          record(ctx, 0, 1, t0);
+          return f;
+        } catch (const std::exception& e) {
+          ctx.log->warn("feature cache entry '" + file.string() + "' cannot be read (" + e.what() +
+                        "); computing the features again");
+        }
+      }
+    }
+    torch::Tensor f;
+    {
+      torch::NoGradGuard no_grad;
+      const bool training = model.backbone->is_training();
+      model.backbone->eval();
+      std::vector<torch::Tensor> parts;
+      const int64_t n = split.size(), bs = 256;
+      for (int64_t i = 0; i < n; i += bs)
+        parts.push_back(model.features(split.x.slice(0, i, std::min(n, i + bs))));
+      f = torch::cat(parts).detach();
+      model.backbone->train(training);
+    }
+    if (!file.empty()) {
+      try {
+        fs::create_directories(file.parent_path());
+        fs::path tmp = file;
+        tmp += ".tmp" + std::to_string(ctx.seed);
+        torch::save(f.to(torch::kCPU), tmp.string());
+        fs::rename(tmp, file);             // atomic: concurrent runs see a whole entry or none
+      } catch (const std::exception& e) {  // the run itself is fine: only sharing is lost
+        ctx.log->warn("cannot save the features to '" + file.string() + "': " + e.what());
+      }
+    }
+    record(ctx, 1, 0, t0);
+    return f;
+  }
+
+  // <results>/cache/features when the run folder is <results>/runs/<run>, as the runner makes
+  // it (next to the pre-training cache); otherwise a folder beside the run folder.
+  static fs::path cache_dir(const fs::path& run_dir) {
+    const fs::path runs = run_dir.parent_path();
+    if (runs.filename() == "runs") return runs.parent_path() / "cache" / "features";
+    return runs / "feature_cache";
+  }
+
+  static void record(tlab::Context& ctx, int passes, int hit,
+                     std::chrono::steady_clock::time_point t0) {
+    ctx.metrics->summary("target/probe/feature_passes", passes);
+    ctx.metrics->summary("target/probe/cache_hit", hit);
+    ctx.metrics->summary(
+        "target/probe/feature_seconds",
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+
+  Options o_;
+  std::vector<torch::Tensor> head_;
+  torch::Tensor features_, labels_, perm_;
+  int64_t pos_ = 0;
+};
+
+TLAB_PLUGIN(LinearProbe, "linear_probe", "1.0.0",
+            "Pre-train on source, then train only the head on cached target features")

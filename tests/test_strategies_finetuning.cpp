@@ -1,0 +1,358 @@
+// Fine-tuning strategies: finetune's partial fine-tuning, discriminative rates and gradual
+// unfreezing (ULMFiT), linear_probe's feature cache and l2sp's penalty (checked against Debian's
+// Python PyTorch), through the real loader and runner on tiny MLPs and Gaussian blobs.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "../plugins/strategies/common/finetuning.hpp"
+#include "config/experiment.hpp"
+#include "plugins/loader.hpp"
+#include "run/runner.hpp"
+#include "store/store.hpp"
+#include "test_helpers.hpp"
+#include "weights/state_dict.hpp"
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Three backbone layer groups (layer0..layer2), a linear head, 4 classes x 10 shots = 40
+// labelled target examples.
+const std::string kBase = R"(name = "ft"
+seed = 7
+device = "cpu"
+
+[source]
+plugin = "gaussians"
+domain = "source"
+train_size = 200
+val_size = 50
+test_size = 100
+
+[target]
+plugin = "gaussians"
+domain = "target"
+train_size = 200
+val_size = 50
+test_size = 200
+shots = 10
+
+[backbone]
+plugin = "mlp"
+hidden = [16, 16, 16]
+
+[[adapters]]
+plugin = "linear_head"
+
+[strategy]
+plugin = "finetune"
+source_epochs = 2
+
+[train]
+epochs = 3
+batch_size = 16
+)";
+
+using Weights = std::map<std::string, torch::Tensor>;
+
+class FinetuningStrategies : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = tlab::test::temp_dir(std::string("ftstrat_") +
+                                ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    store_ = std::make_unique<tlab::Store>(dir_ / "results.db");
+  }
+  void TearDown() override {
+    store_.reset();
+    fs::remove_all(dir_);
+  }
+  tlab::RunOutcome run(const std::vector<std::string>& overrides, const std::string& text = kBase) {
+    auto path = tlab::test::write_file(dir_ / "ft.toml", text);
+    auto spec = tlab::load_experiment(path, overrides, loader_).at(0);
+    tlab::RunOptions o;
+    o.results_dir = dir_;
+    return tlab::execute_run(spec, loader_, *store_, o);
+  }
+  // A run that must finish.
+  tlab::RunOutcome ok(const std::vector<std::string>& overrides, const std::string& text = kBase) {
+    auto r = run(overrides, text);
+    EXPECT_EQ(r.status, "finished") << r.reason;
+    return r;
+  }
+  Weights weights(const tlab::RunOutcome& r) {
+    Weights out;
+    for (auto& [k, t] :
+         tlab::weights::read_safetensors(fs::path(store_->run(r.id).run_dir) / "model.safetensors"))
+      out[k] = t;
+    return out;
+  }
+  std::vector<double> metric(const tlab::RunOutcome& r, const std::string& name) {
+    std::vector<double> v;
+    for (const auto& row : store_->metrics(r.id, name)) v.push_back(row.value);
+    return v;
+  }
+  fs::path dir_;
+  std::unique_ptr<tlab::Store> store_;
+  tlab::PluginLoader loader_{{TLAB_TEST_PLUGIN_DIR, TLAB_TEST_FIXTURE_DIR}};
+};
+
+// The backbone's layer `i` (weight and bias) is bit-for-bit the same in both checkpoints.
+bool same_layer(Weights& a, Weights& b, int i) {
+  const std::string p = fmt::format("backbone.layer{}.", i);
+  return torch::equal(a.at(p + "weight"), b.at(p + "weight")) &&
+         torch::equal(a.at(p + "bias"), b.at(p + "bias"));
+}
+
+// Squared distance of the backbone's parameters between two checkpoints.
+double backbone_distance(Weights& a, Weights& b) {
+  double d = 0;
+  for (auto& [k, t] : a)
+    if (k.rfind("backbone.", 0) == 0) d += (t - b.at(k)).pow(2).sum().item<double>();
+  return d;
+}
+
+bool python_has_torch() {
+  return tlab::test::shell("/usr/bin/python3 -c 'import torch, numpy'").code == 0;
+}
+
+void write_raw(const fs::path& file, const torch::Tensor& t) {
+  auto c = t.to(torch::kFloat).contiguous();
+  std::ofstream(file, std::ios::binary)
+      .write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.nbytes()));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// L2-SP
+
+// The penalty alpha/2 ||w - w0||^2 + beta/2 ||w_head||^2 against an independent computation in
+// Python's torch (float64) on the same float32 tensors, written as raw little-endian files.
+TEST_F(FinetuningStrategies, L2spPenaltyMatchesPython) {
+  if (!python_has_torch()) GTEST_SKIP() << "/usr/bin/python3 cannot import torch and numpy";
+  torch::manual_seed(3);
+  std::vector<torch::Tensor> shared = {torch::randn({5, 4}), torch::randn({5}),
+                                       torch::randn({3, 5})};
+  std::vector<torch::Tensor> start;
+  for (auto& t : shared) start.push_back(t + 0.3 * torch::randn(t.sizes()));
+  std::vector<torch::Tensor> fresh = {torch::randn({2, 3}), torch::randn({2})};
+  const double alpha = 0.37, beta = 0.011;
+  auto terms = tlab_strategy::l2sp_terms(shared, start, fresh, alpha, beta);
+  std::string shapes;
+  auto put = [&](const std::string& name, const torch::Tensor& t) {
+    write_raw(dir_ / (name + ".f32"), t);
+    shapes += fmt::format("'{}': ({},), ", name, fmt::join(t.sizes(), ","));
+  };
+  for (std::size_t i = 0; i < shared.size(); ++i) {
+    put(fmt::format("w{}", i), shared[i]);
+    put(fmt::format("s{}", i), start[i]);
+  }
+  for (std::size_t i = 0; i < fresh.size(); ++i) put(fmt::format("h{}", i), fresh[i]);
+  const std::string script = fmt::format(R"PY(
+import sys, numpy, torch
+d = sys.argv[1]
+shapes = {{{}}}
+def t(n):
+    a = numpy.fromfile(d + '/' + n + '.f32', dtype='<f4').reshape(shapes[n])
+    return torch.from_numpy(a).double()
+alpha, beta = {:.17g}, {:.17g}
+dist = sum(((t('w%d' % i) - t('s%d' % i)) ** 2).sum() for i in range(3))
+head = sum((t('h%d' % i) ** 2).sum() for i in range(2))
+print('%.17g %.17g %.17g' % (dist, head, alpha / 2 * dist + beta / 2 * head))
+)PY",
+                                         shapes, alpha, beta);
+  tlab::test::write_file(dir_ / "l2sp.py", script);
+  auto r =
+      tlab::test::shell("/usr/bin/python3 " + (dir_ / "l2sp.py").string() + " " + dir_.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  double dist = 0, head = 0, penalty = 0;
+  ASSERT_EQ(std::sscanf(r.out.c_str(), "%lf %lf %lf", &dist, &head, &penalty), 3) << r.out;
+  auto rel = [](double a, double b) { return std::abs(a - b) / std::abs(b); };
+  EXPECT_LE(rel(terms.distance.item<double>(), dist), 1e-5);
+  EXPECT_LE(rel(terms.head.item<double>(), head), 1e-5);
+  EXPECT_LE(rel(terms.penalty.item<double>(), penalty), 1e-5);
+  EXPECT_GT(penalty, 0.1);  // not a trivially small number
+  // Its gradient with respect to the pre-trained parameters is alpha (w - w0).
+  for (auto& w : shared) w.requires_grad_(true);
+  tlab_strategy::l2sp_terms(shared, start, fresh, alpha, beta).penalty.backward();
+  EXPECT_TRUE(
+      torch::allclose(shared[0].grad(), alpha * (shared[0] - start[0]).detach(), 1e-5, 1e-6));
+}
+
+// With a strong pull, fine-tuning ends closer to the pre-trained weights than plain finetune on
+// the same seed; the logged distance is the one the checkpoints show.
+TEST_F(FinetuningStrategies, L2spStaysCloserToThePretrainedWeights) {
+  // The pre-trained backbone, untouched (pre-training uses [train]: the same settings).
+  auto start = ok({"train.epochs=0", "train.lr=0.03"});
+  std::vector<std::string> common = {"train.epochs=6", "train.lr=0.03"};
+  auto plain = ok(common);
+  auto c2 = common;
+  c2.insert(c2.end(), {"strategy.plugin=l2sp", "+strategy.alpha=5.0", "+strategy.beta=0.01"});
+  auto sp = ok(c2);
+  auto w0 = weights(start), wf = weights(plain), ws = weights(sp);
+  const double df = backbone_distance(wf, w0), ds = backbone_distance(ws, w0);
+  EXPECT_GT(df, 0);
+  EXPECT_LT(ds, 0.5 * df) << "finetune " << df << " l2sp " << ds;
+  // The strategy's own per-epoch distance: one row per epoch, the last one matching the
+  // checkpoints (l2sp's pre-training is finetune's: the same w0).
+  auto rows = metric(sp, "target/train/sp_distance");
+  ASSERT_EQ(rows.size(), 6u);
+  EXPECT_NEAR(rows.back(), ds, 1e-4 * ds + 1e-9);
+  EXPECT_NEAR(sp.summary.at("target/l2sp/sp_distance"), ds, 1e-4 * ds + 1e-9);
+  EXPECT_EQ(metric(sp, "target/train/penalty").size(), 6u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// finetune: gradual unfreezing, discriminative rates, partial fine-tuning
+
+// unfreeze_every = 2 over 5 epochs: 0, 0, 1, 1, 2 backbone groups train; layer0 never does and
+// is bit-for-bit the pre-trained one, and after 2 epochs the whole backbone still is.
+TEST_F(FinetuningStrategies, GradualUnfreezingFollowsItsSchedule) {
+  auto start = ok({"train.epochs=0"});
+  auto five = ok({"train.epochs=5", "strategy.unfreeze_every=2"});
+  auto two = ok({"train.epochs=2", "strategy.unfreeze_every=2"});
+  EXPECT_EQ(metric(five, "target/train/unfrozen_groups"), (std::vector<double>{0, 0, 1, 1, 2}));
+  EXPECT_EQ(metric(two, "target/train/unfrozen_groups"), (std::vector<double>{0, 0}));
+  auto w0 = weights(start), w5 = weights(five), w2 = weights(two);
+  EXPECT_TRUE(same_layer(w5, w0, 0));
+  EXPECT_FALSE(same_layer(w5, w0, 1));
+  EXPECT_FALSE(same_layer(w5, w0, 2));
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(same_layer(w2, w0, i)) << "layer" << i;
+  // Every group is with the optimiser from the start: all count as trainable.
+  EXPECT_EQ(five.summary.at("model/params/trainable"), five.summary.at("model/params/total"));
+}
+
+// Discriminative rates, seen through plain SGD (no momentum, one step: the whole target is one
+// batch): the same first gradient, so each group's move scales with its learning-rate scale.
+TEST_F(FinetuningStrategies, DiscriminativeRatesScaleEachGroupsStep) {
+  std::vector<std::string> sgd = {"train.epochs=1",   "train.batch_size=64",
+                                  "train.lr=0.1",     "train.optimizer=sgd",
+                                  "train.momentum=0", "strategy.train_groups=-1"};
+  auto start_overrides = sgd;
+  start_overrides.push_back("train.epochs=0");  // the same pre-training: train.* is its key
+  auto start = ok(start_overrides);
+  auto one = ok(sgd);  // every group at scale 1 (the 1.0.0 path)
+  auto with = [&](std::vector<std::string> extra) {
+    auto o = sgd;
+    o.insert(o.end(), extra.begin(), extra.end());
+    return ok(o);
+  };
+  auto decay = with({"strategy.lr_decay=2"});
+  auto explicit_ = with({"strategy.group_lr_scales=[1.0, 0.0, 3.0]"});
+  EXPECT_EQ(decay.summary.at("target/lr_scale/layer2"), 0.5);
+  EXPECT_EQ(decay.summary.at("target/lr_scale/layer1"), 0.25);
+  EXPECT_EQ(decay.summary.at("target/lr_scale/layer0"), 0.125);
+  EXPECT_EQ(decay.summary.at("target/lr_scale/head"), 1.0);
+  EXPECT_EQ(explicit_.summary.at("target/lr_scale/layer2"), 3.0);
+  auto w0 = weights(start), w1 = weights(one), wd = weights(decay), we = weights(explicit_);
+  auto check = [&](Weights& w, const std::string& name, double scale) {
+    auto base = w1.at(name) - w0.at(name);
+    auto moved = w.at(name) - w0.at(name);
+    ASSERT_GT(base.abs().max().item<double>(), 1e-4) << name << " did not move at scale 1";
+    EXPECT_TRUE(torch::allclose(moved, scale * base, 1e-3, 1e-6))
+        << name << ": moved " << moved.norm().item<double>() << ", expected "
+        << scale * base.norm().item<double>();
+  };
+  for (const char* part : {"weight", "bias"}) {
+    check(wd, fmt::format("backbone.layer2.{}", part), 0.5);
+    check(wd, fmt::format("backbone.layer1.{}", part), 0.25);
+    check(wd, fmt::format("backbone.layer0.{}", part), 0.125);
+    check(we, fmt::format("backbone.layer0.{}", part), 1.0);
+    check(we, fmt::format("backbone.layer1.{}", part), 0.0);
+    check(we, fmt::format("backbone.layer2.{}", part), 3.0);
+  }
+  // The head trains at the base rate: the same step as with one rate (heads start alike).
+  EXPECT_TRUE(torch::allclose(wd.at("head.0.weight"), w1.at("head.0.weight"), 1e-5, 1e-7));
+}
+
+// train_groups = 1: only the top group and the head train; the lower groups stay the
+// pre-trained ones, and only the top group and the head count as trainable.
+TEST_F(FinetuningStrategies, TrainGroupsKeepsLowerGroupsUnchanged) {
+  auto start = ok({"train.epochs=0"});
+  auto top = ok({"strategy.train_groups=1"});
+  auto w0 = weights(start), wt = weights(top);
+  EXPECT_TRUE(same_layer(wt, w0, 0));
+  EXPECT_TRUE(same_layer(wt, w0, 1));
+  EXPECT_FALSE(same_layer(wt, w0, 2));
+  EXPECT_EQ(top.summary.at("model/params/trainable"), (16 * 16 + 16) + (16 * 4 + 4));
+  EXPECT_EQ(metric(top, "target/train/unfrozen_groups"), (std::vector<double>{1, 1, 1}));
+  // train_groups = 0 is freeze_backbone = true: the same model.
+  auto head = ok({"strategy.train_groups=0"});
+  auto frozen = ok({"strategy.freeze_backbone=true"});
+  auto wh = weights(head), wf = weights(frozen);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(same_layer(wh, w0, i));
+  EXPECT_TRUE(torch::equal(wh.at("head.0.weight"), wf.at("head.0.weight")));
+}
+
+TEST_F(FinetuningStrategies, FinetuneOptionErrorsSayWhatToDo) {
+  auto r = run({"strategy.train_groups=5"});
+  EXPECT_EQ(r.status, "failed");
+  EXPECT_THAT(r.reason, HasSubstr("train_groups = 5 but the backbone has 3 layer groups "
+                                  "(layer0, layer1, layer2); use 0..3, or -1 for all"));
+  r = run({"strategy.group_lr_scales=[1.0, 0.5]"});
+  EXPECT_THAT(r.reason, HasSubstr("group_lr_scales has 2 values but the backbone has 3 layer "
+                                  "groups (layer0, layer1, layer2); give one scale per group"));
+  r = run({"strategy.group_lr_scales=[1.0, 0.5, 0.2]", "strategy.lr_decay=2.6"});
+  EXPECT_THAT(r.reason, HasSubstr("both lr_decay (2.600000) and group_lr_scales are set"));
+  r = run({"strategy.freeze_backbone=true", "strategy.train_groups=2"});
+  EXPECT_THAT(r.reason, HasSubstr("freeze_backbone = true freezes every backbone group but "
+                                  "train_groups = 2"));
+  r = run({"strategy.train_groups=0", "strategy.unfreeze_every=1"});
+  EXPECT_THAT(r.reason, HasSubstr("unfreeze_every = 1 but no backbone group may train"));
+  EXPECT_THAT(
+      tlab::test::error_of<std::exception>([&] { run({"strategy.lr_decay=0"}); }),
+      HasSubstr("'strategy.lr_decay' = 0 is out of range; expected a value in [0.01, 100]"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// linear_probe
+
+// The features are computed once; the probe reaches finetune freeze_backbone's accuracy; with
+// cache = "disk" a second run reuses them (no backbone pass) and gives the same results.
+TEST_F(FinetuningStrategies, LinearProbeCachesFeaturesAndMatchesAFrozenFinetune) {
+  std::vector<std::string> common = {"train.epochs=40", "train.lr=0.01"};
+  auto frozen = common;
+  frozen.push_back("strategy.freeze_backbone=true");
+  auto ft = ok(frozen);
+  auto probe = common;
+  probe.push_back("strategy.plugin=linear_probe");
+  auto mem = ok(probe);
+  EXPECT_EQ(mem.summary.at("target/probe/feature_passes"), 1);
+  EXPECT_EQ(mem.summary.at("target/probe/cache_hit"), 0);
+  EXPECT_EQ(mem.summary.at("model/params/trainable"), 16 * 4 + 4);  // the head only
+  EXPECT_EQ(metric(mem, "target/train/loss").size(), 40u);
+  // Logistic regression on the same fixed features is convex: trained to convergence, both
+  // reach the same optimum up to their head's start and batch order.
+  EXPECT_NEAR(mem.summary.at("target/test/acc"), ft.summary.at("target/test/acc"), 0.03);
+  EXPECT_GT(mem.summary.at("target/test/acc"), 0.5);  // 4 classes: well above chance
+  auto w0 = weights(ft), wp = weights(mem);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(same_layer(wp, w0, i)) << "layer" << i;
+  probe.push_back("+strategy.cache=disk");
+  auto first = ok(probe);
+  auto second = ok(probe);
+  EXPECT_EQ(first.summary.at("target/probe/cache_hit"), 0);
+  EXPECT_EQ(second.summary.at("target/probe/cache_hit"), 1);
+  EXPECT_EQ(second.summary.at("target/probe/feature_passes"), 0);
+  EXPECT_EQ(first.summary.at("target/test/acc"), mem.summary.at("target/test/acc"));
+  EXPECT_EQ(second.summary.at("target/test/acc"), mem.summary.at("target/test/acc"));
+  EXPECT_EQ(second.summary.at("target/test/loss"), first.summary.at("target/test/loss"));
+  int entries = 0;
+  for (const auto& e : fs::directory_iterator(dir_ / "cache" / "features"))
+    entries += e.path().extension() == ".pt";
+  EXPECT_EQ(entries, 1);
+}
+
+TEST_F(FinetuningStrategies, LinearProbeRefusesAdaptersInsideTheBackbone) {
+  std::string text = kBase;
+  text.replace(text.find("[[adapters]]"), 0, "[[adapters]]\nplugin = \"bottleneck\"\n\n");
+  auto r = run({"strategy.plugin=linear_probe", "train.epochs=1"}, text);
+  EXPECT_EQ(r.status, "failed");
+  EXPECT_THAT(r.reason, HasSubstr("an adapter added trainable parameters outside the head"));
+}
