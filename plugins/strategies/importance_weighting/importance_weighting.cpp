@@ -1,0 +1,131 @@
+// importance_weighting: covariate-shift correction by importance weights (Shimodaira 2000,
+// "Improving predictive inference under covariate shift by weighting the log-likelihood";
+// Sugiyama et al. 2007), the density ratio estimated with a domain classifier (Bickel, Brueckner
+// & Scheffer 2007, "Discriminative learning for differing training and test distributions").
+//
+// In setup() (after the adapters attached the head):
+//   1. a probabilistic domain classifier learns source train inputs (label 0) against the
+//      target's unlabelled inputs (label 1), on the flattened inputs or on the features of the
+//      backbone as it is then (`on`);
+//   2. each source example gets  w(x) = p(t|x)/p(s|x) * n_s/n_t = exp(logit(x)) * n_s/n_t,
+//      an estimate of p_t(x)/p_s(x), clipped to [0, clip] and normalised to mean 1 over the
+//      source;
+//   3. the whole model trains on the labelled source with the weighted risk
+//      mean_i w_i CE(f(x_i), y_i), so that it minimises an estimate of the target risk.
+// The runner's target stage then fine-tunes on the target's labelled shots ([train] epochs = 0:
+// none), as for source_only.
+#include <sstream>
+
+#include "../common/adapt.hpp"
+#include "../common/instance.hpp"
+
+struct ImportanceWeightingOptions {
+  int64_t source_epochs = 10;      ///< Epochs of weighted training on the source.
+  double source_lr = 0.0;          ///< Learning rate of that training (0 = train.lr).
+  std::string classifier = "mlp";  ///< Domain classifier: "mlp" or "logistic".
+  std::string on = "inputs";       ///< What it sees: "inputs" (flattened) or "features".
+  int64_t domain_epochs = 5;       ///< Epochs of domain-classifier training.
+  int64_t domain_hidden = 64;      ///< Hidden width of the "mlp" classifier.
+  double clip = 10.0;              ///< Upper bound of a weight before normalisation.
+};
+
+class ImportanceWeighting : public tlab::Strategy {
+ public:
+  using Options = ImportanceWeightingOptions;
+  static tlab::Schema schema() {
+    return tlab::SchemaFor<Options>()
+        .field("source_epochs", &Options::source_epochs, "epochs of weighted training on source")
+        .range(1, 100000)
+        .field("source_lr", &Options::source_lr, "learning rate of that training (0 = train.lr)")
+        .range(0, 1000)
+        .field("classifier", &Options::classifier,
+               "domain classifier estimating p(target|x): mlp (one hidden layer) or logistic")
+        .choices({"mlp", "logistic"})
+        .field("on", &Options::on,
+               "domain classifier input: inputs (flattened) or features (the backbone's, at setup)")
+        .choices({"inputs", "features"})
+        .field("domain_epochs", &Options::domain_epochs, "epochs of domain-classifier training")
+        .range(1, 10000)
+        .field("domain_hidden", &Options::domain_hidden, "hidden width of the mlp classifier")
+        .range(1, 65536)
+        .field("clip", &Options::clip, "largest weight before normalisation to mean 1")
+        .range(1, 1e6);
+  }
+  explicit ImportanceWeighting(Options o) : o_(std::move(o)) {}
+
+  void setup(tlab::Session& s) override {
+    using namespace tlab_strategy;
+    const auto& src = need_source(s, "importance_weighting");
+    need_same_classes(s, src, "importance_weighting");
+    const auto& xt = need_unlabeled(s, "importance_weighting");
+    auto& model = s.model();
+    auto& ctx = s.context();
+
+    // 1. The domain classifier and 2. the weights of the source rows.
+    DomainClassifierOptions dc;
+    dc.kind = o_.classifier;
+    dc.hidden = o_.domain_hidden;
+    dc.epochs = o_.domain_epochs;
+    DomainFit fit;
+    if (o_.on == "features") {
+      torch::Tensor fs, ft;
+      {
+        torch::NoGradGuard no_grad;
+        model.eval();
+        auto feats = [&](const torch::Tensor& x) {
+          std::vector<torch::Tensor> out;
+          for (int64_t i = 0; i < x.size(0); i += 256)
+            out.push_back(model.features(x.slice(0, i, std::min(x.size(0), i + 256))));
+          return torch::cat(out);
+        };
+        fs = feats(src.train.x);
+        ft = feats(xt);
+      }
+      fit = fit_domain_classifier(fs, ft, dc);
+    } else {
+      fit = fit_domain_classifier(src.train.x, xt, dc);
+    }
+    const int64_t ns = src.train.size(), nt = xt.size(0);
+    weights_ = importance_weights(fit.source_logits, ns, nt, o_.clip);
+    const double ess = effective_sample_size(weights_);
+    auto& m = *ctx.metrics;
+    m.summary("importance/domain_acc", fit.accuracy);
+    m.summary("importance/weight_max", weights_.max().item<double>());
+    m.summary("importance/ess", ess);
+    m.summary("importance/ess_fraction", ess / static_cast<double>(ns));
+    m.summary("importance/clipped_fraction",
+              (torch::exp(fit.source_logits.to(torch::kDouble)) * (double(ns) / nt))
+                  .ge(o_.clip)
+                  .to(torch::kDouble)
+                  .mean()
+                  .item<double>());
+    std::ostringstream line;
+    line << "domain classifier accuracy " << fit.accuracy << ", weights: max "
+         << weights_.max().item<double>() << ", effective sample size " << ess << " of " << ns;
+    ctx.log->info(line.str());
+    if (!ctx.run_dir.empty()) write_weights(ctx.run_dir / "importance_weights.csv", weights_, ns);
+
+    // 3. Weighted training on the source; each batch row's weight is looked up by its row.
+    const int64_t classes = src.num_classes;
+    indexed_ = with_row_index(src.train, classes);
+    auto st = source_stage(s, src, o_.source_epochs, o_.source_lr);
+    st.train = &indexed_;
+    st.loss = [&model, this, classes](const tlab::Batch& b) {
+      auto [rows, y] = tlab_strategy::rows_and_labels(b.y, classes);
+      return tlab_strategy::weighted_cross_entropy(model.forward(b.x), y,
+                                                   weights_.index_select(0, rows));
+    };
+    s.fit(st);
+    if (src.test.size() > 0)
+      m.summary("source/test/acc", s.evaluate(model, st.forward, src.test).acc);
+    indexed_ = {};
+  }
+
+ private:
+  Options o_;
+  torch::Tensor weights_;  // one per source training row, mean 1
+  tlab::Split indexed_;    // the source training split with row indices in its labels
+};
+
+TLAB_PLUGIN(ImportanceWeighting, "importance_weighting", "1.0.0",
+            "Source examples weighted by p_t(x)/p_s(x) from a domain classifier")

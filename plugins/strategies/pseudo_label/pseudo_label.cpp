@@ -1,0 +1,134 @@
+// pseudo_label: Pseudo-Label (Lee 2013, "Pseudo-Label: the simple and efficient semi-supervised
+// learning method for deep neural networks"), with a confidence threshold.
+//
+// In setup() (after the adapters attached the head), one stage of `epochs` trains the whole
+// model on the labelled data available (the source's training split when there is a source,
+// plus the target's labelled shots) while each step also draws a batch of the target's
+// unlabelled inputs:
+//   L = CE(labelled batch) + alpha(t) * (1/B') sum_j [max_c p(c|u_j) >= threshold] CE(u_j, y'_j),
+//   y'_j = argmax_c p(c|u_j) of the current model in the same step, detached (as in the paper),
+//   alpha(t) = 0 for t < T1, alpha_f (t - T1) / (T2 - T1) for T1 <= t < T2, alpha_f after
+// (t in epochs, 0-based; Lee used T1 = 100, T2 = 600, alpha_f = 3 over many more epochs). The
+// threshold keeps unconfident guesses out (Lee's method uses every argmax: threshold = 0). The
+// runner's target stage then fine-tunes on the shots ([train] epochs = 0: none).
+#include "../common/adapt.hpp"
+#include "../common/instance.hpp"
+
+struct PseudoLabelOptions {
+  int64_t epochs = 10;          ///< Epochs of the semi-supervised stage (over the labelled data).
+  double lr = 0.0;              ///< Its learning rate (0 = train.lr).
+  double threshold = 0.95;      ///< Smallest top softmax probability that makes a pseudo-label.
+  double alpha_f = 3.0;         ///< Final weight of the pseudo-label term.
+  int64_t t1 = 2;               ///< Epoch where the ramp-up starts (alpha = 0 before).
+  int64_t t2 = 6;               ///< Epoch where alpha reaches alpha_f.
+  int64_t unlabeled_batch = 0;  ///< Unlabelled inputs per step (0 = train.batch_size).
+};
+
+class PseudoLabel : public tlab::Strategy {
+ public:
+  using Options = PseudoLabelOptions;
+  static tlab::Schema schema() {
+    return tlab::SchemaFor<Options>()
+        .field("epochs", &Options::epochs, "epochs of semi-supervised training (labelled data)")
+        .range(1, 100000)
+        .field("lr", &Options::lr, "learning rate of that training (0 = train.lr)")
+        .range(0, 1000)
+        .field("threshold", &Options::threshold,
+               "smallest top softmax probability that makes a pseudo-label (0 = every argmax)")
+        .range(0, 1)
+        .field("alpha_f", &Options::alpha_f, "final weight of the pseudo-label loss")
+        .range(0, 1000)
+        .field("t1", &Options::t1, "epoch where the weight starts to ramp up from 0")
+        .range(0, 100000)
+        .field("t2", &Options::t2, "epoch where the weight reaches alpha_f (>= t1)")
+        .range(0, 100000)
+        .field("unlabeled_batch", &Options::unlabeled_batch,
+               "unlabelled target inputs per step (0 = train.batch_size)")
+        .range(0, 1 << 20);
+  }
+  explicit PseudoLabel(Options o) : o_(o) {
+    if (o_.t2 < o_.t1)
+      throw std::invalid_argument("pseudo_label: t2 = " + std::to_string(o_.t2) +
+                                  " is before t1 = " + std::to_string(o_.t1) +
+                                  "; the ramp-up needs t1 <= t2 (e.g. t1 = 2, t2 = 6)");
+  }
+
+  void setup(tlab::Session& s) override {
+    using namespace tlab_strategy;
+    const auto& tgt = s.target();
+    const auto& xu = need_unlabeled(s, "pseudo_label");
+    // The labelled data: the source (same classes) and the target's shots.
+    std::vector<torch::Tensor> xs, ys;
+    if (const tlab::DomainData* src = s.source()) {
+      need_source(s, "pseudo_label");
+      need_same_classes(s, *src, "pseudo_label");
+      xs.push_back(src->train.x);
+      ys.push_back(src->train.y);
+    }
+    if (tgt.train.size() > 0 && !tgt.train.streamed()) {
+      xs.push_back(tgt.train.x);
+      ys.push_back(tgt.train.y);
+    }
+    if (xs.empty())
+      throw std::invalid_argument(
+          "pseudo_label needs labelled examples to start from, but there is no source and the "
+          "target keeps no labels: set [target] shots = K, or add a [source] with the same "
+          "classes");
+    labelled_ = {torch::cat(xs), torch::cat(ys)};
+    auto& model = s.model();
+    auto& ctx = s.context();
+    const int64_t ub = o_.unlabeled_batch > 0 ? o_.unlabeled_batch : s.train_config().batch_size;
+    Sampler unlabeled(xu, ub);
+    const auto dev = torch::TensorOptions(xu.device());
+    torch::Tensor confident = torch::zeros({}, dev.dtype(torch::kLong));
+    int64_t drawn = 0;
+    double alpha = 0;
+
+    tlab::Stage st;
+    st.domain = "pseudo_label";
+    st.config = s.train_config();
+    st.config.epochs = o_.epochs;
+    if (o_.lr > 0) st.config.lr = o_.lr;
+    for (auto& p : model.parameters())
+      if (p.requires_grad()) st.parameters.push_back(p);
+    st.module = &model;
+    st.forward = [&model](const torch::Tensor& x) { return model.forward(x); };
+    st.train = &labelled_;
+    st.val = &tgt.val;  // the target's, logged only
+    st.on_epoch_start = [&](int64_t e) {
+      alpha = pseudo_label_alpha(e, o_.t1, o_.t2, o_.alpha_f);
+      confident.zero_();
+      drawn = 0;
+    };
+    st.loss = [&](const tlab::Batch& b) {
+      auto loss = tlab::cross_entropy(model.forward(b.x), b.y);
+      auto u = unlabeled.next();
+      torch::Tensor mask;
+      if (alpha > 0) {
+        loss = loss + alpha * pseudo_label_loss(model.forward(u), o_.threshold, &mask);
+      } else {  // before T1 the term has weight 0: only count what would pass the threshold
+        torch::NoGradGuard no_grad;
+        pseudo_label_loss(model.forward(u), o_.threshold, &mask);
+      }
+      confident += mask.sum();
+      drawn += u.size(0);
+      return loss;
+    };
+    st.on_epoch_end = [&](int64_t e) {
+      const int64_t step = s.step();
+      const double frac = drawn > 0 ? static_cast<double>(confident.item<int64_t>()) / drawn : 0;
+      ctx.metrics->log("pseudo_label/train/alpha", alpha, step, e);
+      ctx.metrics->log("pseudo_label/train/confident_fraction", frac, step, e);
+      ctx.metrics->summary("pseudo_label/confident_fraction", frac);
+    };
+    s.fit(st);
+    labelled_ = {};
+  }
+
+ private:
+  Options o_;
+  tlab::Split labelled_;  // source training examples and the target's shots
+};
+
+TLAB_PLUGIN(PseudoLabel, "pseudo_label", "1.0.0",
+            "Confident predictions on unlabelled target inputs become labels (Lee 2013)")
