@@ -42,12 +42,6 @@ bool python_has(const std::string& modules) {
   return tlab::test::shell("/usr/bin/python3 -c 'import " + modules + "'").code == 0;
 }
 
-#define SKIP_WITHOUT_PYTHON(modules)                                                      \
-  if (!python_has(modules))                                                               \
-  GTEST_SKIP() << "/usr/bin/python3 cannot import " << modules                            \
-               << ": install the Debian packages python3-torch python3-torchvision (and " \
-                  "python3-numpy); tools/setup.sh installs them"
-
 class NullLogger : public tlab::Logger {
  public:
   void debug(const std::string&) override {}
@@ -163,7 +157,8 @@ class DistillLosses : public ::testing::Test {
  protected:
   // Python runs once for the suite (importing torch takes most of its time).
   static void SetUpTestSuite() {
-    if (!python_has("torch")) return;
+    python_ok_ = python_has("torch");
+    if (!python_ok_) return;
     const fs::path dir = tlab::test::temp_dir("distill_losses");
     const auto script = tlab::test::write_file(dir / "ref.py", kReferenceLosses);
     const auto r = tlab::test::shell("/usr/bin/python3 " + script.string() + " " + dir.string());
@@ -174,7 +169,9 @@ class DistillLosses : public ::testing::Test {
     fs::remove_all(dir);
   }
   void SetUp() override {
-    SKIP_WITHOUT_PYTHON("torch");
+    if (!python_ok_)
+      GTEST_SKIP() << "/usr/bin/python3 cannot import torch: install the Debian package "
+                      "python3-torch; tools/setup.sh installs it";
     ASSERT_FALSE(ref_.empty()) << "the reference script failed:\n" << python_output_;
   }
   // Compares `loss(student, teacher)` (float32, as in training) and its gradient with Python's.
@@ -193,6 +190,7 @@ class DistillLosses : public ::testing::Test {
   }
   static inline std::map<std::string, torch::Tensor> ref_;
   static inline std::string python_output_;
+  static inline bool python_ok_ = false;
 };
 
 TEST_F(DistillLosses, KnowledgeDistillationMatchesPyTorch) {
