@@ -356,3 +356,62 @@ TEST_F(FinetuningStrategies, LinearProbeRefusesAdaptersInsideTheBackbone) {
   EXPECT_EQ(r.status, "failed");
   EXPECT_THAT(r.reason, HasSubstr("an adapter added trainable parameters outside the head"));
 }
+
+TEST_F(FinetuningStrategies, StrategiesThatPretrainNeedASource) {
+  std::string text = kBase;
+  const auto from = text.find("[source]"), to = text.find("[target]");
+  text.erase(from, to - from);
+  for (const char* name : {"linear_probe", "l2sp"}) {
+    auto r = run({fmt::format("strategy.plugin={}", name)}, text);
+    EXPECT_EQ(r.status, "failed");
+    EXPECT_THAT(r.reason, HasSubstr(fmt::format(
+                              "{} pre-trains on the source domain: add a [source] table", name)));
+  }
+}
+
+// A streamed target training split cannot be cached: the error says what to do instead.
+TEST_F(FinetuningStrategies, LinearProbeRefusesAStreamedTrainingSplit) {
+  if (tlab::test::shell("/usr/bin/python3 -c 'import PIL'").code != 0)
+    GTEST_SKIP() << "/usr/bin/python3 cannot import PIL (python3-pil), which writes the images";
+  const std::string script = fmt::format(R"(import os
+from PIL import Image
+for c in (0, 1):
+    os.makedirs("{dir}/imgs/%d" % c, exist_ok=True)
+    for i in range(10):
+        im = Image.new("L", (8, 8), 60 + 120 * c + i)
+        im.save("{dir}/imgs/%d/%02d.png" % (c, i))
+)",
+                                         fmt::arg("dir", dir_.string()));
+  tlab::test::write_file(dir_ / "make.py", script);
+  auto made = tlab::test::shell("/usr/bin/python3 " + (dir_ / "make.py").string());
+  ASSERT_EQ(made.code, 0) << made.out;
+  const std::string text = fmt::format(R"(name = "stream"
+seed = 2
+device = "cpu"
+[source]
+plugin = "imagefolder"
+path = "{dir}/imgs"
+channels = 1
+[target]
+plugin = "imagefolder"
+path = "{dir}/imgs"
+channels = 1
+resident_max_mb = 0
+[backbone]
+plugin = "mlp"
+hidden = [8]
+[[adapters]]
+plugin = "linear_head"
+[strategy]
+plugin = "linear_probe"
+source_epochs = 1
+[train]
+epochs = 1
+batch_size = 8
+)",
+                                       fmt::arg("dir", dir_.string()));
+  auto r = run({}, text);
+  EXPECT_EQ(r.status, "failed");
+  EXPECT_THAT(r.reason, HasSubstr("linear_probe caches the features of a resident target "
+                                  "training split; this one is streamed"));
+}

@@ -5,14 +5,15 @@
 # (the second run loads the features). Prints one markdown row per run: target test accuracy,
 # the target stage's training loop (seconds, samples/s; evaluation excluded), the feature pass
 # and the whole run's wall time.
-# Usage: tools/bench/linear_probe.sh [BUILD_DIR] [TARGET_TRAIN] [EPOCHS] [DEVICE]
-#        (defaults: build 10000 10 cpu)
+# Usage: tools/bench/linear_probe.sh [BUILD_DIR] [TARGET_TRAIN] [EPOCHS] [DEVICE] [SEEDS]
+#        (defaults: build 10000 10 cpu 1; SEEDS a comma list, e.g. 1,2,3: one row per seed)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
 n=${2:-10000}
 epochs=${3:-10}
 device=${4:-cpu}
+seeds=${5:-1}
 tlab="$PWD/$build/bin/tlab"
 work=$(mktemp -d /tmp/tlab-bench-probe.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -51,19 +52,23 @@ db="$work/results.db"
 run() {  # $1 = label, then overrides
   local label=$1
   shift
-  "$tlab" run "$work/probe.toml" --config-dir experiments --db "$db" --rerun "$@" >"$work/log" 2>&1 ||
-    { cat "$work/log"; exit 1; }
+  local before
+  before=$("$tlab" results list --format json --db "$db" 2>/dev/null |
+    /usr/bin/python3 -c 'import json, sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0)
+  "$tlab" run "$work/probe.toml" --config-dir experiments --db "$db" --rerun -m "seed=$seeds" \
+    "$@" >"$work/log" 2>&1 || { cat "$work/log"; exit 1; }
   "$tlab" results list --format json --db "$db" | /usr/bin/python3 -c '
 import json, sys
-r = json.load(sys.stdin)[-1]["summary"]
-g = lambda k: r.get(k, float("nan"))
-print("| %s | %.4f | %.2f | %.0f | %.2f | %.0f | %.2f |" % (sys.argv[1], g("target/test/acc"),
-      g("target/train/seconds"), g("target/train/samples_per_second"),
-      g("target/probe/feature_seconds"), g("target/probe/feature_passes"),
-      g("run/wall_seconds")))' "$label"
+for run in json.load(sys.stdin)[int(sys.argv[2]):]:
+    r = run["summary"]
+    g = lambda k: r.get(k, float("nan"))
+    print("| %s | %s | %.4f | %.2f | %.0f | %.2f | %.0f | %.2f |" % (sys.argv[1],
+          run["params"]["seed"], g("target/test/acc"), g("target/train/seconds"),
+          g("target/train/samples_per_second"), g("target/probe/feature_seconds"),
+          g("target/probe/feature_passes"), g("run/wall_seconds")))' "$label" "$before"
 }
-echo "| strategy | target test acc | target train loop s | samples/s | feature pass s | feature passes | run wall s |"
-echo "|---|---|---|---|---|---|---|"
+echo "| strategy | seed | target test acc | target train loop s | samples/s | feature pass s | feature passes | run wall s |"
+echo "|---|---|---|---|---|---|---|---|"
 run "finetune freeze_backbone=true (features every epoch)" strategy.freeze_backbone=true
 run "linear_probe cache=memory" strategy=linear_probe
 run "linear_probe cache=disk (first: computes)" strategy=linear_probe +strategy.cache=disk

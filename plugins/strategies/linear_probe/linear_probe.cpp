@@ -62,10 +62,6 @@ class LinearProbe : public tlab::Strategy {
             c10::str(p.sizes()) +
             "; e.g. LoRA or bottleneck adapters), which change the features; use finetune "
             "with freeze_backbone = true, or only head adapters (linear_head, mlp_head)");
-    if (!model.before_forward.empty())
-      throw std::invalid_argument(
-          "linear_probe caches backbone features, but an adapter re-parametrises the backbone "
-          "before each forward pass (e.g. LoRA); use finetune instead");
     for (const auto& p : model.head->parameters())
       if (p.requires_grad()) head_.push_back(p);
     const tlab::Split& train = s.target().train;
@@ -75,7 +71,7 @@ class LinearProbe : public tlab::Strategy {
           "streamed: keep a few shots ([target] shots = K), raise the dataset's resident_max_mb, "
           "or use finetune with freeze_backbone = true");
     labels_ = train.y;
-    features_ = load_or_compute(s, train);
+    if (s.train_config().epochs > 0) features_ = load_or_compute(s, train);  // else unused
   }
 
   std::vector<tlab::ParamGroup> parameter_groups(tlab::Session&) override {
