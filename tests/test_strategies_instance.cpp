@@ -119,6 +119,12 @@ TEST_F(InstanceStrategies, ImportanceWeightsAreClippedAndNormalised) {
   EXPECT_NEAR(w[1].item<double>(), 2 / mean, 1e-6);
   EXPECT_NEAR(w[2].item<double>(), 1 / mean, 1e-6);
   EXPECT_NEAR(w.mean().item<double>(), 1.0, 1e-6);
+  // Shimodaira's flattening: lambda = 0 gives equal weights, 1/2 the square roots.
+  EXPECT_TRUE(ts::importance_weights(logits, 200, 100, 10.0, 0.0).allclose(torch::ones({3})));
+  auto half = ts::importance_weights(logits, 200, 100, 10.0, 0.5).to(torch::kDouble);
+  const double hmean = (10 + std::sqrt(2.0) + 1) / 3.0;  // sqrt(200) = 14.1 is clipped to 10
+  EXPECT_NEAR(half[1].item<double>(), std::sqrt(2.0) / hmean, 1e-6);
+  EXPECT_NEAR(half[0].item<double>(), 10 / hmean, 1e-6);
   EXPECT_NEAR(ts::effective_sample_size(torch::ones({8})), 8.0, 1e-9);
   EXPECT_NEAR(ts::effective_sample_size(torch::tensor({3.0, 1.0})), 16.0 / 10.0, 1e-9);
 }
@@ -271,6 +277,41 @@ TEST_F(InstanceStrategies, PseudoLabelsOnlyAboveTheThreshold) {
   torch::Tensor none;
   EXPECT_EQ(ts::pseudo_label_loss(scores, 1.0, &none).item<double>(), 0.0);
   EXPECT_EQ(none.sum().item<int64_t>(), 0);
+}
+
+// Gaussian classes rotated and translated (gaussians shift = 1): the source model gets ~84% of
+// the target; confident pseudo-labels on the unlabelled target move it further, same seed.
+TEST_F(InstanceStrategies, PseudoLabelsHelpOnAShift) {
+  const std::string text = R"(name = "pseudo"
+seed = 2
+device = "cpu"
+[source]
+plugin = "gaussians"
+domain = "source"
+val_size = 100
+[target]
+plugin = "gaussians"
+domain = "target"
+val_size = 100
+shots = 5
+[backbone]
+plugin = "mlp"
+hidden = [32, 32]
+[[adapters]]
+plugin = "linear_head"
+[train]
+epochs = 0
+batch_size = 32
+[strategy]
+plugin = "pseudo_label"
+)";
+  auto with = run(text);
+  auto without = run(text, {"strategy.alpha_f=0"});
+  ASSERT_EQ(with.status, "finished") << with.reason;
+  ASSERT_EQ(without.status, "finished") << without.reason;
+  EXPECT_GT(with.summary.at("target/test/acc"), without.summary.at("target/test/acc") + 0.01);
+  EXPECT_GT(with.summary.at("pseudo_label/confident_fraction"), 0.5);
+  EXPECT_LT(with.summary.at("pseudo_label/confident_fraction"), 1.0);
 }
 
 TEST_F(InstanceStrategies, PseudoLabelErrorsSayWhatIsWrong) {

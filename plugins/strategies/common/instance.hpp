@@ -158,11 +158,13 @@ inline DomainFit fit_domain_classifier(const torch::Tensor& xs, const torch::Ten
 }
 
 /// Importance weights from domain-classifier logits of the source rows:
-///   w_i = min(exp(logit_i) * n_s / n_t, clip),  then w_i / mean(w)  (mean 1 over the source).
+///   w_i = min((exp(logit_i) * n_s / n_t)^lambda, clip),  then w_i / mean(w)  (mean 1 over the
+/// source). lambda in [0, 1] is Shimodaira's (2000) flattening: 1 = the density ratio (unbiased,
+/// high variance), 0 = equal weights (the source risk).
 inline torch::Tensor importance_weights(const torch::Tensor& source_logits, int64_t n_source,
-                                        int64_t n_target, double clip) {
-  auto w = torch::exp(source_logits.to(torch::kDouble)) *
-           (static_cast<double>(n_source) / static_cast<double>(n_target));
+                                        int64_t n_target, double clip, double lambda = 1.0) {
+  auto w = torch::exp(lambda * (source_logits.to(torch::kDouble) +
+                                std::log(static_cast<double>(n_source) / n_target)));
   w = w.clamp(0.0, clip);
   return (w / w.mean()).to(torch::kFloat);
 }

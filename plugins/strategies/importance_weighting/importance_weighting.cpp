@@ -8,8 +8,9 @@
 //      target's unlabelled inputs (label 1), on the flattened inputs or on the features of the
 //      backbone as it is then (`on`);
 //   2. each source example gets  w(x) = p(t|x)/p(s|x) * n_s/n_t = exp(logit(x)) * n_s/n_t,
-//      an estimate of p_t(x)/p_s(x), clipped to [0, clip] and normalised to mean 1 over the
-//      source;
+//      an estimate of p_t(x)/p_s(x), raised to Shimodaira's flattening power lambda (1: the
+//      ratio itself; smaller trades the bias of ignoring the shift for lower variance), clipped
+//      to [0, clip] and normalised to mean 1 over the source;
 //   3. the whole model trains on the labelled source with the weighted risk
 //      mean_i w_i CE(f(x_i), y_i), so that it minimises an estimate of the target risk.
 // The runner's target stage then fine-tunes on the target's labelled shots ([train] epochs = 0:
@@ -27,6 +28,7 @@ struct ImportanceWeightingOptions {
   int64_t domain_epochs = 5;       ///< Epochs of domain-classifier training.
   int64_t domain_hidden = 64;      ///< Hidden width of the "mlp" classifier.
   double clip = 10.0;              ///< Upper bound of a weight before normalisation.
+  double lambda = 1.0;             ///< Flattening exponent of the ratio (Shimodaira 2000).
 };
 
 class ImportanceWeighting : public tlab::Strategy {
@@ -49,7 +51,10 @@ class ImportanceWeighting : public tlab::Strategy {
         .field("domain_hidden", &Options::domain_hidden, "hidden width of the mlp classifier")
         .range(1, 65536)
         .field("clip", &Options::clip, "largest weight before normalisation to mean 1")
-        .range(1, 1e6);
+        .range(1, 1e6)
+        .field("lambda", &Options::lambda,
+               "flattening: weights (p_t/p_s)^lambda; 1 = the ratio, 0 = equal (source only)")
+        .range(0, 1);
   }
   explicit ImportanceWeighting(Options o) : o_(std::move(o)) {}
 
@@ -86,7 +91,7 @@ class ImportanceWeighting : public tlab::Strategy {
       fit = fit_domain_classifier(src.train.x, xt, dc);
     }
     const int64_t ns = src.train.size(), nt = xt.size(0);
-    weights_ = importance_weights(fit.source_logits, ns, nt, o_.clip);
+    weights_ = importance_weights(fit.source_logits, ns, nt, o_.clip, o_.lambda);
     const double ess = effective_sample_size(weights_);
     auto& m = *ctx.metrics;
     m.summary("importance/domain_acc", fit.accuracy);
@@ -94,8 +99,8 @@ class ImportanceWeighting : public tlab::Strategy {
     m.summary("importance/ess", ess);
     m.summary("importance/ess_fraction", ess / static_cast<double>(ns));
     m.summary("importance/clipped_fraction",
-              (torch::exp(fit.source_logits.to(torch::kDouble)) * (double(ns) / nt))
-                  .ge(o_.clip)
+              (o_.lambda * (fit.source_logits.to(torch::kDouble) + std::log(double(ns) / nt)))
+                  .ge(std::log(o_.clip))
                   .to(torch::kDouble)
                   .mean()
                   .item<double>());

@@ -4,7 +4,7 @@
 // In setup() (after the adapters attached the head), one stage of `epochs` trains the whole
 // model on the labelled data available (the source's training split when there is a source,
 // plus the target's labelled shots) while each step also draws a batch of the target's
-// unlabelled inputs:
+// unlabelled inputs (an epoch passes over the larger of the two; few labels repeat):
 //   L = CE(labelled batch) + alpha(t) * (1/B') sum_j [max_c p(c|u_j) >= threshold] CE(u_j, y'_j),
 //   y'_j = argmax_c p(c|u_j) of the current model in the same step, detached (as in the paper),
 //   alpha(t) = 0 for t < T1, alpha_f (t - T1) / (T2 - T1) for T1 <= t < T2, alpha_f after
@@ -78,6 +78,12 @@ class PseudoLabel : public tlab::Strategy {
     auto& model = s.model();
     auto& ctx = s.context();
     const int64_t ub = o_.unlabeled_batch > 0 ? o_.unlabeled_batch : s.train_config().batch_size;
+    // An epoch passes over the larger of the two: with few labels (no source) the labelled
+    // examples repeat so that each epoch also draws the whole unlabelled pool once.
+    const int64_t steps = (xu.size(0) + ub - 1) / ub, bl = s.train_config().batch_size;
+    const int64_t reps = (steps * bl + labelled_.size() - 1) / labelled_.size();
+    if (reps > 1)
+      labelled_ = {labelled_.x.repeat_interleave(reps, 0), labelled_.y.repeat_interleave(reps, 0)};
     Sampler unlabeled(xu, ub);
     const auto dev = torch::TensorOptions(xu.device());
     torch::Tensor confident = torch::zeros({}, dev.dtype(torch::kLong));
