@@ -293,7 +293,9 @@ TEST_F(Adaptation, DannDomainClassifierMovesTowardChance) {
   // The same domain classifier on features that ignore it (lambda_max = 0: no reversal) tells
   // the domains apart; with the reversal the features fool it. A wider rotation (60 degrees)
   // than the other tests', so that the domains are clearly separable without adaptation.
-  const std::vector<std::string> shift{"target.angle=60", "strategy.source_epochs=8"};
+  // The paper's trade-off (weight 1) without dropout: the reversal at full strength.
+  const std::vector<std::string> shift{"target.angle=60", "strategy.source_epochs=8",
+                                       "strategy.weight=1", "strategy.dropout=0"};
   auto with = [&](std::vector<std::string> o) {
     o.insert(o.end(), shift.begin(), shift.end());
     return o;
