@@ -80,8 +80,12 @@ inline Parts split_examples(int64_t n, double val_fraction, double test_fraction
   return parts;
 }
 
-/// Rows `rows` of `t` (a copy), as a tensor; an empty list gives zero rows.
+/// Rows `rows` (sorted, unique) of `t`, as a tensor; an empty list gives zero rows. When they are
+/// all the rows, `t` itself (no copy of a whole training set).
 inline torch::Tensor rows(const torch::Tensor& t, const std::vector<int64_t>& rows) {
+  if (static_cast<int64_t>(rows.size()) == t.size(0) &&
+      (rows.empty() || rows.back() == t.size(0) - 1))
+    return t;
   torch::Tensor idx = torch::tensor(rows, torch::kLong);
   if (rows.empty()) idx = torch::empty({0}, torch::kLong);
   return t.index_select(0, idx);

@@ -155,15 +155,21 @@ class Gaussians : public tlab::Dataset {
     auto gen = generator(stream(stream(seed, target ? kTarget : kSource), split));
     torch::Tensor y = torch::arange(n, torch::kLong).remainder(options_.num_classes);
     y = y.index_select(0, torch::randperm(n, gen, torch::kLong));
-    torch::Tensor x = g.means.index_select(0, y) +
-                      options_.noise * torch::randn({n, options_.dim}, gen, torch::kDouble);
+    // means[y] + noise * N(0, 1), in place: two n x dim doubles live at most, not four (the
+    // values are bit for bit those of the out-of-place expression: IEEE products and sums
+    // commute).
+    torch::Tensor x = torch::randn({n, options_.dim}, gen, torch::kDouble);
+    x.mul_(options_.noise).add_(g.means.index_select(0, y));
     if (target) {
       // Rotation by angle t in the (u, v) plane: x + a((c-1)u + s v) + b((c-1)v - s u),
-      // with a = x.u and b = x.v; components outside the plane are unchanged.
+      // with a = x.u and b = x.v; components outside the plane are unchanged. Added term by
+      // term in the same order as ((x + A) + B) + T.
       const double t = options_.shift * kDegreesPerShift * kPi / 180.0;
       const double c = std::cos(t), s = std::sin(t);
       torch::Tensor a = (x * g.u).sum(1, true), b = (x * g.v).sum(1, true);
-      x = x + a * ((c - 1) * g.u + s * g.v) + b * ((c - 1) * g.v - s * g.u) + g.translation;
+      x.add_(a * ((c - 1) * g.u + s * g.v));
+      x.add_(b * ((c - 1) * g.v - s * g.u));
+      x.add_(g.translation);
     }
     return {x.to(torch::kFloat), y};
   }
