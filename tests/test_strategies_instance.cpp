@@ -173,6 +173,24 @@ TEST_F(InstanceStrategies, ImportanceWeightingWeightsSourceExamplesNearTheTarget
   EXPECT_GT(out.summary.at("importance/domain_acc"), 0.75);
 }
 
+// The same shift with the domain classifier on the backbone's features (here the random mlp's
+// at setup, a ReLU projection of the inputs): the nearer half still weighs more.
+TEST_F(InstanceStrategies, ImportanceWeightingOnFeatures) {
+  auto xs = torch::randn({600, 2}), xt = torch::randn({600, 2}) + 1.5;
+  auto rule = [](const torch::Tensor& x) { return x.sum(1).gt(1.5).to(torch::kLong); };
+  tlab::test::write_file(dir_ / "source.csv", csv(xs, rule(xs)));
+  tlab::test::write_file(dir_ / "target.csv", csv(xt, rule(xt)));
+  auto out =
+      run(experiment("plugin = \"importance_weighting\"\non = \"features\"\n"
+                     "classifier = \"logistic\"\nsource_epochs = 1\ndomain_epochs = 10\n"));
+  ASSERT_EQ(out.status, "finished") << out.reason;
+  auto w = torch::tensor(weights("importance_weights.csv").at("source"), torch::kDouble);
+  auto near = xs.sum(1).gt(xs.sum(1).median());
+  EXPECT_GT(w.masked_select(near).mean().item<double>(),
+            1.5 * w.masked_select(near.logical_not()).mean().item<double>());
+  EXPECT_NEAR(w.mean().item<double>(), 1.0, 1e-5);
+}
+
 TEST_F(InstanceStrategies, ImportanceWeightingErrorsSayWhatIsMissing) {
   auto x = torch::randn({100, 2}), y = x.select(1, 0).gt(0).to(torch::kLong);
   tlab::test::write_file(dir_ / "source.csv", csv(x, y));
