@@ -1019,10 +1019,19 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     };
     {
       const ParamCounts counts = count_parameters(*session.model_);
-      int64_t trainable = 0;
-      for (const auto& p : staged()) trainable += p.numel();
+      // Parameters the strategy trains outside the model (a source head, a domain classifier)
+      // are counted apart: they are not part of the model that is saved and evaluated.
+      std::unordered_set<const void*> in_model;
+      for (const auto& p : session.model_->parameters()) in_model.insert(p.unsafeGetTensorImpl());
+      int64_t trainable = 0, outside = 0;
+      for (const auto& p : staged())
+        (in_model.count(p.unsafeGetTensorImpl()) ? trainable : outside) += p.numel();
       metrics.summary("model/params/total", static_cast<double>(counts.total));
       metrics.summary("model/params/trainable", static_cast<double>(trainable));
+      if (outside > 0) {
+        metrics.summary("strategy/params/trainable", static_cast<double>(outside));
+        spdlog::info("[runner] the strategy also trains {} parameters outside the model", outside);
+      }
       spdlog::info("[runner] model: {} parameters, {} trainable ({:.2f}%)", counts.total, trainable,
                    counts.total ? 100.0 * trainable / counts.total : 0.0);
     }
