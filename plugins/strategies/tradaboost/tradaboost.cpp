@@ -125,9 +125,6 @@ class Tradaboost : public tlab::Strategy {
     indexed_ = {};
   }
 
-  /// The weights after the last round (source rows first), for tests and inspection.
-  const torch::Tensor& weights() const { return w_; }
-
  private:
   static std::vector<torch::Tensor> state(torch::nn::Module& m) {
     auto out = m.parameters();
