@@ -145,6 +145,11 @@ TEST_F(InstanceStrategies, DomainClassifierWeightsFollowTheDensityRatio) {
   // The fitted log-ratio's slope and intercept (truth: 1 and -1/2) through the prior correction.
   auto lw = torch::log(ts::importance_weights(fit.source_logits, 2000, 1000, 1e9));
   EXPECT_NEAR(correlation(lw, xs.squeeze(1)), 1.0, 1e-4);
+  // Untrained (0 epochs), the classifier's logits are 0: equal weights, the source risk.
+  o.epochs = 0;
+  auto untrained = ts::fit_domain_classifier(xs, xt, o);
+  EXPECT_TRUE(ts::importance_weights(untrained.source_logits, 2000, 1000, 10.0)
+                  .allclose(torch::ones({2000})));
   EXPECT_GT(fit.accuracy, 0.6);  // Bayes accuracy between N(0,1) and N(1,1) (1:2 prior): ~0.7
   EXPECT_LT(fit.accuracy, 0.8);
 }

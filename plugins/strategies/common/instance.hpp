@@ -94,7 +94,7 @@ struct DomainClassifierOptions {
   int64_t hidden = 64;         ///< Hidden width of "mlp".
   int64_t epochs = 5;          ///< Passes over source and target inputs.
   int64_t batch_size = 128;    ///< Examples per step.
-  double lr = 1e-3;            ///< Adam's learning rate.
+  double lr = 1e-2;            ///< Adam's learning rate (inputs are standardised).
   double weight_decay = 1e-4;  ///< L2 penalty (keeps the probabilities from saturating).
 };
 
@@ -132,6 +132,14 @@ inline DomainFit fit_domain_classifier(const torch::Tensor& xs, const torch::Ten
   } else {
     throw std::invalid_argument("domain classifier \"" + o.kind +
                                 "\" is unknown; expected \"logistic\" or \"mlp\"");
+  }
+  // The output layer starts at zero: logit 0 everywhere, i.e. equal weights (the source risk),
+  // so that a classifier trained too briefly errs toward source-only, not toward random weights.
+  {
+    torch::NoGradGuard no_grad;
+    auto last = net->ptr(net->size() - 1)->as<nn::Linear>();
+    last->weight.zero_();
+    last->bias.zero_();
   }
   net->to(x.device());
   torch::optim::Adam opt(net->parameters(),

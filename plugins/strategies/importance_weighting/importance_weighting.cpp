@@ -21,14 +21,15 @@
 #include "../common/instance.hpp"
 
 struct ImportanceWeightingOptions {
-  int64_t source_epochs = 10;      ///< Epochs of weighted training on the source.
-  double source_lr = 0.0;          ///< Learning rate of that training (0 = train.lr).
-  std::string classifier = "mlp";  ///< Domain classifier: "mlp" or "logistic".
-  std::string on = "inputs";       ///< What it sees: "inputs" (flattened) or "features".
-  int64_t domain_epochs = 5;       ///< Epochs of domain-classifier training.
-  int64_t domain_hidden = 64;      ///< Hidden width of the "mlp" classifier.
-  double clip = 10.0;              ///< Upper bound of a weight before normalisation.
-  double lambda = 1.0;             ///< Flattening exponent of the ratio (Shimodaira 2000).
+  int64_t source_epochs = 10;           ///< Epochs of weighted training on the source.
+  double source_lr = 0.0;               ///< Learning rate of that training (0 = train.lr).
+  std::string classifier = "logistic";  ///< Domain classifier: "logistic" or "mlp".
+  std::string on = "inputs";            ///< What it sees: "inputs" (flattened) or "features".
+  int64_t domain_epochs = 5;            ///< Epochs of domain-classifier training.
+  double domain_lr = 0.01;              ///< Adam's learning rate for the domain classifier.
+  int64_t domain_hidden = 64;           ///< Hidden width of the "mlp" classifier.
+  double clip = 10.0;                   ///< Upper bound of a weight before normalisation.
+  double lambda = 1.0;                  ///< Flattening exponent of the ratio (Shimodaira 2000).
 };
 
 class ImportanceWeighting : public tlab::Strategy {
@@ -41,13 +42,17 @@ class ImportanceWeighting : public tlab::Strategy {
         .field("source_lr", &Options::source_lr, "learning rate of that training (0 = train.lr)")
         .range(0, 1000)
         .field("classifier", &Options::classifier,
-               "domain classifier estimating p(target|x): mlp (one hidden layer) or logistic")
-        .choices({"mlp", "logistic"})
+               "domain classifier estimating p(target|x): logistic (as Bickel et al.) or mlp (one "
+               "hidden layer)")
+        .choices({"logistic", "mlp"})
         .field("on", &Options::on,
                "domain classifier input: inputs (flattened) or features (the backbone's, at setup)")
         .choices({"inputs", "features"})
         .field("domain_epochs", &Options::domain_epochs, "epochs of domain-classifier training")
         .range(1, 10000)
+        .field("domain_lr", &Options::domain_lr,
+               "Adam learning rate of the domain classifier (on standardised inputs)")
+        .range(1e-6, 10)
         .field("domain_hidden", &Options::domain_hidden, "hidden width of the mlp classifier")
         .range(1, 65536)
         .field("clip", &Options::clip, "largest weight before normalisation to mean 1")
@@ -71,6 +76,7 @@ class ImportanceWeighting : public tlab::Strategy {
     dc.kind = o_.classifier;
     dc.hidden = o_.domain_hidden;
     dc.epochs = o_.domain_epochs;
+    dc.lr = o_.domain_lr;
     DomainFit fit;
     if (o_.on == "features") {
       torch::Tensor fs, ft;
