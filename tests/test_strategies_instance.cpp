@@ -161,8 +161,9 @@ TEST_F(InstanceStrategies, ImportanceWeightingWeightsSourceExamplesNearTheTarget
   auto rule = [](const torch::Tensor& x) { return x.sum(1).gt(1.5).to(torch::kLong); };
   tlab::test::write_file(dir_ / "source.csv", csv(xs, rule(xs)));
   tlab::test::write_file(dir_ / "target.csv", csv(xt, rule(xt)));
-  auto out = run(experiment(
-      "plugin = \"importance_weighting\"\nsource_epochs = 2\ndomain_epochs = 10\nclip = 20\n"));
+  auto out =
+      run(experiment("plugin = \"importance_weighting\"\nsource_epochs = 2\ndomain_epochs = 10\n"
+                     "domain_lr = 0.01\nclip = 20\n"));
   ASSERT_EQ(out.status, "finished") << out.reason;
   auto w = torch::tensor(weights("importance_weights.csv").at("source"), torch::kDouble);
   ASSERT_EQ(w.size(0), 600);
@@ -187,7 +188,8 @@ TEST_F(InstanceStrategies, ImportanceWeightingOnFeatures) {
   tlab::test::write_file(dir_ / "target.csv", csv(xt, rule(xt)));
   auto out =
       run(experiment("plugin = \"importance_weighting\"\non = \"features\"\n"
-                     "classifier = \"logistic\"\nsource_epochs = 1\ndomain_epochs = 10\n"));
+                     "classifier = \"logistic\"\nsource_epochs = 1\ndomain_epochs = 10\n"
+                     "domain_lr = 0.01\n"));
   ASSERT_EQ(out.status, "finished") << out.reason;
   auto w = torch::tensor(weights("importance_weights.csv").at("source"), torch::kDouble);
   auto near = xs.sum(1).gt(xs.sum(1).median());

@@ -94,7 +94,7 @@ struct DomainClassifierOptions {
   int64_t hidden = 64;         ///< Hidden width of "mlp".
   int64_t epochs = 5;          ///< Passes over source and target inputs.
   int64_t batch_size = 128;    ///< Examples per step.
-  double lr = 1e-2;            ///< Adam's learning rate (inputs are standardised).
+  double lr = 1e-3;            ///< Adam's learning rate (inputs are standardised).
   double weight_decay = 1e-4;  ///< L2 penalty (keeps the probabilities from saturating).
 };
 

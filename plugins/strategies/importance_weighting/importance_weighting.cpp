@@ -26,7 +26,7 @@ struct ImportanceWeightingOptions {
   std::string classifier = "logistic";  ///< Domain classifier: "logistic" or "mlp".
   std::string on = "inputs";            ///< What it sees: "inputs" (flattened) or "features".
   int64_t domain_epochs = 5;            ///< Epochs of domain-classifier training.
-  double domain_lr = 0.01;              ///< Adam's learning rate for the domain classifier.
+  double domain_lr = 0.001;             ///< Adam's learning rate for the domain classifier.
   int64_t domain_hidden = 64;           ///< Hidden width of the "mlp" classifier.
   double clip = 10.0;                   ///< Upper bound of a weight before normalisation.
   double lambda = 1.0;                  ///< Flattening exponent of the ratio (Shimodaira 2000).
