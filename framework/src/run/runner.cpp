@@ -402,7 +402,7 @@ class RunSession : public Session {
         }
         auto idx = perm.slice(0, s * c.batch_size, std::min(n, (s + 1) * c.batch_size));
         Batch b{stream ? as_input(stream->next(), ctx_.device) : data.x.index_select(0, idx),
-                data.y.index_select(0, idx)};
+                data.y.index_select(0, idx), idx};
         if (profile_) lap("data");
         optimizer->zero_grad();
         auto loss = loss_fn(b);

@@ -24,27 +24,6 @@
 
 namespace tlab_strategy {
 
-// ---------------------------------------------------------------------------------------------
-// Rows of a training split. The runner's Batch holds inputs and labels only, so a strategy that
-// weights each example (importance weights, boosting distributions) trains on a copy of the
-// split whose labels also carry the row: y' = row * C + y. Its loss splits them again and looks
-// the row's weight up. Only the strategy's own loss reads these labels (the runner evaluates
-// val and test, never the training split).
-
-/// A copy of `split` (resident) whose label of row i is i * num_classes + y_i.
-inline tlab::Split with_row_index(const tlab::Split& split, int64_t num_classes) {
-  tlab::Split out;
-  out.x = split.x;
-  out.y = torch::arange(split.size(), split.y.options()) * num_classes + split.y;
-  return out;
-}
-
-/// The rows and the class labels of a batch drawn from a with_row_index() split.
-inline std::pair<torch::Tensor, torch::Tensor> rows_and_labels(const torch::Tensor& y,
-                                                               int64_t num_classes) {
-  return {torch::div(y, num_classes, "floor"), torch::remainder(y, num_classes)};
-}
-
 /// Per-example weighted cross-entropy: mean_i w_i * CE(scores_i, y_i). With weights of mean 1
 /// over the training set, a uniform batch gives an unbiased estimate of the weighted risk.
 inline torch::Tensor weighted_cross_entropy(const torch::Tensor& scores, const torch::Tensor& y,

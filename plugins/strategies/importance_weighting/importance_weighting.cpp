@@ -117,25 +117,19 @@ class ImportanceWeighting : public tlab::Strategy {
     if (!ctx.run_dir.empty()) write_weights(ctx.run_dir / "importance_weights.csv", weights_, ns);
 
     // 3. Weighted training on the source; each batch row's weight is looked up by its row.
-    const int64_t classes = src.num_classes;
-    indexed_ = with_row_index(src.train, classes);
     auto st = source_stage(s, src, o_.source_epochs, o_.source_lr);
-    st.train = &indexed_;
-    st.loss = [&model, this, classes](const tlab::Batch& b) {
-      auto [rows, y] = tlab_strategy::rows_and_labels(b.y, classes);
-      return tlab_strategy::weighted_cross_entropy(model.forward(b.x), y,
-                                                   weights_.index_select(0, rows));
+    st.loss = [&model, this](const tlab::Batch& b) {
+      return tlab_strategy::weighted_cross_entropy(model.forward(b.x), b.y,
+                                                   weights_.index_select(0, b.index));
     };
     s.fit(st);
     if (src.test.size() > 0)
       m.summary("source/test/acc", s.evaluate(model, st.forward, src.test).acc);
-    indexed_ = {};
   }
 
  private:
   Options o_;
   torch::Tensor weights_;  // one per source training row, mean 1
-  tlab::Split indexed_;    // the source training split with row indices in its labels
 };
 
 TLAB_PLUGIN(ImportanceWeighting, "importance_weighting", "1.0.0",

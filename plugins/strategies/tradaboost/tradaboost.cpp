@@ -63,9 +63,9 @@ class Tradaboost : public tlab::Strategy {
     auto& model = s.model();
     auto& ctx = s.context();
     auto& m = *ctx.metrics;
-    const int64_t n = src.train.size(), mt = tgt.train.size(), classes = tgt.num_classes;
-    tlab::Split all{torch::cat({src.train.x, tgt.train.x}), torch::cat({src.train.y, tgt.train.y})};
-    indexed_ = with_row_index(all, classes);
+    const int64_t n = src.train.size(), mt = tgt.train.size();
+    all_ = {torch::cat({src.train.x, tgt.train.x}), torch::cat({src.train.y, tgt.train.y})};
+    const tlab::Split& all = all_;
     w_ = torch::ones({n + mt}, torch::TensorOptions(all.x.device()).dtype(torch::kDouble));
 
     // The parameters at setup, for `restart`.
@@ -75,11 +75,11 @@ class Tradaboost : public tlab::Strategy {
 
     auto st = source_stage(s, src, o_.round_epochs, o_.lr);
     st.domain = "tradaboost";
-    st.train = &indexed_;
+    st.train = &all_;
     st.val = &tgt.val;  // how the rounds do on the target (logged only)
-    st.loss = [&model, this, classes](const tlab::Batch& b) {
-      auto [rows, y] = tlab_strategy::rows_and_labels(b.y, classes);
-      return tlab_strategy::weighted_cross_entropy(model.forward(b.x), y, p_.index_select(0, rows));
+    st.loss = [&model, this](const tlab::Batch& b) {
+      return tlab_strategy::weighted_cross_entropy(model.forward(b.x), b.y,
+                                                   p_.index_select(0, b.index));
     };
     for (int64_t t = 0; t < o_.rounds; ++t) {
       if (o_.restart) {
@@ -122,7 +122,7 @@ class Tradaboost : public tlab::Strategy {
     if (!ctx.run_dir.empty()) write_weights(ctx.run_dir / "tradaboost_weights.csv", wn, n);
     if (src.test.size() > 0)
       m.summary("source/test/acc", s.evaluate(model, st.forward, src.test).acc);
-    indexed_ = {};
+    all_ = {};
   }
 
  private:
@@ -132,9 +132,9 @@ class Tradaboost : public tlab::Strategy {
     return out;
   }
   Options o_;
-  torch::Tensor w_;      // TrAdaBoost's weights, source rows then target rows (double)
-  torch::Tensor p_;      // this round's training weights, mean 1 (float)
-  tlab::Split indexed_;  // source + target training rows with row indices in their labels
+  torch::Tensor w_;  // TrAdaBoost's weights, source rows then target rows (double)
+  torch::Tensor p_;  // this round's training weights, mean 1 (float)
+  tlab::Split all_;  // source + target training rows (the rounds' training split)
 };
 
 TLAB_PLUGIN(Tradaboost, "tradaboost", "1.0.0",

@@ -64,6 +64,9 @@ struct ParamGroup {
 struct Batch {
   torch::Tensor x;  ///< Inputs.
   torch::Tensor y;  ///< Labels (int64).
+  /// Rows of the stage's training split the batch holds (int64, on the device), so a strategy
+  /// can keep per-example state: importance weights, boosting distributions.
+  torch::Tensor index;
 };
 
 /// One training stage for `Session::fit`.
