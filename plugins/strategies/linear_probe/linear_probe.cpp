@@ -6,10 +6,10 @@
 // same pre-trained backbone and data (other heads, learning rates, epochs) skip the pass.
 //
 // The runner's target stage provides the loop (steps, optimiser over the head only, schedule,
-// metrics); each step's loss ignores the runner's batch inputs and takes the same number of rows
-// from an epoch-wise permutation of the cached features instead, so one epoch sees every cached
-// example once, as an epoch over the inputs would. Target val/test are evaluated by the runner
-// through the whole model (backbone included) each epoch.
+// metrics); each step's loss takes the cached features of the batch's rows (Batch::index)
+// instead of passing its inputs through the backbone: the same batches, in the same order, as
+// fine-tuning a frozen backbone would see. Target val/test are evaluated by the runner through
+// the whole model (backbone included) each epoch.
 #include <torch/nn/functional/loss.h>
 #include <torch/serialize.h>
 
@@ -70,7 +70,6 @@ class LinearProbe : public tlab::Strategy {
           "linear_probe caches the features of a resident target training split; this one is "
           "streamed: keep a few shots ([target] shots = K), raise the dataset's resident_max_mb, "
           "or use finetune with freeze_backbone = true");
-    labels_ = train.y;
     if (s.train_config().epochs > 0) features_ = load_or_compute(s, train);  // else unused
   }
 
@@ -80,18 +79,10 @@ class LinearProbe : public tlab::Strategy {
 
   void on_epoch_start(tlab::Session& s, int64_t) override {
     s.model().backbone->eval();  // batch-norm statistics stay those of the cached features
-    perm_ = torch::randperm(features_.size(0),
-                            torch::TensorOptions(features_.device()).dtype(torch::kLong));
-    pos_ = 0;
   }
 
   torch::Tensor loss(tlab::Session& s, const tlab::Batch& b) override {
-    const int64_t n = features_.size(0), m = b.y.size(0);
-    if (pos_ + m > n) pos_ = 0;  // only if the runner's epoch held more rows than the cache
-    auto idx = perm_.slice(0, pos_, pos_ + m);
-    pos_ += m;
-    return tlab::cross_entropy(s.model().head->forward(features_.index_select(0, idx)),
-                               labels_.index_select(0, idx));
+    return tlab::cross_entropy(s.model().head->forward(features_.index_select(0, b.index)), b.y);
   }
 
  private:
@@ -180,8 +171,7 @@ class LinearProbe : public tlab::Strategy {
 
   Options o_;
   std::vector<torch::Tensor> head_;
-  torch::Tensor features_, labels_, perm_;
-  int64_t pos_ = 0;
+  torch::Tensor features_;  // of the target's training rows, in order
 };
 
 TLAB_PLUGIN(LinearProbe, "linear_probe", "1.0.0",
