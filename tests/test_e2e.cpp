@@ -859,3 +859,39 @@ TEST_F(EndToEnd, LoadModelRebuildsAnEarlierRunsModel) {
                                                 loader_)[0]);
   EXPECT_THAT(other.reason, HasSubstr("takes examples of shape 16 but this run's are 3"));
 }
+
+TEST_F(EndToEnd, FrozenGroupsStayFrozenWhetherPretrainingRanHereOrCameFromTheCache) {
+  // Gradual unfreezing with Adam and weight decay: a group still frozen must not move, and the
+  // run must give the same numbers when its pre-training ran in this process (leaving gradients
+  // behind) as when it came from the cache.
+  tlab::Store store(dir_ / "results.db");
+  const std::vector<std::string> ov = {"++strategy.unfreeze_every=2", "train.optimizer=\"adam\"",
+                                       "++train.weight_decay=0.1", "train.epochs=3"};
+  auto trained = run(store, specs(kTiny, ov)[0]);
+  ASSERT_EQ(trained.status, "finished") << trained.reason;
+  auto reused = run(store, specs(kTiny, ov)[0]);
+  ASSERT_EQ(reused.status, "finished") << reused.reason;
+  auto a = store.metrics(trained.id, "target/train/loss"),
+       b = store.metrics(reused.id, "target/train/loss");
+  ASSERT_EQ(a.size(), 3u);
+  ASSERT_EQ(b.size(), 3u);
+  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].value, b[i].value) << "epoch " << i;
+  EXPECT_EQ(trained.summary.at("target/test/acc"), reused.summary.at("target/test/acc"));
+}
+
+TEST_F(EndToEnd, AdaptedModelsWithoutTargetEpochsSaveWhatSetupTrained) {
+  // source_only trains the whole model (head included) in setup; with [train] epochs = 0 its
+  // adapter weights must still reproduce the model it was judged as.
+  tlab::Store store(dir_ / "results.db");
+  auto a =
+      run(store,
+          specs(kTiny, {"strategy={plugin=\"source_only\",source_epochs=2}", "train.epochs=0"})[0]);
+  ASSERT_EQ(a.status, "finished") << a.reason;
+  const std::string id = std::to_string(a.id);
+  auto b = run(store, specs(kTiny, {"backbone.weights=\"run:" + id + "\"",
+                                    "adapter_weights=\"run:" + id + "\"",
+                                    "strategy={plugin=\"scratch\"}", "train.epochs=0"})[0]);
+  ASSERT_EQ(b.status, "finished") << b.reason;
+  EXPECT_EQ(b.summary.at("weights/adapters/matched"), 4);  // all of it: setup trained it all
+  EXPECT_EQ(b.summary.at("target/test/acc"), a.summary.at("target/test/acc"));
+}

@@ -293,7 +293,10 @@ std::shared_ptr<Model> load_run_model(const fs::path& run_dir, const std::string
         "data of the same shape",
         ref, fmt::join(task.input_shape, "x"), fmt::join(input_shape, "x")));
 
-  // Building draws random initial weights: keep the run's own random sequence untouched.
+  // Building draws random initial weights: keep the run's own random sequence untouched. The
+  // model is built and loaded on the CPU (so no CUDA generator is drawn from), then moved.
+  Context cpu = ctx;
+  cpu.device = torch::kCPU;
   auto gen = at::detail::getDefaultCPUGenerator();
   const auto rng_state = gen.get_state();
   struct Restore {
@@ -305,21 +308,20 @@ std::shared_ptr<Model> load_run_model(const fs::path& run_dir, const std::string
   const std::string bname = j["backbone"].value("plugin", "");
   auto backbone = loader.create<Backbone>(
       bname, params_from_json(loader, Kind::Backbone, bname, j["backbone"]["params"], where));
-  auto model = std::make_shared<Model>(backbone->build(task.input_shape, ctx));
-  model->to(ctx.device);
+  auto model = std::make_shared<Model>(backbone->build(task.input_shape, cpu));
   for (const auto& a : j["adapters"]) {
     const std::string aname = a.value("plugin", "");
     auto adapter = loader.create<Adapter>(
         aname, params_from_json(loader, Kind::Adapter, aname, a["params"], where));
-    adapter->attach(*model, task, ctx);
+    adapter->attach(*model, task, cpu);
   }
-  model->to(ctx.device);
   weights::LoadOptions o;
   o.strict = true;
   o.what = fmt::format("the model of {}", ref);
   o.hint = "the run's plugins changed since it was trained; rebuild them as they were";
   weights::load_state_dict(*model, weights::read_safetensors(weights_path), weights_path.string(),
                            o);
+  model->to(ctx.device);
   model->eval();
   for (auto& p : model->parameters()) p.requires_grad_(false);
   return model;

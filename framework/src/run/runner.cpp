@@ -354,6 +354,17 @@ class RunSession : public Session {
     if (groups.empty())
       throw std::invalid_argument(
           fmt::format("stage '{}' has no parameters to train (is everything frozen?)", st.domain));
+    // Gradients are cleared (undefined), not zeroed, before the stage and each step: the
+    // optimisers skip tensors without a gradient, so a group frozen for now (gradual unfreezing)
+    // does not move (no weight decay, no Adam step count), whether or not an earlier stage in
+    // this process left gradients on it (a pre-training that ran here or came from the cache).
+    std::vector<torch::Tensor> staged;
+    for (const auto& g : groups) staged.insert(staged.end(), g.begin(), g.end());
+    auto clear_grads = [&staged] {
+      for (auto& p : staged)
+        if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
+    };
+    clear_grads();
     auto optimizer = make_optimizer(c, groups);
     const Split& data = *st.train;
     const int64_t n = data.size();
@@ -404,7 +415,7 @@ class RunSession : public Session {
         Batch b{stream ? as_input(stream->next(), ctx_.device) : data.x.index_select(0, idx),
                 data.y.index_select(0, idx), idx};
         if (profile_) lap("data");
-        optimizer->zero_grad();
+        clear_grads();
         auto loss = loss_fn(b);
         if (profile_) lap("forward");
         loss.backward();
@@ -467,6 +478,7 @@ class RunSession : public Session {
           metrics_.summary(fmt::format("profile/{}/{}_seconds", st.domain, name), value);
       }
     }
+    clear_grads();  // a later stage starts clean; the memory is freed
     const auto& phase = phases_[st.domain];
     if (profile_ && !phase.empty()) {
       std::string text;
@@ -1000,6 +1012,8 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
           "the model outputs {} values per example but the target has {} classes; add a head, "
           "e.g. [[adapters]] plugin = \"linear_head\"",
           session.model_->head_out_dim, task.num_classes));
+    // Before setup: strategies that adapt the model there (domain adaptation) change buffers too.
+    const auto buffers_before = snapshot_buffers(*session.model_);
     call_plugin("strategy", sname, "setup", [&] { strategy->setup(session); });
 
     Stage stage;
@@ -1035,7 +1049,6 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
       spdlog::info("[runner] model: {} parameters, {} trainable ({:.2f}%)", counts.total, trainable,
                    counts.total ? 100.0 * trainable / counts.total : 0.0);
     }
-    const auto buffers_before = snapshot_buffers(*session.model_);
     stage.module = session.model_.get();
     stage.forward = [&](const torch::Tensor& x) { return session.model_->forward(x); };
     stage.loss = [&](const Batch& b) {
@@ -1066,10 +1079,12 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
                 {"run", std::to_string(out.id)},
                 {"backbone", spec.backbone.plugin},
                 {"tlab_version", TLAB_VERSION}});
+    // What trained after the adapters attached: the target stage's parameters, or with
+    // [train] epochs = 0 every parameter setup could train (domain adaptation trains the whole
+    // model there), so that adapter_weights reproduces the evaluated model.
     std::vector<torch::Tensor> trained;
-    if (spec.train.epochs > 0)
-      for (const auto& p : staged())
-        if (p.requires_grad()) trained.push_back(p);
+    for (const auto& p : spec.train.epochs > 0 ? staged() : session.model_->parameters())
+      if (p.requires_grad()) trained.push_back(p);
     save_adapters(*session.model_, trained, buffers_before, spec, task.num_classes,
                   task.input_shape, run_dir);
     out.status = "finished";

@@ -4,8 +4,11 @@
 // adaptation stage that trains the model (backbone + the head the adapters attached) on the
 // labelled source while a strategy adds its own term (MMD, CORAL, a domain classifier, ...).
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <torch/types.h>
 
@@ -100,5 +103,25 @@ inline tlab::Stage source_stage(tlab::Session& s, const tlab::DomainData& src, i
   st.val = &src.val;
   return st;
 }
+
+/// Puts a module and its submodules in eval mode and gives each its own mode back at the end of
+/// the scope (a part a strategy keeps in eval mode stays so).
+class EvalScope {
+ public:
+  explicit EvalScope(torch::nn::Module& m) {
+    for (const auto& sub : m.modules()) modes_.emplace_back(sub, sub->is_training());
+    m.eval();
+  }
+  // modules() lists parents before children, and train() recurses: restoring in that order
+  // leaves every module in its own mode.
+  ~EvalScope() {
+    for (auto& [sub, training] : modes_) sub->train(training);
+  }
+  EvalScope(const EvalScope&) = delete;
+  EvalScope& operator=(const EvalScope&) = delete;
+
+ private:
+  std::vector<std::pair<std::shared_ptr<torch::nn::Module>, bool>> modes_;
+};
 
 }  // namespace tlab_strategy

@@ -30,6 +30,7 @@
 #include <torch/nn/functional/normalization.h>
 #include <torch/types.h>
 
+#include "adapt.hpp"
 #include "tlab/sdk/strategy.hpp"
 
 namespace tlab_strategy {
@@ -83,26 +84,6 @@ inline torch::Tensor rkd_angle_loss(const torch::Tensor& student, const torch::T
   return torch::nn::functional::smooth_l1_loss(angle_relations(student),
                                                angle_relations(teacher.detach()));
 }
-
-/// Puts a module and its submodules in eval mode and gives each its own mode back at the end of
-/// the scope (a part a strategy keeps in eval mode stays so).
-class EvalScope {
- public:
-  explicit EvalScope(torch::nn::Module& m) {
-    for (const auto& sub : m.modules()) modes_.emplace_back(sub, sub->is_training());
-    m.eval();
-  }
-  // modules() lists parents before children, and train() recurses: restoring in that order
-  // leaves every module in its own mode.
-  ~EvalScope() {
-    for (auto& [sub, training] : modes_) sub->train(training);
-  }
-  EvalScope(const EvalScope&) = delete;
-  EvalScope& operator=(const EvalScope&) = delete;
-
- private:
-  std::vector<std::pair<std::shared_ptr<torch::nn::Module>, bool>> modes_;
-};
 
 /// Checks a `teacher` option before any run starts: "run:<id>" or a run folder's path.
 inline void check_teacher_ref(const std::string& ref, const std::string& strategy) {

@@ -54,25 +54,34 @@ struct KernelFamily {
 
 /// The bandwidths gamma_u for the joint batch `z` (rows of both domains): fixed ones, or the
 /// mean squared distance between distinct rows (computed in O(n d), detached) times
-/// kernel_mul^(u - kernel_num / 2).
-inline std::vector<double> bandwidths(const torch::Tensor& z, const KernelFamily& k) {
-  if (!k.bandwidths.empty()) return k.bandwidths;
+/// kernel_mul^(u - kernel_num / 2). 0-dim double tensors on z's device: computing them reads
+/// nothing back to the host (no synchronisation per step on a GPU).
+inline std::vector<torch::Tensor> bandwidths(const torch::Tensor& z, const KernelFamily& k) {
+  const auto opts = z.options().dtype(torch::kDouble);
+  std::vector<torch::Tensor> out;
+  if (!k.bandwidths.empty()) {
+    for (double g : k.bandwidths) out.push_back(torch::scalar_tensor(g, opts));
+    return out;
+  }
   const int64_t n = z.size(0);
   auto zd = z.detach().to(torch::kDouble);
-  // sum_{i,j} ||z_i - z_j||^2 = 2 n sum_i ||z_i||^2 - 2 ||sum_i z_i||^2
-  const double total = (2.0 * n * zd.pow(2).sum() - 2.0 * zd.sum(0).pow(2).sum()).item<double>();
-  double base = n > 1 ? total / static_cast<double>(n * n - n) : 1.0;
-  if (!(base > 0)) base = 1.0;  // all rows equal: any bandwidth gives the same (zero) MMD
-  std::vector<double> out;
+  torch::Tensor base = torch::ones({}, opts);
+  if (n > 1) {
+    // sum_{i,j} ||z_i - z_j||^2 = 2 n sum_i ||z_i||^2 - 2 ||sum_i z_i||^2
+    auto total = 2.0 * n * zd.pow(2).sum() - 2.0 * zd.sum(0).pow(2).sum();
+    base = total / static_cast<double>(n * n - n);
+    // All rows equal: any bandwidth gives the same (zero) MMD.
+    base = torch::where(base > 0, base, torch::ones_like(base));
+  }
   for (int64_t u = 0; u < k.kernel_num; ++u)
     out.push_back(base * std::pow(k.kernel_mul, static_cast<double>(u - k.kernel_num / 2)));
   return out;
 }
 
 /// sum_u exp(-d / gamma_u) elementwise for squared distances `d`.
-inline torch::Tensor kernel_of(const torch::Tensor& d, const std::vector<double>& gammas) {
+inline torch::Tensor kernel_of(const torch::Tensor& d, const std::vector<torch::Tensor>& gammas) {
   torch::Tensor k;
-  for (double g : gammas) {
+  for (const auto& g : gammas) {
     auto ku = torch::exp(-d / g);
     k = k.defined() ? k + ku : ku;
   }

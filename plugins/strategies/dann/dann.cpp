@@ -9,8 +9,9 @@
 // - 1), gamma = 10, p = training progress in [0, 1] over the stage's steps (from
 // Session::step()). With anneal_lr the step size follows mu_p = mu_0 / (1 + alpha p)^beta
 // (alpha 10, beta 0.75), applied by scaling the loss (the runner sets rates per epoch only): the
-// same update as scaling the rate for SGD without weight decay, hence only with [train]
-// optimizer = "sgd" (Adam's normalisation would cancel it).
+// same update as scaling the rate for plain SGD (no momentum, no weight decay; with momentum
+// the buffer keeps earlier gradients at their earlier, larger scale, so it is close, not equal),
+// hence only with [train] optimizer = "sgd" (Adam's normalisation would cancel it).
 // The domain classifier is an MLP feature_dim -> hidden... (ReLU, dropout) -> 1 (the paper: 1024,
 // 1024 for Office); it trains with the stage (a parameter group "domain_classifier") but is
 // owned by the strategy, not registered on the model: it is not part of the classifier, is not

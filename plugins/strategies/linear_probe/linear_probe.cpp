@@ -10,6 +10,8 @@
 // instead of passing its inputs through the backbone: the same batches, in the same order, as
 // fine-tuning a frozen backbone would see. Target val/test are evaluated by the runner through
 // the whole model (backbone included) each epoch.
+#include <unistd.h>
+
 #include <torch/nn/functional/loss.h>
 #include <torch/serialize.h>
 
@@ -141,7 +143,8 @@ class LinearProbe : public tlab::Strategy {
       try {
         fs::create_directories(file.parent_path());
         fs::path tmp = file;
-        tmp += ".tmp" + std::to_string(ctx.seed);
+        // One temporary name per process: runs sharing the entry may write it at the same time.
+        tmp += ".tmp" + std::to_string(::getpid());
         torch::save(f.to(torch::kCPU), tmp.string());
         fs::rename(tmp, file);             // atomic: concurrent runs see a whole entry or none
       } catch (const std::exception& e) {  // the run itself is fine: only sharing is lost

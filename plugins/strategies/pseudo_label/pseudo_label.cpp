@@ -112,8 +112,10 @@ class PseudoLabel : public tlab::Strategy {
       torch::Tensor mask;
       if (alpha > 0) {
         loss = loss + alpha * pseudo_label_loss(model.forward(u), o_.threshold, &mask);
-      } else {  // before T1 the term has weight 0: only count what would pass the threshold
+      } else {  // before T1 the term has weight 0: only count what would pass the threshold,
+                // in eval mode (this pass must not move batch-norm statistics or draw dropout)
         torch::NoGradGuard no_grad;
+        tlab_strategy::EvalScope eval(model);
         pseudo_label_loss(model.forward(u), o_.threshold, &mask);
       }
       confident += mask.sum();
