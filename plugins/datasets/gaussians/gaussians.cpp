@@ -149,29 +149,44 @@ class Gaussians : public tlab::Dataset {
  private:
   // Balanced labels (round robin, then shuffled) and their samples, from a stream of this
   // domain and split.
+  // Rows generated at once (a multiple of 16: see make()).
+  static constexpr int64_t kChunkRows = 4096;
+
   tlab::Split make(const Geometry& g, SplitId split, int64_t n) const {
     const bool target = options_.domain == "target";
     const uint64_t seed = static_cast<uint64_t>(options_.seed);
     auto gen = generator(stream(stream(seed, target ? kTarget : kSource), split));
     torch::Tensor y = torch::arange(n, torch::kLong).remainder(options_.num_classes);
     y = y.index_select(0, torch::randperm(n, gen, torch::kLong));
-    // means[y] + noise * N(0, 1), in place: two n x dim doubles live at most, not four (the
-    // values are bit for bit those of the out-of-place expression: IEEE products and sums
-    // commute).
-    torch::Tensor x = torch::randn({n, options_.dim}, gen, torch::kDouble);
-    x.mul_(options_.noise).add_(g.means.index_select(0, y));
-    if (target) {
-      // Rotation by angle t in the (u, v) plane: x + a((c-1)u + s v) + b((c-1)v - s u),
-      // with a = x.u and b = x.v; components outside the plane are unchanged. Added term by
-      // term in the same order as ((x + A) + B) + T.
-      const double t = options_.shift * kDegreesPerShift * kPi / 180.0;
-      const double c = std::cos(t), s = std::sin(t);
-      torch::Tensor a = (x * g.u).sum(1, true), b = (x * g.v).sum(1, true);
-      x.add_(a * ((c - 1) * g.u + s * g.v));
-      x.add_(b * ((c - 1) * g.v - s * g.u));
-      x.add_(g.translation);
+    // means[y] + noise * N(0, 1), made in chunks of rows and rounded to float chunk by chunk,
+    // so that at most two chunk-sized double tensors live besides the float result (one float
+    // copy of the data, not four double ones). The values are bit for bit those of one
+    // n x dim draw: LibTorch fills a contiguous double tensor of >= 16 values by drawing all
+    // its uniforms first and transforming them 16 at a time, so chunks whose sizes are
+    // multiples of 16 (and a last chunk of >= 16 values) consume the generator identically;
+    // IEEE products and sums commute, so the in-place forms equal the expression.
+    const int64_t dim = options_.dim;
+    torch::Tensor out = torch::empty({n, dim}, torch::kFloat);
+    const double t = options_.shift * kDegreesPerShift * kPi / 180.0;
+    const double c = std::cos(t), s = std::sin(t);
+    for (int64_t begin = 0; begin < n;) {
+      int64_t end = std::min(n, begin + kChunkRows);
+      if ((n - end) * dim < 16) end = n;  // a short tail joins this chunk
+      torch::Tensor x = torch::randn({end - begin, dim}, gen, torch::kDouble);
+      x.mul_(options_.noise).add_(g.means.index_select(0, y.slice(0, begin, end)));
+      if (target) {
+        // Rotation by angle t in the (u, v) plane: x + a((c-1)u + s v) + b((c-1)v - s u),
+        // with a = x.u and b = x.v; components outside the plane are unchanged. Added term by
+        // term in the same order as ((x + A) + B) + T.
+        torch::Tensor a = (x * g.u).sum(1, true), b = (x * g.v).sum(1, true);
+        x.add_(a * ((c - 1) * g.u + s * g.v));
+        x.add_(b * ((c - 1) * g.v - s * g.u));
+        x.add_(g.translation);
+      }
+      out.slice(0, begin, end).copy_(x);
+      begin = end;
     }
-    return {x.to(torch::kFloat), y};
+    return {out, y};
   }
 
   Options options_;
