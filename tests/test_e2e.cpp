@@ -850,6 +850,29 @@ TEST_F(EndToEnd, LoadModelRebuildsAnEarlierRunsModel) {
   EXPECT_THAT(with((dir_ / "empty_run").string()).reason,
               HasSubstr("adapter.json' is missing; every finished run writes model.safetensors "
                         "and adapter.json"));
+  // A run folder whose adapter.json was edited: each defect named.
+  const fs::path edited = dir_ / "edited_run";
+  fs::create_directories(edited);
+  fs::copy_file(fs::path(store.run(teacher.id).run_dir) / "model.safetensors",
+                edited / "model.safetensors");
+  const std::string json =
+      tlab::test::read_file(fs::path(store.run(teacher.id).run_dir) / "adapter.json");
+  auto with_json = [&](const std::string& text) {
+    tlab::test::write_file(edited / "adapter.json", text);
+    return with(edited.string()).reason;
+  };
+  EXPECT_THAT(with_json("{}"), HasSubstr("adapter.json' is not a tlab run description (format "
+                                         "\"tlab-adapter\" with backbone, adapters, "
+                                         "num_classes, input_shape)"));
+  std::string renamed = json;
+  renamed.replace(renamed.find("\"hidden\""), 8, "\"hiddn\"");
+  EXPECT_THAT(with_json(renamed),
+              HasSubstr("backbone plugin 'mlp' has no parameter 'hiddn' any more (the run was "
+                        "made with another version of it)"));
+  std::string retyped = json;
+  const auto at = retyped.find("\"hidden\"");
+  retyped.replace(at, retyped.find(']', at) + 1 - at, "\"hidden\": \"x\"");
+  EXPECT_THAT(with_json(retyped), HasSubstr("mlp.hidden: saved value \"x\" is not a"));
   // Another input shape: refused with both shapes named.
   std::string wide = kTiny;
   wide.replace(wide.find("[target]"), 8, "[target]\ndim = 3");
