@@ -175,7 +175,7 @@ TEST_F(Adapters, MlpHeadHasHiddenLayersActivationDropoutAndClassifier) {
   auto m = mlp();
   attach(*m, "mlp_head",
          {{"hidden", Ints{7, 4}}, {"activation", std::string("gelu")}, {"dropout", 0.25}}, {5}, 3);
-  EXPECT_EQ(m->head_out_dim, 3);
+  EXPECT_EQ(m->out_dim(), 3);
   ASSERT_EQ(m->head->size(), 7u);  // (Linear, GELU, Dropout) x 2, Linear
   EXPECT_EQ(m->head[0]->as<torch::nn::Linear>()->options.in_features(), 6);
   EXPECT_EQ(m->head[0]->as<torch::nn::Linear>()->options.out_features(), 7);

@@ -179,8 +179,10 @@ TEST_F(EndToEnd, PluginFailuresBecomeTheRunsStatusWithTheHookNamed) {
   tlab::Store store(dir_ / "results.db");
   auto failed = run(store, specs(kTiny, {"strategy={plugin=\"faulty\",fail_in=\"loss\"}"})[0]);
   EXPECT_EQ(failed.status, "failed");
-  EXPECT_THAT(failed.reason,
-              HasSubstr("strategy plugin 'faulty' failed in loss: faulty: asked to fail in loss"));
+  EXPECT_THAT(
+      failed.reason,
+      HasSubstr("strategy plugin 'faulty' failed in loss (stage 'target'): faulty: asked to "
+                "fail in loss"));
   auto setup = run(store, specs(kTiny, {"strategy={plugin=\"faulty\",fail_in=\"setup\"}"})[0]);
   EXPECT_THAT(setup.reason, HasSubstr("strategy plugin 'faulty' failed in setup"));
   auto nan =
@@ -202,7 +204,28 @@ TEST_F(EndToEnd, FinetuneWithoutSourceFailsWithAClearReason) {
   auto out = run(store, specs(text)[0]);
   EXPECT_EQ(out.status, "failed");
   EXPECT_THAT(out.reason, HasSubstr("strategy plugin 'finetune' failed in prepare: finetune "
-                                    "pre-trains on the source domain: add a [source] table"));
+                                    "trains on a labelled source domain: add a [source] table"));
+}
+
+TEST_F(EndToEnd, AHelperThatNeedsTheSourceSaysWhichPluginAndHookUsedIt) {
+  tlab::Store store(dir_ / "results.db");
+  std::string text = kTiny;
+  text.erase(text.find("[source]"), text.find("[target]") - text.find("[source]"));
+  auto out = run(store, specs(text, {"strategy={plugin=\"faulty\",fail_in=\"source\"}"})[0]);
+  EXPECT_EQ(out.status, "failed");
+  EXPECT_THAT(out.reason, HasSubstr("strategy plugin 'faulty' failed in prepare: faulty trains on "
+                                    "a labelled source domain: add a [source] table"));
+}
+
+TEST_F(EndToEnd, HooksRegisteredForTwoRunningStagesAreRefusedNamingPluginAndHook) {
+  tlab::Store store(dir_ / "results.db");
+  auto out = run(store, specs(kTiny, {"strategy={plugin=\"faulty\",fail_in=\"reenter\"}"})[0]);
+  EXPECT_EQ(out.status, "failed");
+  EXPECT_THAT(out.reason,
+              HasSubstr("strategy plugin 'faulty' failed in on_epoch_start (stage 'target'): "
+                        "stage 'target' was given the hooks object that drives the running stage "
+                        "'target'"));
+  EXPECT_THAT(out.reason, HasSubstr("give the inner stage an object of its own"));
 }
 
 TEST_F(EndToEnd, MissingHeadIsExplained) {

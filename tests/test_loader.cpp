@@ -115,6 +115,17 @@ TEST(Loader, RefusesAPluginBuiltWithAnotherSdkAbiVersionNamingOnlyThat) {
   EXPECT_THAT(msg, HasSubstr("To fix: rebuild the plugin"));
 }
 
+TEST(Loader, RefusesAPluginBuiltAgainstSdk3BeforeAnyOfItsCodeRuns) {
+  // sdk3.so aborts in a static initialiser: the refusal must come from its stamp alone.
+  static_assert(TLAB_SDK_ABI_VERSION == 4, "update this test and its fixture for the new version");
+  auto f = kFixtures / "bad" / "sdk3.so";
+  auto msg = error_of([&] { tlab::load_plugin_file(f); });
+  EXPECT_THAT(msg, HasSubstr("plugin '" + f.string() + "' was built for another ABI"));
+  EXPECT_THAT(msg, HasSubstr("SDK ABI version: plugin 3, host 4"));
+  EXPECT_THAT(msg, Not(HasSubstr("LibTorch version")));
+  EXPECT_THAT(msg, HasSubstr("To fix: rebuild the plugin"));
+}
+
 TEST(Loader, RefusesAPluginClaimingAnotherLibTorchNamingOnlyThat) {
   auto f = kFixtures / "bad" / "other_torch.so";
   auto msg = error_of([&] { tlab::load_plugin_file(f); });

@@ -465,7 +465,7 @@ TEST_F(DistillRuns, MultitaskTrainsASourceHeadWithOtherClassesBesideTheTargetHea
   tlab::Context ctx;
   ctx.log = &log_;
   auto model = tlab::load_run_model(store_->run(mt.id).run_dir, "run", loader_, ctx, {16});
-  EXPECT_EQ(model->head_out_dim, 3);
+  EXPECT_EQ(model->out_dim(), 3);
   for (const auto& p : model->named_parameters()) EXPECT_THAT(p.key(), Not(HasSubstr("source")));
   // A warm-up on the source first: logged by the runner as a source stage.
   auto warm = run(kMultitask, {"++strategy.source_epochs=2"});
@@ -527,7 +527,7 @@ TEST_F(DistillRuns, OptionAndDataErrors) {
   EXPECT_THAT(temp, HasSubstr("temperature"));
   // unlabeled = true needs an unlabelled pool (all training examples are labelled here).
   auto no_pool = run(kTeacher, {"strategy={plugin=\"distill\"}", "++strategy.teacher=\"run:1\""});
-  EXPECT_THAT(no_pool.reason, HasSubstr("distill (unlabeled = true) adapts to unlabelled target "
+  EXPECT_THAT(no_pool.reason, HasSubstr("distill adapts to unlabelled target "
                                         "inputs, but the target has none"));
   // multitask needs a source and a target weight.
   auto no_source = run(kStudent, {"strategy={plugin=\"multitask\"}"});
@@ -564,6 +564,7 @@ class MinimalSession : public tlab::Session {
   const tlab::TrainConfig& train_config() const override { return config_; }
   int64_t step() const override { return 0; }
   void fit(const tlab::Stage&) override {}
+  const tlab::Stage& stage() const override { throw std::logic_error("no stage is being fit"); }
   tlab::Evaluation evaluate(torch::nn::Module&,
                             const std::function<torch::Tensor(const torch::Tensor&)>&,
                             const tlab::Split&) override {
@@ -590,8 +591,7 @@ TEST(MultitaskHooks, TheSourceHeadTrainsAsItsOwnGroupOutsideTheModel) {
   auto strategy = loader().create<tlab::Strategy>("multitask", {{"source_weight", 0.5}});
   strategy->prepare(s);
   auto& model = s.model();
-  model.head->push_back(torch::nn::Linear(model.head_out_dim, 3));  // what linear_head does
-  model.head_out_dim = 3;
+  model.add_head(torch::nn::Linear(model.out_dim(), 3), 3);  // what linear_head does
   strategy->setup(s);
   auto groups = strategy->parameter_groups(s);
   ASSERT_EQ(groups.size(), 2u);

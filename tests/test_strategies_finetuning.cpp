@@ -364,8 +364,9 @@ TEST_F(FinetuningStrategies, StrategiesThatPretrainNeedASource) {
   for (const char* name : {"linear_probe", "l2sp"}) {
     auto r = run({fmt::format("strategy.plugin={}", name)}, text);
     EXPECT_EQ(r.status, "failed");
-    EXPECT_THAT(r.reason, HasSubstr(fmt::format(
-                              "{} pre-trains on the source domain: add a [source] table", name)));
+    EXPECT_THAT(r.reason,
+                HasSubstr(fmt::format("{} trains on a labelled source domain: add a [source] table",
+                                      name)));
   }
 }
 

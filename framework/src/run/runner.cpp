@@ -27,6 +27,7 @@
 
 #include "run/model_io.hpp"
 #include "run/prefetch.hpp"
+#include "tlab/sdk/mode.hpp"
 #include "util.hpp"
 
 namespace fs = std::filesystem;
@@ -126,9 +127,11 @@ bool is_out_of_memory(const std::string& message) {
 
 // Calls into a plugin; any exception is rethrown naming the plugin and the hook.
 template <class F>
-auto call_plugin(const std::string& kind, const std::string& name, const char* hook, F&& f) {
+auto call_plugin(const std::string& kind, const std::string& name, const std::string& hook, F&& f) {
   try {
     return f();
+  } catch (const PluginError&) {  // from a stage the plugin ran: already names plugin and hook
+    throw;
   } catch (const DivergedError&) {
     throw;
   } catch (const InterruptedError&) {
@@ -249,23 +252,6 @@ double seconds_since_process_start() {
          static_cast<double>(start) / ticks;
 }
 
-// Restores the train/eval mode of a module and of each submodule, even on exceptions.
-class ModeGuard {
- public:
-  explicit ModeGuard(torch::nn::Module& m) {
-    modes_.emplace_back(&m, m.is_training());
-    for (const auto& sub : m.modules(/*include_self=*/false))
-      modes_.emplace_back(sub.get(), sub->is_training());
-  }
-  // train(b) also sets every child, so restore in pre-order: each module after its parent.
-  ~ModeGuard() {
-    for (auto& [module, training] : modes_) module->train(training);
-  }
-
- private:
-  std::vector<std::pair<torch::nn::Module*, bool>> modes_;
-};
-
 class RunSession : public Session {
  public:
   RunSession(Context& ctx, StoreMetrics& metrics, bool verbose, bool profile)
@@ -293,7 +279,7 @@ class RunSession : public Session {
                       const std::function<torch::Tensor(const torch::Tensor&)>& forward,
                       const Split& split) override {
     if (split.size() == 0) return {};
-    ModeGuard restore(module);  // each submodule gets its own mode back (a frozen part stays eval)
+    ModeScope restore(module);  // each submodule gets its own mode back (a frozen part stays eval)
     module.eval();
     torch::NoGradGuard no_grad;
     auto correct = torch::zeros({}, torch::TensorOptions(ctx_.device).dtype(torch::kLong));
@@ -318,9 +304,35 @@ class RunSession : public Session {
     return {static_cast<double>(correct.item<int64_t>()) / n, loss.item<double>() / n};
   }
 
+  const Stage& stage() const override {
+    if (stages_.empty())
+      throw std::logic_error(
+          "Session::stage() is only defined while a stage is being fit (inside its hooks)");
+    return *stages_.back();
+  }
+
   void fit(const Stage& st) override {
     const TrainConfig& c = st.config;
     if (c.epochs == 0) return;  // e.g. [train] epochs = 0: the target is only evaluated
+    for (const Stage* running : stages_)
+      if (st.hooks && running->hooks == st.hooks)
+        throw std::invalid_argument(fmt::format(
+            "stage '{}' was given the hooks object that drives the running stage '{}' (a hook "
+            "called Session::fit with its own hooks); one hooks object serves one running stage: "
+            "give the inner stage an object of its own",
+            st.domain, running->domain));
+    stages_.push_back(&st);
+    struct Pop {
+      std::vector<const Stage*>& v;
+      ~Pop() { v.pop_back(); }
+    } pop{stages_};
+    // The stage's hooks, each call naming the plugin, the hook and the stage when it fails.
+    const std::string loss_hook = fmt::format("loss (stage '{}')", st.domain);
+    const std::string start_hook = fmt::format("on_epoch_start (stage '{}')", st.domain);
+    const std::string end_hook = fmt::format("on_epoch_end (stage '{}')", st.domain);
+    auto call_hook = [&](const std::string& hook, auto&& f) {
+      return call_plugin("strategy", ctx_.plugin, hook, f);
+    };
     if (!st.train || st.train->size() == 0)
       throw std::invalid_argument(fmt::format("stage '{}' has no training data", st.domain));
     if (!st.module || !st.forward)
@@ -369,15 +381,18 @@ class RunSession : public Session {
     const Split& data = *st.train;
     const int64_t n = data.size();
     const int64_t steps = (n + c.batch_size - 1) / c.batch_size;
-    auto loss_fn =
-        st.loss ? st.loss : [&](const Batch& b) { return cross_entropy(st.forward(b.x), b.y); };
+    auto loss_fn = [&](const Batch& b) {
+      if (!st.hooks) return cross_entropy(st.forward(b.x), b.y);
+      return call_hook(loss_hook, [&] { return st.hooks->loss(*this, b); });
+    };
     for (int64_t epoch = 0; epoch < c.epochs; ++epoch) {
       auto t0 = Clock::now();
       double lr = scheduled_lr(c, epoch);
       for (std::size_t g = 0; g < scales.size(); ++g)
         optimizer->param_groups()[g].options().set_lr(lr * scales[g]);
       st.module->train();
-      if (st.on_epoch_start) st.on_epoch_start(epoch);  // after train(): may set eval parts
+      if (st.hooks)  // after train(): may set parts to eval mode
+        call_hook(start_hook, [&] { st.hooks->on_epoch_start(*this, epoch); });
       auto perm = torch::randperm(n, torch::TensorOptions(ctx_.device).dtype(torch::kLong));
       // A streamed split: workers decode the epoch's batches ahead of the loop, in its order,
       // with a fresh seed per epoch (random augmentation differs from epoch to epoch).
@@ -425,7 +440,7 @@ class RunSession : public Session {
         if (profile_) lap("optimizer");
         ++step_;
       }
-      if (st.on_epoch_end) st.on_epoch_end(epoch);
+      if (st.hooks) call_hook(end_hook, [&] { st.hooks->on_epoch_end(*this, epoch); });
       if (stream) {
         data_wait_[st.domain] += stream->wait_seconds();
         metrics_.summary(st.domain + "/train/data_wait_seconds", data_wait_[st.domain]);
@@ -523,6 +538,7 @@ class RunSession : public Session {
   std::map<std::string, std::pair<double, int64_t>> trained_;
   // Per domain, with profiling: seconds per phase.
   std::map<std::string, std::map<std::string, double>> phases_;
+  std::vector<const Stage*> stages_;  // the stages being fit, innermost last
   bool first_step_recorded_ = false;
 };
 
@@ -883,6 +899,7 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
       auto ds = loader.create<Dataset>(d.plugin, d.params);
       PrefixLogger log(d.plugin);
       Context c = ctx;
+      c.plugin = d.plugin;
       c.log = &log;
       const auto t0 = Clock::now();
       DomainData data = call_plugin("dataset", d.plugin, "load", [&] { return ds->load(c); });
@@ -935,6 +952,7 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     auto backbone = loader.create<Backbone>(spec.backbone.plugin, spec.backbone.params);
     PrefixLogger backbone_log(spec.backbone.plugin);
     Context bctx = ctx;
+    bctx.plugin = spec.backbone.plugin;
     bctx.log = &backbone_log;
     auto net = call_plugin("backbone", spec.backbone.plugin, "build",
                            [&] { return backbone->build(session.target_.input_shape, bctx); });
@@ -980,6 +998,7 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     auto strategy = loader.create<Strategy>(spec.strategy.plugin, spec.strategy.params);
     PrefixLogger strategy_log(spec.strategy.plugin);
     ctx.log = &strategy_log;  // the session's context is the strategy's
+    ctx.plugin = spec.strategy.plugin;
     const std::string& sname = spec.strategy.plugin;
     call_plugin("strategy", sname, "prepare", [&] { strategy->prepare(session); });
 
@@ -989,6 +1008,7 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
       auto adapter = loader.create<Adapter>(a.plugin, a.params);
       PrefixLogger log(a.plugin);
       Context c = ctx;
+      c.plugin = a.plugin;
       c.log = &log;
       const ParamCounts before = count_parameters(*session.model_);
       call_plugin("adapter", a.plugin, "attach",
@@ -1007,11 +1027,11 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
                    adapter_weights->path.string(), adapter_weights->hash, report.matched.size());
       metrics.summary("weights/adapters/matched", static_cast<double>(report.matched.size()));
     }
-    if (session.model_->head_out_dim != task.num_classes)
+    if (session.model_->out_dim() != task.num_classes)
       throw std::invalid_argument(fmt::format(
           "the model outputs {} values per example but the target has {} classes; add a head, "
           "e.g. [[adapters]] plugin = \"linear_head\"",
-          session.model_->head_out_dim, task.num_classes));
+          session.model_->out_dim(), task.num_classes));
     // Before setup: strategies that adapt the model there (domain adaptation) change buffers too.
     const auto buffers_before = snapshot_buffers(*session.model_);
     call_plugin("strategy", sname, "setup", [&] { strategy->setup(session); });
@@ -1051,16 +1071,7 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     }
     stage.module = session.model_.get();
     stage.forward = [&](const torch::Tensor& x) { return session.model_->forward(x); };
-    stage.loss = [&](const Batch& b) {
-      return call_plugin("strategy", sname, "loss", [&] { return strategy->loss(session, b); });
-    };
-    stage.on_epoch_start = [&](int64_t e) {
-      call_plugin("strategy", sname, "on_epoch_start",
-                  [&] { strategy->on_epoch_start(session, e); });
-    };
-    stage.on_epoch_end = [&](int64_t e) {
-      call_plugin("strategy", sname, "on_epoch_end", [&] { strategy->on_epoch_end(session, e); });
-    };
+    stage.hooks = strategy.get();  // the strategy is the target stage's hooks
     stage.train = &session.target_.train;
     stage.val = &session.target_.val;
     stage.test = &session.target_.test;

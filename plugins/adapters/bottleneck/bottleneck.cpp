@@ -88,11 +88,11 @@ std::string shape_text(const std::vector<int64_t>& s) {
 }  // namespace
 
 struct BottleneckOptions {
-  std::vector<std::string> after{};  ///< Layer groups (tap points) to adapt; empty = all.
-  int64_t reduction = 16;            ///< Bottleneck width = activation width / reduction.
-  std::string activation = "relu";   ///< Nonlinearity inside the bottleneck.
-  bool freeze_base = true;           ///< Freeze the backbone's own parameters.
-  bool train_norm = true;            ///< With freeze_base, normalisation layers still train.
+  std::vector<std::string> after{};
+  int64_t reduction = 16;
+  std::string activation = "relu";
+  bool freeze_base = true;
+  bool train_norm = true;
 };
 
 class Bottleneck : public tlab::Adapter {

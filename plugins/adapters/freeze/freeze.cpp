@@ -39,9 +39,9 @@ bool is_batch_norm(torch::nn::Module& m) {
 }  // namespace
 
 struct FreezeOptions {
-  std::vector<std::string> patterns{};  ///< Backbone parameter names (or their modules) to freeze.
-  std::string up_to;                    ///< Freeze this layer group and all before it.
-  bool eval_bn = true;                  ///< Keep frozen batch-norm layers in eval mode.
+  std::vector<std::string> patterns{};
+  std::string up_to;
+  bool eval_bn = true;
 };
 
 class Freeze : public tlab::Adapter {

@@ -1,12 +1,9 @@
 // linear_head: a linear classifier from the model's current output to the target's classes.
-#include <torch/nn/modules/dropout.h>
-#include <torch/nn/modules/linear.h>
-
 #include "tlab/sdk/model.hpp"
 
 struct LinearHeadOptions {
-  double dropout = 0.0;  ///< Dropout on the features before the classifier.
-  bool bias = true;      ///< Learn a bias per class.
+  double dropout = 0.0;
+  bool bias = true;
 };
 
 class LinearHead : public tlab::Adapter {
@@ -20,12 +17,10 @@ class LinearHead : public tlab::Adapter {
   }
   explicit LinearHead(Options o) : o_(o) {}
   void attach(tlab::Model& model, const tlab::TaskInfo& task, tlab::Context& ctx) override {
-    if (o_.dropout > 0) model.head->push_back(torch::nn::Dropout(o_.dropout));
-    torch::nn::Linear fc(
-        torch::nn::LinearOptions(model.head_out_dim, task.num_classes).bias(o_.bias));
+    if (o_.dropout > 0) model.add_head(torch::nn::Dropout(o_.dropout), model.out_dim());
+    torch::nn::Linear fc(torch::nn::LinearOptions(model.out_dim(), task.num_classes).bias(o_.bias));
     fc->to(ctx.device);
-    model.head->push_back(fc);
-    model.head_out_dim = task.num_classes;
+    model.add_head(fc, task.num_classes);
   }
 
  private:

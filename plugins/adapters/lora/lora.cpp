@@ -111,11 +111,11 @@ torch::Tensor* member_of(torch::nn::Module& m) {
 }  // namespace
 
 struct LoraOptions {
-  std::vector<std::string> targets{"*"};  ///< Patterns over the backbone's module names.
-  int64_t rank = 8;                       ///< r, the rank of B A.
-  double alpha = 8.0;                     ///< Scaling numerator: the update is alpha / r * B A.
-  double dropout = 0.0;                   ///< Only 0 (see the file comment).
-  bool freeze_base = true;                ///< Freeze every backbone parameter (as PEFT does).
+  std::vector<std::string> targets{"*"};
+  int64_t rank = 8;
+  double alpha = 8.0;
+  double dropout = 0.0;
+  bool freeze_base = true;
 };
 
 class Lora : public tlab::Adapter {

@@ -10,9 +10,9 @@
 #include "tlab/sdk/model.hpp"
 
 struct MlpHeadOptions {
-  std::vector<int64_t> hidden{256};  ///< Widths of the hidden layers, input side first.
-  std::string activation = "relu";   ///< "relu" or "gelu", after each hidden layer.
-  double dropout = 0.0;              ///< Dropout after each hidden layer's activation.
+  std::vector<int64_t> hidden{256};
+  std::string activation = "relu";
+  double dropout = 0.0;
 };
 
 class MlpHead : public tlab::Adapter {
@@ -47,24 +47,23 @@ class MlpHead : public tlab::Adapter {
   }
 
   void attach(tlab::Model& model, const tlab::TaskInfo& task, tlab::Context& ctx) override {
-    int64_t in = model.head_out_dim, added = 0;
+    int64_t in = model.out_dim(), added = 0;
     auto linear = [&](int64_t from, int64_t to) {
       torch::nn::Linear fc(from, to);
       fc->to(ctx.device);
-      model.head->push_back(fc);
+      model.add_head(fc, to);
       added += (from + 1) * to;
     };
     for (int64_t h : o_.hidden) {
       linear(in, h);
       if (o_.activation == "gelu")
-        model.head->push_back(torch::nn::GELU());
+        model.add_head(torch::nn::GELU(), h);
       else
-        model.head->push_back(torch::nn::ReLU());
-      if (o_.dropout > 0) model.head->push_back(torch::nn::Dropout(o_.dropout));
+        model.add_head(torch::nn::ReLU(), h);
+      if (o_.dropout > 0) model.add_head(torch::nn::Dropout(o_.dropout), h);
       in = h;
     }
     linear(in, task.num_classes);
-    model.head_out_dim = task.num_classes;
     if (ctx.log) {
       int64_t trainable = 0, total = 0;
       for (const auto& p : model.parameters()) {

@@ -8,10 +8,10 @@
 #include "tlab/sdk/model.hpp"
 
 struct CnnOptions {
-  std::vector<int64_t> channels{16, 32};  ///< Output channels of each conv block.
-  int64_t feature_dim = 64;               ///< Width of the feature layer.
-  bool batch_norm = true;                 ///< Batch norm after each convolution.
-  double dropout = 0.0;                   ///< Dropout before the feature layer.
+  std::vector<int64_t> channels{16, 32};
+  int64_t feature_dim = 64;
+  bool batch_norm = true;
+  double dropout = 0.0;
 };
 
 class CnnNet : public tlab::BackboneNet {

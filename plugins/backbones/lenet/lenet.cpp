@@ -11,8 +11,8 @@
 #include "tlab/sdk/model.hpp"
 
 struct LeNetOptions {
-  std::string activation = "relu";  ///< "relu" (modern) or "tanh" (the original).
-  std::string pool = "max";         ///< "max" or "avg" (the original's subsampling).
+  std::string activation = "relu";
+  std::string pool = "max";
 };
 
 namespace {

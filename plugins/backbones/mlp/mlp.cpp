@@ -6,10 +6,9 @@
 #include "tlab/sdk/model.hpp"
 
 struct MlpOptions {
-  std::vector<int64_t> hidden{256,
-                              128};  ///< Widths of the hidden layers; the last is the feature size.
-  double dropout = 0.0;              ///< Dropout after each hidden layer.
-  std::string activation = "relu";   ///< "relu", "gelu" or "tanh".
+  std::vector<int64_t> hidden{256, 128};
+  double dropout = 0.0;
+  std::string activation = "relu";
 };
 
 class MlpNet : public tlab::BackboneNet {

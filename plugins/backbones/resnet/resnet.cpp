@@ -15,10 +15,10 @@
 #include "tlab/sdk/model.hpp"
 
 struct ResNetOptions {
-  int64_t depth = 18;        ///< 18, 34 (BasicBlock), 50, 101, 152 (Bottleneck).
-  bool classifier = false;   ///< Keep the final fc layer: features = its `classes` outputs.
-  int64_t classes = 1000;    ///< Outputs of fc when `classifier` is true.
-  bool small_input = false;  ///< CIFAR stem: conv1 3x3 stride 1 and no max-pool.
+  int64_t depth = 18;
+  bool classifier = false;
+  int64_t classes = 1000;
+  bool small_input = false;
 };
 
 namespace {

@@ -16,8 +16,8 @@
 #include "tlab/sdk/model.hpp"
 
 struct TorchScriptOptions {
-  std::string path;      ///< The file written by torch.jit.save (required).
-  std::string features;  ///< "" = forward; else a method name or a dotted submodule path.
+  std::string path;
+  std::string features;
 };
 
 namespace {

@@ -17,14 +17,14 @@
 #include "tlab/sdk/model.hpp"
 
 struct TransformerOptions {
-  int64_t vocab_size = 10000;    ///< Token ids must lie in [0, vocab_size); 0 is padding.
-  int64_t d_model = 64;          ///< Width of the token representations (= feature width).
-  int64_t heads = 4;             ///< Attention heads; must divide d_model.
-  int64_t layers = 2;            ///< Encoder blocks.
-  int64_t ff = 128;              ///< Hidden width of each block's feed-forward network.
-  double dropout = 0.1;          ///< Dropout on embeddings, attention, and inside each block.
-  int64_t max_len = 512;         ///< Longest sequence (positions encoded).
-  std::string pooling = "mean";  ///< "mean" over non-padding tokens, or "cls" (first token).
+  int64_t vocab_size = 10000;
+  int64_t d_model = 64;
+  int64_t heads = 4;
+  int64_t layers = 2;
+  int64_t ff = 128;
+  double dropout = 0.1;
+  int64_t max_len = 512;
+  std::string pooling = "mean";
 };
 
 namespace {

@@ -30,7 +30,6 @@
 #include <torch/nn/functional/normalization.h>
 #include <torch/types.h>
 
-#include "adapt.hpp"
 #include "tlab/sdk/strategy.hpp"
 
 namespace tlab_strategy {

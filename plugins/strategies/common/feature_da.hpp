@@ -1,7 +1,8 @@
 #pragma once
 // Feature-level domain adaptation, shared by source_only, dan, coral and dann (header-only,
 // compiled into each): the losses between source and target activations, the gradient reversal
-// layer and DANN's schedules, and the adaptation stage these strategies run in setup().
+// layer and DANN's schedules, and the domain distances every one of them logs after its
+// adaptation stage (the stage itself is the SDK's tlab::AdaptationHooks).
 //
 // Losses (all differentiable, on the tensors' device and dtype):
 //  - Multi-kernel MMD (Long et al. 2015, "Learning Transferable Features with Deep Adaptation
@@ -32,8 +33,7 @@
 #include <torch/nn/functional/loss.h>
 #include <torch/types.h>
 
-#include "../common/adapt.hpp"
-#include "tlab/sdk/strategy.hpp"
+#include "tlab/sdk/adaptation.hpp"
 
 namespace tlab_strategy::da {
 
@@ -167,13 +167,6 @@ inline double annealed_lr_factor(double p, double alpha, double beta) {
   return 1.0 / std::pow(1.0 + alpha * p, beta);
 }
 
-/// Options every feature-level adaptation strategy has.
-struct StageOptions {
-  int64_t source_epochs = 10;  ///< Epochs of the adaptation stage.
-  double source_lr = 0.0;      ///< Its learning rate (0 = train.lr).
-  double weight = 1.0;         ///< Trade-off of the adaptation term.
-};
-
 /// Activations of a batch at the named layers: "features" (the backbone's output) and/or
 /// "logits" (the head's output), in the order of `layers`.
 inline std::vector<torch::Tensor> activations(tlab::Model& model, const torch::Tensor& x,
@@ -245,67 +238,16 @@ inline void log_final_distances(tlab::Session& s, const tlab::DomainData& src) {
   model.train(was_training);
 }
 
-/// The adaptation term of one step: source activations `src` and target activations `tgt`
-/// (both lists in the order of the strategy's layers) to a scalar.
-using Term = std::function<torch::Tensor(const std::vector<torch::Tensor>& src,
-                                         const std::vector<torch::Tensor>& tgt)>;
-
-/// Runs the adaptation stage of a feature-level DA strategy and logs the final distances:
-/// loss = cross-entropy on the source batch + weight * term(source, target activations), the
-/// target batch (same size as the train batch) drawn from the target's unlabelled pool. Source
-/// and target batches go through the model in one forward pass (concatenated, as the reference
-/// implementations do). The term's mean per epoch is logged as source/train/<term_name>.
-/// `extra` (may be null) adjusts the stage (more parameter groups, hooks) before it runs.
-inline void run_adaptation(tlab::Session& s, const std::string& strategy, const StageOptions& o,
-                           const std::vector<std::string>& layers, const std::string& term_name,
-                           Term term, const std::function<void(tlab::Stage&)>& extra = nullptr) {
-  const tlab::DomainData& src = need_source(s, strategy);
-  need_same_classes(s, src, strategy);
-  const bool with_term = static_cast<bool>(term);
-  auto& model = s.model();
-  tlab::Stage st = source_stage(s, src, o.source_epochs, o.source_lr);
-  const auto dev = s.context().device;
-  std::shared_ptr<Sampler> sampler;
-  if (with_term)  // source_only (no term) needs no target data
-    sampler = std::make_shared<Sampler>(need_unlabeled(s, strategy).to(dev), st.config.batch_size);
-  auto term_sum = std::make_shared<torch::Tensor>(torch::zeros({}, torch::TensorOptions(dev)));
-  auto steps = std::make_shared<int64_t>(0);
-  st.loss = [&model, sampler, term_sum, steps, layers, term, with_term,
-             w = o.weight](const tlab::Batch& b) {
-    const int64_t ns = b.x.size(0);
-    // No term, or a last batch too small for covariances / pairs: cross-entropy alone.
-    if (!with_term || ns < 2) return tlab::cross_entropy(model.forward(b.x), b.y);
-    auto xt = sampler->next();
-    auto feats = model.features(torch::cat({b.x, xt.to(b.x.dtype())}));
-    std::vector<torch::Tensor> as, at;
-    torch::Tensor logits;
-    for (const auto& l : layers) {
-      torch::Tensor a = feats;
-      if (l == "logits") a = logits.defined() ? logits : (logits = model.head->forward(feats));
-      as.push_back(a.slice(0, 0, ns));
-      at.push_back(a.slice(0, ns));
-    }
-    if (!logits.defined()) logits = model.head->forward(feats);
-    auto ce = tlab::cross_entropy(logits.slice(0, 0, ns), b.y);
-    auto t = term(as, at);
-    *term_sum += t.detach().to(term_sum->dtype());
-    ++*steps;
-    return ce + w * t;
-  };
-  if (with_term) {
-    auto* metrics = s.context().metrics;
-    st.on_epoch_end = [&s, metrics, term_sum, steps, term_name](int64_t epoch) {
-      metrics->log("source/train/" + term_name,
-                   *steps ? term_sum->item<double>() / static_cast<double>(*steps) : 0.0, s.step(),
-                   epoch);
-      term_sum->zero_();
-      *steps = 0;
-    };
-  }
-  if (extra) extra(st);
-  s.fit(st);
+/// Runs `hooks`' adaptation stage (AdaptationHooks::run), then logs source/test/acc and the
+/// domain distances after adaptation (log_final_distances).
+inline void adapt_and_measure(tlab::Session& s, tlab::AdaptationHooks& hooks,
+                              const tlab::SourceOptions& o, double weight,
+                              std::vector<tlab::ParamGroup> extra = {}) {
+  const tlab::Stage st = hooks.run(s, o, weight, std::move(extra));
+  const tlab::DomainData& src = *s.source();
   if (src.test.size() > 0 && !src.test.streamed())
-    s.context().metrics->summary("source/test/acc", s.evaluate(model, st.forward, src.test).acc);
+    s.context().metrics->summary("source/test/acc",
+                                 s.evaluate(s.model(), st.forward, src.test).acc);
   log_final_distances(s, src);
 }
 

@@ -1,8 +1,8 @@
 #pragma once
 // Shared by the fine-tuning strategies (finetune, linear_probe, l2sp; header-only, compiled into
-// each): supervised pre-training on the source shared between runs, the parameters of the model
-// outside its backbone (the "new" layers), the L2-SP penalty and a content hash of tensors.
-#include <torch/nn/modules/linear.h>
+// each): the parameters of the model outside its backbone (the "new" layers), the L2-SP penalty
+// and a content hash of tensors. Pre-training on the source is the SDK's
+// tlab::pretrain_on_source (tlab/sdk/source.hpp).
 #include <torch/types.h>
 
 #include <cstdint>
@@ -15,44 +15,6 @@
 #include "tlab/sdk/strategy.hpp"
 
 namespace tlab_strategy {
-
-/// Pre-trains the backbone with a temporary source head on the labelled source (source_epochs
-/// epochs at source_lr, 0 = train.lr), shared between runs through Session::reuse. The key text
-/// is finetune's (since 1.0.0): every strategy that calls this with equal options shares the
-/// same pre-training procedure (plugins still get their own cache entries: the key holds the
-/// plugin's build). Logs source/test/acc of the pre-trained model when the source has a test.
-inline void pretrain_on_source(tlab::Session& s, const std::string& strategy, int64_t source_epochs,
-                               double source_lr) {
-  const tlab::DomainData* src = s.source();
-  if (!src)
-    throw std::invalid_argument(strategy +
-                                " pre-trains on the source domain: add a [source] table");
-  auto& model = s.model();
-  torch::nn::Linear head(model.backbone->feature_dim(), src->num_classes);
-  head->to(s.context().device);
-  tlab::Stage st;
-  st.domain = "source";
-  st.config = s.train_config();
-  st.config.epochs = source_epochs;
-  if (source_lr > 0) st.config.lr = source_lr;
-  st.parameters = model.backbone->parameters();
-  for (auto& p : head->parameters()) st.parameters.push_back(p);
-  st.module = &model;
-  st.forward = [&](const torch::Tensor& x) { return head->forward(model.features(x)); };
-  st.train = &src->train;
-  st.val = &src->val;
-  // Pre-training depends only on the source, the backbone and these options: runs that differ
-  // on the target side (heads, freezing, target settings) share one pre-trained model.
-  torch::nn::Module pretrained;
-  pretrained.register_module("backbone", model.backbone);
-  pretrained.register_module("head", head.ptr());
-  std::ostringstream key;
-  key.precision(17);
-  key << "source_epochs=" << source_epochs << " source_lr=" << st.config.lr;
-  s.reuse(key.str(), pretrained, [&] { s.fit(st); });
-  if (src->test.size() > 0)
-    s.context().metrics->summary("source/test/acc", s.evaluate(model, st.forward, src->test).acc);
-}
 
 /// Parameters of the model that are not the backbone's (the head and whatever adapters added)
 /// and require a gradient, in the model's order.

@@ -1,7 +1,8 @@
 #pragma once
 // Shared by the instance-based and semi-supervised strategies (importance_weighting, tradaboost,
 // pseudo_label), header-only: a probabilistic domain classifier and the importance weights it
-// gives, per-example weighted cross-entropy with each row's weight looked up by its index, the
+// gives, per-example weighted cross-entropy (and the stage hooks that look each row's weight up
+// by its index), the
 // TrAdaBoost weight update, and Lee's pseudo-label ramp-up. The formulas are here, free of the
 // runner, so that the tests check them on tensors whose answer is known.
 #include <torch/nn/functional/loss.h>
@@ -32,6 +33,15 @@ inline torch::Tensor weighted_cross_entropy(const torch::Tensor& scores, const t
   auto ce = F::cross_entropy(scores, y, F::CrossEntropyFuncOptions().reduction(torch::kNone));
   return (w.to(ce.dtype()) * ce).mean();
 }
+
+/// Stage hooks whose loss is weighted_cross_entropy with each row's weight looked up in
+/// `weights` by its index in the stage's training split (Batch::index).
+struct WeightedHooks : tlab::StageHooks {
+  torch::Tensor weights;  ///< One per training row.
+  torch::Tensor loss(tlab::Session& s, const tlab::Batch& b) override {
+    return weighted_cross_entropy(s.model().forward(b.x), b.y, weights.index_select(0, b.index));
+  }
+};
 
 /// Class predictions of `forward` on `x`, in batches of 256, without gradients.
 inline torch::Tensor predict(const std::function<torch::Tensor(const torch::Tensor&)>& forward,

@@ -13,10 +13,24 @@
 #include "../common/feature_da.hpp"
 
 struct CoralOptions {
-  int64_t source_epochs = 10;    ///< Epochs of the adaptation stage.
-  double source_lr = 0.0;        ///< Its learning rate (0 = train.lr).
-  double weight = 1.0;           ///< Trade-off lambda of the CORAL term.
-  std::string layer = "logits";  ///< Where covariances are aligned.
+  tlab::SourceOptions source;
+  double weight = 1.0;
+  std::string layer = "logits";
+};
+
+// The CORAL losses of the adapted layers, summed.
+class CoralHooks : public tlab::AdaptationHooks {
+ public:
+  using AdaptationHooks::AdaptationHooks;
+  torch::Tensor term(tlab::Session&, const std::vector<torch::Tensor>& s,
+                     const std::vector<torch::Tensor>& t) override {
+    torch::Tensor sum;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      auto l = tlab_strategy::da::coral(s[i], t[i]);
+      sum = sum.defined() ? sum + l : l;
+    }
+    return sum;
+  }
 };
 
 class Coral : public tlab::Strategy {
@@ -24,12 +38,7 @@ class Coral : public tlab::Strategy {
   using Options = CoralOptions;
   static tlab::Schema schema() {
     return tlab::SchemaFor<Options>()
-        .field("source_epochs", &Options::source_epochs,
-               "epochs of the adaptation stage (source labels + unlabelled target, in setup)")
-        .range(1, 100000)
-        .field("source_lr", &Options::source_lr,
-               "learning rate of the adaptation stage (0 = train.lr)")
-        .range(0, 1000)
+        .include(&Options::source)
         .field("weight", &Options::weight, "trade-off lambda of the CORAL loss")
         .range(0, 1e6)
         .field("layer", &Options::layer,
@@ -37,33 +46,22 @@ class Coral : public tlab::Strategy {
                "paper's fc8), features (the backbone's output) or both (the two losses summed)")
         .choices({"logits", "features", "both"});
   }
-  explicit Coral(Options o) : o_(std::move(o)) {
-    if (o_.layer == "both")
-      layers_ = {"features", "logits"};
-    else if (o_.layer == "logits" || o_.layer == "features")
-      layers_ = {o_.layer};
-    else
-      throw std::invalid_argument("coral: layer = '" + o_.layer +
-                                  "'; expected logits, features or both");
+  explicit Coral(Options o)
+      : o_(std::move(o)),
+        hooks_(o_.layer == "both" ? std::vector<std::string>{"features", "logits"}
+                                  : std::vector<std::string>{o_.layer},
+               "coral") {
+    TLAB_CHECK(o_.layer == "both" || o_.layer == "logits" || o_.layer == "features",
+               "coral: layer = '", o_.layer, "'; expected logits, features or both");
   }
 
   void setup(tlab::Session& s) override {
-    tlab_strategy::da::StageOptions so{o_.source_epochs, o_.source_lr, o_.weight};
-    tlab_strategy::da::run_adaptation(
-        s, "coral", so, layers_, "coral",
-        [](const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
-          torch::Tensor sum;
-          for (std::size_t i = 0; i < a.size(); ++i) {
-            auto l = tlab_strategy::da::coral(a[i], b[i]);
-            sum = sum.defined() ? sum + l : l;
-          }
-          return sum;
-        });
+    tlab_strategy::da::adapt_and_measure(s, hooks_, o_.source, o_.weight);
   }
 
  private:
   Options o_;
-  std::vector<std::string> layers_;
+  CoralHooks hooks_;
 };
 
 TLAB_PLUGIN(Coral, "coral", "1.0.0",

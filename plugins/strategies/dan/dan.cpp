@@ -22,14 +22,32 @@
 #include "../common/feature_da.hpp"
 
 struct DanOptions {
-  int64_t source_epochs = 10;                   ///< Epochs of the adaptation stage.
-  double source_lr = 0.0;                       ///< Its learning rate (0 = train.lr).
-  double weight = 1.0;                          ///< Trade-off lambda of the MMD term.
-  std::vector<std::string> layers{"features"};  ///< Adapted layers (losses summed).
-  std::string estimator = "biased";             ///< biased, unbiased or linear.
-  double kernel_mul = 2.0;                      ///< Ratio of consecutive bandwidths.
-  int64_t kernel_num = 5;                       ///< Number of Gaussian kernels.
-  std::vector<double> bandwidths;               ///< Fixed bandwidths (empty = from the batch).
+  tlab::SourceOptions source;
+  double weight = 1.0;
+  std::vector<std::string> layers{"features"};
+  std::string estimator = "biased";
+  double kernel_mul = 2.0;
+  int64_t kernel_num = 5;
+  std::vector<double> bandwidths;
+};
+
+// The MK-MMDs of the adapted layers, summed.
+class MmdHooks : public tlab::AdaptationHooks {
+ public:
+  MmdHooks(std::vector<std::string> layers, tlab_strategy::da::KernelFamily k)
+      : AdaptationHooks(std::move(layers), "mmd"), k_(std::move(k)) {}
+  torch::Tensor term(tlab::Session&, const std::vector<torch::Tensor>& s,
+                     const std::vector<torch::Tensor>& t) override {
+    torch::Tensor sum;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      auto l = tlab_strategy::da::mk_mmd(s[i], t[i], k_);
+      sum = sum.defined() ? sum + l : l;
+    }
+    return sum;
+  }
+
+ private:
+  tlab_strategy::da::KernelFamily k_;
 };
 
 class Dan : public tlab::Strategy {
@@ -37,12 +55,7 @@ class Dan : public tlab::Strategy {
   using Options = DanOptions;
   static tlab::Schema schema() {
     return tlab::SchemaFor<Options>()
-        .field("source_epochs", &Options::source_epochs,
-               "epochs of the adaptation stage (source labels + unlabelled target, in setup)")
-        .range(1, 100000)
-        .field("source_lr", &Options::source_lr,
-               "learning rate of the adaptation stage (0 = train.lr)")
-        .range(0, 1000)
+        .include(&Options::source)
         .field("weight", &Options::weight, "trade-off lambda of the MK-MMD term")
         .range(0, 1e6)
         .field("layers", &Options::layers,
@@ -64,31 +77,19 @@ class Dan : public tlab::Strategy {
                "squared distance in the joint batch, times kernel_mul powers)")
         .range(1e-12, 1e12);
   }
-  explicit Dan(Options o) : o_(std::move(o)) {
+  explicit Dan(Options o)
+      : o_(std::move(o)),
+        hooks_(o_.layers, {o_.kernel_mul, o_.kernel_num, o_.bandwidths, o_.estimator}) {
     tlab_strategy::da::check_layers(o_.layers, "dan", "layers");
-    k_.kernel_mul = o_.kernel_mul;
-    k_.kernel_num = o_.kernel_num;
-    k_.bandwidths = o_.bandwidths;
-    k_.estimator = o_.estimator;
   }
 
   void setup(tlab::Session& s) override {
-    tlab_strategy::da::StageOptions so{o_.source_epochs, o_.source_lr, o_.weight};
-    tlab_strategy::da::run_adaptation(
-        s, "dan", so, o_.layers, "mmd",
-        [k = k_](const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
-          torch::Tensor sum;
-          for (std::size_t i = 0; i < a.size(); ++i) {
-            auto l = tlab_strategy::da::mk_mmd(a[i], b[i], k);
-            sum = sum.defined() ? sum + l : l;
-          }
-          return sum;
-        });
+    tlab_strategy::da::adapt_and_measure(s, hooks_, o_.source, o_.weight);
   }
 
  private:
   Options o_;
-  tlab_strategy::da::KernelFamily k_;
+  MmdHooks hooks_;
 };
 
 TLAB_PLUGIN(Dan, "dan", "1.0.0",

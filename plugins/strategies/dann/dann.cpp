@@ -20,49 +20,105 @@
 // none). Logs per epoch source/train/domain_loss, source/train/domain_acc (accuracy of d on the
 // stage's batches, accumulated on the device) and source/train/grl_lambda (at the epoch's end),
 // and source/final/{coral,mmd}_{features,logits}.
-#include <torch/nn/functional/loss.h>
-#include <torch/nn/modules/activation.h>
-#include <torch/nn/modules/container/sequential.h>
-#include <torch/nn/modules/dropout.h>
-#include <torch/nn/modules/linear.h>
-
 #include "../common/feature_da.hpp"
 
 struct DannOptions {
-  int64_t source_epochs = 10;        ///< Epochs of the adaptation stage.
-  double source_lr = 0.0;            ///< Its learning rate (0 = train.lr).
-  double weight = 0.1;               ///< Trade-off of the domain loss.
-  std::vector<int64_t> hidden{256};  ///< Hidden widths of the domain classifier.
-  double dropout = 0.5;              ///< Dropout after each hidden layer of the classifier.
-  double gamma = 10.0;               ///< Steepness of the lambda schedule.
-  double lambda_max = 1.0;           ///< Final reversal coefficient (0 = no reversal).
-  bool anneal_lr = false;            ///< mu_p = mu_0 / (1 + alpha p)^beta (SGD only).
-  double alpha = 10.0;               ///< Annealing alpha.
-  double beta = 0.75;                ///< Annealing beta.
+  tlab::SourceOptions source;
+  double weight = 0.1;
+  std::vector<int64_t> hidden{256};
+  double dropout = 0.5;
+  double gamma = 10.0;
+  double lambda_max = 1.0;
+  bool anneal_lr = false;
+  double alpha = 10.0;
+  double beta = 0.75;
 };
 
-namespace {
-// What the loss shares with the epoch hooks.
-struct DannState {
-  int64_t start_step = -1;  // Session::step() at the stage's first epoch
-  int64_t total_steps = 1;  // steps of the whole stage
-  double p = 0;             // progress of the current step
-  torch::Tensor correct;    // domain predictions right, this epoch (device)
-  int64_t seen = 0;         // domain predictions made, this epoch
+namespace da = tlab_strategy::da;
+
+// The adaptation stage with a domain classifier behind a gradient reversal layer.
+class DannHooks : public tlab::AdaptationHooks {
+ public:
+  explicit DannHooks(const DannOptions& o) : AdaptationHooks({"features"}, "domain_loss"), o_(o) {}
+
+  // The domain classifier: an MLP feature_dim -> hidden... (ReLU, dropout) -> 1.
+  torch::nn::Sequential make_classifier(int64_t features, torch::Device device) {
+    torch::nn::Sequential d;
+    int64_t width = features;
+    for (int64_t h : o_.hidden) {
+      d->push_back(torch::nn::Linear(width, h));
+      d->push_back(torch::nn::ReLU());
+      if (o_.dropout > 0) d->push_back(torch::nn::Dropout(o_.dropout));
+      width = h;
+    }
+    d->push_back(torch::nn::Linear(width, 1));
+    d->to(device);
+    disc_ = d;
+    correct_ = torch::zeros({}, torch::TensorOptions(device));
+    return d;
+  }
+
+  torch::Tensor term(tlab::Session&, const std::vector<torch::Tensor>& a,
+                     const std::vector<torch::Tensor>& b) override {
+    const int64_t ns = a[0].size(0), nt = b[0].size(0);
+    auto f = da::grad_reverse(torch::cat({a[0], b[0]}), lambda());
+    auto logit = disc_->forward(f).squeeze(1);
+    auto dom =
+        torch::cat({torch::zeros({ns}, logit.options()), torch::ones({nt}, logit.options())});
+    {
+      torch::NoGradGuard no_grad;
+      correct_ += (logit > 0).to(logit.dtype()).eq(dom).sum().to(correct_.dtype());
+      seen_ += ns + nt;
+    }
+    return torch::nn::functional::binary_cross_entropy_with_logits(logit, dom);
+  }
+
+  // p = the stage's progress in [0, 1]; with anneal_lr the loss is scaled by mu_p / mu_0.
+  torch::Tensor loss(tlab::Session& s, const tlab::Batch& b) override {
+    p_ = std::clamp(static_cast<double>(s.step() - start_step_) / static_cast<double>(total_steps_),
+                    0.0, 1.0);
+    auto l = AdaptationHooks::loss(s, b);
+    return o_.anneal_lr ? l * da::annealed_lr_factor(p_, o_.alpha, o_.beta) : l;
+  }
+
+  void on_epoch_start(tlab::Session& s, int64_t epoch) override {
+    if (epoch == 0) {
+      const tlab::Stage& st = s.stage();
+      const int64_t n = st.train->size(), bs = st.config.batch_size;
+      start_step_ = s.step();
+      total_steps_ = std::max<int64_t>(1, st.config.epochs * ((n + bs - 1) / bs));
+    }
+    disc_->train();  // the model's mode is set by the runner; the classifier is not in it
+  }
+
+  void on_epoch_end(tlab::Session& s, int64_t epoch) override {
+    AdaptationHooks::on_epoch_end(s, epoch);
+    auto& m = *s.context().metrics;
+    m.log("source/train/domain_acc",
+          seen_ ? correct_.item<double>() / static_cast<double>(seen_) : 0.0, s.step(), epoch);
+    m.log("source/train/grl_lambda", lambda(), s.step(), epoch);
+    correct_.zero_();
+    seen_ = 0;
+  }
+
+ private:
+  double lambda() const { return o_.lambda_max * da::grl_lambda(p_, o_.gamma); }
+
+  DannOptions o_;
+  torch::nn::Sequential disc_{nullptr};  // the domain classifier (kept for the run's lifetime)
+  int64_t start_step_ = 0;               // Session::step() at the stage's first epoch
+  int64_t total_steps_ = 1;              // steps of the whole stage
+  double p_ = 0;                         // progress of the current step
+  torch::Tensor correct_;                // domain predictions right, this epoch (device)
+  int64_t seen_ = 0;                     // domain predictions made, this epoch
 };
-}  // namespace
 
 class Dann : public tlab::Strategy {
  public:
   using Options = DannOptions;
   static tlab::Schema schema() {
     return tlab::SchemaFor<Options>()
-        .field("source_epochs", &Options::source_epochs,
-               "epochs of the adaptation stage (source labels + unlabelled target, in setup)")
-        .range(1, 100000)
-        .field("source_lr", &Options::source_lr,
-               "learning rate of the adaptation stage (0 = train.lr)")
-        .range(0, 1000)
+        .include(&Options::source)
         .field("weight", &Options::weight,
                "trade-off of the domain classifier's loss (the paper: 1; 0.1 is steadier here)")
         .range(0, 1e6)
@@ -87,85 +143,21 @@ class Dann : public tlab::Strategy {
         .field("beta", &Options::beta, "beta of the annealed step size (paper: 0.75)")
         .range(0, 100);
   }
-  explicit Dann(Options o) : o_(std::move(o)) {}
+  explicit Dann(Options o) : o_(std::move(o)), hooks_(o_) {}
 
   void setup(tlab::Session& s) override {
-    namespace da = tlab_strategy::da;
-    if (o_.anneal_lr && s.train_config().optimizer != "sgd")
-      throw std::invalid_argument(
-          "dann: anneal_lr scales the loss by mu_p / mu_0, which " + s.train_config().optimizer +
-          " cancels (it normalises gradients); set [train] optimizer = \"sgd\" or anneal_lr = "
-          "false");
-    auto& model = s.model();
-    const auto dev = s.context().device;
-    torch::nn::Sequential d;
-    int64_t width = model.backbone->feature_dim();
-    for (int64_t h : o_.hidden) {
-      d->push_back(torch::nn::Linear(width, h));
-      d->push_back(torch::nn::ReLU());
-      if (o_.dropout > 0) d->push_back(torch::nn::Dropout(o_.dropout));
-      width = h;
-    }
-    d->push_back(torch::nn::Linear(width, 1));
-    d->to(dev);
-    disc_ = d;
-    std::shared_ptr<torch::nn::SequentialImpl> dp = d.ptr();
-    auto st = std::make_shared<DannState>();
-    st->correct = torch::zeros({}, torch::TensorOptions(dev));
-    const double gamma = o_.gamma, lmax = o_.lambda_max;
-    da::StageOptions so{o_.source_epochs, o_.source_lr, o_.weight};
-    auto term = [dp, st, gamma, lmax](const std::vector<torch::Tensor>& a,
-                                      const std::vector<torch::Tensor>& b) {
-      const int64_t ns = a[0].size(0), nt = b[0].size(0);
-      auto f = da::grad_reverse(torch::cat({a[0], b[0]}), lmax * da::grl_lambda(st->p, gamma));
-      auto logit = dp->forward(f).squeeze(1);
-      auto dom =
-          torch::cat({torch::zeros({ns}, logit.options()), torch::ones({nt}, logit.options())});
-      {
-        torch::NoGradGuard no_grad;
-        st->correct += (logit > 0).to(logit.dtype()).eq(dom).sum().to(st->correct.dtype());
-        st->seen += ns + nt;
-      }
-      return torch::nn::functional::binary_cross_entropy_with_logits(logit, dom);
-    };
-    const bool anneal = o_.anneal_lr;
-    const double alpha = o_.alpha, beta = o_.beta;
-    da::run_adaptation(
-        s, "dann", so, {"features"}, "domain_loss", term, [&, dp, st](tlab::Stage& stage) {
-          const int64_t n = stage.train->size(), bs = stage.config.batch_size;
-          st->total_steps = std::max<int64_t>(1, stage.config.epochs * ((n + bs - 1) / bs));
-          stage.groups.push_back({"domain_classifier", dp->parameters(), 1.0});
-          auto base_loss = stage.loss;
-          stage.loss = [&s, st, base_loss, anneal, alpha, beta](const tlab::Batch& b) {
-            st->p = std::clamp(static_cast<double>(s.step() - st->start_step) /
-                                   static_cast<double>(st->total_steps),
-                               0.0, 1.0);
-            auto l = base_loss(b);
-            return anneal ? l * da::annealed_lr_factor(st->p, alpha, beta) : l;
-          };
-          stage.on_epoch_start = [&s, dp, st](int64_t epoch) {
-            if (epoch == 0) st->start_step = s.step();
-            dp->train();  // the model's mode is set by the runner; the classifier is not in it
-          };
-          auto prev_end = stage.on_epoch_end;
-          auto* metrics = s.context().metrics;
-          stage.on_epoch_end = [&s, st, prev_end, metrics, gamma, lmax](int64_t epoch) {
-            if (prev_end) prev_end(epoch);
-            metrics->log(
-                "source/train/domain_acc",
-                st->seen ? st->correct.item<double>() / static_cast<double>(st->seen) : 0.0,
-                s.step(), epoch);
-            metrics->log("source/train/grl_lambda", lmax * da::grl_lambda(st->p, gamma), s.step(),
-                         epoch);
-            st->correct.zero_();
-            st->seen = 0;
-          };
-        });
+    TLAB_CHECK(!o_.anneal_lr || s.train_config().optimizer == "sgd",
+               "dann: anneal_lr scales the loss by mu_p / mu_0, which ", s.train_config().optimizer,
+               " cancels (it normalises gradients); set [train] optimizer = \"sgd\" or anneal_lr = "
+               "false");
+    auto d = hooks_.make_classifier(s.model().backbone->feature_dim(), s.context().device);
+    da::adapt_and_measure(s, hooks_, o_.source, o_.weight,
+                          {{"domain_classifier", d->parameters(), 1.0}});
   }
 
  private:
   Options o_;
-  torch::nn::Sequential disc_{nullptr};  // the domain classifier (kept for the run's lifetime)
+  DannHooks hooks_;
 };
 
 TLAB_PLUGIN(Dann, "dann", "1.0.0",

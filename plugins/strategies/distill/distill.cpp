@@ -11,16 +11,16 @@
 #include <algorithm>
 #include <optional>
 
-#include "../common/adapt.hpp"
 #include "../common/distillation.hpp"
-#include "tlab/sdk/strategy.hpp"
+#include "tlab/sdk/mode.hpp"
+#include "tlab/sdk/sampler.hpp"
 
 struct DistillOptions {
-  std::string teacher;          ///< "run:<id>" or a run folder: the teacher's model (required).
-  double temperature = 4.0;     ///< Softmax temperature T of the soft targets.
-  double alpha = 0.9;           ///< Weight of the KD term; 1 - alpha weighs the labels' CE.
-  bool unlabeled = true;        ///< KD also on a batch of the target's unlabelled inputs.
-  int64_t unlabeled_batch = 0;  ///< Unlabelled inputs per step (0 = train.batch_size).
+  std::string teacher;
+  double temperature = 4.0;
+  double alpha = 0.9;
+  bool unlabeled = true;
+  int64_t unlabeled_batch = 0;
 };
 
 class Distill : public tlab::Strategy {
@@ -46,16 +46,14 @@ class Distill : public tlab::Strategy {
 
   void setup(tlab::Session& s) override {
     if (o_.unlabeled) {
-      const auto& pool = tlab_strategy::need_unlabeled(s, "distill (unlabeled = true)");
-      const int64_t b = o_.unlabeled_batch > 0 ? o_.unlabeled_batch : s.train_config().batch_size;
-      pool_.emplace(pool, b);
+      pool_ = tlab::unlabeled_sampler(s, o_.unlabeled_batch);
     }
     teacher_ = tlab_strategy::load_teacher(s, o_.teacher, "distill");
     const int64_t classes = s.target().num_classes;
-    if (teacher_->head_out_dim != classes)
+    if (teacher_->out_dim() != classes)
       throw std::invalid_argument(
           "distill: the teacher \"" + o_.teacher + "\" predicts " +
-          std::to_string(teacher_->head_out_dim) + " classes but the target has " +
+          std::to_string(teacher_->out_dim()) + " classes but the target has " +
           std::to_string(classes) +
           "; distillation matches class probabilities, so use a teacher trained on the target's "
           "classes (or rkd, which distils features and allows any teacher head)");
@@ -101,7 +99,8 @@ class Distill : public tlab::Strategy {
   // KL(teacher || student) at T = 1 on `x`, mean over examples, in eval mode.
   double teacher_kl(tlab::Session& s, const torch::Tensor& x) {
     auto& model = s.model();
-    tlab_strategy::EvalScope eval(model);
+    tlab::ModeScope keep(model);
+    model.eval();
     torch::NoGradGuard no_grad;
     auto sum = torch::zeros({}, torch::TensorOptions(x.device()).dtype(torch::kDouble));
     for (int64_t i = 0; i < x.size(0); i += 256) {
@@ -115,7 +114,7 @@ class Distill : public tlab::Strategy {
 
   Options o_;
   std::shared_ptr<tlab::Model> teacher_;
-  std::optional<tlab_strategy::Sampler> pool_;
+  std::optional<tlab::Sampler> pool_;
   torch::Tensor kd_sum_, ce_sum_;
   int64_t steps_ = 0;
 };

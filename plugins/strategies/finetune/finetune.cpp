@@ -11,22 +11,19 @@
 // - gradual unfreezing: only the head trains at first; every unfreeze_every epochs the next
 //   group from the top joins (the paper unfreezes one group per epoch: unfreeze_every = 1).
 // All groups are handed to the optimiser from the start; frozen ones have requires_grad off.
-#include <torch/nn/modules/linear.h>
-
 #include <cmath>
 #include <unordered_set>
 
 #include "../common/finetuning.hpp"
-#include "tlab/sdk/strategy.hpp"
+#include "tlab/sdk/source.hpp"
 
 struct FinetuneOptions {
-  int64_t source_epochs = 5;            ///< Epochs of supervised pre-training on the source.
-  double source_lr = 0.0;               ///< Learning rate of pre-training (0 = train.lr).
-  bool freeze_backbone = false;         ///< Train only the head on the target (linear probe).
-  int64_t train_groups = -1;            ///< Top backbone groups that train (0 = none, -1 = all).
-  double lr_decay = 1.0;                ///< Rate divisor per group from the top (1 = off).
-  std::vector<double> group_lr_scales;  ///< Rate scale per backbone group, input side first.
-  int64_t unfreeze_every = 0;           ///< Epochs between unfreezing groups (0 = off).
+  tlab::SourceOptions source{5};
+  bool freeze_backbone = false;
+  int64_t train_groups = -1;
+  double lr_decay = 1.0;
+  std::vector<double> group_lr_scales;
+  int64_t unfreeze_every = 0;
 };
 
 class Finetune : public tlab::Strategy {
@@ -34,10 +31,7 @@ class Finetune : public tlab::Strategy {
   using Options = FinetuneOptions;
   static tlab::Schema schema() {
     return tlab::SchemaFor<Options>()
-        .field("source_epochs", &Options::source_epochs, "epochs of pre-training on the source")
-        .range(1, 100000)
-        .field("source_lr", &Options::source_lr, "learning rate of pre-training (0 = train.lr)")
-        .range(0, 1000)
+        .include(&Options::source)
         .field("freeze_backbone", &Options::freeze_backbone,
                "after pre-training, train only the head (linear probe)")
         .field("train_groups", &Options::train_groups,
@@ -58,9 +52,7 @@ class Finetune : public tlab::Strategy {
   }
   explicit Finetune(Options o) : o_(std::move(o)) {}
 
-  void prepare(tlab::Session& s) override {
-    tlab_strategy::pretrain_on_source(s, "finetune", o_.source_epochs, o_.source_lr);
-  }
+  void prepare(tlab::Session& s) override { tlab::pretrain_on_source(s, o_.source); }
 
   void setup(tlab::Session& s) override {
     auto& model = s.model();

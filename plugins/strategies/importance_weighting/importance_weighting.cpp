@@ -17,19 +17,18 @@
 // none), as for source_only.
 #include <sstream>
 
-#include "../common/adapt.hpp"
 #include "../common/instance.hpp"
+#include "tlab/sdk/source.hpp"
 
 struct ImportanceWeightingOptions {
-  int64_t source_epochs = 10;           ///< Epochs of weighted training on the source.
-  double source_lr = 0.0;               ///< Learning rate of that training (0 = train.lr).
-  std::string classifier = "logistic";  ///< Domain classifier: "logistic" or "mlp".
-  std::string on = "inputs";            ///< What it sees: "inputs" (flattened) or "features".
-  int64_t domain_epochs = 5;            ///< Epochs of domain-classifier training.
-  double domain_lr = 0.001;             ///< Adam's learning rate for the domain classifier.
-  int64_t domain_hidden = 64;           ///< Hidden width of the "mlp" classifier.
-  double clip = 10.0;                   ///< Upper bound of a weight before normalisation.
-  double lambda = 1.0;                  ///< Flattening exponent of the ratio (Shimodaira 2000).
+  tlab::SourceOptions source;
+  std::string classifier = "logistic";
+  std::string on = "inputs";
+  int64_t domain_epochs = 5;
+  double domain_lr = 0.001;
+  int64_t domain_hidden = 64;
+  double clip = 10.0;
+  double lambda = 1.0;
 };
 
 class ImportanceWeighting : public tlab::Strategy {
@@ -37,10 +36,7 @@ class ImportanceWeighting : public tlab::Strategy {
   using Options = ImportanceWeightingOptions;
   static tlab::Schema schema() {
     return tlab::SchemaFor<Options>()
-        .field("source_epochs", &Options::source_epochs, "epochs of weighted training on source")
-        .range(1, 100000)
-        .field("source_lr", &Options::source_lr, "learning rate of that training (0 = train.lr)")
-        .range(0, 1000)
+        .include(&Options::source)
         .field("classifier", &Options::classifier,
                "domain classifier estimating p(target|x): logistic (as Bickel et al.) or mlp (one "
                "hidden layer)")
@@ -65,9 +61,9 @@ class ImportanceWeighting : public tlab::Strategy {
 
   void setup(tlab::Session& s) override {
     using namespace tlab_strategy;
-    const auto& src = need_source(s, "importance_weighting");
-    need_same_classes(s, src, "importance_weighting");
-    const auto& xt = need_unlabeled(s, "importance_weighting");
+    const auto& src = tlab::need_source(s);
+    tlab::need_same_classes(s, src);
+    const auto& xt = tlab::need_unlabeled(s);
     auto& model = s.model();
     auto& ctx = s.context();
 
@@ -97,11 +93,11 @@ class ImportanceWeighting : public tlab::Strategy {
       fit = fit_domain_classifier(src.train.x, xt, dc);
     }
     const int64_t ns = src.train.size(), nt = xt.size(0);
-    weights_ = importance_weights(fit.source_logits, ns, nt, o_.clip, o_.lambda);
-    const double ess = effective_sample_size(weights_);
+    hooks_.weights = importance_weights(fit.source_logits, ns, nt, o_.clip, o_.lambda);
+    const double ess = effective_sample_size(hooks_.weights);
     auto& m = *ctx.metrics;
     m.summary("importance/domain_acc", fit.accuracy);
-    m.summary("importance/weight_max", weights_.max().item<double>());
+    m.summary("importance/weight_max", hooks_.weights.max().item<double>());
     m.summary("importance/ess", ess);
     m.summary("importance/ess_fraction", ess / static_cast<double>(ns));
     m.summary("importance/clipped_fraction",
@@ -112,16 +108,15 @@ class ImportanceWeighting : public tlab::Strategy {
                   .item<double>());
     std::ostringstream line;
     line << "domain classifier accuracy " << fit.accuracy << ", weights: max "
-         << weights_.max().item<double>() << ", effective sample size " << ess << " of " << ns;
+         << hooks_.weights.max().item<double>() << ", effective sample size " << ess << " of "
+         << ns;
     ctx.log->info(line.str());
-    if (!ctx.run_dir.empty()) write_weights(ctx.run_dir / "importance_weights.csv", weights_, ns);
+    if (!ctx.run_dir.empty())
+      write_weights(ctx.run_dir / "importance_weights.csv", hooks_.weights, ns);
 
     // 3. Weighted training on the source; each batch row's weight is looked up by its row.
-    auto st = source_stage(s, src, o_.source_epochs, o_.source_lr);
-    st.loss = [&model, this](const tlab::Batch& b) {
-      return tlab_strategy::weighted_cross_entropy(model.forward(b.x), b.y,
-                                                   weights_.index_select(0, b.index));
-    };
+    auto st = tlab::source_stage(s, o_.source);
+    st.hooks = &hooks_;
     s.fit(st);
     if (src.test.size() > 0)
       m.summary("source/test/acc", s.evaluate(model, st.forward, src.test).acc);
@@ -129,7 +124,7 @@ class ImportanceWeighting : public tlab::Strategy {
 
  private:
   Options o_;
-  torch::Tensor weights_;  // one per source training row, mean 1
+  tlab_strategy::WeightedHooks hooks_;  // weights: one per source training row, mean 1
 };
 
 TLAB_PLUGIN(ImportanceWeighting, "importance_weighting", "1.0.0",

@@ -8,13 +8,12 @@
 // Logs target/train/sp_distance (||w_S - w0_S||^2 at each epoch's end) and
 // target/train/penalty (the regulariser's mean over the epoch's steps).
 #include "../common/finetuning.hpp"
-#include "tlab/sdk/strategy.hpp"
+#include "tlab/sdk/source.hpp"
 
 struct L2spOptions {
-  int64_t source_epochs = 5;  ///< Epochs of supervised pre-training on the source.
-  double source_lr = 0.0;     ///< Learning rate of pre-training (0 = train.lr).
-  double alpha = 0.01;        ///< Weight of ||w_S - w0_S||^2 / 2 (pull toward the start).
-  double beta = 0.01;         ///< Weight of ||w_new||^2 / 2 (weight decay of the new layers).
+  tlab::SourceOptions source{5};
+  double alpha = 0.01;
+  double beta = 0.01;
 };
 
 class L2sp : public tlab::Strategy {
@@ -22,10 +21,7 @@ class L2sp : public tlab::Strategy {
   using Options = L2spOptions;
   static tlab::Schema schema() {
     return tlab::SchemaFor<Options>()
-        .field("source_epochs", &Options::source_epochs, "epochs of pre-training on the source")
-        .range(1, 100000)
-        .field("source_lr", &Options::source_lr, "learning rate of pre-training (0 = train.lr)")
-        .range(0, 1000)
+        .include(&Options::source)
         .field("alpha", &Options::alpha,
                "weight of alpha/2 * ||w - w0||^2 on the backbone (pull toward pre-trained)")
         .range(0, 1e6)
@@ -35,7 +31,7 @@ class L2sp : public tlab::Strategy {
   explicit L2sp(Options o) : o_(o) {}
 
   void prepare(tlab::Session& s) override {
-    tlab_strategy::pretrain_on_source(s, "l2sp", o_.source_epochs, o_.source_lr);
+    tlab::pretrain_on_source(s, o_.source);
     for (const auto& p : s.model().backbone->parameters()) {
       shared_.push_back(p);
       start_.push_back(p.detach().clone());

@@ -12,7 +12,6 @@
 // the whole model (backbone included) each epoch.
 #include <unistd.h>
 
-#include <torch/nn/functional/loss.h>
 #include <torch/serialize.h>
 
 #include <chrono>
@@ -21,14 +20,13 @@
 #include <unordered_set>
 
 #include "../common/finetuning.hpp"
-#include "tlab/sdk/strategy.hpp"
+#include "tlab/sdk/source.hpp"
 
 namespace fs = std::filesystem;
 
 struct LinearProbeOptions {
-  int64_t source_epochs = 5;     ///< Epochs of supervised pre-training on the source.
-  double source_lr = 0.0;        ///< Learning rate of pre-training (0 = train.lr).
-  std::string cache = "memory";  ///< Where the features are kept: "memory" or "disk".
+  tlab::SourceOptions source{5};
+  std::string cache = "memory";
 };
 
 class LinearProbe : public tlab::Strategy {
@@ -36,10 +34,7 @@ class LinearProbe : public tlab::Strategy {
   using Options = LinearProbeOptions;
   static tlab::Schema schema() {
     return tlab::SchemaFor<Options>()
-        .field("source_epochs", &Options::source_epochs, "epochs of pre-training on the source")
-        .range(1, 100000)
-        .field("source_lr", &Options::source_lr, "learning rate of pre-training (0 = train.lr)")
-        .range(0, 1000)
+        .include(&Options::source)
         .field("cache", &Options::cache,
                "where the target features are kept: memory (this run) or disk (shared by runs "
                "with the same pre-trained backbone and data, under <results>/cache/features)")
@@ -47,9 +42,7 @@ class LinearProbe : public tlab::Strategy {
   }
   explicit LinearProbe(Options o) : o_(std::move(o)) {}
 
-  void prepare(tlab::Session& s) override {
-    tlab_strategy::pretrain_on_source(s, "linear_probe", o_.source_epochs, o_.source_lr);
-  }
+  void prepare(tlab::Session& s) override { tlab::pretrain_on_source(s, o_.source); }
 
   void setup(tlab::Session& s) override {
     auto& model = s.model();

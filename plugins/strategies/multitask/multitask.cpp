@@ -9,19 +9,16 @@
 // shared part warms up on the source first (`source_epochs`, backbone + source head).
 // Metrics per epoch: source/train/loss and source/train/acc (the source task during the joint
 // stage), target/train/ce; at the end source/test/acc (source head on source test).
-#include <optional>
 #include <sstream>
 
-#include <torch/nn/modules/linear.h>
-
-#include "../common/adapt.hpp"
-#include "tlab/sdk/strategy.hpp"
+#include "tlab/sdk/sampler.hpp"
+#include "tlab/sdk/source.hpp"
 
 struct MultitaskOptions {
-  double target_weight = 1.0;  ///< Weight of the target task's cross-entropy.
-  double source_weight = 1.0;  ///< Weight of the source task's cross-entropy.
-  int64_t source_epochs = 0;   ///< Warm-up epochs on the source task alone (0 = none).
-  double source_lr = 0.0;      ///< Learning rate of the warm-up (0 = train.lr).
+  double target_weight = 1.0;
+  double source_weight = 1.0;
+  int64_t source_epochs = 0;
+  double source_lr = 0.0;
 };
 
 class Multitask : public tlab::Strategy {
@@ -42,21 +39,20 @@ class Multitask : public tlab::Strategy {
         .range(0, 1000);
   }
   explicit Multitask(Options o) : o_(o) {
-    if (o_.target_weight <= 0)
-      throw std::invalid_argument(
-          "multitask: target_weight is 0, so the target head would never train; give it a "
-          "positive weight (default 1)");
+    TLAB_CHECK(o_.target_weight > 0,
+               "multitask: target_weight is 0, so the target head would never train; give it a "
+               "positive weight (default 1)");
   }
 
   // The source head is made before the adapters attach (their random initialisation follows),
   // and warms up with the backbone when asked.
   void prepare(tlab::Session& s) override {
-    const auto& src = tlab_strategy::need_source(s, "multitask");
+    const auto& src = tlab::need_source(s);
     auto& model = s.model();
     head_ = torch::nn::Linear(model.backbone->feature_dim(), src.num_classes);
     head_->to(s.context().device);
     if (o_.source_epochs == 0) return;
-    auto st = tlab_strategy::source_stage(s, src, o_.source_epochs, o_.source_lr);
+    auto st = tlab::source_stage(s, {o_.source_epochs, o_.source_lr});
     for (auto& p : head_->parameters()) st.parameters.push_back(p);
     st.forward = [this, &model](const torch::Tensor& x) {
       return head_->forward(model.features(x));
@@ -74,7 +70,7 @@ class Multitask : public tlab::Strategy {
 
   void setup(tlab::Session& s) override {
     const auto& src = *s.source();
-    sampler_.emplace(src.train.x, s.train_config().batch_size);
+    sampler_ = tlab::Sampler(src.train.x, s.train_config().batch_size);
   }
 
   // Everything of the model that trains, plus the source head (not in the model).
@@ -96,7 +92,7 @@ class Multitask : public tlab::Strategy {
   torch::Tensor loss(tlab::Session& s, const tlab::Batch& b) override {
     auto& model = s.model();
     const auto& src = *s.source();
-    auto idx = sampler_->next_index();
+    auto idx = sampler_.next_index();
     auto ys = src.train.y.index_select(0, idx);
     auto scores = head_->forward(model.features(src.train.x.index_select(0, idx)));
     auto source_ce = tlab::cross_entropy(scores, ys);
@@ -129,7 +125,7 @@ class Multitask : public tlab::Strategy {
  private:
   Options o_;
   torch::nn::Linear head_{nullptr};
-  std::optional<tlab_strategy::Sampler> sampler_;
+  tlab::Sampler sampler_;
   torch::Tensor src_loss_, tgt_loss_, src_correct_;
   int64_t steps_ = 0, seen_ = 0;
 };

@@ -11,17 +11,69 @@
 // (t in epochs, 0-based; Lee used T1 = 100, T2 = 600, alpha_f = 3 over many more epochs). The
 // threshold keeps unconfident guesses out (Lee's method uses every argmax: threshold = 0). The
 // runner's target stage then fine-tunes on the shots ([train] epochs = 0: none).
-#include "../common/adapt.hpp"
 #include "../common/instance.hpp"
+#include "tlab/sdk/mode.hpp"
+#include "tlab/sdk/sampler.hpp"
+#include "tlab/sdk/source.hpp"
 
 struct PseudoLabelOptions {
-  int64_t epochs = 10;          ///< Epochs of the semi-supervised stage (over the labelled data).
-  double lr = 0.0;              ///< Its learning rate (0 = train.lr).
-  double threshold = 0.95;      ///< Smallest top softmax probability that makes a pseudo-label.
-  double alpha_f = 3.0;         ///< Final weight of the pseudo-label term.
-  int64_t t1 = 2;               ///< Epoch where the ramp-up starts (alpha = 0 before).
-  int64_t t2 = 6;               ///< Epoch where alpha reaches alpha_f.
-  int64_t unlabeled_batch = 0;  ///< Unlabelled inputs per step (0 = train.batch_size).
+  int64_t epochs = 10;
+  double lr = 0.0;
+  double threshold = 0.95;
+  double alpha_f = 3.0;
+  int64_t t1 = 2;
+  int64_t t2 = 6;
+  int64_t unlabeled_batch = 0;
+};
+
+// The semi-supervised stage: labelled cross-entropy plus the ramped pseudo-label term.
+class PseudoLabelHooks : public tlab::StageHooks {
+ public:
+  explicit PseudoLabelHooks(const PseudoLabelOptions& o) : o_(o) {}
+  tlab::Sampler unlabeled;
+
+  void on_epoch_start(tlab::Session& s, int64_t e) override {
+    alpha_ = tlab_strategy::pseudo_label_alpha(e, o_.t1, o_.t2, o_.alpha_f);
+    if (!confident_.defined())
+      confident_ = torch::zeros({}, torch::TensorOptions(s.context().device).dtype(torch::kLong));
+    confident_.zero_();
+    drawn_ = 0;
+  }
+
+  torch::Tensor loss(tlab::Session& s, const tlab::Batch& b) override {
+    auto& model = s.model();
+    auto loss = tlab::cross_entropy(model.forward(b.x), b.y);
+    auto u = unlabeled.next();
+    torch::Tensor mask;
+    if (alpha_ > 0) {
+      loss =
+          loss + alpha_ * tlab_strategy::pseudo_label_loss(model.forward(u), o_.threshold, &mask);
+    } else {  // before T1 the term has weight 0: only count what would pass the threshold,
+              // in eval mode (this pass must not move batch-norm statistics or draw dropout)
+      torch::NoGradGuard no_grad;
+      tlab::ModeScope keep(model);
+      model.eval();
+      tlab_strategy::pseudo_label_loss(model.forward(u), o_.threshold, &mask);
+    }
+    confident_ += mask.sum();
+    drawn_ += u.size(0);
+    return loss;
+  }
+
+  void on_epoch_end(tlab::Session& s, int64_t e) override {
+    auto& m = *s.context().metrics;
+    const int64_t step = s.step();
+    const double frac = drawn_ > 0 ? static_cast<double>(confident_.item<int64_t>()) / drawn_ : 0;
+    m.log("pseudo_label/train/alpha", alpha_, step, e);
+    m.log("pseudo_label/train/confident_fraction", frac, step, e);
+    m.summary("pseudo_label/confident_fraction", frac);
+  }
+
+ private:
+  PseudoLabelOptions o_;
+  double alpha_ = 0;
+  torch::Tensor confident_;  // confident unlabelled inputs this epoch (device)
+  int64_t drawn_ = 0;        // unlabelled inputs drawn this epoch
 };
 
 class PseudoLabel : public tlab::Strategy {
@@ -46,22 +98,19 @@ class PseudoLabel : public tlab::Strategy {
                "unlabelled target inputs per step (0 = train.batch_size)")
         .range(0, 1 << 20);
   }
-  explicit PseudoLabel(Options o) : o_(o) {
-    if (o_.t2 < o_.t1)
-      throw std::invalid_argument("pseudo_label: t2 = " + std::to_string(o_.t2) +
-                                  " is before t1 = " + std::to_string(o_.t1) +
-                                  "; the ramp-up needs t1 <= t2 (e.g. t1 = 2, t2 = 6)");
+  explicit PseudoLabel(Options o) : o_(o), hooks_(o_) {
+    TLAB_CHECK(o_.t1 <= o_.t2, "pseudo_label: t2 = ", o_.t2, " is before t1 = ", o_.t1,
+               "; the ramp-up needs t1 <= t2 (e.g. t1 = 2, t2 = 6)");
   }
 
   void setup(tlab::Session& s) override {
-    using namespace tlab_strategy;
     const auto& tgt = s.target();
-    const auto& xu = need_unlabeled(s, "pseudo_label");
+    const auto& xu = tlab::need_unlabeled(s);
     // The labelled data: the source (same classes) and the target's shots.
     std::vector<torch::Tensor> xs, ys;
     if (const tlab::DomainData* src = s.source()) {
-      need_source(s, "pseudo_label");
-      need_same_classes(s, *src, "pseudo_label");
+      tlab::need_source(s);
+      tlab::need_same_classes(s, *src);
       xs.push_back(src->train.x);
       ys.push_back(src->train.y);
     }
@@ -76,7 +125,6 @@ class PseudoLabel : public tlab::Strategy {
           "classes");
     labelled_ = {torch::cat(xs), torch::cat(ys)};
     auto& model = s.model();
-    auto& ctx = s.context();
     const int64_t ub = o_.unlabeled_batch > 0 ? o_.unlabeled_batch : s.train_config().batch_size;
     // An epoch passes over the larger of the two: with few labels (no source) the labelled
     // examples repeat so that each epoch also draws the whole unlabelled pool once.
@@ -84,11 +132,7 @@ class PseudoLabel : public tlab::Strategy {
     const int64_t reps = (steps * bl + labelled_.size() - 1) / labelled_.size();
     if (reps > 1)
       labelled_ = {labelled_.x.repeat_interleave(reps, 0), labelled_.y.repeat_interleave(reps, 0)};
-    Sampler unlabeled(xu, ub);
-    const auto dev = torch::TensorOptions(xu.device());
-    torch::Tensor confident = torch::zeros({}, dev.dtype(torch::kLong));
-    int64_t drawn = 0;
-    double alpha = 0;
+    hooks_.unlabeled = tlab::Sampler(xu, ub);
 
     tlab::Stage st;
     st.domain = "pseudo_label";
@@ -101,40 +145,14 @@ class PseudoLabel : public tlab::Strategy {
     st.forward = [&model](const torch::Tensor& x) { return model.forward(x); };
     st.train = &labelled_;
     st.val = &tgt.val;  // the target's, logged only
-    st.on_epoch_start = [&](int64_t e) {
-      alpha = pseudo_label_alpha(e, o_.t1, o_.t2, o_.alpha_f);
-      confident.zero_();
-      drawn = 0;
-    };
-    st.loss = [&](const tlab::Batch& b) {
-      auto loss = tlab::cross_entropy(model.forward(b.x), b.y);
-      auto u = unlabeled.next();
-      torch::Tensor mask;
-      if (alpha > 0) {
-        loss = loss + alpha * pseudo_label_loss(model.forward(u), o_.threshold, &mask);
-      } else {  // before T1 the term has weight 0: only count what would pass the threshold,
-                // in eval mode (this pass must not move batch-norm statistics or draw dropout)
-        torch::NoGradGuard no_grad;
-        tlab_strategy::EvalScope eval(model);
-        pseudo_label_loss(model.forward(u), o_.threshold, &mask);
-      }
-      confident += mask.sum();
-      drawn += u.size(0);
-      return loss;
-    };
-    st.on_epoch_end = [&](int64_t e) {
-      const int64_t step = s.step();
-      const double frac = drawn > 0 ? static_cast<double>(confident.item<int64_t>()) / drawn : 0;
-      ctx.metrics->log("pseudo_label/train/alpha", alpha, step, e);
-      ctx.metrics->log("pseudo_label/train/confident_fraction", frac, step, e);
-      ctx.metrics->summary("pseudo_label/confident_fraction", frac);
-    };
+    st.hooks = &hooks_;
     s.fit(st);
     labelled_ = {};
   }
 
  private:
   Options o_;
+  PseudoLabelHooks hooks_;
   tlab::Split labelled_;  // source training examples and the target's shots
 };
 

@@ -13,17 +13,17 @@
 // Metrics per epoch: target/train/rkd_distance, target/train/rkd_angle, target/train/ce.
 #include <optional>
 
-#include "../common/adapt.hpp"
 #include "../common/distillation.hpp"
-#include "tlab/sdk/strategy.hpp"
+#include "tlab/sdk/mode.hpp"
+#include "tlab/sdk/sampler.hpp"
 
 struct RkdOptions {
-  std::string teacher;            ///< "run:<id>" or a run folder: the teacher's model (required).
-  double distance_weight = 25.0;  ///< Weight of RKD-D (distance-wise).
-  double angle_weight = 50.0;     ///< Weight of RKD-A (angle-wise).
-  double ce_weight = 1.0;         ///< Weight of the cross-entropy on the labels.
-  bool unlabeled = true;          ///< Relations also over a batch of unlabelled target inputs.
-  int64_t unlabeled_batch = 0;    ///< Unlabelled inputs per step (0 = train.batch_size).
+  std::string teacher;
+  double distance_weight = 25.0;
+  double angle_weight = 50.0;
+  double ce_weight = 1.0;
+  bool unlabeled = true;
+  int64_t unlabeled_batch = 0;
 };
 
 class Rkd : public tlab::Strategy {
@@ -57,9 +57,7 @@ class Rkd : public tlab::Strategy {
 
   void setup(tlab::Session& s) override {
     if (o_.unlabeled) {
-      const auto& pool = tlab_strategy::need_unlabeled(s, "rkd (unlabeled = true)");
-      const int64_t b = o_.unlabeled_batch > 0 ? o_.unlabeled_batch : s.train_config().batch_size;
-      pool_.emplace(pool, b);
+      pool_ = tlab::unlabeled_sampler(s, o_.unlabeled_batch);
     }
     teacher_ = tlab_strategy::load_teacher(s, o_.teacher, "rkd");
   }
@@ -103,7 +101,7 @@ class Rkd : public tlab::Strategy {
  private:
   Options o_;
   std::shared_ptr<tlab::Model> teacher_;
-  std::optional<tlab_strategy::Sampler> pool_;
+  std::optional<tlab::Sampler> pool_;
   torch::Tensor dist_sum_, angle_sum_, ce_sum_;
   int64_t steps_ = 0;
 };

@@ -2,13 +2,6 @@
 // whole model trains on the target's labelled examples only; every hook is the runner's default.
 #include "tlab/sdk/strategy.hpp"
 
-struct ScratchOptions {};
-
-class Scratch : public tlab::Strategy {
- public:
-  using Options = ScratchOptions;
-  static tlab::Schema schema() { return tlab::SchemaFor<Options>(); }
-  explicit Scratch(Options) {}
-};
+class Scratch : public tlab::Strategy {};
 
 TLAB_PLUGIN(Scratch, "scratch", "1.0.0", "Train on target labels from random init (baseline)")

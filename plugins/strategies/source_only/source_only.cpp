@@ -7,30 +7,22 @@
 #include "../common/feature_da.hpp"
 
 struct SourceOnlyOptions {
-  int64_t source_epochs = 10;  ///< Epochs of training on the source.
-  double source_lr = 0.0;      ///< Learning rate on the source (0 = train.lr).
+  tlab::SourceOptions source;
 };
 
 class SourceOnly : public tlab::Strategy {
  public:
   using Options = SourceOnlyOptions;
-  static tlab::Schema schema() {
-    return tlab::SchemaFor<Options>()
-        .field("source_epochs", &Options::source_epochs,
-               "epochs of training on the labelled source (in setup, with the target's head)")
-        .range(1, 100000)
-        .field("source_lr", &Options::source_lr, "learning rate on the source (0 = train.lr)")
-        .range(0, 1000);
-  }
+  static tlab::Schema schema() { return tlab::SchemaFor<Options>().include(&Options::source); }
   explicit SourceOnly(Options o) : o_(o) {}
 
   void setup(tlab::Session& s) override {
-    tlab_strategy::da::StageOptions so{o_.source_epochs, o_.source_lr, 0.0};
-    tlab_strategy::da::run_adaptation(s, "source_only", so, {}, "", nullptr);
+    tlab_strategy::da::adapt_and_measure(s, hooks_, o_.source, 0.0);
   }
 
  private:
   Options o_;
+  tlab::AdaptationHooks hooks_;  // no layers: cross-entropy on the source alone
 };
 
 TLAB_PLUGIN(SourceOnly, "source_only", "1.0.0",

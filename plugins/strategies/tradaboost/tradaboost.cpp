@@ -23,14 +23,14 @@
 // The runner's target stage then fine-tunes on the shots ([train] epochs = 0: none).
 #include <sstream>
 
-#include "../common/adapt.hpp"
 #include "../common/instance.hpp"
+#include "tlab/sdk/source.hpp"
 
 struct TradaboostOptions {
-  int64_t rounds = 10;       ///< Boosting rounds N.
-  int64_t round_epochs = 1;  ///< Epochs of weighted training per round.
-  double lr = 0.0;           ///< Learning rate of the rounds (0 = train.lr).
-  bool restart = false;      ///< Start each round from the parameters at setup.
+  int64_t rounds = 10;
+  int64_t round_epochs = 1;
+  double lr = 0.0;
+  bool restart = false;
 };
 
 class Tradaboost : public tlab::Strategy {
@@ -52,8 +52,8 @@ class Tradaboost : public tlab::Strategy {
 
   void setup(tlab::Session& s) override {
     using namespace tlab_strategy;
-    const auto& src = need_source(s, "tradaboost");
-    need_same_classes(s, src, "tradaboost");
+    const auto& src = tlab::need_source(s);
+    tlab::need_same_classes(s, src);
     const auto& tgt = s.target();
     if (tgt.train.size() == 0 || tgt.train.streamed())
       throw std::invalid_argument(
@@ -73,21 +73,18 @@ class Tradaboost : public tlab::Strategy {
     if (o_.restart)
       for (auto& t : state(model)) start.push_back(t.detach().clone());
 
-    auto st = source_stage(s, src, o_.round_epochs, o_.lr);
+    auto st = tlab::source_stage(s, {o_.round_epochs, o_.lr});
     st.domain = "tradaboost";
     st.train = &all_;
     st.val = &tgt.val;  // how the rounds do on the target (logged only)
-    st.loss = [&model, this](const tlab::Batch& b) {
-      return tlab_strategy::weighted_cross_entropy(model.forward(b.x), b.y,
-                                                   p_.index_select(0, b.index));
-    };
+    st.hooks = &hooks_;
     for (int64_t t = 0; t < o_.rounds; ++t) {
       if (o_.restart) {
         torch::NoGradGuard no_grad;
         auto now = state(model);
         for (std::size_t i = 0; i < now.size(); ++i) now[i].copy_(start[i]);
       }
-      p_ = (w_ * (static_cast<double>(n + mt) / w_.sum())).to(torch::kFloat);
+      hooks_.weights = (w_ * (static_cast<double>(n + mt) / w_.sum())).to(torch::kFloat);
       s.fit(st);
       model.eval();
       auto wrong = predict(st.forward, all.x).ne(all.y);
@@ -133,7 +130,7 @@ class Tradaboost : public tlab::Strategy {
   }
   Options o_;
   torch::Tensor w_;  // TrAdaBoost's weights, source rows then target rows (double)
-  torch::Tensor p_;  // this round's training weights, mean 1 (float)
+  tlab_strategy::WeightedHooks hooks_;  // weights: this round's training weights, mean 1 (float)
   tlab::Split all_;  // source + target training rows (the rounds' training split)
 };
 

@@ -8,9 +8,10 @@
 
 #include <torch/version.h>
 
-/// Version of the SDK's binary interface. Bump it whenever a class in `tlab/sdk/` changes layout
-/// or a virtual function is added, removed or reordered: every plugin must then be rebuilt.
-#define TLAB_SDK_ABI_VERSION 3
+/// Version of the SDK's binary interface. Bump it whenever a type that crosses between host and
+/// plugin changes layout or a virtual function is added, removed or reordered: every plugin must
+/// then be rebuilt. A test checks it (tests/abi/: the layout of every such type per version).
+#define TLAB_SDK_ABI_VERSION 4
 
 /// First 8 bytes of every stamp: "TLABPLUG" read as a little-endian integer.
 #define TLAB_ABI_MAGIC 0x47554C5042414C54ULL

@@ -33,6 +33,7 @@ class Metrics {
 
 /// Everything a plugin may touch of the run it is part of.
 struct Context {
+  std::string plugin;                 ///< Name of the plugin this context is for (messages).
   torch::Device device{torch::kCPU};  ///< Where tensors and modules live.
   uint64_t seed = 0;                  ///< The run's seed (the host already seeded LibTorch).
   std::filesystem::path run_dir;      ///< Folder for this run's artifacts.

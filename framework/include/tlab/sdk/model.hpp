@@ -20,11 +20,9 @@
 #include <string>
 #include <vector>
 
-#include <torch/nn/module.h>
-#include <torch/nn/modules/container/sequential.h>
-
 #include "tlab/sdk/context.hpp"
 #include "tlab/sdk/plugin.hpp"
+#include "tlab/sdk/torch.hpp"
 
 namespace tlab {
 
@@ -93,7 +91,7 @@ class Model : public torch::nn::Module {
   explicit Model(std::shared_ptr<BackboneNet> net)
       : backbone(register_module("backbone", std::move(net))),
         head(register_module("head", torch::nn::Sequential())),
-        head_out_dim(backbone->feature_dim()) {}
+        out_dim_(backbone->feature_dim()) {}
 
   /// Features of a batch (the backbone's output). Runs the `before_forward` hooks first.
   torch::Tensor features(const torch::Tensor& x) {
@@ -103,14 +101,26 @@ class Model : public torch::nn::Module {
   /// Class scores of a batch.
   torch::Tensor forward(const torch::Tensor& x) { return head->forward(features(x)); }
 
+  /// Appends `module` (a LibTorch module holder, e.g. torch::nn::Linear) to the head; its
+  /// outputs are `out_dim` wide. The runner checks that the head ends at the class count.
+  template <class ModuleHolder>
+  void add_head(ModuleHolder module, int64_t out_dim) {
+    head->push_back(std::move(module));
+    out_dim_ = out_dim;
+  }
+  /// Output width of the model so far: the features' width, or the last add_head's out_dim.
+  int64_t out_dim() const { return out_dim_; }
+
   std::shared_ptr<BackboneNet> backbone;  ///< The feature extractor.
   torch::nn::Sequential head;             ///< Layers after the features, in order.
-  int64_t head_out_dim;                   ///< Output width of `head` so far.
   /// Run before every forward pass, in order. Adapters that re-parametrise weights (LoRA sets
   /// `linear->weight = W0 + B A` from its frozen W0) recompute them here, so that each pass
   /// builds a fresh autograd graph. Strategies call features() or forward(), never
   /// backbone->forward() directly, so that these hooks run.
   std::vector<std::function<void()>> before_forward;
+
+ private:
+  int64_t out_dim_;
 };
 
 /// What an adapter needs to know about the task it attaches for.
@@ -123,14 +133,13 @@ struct TaskInfo {
 /// (LoRA, bottlenecks) or selects what trains. Adapters attach in the order listed.
 ///
 /// New modules are registered on the model itself (`model.register_module("lora_0", m)`, names
-/// unique per model) or pushed onto `model.head`, so that the model's state dict, the optimiser
-/// and the checkpoint see them. What trains is what has requires_grad() after every adapter
-/// attached; the runner records the trainable and total parameter counts.
+/// unique per model) or added to the head (`model.add_head(m, width)`), so that the model's
+/// state dict, the optimiser and the checkpoint see them. What trains is what has requires_grad()
+/// after every adapter attached; the runner records the trainable and total parameter counts.
 ///
 /// Example (a linear classifier; the runner checks that the head ends at num_classes):
 /// \code
-///   model.head->push_back(torch::nn::Linear(model.head_out_dim, task.num_classes));
-///   model.head_out_dim = task.num_classes;
+///   model.add_head(torch::nn::Linear(model.out_dim(), task.num_classes), task.num_classes);
 /// \endcode
 class Adapter : public Plugin {
  public:

@@ -5,11 +5,14 @@
 /// files against the schema (type, bounds, choices), prints it (`tlab plugins show NAME`) and
 /// fills the struct.
 ///
+/// Each option is documented once, by its schema text (`tlab plugins show` prints it); the struct
+/// holds the defaults.
+///
 /// Example:
 /// \code
 ///   struct MlpOptions {
-///     std::vector<int64_t> hidden{256, 128};  ///< widths of the hidden layers
-///     double dropout = 0.0;                   ///< dropout after each hidden layer
+///     std::vector<int64_t> hidden{256, 128};
+///     double dropout = 0.0;
 ///   };
 ///   tlab::Schema schema() {
 ///     return tlab::SchemaFor<MlpOptions>()
@@ -72,6 +75,7 @@ struct ParamSpec {
   std::vector<std::string> choices;                 ///< Allowed values (strings); empty = any.
   std::size_t min_size = 0;                         ///< Minimum list length.
   std::function<void(void*, const Value&)> assign;  ///< Writes a value into the option struct.
+  std::function<Value(const void*)> get;            ///< Reads the value from the option struct.
 };
 
 /// A list of parameter specs, type-erased from the option struct it binds.
@@ -136,7 +140,28 @@ class SchemaFor {
     p.assign = [member](void* opts, const Value& v) {
       static_cast<O*>(opts)->*member = std::get<T>(v);
     };
+    p.get = [member](const void* opts) { return Value(static_cast<const O*>(opts)->*member); };
     schema_.params.push_back(std::move(p));
+    return *this;
+  }
+  /// Adds the keys of an options fragment held in field `member` (a struct with a static
+  /// `schema()`, e.g. tlab::SourceOptions): the fragment's keys, docs and bounds, with the
+  /// defaults `O` gives the field.
+  template <class F>
+  SchemaFor& include(F O::*member) {
+    const O defaults{};
+    for (ParamSpec p : Schema(F::schema()).params) {
+      auto assign = p.assign;
+      auto get = p.get;
+      p.default_value = get(&(defaults.*member));
+      p.assign = [member, assign](void* opts, const Value& v) {
+        assign(&(static_cast<O*>(opts)->*member), v);
+      };
+      p.get = [member, get](const void* opts) {
+        return get(&(static_cast<const O*>(opts)->*member));
+      };
+      schema_.params.push_back(std::move(p));
+    }
     return *this;
   }
   /// Inclusive lower bound on the last field (numbers; for lists, each element).

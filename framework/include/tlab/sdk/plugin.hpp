@@ -8,11 +8,13 @@
 /// \code
 ///   TLAB_PLUGIN(LinearHead, "linear_head", "1.0.0", "Linear classifier on the features")
 /// \endcode
-/// where `LinearHead` derives from one of Backbone, Adapter, Strategy or Dataset, has a nested
-/// `Options` struct, a static `schema()` and a constructor taking `Options`.
+/// where `LinearHead` derives from one of Backbone, Adapter, Strategy or Dataset and either has a
+/// nested `Options` struct, a static `schema()` and a constructor taking `Options`, or has no
+/// options at all (no `Options`: an empty schema and the default constructor).
 
 #include <memory>
 #include <string>
+#include <type_traits>
 
 #include "tlab/sdk/abi.hpp"
 #include "tlab/sdk/params.hpp"
@@ -71,22 +73,44 @@ struct Descriptor {
   std::unique_ptr<Plugin> (*create)(const Params& params);
 };
 
+namespace detail {
+template <class C, class = void>
+struct HasOptions : std::false_type {};
+template <class C>
+struct HasOptions<C, std::void_t<typename C::Options>> : std::true_type {};
+
+/// The schema of plugin class `C`: C::schema(), or empty for a class without Options.
+template <class C>
+Schema schema_of() {
+  if constexpr (HasOptions<C>::value)
+    return C::schema();
+  else
+    return {};
+}
+
+/// A new `C` from validated parameters.
+template <class C>
+std::unique_ptr<Plugin> create(const Params& params) {
+  if constexpr (HasOptions<C>::value)
+    return std::make_unique<C>(bind_options<typename C::Options>(C::schema(), params));
+  else
+    return std::make_unique<C>();
+}
+}  // namespace detail
+
 }  // namespace tlab
 
 /// Exports plugin class `CLASS` under `NAME`. Produces exactly two C-linkage symbols.
-#define TLAB_PLUGIN(CLASS, NAME, VERSION, SUMMARY)                                                \
-  extern "C" __attribute__((visibility("default"))) const TlabAbiStamp tlab_abi_stamp =           \
-      tlab::kAbiStamp;                                                                            \
-  extern "C" __attribute__((visibility("default"))) const tlab::Descriptor*                       \
-  tlab_plugin_descriptor() {                                                                      \
-    static const tlab::Descriptor d{                                                              \
-        CLASS::kKind,                                                                             \
-        NAME,                                                                                     \
-        VERSION,                                                                                  \
-        SUMMARY,                                                                                  \
-        CLASS::schema(),                                                                          \
-        [](const tlab::Params& p) -> std::unique_ptr<tlab::Plugin> {                              \
-          return std::make_unique<CLASS>(tlab::bind_options<CLASS::Options>(CLASS::schema(), p)); \
-        }};                                                                                       \
-    return &d;                                                                                    \
+#define TLAB_PLUGIN(CLASS, NAME, VERSION, SUMMARY)                                      \
+  extern "C" __attribute__((visibility("default"))) const TlabAbiStamp tlab_abi_stamp = \
+      tlab::kAbiStamp;                                                                  \
+  extern "C" __attribute__((visibility("default"))) const tlab::Descriptor*             \
+  tlab_plugin_descriptor() {                                                            \
+    static const tlab::Descriptor d{CLASS::kKind,                                       \
+                                    NAME,                                               \
+                                    VERSION,                                            \
+                                    SUMMARY,                                            \
+                                    tlab::detail::schema_of<CLASS>(),                   \
+                                    &tlab::detail::create<CLASS>};                      \
+    return &d;                                                                          \
   }

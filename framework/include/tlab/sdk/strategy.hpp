@@ -6,18 +6,19 @@
 ///   1. `prepare(session)`  before adapters attach: e.g. pre-train the backbone on the source;
 ///   2. adapters attach to the model (the target head appears);
 ///   3. `setup(session)`    e.g. freeze the backbone for a linear probe;
-///   4. the target stage: for each epoch `on_epoch_start`, then for each batch `loss`,
-///      then evaluation on target val and test;
+///   4. the target stage: for each epoch `on_epoch_start`, then for each batch `loss`, then
+///      `on_epoch_end`, then evaluation on target val and test;
 ///   5. final evaluation, summaries and a checkpoint of the model.
 ///
-/// A strategy whose procedure does not fit (boosting rounds, multi-stage pre-training) drives
-/// extra stages itself with `Session::fit`, from `prepare` or `setup`.
+/// The hooks of step 4 are a StageHooks interface that every stage uses alike: a strategy whose
+/// procedure does not fit (pre-training, adaptation stages, boosting rounds) runs more stages
+/// with `Session::fit`, each with its own StageHooks object (often a member of the strategy).
+/// Helpers for such stages: tlab/sdk/source.hpp, sampler.hpp, adaptation.hpp, mode.hpp.
 ///
 /// Example (a strategy adding an L2 penalty to the classification loss):
 /// \code
 ///   torch::Tensor loss(tlab::Session& s, const tlab::Batch& b) override {
-///     auto ce = torch::nn::functional::cross_entropy(s.model().forward(b.x), b.y);
-///     return ce + opts_.weight * penalty(s.model());
+///     return tlab::cross_entropy(s.model().forward(b.x), b.y) + o_.weight * penalty(s.model());
 ///   }
 /// \endcode
 
@@ -27,13 +28,11 @@
 #include <string>
 #include <vector>
 
-#include <torch/nn/functional/loss.h>
-#include <torch/types.h>
-
 #include "tlab/sdk/context.hpp"
 #include "tlab/sdk/data.hpp"
 #include "tlab/sdk/model.hpp"
 #include "tlab/sdk/plugin.hpp"
+#include "tlab/sdk/torch.hpp"
 
 namespace tlab {
 
@@ -69,6 +68,41 @@ struct Batch {
   torch::Tensor index;
 };
 
+class Session;
+
+/// What a training stage calls back, for every stage alike: the runner's target stage calls the
+/// strategy (a Strategy is a StageHooks), and a stage a strategy runs itself with Session::fit
+/// calls the object in its Stage::hooks, typically a member of the strategy. State between the
+/// calls (accumulators, schedules, samplers) lives in the object's members; to extend a hooks
+/// class, derive from it and call the base's hooks.
+///
+/// Example (a stage on the source with a penalty, run from setup()):
+/// \code
+///   struct Penalised : tlab::StageHooks {
+///     double weight = 0.1;
+///     torch::Tensor loss(tlab::Session& s, const tlab::Batch& b) override {
+///       return tlab::StageHooks::loss(s, b) + weight * penalty(s.model());
+///     }
+///   } hooks_;
+///   void setup(tlab::Session& s) override {
+///     tlab::Stage st = tlab::source_stage(s, o_.source);
+///     st.hooks = &hooks_;
+///     s.fit(st);
+///   }
+/// \endcode
+class StageHooks {
+ public:
+  virtual ~StageHooks() = default;
+  /// At the start of each epoch (0-based), after the stage's module was put in train mode (so a
+  /// hook may put parts of it back in eval mode).
+  virtual void on_epoch_start(Session& /*session*/, int64_t /*epoch*/) {}
+  /// Loss of one training step. Default: cross-entropy of the stage's `forward` on the batch.
+  virtual torch::Tensor loss(Session& session, const Batch& batch);
+  /// At the end of each epoch (0-based), before evaluation: the place to read metrics
+  /// accumulated on the device during the epoch (one host synchronisation).
+  virtual void on_epoch_end(Session& /*session*/, int64_t /*epoch*/) {}
+};
+
 /// One training stage for `Session::fit`.
 struct Stage {
   std::string domain;                     ///< Metric prefix: "source" or "target".
@@ -78,15 +112,11 @@ struct Stage {
   /// when groups hold everything). A tensor must not appear twice.
   std::vector<ParamGroup> groups;
   torch::nn::Module* module = nullptr;  ///< Put in train mode for training, eval for evaluation.
-  /// Class scores of a batch of inputs.
+  /// Class scores of a batch of inputs (what evaluation measures).
   std::function<torch::Tensor(const torch::Tensor&)> forward;
-  /// Loss of a batch; default: cross-entropy of `forward`.
-  std::function<torch::Tensor(const Batch&)> loss;
-  /// Called at the start of each epoch (0-based); may be empty.
-  std::function<void(int64_t)> on_epoch_start;
-  /// Called at the end of each epoch (0-based), before evaluation; may be empty. The place to
-  /// read metrics accumulated on the device during the epoch (one host synchronisation).
-  std::function<void(int64_t)> on_epoch_end;
+  /// Called for each epoch and step (not owned; must outlive fit). Null: cross-entropy of
+  /// `forward`, no epoch hooks. One object may serve one running stage at a time.
+  StageHooks* hooks = nullptr;
   const Split* train = nullptr;  ///< Labelled training data.
   const Split* val = nullptr;    ///< Evaluated each epoch as `<domain>/val/...` (may be null).
   const Split* test = nullptr;   ///< Evaluated each epoch as `<domain>/test/...` (may be null).
@@ -113,6 +143,8 @@ class Session {
   /// Runs a training stage with the runner's loop: batches, optimiser, schedule, metrics,
   /// divergence checks. Throws if the loss becomes NaN or infinite.
   virtual void fit(const Stage& stage) = 0;
+  /// The stage being fit (the innermost when a hook fits another); throws outside fit().
+  virtual const Stage& stage() const = 0;
   /// Evaluates class scores from `forward` on `split`, in eval mode, without gradients.
   virtual Evaluation evaluate(torch::nn::Module& module,
                               const std::function<torch::Tensor(const torch::Tensor&)>& forward,
@@ -135,25 +167,20 @@ class Session {
   virtual std::shared_ptr<Model> load_model(const std::string& ref) = 0;
 };
 
-/// A strategy plugin. Every hook has a default, so the simplest strategy overrides nothing.
-class Strategy : public Plugin {
+/// A strategy plugin. Every hook has a default, so the simplest strategy overrides nothing. Its
+/// StageHooks (on_epoch_start, loss, on_epoch_end) are those of the runner's target stage.
+class Strategy : public Plugin, public StageHooks {
  public:
   static constexpr Kind kKind = Kind::Strategy;
   Kind kind() const final { return kKind; }
   /// Before adapters attach (the model has no head yet): pre-training stages.
   virtual void prepare(Session& /*session*/) {}
-  /// After adapters attach, before the target stage: freezing, extra modules.
+  /// After adapters attach, before the target stage: freezing, extra modules, extra stages.
   virtual void setup(Session& /*session*/) {}
-  /// Called at the start of each target epoch (0-based).
-  virtual void on_epoch_start(Session& /*session*/, int64_t /*epoch*/) {}
-  /// Called at the end of each target epoch (0-based), before evaluation.
-  virtual void on_epoch_end(Session& /*session*/, int64_t /*epoch*/) {}
   /// What the target stage's optimiser updates, by group with learning-rate scales
   /// (discriminative rates, gradual unfreezing). Called after setup(). Default (empty): every
   /// parameter of the model that requires a gradient, at the base rate.
   virtual std::vector<ParamGroup> parameter_groups(Session& /*session*/) { return {}; }
-  /// Loss of one target training step. Default: cross-entropy of the model's scores.
-  virtual torch::Tensor loss(Session& session, const Batch& batch);
 };
 
 /// Cross-entropy of `scores` against `labels` (mean over the batch).
@@ -161,8 +188,8 @@ inline torch::Tensor cross_entropy(const torch::Tensor& scores, const torch::Ten
   return torch::nn::functional::cross_entropy(scores, labels);
 }
 
-inline torch::Tensor Strategy::loss(Session& session, const Batch& batch) {
-  return cross_entropy(session.model().forward(batch.x), batch.y);
+inline torch::Tensor StageHooks::loss(Session& session, const Batch& batch) {
+  return cross_entropy(session.stage().forward(batch.x), batch.y);
 }
 
 }  // namespace tlab
