@@ -225,7 +225,7 @@ TEST(Loader, DiscoverListsPluginsAndRefusedFilesWithReasons) {
   std::vector<std::string> names;
   for (auto* p : found) names.push_back(p->descriptor->name);
   EXPECT_THAT(names, ::testing::IsSupersetOf({"cnn", "mlp", "linear_head", "scratch", "finetune"}));
-  ASSERT_EQ(refused.size(), 6u);
+  ASSERT_EQ(refused.size(), 7u);
   std::string all;
   for (const auto& r : refused) all += r.path.filename().string() + ": " + r.reason + "\n";
   EXPECT_THAT(all, HasSubstr("bad_abi.so: plugin"));
@@ -233,6 +233,7 @@ TEST(Loader, DiscoverListsPluginsAndRefusedFilesWithReasons) {
   EXPECT_THAT(all, HasSubstr("not_a_plugin.so: '"));
   EXPECT_THAT(all, HasSubstr("unresolved.so: cannot load"));
   EXPECT_THAT(all, HasSubstr("old_sdk.so: plugin"));
+  EXPECT_THAT(all, HasSubstr("sdk3.so: plugin"));
   EXPECT_THAT(all, HasSubstr("other_torch.so: plugin"));
 }
 

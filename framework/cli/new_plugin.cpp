@@ -191,16 +191,16 @@ const std::map<std::string, KindTemplate>& kinds() {
        {R"TLAB(// @NAME@: a dataset plugin (written by `tlab new plugin dataset @NAME@`). One Gaussian blob per
 // class around a circle in the plane; `angle` rotates the whole picture, so two tables with
 // different angles make a source domain and a shifted target. Replace `make` with your loader.
-#include <ATen/CPUGeneratorImpl.h>
-#include <torch/types.h>
+#include <ATen/CPUGeneratorImpl.h>  // the generator of make(); data.hpp brings the tensors
 
 #include "tlab/sdk/data.hpp"
 
 // The options: one field per parameter, with its default. The schema below names, documents
-// and bounds them; `tlab plugins show @NAME@` prints it, and experiments are checked against it.
+// (once: the fields need no comments) and bounds them; `tlab plugins show @NAME@` prints it,
+// and experiments are checked against it.
 struct @CLASS@Options {
-  double angle = 0.0;  ///< Rotation of the picture, in degrees (default 0).
-  int64_t seed = 0;    ///< Data seed, independent of the run seed (default 0).
+  double angle = 0.0;
+  int64_t seed = 0;
 };
 
 class @CLASS@ : public tlab::Dataset {
@@ -238,8 +238,8 @@ class @CLASS@ : public tlab::Dataset {
     auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(o_.seed) * 4 + split);
     torch::Tensor y = torch::randint(kClasses, {n}, gen, torch::kLong);
     torch::Tensor a = y.to(torch::kDouble) * (2 * kPi / kClasses) + o_.angle * kPi / 180;
-    torch::Tensor x = 2.0 * torch::stack({a.cos(), a.sin()}, 1) +
-                      0.5 * torch::randn({n, 2}, gen, torch::kDouble);
+    torch::Tensor x =
+        2.0 * torch::stack({a.cos(), a.sin()}, 1) + 0.5 * torch::randn({n, 2}, gen, torch::kDouble);
     return {x.to(torch::kFloat), y};
   }
 
@@ -253,13 +253,12 @@ TLAB_PLUGIN(@CLASS@, "@NAME@", "0.1.0", "Gaussian blobs in the plane, rotated by
       {"backbone",
        {R"TLAB(// @NAME@: a backbone plugin (written by `tlab new plugin backbone @NAME@`). One hidden layer of
 // ReLU units on flattened inputs; the hidden layer is the feature vector. Replace the network.
-#include <torch/nn/modules/linear.h>
-
+// model.hpp brings LibTorch's common layers (tlab/sdk/torch.hpp): Linear, Conv2d, BatchNorm, ...
 #include "tlab/sdk/model.hpp"
 
-// The options: one field per parameter, with its default (see the schema below).
+// The options: one field per parameter, with its default, documented once by the schema below.
 struct @CLASS@Options {
-  int64_t width = 64;  ///< Hidden units, which is also the feature width (default 64).
+  int64_t width = 64;
 };
 
 // The network. forward() maps a batch of inputs to features of feature_dim(); layer_groups()
@@ -268,7 +267,9 @@ class @CLASS@Net : public tlab::BackboneNet {
  public:
   @CLASS@Net(int64_t in, int64_t width)
       : fc_(register_module("fc", torch::nn::Linear(in, width))), width_(width) {}
-  torch::Tensor forward(torch::Tensor x) override { return torch::relu(fc_->forward(x.flatten(1))); }
+  torch::Tensor forward(torch::Tensor x) override {
+    return torch::relu(fc_->forward(x.flatten(1)));
+  }
   int64_t feature_dim() const override { return width_; }
   std::vector<tlab::LayerGroup> layer_groups() override { return {{"fc", fc_->parameters()}}; }
 
@@ -304,15 +305,13 @@ TLAB_PLUGIN(@CLASS@, "@NAME@", "0.1.0", "One hidden ReLU layer on flattened inpu
         "backbones", "width", "backbone.width=0"}},
       {"adapter",
        {R"TLAB(// @NAME@: an adapter plugin (written by `tlab new plugin adapter @NAME@`). A two-layer classifier
-// (Linear, ReLU, Linear) from the model's current output to the target's classes.
-#include <torch/nn/modules/activation.h>
-#include <torch/nn/modules/linear.h>
-
+// (Linear, ReLU, Linear) from the model's current output to the target's classes. model.hpp
+// brings LibTorch's common layers (tlab/sdk/torch.hpp).
 #include "tlab/sdk/model.hpp"
 
-// The options: one field per parameter, with its default (see the schema below).
+// The options: one field per parameter, with its default, documented once by the schema below.
 struct @CLASS@Options {
-  int64_t hidden = 128;  ///< Width of the hidden layer (default 128).
+  int64_t hidden = 128;
 };
 
 class @CLASS@ : public tlab::Adapter {
@@ -324,16 +323,16 @@ class @CLASS@ : public tlab::Adapter {
         .range(1, 1 << 16);
   }
   explicit @CLASS@(Options o) : o_(o) {}
-  // Called once per run, in [[adapters]] order: append modules to the model's head (or wrap
-  // backbone layers). head_out_dim is the width the head produces so far.
+  // Called once per run, in [[adapters]] order: add modules to the model's head (or wrap
+  // backbone layers). model.out_dim() is the width the model produces so far; add_head records
+  // the width of what it appends. New modules go on ctx.device.
   void attach(tlab::Model& model, const tlab::TaskInfo& task, tlab::Context& ctx) override {
-    torch::nn::Linear fc1(model.head_out_dim, o_.hidden), fc2(o_.hidden, task.num_classes);
+    torch::nn::Linear fc1(model.out_dim(), o_.hidden), fc2(o_.hidden, task.num_classes);
     fc1->to(ctx.device);
     fc2->to(ctx.device);
-    model.head->push_back(fc1);
-    model.head->push_back(torch::nn::ReLU());
-    model.head->push_back(fc2);
-    model.head_out_dim = task.num_classes;  // the runner checks it equals the class count
+    model.add_head(fc1, o_.hidden);
+    model.add_head(torch::nn::ReLU(), o_.hidden);
+    model.add_head(fc2, task.num_classes);  // the runner checks the head ends at the class count
   }
 
  private:
@@ -348,13 +347,20 @@ TLAB_PLUGIN(@CLASS@, "@NAME@", "0.1.0", "Two-layer classifier on the features")
        {R"TLAB(// @NAME@: a strategy plugin (written by `tlab new plugin strategy @NAME@`). Trains on the
 // target's labels with label smoothing (Szegedy et al. 2016): the loss is
 // (1 - smoothing) * cross-entropy + smoothing * the cross-entropy against uniform labels.
-// Hooks you may override, in the order they run: prepare (before adapters: e.g. pre-training
-// on the source with session.fit), setup (after adapters: freezing), on_epoch_start, loss.
+//
+// The hooks, in the order they run: prepare (before adapters: e.g. tlab::pretrain_on_source),
+// setup (after adapters: freezing, or stages of your own with session.fit), then the target
+// stage. A strategy is the target stage's tlab::StageHooks: each epoch on_epoch_start, loss for
+// every batch, on_epoch_end, then evaluation. What lives from one call to the next is a member.
+// strategy.hpp brings LibTorch's common layers (tlab/sdk/torch.hpp); tlab/sdk/source.hpp and
+// sampler.hpp help with a source domain and unlabelled target inputs.
+#include <algorithm>
+
 #include "tlab/sdk/strategy.hpp"
 
-// The options: one field per parameter, with its default (see the schema below).
+// The options: one field per parameter, with its default, documented once by the schema below.
 struct @CLASS@Options {
-  double smoothing = 0.1;  ///< Weight of the uniform target (default 0.1).
+  double smoothing = 0.1;
 };
 
 class @CLASS@ : public tlab::Strategy {
@@ -367,16 +373,33 @@ class @CLASS@ : public tlab::Strategy {
   }
   explicit @CLASS@(Options o) : o_(o) {}
 
+  // Each target epoch starts here: reset what the epoch accumulates (on the device).
+  void on_epoch_start(tlab::Session& session, int64_t /*epoch*/) override {
+    nll_sum_ = torch::zeros({}, torch::TensorOptions(session.context().device));
+    seen_ = 0;
+  }
+
   // The loss of one target training step (the runner does the backward pass and the step).
   torch::Tensor loss(tlab::Session& session, const tlab::Batch& batch) override {
     torch::Tensor logp = torch::log_softmax(session.model().forward(batch.x), 1);
     torch::Tensor nll = -logp.gather(1, batch.y.unsqueeze(1)).squeeze(1);
     torch::Tensor uniform = -logp.mean(1);
+    nll_sum_ += nll.detach().sum();  // no .item() here: that would wait for the device each step
+    seen_ += batch.y.size(0);
     return ((1 - o_.smoothing) * nll + o_.smoothing * uniform).mean();
+  }
+
+  // After the epoch's last step, before evaluation: the cross-entropy without smoothing.
+  void on_epoch_end(tlab::Session& session, int64_t epoch) override {
+    session.context().metrics->log("target/train/nll",
+                                   nll_sum_.item<double>() / std::max<int64_t>(seen_, 1),
+                                   session.step(), epoch);
   }
 
  private:
   Options o_;
+  torch::Tensor nll_sum_;  // this epoch's cross-entropy without smoothing, summed (device)
+  int64_t seen_ = 0;       // examples in this epoch so far
 };
 
 // Exports the plugin: class, name (must equal the file name), version, one-line summary.
