@@ -124,7 +124,6 @@ class PseudoLabel : public tlab::Strategy {
           "target keeps no labels: set [target] shots = K, or add a [source] with the same "
           "classes");
     labelled_ = {torch::cat(xs), torch::cat(ys)};
-    auto& model = s.model();
     const int64_t ub = o_.unlabeled_batch > 0 ? o_.unlabeled_batch : s.train_config().batch_size;
     // An epoch passes over the larger of the two: with few labels (no source) the labelled
     // examples repeat so that each epoch also draws the whole unlabelled pool once.
@@ -134,15 +133,7 @@ class PseudoLabel : public tlab::Strategy {
       labelled_ = {labelled_.x.repeat_interleave(reps, 0), labelled_.y.repeat_interleave(reps, 0)};
     hooks_.unlabeled = tlab::Sampler(xu, ub);
 
-    tlab::Stage st;
-    st.domain = "pseudo_label";
-    st.config = s.train_config();
-    st.config.epochs = o_.epochs;
-    if (o_.lr > 0) st.config.lr = o_.lr;
-    for (auto& p : model.parameters())
-      if (p.requires_grad()) st.parameters.push_back(p);
-    st.module = &model;
-    st.forward = [&model](const torch::Tensor& x) { return model.forward(x); };
+    tlab::Stage st = tlab::model_stage(s, "pseudo_label", o_.epochs, o_.lr);
     st.train = &labelled_;
     st.val = &tgt.val;  // the target's, logged only
     st.hooks = &hooks_;

@@ -73,8 +73,7 @@ class Tradaboost : public tlab::Strategy {
     if (o_.restart)
       for (auto& t : state(model)) start.push_back(t.detach().clone());
 
-    auto st = tlab::source_stage(s, {o_.round_epochs, o_.lr});
-    st.domain = "tradaboost";
+    auto st = tlab::model_stage(s, "tradaboost", o_.round_epochs, o_.lr);
     st.train = &all_;
     st.val = &tgt.val;  // how the rounds do on the target (logged only)
     st.hooks = &hooks_;

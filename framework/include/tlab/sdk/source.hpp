@@ -77,21 +77,27 @@ inline const torch::Tensor& need_unlabeled(Session& s) {
 }
 
 /// A stage that trains the whole model (backbone and head: every parameter that requires a
-/// gradient) on the labelled source, with `[train]`'s settings but `o.source_epochs` epochs at
-/// `o.source_lr` (0 = train.lr); metrics are source/...; source val is evaluated each epoch.
-/// Set `hooks` (and more `groups`) before Session::fit.
-inline Stage source_stage(Session& s, const SourceOptions& o) {
-  const DomainData& src = need_source(s);
+/// gradient) with `[train]`'s settings but `epochs` epochs at `lr` (0 = train.lr); its metrics
+/// are `<domain>/...`. Set `train` (and `val`, `hooks`, more `groups`) before Session::fit.
+inline Stage model_stage(Session& s, const std::string& domain, int64_t epochs, double lr) {
   Model& model = s.model();
   Stage st;
-  st.domain = "source";
+  st.domain = domain;
   st.config = s.train_config();
-  st.config.epochs = o.source_epochs;
-  if (o.source_lr > 0) st.config.lr = o.source_lr;
+  st.config.epochs = epochs;
+  if (lr > 0) st.config.lr = lr;
   for (auto& p : model.parameters())
     if (p.requires_grad()) st.parameters.push_back(p);
   st.module = &model;
   st.forward = [&model](const torch::Tensor& x) { return model.forward(x); };
+  return st;
+}
+
+/// model_stage on the labelled source: `o.source_epochs` epochs at `o.source_lr`, metrics
+/// source/..., source val evaluated each epoch.
+inline Stage source_stage(Session& s, const SourceOptions& o) {
+  const DomainData& src = need_source(s);
+  Stage st = model_stage(s, "source", o.source_epochs, o.source_lr);
   st.train = &src.train;
   st.val = &src.val;
   return st;
