@@ -131,6 +131,28 @@ TEST_F(Scaffold, BuildsAgainstAnInstalledTransferLab) {
       Not(HasSubstr(kBuildDir.string())));
 }
 
+TEST_F(Scaffold, LibTorchsCommonLayersNeedNoIncludeBeyondTheKindHeader) {
+  // Out of tree there is no precompiled header: what compiles here is what the SDK header brings.
+  ASSERT_EQ(tlab("new plugin strategy my_layers").code, 0);
+  const fs::path src = dir_ / "my_layers" / "my_layers.cpp";
+  std::string text = tlab::test::read_file(src);
+  const std::string anchor = "class MyLayers : public tlab::Strategy {\n public:\n";
+  ASSERT_NE(text.find(anchor), std::string::npos) << text;
+  text.replace(text.find(anchor), anchor.size(),
+               anchor +
+                   "  torch::nn::Linear fc_{nullptr};\n  torch::nn::Conv2d conv_{nullptr};\n"
+                   "  torch::nn::BatchNorm2d bn_{nullptr};\n  torch::nn::Dropout drop_{nullptr};\n"
+                   "  torch::Tensor gelu(const torch::Tensor& x) {\n"
+                   "    return torch::nn::functional::gelu(x);\n  }\n");
+  tlab::test::write_file(src, text);
+  const Result r = shell(fmt::format(
+      "cd '{0}/my_layers' && cmake -S . -B build -G Ninja -Dtlab_DIR='{1}' && cmake --build build "
+      "--target tlab_plugin_strategy_my_layers",
+      dir_.string(), kBuildDir.string()));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(fs::exists(dir_ / "my_layers" / "build" / "plugins" / "strategies" / "my_layers.so"));
+}
+
 TEST_F(Scaffold, AnotherLibTorchVersionIsRefusedAtConfigureTime) {
   ASSERT_EQ(tlab("new plugin adapter my_head").code, 0);
   // A LibTorch package that claims another version.
