@@ -9,6 +9,8 @@
 // shared part warms up on the source first (`source_epochs`, backbone + source head).
 // Metrics per epoch: source/train/loss and source/train/acc (the source task during the joint
 // stage), target/train/ce; at the end source/test/acc (source head on source test).
+#include <sstream>
+
 #include "tlab/sdk/sampler.hpp"
 #include "tlab/sdk/source.hpp"
 
@@ -43,13 +45,27 @@ class Multitask : public tlab::Strategy {
   }
 
   // The source head is made before the adapters attach (their random initialisation follows),
-  // and warms up with the backbone when asked: supervised pre-training with this head, shared
-  // between the runs that differ on the target side.
+  // and warms up with the backbone when asked.
   void prepare(tlab::Session& s) override {
     const auto& src = tlab::need_source(s);
-    head_ = torch::nn::Linear(s.model().backbone->feature_dim(), src.num_classes);
+    auto& model = s.model();
+    head_ = torch::nn::Linear(model.backbone->feature_dim(), src.num_classes);
     head_->to(s.context().device);
-    if (o_.source_epochs > 0) tlab::pretrain_on_source(s, {o_.source_epochs, o_.source_lr}, head_);
+    if (o_.source_epochs == 0) return;
+    auto st = tlab::source_stage(s, {o_.source_epochs, o_.source_lr});
+    for (auto& p : head_->parameters()) st.parameters.push_back(p);
+    st.forward = [this, &model](const torch::Tensor& x) {
+      return head_->forward(model.features(x));
+    };
+    // Warm-up depends only on the source, the backbone and these options: runs that differ on
+    // the target side share it.
+    torch::nn::Module shared;
+    shared.register_module("backbone", model.backbone);
+    shared.register_module("source_head", head_.ptr());
+    std::ostringstream key;
+    key.precision(17);
+    key << "multitask warm-up source_epochs=" << o_.source_epochs << " source_lr=" << st.config.lr;
+    s.reuse(key.str(), shared, [&] { s.fit(st); });
   }
 
   void setup(tlab::Session& s) override {

@@ -104,25 +104,15 @@ inline Stage source_stage(Session& s, const SourceOptions& o) {
 }
 
 /// Supervised pre-training, for strategies that fine-tune a pre-trained backbone: the backbone
-/// and a linear head with the source's classes train on the labelled source (o.source_epochs
-/// at o.source_lr), once for all the runs that share it (Session::reuse: equal source, backbone,
-/// [train], seed and these options). The head is `head` when given (the caller keeps it, e.g.
-/// a source task trained on later), else a temporary one. Call it in prepare(), before adapters
+/// and a temporary linear head with the source's classes train on the labelled source
+/// (o.source_epochs at o.source_lr), once for all the runs that share it (Session::reuse: equal
+/// source, backbone, [train], seed and these options). Call it in prepare(), before adapters
 /// attach. Logs source/test/acc of the pre-trained model when the source has a test split.
-inline void pretrain_on_source(Session& s, const SourceOptions& o,
-                               torch::nn::Linear head = torch::nn::Linear{nullptr}) {
+inline void pretrain_on_source(Session& s, const SourceOptions& o) {
   const DomainData& src = need_source(s);
   Model& model = s.model();
-  if (!head) {
-    head = torch::nn::Linear(model.backbone->feature_dim(), src.num_classes);
-    head->to(s.context().device);
-  }
-  TLAB_CHECK(head->options.in_features() == model.backbone->feature_dim() &&
-                 head->options.out_features() == src.num_classes,
-             s.context().plugin, ": pretrain_on_source was given a head of ",
-             head->options.in_features(), " -> ", head->options.out_features(),
-             " values; expected the backbone's ", model.backbone->feature_dim(),
-             " features -> the source's ", src.num_classes, " classes");
+  torch::nn::Linear head(model.backbone->feature_dim(), src.num_classes);
+  head->to(s.context().device);
   Stage st;
   st.domain = "source";
   st.config = s.train_config();
