@@ -10,6 +10,8 @@ packages=(
   libgtest-dev libgmock-dev
   clang libclang-rt-14-dev                     # libFuzzer, ASan, UBSan: tools/fuzz.sh
   chromium libpng-dev fonts-dejavu-core        # PNG plots; the HTML report's browser test
+  libcairo2-dev                                # PNG plots drawn by cairo (text, anti-aliasing)
+  ccache                                       # compiler cache: warm rebuilds, fresh clones
   zlib1g-dev libjpeg-dev                       # gzip (IDX files), JPEG (image folders)
   python3-torch python3-torchvision            # PyTorch and PIL as references in tests
 )
