@@ -14,6 +14,54 @@
 
 namespace tlab {
 
+std::size_t utf8_sequence_length(std::string_view text, std::size_t i) {
+  if (i >= text.size()) return 0;
+  const auto c = static_cast<unsigned char>(text[i]);
+  const std::size_t len = c < 0x80           ? 1
+                          : (c >> 5) == 0x6  ? 2
+                          : (c >> 4) == 0xE  ? 3
+                          : (c >> 3) == 0x1E ? 4
+                                             : 0;
+  if (len == 0 || i + len > text.size()) return 0;
+  for (std::size_t k = 1; k < len; ++k)
+    if ((static_cast<unsigned char>(text[i + k]) >> 6) != 2) return 0;
+  const auto c1 = len > 1 ? static_cast<unsigned char>(text[i + 1]) : 0;
+  // Overlong forms; surrogates (U+D800..U+DFFF); code points past U+10FFFF.
+  if (len == 2 && c < 0xC2) return 0;
+  if (len == 3 && ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0))) return 0;
+  if (len == 4 && (c > 0xF4 || (c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90))) return 0;
+  return len;
+}
+
+uint32_t decode_utf8(std::string_view text, std::size_t& i) {
+  const std::size_t len = utf8_sequence_length(text, i);
+  const auto c = static_cast<unsigned char>(text[i]);
+  if (len <= 1) {
+    ++i;
+    return c;
+  }
+  uint32_t cp = c & (0x7F >> len);
+  for (std::size_t k = 1; k < len; ++k)
+    cp = (cp << 6) | (static_cast<unsigned char>(text[i + k]) & 0x3F);
+  i += len;
+  return cp;
+}
+
+std::size_t find_invalid_utf8(std::string_view text) {
+  for (std::size_t i = 0; i < text.size();) {
+    const std::size_t len = utf8_sequence_length(text, i);
+    if (len == 0) return i;
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
+std::size_t utf8_width(std::string_view text) {
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < text.size(); ++n) decode_utf8(text, i);
+  return n;
+}
+
 std::size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
   for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;

@@ -4,9 +4,29 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tlab {
+
+// --- UTF-8: the one decoder of the host. Strict (RFC 3629): stray continuation bytes, truncated
+// sequences, overlong forms, surrogates and code points past U+10FFFF are invalid.
+
+/// Length in bytes (1 to 4) of the valid UTF-8 sequence that starts at `text[i]`, or 0 when the
+/// bytes there are not valid UTF-8 (also when `i` is past the end).
+std::size_t utf8_sequence_length(std::string_view text, std::size_t i);
+
+/// The code point that starts at `text[i]`, and advances `i` past it. A byte that does not start
+/// a valid sequence comes back as itself (0x80..0xFF) and `i` advances by one, so that a loop
+/// over invalid text still ends and still counts every byte.
+uint32_t decode_utf8(std::string_view text, std::size_t& i);
+
+/// Byte offset of the first byte of `text` that is not valid UTF-8; npos when it is all valid.
+std::size_t find_invalid_utf8(std::string_view text);
+
+/// Number of characters (code points; an invalid byte counts as one), e.g. a cell's display
+/// width in a table of text ("±" is one column).
+std::size_t utf8_width(std::string_view text);
 
 /// Levenshtein distance between two strings.
 std::size_t edit_distance(const std::string& a, const std::string& b);

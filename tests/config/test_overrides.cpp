@@ -637,8 +637,13 @@ TEST(OverrideGlob, Match) {
       {"a*b*c", "axbyc", true},
       {"?", "a", true},
       {"?", "", false},
-      {"?", "é", true},
-      {"??", "é", false},
+      // fnmatch(3) in the C locale (tlab's): '?' and [...] match one byte, not one character.
+      {"?", "é", false},
+      {"??", "é", true},
+      {"*é", "café", true},
+      {"[!a]", "b", true},
+      {"*[", "x[", true},
+      {"[a-z", "[a-z", true},
       {"a?c", "abc", true},
       {"[abc]x", "bx", true},
       {"[abc]x", "dx", false},
@@ -659,6 +664,9 @@ TEST(OverrideGlob, Match) {
   };
   for (const auto& g : cases)
     EXPECT_EQ(glob_match(g.pattern, g.name), g.match) << g.pattern << " vs " << g.name;
+  // fnmatch reads C strings: a NUL must not end a pattern early ("a\0b" is not "a").
+  EXPECT_FALSE(glob_match(std::string_view("a\0b", 3), "a"));
+  EXPECT_TRUE(glob_match(std::string_view("a\0b", 3), std::string_view("a\0b", 3)));
 }
 
 TEST(OverrideGlob, OptionsAreSortedIncludeMinusExclude) {

@@ -10,6 +10,8 @@
 #include <toml++/toml.h>
 #include <nlohmann/json.hpp>
 
+#include "util.hpp"
+
 namespace fs = std::filesystem;
 
 namespace tlab::cfg {
@@ -393,38 +395,16 @@ Node convert(const toml::node& n, const std::string& file, const Chain& chain, s
   }
 }
 
-// Position (line, column) of the first byte that is not valid UTF-8, or {0, 0}.
+// Position (line, column) of the first byte that is not valid UTF-8, or {0, 0}. Columns count
+// characters, as the other positions in config messages do.
 std::pair<uint32_t, uint32_t> invalid_utf8(std::string_view s) {
-  uint32_t line = 1, col = 1;
-  for (std::size_t i = 0; i < s.size();) {
-    auto c = static_cast<unsigned char>(s[i]);
-    std::size_t len = c < 0x80         ? 1
-                      : (c >> 5) == 6  ? 2
-                      : (c >> 4) == 14 ? 3
-                      : (c >> 3) == 30 ? 4
-                                       : 0;
-    bool ok = len != 0 && i + len <= s.size();
-    for (std::size_t k = 1; ok && k < len; ++k)
-      ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 2;
-    if (ok && len == 2) ok = c >= 0xC2;  // no overlong forms
-    if (ok && len == 3) {
-      auto c1 = static_cast<unsigned char>(s[i + 1]);
-      ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0);  // overlong, surrogates
-    }
-    if (ok && len == 4) {
-      auto c1 = static_cast<unsigned char>(s[i + 1]);
-      ok = c <= 0xF4 && !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90);
-    }
-    if (!ok) return {line, col};
-    if (c == '\n') {
-      ++line;
-      col = 1;
-    } else {
-      ++col;
-    }
-    i += len;
-  }
-  return {0, 0};
+  const std::size_t bad = find_invalid_utf8(s);
+  if (bad == std::string_view::npos) return {0, 0};
+  const std::size_t line_start = bad == 0 ? std::string_view::npos : s.rfind('\n', bad - 1);
+  const std::size_t first = line_start == std::string_view::npos ? 0 : line_start + 1;
+  const auto line = static_cast<uint32_t>(1 + std::count(s.begin(), s.begin() + first, '\n'));
+  const auto col = static_cast<uint32_t>(1 + utf8_width(s.substr(first, bad - first)));
+  return {line, col};
 }
 
 }  // namespace

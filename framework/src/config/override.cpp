@@ -6,6 +6,8 @@
 // Positions in messages and origins are 1-based characters, counting UTF-8 code points (what a
 // user sees in the terminal), not bytes. The parser itself works on bytes; `chars_` maps them.
 
+#include <fnmatch.h>
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -57,42 +59,12 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
-// Length of the valid UTF-8 sequence at s[i], or 0 when it is not valid (overlong forms,
-// surrogates and code points past U+10FFFF included).
-std::size_t utf8_length(std::string_view s, std::size_t i) {
-  auto c = static_cast<unsigned char>(s[i]);
-  std::size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-  if (len == 0 || i + len > s.size()) return 0;
-  for (std::size_t k = 1; k < len; ++k)
-    if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return 0;
-  auto c1 = len > 1 ? static_cast<unsigned char>(s[i + 1]) : 0;
-  if (len == 2 && c < 0xC2) return 0;
-  if (len == 3 && ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0))) return 0;
-  if (len == 4 && (c > 0xF4 || (c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90))) return 0;
-  return len;
-}
-
-// The code point at s[i] (an invalid byte stands for itself); advances i.
-uint32_t decode(std::string_view s, std::size_t& i) {
-  std::size_t len = utf8_length(s, i);
-  auto c = static_cast<unsigned char>(s[i]);
-  if (len <= 1) {
-    ++i;
-    return c;
-  }
-  uint32_t cp = c & (0x7F >> len);
-  for (std::size_t k = 1; k < len; ++k)
-    cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
-  i += len;
-  return cp;
-}
-
 // The text with each invalid byte and control character replaced by '?' (one character each,
 // so that positions still line up), for messages about exactly those bytes.
 std::string printable(std::string_view s) {
   std::string out;
   for (std::size_t i = 0; i < s.size();) {
-    std::size_t len = utf8_length(s, i);
+    std::size_t len = utf8_sequence_length(s, i);
     auto c = static_cast<unsigned char>(s[i]);
     if (len == 0 || c < 0x20 || c == 0x7F) {
       out += '?';
@@ -112,7 +84,7 @@ std::string caret_lines(std::string_view text, std::size_t position) {
   std::vector<std::size_t> starts;  // byte offset of each character
   for (std::size_t i = 0; i < text.size();) {
     starts.push_back(i);
-    std::size_t len = utf8_length(text, i);
+    std::size_t len = utf8_sequence_length(text, i);
     i += len == 0 ? 1 : len;
   }
   std::size_t count = starts.size();
@@ -310,7 +282,7 @@ class Parser {
   std::string name_of(std::size_t byte) const;
   // The whole UTF-8 character that starts at `byte`.
   std::string_view char_at(std::size_t byte) const {
-    return t_.substr(byte, std::max<std::size_t>(1, utf8_length(t_, byte)));
+    return t_.substr(byte, std::max<std::size_t>(1, utf8_sequence_length(t_, byte)));
   }
   void check_depth(std::size_t depth, std::size_t at) const;
   void check_path(std::size_t begin, std::string_view path, const char* what, bool slash) const;
@@ -344,7 +316,7 @@ void Parser::check_characters() {
   chars_.assign(t_.size() + 1, 0);
   std::size_t ch = 1;
   for (std::size_t i = 0; i < t_.size();) {
-    std::size_t len = utf8_length(t_, i);
+    std::size_t len = utf8_sequence_length(t_, i);
     auto c = static_cast<unsigned char>(t_[i]);
     std::string problem;
     if (len == 0)
@@ -1201,91 +1173,11 @@ std::vector<Node> sweep_values(const Sweep& s) {
   return out;
 }
 
-namespace {
-
-// Matches one [...] class at pattern[p] against code point `ch`. False when the class is not
-// closed (the '[' is then an ordinary character, as in fnmatch).
-bool match_class(std::string_view pattern, std::size_t p, uint32_t ch, std::size_t& end,
-                 bool& matched) {
-  std::size_t i = p + 1;
-  bool negate = false;
-  if (i < pattern.size() && (pattern[i] == '!' || pattern[i] == '^')) {
-    negate = true;
-    ++i;
-  }
-  matched = false;
-  bool first = true;
-  while (i < pattern.size()) {
-    if (pattern[i] == ']' && !first) {
-      end = i + 1;
-      matched = matched != negate;
-      return true;
-    }
-    first = false;
-    uint32_t lo = decode(pattern, i), hi = lo;
-    if (i + 1 < pattern.size() && pattern[i] == '-' && pattern[i + 1] != ']') {
-      ++i;
-      hi = decode(pattern, i);
-    }
-    if (lo <= ch && ch <= hi) matched = true;
-  }
-  return false;
-}
-
-}  // namespace
-
 bool glob_match(std::string_view pattern, std::string_view name) {
-  // Iterative, backtracking only to the last '*': linear memory, O(|pattern| * |name|) time.
-  std::size_t p = 0, n = 0;
-  std::size_t star_p = std::string_view::npos, star_n = 0;
-  while (n < name.size()) {
-    if (p < pattern.size()) {
-      char c = pattern[p];
-      if (c == '*') {
-        star_p = ++p;
-        star_n = n;
-        continue;
-      }
-      std::size_t next_n = n;
-      uint32_t ch = decode(name, next_n);
-      if (c == '?') {
-        ++p;
-        n = next_n;
-        continue;
-      }
-      if (c == '[') {
-        std::size_t end = 0;
-        bool matched = false;
-        if (match_class(pattern, p, ch, end, matched)) {
-          if (matched) {
-            p = end;
-            n = next_n;
-            continue;
-          }
-        } else if (name[n] == '[') {
-          ++p;
-          ++n;
-          continue;
-        }
-      } else {
-        std::size_t lit = p;
-        if (c == '\\' && p + 1 < pattern.size()) ++lit;
-        std::size_t after = lit;
-        uint32_t want = decode(pattern, after);
-        if (want == ch) {
-          p = after;
-          n = next_n;
-          continue;
-        }
-      }
-    }
-    if (star_p == std::string_view::npos) return false;
-    p = star_p;
-    decode(name, star_n);
-    n = star_n;
-  }
-  while (p < pattern.size() && pattern[p] == '*') ++p;
-  return p == pattern.size();
+  // fnmatch(3) reads C strings: a NUL inside would end the pattern early and match too much.
+  if (pattern.find('\0') != std::string_view::npos || name.find('\0') != std::string_view::npos)
+    return pattern == name;
+  return fnmatch(std::string(pattern).c_str(), std::string(name).c_str(), 0) == 0;
 }
 
 std::vector<std::string> glob_options(const Sweep& sweep, const std::vector<std::string>& options) {

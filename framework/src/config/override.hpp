@@ -73,7 +73,8 @@ std::vector<Node> sweep_values(const Sweep& sweep);
 /// Options (sorted) matching a Glob sweep's include patterns and none of its exclude patterns.
 std::vector<std::string> glob_options(const Sweep& sweep, const std::vector<std::string>& options);
 
-/// Shell-style match of `*`, `?` and `[...]` (fnmatch without flags).
+/// Shell-style match of `*`, `?`, `[...]` and `\` escapes: fnmatch(3) without flags, so byte by
+/// byte (tlab runs in the C locale): `?` and `[...]` match one byte of a non-ASCII name.
 bool glob_match(std::string_view pattern, std::string_view name);
 
 /// A value written back in override syntax, parseable by parse_override to an equal Node

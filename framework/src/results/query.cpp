@@ -137,20 +137,7 @@ bool compare(const Value& field, Op op, const Value& literal) {
 // Decodes UTF-8 into code points (invalid bytes are kept as single units).
 std::vector<uint32_t> code_points(const std::string& s) {
   std::vector<uint32_t> out;
-  for (std::size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    std::size_t len = c < 0x80           ? 1
-                      : (c >> 5) == 0x6  ? 2
-                      : (c >> 4) == 0xE  ? 3
-                      : (c >> 3) == 0x1E ? 4
-                                         : 1;
-    if (i + len > s.size()) len = 1;
-    uint32_t cp = len == 1 ? c : c & (0xFF >> (len + 1));
-    for (std::size_t k = 1; k < len; ++k)
-      cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
-    out.push_back(cp);
-    i += len;
-  }
+  for (std::size_t i = 0; i < s.size();) out.push_back(decode_utf8(s, i));
   return out;
 }
 
@@ -328,10 +315,7 @@ bool is_keyword(const std::string& word) {
 
 // The 1-based character (code point) number of byte `pos` of `text`.
 std::size_t character_number(const std::string& text, std::size_t pos) {
-  std::size_t n = 1;
-  for (std::size_t i = 0; i < pos && i < text.size(); ++i)
-    n += (static_cast<unsigned char>(text[i]) & 0xC0) != 0x80;
-  return n;
+  return 1 + utf8_width(std::string_view(text).substr(0, std::min(pos, text.size())));
 }
 
 // "  EXPR\n  ^" with the caret under byte `pos` (tabs kept so that the caret lines up).

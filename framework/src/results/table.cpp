@@ -11,15 +11,13 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "util.hpp"
+
 namespace tlab {
 namespace {
 
 // Display width of a cell: UTF-8 code points ("±" is one column).
-std::size_t display_width(const std::string& s) {
-  std::size_t n = 0;
-  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-  return n;
-}
+std::size_t display_width(const std::string& s) { return utf8_width(s); }
 
 std::string lower(std::string s) {
   for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
