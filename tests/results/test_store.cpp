@@ -447,6 +447,13 @@ TEST_F(StoreTest, ErrorsNameWhatFailedAndTheDatabase) {
                   "'done' is not a terminal run status; expected one of finished, "
                   "failed, crashed, killed, timeout, diverged, oom, lost, cancelled, "
                   "node_fail");
+  message = store_error([&] { store.finish_run(1, RunStatus::kRunning, ""); });
+  EXPECT_CONTAINS(message,
+                  "'running' is not a terminal run status; expected one of finished, "
+                  "failed, crashed, killed, timeout, diverged, oom, lost, cancelled, "
+                  "node_fail");
+  message = store_error([&] { store.finish_open_run(1, "queued", ""); });
+  EXPECT_CONTAINS(message, "'queued' is not a terminal run status; expected one of finished, ");
 
   NewRun bad = sample_run();
   bad.params.push_back({"train.lr2", int64_t{3}, "float"});

@@ -56,11 +56,7 @@ std::vector<std::string> varying_keys(const std::vector<RunSummaryRow>& runs) {
 std::string render_table(const std::vector<std::string>& header,
                          const std::vector<std::vector<std::string>>& rows) {
   std::vector<std::size_t> width(header.size());
-  auto cells = [](const std::string& s) {  // display width: count UTF-8 code points
-    std::size_t n = 0;
-    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-    return n;
-  };
+  auto cells = [](const std::string& s) { return utf8_width(s); };  // display width
   for (std::size_t i = 0; i < header.size(); ++i) width[i] = cells(header[i]);
   for (const auto& r : rows)
     for (std::size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], cells(r[i]));
@@ -197,7 +193,7 @@ struct RunView {
 std::vector<RunView> finished_views(const std::vector<RunSummaryRow>& runs) {
   std::vector<RunView> out;
   for (const auto& r : runs) {
-    if (r.status != "finished") continue;
+    if (r.status != to_string(RunStatus::kFinished)) continue;
     RunView v;
     v.run = &r;
     v.params = param_map(r);

@@ -1,7 +1,6 @@
 #include "results/merge.hpp"
 
 #include <fmt/format.h>
-#include <sqlite3.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +13,9 @@
 #include <random>
 #include <thread>
 
+// Relative: tlab_results does not have the SDK's include folder on its include path (yet).
+#include "../../include/tlab/sdk/files.hpp"
+#include "store/sqlite.hpp"
 #include "store/store.hpp"
 
 namespace tlab {
@@ -21,96 +23,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// An SQLite call failed; `code` is the extended result code.
-struct SqlFailure : std::runtime_error {
-  SqlFailure(int code, const std::string& message) : std::runtime_error(message), code(code) {}
-  int code;
-};
+using sqlite::Failure;
+using sqlite::is_busy;
 
-bool is_busy(int code) { return (code & 0xff) == SQLITE_BUSY || (code & 0xff) == SQLITE_LOCKED; }
-
-/// `path` as an SQLite URI ("file:/abs/path?mode=ro"): absolute, with the characters that URIs
-/// reserve percent-encoded.
-std::string sqlite_uri(const fs::path& path, const std::string& query) {
-  std::string uri = "file:";
-  for (const char c : fs::absolute(path).lexically_normal().string()) {
-    if (c == '%' || c == '?' || c == '#') {
-      uri += fmt::format("%{:02X}", static_cast<unsigned char>(c));
-    } else {
-      uri += c;
-    }
-  }
-  return query.empty() ? uri : uri + "?" + query;
-}
-
-/// One plain SQLite connection (Store keeps its own private); closes itself.
-class Db {
+/// A plain connection to `path` opened as an SQLite URI with `query` ("mode=ro" or "").
+class Db : public sqlite::Database {
  public:
-  Db(const std::string& uri, int flags) {
-    sqlite3* raw = nullptr;
-    const int rc = sqlite3_open_v2(uri.c_str(), &raw, flags | SQLITE_OPEN_URI, nullptr);
-    db_ = raw;  // a handle to close comes back even when opening fails
-    if (rc != SQLITE_OK) fail(rc);
-    sqlite3_extended_result_codes(db_, 1);
-    sqlite3_busy_timeout(db_, static_cast<int>(Store::kBusyTimeout.count()));
-  }
-  ~Db() { sqlite3_close_v2(db_); }
-  Db(const Db&) = delete;
-  Db& operator=(const Db&) = delete;
-
-  sqlite3* get() const { return db_; }
-
-  [[noreturn]] void fail(int rc) const {
-    throw SqlFailure(rc, db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
-  }
-
-  void exec(const std::string& sql) {
-    const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr);
-    if (rc != SQLITE_OK) fail(rc);
-  }
-
-  /// Runs `sql` with `text` bound to its parameters in order; every row comes back as text
-  /// (NULL as "" with `nulls` marking which).
-  struct Row {
-    std::vector<std::string> values;
-    std::vector<bool> nulls;
-  };
-  std::vector<Row> rows(const std::string& sql, const std::vector<std::string>& text = {}) {
-    sqlite3_stmt* raw = nullptr;
-    int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, nullptr);
-    std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> statement(raw, sqlite3_finalize);
-    if (rc != SQLITE_OK) fail(rc);
-    for (size_t i = 0; i < text.size(); ++i) {
-      rc = sqlite3_bind_text(raw, static_cast<int>(i + 1), text[i].c_str(), -1, SQLITE_TRANSIENT);
-      if (rc != SQLITE_OK) fail(rc);
-    }
-    std::vector<Row> result;
-    while ((rc = sqlite3_step(raw)) == SQLITE_ROW) {
-      Row row;
-      for (int column = 0; column < sqlite3_column_count(raw); ++column) {
-        const auto* value = reinterpret_cast<const char*>(sqlite3_column_text(raw, column));
-        row.values.emplace_back(value ? value : "");
-        row.nulls.push_back(value == nullptr);
-      }
-      result.push_back(std::move(row));
-    }
-    if (rc != SQLITE_DONE) fail(rc);
-    return result;
-  }
-
-  int64_t integer(const std::string& sql, const std::vector<std::string>& text = {}) {
-    const auto result = rows(sql, text);
-    return result.empty() || result[0].values.empty() ? 0 : std::stoll(result[0].values[0]);
-  }
-
-  int64_t changes() const { return sqlite3_changes64(db_); }
-
-  void rollback() {
-    if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-  }
-
- private:
-  sqlite3* db_ = nullptr;
+  Db(const fs::path& path, const std::string& query, int flags)
+      : Database(sqlite::uri(path, query), flags | SQLITE_OPEN_URI, Store::kBusyTimeout) {}
 };
 
 std::string sql_name(const std::string& identifier) {
@@ -152,7 +72,7 @@ Inspection inspect(const fs::path& path) {
     return result;
   }
   try {
-    Db db(sqlite_uri(path, "mode=ro"), SQLITE_OPEN_READONLY);
+    Db db(path, "mode=ro", SQLITE_OPEN_READONLY);
     db.exec("BEGIN");
     result.version = static_cast<int>(db.integer("PRAGMA user_version"));
     bool has_runs = false;
@@ -170,10 +90,11 @@ Inspection inspect(const fs::path& path) {
     } else {
       result.kind = Inspection::kOurs;
     }
-  } catch (const SqlFailure& failure) {
-    result.kind = (failure.code & 0xff) == SQLITE_NOTADB || (failure.code & 0xff) == SQLITE_CORRUPT
-                      ? Inspection::kNotSqlite
-                      : Inspection::kUnreadable;
+  } catch (const Failure& failure) {
+    result.kind =
+        (failure.code() & 0xff) == SQLITE_NOTADB || (failure.code() & 0xff) == SQLITE_CORRUPT
+            ? Inspection::kNotSqlite
+            : Inspection::kUnreadable;
     result.detail = failure.what();
   }
   return result;
@@ -299,9 +220,9 @@ void create_as_copy(const fs::path& input, const fs::path& output) {
   const fs::path temporary = output.string() + fmt::format(".merge-{}.tmp", getpid());
   fs::remove(temporary, ec);
   try {
-    Db source(sqlite_uri(input, "mode=ro"), SQLITE_OPEN_READONLY);
+    Db source(input, "mode=ro", SQLITE_OPEN_READONLY);
     {
-      Db copy(sqlite_uri(temporary, ""), SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+      Db copy(temporary, "", SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
       for (int attempt = 1;; ++attempt) {
         sqlite3_backup* backup = sqlite3_backup_init(copy.get(), "main", source.get(), "main");
         if (backup == nullptr) copy.fail(sqlite3_extended_errcode(copy.get()));
@@ -310,16 +231,16 @@ void create_as_copy(const fs::path& input, const fs::path& output) {
         if (rc == SQLITE_DONE && finished == SQLITE_OK) break;
         const int code = rc == SQLITE_DONE ? finished : rc;
         if (!is_busy(code) || attempt >= Store::kMaxAttempts) {
-          throw SqlFailure(code, sqlite3_errstr(code));
+          throw Failure(code, sqlite3_errstr(code));
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(50 * attempt));
       }
     }
-  } catch (const SqlFailure& failure) {
+  } catch (const Failure& failure) {
     fs::remove(temporary, ec);
     throw StoreError(fmt::format("copying '{}' to '{}' with the SQLite backup API failed: {}{}",
                                  input.string(), output.string(), failure.what(),
-                                 hint(failure.code, output.string())));
+                                 hint(failure.code(), output.string())));
   }
   // link() refuses to replace a file that appeared meanwhile; rename() would not.
   if (link(temporary.c_str(), output.c_str()) != 0) {
@@ -338,9 +259,15 @@ void create_as_copy(const fs::path& input, const fs::path& output) {
       throw StoreError(fmt::format("cannot create '{}': {}; check that its folder is writable",
                                    output.string(), std::strerror(error)));
     }
-    return;
+  } else {
+    fs::remove(temporary, ec);
   }
-  fs::remove(temporary, ec);
+  // The copy's data was synced by SQLite when the backup committed; this makes its name durable.
+  try {
+    sync_folder(output.parent_path());
+  } catch (const std::runtime_error& e) {
+    throw StoreError(fmt::format("creating '{}' failed: {}", output.string(), e.what()));
+  }
 }
 
 /// How rows of one table are copied: the column that refers to runs gets the new id.
@@ -507,7 +434,7 @@ MergeReport merge_databases(const std::vector<fs::path>& inputs, const fs::path&
   // Opening it as a Store switches it to WAL and migrates an older output.
   { Store store(output, /*create=*/false); }
 
-  Db db(sqlite_uri(output, ""), SQLITE_OPEN_READWRITE);
+  Db db(output, "", SQLITE_OPEN_READWRITE);
   db.exec("PRAGMA foreign_keys = ON");
   db.exec("PRAGMA synchronous = NORMAL");
   const std::vector<TablePlan> plans = plan_tables(db, output.string());
@@ -531,10 +458,10 @@ MergeReport merge_databases(const std::vector<fs::path>& inputs, const fs::path&
     const std::string what =
         fmt::format("merging '{}' into '{}'", inputs[index].string(), output.string());
     try {
-      db.rows("ATTACH ? AS src", {sqlite_uri(inputs[index], "mode=ro")});
-    } catch (const SqlFailure& failure) {
+      db.rows("ATTACH ? AS src", {sqlite::uri(inputs[index], "mode=ro")});
+    } catch (const Failure& failure) {
       throw StoreError(fmt::format("{} failed: cannot attach it: {}{}", what, failure.what(),
-                                   hint(failure.code, output.string())));
+                                   hint(failure.code(), output.string())));
     }
     struct Detach {
       Db& db;
@@ -546,13 +473,13 @@ MergeReport merge_databases(const std::vector<fs::path>& inputs, const fs::path&
         merge_attached(db, plans, input_report);
         db.exec("COMMIT");
         break;
-      } catch (const SqlFailure& failure) {
+      } catch (const Failure& failure) {
         db.rollback();
-        if (!is_busy(failure.code) || attempt >= Store::kMaxAttempts) {
+        if (!is_busy(failure.code()) || attempt >= Store::kMaxAttempts) {
           throw StoreError(
               fmt::format("{} failed{}: {}{}; nothing of it was written{}", what,
-                          is_busy(failure.code) ? fmt::format(" after {} attempts", attempt) : "",
-                          failure.what(), hint(failure.code, output.string()),
+                          is_busy(failure.code()) ? fmt::format(" after {} attempts", attempt) : "",
+                          failure.what(), hint(failure.code(), output.string()),
                           index > 0 ? " (the inputs before it are merged)" : ""));
         }
       } catch (...) {

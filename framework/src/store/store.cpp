@@ -1,7 +1,6 @@
 #include "store/store.hpp"
 
 #include <fmt/format.h>
-#include <sqlite3.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +14,8 @@
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+
+#include "store/sqlite.hpp"
 
 namespace tlab {
 namespace fs = std::filesystem;
@@ -188,45 +189,41 @@ ALTER TABLE runs ADD COLUMN job TEXT;
 };
 static_assert(std::size(kMigrations) == Store::kSchemaVersion, "one migration per schema version");
 
-constexpr const char* kTerminalStatuses[] = {"finished",  "failed",   "crashed", "killed",
-                                             "timeout",   "diverged", "oom",     "lost",
-                                             "cancelled", "node_fail"};
+// Every status, in the order of the enum: its text is what the database stores.
+constexpr std::pair<RunStatus, const char*> kRunStatuses[] = {{RunStatus::kQueued, "queued"},
+                                                              {RunStatus::kRunning, "running"},
+                                                              {RunStatus::kFinished, "finished"},
+                                                              {RunStatus::kFailed, "failed"},
+                                                              {RunStatus::kCrashed, "crashed"},
+                                                              {RunStatus::kKilled, "killed"},
+                                                              {RunStatus::kTimeout, "timeout"},
+                                                              {RunStatus::kDiverged, "diverged"},
+                                                              {RunStatus::kOom, "oom"},
+                                                              {RunStatus::kLost, "lost"},
+                                                              {RunStatus::kCancelled, "cancelled"},
+                                                              {RunStatus::kNodeFail, "node_fail"}};
 
-std::string terminal_statuses_text() {
+/// The texts of the statuses, ", "-separated; only the terminal ones when `terminal_only`.
+std::string run_statuses_text(bool terminal_only) {
   std::string text;
-  for (const char* status : kTerminalStatuses)
-    text += (text.empty() ? "" : ", ") + std::string(status);
+  for (const auto& [status, name] : kRunStatuses)
+    if (!terminal_only || is_terminal(status))
+      text += (text.empty() ? "" : ", ") + std::string(name);
   return text;
+}
+
+/// The terminal status named `text`; throws StoreError listing them when there is none.
+RunStatus terminal_status(const std::string& text) {
+  for (const auto& [status, name] : kRunStatuses)
+    if (text == name && is_terminal(status)) return status;
+  throw StoreError(fmt::format("'{}' is not a terminal run status; expected one of {}", text,
+                               run_statuses_text(true)));
 }
 
 // Pause before retrying a busy write: grows from kFirstPause, capped at kMaxPause, plus up to
 // half again of random jitter so that writers that collided do not collide again in lockstep.
 constexpr std::chrono::milliseconds kFirstPause{10};
 constexpr std::chrono::milliseconds kMaxPause{1000};
-
-/// An SQLite call failed. Internal: Connection::retry turns it into a StoreError with context.
-class SqliteFailure : public std::runtime_error {
- public:
-  SqliteFailure(int code, const std::string& message) : std::runtime_error(message), code_(code) {}
-  int code() const { return code_; }  // extended result code
-
- private:
-  int code_;
-};
-
-bool is_busy(int code) {
-  const int primary = code & 0xff;
-  return primary == SQLITE_BUSY || primary == SQLITE_LOCKED;
-}
-
-struct DbCloser {
-  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
-};
-struct StatementFinalizer {
-  void operator()(sqlite3_stmt* statement) const { sqlite3_finalize(statement); }
-};
-using DbHandle = std::unique_ptr<sqlite3, DbCloser>;
-using StatementHandle = std::unique_ptr<sqlite3_stmt, StatementFinalizer>;
 
 /// 128 random bits as 32 lowercase hex digits: a run id that stays unique across databases.
 std::string new_uuid() {
@@ -266,12 +263,8 @@ class Connection {
       : path_(std::move(path)), busy_timeout_(busy_timeout), pid_(getpid()) {
     retry("opening the results database", [&] {
       const int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
-      sqlite3* raw = nullptr;
-      const int rc = sqlite3_open_v2(path_.c_str(), &raw, flags, nullptr);
-      db_.reset(raw);  // sqlite3_open_v2 returns a handle (to close) even when it fails
-      if (rc != SQLITE_OK) fail(rc);
-      sqlite3_extended_result_codes(db_.get(), 1);
-      sqlite3_busy_timeout(db_.get(), static_cast<int>(busy_timeout_.count()));
+      db_.reset();
+      db_ = std::make_unique<sqlite::Database>(path_.string(), flags, busy_timeout_);
       // Per-connection settings. journal_mode=WAL is persistent and changes the file, so it is
       // set only once the file is known to be ours (prepare_schema).
       exec("PRAGMA foreign_keys = ON");
@@ -284,7 +277,7 @@ class Connection {
       // Inherited through fork(): closing it here could disturb the parent's locks and WAL
       // files, so the handles are leaked on purpose.
       for (auto& entry : statements_) entry.second.release();
-      db_.release();
+      if (db_) db_->release();
       return;
     }
     statements_.clear();  // statements must be finalized before the connection closes
@@ -299,25 +292,14 @@ class Connection {
   sqlite3_stmt* statement(const std::string& sql) {
     auto found = statements_.find(sql);
     if (found != statements_.end()) return found->second.get();
-    sqlite3_stmt* raw = nullptr;
-    const int rc =
-        sqlite3_prepare_v3(db_.get(), sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &raw, nullptr);
-    StatementHandle handle(raw);
-    if (rc != SQLITE_OK) fail(rc);
-    return statements_.emplace(sql, std::move(handle)).first->second.get();
+    return statements_.emplace(sql, db_->prepare(sql, true)).first->second.get();
   }
 
   /// Runs one or more statements that return no rows.
-  void exec(const std::string& sql) {
-    const int rc = sqlite3_exec(db_.get(), sql.c_str(), nullptr, nullptr, nullptr);
-    if (rc != SQLITE_OK) fail(rc);
-  }
+  void exec(const std::string& sql) { db_->exec(sql); }
 
-  /// Throws the failure `rc` with SQLite's message for it.
-  [[noreturn]] void fail(int rc) {
-    const char* message = db_ ? sqlite3_errmsg(db_.get()) : sqlite3_errstr(rc);
-    throw SqliteFailure(rc, message);
-  }
+  /// The open connection.
+  const sqlite::Database& database() const { return *db_; }
 
   /// Runs `body`; a busy or locked database rolls back and runs `body` again from the start, up
   /// to Store::kMaxAttempts times in all. Every other failure rolls back and throws StoreError
@@ -329,9 +311,9 @@ class Connection {
       try {
         body();
         return;
-      } catch (const SqliteFailure& failure) {
+      } catch (const sqlite::Failure& failure) {
         rollback();
-        if (!is_busy(failure.code()) || attempt >= Store::kMaxAttempts) {
+        if (!sqlite::is_busy(failure.code()) || attempt >= Store::kMaxAttempts) {
           throw error(what, failure, attempt);
         }
       } catch (...) {
@@ -356,14 +338,12 @@ class Connection {
   }
 
   /// Number of rows the last INSERT, UPDATE or DELETE changed.
-  int64_t changes() { return sqlite3_changes64(db_.get()); }
-  int64_t last_insert_rowid() { return sqlite3_last_insert_rowid(db_.get()); }
+  int64_t changes() { return db_->changes(); }
+  int64_t last_insert_rowid() { return db_->last_insert_rowid(); }
 
  private:
   void rollback() {
-    if (db_ && !sqlite3_get_autocommit(db_.get())) {
-      sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
-    }
+    if (db_) db_->rollback();
   }
 
   void check_process(const std::string& what) const {
@@ -384,7 +364,7 @@ class Connection {
     std::this_thread::sleep_for(pause + std::chrono::milliseconds(jitter(random)));
   }
 
-  StoreError error(const std::string& what, const SqliteFailure& failure, int attempts) const {
+  StoreError error(const std::string& what, const sqlite::Failure& failure, int attempts) const {
     const std::string path = path_.string();
     const int code = failure.code();
     if ((code & 0xff) == SQLITE_NOTADB) {
@@ -393,7 +373,7 @@ class Connection {
           failure.what()));
     }
     std::string message = fmt::format("{} in '{}' failed: {}", what, path, failure.what());
-    if (is_busy(code)) {
+    if (sqlite::is_busy(code)) {
       message += fmt::format(
           " (still locked after {} attempts, each waiting {} ms for the lock); another process "
           "kept a write transaction open all that time: find it with `fuser '{}'`",
@@ -421,9 +401,9 @@ class Connection {
   fs::path path_;
   std::chrono::milliseconds busy_timeout_;
   pid_t pid_;  // the process that opened the connection
-  DbHandle db_;
+  std::unique_ptr<sqlite::Database> db_;
   // Declared after db_ so that the statements are finalized before the connection closes.
-  std::unordered_map<std::string, StatementHandle> statements_;
+  std::unordered_map<std::string, sqlite::StatementHandle> statements_;
 };
 
 }  // namespace detail
@@ -433,73 +413,10 @@ namespace {
 using detail::Connection;
 using detail::TxMode;
 
-/// One use of a cached prepared statement: bind, step, read columns. Resets the statement and
-/// clears its bindings when it goes out of scope, which also ends an implicit read.
-class Query {
+/// One use of a cached prepared statement of `db`: bind, step, read columns (sqlite::Statement).
+class Query : public sqlite::Statement {
  public:
-  Query(Connection& db, const std::string& sql) : db_(db), statement_(db.statement(sql)) {}
-  ~Query() {
-    sqlite3_reset(statement_);
-    sqlite3_clear_bindings(statement_);
-  }
-  Query(const Query&) = delete;
-  Query& operator=(const Query&) = delete;
-
-  Query& bind_int(int index, int64_t value) {
-    return check(sqlite3_bind_int64(statement_, index, value));
-  }
-  /// NaN is bound as NULL (SQLite would do the same, silently).
-  Query& bind_real(int index, double value) {
-    if (std::isnan(value)) return bind_null(index);
-    return check(sqlite3_bind_double(statement_, index, value));
-  }
-  Query& bind_text(int index, const std::string& value) {
-    return check(sqlite3_bind_text64(statement_, index, value.data(), value.size(),
-                                     SQLITE_TRANSIENT, SQLITE_UTF8));
-  }
-  /// "" is bound as NULL ("unknown").
-  Query& bind_text_or_null(int index, const std::string& value) {
-    return value.empty() ? bind_null(index) : bind_text(index, value);
-  }
-  Query& bind_null(int index) { return check(sqlite3_bind_null(statement_, index)); }
-
-  /// Steps once: true when a row is available.
-  bool step() {
-    const int rc = sqlite3_step(statement_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    db_.fail(rc);
-  }
-  /// Executes a statement that returns no rows; keeps the bindings so that it can run again
-  /// after some of them are changed.
-  void run() {
-    while (step()) {
-    }
-    sqlite3_reset(statement_);
-  }
-
-  int type_at(int column) const { return sqlite3_column_type(statement_, column); }
-  int64_t int_at(int column) const { return sqlite3_column_int64(statement_, column); }
-  /// NULL reads as a quiet NaN (it was stored for one).
-  double real_at(int column) const {
-    if (type_at(column) == SQLITE_NULL) return std::numeric_limits<double>::quiet_NaN();
-    return sqlite3_column_double(statement_, column);
-  }
-  /// NULL reads as "".
-  std::string text_at(int column) const {
-    const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(statement_, column));
-    if (text == nullptr) return {};
-    return std::string(text, static_cast<size_t>(sqlite3_column_bytes(statement_, column)));
-  }
-
- private:
-  Query& check(int rc) {
-    if (rc != SQLITE_OK) db_.fail(rc);
-    return *this;
-  }
-
-  Connection& db_;
-  sqlite3_stmt* statement_;  // owned by the connection's cache
+  Query(Connection& db, const std::string& sql) : Statement(db.database(), db.statement(sql)) {}
 };
 
 // --- Schema ----------------------------------------------------------------------------------
@@ -637,6 +554,26 @@ ParamValue read_param_value(const Query& query, int column, const std::string& t
 
 }  // namespace
 
+const char* to_string(RunStatus status) {
+  for (const auto& [value, name] : kRunStatuses)
+    if (value == status) return name;
+  assert(false && "a RunStatus without a text in kRunStatuses");
+  return "unknown";
+}
+
+RunStatus parse_run_status(const std::string& text) {
+  for (const auto& [status, name] : kRunStatuses)
+    if (text == name) return status;
+  throw StoreError(fmt::format(
+      "'{}' is not a run status; expected one of {} (a database written by a newer tlab? read it "
+      "with that tlab)",
+      text, run_statuses_text(false)));
+}
+
+bool is_terminal(RunStatus status) {
+  return status != RunStatus::kQueued && status != RunStatus::kRunning;
+}
+
 std::string param_text(const ParamValue& value) {
   return std::visit(
       [](const auto& x) -> std::string {
@@ -694,7 +631,7 @@ int64_t Store::create_run(const NewRun& run) {
         fmt::format("overrides of run '{}' are not a JSON object: '{}'", run.name, overrides));
   }
 
-  if (run.status != "running" && run.status != "queued") {
+  if (run.status != to_string(RunStatus::kRunning) && run.status != to_string(RunStatus::kQueued)) {
     throw StoreError(
         fmt::format("a new run's status is '{}'; expected 'running' or 'queued'", run.status));
   }
@@ -804,17 +741,18 @@ void Store::heartbeat(int64_t run) {
 }
 
 void Store::finish_run(int64_t run, const std::string& status, const std::string& reason) {
+  finish_run(run, terminal_status(status), reason);
+}
+
+void Store::finish_run(int64_t run, RunStatus status, const std::string& reason) {
   assert(db_ && "Store used after being moved from");
-  if (std::find(std::begin(kTerminalStatuses), std::end(kTerminalStatuses), status) ==
-      std::end(kTerminalStatuses)) {
-    throw StoreError(fmt::format("'{}' is not a terminal run status; expected one of {}", status,
-                                 terminal_statuses_text()));
-  }
-  const std::string what = fmt::format("recording status '{}' of run {}", status, run);
+  const std::string text = to_string(status);
+  if (!is_terminal(status)) terminal_status(text);  // throws, listing the terminal statuses
+  const std::string what = fmt::format("recording status '{}' of run {}", text, run);
   int64_t changed = 0;
   db_->transaction(TxMode::kWrite, what, [&] {
     Query update(*db_, "UPDATE runs SET status = ?, reason = ?, ended_at = ? WHERE id = ?");
-    update.bind_text(1, status).bind_text_or_null(2, reason).bind_text(3, utc_now());
+    update.bind_text(1, text).bind_text_or_null(2, reason).bind_text(3, utc_now());
     update.bind_int(4, run).run();
     changed = db_->changes();
   });
@@ -825,22 +763,22 @@ void Store::finish_run(int64_t run, const std::string& status, const std::string
 }
 
 bool Store::finish_open_run(int64_t run, const std::string& status, const std::string& reason) {
+  return finish_open_run(run, terminal_status(status), reason);
+}
+
+bool Store::finish_open_run(int64_t run, RunStatus status, const std::string& reason) {
   assert(db_ && "Store used after being moved from");
-  if (std::find(std::begin(kTerminalStatuses), std::end(kTerminalStatuses), status) ==
-      std::end(kTerminalStatuses)) {
-    throw StoreError(fmt::format("'{}' is not a terminal run status; expected one of {}", status,
-                                 terminal_statuses_text()));
-  }
+  const std::string text = to_string(status);
+  if (!is_terminal(status)) terminal_status(text);  // throws, listing the terminal statuses
   int64_t changed = 0;
-  db_->transaction(TxMode::kWrite, fmt::format("recording status '{}' of run {}", status, run),
-                   [&] {
-                     Query update(*db_,
-                                  "UPDATE runs SET status = ?, reason = ?, ended_at = ? "
-                                  "WHERE id = ? AND status IN ('queued', 'running')");
-                     update.bind_text(1, status).bind_text_or_null(2, reason);
-                     update.bind_text(3, utc_now()).bind_int(4, run).run();
-                     changed = db_->changes();
-                   });
+  db_->transaction(TxMode::kWrite, fmt::format("recording status '{}' of run {}", text, run), [&] {
+    Query update(*db_,
+                 "UPDATE runs SET status = ?, reason = ?, ended_at = ? "
+                 "WHERE id = ? AND status IN ('queued', 'running')");
+    update.bind_text(1, text).bind_text_or_null(2, reason);
+    update.bind_text(3, utc_now()).bind_int(4, run).run();
+    changed = db_->changes();
+  });
   return changed > 0;
 }
 

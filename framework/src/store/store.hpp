@@ -27,6 +27,33 @@ class StoreError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// Where a run stands. The database stores the text of to_string (the `runs.status` column:
+/// sqlite3 and pandas users read it), so the text of a value never changes.
+enum class RunStatus {
+  kQueued,     ///< "queued": recorded, waiting for a process (a child, a batch job) to run it
+  kRunning,    ///< "running": a process runs it now
+  kFinished,   ///< "finished": trained and evaluated; the only status with final results
+  kFailed,     ///< "failed": an error stopped it (the reason says which)
+  kCrashed,    ///< "crashed": its process died from a signal
+  kKilled,     ///< "killed": stopped by a user (Ctrl-C, SIGTERM) or by its time limit
+  kTimeout,    ///< "timeout": the batch system ended it at its time limit
+  kDiverged,   ///< "diverged": the loss became NaN or infinite
+  kOom,        ///< "oom": out of (GPU or host) memory
+  kLost,       ///< "lost": its process vanished without recording a status
+  kCancelled,  ///< "cancelled": cancelled before it started
+  kNodeFail,   ///< "node_fail": the batch system lost the machine it ran on
+};
+
+/// The text stored for `status` ("finished", "node_fail", ...).
+const char* to_string(RunStatus status);
+
+/// The status whose text is `text`. Throws StoreError naming `text` and listing the valid
+/// statuses when there is none (e.g. a database written by a newer tlab).
+RunStatus parse_run_status(const std::string& text);
+
+/// Whether a run in `status` has ended (every status but queued and running).
+bool is_terminal(RunStatus status);
+
 /// A flattened config parameter value. Lists and tables arrive as TOML text strings.
 using ParamValue = std::variant<bool, int64_t, double, std::string>;
 
@@ -177,11 +204,16 @@ class Store {
   void write_summaries(int64_t run, const std::vector<std::pair<std::string, double>>& values);
   /// Sets the heartbeat time of `run` to now.
   void heartbeat(int64_t run);
-  /// Sets the terminal `status` of `run` (finished, failed, crashed, killed, timeout, diverged,
-  /// oom or lost), its `reason` ("" for none) and ended_at now.
+  /// Sets the terminal `status` of `run` (is_terminal), its `reason` ("" for none) and ended_at
+  /// now. Throws StoreError for queued or running.
+  void finish_run(int64_t run, RunStatus status, const std::string& reason);
+  /// finish_run with the status as text (parse_run_status); kept until every caller passes a
+  /// RunStatus.
   void finish_run(int64_t run, const std::string& status, const std::string& reason);
   /// As finish_run, but only while `run` is still queued or running; returns whether it was.
   /// The supervisor uses it: a status the child recorded itself is never overwritten.
+  bool finish_open_run(int64_t run, RunStatus status, const std::string& reason);
+  /// finish_open_run with the status as text; kept until every caller passes a RunStatus.
   bool finish_open_run(int64_t run, const std::string& status, const std::string& reason);
   /// A queued run starts: status running, started_at and heartbeat now, `pid`, `device` and
   /// `gpu` (CUDA_VISIBLE_DEVICES, "" for none), and `host` unless "" (a batch job runs on
