@@ -7,6 +7,7 @@
 
 #include "results/plot.hpp"
 #include "results/query.hpp"
+#include "results/report_html.hpp"
 #include "results_cli.hpp"
 
 namespace tlab::cli {
@@ -89,13 +90,16 @@ void add_results_plot(CLI::App& results, std::vector<Command>& out) {
   plot_cmd->require_subcommand(1);
 
   auto c = std::make_shared<PlotOptions>();
-  c->x = "step";
+  c->x = "epoch";
   auto* curves = plot_cmd->add_subcommand(
       "curves",
-      "A metric's history vs step or epoch: per configuration, the mean over seeds and a band");
+      "A metric's history vs epoch or step: per configuration, the mean over seeds and a band");
   add_common(*curves, *c);
-  curves->add_option("--x", c->x, "step or epoch")
-      ->check(CLI::IsMember({"step", "epoch"}))
+  curves
+      ->add_option("--x", c->x,
+                   "epoch (of the target stage, from 0: fine-tuned and from-scratch runs line "
+                   "up) or step (global, across stages: the whole history)")
+      ->check(CLI::IsMember({"epoch", "step"}))
       ->capture_default_str();
   curves->add_option("--band", c->band, "se (± standard error), minmax or none")
       ->check(CLI::IsMember({"se", "minmax", "none"}))

@@ -1,10 +1,11 @@
 // Plots and the HTML report: ticks, the SVG and PNG backends (the PNG decoded again with
-// libpng), learning curves and bar charts from runs, escaping, and the report in a real
-// headless Chromium (exit code, a non-trivial screenshot, no console errors).
+// cairo's reader), text measured with the font, learning curves (against the target stage's
+// epoch) and bar charts from runs, escaping, and the report in a real headless Chromium (exit
+// code, a non-trivial screenshot, no console errors).
 
+#include <cairo.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <png.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -25,6 +26,7 @@
 #include <fmt/format.h>
 
 #include "results/plot.hpp"
+#include "results/report_html.hpp"
 #include "store/store.hpp"
 
 namespace tlab::plot {
@@ -151,25 +153,56 @@ struct Decoded {
   }
 };
 
-/// Decodes PNG bytes with libpng (independently of the encoder), as 8-bit RGB.
+struct ByteReader {
+  const std::vector<uint8_t>* bytes;
+  std::size_t at = 0;
+};
+
+cairo_status_t read_from(void* closure, unsigned char* data, unsigned int length) {
+  auto* r = static_cast<ByteReader*>(closure);
+  if (r->at + length > r->bytes->size()) return CAIRO_STATUS_READ_ERROR;
+  std::memcpy(data, r->bytes->data() + r->at, length);
+  r->at += length;
+  return CAIRO_STATUS_SUCCESS;
+}
+
+/// Decodes PNG bytes with cairo's PNG reader, as 8-bit RGB (opaque images only).
 Decoded decode_png(const std::vector<uint8_t>& bytes) {
-  png_image png;
-  std::memset(&png, 0, sizeof png);
-  png.version = PNG_IMAGE_VERSION;
+  ByteReader reader{&bytes};
+  cairo_surface_t* surface = cairo_image_surface_create_from_png_stream(read_from, &reader);
   Decoded out;
-  if (!png_image_begin_read_from_memory(&png, bytes.data(), bytes.size())) {
-    ADD_FAILURE() << "libpng cannot read the PNG: " << png.message;
+  if (cairo_surface_status(surface) != CAIRO_STATUS_SUCCESS) {
+    ADD_FAILURE() << "cairo cannot read the PNG: "
+                  << cairo_status_to_string(cairo_surface_status(surface));
+    cairo_surface_destroy(surface);
     return out;
   }
-  png.format = PNG_FORMAT_RGB;
-  out.width = static_cast<int>(png.width);
-  out.height = static_cast<int>(png.height);
-  out.rgb.resize(PNG_IMAGE_SIZE(png));
-  if (!png_image_finish_read(&png, nullptr, out.rgb.data(), 0, nullptr)) {
-    ADD_FAILURE() << "libpng cannot decode the PNG: " << png.message;
-    out = {};
-  }
+  out.width = cairo_image_surface_get_width(surface);
+  out.height = cairo_image_surface_get_height(surface);
+  const int stride = cairo_image_surface_get_stride(surface);
+  const unsigned char* data = cairo_image_surface_get_data(surface);
+  out.rgb.reserve(static_cast<std::size_t>(out.width) * out.height * 3);
+  for (int y = 0; y < out.height; ++y)
+    for (int x = 0; x < out.width; ++x) {
+      uint32_t px;  // native-endian 0xAARRGGBB
+      std::memcpy(&px, data + static_cast<std::size_t>(y) * stride + 4 * x, 4);
+      out.rgb.push_back(static_cast<uint8_t>(px >> 16));
+      out.rgb.push_back(static_cast<uint8_t>(px >> 8));
+      out.rgb.push_back(static_cast<uint8_t>(px));
+    }
+  cairo_surface_destroy(surface);
   return out;
+}
+
+/// Pixels in [x0, x1) x [y0, y1) that are grey (r = g = b) and darker than `below`.
+std::size_t grey_pixels(const Decoded& png, int x0, int y0, int x1, int y1, int above, int below) {
+  std::size_t n = 0;
+  for (int y = y0; y < y1; ++y)
+    for (int x = x0; x < x1; ++x) {
+      const Color c = png.at(x, y);
+      n += c.r == c.g && c.g == c.b && c.r > above && c.r < below;
+    }
+  return n;
 }
 
 std::vector<uint8_t> read_bytes(const fs::path& path) {
@@ -334,8 +367,57 @@ TEST(PlotSvg, BarChartIsWellFormed) {
                   {{0.4, kNaN, kNaN, 1}, {0.3, 0.25, 0.35, 2}, {0.1, 0.05, 0.15, 2}}};
   const std::string svg = to_svg(bar_chart(chart));
   EXPECT_EQ(check_svg(svg), "");
-  EXPECT_THAT(svg, HasSubstr("..."));  // the long category was shortened
+  // The long category is shortened to its slot, with an ellipsis.
+  EXPECT_TRUE(std::regex_search(svg, std::regex(">a very long category[^<]*\u2026</text>")));
+  EXPECT_THAT(svg, Not(HasSubstr("will not fit")));
   EXPECT_THAT(svg, HasSubstr(palette()[2].hex()));
+}
+
+/// The title of an SVG chart (its bold <text>): x, anchor and content (unescaped: no entities).
+struct SvgTitle {
+  double x = kNaN;
+  std::string anchor, text;
+};
+
+SvgTitle svg_title(const std::string& svg) {
+  static const std::regex title(
+      R"re(<text x="([-0-9.]+)" y="[-0-9.]+" font-size="15" fill="#[0-9a-f]+" )re"
+      R"re(text-anchor="([a-z]+)" font-weight="bold">([^<]*)</text>)re");
+  std::smatch m;
+  if (!std::regex_search(svg, m, title)) return {};
+  return {std::stod(m[1]), m[2], m[3]};
+}
+
+/// Extent of the title along x, measured with the font the layout uses.
+std::pair<double, double> title_extent(const SvgTitle& t) {
+  const double w = text_width(t.text, 15, true);
+  return t.anchor == "middle" ? std::pair{t.x - w / 2, t.x + w / 2}
+         : t.anchor == "end"  ? std::pair{t.x - w, t.x}
+                              : std::pair{t.x, t.x + w};
+}
+
+TEST(PlotSvg, TitleStaysInsideTheFigureBesideAWideLegend) {
+  // The report's size: the legend takes the right third, so the plot area's centre is far left
+  // of the figure's; a long title centred there would start left of x = 0.
+  LineChart chart;
+  chart.title = "target/test/acc by strategy, target.variant, train.lr, backbone";
+  chart.legend_title = "strategy, target.variant, train.lr, backbone";
+  chart.series.push_back(
+      {"importance_weighting, usps, 0.001, resnet18 (n=3)", {0, 1}, {0, 1}, {}, {}});
+  chart.series.push_back({"finetune, svhn, 0.01, lenet (n=3)", {0, 1}, {1, 0}, {}, {}});
+  for (const Size size : {Size{560, 360}, Size{800, 480}, Size{300, 200}}) {
+    const std::string svg = to_svg(line_chart(chart, size));
+    const SvgTitle t = svg_title(svg);
+    ASSERT_FALSE(t.text.empty()) << svg;
+    const auto [left, right] = title_extent(t);
+    EXPECT_GE(left, 0) << size.width << ": '" << t.text << "' starts at " << left;
+    EXPECT_LE(right, size.width) << size.width << ": '" << t.text << "' ends at " << right;
+  }
+  // A short title stays centred over the plot area (not the figure).
+  chart.title = "acc";
+  const SvgTitle t = svg_title(to_svg(line_chart(chart, {800, 480})));
+  EXPECT_EQ(t.text, "acc");
+  EXPECT_LT(t.x, 400 - 50);
 }
 
 TEST(PlotSvg, TheCheckerCatchesBrokenSvg) {
@@ -367,6 +449,7 @@ TEST(PlotPng, PrimitivesLandOnTheRightPixels) {
   scene.width = 100;
   scene.height = 60;
   const Color blue = palette()[0], vermillion = palette()[3], black{0, 0, 0};
+  const Color white{255, 255, 255};
   scene.items.push_back(Polyline{{{10, 20}, {90, 20}}, blue, 4, 1, {}});
   scene.items.push_back(Rect{60, 30, 30, 20, vermillion, 1});
   Text label;
@@ -376,25 +459,23 @@ TEST(PlotPng, PrimitivesLandOnTheRightPixels) {
   label.size = 20;
   label.color = black;
   scene.items.push_back(label);
-  const Image image = rasterize(scene, 2);
-  ASSERT_EQ(image.width, 200);
-  ASSERT_EQ(image.height, 120);
-  const Decoded png = decode_png(encode_png(image));
+  const Decoded png = decode_png(render_png(scene, 2));
   ASSERT_EQ(png.width, 200);
   ASSERT_EQ(png.height, 120);
-  EXPECT_EQ(png.rgb, image.rgb);
-  EXPECT_EQ(png.at(0, 0), (Color{255, 255, 255}));
-  EXPECT_EQ(png.at(199, 119), (Color{255, 255, 255}));
+  EXPECT_EQ(png.at(0, 0), white);
+  EXPECT_EQ(png.at(199, 119), white);
   EXPECT_EQ(png.at(100, 40), blue);  // on the line (y = 20 * 2)
-  EXPECT_EQ(png.at(100, 37), blue);  // within its width (4 * 2 / 2 = 4 px each side)
-  EXPECT_EQ(png.at(100, 30), (Color{255, 255, 255}));  // well off it
-  EXPECT_EQ(png.at(150, 80), vermillion);              // inside the rect
-  EXPECT_EQ(png.at(110, 80), (Color{255, 255, 255}));
-  // The "H" (scale 4 px per font pixel): its left stem starts at x = 20, rows above y = 100.
-  EXPECT_EQ(png.at(21, 97), black);
-  EXPECT_EQ(png.at(21, 75), black);
-  EXPECT_EQ(png.at(30, 75), (Color{255, 255, 255}));  // between the stems, above the bar
-  EXPECT_GT(png.count(black), 100u);
+  EXPECT_EQ(png.at(100, 36), blue);  // within its width (4 * 2 / 2 = 4 px each side), crisp
+  EXPECT_EQ(png.at(100, 43), blue);
+  EXPECT_EQ(png.at(100, 35), white);
+  EXPECT_EQ(png.at(100, 44), white);
+  EXPECT_EQ(png.at(150, 80), vermillion);  // inside the rect
+  EXPECT_EQ(png.at(110, 80), white);
+  // The "H" on the baseline y = 100 from x = 20, 20 * 0.73 * 2 = 29 px tall (DejaVu's cap
+  // height): black stems, grey anti-aliased edges, nothing above the cap height.
+  EXPECT_GT(grey_pixels(png, 20, 68, 60, 101, -1, 1), 150u);
+  EXPECT_GT(grey_pixels(png, 20, 68, 60, 101, 0, 255), 5u);
+  EXPECT_EQ(grey_pixels(png, 0, 0, 100, 64, -1, 255), 0u);
 }
 
 TEST(PlotPng, StrokesAreOneUnionAndBandsBlend) {
@@ -406,7 +487,7 @@ TEST(PlotPng, StrokesAreOneUnionAndBandsBlend) {
   scene.items.push_back(Polyline{{{10, 10}, {90, 90}, {90, 10}, {10, 90}}, c, 6, 0.5, {}});
   // A dashed line along y = 5: both on and off pixels.
   scene.items.push_back(Polyline{{{0, 5}, {100, 5}}, c, 2, 1, {6, 6}});
-  const Decoded png = decode_png(encode_png(rasterize(scene, 1)));
+  const Decoded png = decode_png(render_png(scene, 1));
   const Color crossing = png.at(50, 50), straight = png.at(30, 30);
   EXPECT_EQ(crossing, straight);
   EXPECT_NE(straight, c);                       // half transparent: lighter than c
@@ -415,6 +496,110 @@ TEST(PlotPng, StrokesAreOneUnionAndBandsBlend) {
   for (int x = 0; x < 100; ++x) (png.at(x, 5) == c ? on : off) += 1;
   EXPECT_GT(on, 30);
   EXPECT_GT(off, 30);
+}
+
+TEST(PlotPng, NonAsciiTextIsDrawnWithTheFontAntiAliased) {
+  LineChart chart;
+  chart.title = "Genauigkeit über Epochen: σ ± 1 — Ωμέγα";
+  chart.x_label = "Epoche";
+  chart.y_label = "Genauigkeit";
+  chart.series.push_back({"Feinabstimmung", {0, 1, 2}, {0.2, 0.5, 0.7}, {}, {}});
+  const Scene scene = line_chart(chart, {640, 400});
+  TempDir dir;
+  write_scene(scene, dir.path() / "umlaut.png");
+  const Decoded png = decode_png(read_bytes(dir.path() / "umlaut.png"));
+  ASSERT_EQ(png.width, 1280);
+  ASSERT_EQ(png.height, 800);
+  // The title's band (baseline y = 26, 15 px bold: from y = 26 - 15 to 26 + 4, times 2):
+  // dark text pixels and anti-aliased grey ones.
+  const std::size_t dark = grey_pixels(png, 0, 20, 1280, 62, -1, 80);
+  const std::size_t aa = grey_pixels(png, 0, 20, 1280, 62, 80, 230);
+  EXPECT_GT(dark, 800u);
+  EXPECT_GT(aa, 300u) << "no anti-aliased text edges";
+
+  // A letter outside ASCII is itself, not a stand-in: "ü" differs from "u" and from "?".
+  auto one = [](const std::string& s) {
+    Scene sc;
+    sc.width = 40;
+    sc.height = 40;
+    Text t;
+    t.x = 8;
+    t.y = 30;
+    t.text = s;
+    t.size = 24;
+    sc.items.push_back(t);
+    return render_png(sc, 1);
+  };
+  EXPECT_NE(one("ü"), one("u"));
+  EXPECT_NE(one("ü"), one("?"));
+  EXPECT_NE(one("σ"), one("?"));
+}
+
+TEST(PlotPng, InvalidUtf8IsDrawnAsReplacementCharacters) {
+  Scene scene;
+  scene.width = 60;
+  scene.height = 30;
+  Text t;
+  t.x = 4;
+  t.y = 20;
+  t.text = std::string(
+      "a\xFF\xC3"
+      "b");  // a stray byte and a truncated sequence
+  t.size = 14;
+  scene.items.push_back(t);
+  const Decoded png = decode_png(render_png(scene, 1));
+  EXPECT_GT(grey_pixels(png, 0, 0, 60, 30, -1, 128), 20u);  // drawn, not refused
+  EXPECT_THAT(to_svg(scene), HasSubstr(">a\xEF\xBF\xBD\xEF\xBF\xBD"
+                                       "b</text>"));
+  EXPECT_DOUBLE_EQ(text_width(t.text, 14), text_width("a\uFFFD\uFFFD"
+                                                      "b",
+                                                      14));
+}
+
+TEST(PlotPng, ErrorsNameTheScaleTheSizeOrCairosReason) {
+  Scene scene;
+  scene.width = 100;
+  scene.height = 60;
+  EXPECT_EQ(plot_error([&] { render_png(scene, 0); }),
+            "PNG scale 0 is out of range; expected 0 < scale <= 16");
+  EXPECT_EQ(plot_error([&] { render_png(scene, 17); }),
+            "PNG scale 17 is out of range; expected 0 < scale <= 16");
+  Scene empty;
+  empty.width = 0;
+  EXPECT_EQ(plot_error([&] { render_png(empty, 2); }),
+            "cannot draw a 0x480 figure: expected a positive width and height (--width, "
+            "--height)");
+  Scene wide;
+  wide.width = 20000;
+  wide.height = 100;
+  const std::string big = plot_error([&] { render_png(wide, 2); });
+  EXPECT_THAT(big, HasSubstr("cairo cannot make a 40000x200 pixel image for a 20000x100 figure "
+                             "at scale 2: "));
+  EXPECT_THAT(big, HasSubstr("use a smaller --scale, --width or --height (at most 32767 pixels"));
+  Scene bad;
+  bad.width = 100;
+  bad.height = 60;
+  bad.title = "bad dash";
+  bad.items.push_back(Polyline{{{0, 5}, {100, 5}}, palette()[0], 2, 1, {-1, 2}});
+  EXPECT_THAT(plot_error([&] { render_png(bad, 1); }),
+              HasSubstr("cairo cannot draw the 100x60 figure 'bad dash' as PNG: "));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text measurement
+
+TEST(PlotText, WidthsComeFromTheFontsMetrics) {
+  // Proportional: narrow letters are narrower than wide ones, bold is wider than regular.
+  EXPECT_LT(text_width("iiii", 12) * 2, text_width("WWWW", 12));
+  EXPECT_GT(text_width("target/test/acc", 15, true), text_width("target/test/acc", 15));
+  // Unhinted: the width scales with the size exactly, so layout holds at every PNG scale.
+  EXPECT_NEAR(text_width("finetune (n=3)", 24), 2 * text_width("finetune (n=3)", 12), 1e-9);
+  // DejaVu Sans: "0" is 0.636 em wide.
+  EXPECT_NEAR(text_width("0", 100), 63.6, 0.1);
+  EXPECT_NEAR(text_width("ü", 12), text_width("u", 12), 1e-9);
+  EXPECT_EQ(text_width("", 12), 0);
+  EXPECT_EQ(text_width("abc", 0), 0);
+  EXPECT_EQ(text_width("abc", kNaN), 0);
 }
 
 TEST(PlotPng, ChartUsesThePaletteOnWhiteAndWritesFiles) {
@@ -463,7 +648,7 @@ TEST(PlotCurves, MeanAndStandardErrorOverSeedsPerConfiguration) {
   const LineChart chart = learning_curves(runs, h, options);
   ASSERT_EQ(chart.series.size(), 2u);
   EXPECT_EQ(chart.legend_title, "strategy");
-  EXPECT_EQ(chart.x_label, "epoch");
+  EXPECT_EQ(chart.x_label, "epoch (of the target stage)");
   EXPECT_EQ(chart.series[0].label, "finetune (n=2)");
   EXPECT_EQ(chart.series[1].label, "scratch (n=2)");
   EXPECT_EQ(chart.series[0].x, (std::vector<double>{0, 1, 2}));
@@ -485,6 +670,100 @@ TEST(PlotCurves, MeanAndStandardErrorOverSeedsPerConfiguration) {
   EXPECT_EQ(all.series[1].x, (std::vector<double>{10, 20, 30}));
   EXPECT_NEAR(all.series[1].lo[0], 0.0, 1e-12);
   EXPECT_NEAR(all.series[1].hi[0], 0.4, 1e-12);
+}
+
+/// A run's history as the runner logs it: per stage, per epoch, at the step after the epoch's
+/// steps; each stage counts its epochs from 0. `values[name][e]`.
+void add_stage(std::vector<MetricRow>& rows, int64_t& step, int64_t steps_per_epoch,
+               const std::vector<std::pair<std::string, std::vector<double>>>& values) {
+  std::size_t epochs = 0;
+  for (const auto& [name, series] : values) epochs = std::max(epochs, series.size());
+  for (std::size_t e = 0; e < epochs; ++e) {
+    step += steps_per_epoch;
+    for (const auto& [name, series] : values)
+      if (e < series.size())
+        rows.push_back({name, step, static_cast<int64_t>(e), series[e], 1.0 * step});
+  }
+}
+
+TEST(PlotCurves, DefaultXIsTheTargetStagesEpochSoFineTunedAndScratchRunsLineUp) {
+  // Runs 1, 2: fine-tuned (3 epochs of pre-training on the source, 157 steps each, then the
+  // target stage, which also evaluates source val); runs 3, 4: from scratch.
+  std::vector<RunSummaryRow> runs = {
+      run_row(1, "finetune", "usps", 1, 0.7), run_row(2, "finetune", "usps", 2, 0.7),
+      run_row(3, "scratch", "usps", 1, 0.6), run_row(4, "scratch", "usps", 2, 0.6)};
+  Histories h;
+  for (int64_t id : {1, 2}) {
+    int64_t step = 0;
+    add_stage(h[id], step, 157,
+              {{"source/train/loss", {0.3, 0.01, 0.002}}, {"source/val/acc", {0.99, 1.0, 1.0}}});
+    add_stage(h[id], step, 2,
+              {{"target/train/loss", {4.0, 3.0, 2.0, 1.0}},
+               {"target/test/acc", {0.1, 0.3, 0.5, 0.7}},
+               {"source/val/acc", {0.8, 0.7, 0.6, 0.5}}});
+  }
+  for (int64_t id : {3, 4}) {
+    int64_t step = 0;
+    add_stage(
+        h[id], step, 2,
+        {{"target/train/loss", {2.0, 1.5, 1.0, 0.5}}, {"target/test/acc", {0.2, 0.3, 0.4, 0.6}}});
+  }
+  CurveOptions options;  // the default x
+  EXPECT_EQ(options.x, XAxis::Epoch);
+  LineChart chart = learning_curves(runs, h, options);
+  ASSERT_EQ(chart.series.size(), 2u);
+  EXPECT_EQ(chart.x_label, "epoch (of the target stage)");
+  EXPECT_EQ(chart.series[0].x, (std::vector<double>{0, 1, 2, 3}));  // finetune, not 473...
+  EXPECT_EQ(chart.series[1].x, (std::vector<double>{0, 1, 2, 3}));  // scratch
+  EXPECT_EQ(chart.series[0].y, (std::vector<double>{0.1, 0.3, 0.5, 0.7}));
+  EXPECT_TRUE(chart.notes.empty()) << ::testing::PrintToString(chart.notes);
+
+  // A metric logged in both stages: only the target stage's rows, not pre-training's 0.99.
+  options.metric = "source/val/acc";
+  chart = learning_curves(runs, h, options);
+  ASSERT_EQ(chart.series.size(), 1u);
+  EXPECT_EQ(chart.series[0].y, (std::vector<double>{0.8, 0.7, 0.6, 0.5}));
+  EXPECT_EQ(chart.notes,
+            (std::vector<std::string>{"2 run(s) without a source/val/acc history: 3, 4"}));
+
+  // A metric of pre-training only: against pre-training's epoch, and the axis says so.
+  options.metric = "source/train/loss";
+  chart = learning_curves(runs, h, options);
+  ASSERT_EQ(chart.series.size(), 1u);
+  EXPECT_EQ(chart.x_label, "epoch (of the stage before the target stage)");
+  EXPECT_EQ(chart.series[0].x, (std::vector<double>{0, 1, 2}));
+  EXPECT_NEAR(chart.series[0].y[0], 0.3, 1e-12);
+
+  // ... unless another run logs it in its target stage (multitask's joint stage): then the runs
+  // that only have it before are left out, with a note, so the x axis means one thing.
+  runs.push_back(run_row(5, "multitask", "usps", 1, 0.7));
+  int64_t step = 0;
+  add_stage(h[5], step, 2, {{"target/test/acc", {0.2, 0.4}}, {"source/train/loss", {0.9, 0.8}}});
+  chart = learning_curves(runs, h, options);
+  ASSERT_EQ(chart.series.size(), 1u);
+  EXPECT_EQ(chart.series[0].label, "multitask (n=1)");
+  EXPECT_EQ(chart.x_label, "epoch (of the target stage)");
+  EXPECT_THAT(chart.notes,
+              ::testing::Contains("2 run(s) log source/train/loss only before their target "
+                                  "stage and are left out: 1, 2 (--x step plots whole "
+                                  "histories)"));
+
+  // --x step: whole histories, stages one after another.
+  options.metric = "target/test/acc";
+  options.x = XAxis::Step;
+  chart = learning_curves(runs, h, options);
+  EXPECT_EQ(chart.x_label, "step");
+  EXPECT_EQ(chart.series[0].x.front(), 473);  // finetune: after 3 x 157 pre-training steps
+  options.metric = "source/val/acc";
+  chart = learning_curves(runs, h, options);
+  EXPECT_EQ(chart.series[0].x.size(), 7u);  // 3 pre-training + 4 target-stage epochs
+}
+
+TEST(PlotCurves, XAxisNamesAreEpochOrStep) {
+  EXPECT_EQ(parse_x_axis("epoch"), XAxis::Epoch);
+  EXPECT_EQ(parse_x_axis("step"), XAxis::Step);
+  EXPECT_EQ(plot_error([] { parse_x_axis("steps"); }),
+            "unknown x axis 'steps'; expected 'epoch' (of the target stage) or 'step' (global)");
 }
 
 TEST(PlotCurves, ExplicitGroupingNotesWhatIsPooled) {
@@ -679,7 +958,16 @@ TEST(HtmlReport, IsSelfContainedEscapedAndComplete) {
        at = html.find("<svg", at + 1)) {
     const std::size_t end = html.find("</svg>", at);
     ASSERT_NE(end, std::string::npos);
-    EXPECT_EQ(check_svg(html.substr(at, end + 6 - at)), "") << "SVG number " << svgs;
+    const std::string svg = html.substr(at, end + 6 - at);
+    EXPECT_EQ(check_svg(svg), "") << "SVG number " << svgs;
+    // Its title is inside its viewBox, not clipped at the left beside the legend.
+    std::smatch width;
+    ASSERT_TRUE(std::regex_search(svg, width, std::regex("viewBox=\"0 0 ([0-9]+) [0-9]+\"")));
+    const SvgTitle title = svg_title(svg);
+    ASSERT_FALSE(title.text.empty()) << svg;
+    const auto [left, right] = title_extent(title);
+    EXPECT_GE(left, 0) << title.text;
+    EXPECT_LE(right, std::stod(width[1])) << title.text;
     ++svgs;
   }
   EXPECT_EQ(svgs, 5u);

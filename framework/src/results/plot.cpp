@@ -1,31 +1,27 @@
 #include "results/plot.hpp"
 
-#include <png.h>
+#include <cairo.h>
 
 #include <algorithm>
-#include <array>
 #include <cctype>
 #include <cerrno>
-#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <fstream>
+#include <memory>
 #include <set>
-#include <sstream>
 #include <utility>
 
 #include <fmt/format.h>
 
-#include "report/report.hpp"
+#include "results/stats.hpp"
 #include "util.hpp"
 
 namespace tlab::plot {
 namespace {
 
 constexpr double kPi = 3.14159265358979323846;
-constexpr double kCharWidth = 0.6;  // average advance of DejaVu Sans, in em; the PNG font matches
 const Color kText{34, 34, 34};
 const Color kMuted{85, 85, 85};
 const Color kGrid{230, 230, 230};
@@ -42,326 +38,154 @@ std::string num(double v) {
 
 bool finite(const Point& p) { return std::isfinite(p.x) && std::isfinite(p.y); }
 
-// UTF-8 to code points; a broken sequence yields U+FFFD per byte.
-std::vector<char32_t> code_points(std::string_view text) {
-  std::vector<char32_t> out;
+// A font size both backends can draw; other texts are left out of both.
+bool drawable_size(double size) { return std::isfinite(size) && size > 0; }
+
+// `text` with every byte that does not start valid UTF-8 replaced by U+FFFD: cairo refuses
+// invalid UTF-8 (and then draws nothing more), and the SVG must show what the PNG shows.
+std::string valid_utf8(std::string_view text) {
+  if (find_invalid_utf8(text) == std::string_view::npos) return std::string(text);
+  std::string out;
   for (std::size_t i = 0; i < text.size();) {
-    auto c = static_cast<unsigned char>(text[i]);
-    int len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-    if (len == 0 || i + len > text.size()) {
-      out.push_back(0xFFFD);
+    const std::size_t len = utf8_sequence_length(text, i);
+    if (len == 0) {
+      out += "\xEF\xBF\xBD";
       ++i;
-      continue;
+    } else {
+      out.append(text.substr(i, len));
+      i += len;
     }
-    char32_t cp = len == 1 ? c : c & (0x7F >> len);
-    bool ok = true;
-    for (int k = 1; k < len; ++k) {
-      auto d = static_cast<unsigned char>(text[i + k]);
-      if ((d & 0xC0) != 0x80) ok = false;
-      cp = (cp << 6) | (d & 0x3F);
-    }
-    out.push_back(ok ? cp : 0xFFFD);
-    i += ok ? len : 1;
   }
   return out;
 }
 
 // ---------------------------------------------------------------------------------------------
-// The PNG backend's font: 5 columns x 8 rows per glyph, one byte per column, bit 0 = top row.
-// Rows 0-6 stand on the baseline, row 7 is below it (descenders of g j p q y).
-constexpr std::array<std::array<uint8_t, 5>, 95> kFont = {{
-    {0x00, 0x00, 0x00, 0x00, 0x00},  // ' '
-    {0x00, 0x00, 0x5F, 0x00, 0x00},  // !
-    {0x00, 0x07, 0x00, 0x07, 0x00},  // "
-    {0x14, 0x7F, 0x14, 0x7F, 0x14},  // #
-    {0x24, 0x2A, 0x7F, 0x2A, 0x12},  // $
-    {0x23, 0x13, 0x08, 0x64, 0x62},  // %
-    {0x36, 0x49, 0x55, 0x22, 0x50},  // &
-    {0x00, 0x05, 0x03, 0x00, 0x00},  // '
-    {0x00, 0x1C, 0x22, 0x41, 0x00},  // (
-    {0x00, 0x41, 0x22, 0x1C, 0x00},  // )
-    {0x14, 0x08, 0x3E, 0x08, 0x14},  // *
-    {0x08, 0x08, 0x3E, 0x08, 0x08},  // +
-    {0x00, 0x50, 0x30, 0x00, 0x00},  // ,
-    {0x08, 0x08, 0x08, 0x08, 0x08},  // -
-    {0x00, 0x60, 0x60, 0x00, 0x00},  // .
-    {0x20, 0x10, 0x08, 0x04, 0x02},  // /
-    {0x3E, 0x51, 0x49, 0x45, 0x3E},  // 0
-    {0x00, 0x42, 0x7F, 0x40, 0x00},  // 1
-    {0x42, 0x61, 0x51, 0x49, 0x46},  // 2
-    {0x21, 0x41, 0x45, 0x4B, 0x31},  // 3
-    {0x18, 0x14, 0x12, 0x7F, 0x10},  // 4
-    {0x27, 0x45, 0x45, 0x45, 0x39},  // 5
-    {0x3C, 0x4A, 0x49, 0x49, 0x30},  // 6
-    {0x01, 0x71, 0x09, 0x05, 0x03},  // 7
-    {0x36, 0x49, 0x49, 0x49, 0x36},  // 8
-    {0x06, 0x49, 0x49, 0x29, 0x1E},  // 9
-    {0x00, 0x36, 0x36, 0x00, 0x00},  // :
-    {0x00, 0x56, 0x36, 0x00, 0x00},  // ;
-    {0x08, 0x14, 0x22, 0x41, 0x00},  // <
-    {0x14, 0x14, 0x14, 0x14, 0x14},  // =
-    {0x00, 0x41, 0x22, 0x14, 0x08},  // >
-    {0x02, 0x01, 0x51, 0x09, 0x06},  // ?
-    {0x32, 0x49, 0x79, 0x41, 0x3E},  // @
-    {0x7E, 0x11, 0x11, 0x11, 0x7E},  // A
-    {0x7F, 0x49, 0x49, 0x49, 0x36},  // B
-    {0x3E, 0x41, 0x41, 0x41, 0x22},  // C
-    {0x7F, 0x41, 0x41, 0x22, 0x1C},  // D
-    {0x7F, 0x49, 0x49, 0x49, 0x41},  // E
-    {0x7F, 0x09, 0x09, 0x09, 0x01},  // F
-    {0x3E, 0x41, 0x49, 0x49, 0x7A},  // G
-    {0x7F, 0x08, 0x08, 0x08, 0x7F},  // H
-    {0x00, 0x41, 0x7F, 0x41, 0x00},  // I
-    {0x20, 0x40, 0x41, 0x3F, 0x01},  // J
-    {0x7F, 0x08, 0x14, 0x22, 0x41},  // K
-    {0x7F, 0x40, 0x40, 0x40, 0x40},  // L
-    {0x7F, 0x02, 0x0C, 0x02, 0x7F},  // M
-    {0x7F, 0x04, 0x08, 0x10, 0x7F},  // N
-    {0x3E, 0x41, 0x41, 0x41, 0x3E},  // O
-    {0x7F, 0x09, 0x09, 0x09, 0x06},  // P
-    {0x3E, 0x41, 0x51, 0x21, 0x5E},  // Q
-    {0x7F, 0x09, 0x19, 0x29, 0x46},  // R
-    {0x46, 0x49, 0x49, 0x49, 0x31},  // S
-    {0x01, 0x01, 0x7F, 0x01, 0x01},  // T
-    {0x3F, 0x40, 0x40, 0x40, 0x3F},  // U
-    {0x1F, 0x20, 0x40, 0x20, 0x1F},  // V
-    {0x3F, 0x40, 0x38, 0x40, 0x3F},  // W
-    {0x63, 0x14, 0x08, 0x14, 0x63},  // X
-    {0x07, 0x08, 0x70, 0x08, 0x07},  // Y
-    {0x61, 0x51, 0x49, 0x45, 0x43},  // Z
-    {0x00, 0x7F, 0x41, 0x41, 0x00},  // [
-    {0x02, 0x04, 0x08, 0x10, 0x20},  // backslash
-    {0x00, 0x41, 0x41, 0x7F, 0x00},  // ]
-    {0x04, 0x02, 0x01, 0x02, 0x04},  // ^
-    {0x80, 0x80, 0x80, 0x80, 0x80},  // _
-    {0x00, 0x01, 0x02, 0x04, 0x00},  // `
-    {0x20, 0x54, 0x54, 0x54, 0x78},  // a
-    {0x7F, 0x48, 0x44, 0x44, 0x38},  // b
-    {0x38, 0x44, 0x44, 0x44, 0x20},  // c
-    {0x38, 0x44, 0x44, 0x48, 0x7F},  // d
-    {0x38, 0x54, 0x54, 0x54, 0x18},  // e
-    {0x08, 0x7E, 0x09, 0x01, 0x02},  // f
-    {0x18, 0xA4, 0xA4, 0xA4, 0x7C},  // g
-    {0x7F, 0x08, 0x04, 0x04, 0x78},  // h
-    {0x00, 0x44, 0x7D, 0x40, 0x00},  // i
-    {0x40, 0x80, 0x84, 0x7D, 0x00},  // j
-    {0x7F, 0x10, 0x28, 0x44, 0x00},  // k
-    {0x00, 0x41, 0x7F, 0x40, 0x00},  // l
-    {0x7C, 0x04, 0x18, 0x04, 0x78},  // m
-    {0x7C, 0x08, 0x04, 0x04, 0x78},  // n
-    {0x38, 0x44, 0x44, 0x44, 0x38},  // o
-    {0xFC, 0x24, 0x24, 0x24, 0x18},  // p
-    {0x18, 0x24, 0x24, 0x24, 0xFC},  // q
-    {0x7C, 0x08, 0x04, 0x04, 0x08},  // r
-    {0x48, 0x54, 0x54, 0x54, 0x20},  // s
-    {0x04, 0x3F, 0x44, 0x40, 0x20},  // t
-    {0x3C, 0x40, 0x40, 0x20, 0x7C},  // u
-    {0x1C, 0x20, 0x40, 0x20, 0x1C},  // v
-    {0x3C, 0x40, 0x30, 0x40, 0x3C},  // w
-    {0x44, 0x28, 0x10, 0x28, 0x44},  // x
-    {0x1C, 0xA0, 0xA0, 0xA0, 0x7C},  // y
-    {0x44, 0x64, 0x54, 0x4C, 0x44},  // z
-    {0x00, 0x08, 0x36, 0x41, 0x00},  // {
-    {0x00, 0x00, 0x7F, 0x00, 0x00},  // |
-    {0x00, 0x41, 0x36, 0x08, 0x00},  // }
-    {0x08, 0x04, 0x08, 0x10, 0x08},  // ~
-}};
-constexpr std::array<uint8_t, 5> kPlusMinus = {0x44, 0x44, 0x5F, 0x44, 0x44};
+// cairo: one font setup for measuring and drawing
 
-const std::array<uint8_t, 5>& glyph(char32_t c) {
-  if (c >= 32 && c < 127) return kFont[c - 32];
-  if (c == 0xB1) return kPlusMinus;
-  if (c == 0xA0) return kFont[0];  // no-break space
-  return kFont['?' - 32];
+using SurfacePtr = std::unique_ptr<cairo_surface_t, decltype(&cairo_surface_destroy)>;
+using ContextPtr = std::unique_ptr<cairo_t, decltype(&cairo_destroy)>;
+using FontOptionsPtr = std::unique_ptr<cairo_font_options_t, decltype(&cairo_font_options_destroy)>;
+
+// Unhinted outlines and metrics: a text's advance is then its size times a constant, so the
+// widths measured for layout hold at every PNG scale (hinting would round them to whole device
+// pixels). Grey anti-aliasing, never sub-pixel colour fringes.
+void set_font(cairo_t* cr, double size, bool bold) {
+  static const FontOptionsPtr options = [] {
+    FontOptionsPtr o(cairo_font_options_create(), &cairo_font_options_destroy);
+    cairo_font_options_set_antialias(o.get(), CAIRO_ANTIALIAS_GRAY);
+    cairo_font_options_set_hint_style(o.get(), CAIRO_HINT_STYLE_NONE);
+    cairo_font_options_set_hint_metrics(o.get(), CAIRO_HINT_METRICS_OFF);
+    return o;
+  }();
+  cairo_select_font_face(cr, kFontFamily, CAIRO_FONT_SLANT_NORMAL,
+                         bold ? CAIRO_FONT_WEIGHT_BOLD : CAIRO_FONT_WEIGHT_NORMAL);
+  cairo_set_font_size(cr, size);
+  cairo_set_font_options(cr, options.get());
 }
 
-// ---------------------------------------------------------------------------------------------
-// The rasterizer: non-zero-winding polygon fill with exact horizontal coverage and kSub
-// sub-scanlines per pixel row (anti-aliasing), alpha-blended onto an RGB buffer.
-
-constexpr int kSub = 5;
-
-struct Edge {
-  double x0, y0, x1, y1;  // y0 < y1
-  int dir;                // +1 downwards in the original contour, -1 upwards
-  double x_at(double y) const { return x0 + (y - y0) * (x1 - x0) / (y1 - y0); }
-};
-
-class Canvas {
- public:
-  Canvas(int width, int height, Color background) {
-    image_.width = width;
-    image_.height = height;
-    image_.rgb.resize(static_cast<std::size_t>(width) * height * 3);
-    for (std::size_t i = 0; i < image_.rgb.size(); i += 3) {
-      image_.rgb[i] = background.r;
-      image_.rgb[i + 1] = background.g;
-      image_.rgb[i + 2] = background.b;
-    }
-    coverage_.assign(width + 2, 0.f);
-  }
-
-  Image take() { return std::move(image_); }
-
-  void blend(int x, int y, Color c, double a) {
-    if (x < 0 || y < 0 || x >= image_.width || y >= image_.height || a <= 0) return;
-    a = std::min(a, 1.0);
-    uint8_t* p = &image_.rgb[(static_cast<std::size_t>(y) * image_.width + x) * 3];
-    p[0] = static_cast<uint8_t>(std::lround(p[0] * (1 - a) + c.r * a));
-    p[1] = static_cast<uint8_t>(std::lround(p[1] * (1 - a) + c.g * a));
-    p[2] = static_cast<uint8_t>(std::lround(p[2] * (1 - a) + c.b * a));
-  }
-
-  void box(int x0, int y0, int w, int h, Color c) {
-    for (int y = y0; y < y0 + h; ++y)
-      for (int x = x0; x < x0 + w; ++x) blend(x, y, c, 1);
-  }
-
-  /// Fills the union (non-zero winding) of `contours`, in pixel coordinates.
-  void fill(const std::vector<std::vector<Point>>& contours, Color color, double opacity) {
-    std::vector<Edge> edges;
-    double ymin = 1e300, ymax = -1e300;
-    for (const auto& contour : contours) {
-      for (std::size_t i = 0; i < contour.size(); ++i) {
-        const Point& a = contour[i];
-        const Point& b = contour[(i + 1) % contour.size()];
-        if (!finite(a) || !finite(b) || a.y == b.y) continue;
-        if (a.y < b.y)
-          edges.push_back({a.x, a.y, b.x, b.y, 1});
-        else
-          edges.push_back({b.x, b.y, a.x, a.y, -1});
-        ymin = std::min({ymin, a.y, b.y});
-        ymax = std::max({ymax, a.y, b.y});
-      }
-    }
-    if (edges.empty()) return;
-    std::sort(edges.begin(), edges.end(), [](const Edge& a, const Edge& b) { return a.y0 < b.y0; });
-    const int row0 = std::max(0, static_cast<int>(std::floor(ymin)));
-    const int row1 = std::min(image_.height - 1, static_cast<int>(std::ceil(ymax)));
-    std::size_t next = 0;
-    std::vector<const Edge*> active;
-    std::vector<std::pair<double, int>> crossings;
-    for (int row = row0; row <= row1; ++row) {
-      while (next < edges.size() && edges[next].y0 < row + 1) active.push_back(&edges[next++]);
-      active.erase(
-          std::remove_if(active.begin(), active.end(), [&](const Edge* e) { return e->y1 <= row; }),
-          active.end());
-      if (active.empty()) continue;
-      int lo = image_.width, hi = -1;
-      for (int s = 0; s < kSub; ++s) {
-        const double y = row + (s + 0.5) / kSub;
-        crossings.clear();
-        for (const Edge* e : active)
-          if (e->y0 <= y && y < e->y1) crossings.emplace_back(e->x_at(y), e->dir);
-        std::sort(crossings.begin(), crossings.end());
-        int winding = 0;
-        double start = 0;
-        for (const auto& [x, dir] : crossings) {
-          const int before = winding;
-          winding += dir;
-          if (before == 0 && winding != 0) start = x;
-          if (before != 0 && winding == 0) span(start, x, 1.0 / kSub, lo, hi);
-        }
-      }
-      for (int x = lo; x <= hi; ++x) {
-        blend(x, row, color, coverage_[x] * opacity);
-        coverage_[x] = 0;
-      }
-    }
-  }
-
- private:
-  void span(double xa, double xb, double weight, int& lo, int& hi) {
-    xa = std::max(xa, 0.0);
-    xb = std::min(xb, static_cast<double>(image_.width));
-    if (xb <= xa) return;
-    const int ia = static_cast<int>(std::floor(xa));
-    const int ib = std::min(static_cast<int>(std::floor(xb)), image_.width - 1);
-    lo = std::min(lo, ia);
-    hi = std::max(hi, ib);
-    if (ia == ib) {
-      coverage_[ia] += static_cast<float>((xb - xa) * weight);
-      return;
-    }
-    coverage_[ia] += static_cast<float>((ia + 1 - xa) * weight);
-    for (int i = ia + 1; i < ib; ++i) coverage_[i] += static_cast<float>(weight);
-    coverage_[ib] += static_cast<float>(std::max(0.0, xb - ib) * weight);
-  }
-
-  Image image_;
-  std::vector<float> coverage_;
-};
-
-double signed_area(const std::vector<Point>& c) {
-  double a = 0;
-  for (std::size_t i = 0; i < c.size(); ++i) {
-    const Point& p = c[i];
-    const Point& q = c[(i + 1) % c.size()];
-    a += p.x * q.y - q.x * p.y;
-  }
-  return a / 2;
+// A context on a 1x1 surface, for measuring text (one per thread: cairo contexts are not
+// thread-safe).
+cairo_t* measuring_context() {
+  thread_local const SurfacePtr surface(cairo_image_surface_create(CAIRO_FORMAT_A8, 1, 1),
+                                        &cairo_surface_destroy);
+  thread_local const ContextPtr cr(cairo_create(surface.get()), &cairo_destroy);
+  return cr.get();
 }
 
-// Contours of one stroked piece: a quad per segment and a disc at each interior vertex, all
-// with the same orientation so that the non-zero fill is their union.
-void stroke_contours(const std::vector<Point>& pts, double half,
-                     std::vector<std::vector<Point>>& out) {
-  auto add = [&](std::vector<Point> c) {
-    if (signed_area(c) < 0) std::reverse(c.begin(), c.end());
-    out.push_back(std::move(c));
+void set_color(cairo_t* cr, Color c, double opacity) {
+  cairo_set_source_rgba(cr, c.r / 255.0, c.g / 255.0, c.b / 255.0, std::clamp(opacity, 0.0, 1.0));
+}
+
+// A polyline made of horizontal and vertical segments (gridlines, ticks, axes) is moved by less
+// than half a device pixel so that its edges fall on pixel boundaries: crisp, not a blurred
+// two-pixel grey line.
+std::vector<Point> snapped(cairo_t* cr, const std::vector<Point>& pts, double width) {
+  for (std::size_t i = 1; i < pts.size(); ++i)
+    if (pts[i].x != pts[i - 1].x && pts[i].y != pts[i - 1].y) return pts;
+  double w = width, unused = 0;
+  cairo_user_to_device_distance(cr, &w, &unused);
+  const double w_device = std::max(1.0, std::round(w));
+  auto snap = [&](double v, double scale) {
+    const double device = v * scale;
+    return (std::round(device - w_device / 2) + w_device / 2) / scale;
   };
-  for (std::size_t i = 0; i + 1 < pts.size(); ++i) {
-    const Point a = pts[i], b = pts[i + 1];
-    const double dx = b.x - a.x, dy = b.y - a.y, len = std::hypot(dx, dy);
-    if (len < 1e-9) continue;
-    const double nx = -dy / len * half, ny = dx / len * half;
-    add({{a.x + nx, a.y + ny}, {b.x + nx, b.y + ny}, {b.x - nx, b.y - ny}, {a.x - nx, a.y - ny}});
-    if (i + 2 < pts.size()) {
-      std::vector<Point> disc;
-      constexpr int kSides = 12;
-      for (int k = 0; k < kSides; ++k) {
-        const double t = 2 * kPi * k / kSides;
-        disc.push_back({b.x + half * std::cos(t), b.y + half * std::sin(t)});
+  double sx = 1, sy = 0, tx = 0, ty = 1;
+  cairo_user_to_device_distance(cr, &sx, &sy);
+  cairo_user_to_device_distance(cr, &tx, &ty);
+  std::vector<Point> out = pts;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const bool vertical_here =
+        (i > 0 && pts[i].x == pts[i - 1].x) || (i + 1 < pts.size() && pts[i].x == pts[i + 1].x);
+    const bool horizontal_here =
+        (i > 0 && pts[i].y == pts[i - 1].y) || (i + 1 < pts.size() && pts[i].y == pts[i + 1].y);
+    if (vertical_here) out[i].x = snap(pts[i].x, sx);
+    if (horizontal_here) out[i].y = snap(pts[i].y, ty);
+  }
+  return out;
+}
+
+void draw_item(cairo_t* cr, const Item& item) {
+  if (const auto* l = std::get_if<Polyline>(&item)) {
+    std::vector<Point> pts;
+    for (const auto& p : l->points)
+      if (finite(p)) pts.push_back(p);
+    if (pts.size() < 2) return;
+    pts = snapped(cr, pts, l->width);
+    cairo_new_path(cr);
+    for (const auto& p : pts) cairo_line_to(cr, p.x, p.y);
+    cairo_set_line_width(cr, l->width);
+    cairo_set_line_join(cr, CAIRO_LINE_JOIN_ROUND);
+    cairo_set_line_cap(cr, CAIRO_LINE_CAP_BUTT);
+    cairo_set_dash(cr, l->dash.data(), static_cast<int>(l->dash.size()), 0);
+    set_color(cr, l->color, l->opacity);
+    cairo_stroke(cr);  // one operation: a self-crossing translucent line is not darker where
+                       // it crosses, as in SVG
+  } else if (const auto* p = std::get_if<Polygon>(&item)) {
+    cairo_new_path(cr);
+    int n = 0;
+    for (const auto& q : p->points)
+      if (finite(q)) {
+        cairo_line_to(cr, q.x, q.y);
+        ++n;
       }
-      add(std::move(disc));
-    }
+    if (n < 3) return;
+    cairo_close_path(cr);
+    cairo_set_fill_rule(cr, CAIRO_FILL_RULE_WINDING);
+    set_color(cr, p->color, p->opacity);
+    cairo_fill(cr);
+  } else if (const auto* r = std::get_if<Rect>(&item)) {
+    if (!std::isfinite(r->x) || !std::isfinite(r->y) || !std::isfinite(r->w) ||
+        !std::isfinite(r->h))
+      return;
+    cairo_new_path(cr);
+    cairo_rectangle(cr, r->x, r->y, r->w, r->h);
+    set_color(cr, r->color, r->opacity);
+    cairo_fill(cr);
+  } else if (const auto* t = std::get_if<Text>(&item)) {
+    if (!std::isfinite(t->x) || !std::isfinite(t->y) || !drawable_size(t->size) || t->text.empty())
+      return;
+    const std::string s = valid_utf8(t->text);
+    set_font(cr, t->size, t->bold);
+    cairo_text_extents_t e;
+    cairo_text_extents(cr, s.c_str(), &e);
+    const double shift = t->anchor == Anchor::Start    ? 0
+                         : t->anchor == Anchor::Middle ? e.x_advance / 2
+                                                       : e.x_advance;
+    cairo_save(cr);
+    cairo_translate(cr, t->x, t->y);
+    if (t->vertical) cairo_rotate(cr, -kPi / 2);
+    cairo_new_path(cr);
+    cairo_move_to(cr, -shift, 0);
+    set_color(cr, t->color, 1);
+    cairo_show_text(cr, s.c_str());
+    cairo_restore(cr);
   }
 }
 
-// Splits a polyline into its dashes (`dash` = on, off, on, off ... lengths).
-std::vector<std::vector<Point>> dash_pieces(const std::vector<Point>& pts,
-                                            const std::vector<double>& dash) {
-  double total = 0;
-  for (double d : dash) total += std::max(d, 0.0);
-  if (dash.empty() || total <= 0) return {pts};
-  std::vector<std::vector<Point>> pieces;
-  std::size_t index = 0;
-  double left = std::max(dash[0], 1e-6);
-  bool on = true;
-  std::vector<Point> current = {pts.front()};
-  for (std::size_t i = 0; i + 1 < pts.size(); ++i) {
-    Point a = pts[i];
-    const Point b = pts[i + 1];
-    double len = std::hypot(b.x - a.x, b.y - a.y);
-    while (len > 0) {
-      const double step = std::min(len, left);
-      const double t = step / len;
-      const Point p{a.x + (b.x - a.x) * t, a.y + (b.y - a.y) * t};
-      if (on) current.push_back(p);
-      a = p;
-      len -= step;
-      left -= step;
-      if (left <= 1e-12) {
-        if (on && current.size() > 1) pieces.push_back(current);
-        on = !on;
-        index = (index + 1) % dash.size();
-        left = std::max(dash[index], 1e-6);
-        current = {a};
-      }
-    }
-  }
-  if (on && current.size() > 1) pieces.push_back(current);
-  return pieces;
+cairo_status_t append_bytes(void* closure, const unsigned char* data, unsigned int length) {
+  auto* out = static_cast<std::vector<uint8_t>*>(closure);
+  out->insert(out->end(), data, data + length);
+  return CAIRO_STATUS_SUCCESS;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -390,19 +214,26 @@ std::string tick_label(double v, double step) {
   return s;
 }
 
-// `text` shortened with "..." to fit `max_width` at `size`.
-std::string fit(const std::string& text, double size, double max_width) {
-  if (text_width(text, size) <= max_width) return text;
-  const auto keep = static_cast<std::size_t>(std::max(0.0, max_width / (kCharWidth * size) - 3));
-  std::string out;
-  std::size_t count = 0;
-  for (std::size_t i = 0; i < text.size() && count < keep; ++count) {
-    auto c = static_cast<unsigned char>(text[i]);
-    std::size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : 4;
-    out += text.substr(i, len);
-    i += len;
+// `text` shortened with an ellipsis to fit `max_width` at `size` (whole characters kept).
+std::string fit(const std::string& text, double size, double max_width, bool bold = false) {
+  const std::string s = valid_utf8(text);
+  if (text_width(s, size, bold) <= max_width) return s;
+  const std::string ellipsis = "\u2026";
+  std::vector<std::size_t> ends;  // byte offset after each character
+  for (std::size_t i = 0; i < s.size();) {
+    i += std::max<std::size_t>(1, utf8_sequence_length(s, i));
+    ends.push_back(i);
   }
-  return out + "...";
+  // The longest prefix that fits with the ellipsis (the width grows with the prefix).
+  std::size_t lo = 0, hi = ends.size();
+  while (lo < hi) {
+    const std::size_t mid = (lo + hi + 1) / 2;
+    if (text_width(s.substr(0, ends[mid - 1]) + ellipsis, size, bold) <= max_width)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return (lo == 0 ? std::string() : s.substr(0, ends[lo - 1])) + ellipsis;
 }
 
 Text text(double x, double y, std::string s, double size, Anchor anchor = Anchor::Start,
@@ -443,6 +274,7 @@ struct LegendEntry {
 
 constexpr double kTickSize = 11, kLabelSize = 12, kTitleSize = 15, kNoteSize = 11;
 constexpr double kNoteLine = 14, kLegendLine = 18;
+constexpr double kMargin = 10;  // kept free around the figure's edge
 
 Frame layout(Scene& scene, const std::string& title, const std::string& x_label,
              const std::string& y_label, const Ticks& y_ticks,
@@ -457,11 +289,11 @@ Frame layout(Scene& scene, const std::string& title, const std::string& x_label,
   f.top = title.empty() ? 16 : 42;
   f.bottom = h - 26 - (x_label.empty() ? 0 : 20) - notes.size() * kNoteLine - 6;
   if (legend.size() > 1 || !legend_title.empty()) {
-    double lw = text_width(legend_title, kLabelSize);
+    double lw = text_width(legend_title, kLabelSize, true);
     for (const auto& e : legend) lw = std::max(lw, 30 + text_width(e.label, kLabelSize));
     f.legend_width = std::min(lw, w * 0.35);
-    f.right = w - f.legend_width - 24;
-    f.legend_x = f.right + 16;
+    f.legend_x = w - 2 * kMargin - f.legend_width;
+    f.right = f.legend_x - 16;
   } else {
     f.right = w - 20;
   }
@@ -479,13 +311,16 @@ Frame layout(Scene& scene, const std::string& title, const std::string& x_label,
     scene.items.push_back(
         text(f.left - 7, y + kTickSize * 0.35, y_ticks.labels[i], kTickSize, Anchor::End));
   }
-  if (!title.empty())
-    scene.items.push_back([&] {
-      Text t = text((f.left + f.right) / 2, 26, fit(title, kTitleSize, w - 20), kTitleSize,
-                    Anchor::Middle);
-      t.bold = true;
-      return t;
-    }());
+  if (!title.empty()) {
+    // Centred over the plot area, but moved (not clipped) to stay inside the figure: with a
+    // legend on the right, the plot area's centre is left of the figure's.
+    Text t = text(0, 26, fit(title, kTitleSize, w - 2 * kMargin, true), kTitleSize, Anchor::Middle);
+    t.bold = true;
+    const double half = text_width(t.text, kTitleSize, true) / 2;
+    t.x = std::clamp((f.left + f.right) / 2, kMargin + half,
+                     std::max(kMargin + half, w - kMargin - half));
+    scene.items.push_back(t);
+  }
   if (!x_label.empty())
     scene.items.push_back(text((f.left + f.right) / 2, f.bottom + 40,
                                fit(x_label, kLabelSize, f.right - f.left), kLabelSize,
@@ -504,7 +339,8 @@ Frame layout(Scene& scene, const std::string& title, const std::string& x_label,
   double y = f.top + 4;
   if (f.legend_width > 0) {
     if (!legend_title.empty()) {
-      Text t = text(f.legend_x, y + 10, fit(legend_title, kLabelSize, f.legend_width), kLabelSize);
+      Text t =
+          text(f.legend_x, y + 10, fit(legend_title, kLabelSize, f.legend_width, true), kLabelSize);
       t.bold = true;
       scene.items.push_back(t);
       y += kLegendLine + 2;
@@ -543,15 +379,7 @@ void axes_lines(Scene& scene, const Frame& f) {
 // ---------------------------------------------------------------------------------------------
 // Runs, params and groups
 
-std::string value_text(const ParamValue& v) { return param_text(v); }
-
 using ParamMap = std::map<std::string, std::string>;
-
-ParamMap param_map(const RunSummaryRow& r) {
-  ParamMap m;
-  for (const auto& p : r.params) m[p.key] = value_text(p.value);
-  return m;
-}
 
 bool parse_number(const std::string& s, double& out) {
   if (s.empty()) return false;
@@ -568,14 +396,6 @@ bool natural_less(const std::string& a, const std::string& b) {
   if (nx && ny && x != y) return x < y;
   if (nx != ny) return nx;
   return a < b;
-}
-
-std::string display_key(const std::string& key) {
-  const std::string suffix = ".plugin";
-  if (key.size() > suffix.size() &&
-      key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0)
-    return key.substr(0, key.size() - suffix.size());
-  return key;
 }
 
 std::vector<std::string> varying(const std::vector<const RunSummaryRow*>& runs,
@@ -596,7 +416,7 @@ std::vector<std::string> varying(const std::vector<const RunSummaryRow*>& runs,
 std::vector<std::string> config_keys_of(const std::vector<const RunSummaryRow*>& runs,
                                         const std::vector<std::string>& exclude) {
   std::vector<ParamMap> maps;
-  for (const auto* r : runs) maps.push_back(param_map(*r));
+  for (const auto* r : runs) maps.push_back(param_texts(*r));
   const auto vary = varying(runs, maps);
   auto excluded = [&](const std::string& k) {
     return k == "seed" || std::find(exclude.begin(), exclude.end(), k) != exclude.end();
@@ -667,16 +487,6 @@ std::string id_list(std::vector<int64_t> ids) {
   return join(parts, ", ");
 }
 
-// Keys (other than seed and `skip`) whose values differ inside some group: the group's mean
-// pools over them.
-std::vector<std::string> pooled_keys(const std::vector<RunGroup>& groups,
-                                     const std::vector<std::string>& skip) {
-  std::set<std::string> pooled;
-  for (const auto& g : groups)
-    for (const auto& k : config_keys_of(g.runs, skip)) pooled.insert(k);
-  return {pooled.begin(), pooled.end()};
-}
-
 std::string pooled_note(const std::vector<std::string>& pooled, const std::string& option) {
   return fmt::format("averaged over runs that differ in {} (add to {} to separate them)",
                      join(pooled, ", "), option);
@@ -689,20 +499,28 @@ std::string default_title(const std::string& metric, const std::vector<std::stri
   return metric + " by " + join(shown, ", ");
 }
 
+// A run's rows of one metric, split at the start of its target stage: the first step at which
+// the run logs a `target/` metric (every stage counts its epochs from 0; the target stage is
+// the runner's last). A run that logs no `target/` metric has all its rows before it.
+struct RunRows {
+  std::vector<const MetricRow*> before, target;
+};
+
+RunRows split_at_target_stage(const std::vector<MetricRow>& history, const std::string& metric) {
+  int64_t start = std::numeric_limits<int64_t>::max();
+  for (const auto& m : history)
+    if (m.name.rfind("target/", 0) == 0) start = std::min(start, m.step);
+  RunRows out;
+  for (const auto& m : history)
+    if (m.name == metric) (m.step >= start ? out.target : out.before).push_back(&m);
+  return out;
+}
+
 // The legend names the keys once; entries show the values ("finetune, usps").
 std::string legend_title(const std::vector<std::string>& keys) {
   std::vector<std::string> shown;
   for (const auto& k : keys) shown.push_back(display_key(k));
   return join(shown, ", ");
-}
-
-std::string when_text() {
-  const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
-  return buf;
 }
 
 }  // namespace
@@ -773,8 +591,13 @@ std::string escape_html(std::string_view text) {
 // ---------------------------------------------------------------------------------------------
 // Scene backends
 
-double text_width(std::string_view text, double size) {
-  return static_cast<double>(code_points(text).size()) * kCharWidth * size;
+double text_width(std::string_view text, double size, bool bold) {
+  if (text.empty() || !drawable_size(size)) return 0;
+  cairo_t* cr = measuring_context();
+  set_font(cr, size, bold);
+  cairo_text_extents_t e;
+  cairo_text_extents(cr, valid_utf8(text).c_str(), &e);
+  return e.x_advance;
 }
 
 std::string to_svg(const Scene& scene) {
@@ -826,7 +649,9 @@ std::string to_svg(const Scene& scene) {
                          num(std::abs(r->w)), num(std::abs(r->h)), r->color.hex(),
                          opacity("fill-opacity", r->opacity));
     } else if (const auto* t = std::get_if<Text>(&item)) {
-      if (!std::isfinite(t->x) || !std::isfinite(t->y) || t->text.empty()) continue;
+      if (!std::isfinite(t->x) || !std::isfinite(t->y) || !drawable_size(t->size) ||
+          t->text.empty())
+        continue;
       const char* anchor = t->anchor == Anchor::Start    ? "start"
                            : t->anchor == Anchor::Middle ? "middle"
                                                          : "end";
@@ -834,100 +659,44 @@ std::string to_svg(const Scene& scene) {
                          num(t->x), num(t->y), num(t->size), t->color.hex(), anchor);
       if (t->bold) out += " font-weight=\"bold\"";
       if (t->vertical) out += fmt::format(" transform=\"rotate(-90 {} {})\"", num(t->x), num(t->y));
-      out += ">" + escape_html(t->text) + "</text>\n";
+      out += ">" + escape_html(valid_utf8(t->text)) + "</text>\n";
     }
   }
   out += "</svg>\n";
   return out;
 }
 
-Color Image::at(int x, int y) const {
-  if (x < 0 || y < 0 || x >= width || y >= height)
-    throw PlotError(fmt::format("pixel ({}, {}) is outside the {}x{} image", x, y, width, height));
-  const uint8_t* p = &rgb[(static_cast<std::size_t>(y) * width + x) * 3];
-  return {p[0], p[1], p[2]};
-}
-
-Image rasterize(const Scene& scene, double scale) {
+std::vector<uint8_t> render_png(const Scene& scene, double scale) {
   if (!(scale > 0) || scale > 16)
     throw PlotError(fmt::format("PNG scale {} is out of range; expected 0 < scale <= 16", scale));
+  if (scene.width <= 0 || scene.height <= 0)
+    throw PlotError(fmt::format(
+        "cannot draw a {}x{} figure: expected a positive width and height (--width, --height)",
+        scene.width, scene.height));
   const int width = std::max(1, static_cast<int>(std::lround(scene.width * scale)));
   const int height = std::max(1, static_cast<int>(std::lround(scene.height * scale)));
-  Canvas canvas(width, height, scene.background);
-  auto scaled = [&](std::vector<Point> pts) {
-    std::vector<Point> out;
-    for (auto& p : pts)
-      if (finite(p)) out.push_back({p.x * scale, p.y * scale});
-    return out;
-  };
-  for (const auto& item : scene.items) {
-    if (const auto* l = std::get_if<Polyline>(&item)) {
-      auto pts = scaled(l->points);
-      if (pts.size() < 2) continue;
-      std::vector<double> dash;
-      for (double d : l->dash) dash.push_back(d * scale);
-      const double half = std::max(l->width * scale, 1.0) / 2;
-      std::vector<std::vector<Point>> contours;
-      for (const auto& piece : dash_pieces(pts, dash)) stroke_contours(piece, half, contours);
-      canvas.fill(contours, l->color, l->opacity);
-    } else if (const auto* p = std::get_if<Polygon>(&item)) {
-      auto pts = scaled(p->points);
-      if (pts.size() >= 3) canvas.fill({pts}, p->color, p->opacity);
-    } else if (const auto* r = std::get_if<Rect>(&item)) {
-      auto pts = scaled(
-          {{r->x, r->y}, {r->x + r->w, r->y}, {r->x + r->w, r->y + r->h}, {r->x, r->y + r->h}});
-      if (pts.size() == 4) canvas.fill({pts}, r->color, r->opacity);
-    } else if (const auto* t = std::get_if<Text>(&item)) {
-      if (!std::isfinite(t->x) || !std::isfinite(t->y)) continue;
-      const auto cps = code_points(t->text);
-      const int px = std::max(1, static_cast<int>(std::lround(t->size * scale / 10)));
-      const int advance = 6 * px;
-      const int w = static_cast<int>(cps.size()) * advance - px;
-      const int shift = t->anchor == Anchor::Start ? 0 : t->anchor == Anchor::Middle ? w / 2 : w;
-      const int X = static_cast<int>(std::lround(t->x * scale));
-      const int Y = static_cast<int>(std::lround(t->y * scale));
-      for (std::size_t i = 0; i < cps.size(); ++i) {
-        const auto& g = glyph(cps[i]);
-        for (int col = 0; col < 5; ++col)
-          for (int row = 0; row < 8; ++row) {
-            if (!(g[col] >> row & 1)) continue;
-            for (int b = 0; b <= (t->bold ? 1 : 0); ++b) {
-              const int u =
-                  static_cast<int>(i) * advance + col * px - shift + b * std::max(1, px / 2);
-              const int v = (row - 7) * px;  // row 7 sits just below the baseline
-              if (t->vertical)
-                canvas.box(X + v, Y - u - px, px, px, t->color);
-              else
-                canvas.box(X + u, Y + v, px, px, t->color);
-            }
-          }
-      }
-    }
-  }
-  return canvas.take();
-}
-
-std::vector<uint8_t> encode_png(const Image& image) {
-  if (image.width <= 0 || image.height <= 0 ||
-      image.rgb.size() != static_cast<std::size_t>(image.width) * image.height * 3)
+  const SurfacePtr surface(cairo_image_surface_create(CAIRO_FORMAT_RGB24, width, height),
+                           &cairo_surface_destroy);
+  if (cairo_surface_status(surface.get()) != CAIRO_STATUS_SUCCESS)
     throw PlotError(fmt::format(
-        "cannot encode a {}x{} image holding {} bytes as PNG (expected {})", image.width,
-        image.height, image.rgb.size(),
-        static_cast<std::size_t>(std::max(0, image.width)) * std::max(0, image.height) * 3));
-  png_image png;
-  std::memset(&png, 0, sizeof png);
-  png.version = PNG_IMAGE_VERSION;
-  png.width = static_cast<png_uint_32>(image.width);
-  png.height = static_cast<png_uint_32>(image.height);
-  png.format = PNG_FORMAT_RGB;
-  png_alloc_size_t size = 0;
-  if (!png_image_write_to_memory(&png, nullptr, &size, 0, image.rgb.data(), 0, nullptr))
-    throw PlotError(std::string("libpng could not size the PNG: ") + png.message);
-  std::vector<uint8_t> bytes(size);
-  if (!png_image_write_to_memory(&png, bytes.data(), &size, 0, image.rgb.data(), 0, nullptr))
-    throw PlotError(std::string("libpng could not encode the PNG: ") + png.message);
-  bytes.resize(size);
-  png_image_free(&png);
+        "cairo cannot make a {}x{} pixel image for a {}x{} figure at scale {}: {}; use a "
+        "smaller --scale, --width or --height (at most 32767 pixels a side)",
+        width, height, scene.width, scene.height, scale,
+        cairo_status_to_string(cairo_surface_status(surface.get()))));
+  const ContextPtr cr(cairo_create(surface.get()), &cairo_destroy);
+  cairo_scale(cr.get(), static_cast<double>(width) / scene.width,
+              static_cast<double>(height) / scene.height);
+  set_color(cr.get(), scene.background, 1);
+  cairo_paint(cr.get());
+  for (const auto& item : scene.items) draw_item(cr.get(), item);
+  cairo_surface_flush(surface.get());
+  std::vector<uint8_t> bytes;
+  cairo_status_t status = cairo_status(cr.get());
+  if (status == CAIRO_STATUS_SUCCESS)
+    status = cairo_surface_write_to_png_stream(surface.get(), append_bytes, &bytes);
+  if (status != CAIRO_STATUS_SUCCESS)
+    throw PlotError(fmt::format("cairo cannot draw the {}x{} figure '{}' as PNG: {}", scene.width,
+                                scene.height, scene.title, cairo_status_to_string(status)));
   return bytes;
 }
 
@@ -1121,9 +890,10 @@ Scene bar_chart(const BarChart& chart, Size size) {
 // From the results store
 
 XAxis parse_x_axis(const std::string& name) {
-  if (name == "step") return XAxis::Step;
   if (name == "epoch") return XAxis::Epoch;
-  throw PlotError(fmt::format("unknown x axis '{}'; expected 'step' or 'epoch'", name));
+  if (name == "step") return XAxis::Step;
+  throw PlotError(fmt::format(
+      "unknown x axis '{}'; expected 'epoch' (of the target stage) or 'step' (global)", name));
 }
 
 Band parse_band(const std::string& name) {
@@ -1136,6 +906,20 @@ Band parse_band(const std::string& name) {
                   name));
 }
 
+std::string display_key(const std::string& key) {
+  const std::string suffix = ".plugin";
+  if (key.size() > suffix.size() &&
+      key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0)
+    return key.substr(0, key.size() - suffix.size());
+  return key;
+}
+
+std::map<std::string, std::string> param_texts(const RunSummaryRow& run) {
+  std::map<std::string, std::string> m;
+  for (const auto& p : run.params) m[p.key] = param_text(p.value);
+  return m;
+}
+
 std::vector<std::string> config_keys(const std::vector<RunSummaryRow>& runs,
                                      const std::vector<std::string>& exclude) {
   std::vector<const RunSummaryRow*> ptrs;
@@ -1143,11 +927,24 @@ std::vector<std::string> config_keys(const std::vector<RunSummaryRow>& runs,
   return config_keys_of(ptrs, exclude);
 }
 
+std::vector<std::string> config_keys(const std::vector<const RunSummaryRow*>& runs,
+                                     const std::vector<std::string>& exclude) {
+  return config_keys_of(runs, exclude);
+}
+
+std::vector<std::string> pooled_keys(const std::vector<RunGroup>& groups,
+                                     const std::vector<std::string>& skip) {
+  std::set<std::string> pooled;
+  for (const auto& g : groups)
+    for (const auto& k : config_keys_of(g.runs, skip)) pooled.insert(k);
+  return {pooled.begin(), pooled.end()};
+}
+
 std::vector<RunGroup> group_runs(const std::vector<const RunSummaryRow*>& runs,
                                  const std::vector<std::string>& keys) {
   std::map<std::vector<std::string>, std::vector<const RunSummaryRow*>> by_values;
   for (const auto* r : runs) {
-    const auto m = param_map(*r);
+    const auto m = param_texts(*r);
     std::vector<std::string> values;
     for (const auto& k : keys) {
       auto it = m.find(k);
@@ -1190,27 +987,49 @@ LineChart learning_curves(const std::vector<RunSummaryRow>& runs, const Historie
   const auto keys = options.group_by.empty() ? config_keys_of(selected, {}) : options.group_by;
   const auto groups = group_runs(selected, keys);
 
+  // The rows of the metric each run contributes: with XAxis::Epoch those of its target stage,
+  // or, when no run logs the metric there, those from before it.
+  std::set<std::string> names;
+  std::map<int64_t, RunRows> rows;
+  bool any_in_target = false;
+  for (const auto* r : selected) {
+    auto it = histories.find(r->id);
+    if (it == histories.end()) continue;
+    for (const auto& m : it->second) names.insert(m.name);
+    RunRows split = split_at_target_stage(it->second, options.metric);
+    any_in_target = any_in_target || !split.target.empty();
+    rows.emplace(r->id, std::move(split));
+  }
+  const bool before_target = options.x == XAxis::Epoch && !any_in_target;
+
   LineChart chart;
   chart.title = options.title.empty() ? default_title(options.metric, keys) : options.title;
-  chart.x_label = options.x == XAxis::Step ? "step" : "epoch";
+  chart.x_label = options.x == XAxis::Step ? "step"
+                  : before_target          ? "epoch (of the stage before the target stage)"
+                                           : "epoch (of the target stage)";
   chart.y_label = options.metric;
   chart.legend_title = legend_title(keys);
   chart.integer_x = true;
-  std::set<std::string> names;
-  std::vector<int64_t> nonfinite_runs, missing_runs;
+  std::vector<int64_t> nonfinite_runs, missing_runs, before_only_runs;
   std::size_t nonfinite = 0, with_metric = 0;
   for (const auto& g : groups) {
     std::map<double, std::vector<double>> at;  // x -> one finite value per run
     std::size_t members = 0;
     for (const auto* r : g.runs) {
       std::map<double, double> last;  // a run's last value at each x
-      auto it = histories.find(r->id);
-      if (it != histories.end())
-        for (const auto& m : it->second) {
-          names.insert(m.name);
-          if (m.name != options.metric) continue;
-          last[static_cast<double>(options.x == XAxis::Step ? m.step : m.epoch)] = m.value;
+      auto it = rows.find(r->id);
+      if (it != rows.end()) {
+        const RunRows& split = it->second;
+        std::vector<const MetricRow*> used = before_target ? split.before : split.target;
+        if (options.x == XAxis::Step)
+          used.insert(used.begin(), split.before.begin(), split.before.end());
+        for (const auto* m : used)
+          last[static_cast<double>(options.x == XAxis::Step ? m->step : m->epoch)] = m->value;
+        if (last.empty() && !split.before.empty()) {
+          before_only_runs.push_back(r->id);
+          continue;
         }
+      }
       if (last.empty()) {
         missing_runs.push_back(r->id);
         continue;
@@ -1263,6 +1082,11 @@ LineChart learning_curves(const std::vector<RunSummaryRow>& runs, const Historie
   if (!missing_runs.empty())
     chart.notes.push_back(fmt::format("{} run(s) without a {} history: {}", missing_runs.size(),
                                       options.metric, id_list(missing_runs)));
+  if (!before_only_runs.empty())
+    chart.notes.push_back(fmt::format(
+        "{} run(s) log {} only before their target stage and are left out: {} (--x step "
+        "plots whole histories)",
+        before_only_runs.size(), options.metric, id_list(before_only_runs)));
   if (left_out)
     chart.notes.push_back(fmt::format(
         "{} run(s) that did not finish are left out (--include-unfinished plots them)", left_out));
@@ -1299,7 +1123,7 @@ BarChart summary_bars(const std::vector<RunSummaryRow>& runs, const BarOptions& 
   std::vector<std::string> categories;
   auto category_of = [&](const RunSummaryRow& r) -> std::string {
     if (options.x_key.empty()) return "all runs";
-    const auto m = param_map(r);
+    const auto m = param_texts(r);
     auto it = m.find(options.x_key);
     return it == m.end() ? "(none)" : it->second;
   };
@@ -1410,331 +1234,8 @@ void write_scene(const Scene& scene, const std::filesystem::path& path, double p
     write_text_file(path, to_svg(scene));
     return;
   }
-  const auto bytes = encode_png(rasterize(scene, png_scale));
+  const auto bytes = render_png(scene, png_scale);
   write_text_file(path, std::string(bytes.begin(), bytes.end()));
-}
-
-// ---------------------------------------------------------------------------------------------
-// The HTML report
-
-namespace {
-
-const char* kReportStyle = R"(
-body{font-family:"DejaVu Sans",Verdana,Arial,sans-serif;color:#222;background:#fff;
-  margin:24px auto;max-width:1320px;padding:0 16px}
-h1{font-size:24px;margin:0 0 4px}
-h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
-h3{font-size:14px;margin:12px 0 4px}
-.meta{color:#555;font-size:13px;margin:0 0 8px}
-table{border-collapse:collapse;font-size:13px;margin:6px 0}
-th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f3f3f3}
-table.sortable th{cursor:pointer;user-select:none}
-table.sortable th[aria-sort=ascending]::after{content:" \25B2"}
-table.sortable th[aria-sort=descending]::after{content:" \25BC"}
-td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.best{font-weight:bold}
-td.reason{white-space:pre-wrap;font-family:"DejaVu Sans Mono",monospace;font-size:12px;
-  max-width:760px}
-.badge{display:inline-block;padding:1px 8px;border-radius:9px;color:#fff;font-size:12px}
-.figs{display:flex;flex-wrap:wrap;gap:16px}
-figure{margin:0;border:1px solid #eee;padding:8px;max-width:100%}
-figure svg{max-width:100%;height:auto;display:block}
-figcaption,.note{color:#555;font-size:12px;margin:2px 0}
-.empty{color:#777;font-style:italic}
-footer{margin-top:32px;color:#777;font-size:12px}
-)";
-
-const char* kReportScript = R"(
-(function () {
-  function key(cell) {
-    var v = cell.getAttribute('data-v');
-    if (v === null) v = cell.textContent.trim();
-    var n = Number(v);
-    return v !== '' && isFinite(n) ? {num: true, v: n} : {num: false, v: v.toLowerCase()};
-  }
-  var tables = document.querySelectorAll('table.sortable');
-  Array.prototype.forEach.call(tables, function (table) {
-    if (!table.tHead || !table.tBodies.length) return;
-    var heads = table.tHead.rows[0].cells;
-    Array.prototype.forEach.call(heads, function (th) {
-      th.title = 'Click to sort';
-      th.addEventListener('click', function () {
-        var col = th.cellIndex;
-        var asc = th.getAttribute('aria-sort') !== 'ascending';
-        Array.prototype.forEach.call(heads, function (h) { h.removeAttribute('aria-sort'); });
-        th.setAttribute('aria-sort', asc ? 'ascending' : 'descending');
-        var body = table.tBodies[0];
-        var rows = Array.prototype.slice.call(body.rows);
-        rows.sort(function (a, b) {
-          var x = key(a.cells[col]), y = key(b.cells[col]), c;
-          if (x.num && y.num) c = x.v - y.v;
-          else if (x.num !== y.num) c = x.num ? -1 : 1;
-          else c = x.v < y.v ? -1 : x.v > y.v ? 1 : 0;
-          return asc ? c : -c;
-        });
-        rows.forEach(function (r) { body.appendChild(r); });
-      });
-    });
-  });
-})();
-)";
-
-std::string status_color(const std::string& status) {
-  if (status == "finished") return "#009E73";
-  if (status == "failed" || status == "crashed" || status == "oom") return "#D55E00";
-  if (status == "diverged") return "#B8860B";
-  if (status == "killed" || status == "timeout" || status == "lost" || status == "cancelled" ||
-      status == "node_fail")
-    return "#CC79A7";
-  if (status == "running" || status == "queued") return "#0072B2";
-  return "#777777";
-}
-
-std::string badge(const std::string& status) {
-  return fmt::format("<span class=\"badge\" style=\"background:{}\">{}</span>",
-                     status_color(status), escape_html(status));
-}
-
-std::string html_number(double v) {
-  if (std::isnan(v)) return "nan";
-  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  return fmt::format("{:.4f}", v);
-}
-
-// The summaries shown in the comparison table: the main ones first, then the others.
-std::vector<std::string> table_metrics(const std::vector<const RunSummaryRow*>& runs) {
-  std::set<std::string> present;
-  for (const auto* r : runs)
-    for (const auto& [k, v] : r->summaries) present.insert(k);
-  std::vector<std::string> out;
-  for (const char* m : {"target/test/acc", "target/val/acc", "target/test/loss", "target/val/loss",
-                        "source/val/acc", "source/test/acc", "run/wall_seconds"})
-    if (present.erase(m)) out.push_back(m);
-  for (const auto& m : present)
-    if (out.size() < 8) out.push_back(m);
-  return out;
-}
-
-void comparison_section(std::string& html, const std::vector<RunSummaryRow>& runs) {
-  html += "<h2>Comparison: mean ± standard error over seeds</h2>\n";
-  std::vector<const RunSummaryRow*> finished;
-  for (const auto& r : runs)
-    if (r.status == "finished") finished.push_back(&r);
-  if (finished.empty()) {
-    html += "<p class=\"empty\">No finished runs to compare.</p>\n";
-    return;
-  }
-  const auto keys = config_keys_of(finished, {});
-  const auto groups = group_runs(finished, keys);
-  const auto metrics = table_metrics(finished);
-  struct Cell {
-    MeanSe m;
-    std::size_t skipped = 0;
-  };
-  std::vector<std::vector<Cell>> cells(groups.size(), std::vector<Cell>(metrics.size()));
-  std::size_t skipped = 0;
-  for (std::size_t g = 0; g < groups.size(); ++g)
-    for (std::size_t j = 0; j < metrics.size(); ++j) {
-      std::vector<double> values;
-      for (const auto* r : groups[g].runs)
-        for (const auto& [k, v] : r->summaries)
-          if (k == metrics[j]) {
-            if (std::isfinite(v))
-              values.push_back(v);
-            else
-              ++cells[g][j].skipped;
-          }
-      cells[g][j].m = mean_se(values);
-      skipped += cells[g][j].skipped;
-    }
-  // Best mean per column: highest accuracy, lowest loss (only with two groups or more).
-  std::vector<int> best(metrics.size(), -1);
-  for (std::size_t j = 0; j < metrics.size() && groups.size() > 1; ++j) {
-    const bool higher = metrics[j].find("acc") != std::string::npos;
-    const bool lower = metrics[j].find("loss") != std::string::npos;
-    if (!higher && !lower) continue;
-    for (std::size_t g = 0; g < groups.size(); ++g) {
-      if (cells[g][j].m.n == 0) continue;
-      if (best[j] < 0 || (higher ? cells[g][j].m.mean > cells[best[j]][j].m.mean
-                                 : cells[g][j].m.mean < cells[best[j]][j].m.mean))
-        best[j] = static_cast<int>(g);
-    }
-  }
-  html += "<table class=\"sortable\" id=\"comparison\"><thead><tr>";
-  if (keys.empty()) html += "<th>configuration</th>";
-  for (const auto& k : keys) html += "<th>" + escape_html(display_key(k)) + "</th>";
-  for (const auto& m : metrics) html += "<th>" + escape_html(m) + "</th>";
-  html += "<th>runs</th><th>seeds</th></tr></thead>\n<tbody>\n";
-  for (std::size_t g = 0; g < groups.size(); ++g) {
-    html += "<tr>";
-    if (keys.empty()) html += "<td>all runs</td>";
-    for (const auto& v : groups[g].values) html += "<td>" + escape_html(v) + "</td>";
-    for (std::size_t j = 0; j < metrics.size(); ++j) {
-      const Cell& c = cells[g][j];
-      const std::string cls = best[j] == static_cast<int>(g) ? "num best" : "num";
-      if (c.m.n == 0) {
-        html += fmt::format("<td class=\"{}\">{}</td>", cls, c.skipped ? "NaN/Inf" : "n/a");
-        continue;
-      }
-      std::string shown =
-          c.m.n == 1 ? html_number(c.m.mean) : html_number(c.m.mean) + " ± " + html_number(c.m.se);
-      if (c.skipped) shown += fmt::format(" ({} NaN/Inf skipped)", c.skipped);
-      html += fmt::format("<td class=\"{}\" data-v=\"{}\">{}</td>", cls,
-                          fmt::format("{:.17g}", c.m.mean), escape_html(shown));
-    }
-    std::vector<std::string> seeds;
-    for (const auto* r : groups[g].runs) seeds.push_back(std::to_string(r->seed));
-    html += fmt::format("<td class=\"num\">{}</td><td>{}</td></tr>\n", groups[g].runs.size(),
-                        escape_html(join(seeds, ", ")));
-  }
-  html += "</tbody></table>\n";
-  html +=
-      "<p class=\"note\">Finished runs only, grouped by the parameters that differ between "
-      "them (seed excepted); n = 1 shows the value alone. Click a column to sort.";
-  if (skipped) html += fmt::format(" {} NaN/Inf value(s) were left out of the means.", skipped);
-  const auto pooled = pooled_keys(groups, {});
-  if (!pooled.empty())
-    html += " Some rows average runs that differ in " + escape_html(join(pooled, ", ")) + ".";
-  html += "</p>\n";
-}
-
-std::string figure(const Scene& scene, const std::vector<std::string>& notes) {
-  std::string html = "<figure>\n" + to_svg(scene);
-  for (const auto& n : notes) html += "<figcaption>" + escape_html(n) + "</figcaption>\n";
-  return html + "</figure>\n";
-}
-
-}  // namespace
-
-std::string html_report(const std::vector<RunSummaryRow>& runs, const Histories& histories,
-                        const ReportOptions& options) {
-  std::string html =
-      "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-      "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-      "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">\n";
-  html += "<title>" + escape_html(options.title) + "</title>\n";
-  html += std::string("<style>") + kReportStyle + "</style>\n</head>\n<body>\n";
-  html += "<h1>" + escape_html(options.title) + "</h1>\n<p class=\"meta\">";
-  html += fmt::format("{} run(s)", runs.size());
-  if (!options.source.empty()) html += " from <code>" + escape_html(options.source) + "</code>";
-  if (!options.where.empty()) html += ", where <code>" + escape_html(options.where) + "</code>";
-  html += "; generated " + when_text() + " by tlab " + escape_html(TLAB_VERSION) + "</p>\n";
-
-  // Runs by status.
-  std::map<std::string, std::size_t> by_status;
-  for (const auto& r : runs) ++by_status[r.status];
-  html += "<h2>Runs by status</h2>\n";
-  if (runs.empty()) {
-    html += "<p class=\"empty\">No runs match.</p>\n";
-  } else {
-    html += "<table id=\"status\"><thead><tr><th>status</th><th>runs</th></tr></thead><tbody>\n";
-    for (const auto& [status, count] : by_status)
-      html += fmt::format("<tr><td>{}</td><td class=\"num\">{}</td></tr>\n", badge(status), count);
-    html += fmt::format("<tr><th>all</th><th class=\"num\">{}</th></tr>\n", runs.size());
-    html += "</tbody></table>\n";
-  }
-
-  comparison_section(html, runs);
-
-  // Learning curves.
-  html += "<h2>Learning curves</h2>\n";
-  std::string figs;
-  for (const auto& metric : options.curve_metrics) {
-    bool present = false;
-    for (const auto& r : runs) {
-      auto it = histories.find(r.id);
-      if (r.status != "finished" || it == histories.end()) continue;
-      for (const auto& m : it->second) present = present || m.name == metric;
-    }
-    if (!present) continue;
-    CurveOptions curve;
-    curve.metric = metric;
-    curve.x = XAxis::Epoch;
-    try {
-      LineChart chart = learning_curves(runs, histories, curve);
-      auto notes = with_caption(chart.caption, chart.notes);
-      chart.caption.clear();
-      chart.notes.clear();
-      figs += figure(line_chart(chart, {560, 360}), notes);
-    } catch (const PlotError& e) {
-      figs += "<p class=\"empty\">" + escape_html(metric) + ": " + escape_html(e.what()) + "</p>\n";
-    }
-  }
-  html += figs.empty() ? "<p class=\"empty\">No metric histories of finished runs to plot.</p>\n"
-                       : "<div class=\"figs\">\n" + figs + "</div>\n";
-
-  // Bar chart of the main summary.
-  html += "<h2>Final results</h2>\n";
-  std::vector<const RunSummaryRow*> finished;
-  for (const auto& r : runs)
-    if (r.status == "finished") finished.push_back(&r);
-  const auto metrics = table_metrics(finished);
-  if (metrics.empty()) {
-    html += "<p class=\"empty\">No summaries of finished runs to plot.</p>\n";
-  } else {
-    BarOptions bars;
-    bars.metric = metrics.front();
-    const auto keys = config_keys_of(finished, {});
-    // Along x: the target (or source) setting when it varies, the methods as bars.
-    for (const char* prefix : {"target.", "source."}) {
-      for (const auto& k : keys)
-        if (bars.x_key.empty() && k.rfind(prefix, 0) == 0) bars.x_key = k;
-    }
-    try {
-      BarChart chart = summary_bars(runs, bars);
-      auto notes = with_caption(chart.caption, chart.notes);
-      chart.caption.clear();
-      chart.notes.clear();
-      html += "<div class=\"figs\">\n" + figure(bar_chart(chart, {900, 420}), notes) + "</div>\n";
-    } catch (const PlotError& e) {
-      html += "<p class=\"empty\">" + escape_html(e.what()) + "</p>\n";
-    }
-  }
-
-  // Runs that did not finish.
-  html += "<h2>Runs that did not finish</h2>\n";
-  std::vector<const RunSummaryRow*> failed;
-  for (const auto& r : runs)
-    if (r.status != "finished" && r.status != "running" && r.status != "queued")
-      failed.push_back(&r);
-  if (failed.empty()) {
-    html += "<p class=\"empty\">None: every run finished or is still queued or running.</p>\n";
-  } else {
-    const auto keys = config_keys(runs, {});
-    html +=
-        "<table class=\"sortable\" id=\"failed\"><thead><tr><th>id</th><th>name</th>"
-        "<th>status</th><th>seed</th><th>configuration</th><th>ended</th><th>reason</th>"
-        "</tr></thead>\n<tbody>\n";
-    for (const auto* r : failed) {
-      const auto params = param_map(*r);
-      std::vector<std::string> config;  // "strategy=dann, target.variant=usps"
-      for (const auto& k : keys) {
-        auto it = params.find(k);
-        if (it != params.end()) config.push_back(display_key(k) + "=" + it->second);
-      }
-      html += fmt::format(
-          "<tr><td class=\"num\">{}</td><td>{}</td><td data-v=\"{}\">{}</td>"
-          "<td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"reason\">{}</td></tr>\n",
-          r->id, escape_html(r->name), escape_html(r->status), badge(r->status), r->seed,
-          escape_html(join(config, ", ")), escape_html(r->ended_at),
-          escape_html(r->reason.empty() ? "(no reason recorded)" : r->reason));
-    }
-    html += "</tbody></table>\n";
-  }
-  html +=
-      "<footer>Self-contained: no external files, fonts or scripts. Generated by "
-      "<code>tlab results report</code>.</footer>\n";
-  html += std::string("<script>") + kReportScript + "</script>\n</body>\n</html>\n";
-  return html;
-}
-
-std::string html_report(Store& store, const std::vector<RunSummaryRow>& runs,
-                        const ReportOptions& options) {
-  Histories histories;
-  for (const auto& r : runs) histories[r.id] = store.metrics(r.id);
-  return html_report(runs, histories, options);
 }
 
 }  // namespace tlab::plot

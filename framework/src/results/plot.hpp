@@ -1,19 +1,19 @@
 #pragma once
-// Plots of results and the one-file HTML report (`tlab results plot`, `tlab results report`).
+// Plots of results (`tlab results plot`); the HTML report that inlines them is report_html.hpp.
 //
 // Three layers:
 //  1. A Scene: primitives in pixel coordinates (polylines with width and dashes, filled
-//     polygons, rects, text), rendered by two backends from the same scene: `to_svg` (SVG text)
-//     and `rasterize` + `encode_png` (an anti-aliased scanline rasterizer into an RGB buffer, an
-//     embedded 5x7 bitmap font, libpng for the file). Text width for layout is estimated the
-//     same way for both (`text_width`), so labels fit in either.
+//     polygons, rects, UTF-8 text), drawn by two backends from the same scene: `to_svg` (SVG
+//     text, deterministic) and `render_png` (cairo: anti-aliased, DejaVu Sans through
+//     fontconfig). Layout measures text with cairo's metrics of that font (`text_width`), so
+//     labels fit in either.
 //  2. Charts: `line_chart` (one line per series, optional band) and `bar_chart` (bars per group
 //     within categories, with error bars), with nice ticks, gridlines, title, axis labels,
 //     legend and notes, in the Okabe-Ito colour-blind-safe palette.
-//  3. Results: `learning_curves` (metric history vs step or epoch, runs grouped by their config
-//     minus the seed: mean line and a band of ± s.e. or min-max over seeds) and `summary_bars`
-//     (mean ± s.e. of a summary metric), and `html_report`. NaN and ±Inf values are skipped
-//     and counted in a note.
+//  3. Results: `learning_curves` (metric history vs the target stage's epoch or the step, runs
+//     grouped by their config minus the seed: mean line and a band of ± s.e. or min-max over
+//     seeds) and `summary_bars` (mean ± s.e. of a summary metric). NaN and ±Inf values are
+//     skipped and counted in a note.
 //
 // Example:
 //   plot::CurveOptions options;
@@ -102,7 +102,7 @@ struct Rect {
 /// 90 degrees counter-clockwise (reads upwards) about (x, y).
 struct Text {
   double x = 0, y = 0;
-  std::string text;  ///< UTF-8; the PNG font has ASCII and '±', others show as '?'.
+  std::string text;  ///< UTF-8 (invalid bytes are drawn as U+FFFD in both backends).
   double size = 12;  ///< Font size in pixels.
   Color color;
   Anchor anchor = Anchor::Start;
@@ -120,25 +120,22 @@ struct Scene {
   std::vector<Item> items;
 };
 
-/// Estimated width of `text` at font `size`, used for layout by both backends.
-double text_width(std::string_view text, double size);
+/// The font of every text: DejaVu Sans (tools/setup.sh installs fonts-dejavu-core). cairo finds
+/// it through fontconfig; where it is missing, fontconfig's substitute is measured and drawn.
+constexpr const char* kFontFamily = "DejaVu Sans";
+
+/// Advance width of `text` at font `size` (pixels) in kFontFamily, bold or regular: cairo's
+/// unhinted metrics, the same in every backend and at every PNG scale. Used for layout.
+double text_width(std::string_view text, double size, bool bold = false);
 
 /// The scene as a standalone SVG document (no external resources). Non-finite coordinates are
-/// left out.
+/// left out. The same scene gives the same bytes.
 std::string to_svg(const Scene& scene);
 
-/// An 8-bit RGB image, rows top to bottom.
-struct Image {
-  int width = 0, height = 0;
-  std::vector<uint8_t> rgb;  ///< width * height * 3 bytes.
-  Color at(int x, int y) const;
-};
-
-/// Rasterizes `scene` at `scale` pixels per scene unit (2 = sharp on high-density screens).
-Image rasterize(const Scene& scene, double scale = 2);
-
-/// The image as PNG file bytes (libpng). Throws PlotError when libpng fails.
-std::vector<uint8_t> encode_png(const Image& image);
+/// The scene drawn by cairo at `scale` pixels per scene unit (2 = sharp on high-density
+/// screens), as PNG file bytes (8-bit RGB). Throws PlotError for a scale outside (0, 16] or an
+/// image cairo cannot make (wider or taller than 32767 pixels).
+std::vector<uint8_t> render_png(const Scene& scene, double scale = 2);
 
 // ---------------------------------------------------------------------------------------------
 // Axes
@@ -203,19 +200,39 @@ Scene bar_chart(const BarChart& chart, Size size = {});
 // ---------------------------------------------------------------------------------------------
 // Charts from the results store
 
-enum class XAxis { Step, Epoch };
-/// "step" or "epoch"; PlotError naming the value and the choices otherwise.
+/// What learning curves are drawn against. Each stage of a run (pre-training on the source, the
+/// target stage, ...) counts its epochs from 0, while steps count on across stages.
+enum class XAxis {
+  /// The epoch (0-based, as stored) of the run's target stage: the stage from the first step at
+  /// which the run logs a `target/` metric. Earlier rows of the metric (a fine-tuned run's
+  /// pre-training) are left out, so fine-tuned and from-scratch runs both start at epoch 0. When
+  /// no selected run logs the metric in its target stage (`source/train/loss` of pre-training),
+  /// its rows from before the target stage are drawn against their own epoch.
+  Epoch,
+  /// The global optimisation step: the whole history, every stage one after another.
+  Step,
+};
+/// "epoch" or "step"; PlotError naming the value and the choices otherwise.
 XAxis parse_x_axis(const std::string& name);
 
 enum class Band { StdErr, MinMax, None };
 /// "se", "minmax" or "none"; PlotError naming the value and the choices otherwise.
 Band parse_band(const std::string& name);
 
+/// The key as shown to people: "strategy" for "strategy.plugin", other keys as they are.
+std::string display_key(const std::string& key);
+
+/// A run's params as text (`param_text`), by key.
+std::map<std::string, std::string> param_texts(const RunSummaryRow& run);
+
 /// Param keys that tell the runs' configurations apart: the keys whose value differs between
 /// runs (or is missing in some), except `seed`, the keys in `exclude`, and options of a varying
 /// plugin that are constant for each plugin (e.g. `strategy.alpha` when only one strategy has
 /// it). In key order.
 std::vector<std::string> config_keys(const std::vector<RunSummaryRow>& runs,
+                                     const std::vector<std::string>& exclude = {});
+/// As above, for a selection of runs.
+std::vector<std::string> config_keys(const std::vector<const RunSummaryRow*>& runs,
                                      const std::vector<std::string>& exclude = {});
 
 /// Runs with the same values of some keys.
@@ -229,12 +246,17 @@ struct RunGroup {
 std::vector<RunGroup> group_runs(const std::vector<const RunSummaryRow*>& runs,
                                  const std::vector<std::string>& keys);
 
+/// Keys (other than seed and `skip`) whose values differ between the runs inside some group: the
+/// group's mean pools over them. In key order.
+std::vector<std::string> pooled_keys(const std::vector<RunGroup>& groups,
+                                     const std::vector<std::string>& skip);
+
 /// Every metric row of each run, by run id (`Store::metrics(id)`); other names are ignored.
 using Histories = std::map<int64_t, std::vector<MetricRow>>;
 
 struct CurveOptions {
   std::string metric = "target/test/acc";
-  XAxis x = XAxis::Step;
+  XAxis x = XAxis::Epoch;             ///< The target stage's epoch; Step for whole histories.
   std::vector<std::string> group_by;  ///< Empty = config_keys(runs).
   Band band = Band::StdErr;
   bool include_unfinished = false;  ///< Also runs whose status is not "finished".
@@ -243,8 +265,9 @@ struct CurveOptions {
 
 /// Learning curves of `options.metric`: per group, the mean over its runs at each x (of the
 /// runs that have a finite value there) and the band. A run with several values at one x keeps
-/// the last. Throws PlotError when no selected run has the metric (naming the metrics there
-/// are) or a --group-by key no run has.
+/// the last. With XAxis::Epoch, a run that logs the metric only before its target stage while
+/// others log it in theirs is left out and noted. Throws PlotError when no selected run has the
+/// metric (naming the metrics there are) or a --group-by key no run has.
 LineChart learning_curves(const std::vector<RunSummaryRow>& runs, const Histories& histories,
                           const CurveOptions& options);
 
@@ -261,7 +284,7 @@ struct BarOptions {
 BarChart summary_bars(const std::vector<RunSummaryRow>& runs, const BarOptions& options);
 
 // ---------------------------------------------------------------------------------------------
-// Files and the HTML report
+// Files
 
 enum class FileFormat { Svg, Png };
 /// From the extension (.svg or .png, any case); PlotError naming the extension and the choices.
@@ -272,25 +295,5 @@ void write_scene(const Scene& scene, const std::filesystem::path& path, double p
 
 /// Writes `text` to `path` (parent folder created); PlotError naming the path and the reason.
 void write_text_file(const std::filesystem::path& path, const std::string& text);
-
-struct ReportOptions {
-  std::string title = "TransferLab results";
-  std::string source;  ///< Shown under the title, e.g. the database path.
-  std::string where;   ///< The filter used, shown when not "".
-  /// Metrics whose histories are plotted when some run has them.
-  std::vector<std::string> curve_metrics = {"target/test/acc", "target/val/acc",
-                                            "target/train/loss", "source/train/loss"};
-};
-
-/// One self-contained HTML page (inline CSS, inline SVG, a small sorting script; nothing from
-/// the network): runs by status, the comparison table (mean ± s.e. per configuration over
-/// seeds), learning curves of the main metrics, a bar chart of the main summary, and the runs
-/// that did not finish with their reasons. All text from the database is escaped.
-std::string html_report(const std::vector<RunSummaryRow>& runs, const Histories& histories,
-                        const ReportOptions& options);
-
-/// As above, reading the histories of `runs` from `store`.
-std::string html_report(Store& store, const std::vector<RunSummaryRow>& runs,
-                        const ReportOptions& options);
 
 }  // namespace tlab::plot

@@ -1,0 +1,354 @@
+// The HTML report: one self-contained page of tables and inline SVG plots.
+#include "results/report_html.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <map>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "results/stats.hpp"
+#include "util.hpp"
+
+namespace tlab::plot {
+namespace {
+
+const char* kReportStyle = R"(
+body{font-family:"DejaVu Sans",Verdana,Arial,sans-serif;color:#222;background:#fff;
+  margin:24px auto;max-width:1320px;padding:0 16px}
+h1{font-size:24px;margin:0 0 4px}
+h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+h3{font-size:14px;margin:12px 0 4px}
+.meta{color:#555;font-size:13px;margin:0 0 8px}
+table{border-collapse:collapse;font-size:13px;margin:6px 0}
+.wide{overflow-x:auto;max-width:100%}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f3f3f3}
+table.sortable th{cursor:pointer;user-select:none}
+table.sortable th[aria-sort=ascending]::after{content:" \25B2"}
+table.sortable th[aria-sort=descending]::after{content:" \25BC"}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.best{font-weight:bold}
+td.reason{white-space:pre-wrap;font-family:"DejaVu Sans Mono",monospace;font-size:12px;
+  max-width:760px}
+.badge{display:inline-block;padding:1px 8px;border-radius:9px;color:#fff;font-size:12px}
+.figs{display:flex;flex-wrap:wrap;gap:16px}
+figure{margin:0;border:1px solid #eee;padding:8px;max-width:100%}
+figure svg{max-width:100%;height:auto;display:block}
+figcaption,.note{color:#555;font-size:12px;margin:2px 0}
+.empty{color:#777;font-style:italic}
+footer{margin-top:32px;color:#777;font-size:12px}
+)";
+
+const char* kReportScript = R"(
+(function () {
+  function key(cell) {
+    var v = cell.getAttribute('data-v');
+    if (v === null) v = cell.textContent.trim();
+    var n = Number(v);
+    return v !== '' && isFinite(n) ? {num: true, v: n} : {num: false, v: v.toLowerCase()};
+  }
+  var tables = document.querySelectorAll('table.sortable');
+  Array.prototype.forEach.call(tables, function (table) {
+    if (!table.tHead || !table.tBodies.length) return;
+    var heads = table.tHead.rows[0].cells;
+    Array.prototype.forEach.call(heads, function (th) {
+      th.title = 'Click to sort';
+      th.addEventListener('click', function () {
+        var col = th.cellIndex;
+        var asc = th.getAttribute('aria-sort') !== 'ascending';
+        Array.prototype.forEach.call(heads, function (h) { h.removeAttribute('aria-sort'); });
+        th.setAttribute('aria-sort', asc ? 'ascending' : 'descending');
+        var body = table.tBodies[0];
+        var rows = Array.prototype.slice.call(body.rows);
+        rows.sort(function (a, b) {
+          var x = key(a.cells[col]), y = key(b.cells[col]), c;
+          if (x.num && y.num) c = x.v - y.v;
+          else if (x.num !== y.num) c = x.num ? -1 : 1;
+          else c = x.v < y.v ? -1 : x.v > y.v ? 1 : 0;
+          return asc ? c : -c;
+        });
+        rows.forEach(function (r) { body.appendChild(r); });
+      });
+    });
+  });
+})();
+)";
+
+std::string status_color(const std::string& status) {
+  if (status == "finished") return "#009E73";
+  if (status == "failed" || status == "crashed" || status == "oom") return "#D55E00";
+  if (status == "diverged") return "#B8860B";
+  if (status == "killed" || status == "timeout" || status == "lost" || status == "cancelled" ||
+      status == "node_fail")
+    return "#CC79A7";
+  if (status == "running" || status == "queued") return "#0072B2";
+  return "#777777";
+}
+
+std::string badge(const std::string& status) {
+  return fmt::format("<span class=\"badge\" style=\"background:{}\">{}</span>",
+                     status_color(status), escape_html(status));
+}
+
+std::string html_number(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  return fmt::format("{:.4f}", v);
+}
+
+// The summaries shown in the comparison table: the main ones first, then the others.
+std::vector<std::string> table_metrics(const std::vector<const RunSummaryRow*>& runs) {
+  std::set<std::string> present;
+  for (const auto* r : runs)
+    for (const auto& [k, v] : r->summaries) present.insert(k);
+  std::vector<std::string> out;
+  for (const char* m : {"target/test/acc", "target/val/acc", "target/test/loss", "target/val/loss",
+                        "source/val/acc", "source/test/acc", "run/wall_seconds"})
+    if (present.erase(m)) out.push_back(m);
+  for (const auto& m : present)
+    if (out.size() < 8) out.push_back(m);
+  return out;
+}
+
+void comparison_section(std::string& html, const std::vector<RunSummaryRow>& runs) {
+  html += "<h2>Comparison: mean ± standard error over seeds</h2>\n";
+  std::vector<const RunSummaryRow*> finished;
+  for (const auto& r : runs)
+    if (r.status == "finished") finished.push_back(&r);
+  if (finished.empty()) {
+    html += "<p class=\"empty\">No finished runs to compare.</p>\n";
+    return;
+  }
+  const auto keys = config_keys(finished, {});
+  const auto groups = group_runs(finished, keys);
+  const auto metrics = table_metrics(finished);
+  struct Cell {
+    MeanSe m;
+    std::size_t skipped = 0;
+  };
+  std::vector<std::vector<Cell>> cells(groups.size(), std::vector<Cell>(metrics.size()));
+  std::size_t skipped = 0;
+  for (std::size_t g = 0; g < groups.size(); ++g)
+    for (std::size_t j = 0; j < metrics.size(); ++j) {
+      std::vector<double> values;
+      for (const auto* r : groups[g].runs)
+        for (const auto& [k, v] : r->summaries)
+          if (k == metrics[j]) {
+            if (std::isfinite(v))
+              values.push_back(v);
+            else
+              ++cells[g][j].skipped;
+          }
+      cells[g][j].m = mean_se(values);
+      skipped += cells[g][j].skipped;
+    }
+  // Best mean per column: highest accuracy, lowest loss (only with two groups or more).
+  std::vector<int> best(metrics.size(), -1);
+  for (std::size_t j = 0; j < metrics.size() && groups.size() > 1; ++j) {
+    const bool higher = metrics[j].find("acc") != std::string::npos;
+    const bool lower = metrics[j].find("loss") != std::string::npos;
+    if (!higher && !lower) continue;
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+      if (cells[g][j].m.n == 0) continue;
+      if (best[j] < 0 || (higher ? cells[g][j].m.mean > cells[best[j]][j].m.mean
+                                 : cells[g][j].m.mean < cells[best[j]][j].m.mean))
+        best[j] = static_cast<int>(g);
+    }
+  }
+  html += "<div class=\"wide\"><table class=\"sortable\" id=\"comparison\"><thead><tr>";
+  if (keys.empty()) html += "<th>configuration</th>";
+  for (const auto& k : keys) html += "<th>" + escape_html(display_key(k)) + "</th>";
+  for (const auto& m : metrics) html += "<th>" + escape_html(m) + "</th>";
+  html += "<th>runs</th><th>seeds</th></tr></thead>\n<tbody>\n";
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    html += "<tr>";
+    if (keys.empty()) html += "<td>all runs</td>";
+    for (const auto& v : groups[g].values) html += "<td>" + escape_html(v) + "</td>";
+    for (std::size_t j = 0; j < metrics.size(); ++j) {
+      const Cell& c = cells[g][j];
+      const std::string cls = best[j] == static_cast<int>(g) ? "num best" : "num";
+      if (c.m.n == 0) {
+        html += fmt::format("<td class=\"{}\">{}</td>", cls, c.skipped ? "NaN/Inf" : "n/a");
+        continue;
+      }
+      std::string shown =
+          c.m.n == 1 ? html_number(c.m.mean) : html_number(c.m.mean) + " ± " + html_number(c.m.se);
+      if (c.skipped) shown += fmt::format(" ({} NaN/Inf skipped)", c.skipped);
+      html += fmt::format("<td class=\"{}\" data-v=\"{}\">{}</td>", cls,
+                          fmt::format("{:.17g}", c.m.mean), escape_html(shown));
+    }
+    std::vector<std::string> seeds;
+    for (const auto* r : groups[g].runs) seeds.push_back(std::to_string(r->seed));
+    html += fmt::format("<td class=\"num\">{}</td><td>{}</td></tr>\n", groups[g].runs.size(),
+                        escape_html(join(seeds, ", ")));
+  }
+  html += "</tbody></table></div>\n";
+  html +=
+      "<p class=\"note\">Finished runs only, grouped by the parameters that differ between "
+      "them (seed excepted); n = 1 shows the value alone. Click a column to sort.";
+  if (skipped) html += fmt::format(" {} NaN/Inf value(s) were left out of the means.", skipped);
+  const auto pooled = pooled_keys(groups, {});
+  if (!pooled.empty())
+    html += " Some rows average runs that differ in " + escape_html(join(pooled, ", ")) + ".";
+  html += "</p>\n";
+}
+
+// The chart's caption and notes, moved out of the scene into HTML text under the figure.
+template <class Chart>
+std::vector<std::string> take_notes(Chart& chart) {
+  std::vector<std::string> lines;
+  if (!chart.caption.empty()) lines.push_back(chart.caption);
+  lines.insert(lines.end(), chart.notes.begin(), chart.notes.end());
+  chart.caption.clear();
+  chart.notes.clear();
+  return lines;
+}
+
+std::string when_text() {
+  const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
+  return buf;
+}
+
+std::string figure(const Scene& scene, const std::vector<std::string>& notes) {
+  std::string html = "<figure>\n" + to_svg(scene);
+  for (const auto& n : notes) html += "<figcaption>" + escape_html(n) + "</figcaption>\n";
+  return html + "</figure>\n";
+}
+
+}  // namespace
+
+std::string html_report(const std::vector<RunSummaryRow>& runs, const Histories& histories,
+                        const ReportOptions& options) {
+  std::string html =
+      "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+      "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+      "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">\n";
+  html += "<title>" + escape_html(options.title) + "</title>\n";
+  html += std::string("<style>") + kReportStyle + "</style>\n</head>\n<body>\n";
+  html += "<h1>" + escape_html(options.title) + "</h1>\n<p class=\"meta\">";
+  html += fmt::format("{} run(s)", runs.size());
+  if (!options.source.empty()) html += " from <code>" + escape_html(options.source) + "</code>";
+  if (!options.where.empty()) html += ", where <code>" + escape_html(options.where) + "</code>";
+  html += "; generated " + when_text() + " by tlab " + escape_html(TLAB_VERSION) + "</p>\n";
+
+  // Runs by status.
+  std::map<std::string, std::size_t> by_status;
+  for (const auto& r : runs) ++by_status[r.status];
+  html += "<h2>Runs by status</h2>\n";
+  if (runs.empty()) {
+    html += "<p class=\"empty\">No runs match.</p>\n";
+  } else {
+    html += "<table id=\"status\"><thead><tr><th>status</th><th>runs</th></tr></thead><tbody>\n";
+    for (const auto& [status, count] : by_status)
+      html += fmt::format("<tr><td>{}</td><td class=\"num\">{}</td></tr>\n", badge(status), count);
+    html += fmt::format("<tr><th>all</th><th class=\"num\">{}</th></tr>\n", runs.size());
+    html += "</tbody></table>\n";
+  }
+
+  comparison_section(html, runs);
+
+  // Learning curves.
+  html += "<h2>Learning curves</h2>\n";
+  std::string figs;
+  for (const auto& metric : options.curve_metrics) {
+    bool present = false;
+    for (const auto& r : runs) {
+      auto it = histories.find(r.id);
+      if (r.status != "finished" || it == histories.end()) continue;
+      for (const auto& m : it->second) present = present || m.name == metric;
+    }
+    if (!present) continue;
+    CurveOptions curve;
+    curve.metric = metric;
+    curve.x = XAxis::Epoch;
+    try {
+      LineChart chart = learning_curves(runs, histories, curve);
+      const auto notes = take_notes(chart);
+      figs += figure(line_chart(chart, {560, 360}), notes);
+    } catch (const PlotError& e) {
+      figs += "<p class=\"empty\">" + escape_html(metric) + ": " + escape_html(e.what()) + "</p>\n";
+    }
+  }
+  html += figs.empty() ? "<p class=\"empty\">No metric histories of finished runs to plot.</p>\n"
+                       : "<div class=\"figs\">\n" + figs + "</div>\n";
+
+  // Bar chart of the main summary.
+  html += "<h2>Final results</h2>\n";
+  std::vector<const RunSummaryRow*> finished;
+  for (const auto& r : runs)
+    if (r.status == "finished") finished.push_back(&r);
+  const auto metrics = table_metrics(finished);
+  if (metrics.empty()) {
+    html += "<p class=\"empty\">No summaries of finished runs to plot.</p>\n";
+  } else {
+    BarOptions bars;
+    bars.metric = metrics.front();
+    const auto keys = config_keys(finished, {});
+    // Along x: the target (or source) setting when it varies, the methods as bars.
+    for (const char* prefix : {"target.", "source."}) {
+      for (const auto& k : keys)
+        if (bars.x_key.empty() && k.rfind(prefix, 0) == 0) bars.x_key = k;
+    }
+    try {
+      BarChart chart = summary_bars(runs, bars);
+      const auto notes = take_notes(chart);
+      html += "<div class=\"figs\">\n" + figure(bar_chart(chart, {900, 420}), notes) + "</div>\n";
+    } catch (const PlotError& e) {
+      html += "<p class=\"empty\">" + escape_html(e.what()) + "</p>\n";
+    }
+  }
+
+  // Runs that did not finish.
+  html += "<h2>Runs that did not finish</h2>\n";
+  std::vector<const RunSummaryRow*> failed;
+  for (const auto& r : runs)
+    if (r.status != "finished" && r.status != "running" && r.status != "queued")
+      failed.push_back(&r);
+  if (failed.empty()) {
+    html += "<p class=\"empty\">None: every run finished or is still queued or running.</p>\n";
+  } else {
+    const auto keys = config_keys(runs, {});
+    html +=
+        "<div class=\"wide\"><table class=\"sortable\" "
+        "id=\"failed\"><thead><tr><th>id</th><th>name</th>"
+        "<th>status</th><th>seed</th><th>configuration</th><th>ended</th><th>reason</th>"
+        "</tr></thead>\n<tbody>\n";
+    for (const auto* r : failed) {
+      const auto params = param_texts(*r);
+      std::vector<std::string> config;  // "strategy=dann, target.variant=usps"
+      for (const auto& k : keys) {
+        auto it = params.find(k);
+        if (it != params.end()) config.push_back(display_key(k) + "=" + it->second);
+      }
+      html += fmt::format(
+          "<tr><td class=\"num\">{}</td><td>{}</td><td data-v=\"{}\">{}</td>"
+          "<td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"reason\">{}</td></tr>\n",
+          r->id, escape_html(r->name), escape_html(r->status), badge(r->status), r->seed,
+          escape_html(join(config, ", ")), escape_html(r->ended_at),
+          escape_html(r->reason.empty() ? "(no reason recorded)" : r->reason));
+    }
+    html += "</tbody></table></div>\n";
+  }
+  html +=
+      "<footer>Self-contained: no external files, fonts or scripts. Generated by "
+      "<code>tlab results report</code>.</footer>\n";
+  html += std::string("<script>") + kReportScript + "</script>\n</body>\n</html>\n";
+  return html;
+}
+
+std::string html_report(Store& store, const std::vector<RunSummaryRow>& runs,
+                        const ReportOptions& options) {
+  Histories histories;
+  for (const auto& r : runs) histories[r.id] = store.metrics(r.id);
+  return html_report(runs, histories, options);
+}
+
+}  // namespace tlab::plot

@@ -1,0 +1,39 @@
+#pragma once
+// The one-file HTML report (`tlab results report`): tables of the runs and the plots of plot.hpp
+// inlined as SVG.
+//
+// Example:
+//   plot::ReportOptions options;
+//   options.source = "results/results.db";
+//   plot::write_text_file("report.html", plot::html_report(store, store.list_runs(), options));
+
+#include <string>
+#include <vector>
+
+#include "results/plot.hpp"
+#include "store/store.hpp"
+
+namespace tlab::plot {
+
+struct ReportOptions {
+  std::string title = "TransferLab results";  ///< Page title and heading.
+  std::string source;  ///< Shown under the title, e.g. the database path ("" = not shown).
+  std::string where;   ///< The filter used, shown when not "".
+  /// Metrics whose histories are plotted (against the target stage's epoch) when some run has
+  /// them.
+  std::vector<std::string> curve_metrics = {"target/test/acc", "target/val/acc",
+                                            "target/train/loss", "source/train/loss"};
+};
+
+/// One self-contained HTML page (inline CSS, inline SVG, a small sorting script; nothing from
+/// the network): runs by status, the comparison table (mean ± s.e. per configuration over
+/// seeds), learning curves of the main metrics, a bar chart of the main summary, and the runs
+/// that did not finish with their reasons. All text from the database is escaped.
+std::string html_report(const std::vector<RunSummaryRow>& runs, const Histories& histories,
+                        const ReportOptions& options);
+
+/// As above, reading the histories of `runs` from `store`.
+std::string html_report(Store& store, const std::vector<RunSummaryRow>& runs,
+                        const ReportOptions& options);
+
+}  // namespace tlab::plot
