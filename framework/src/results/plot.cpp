@@ -98,28 +98,27 @@ void set_color(cairo_t* cr, Color c, double opacity) {
 
 // A polyline made of horizontal and vertical segments (gridlines, ticks, axes) is moved by less
 // than half a device pixel so that its edges fall on pixel boundaries: crisp, not a blurred
-// two-pixel grey line.
+// two-pixel grey line. Other polylines come back as they are.
 std::vector<Point> snapped(cairo_t* cr, const std::vector<Point>& pts, double width) {
   for (std::size_t i = 1; i < pts.size(); ++i)
     if (pts[i].x != pts[i - 1].x && pts[i].y != pts[i - 1].y) return pts;
-  double w = width, unused = 0;
-  cairo_user_to_device_distance(cr, &w, &unused);
-  const double w_device = std::max(1.0, std::round(w));
-  auto snap = [&](double v, double scale) {
-    const double device = v * scale;
-    return (std::round(device - w_device / 2) + w_device / 2) / scale;
+  double sx = 1, sy = 1, zero = 0;  // device pixels per scene unit along x and y
+  cairo_user_to_device_distance(cr, &sx, &zero);
+  zero = 0;
+  cairo_user_to_device_distance(cr, &zero, &sy);
+  const double w = std::max(1.0, std::round(width * sx));  // the line's width in pixels
+  // The centre nearest to `v` of a line `w` pixels wide whose edges are on pixel boundaries.
+  auto snap = [w](double v, double scale) {
+    return (std::round(v * scale - w / 2) + w / 2) / scale;
   };
-  double sx = 1, sy = 0, tx = 0, ty = 1;
-  cairo_user_to_device_distance(cr, &sx, &sy);
-  cairo_user_to_device_distance(cr, &tx, &ty);
   std::vector<Point> out = pts;
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    const bool vertical_here =
+  for (std::size_t i = 0; i < pts.size(); ++i) {
+    const bool on_vertical =
         (i > 0 && pts[i].x == pts[i - 1].x) || (i + 1 < pts.size() && pts[i].x == pts[i + 1].x);
-    const bool horizontal_here =
+    const bool on_horizontal =
         (i > 0 && pts[i].y == pts[i - 1].y) || (i + 1 < pts.size() && pts[i].y == pts[i + 1].y);
-    if (vertical_here) out[i].x = snap(pts[i].x, sx);
-    if (horizontal_here) out[i].y = snap(pts[i].y, ty);
+    if (on_vertical) out[i].x = snap(pts[i].x, sx);
+    if (on_horizontal) out[i].y = snap(pts[i].y, sy);
   }
   return out;
 }
@@ -138,8 +137,8 @@ void draw_item(cairo_t* cr, const Item& item) {
     cairo_set_line_cap(cr, CAIRO_LINE_CAP_BUTT);
     cairo_set_dash(cr, l->dash.data(), static_cast<int>(l->dash.size()), 0);
     set_color(cr, l->color, l->opacity);
-    cairo_stroke(cr);  // one operation: a self-crossing translucent line is not darker where
-                       // it crosses, as in SVG
+    // One operation: a translucent line is not darker where it crosses itself, as in SVG.
+    cairo_stroke(cr);
   } else if (const auto* p = std::get_if<Polygon>(&item)) {
     cairo_new_path(cr);
     int n = 0;
