@@ -782,6 +782,58 @@ int interrupt_run(const fs::path& exp, const fs::path& db, int sig) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 1000 + WTERMSIG(status);
 }
 
+// The front `tlab` does not link LibTorch: the commands that do not train work where it cannot
+// be loaded at all, and those that need the training engine say which file failed and why.
+TEST_F(EndToEnd, CommandsThatDoNotTrainWorkWhereLibTorchCannotBeLoaded) {
+  const std::string tlab = std::string(TLAB_TEST_BIN_DIR) + "/tlab";
+  const fs::path exp = tlab::test::write_file(dir_ / "front.toml", kTiny);
+  const fs::path db = dir_ / "front" / "results.db";
+  auto r = sh(tlab + " run " + exp.string() + " --db " + db.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+
+  // Hide LibTorch: a damaged libtorch_cpu first on the library search path.
+  const fs::path hidden = dir_ / "hidden";
+  fs::create_directories(hidden);
+  tlab::test::write_file(hidden / "libtorch_cpu.so.1.13", "not a library");
+  const std::string without = "LD_LIBRARY_PATH=" + hidden.string() + " " + tlab;
+  auto list = sh(without + " results list --db " + db.string());
+  EXPECT_EQ(list.code, 0) << list.out;
+  EXPECT_THAT(list.out, HasSubstr("finished"));
+  auto version = sh(without + " --version");
+  EXPECT_EQ(version.code, 0) << version.out;
+  EXPECT_THAT(version.out, HasSubstr("tlab "));
+  auto help = sh(without + " run --help " + exp.string());
+  EXPECT_EQ(help.code, 0) << help.out;
+  EXPECT_THAT(help.out, HasSubstr("--dry-run"));
+  auto groups = sh(without + " config --groups " + exp.string());
+  EXPECT_EQ(groups.code, 0) << groups.out;
+
+  const std::string engine =
+      (fs::path(TLAB_TEST_BIN_DIR).parent_path() / "lib" / "tlab" / "libtlab_engine.so").string();
+  auto run = sh(without + " run " + exp.string() + " --db " + db.string());
+  EXPECT_EQ(run.code, 2);
+  EXPECT_THAT(run.out, HasSubstr("tlab run needs its training engine, '" + engine + "'"));
+  EXPECT_THAT(run.out, HasSubstr("could not be loaded: libtorch_cpu.so.1.13"));
+  EXPECT_THAT(run.out, HasSubstr("tlab results, tlab sweep (without --retry-failed), tlab new"));
+
+  // An engine that is not there, or a library that is not an engine.
+  const fs::path nowhere = dir_ / "nowhere" / "libtlab_engine.so";
+  auto missing = sh("TLAB_ENGINE=" + nowhere.string() + " " + tlab + " plugins");
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_THAT(missing.out,
+              HasSubstr("tlab plugins needs its training engine, '" + nowhere.string() +
+                        "' (LibTorch and the plugins), which does not exist (set by TLAB_ENGINE)"));
+  const fs::path foreign =
+      fs::path(TLAB_TEST_BIN_DIR).parent_path() / "plugins" / "adapters" / "bitfit.so";
+  auto other = sh("TLAB_ENGINE=" + foreign.string() + " " + tlab + " config " + exp.string());
+  EXPECT_EQ(other.code, 2);
+  EXPECT_THAT(other.out, HasSubstr("is not a tlab engine: it has no tlab_engine_api"));
+
+  // Nothing was written by the refused commands.
+  tlab::Store store(db, false);
+  EXPECT_EQ(store.list_runs().size(), 1u);
+}
+
 TEST_F(EndToEnd, SignalsStopTheRunAsKilledWithItsMetricsAndNoFurtherRuns) {
   fs::path exp = tlab::test::write_file(
       dir_ / "long.toml", kTiny +

@@ -4,20 +4,18 @@
 // parsing runs the one the user chose.
 
 #include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 
+#include "../engine/api.hpp"
+#include "errors.hpp"
 #include "store/store.hpp"
 
 namespace tlab::cli {
-
-/// Thrown for problems the user must fix (exit code 2): a missing database, an unknown key.
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 /// A registered subcommand: when `app` was chosen on the command line, main runs `run`, whose
 /// return value is the exit code.
@@ -41,18 +39,19 @@ void add_results_merge(CLI::App& results, std::vector<Command>& out);    // merg
 
 }  // namespace tlab::cli
 
-namespace tlab {
-class PluginLoader;
-}
-
 namespace tlab::cli {
 
 /// `tlab new plugin KIND NAME [--dir DIR]` (new_plugin.cpp): an out-of-tree plugin project.
 void add_new_commands(CLI::App& app, std::vector<Command>& out);
 
-/// `tlab sweep list|status|cancel|collect` (sweep_cli.cpp): SLURM sweeps. `loader` gives the
-/// plugin loader (needed to resubmit runs).
+/// `tlab sweep list|status|cancel|collect` (sweep_cli.cpp): SLURM sweeps. Resubmitting failed
+/// tasks (collect --retry-failed) is the engine's, with `globals` (--plugin-path, -v).
 void add_sweep_commands(CLI::App& sweep, std::vector<Command>& out,
-                        std::function<PluginLoader&()> loader);
+                        std::shared_ptr<engine::Globals> globals);
+
+/// `tlab run`, `tlab _run`, `tlab config`, `tlab plugins` (engine_cli.cpp): parsed here, run by
+/// the training engine.
+void add_engine_commands(CLI::App& app, std::vector<Command>& out,
+                         std::shared_ptr<engine::Globals> globals);
 
 }  // namespace tlab::cli

@@ -4,8 +4,9 @@
 
 #include <fmt/format.h>
 
+#include "engine_client.hpp"
 #include "results_cli.hpp"
-#include "run/slurm.hpp"
+#include "run/slurm_state.hpp"
 #include "util.hpp"
 
 namespace fs = std::filesystem;
@@ -38,7 +39,7 @@ fs::path sweep_dir(Options& o, CLI::App& cmd) {
 }  // namespace
 
 void add_sweep_commands(CLI::App& sweep, std::vector<Command>& out,
-                        std::function<PluginLoader&()> loader) {
+                        std::shared_ptr<engine::Globals> globals) {
   auto o = std::make_shared<Options>();
   const char* sweep_help =
       "Sweep: its name under <db folder>/sweeps, a unique prefix of it, or its folder "
@@ -104,7 +105,7 @@ void add_sweep_commands(CLI::App& sweep, std::vector<Command>& out,
                     "Then submit again the tasks that failed, crashed, timed out, ran out of "
                     "memory or lost their node (not cancelled ones)");
   add_db_option(*collect, o->db);
-  out.push_back({collect, [o, loader, collect] {
+  out.push_back({collect, [o, globals, collect] {
                    std::vector<fs::path> dirs;
                    if (o->sweep.empty())
                      dirs = slurm::list_sweeps(o->db);
@@ -117,18 +118,21 @@ void add_sweep_commands(CLI::App& sweep, std::vector<Command>& out,
                    }
                    Store store = open_results(o->db);  // the sweeps' database exists
                    int code = 0;
+                   engine::RetryArgs retry{o->db, {}};
                    for (const auto& dir : dirs) {
-                     const auto r = slurm::collect_sweep(dir, store, loader(), o->retry_failed);
+                     const auto r = slurm::collect_sweep(dir, store);
                      std::cout << fmt::format(
                          "sweep {}: merged {} run(s) into {} ({} merged before), {} task(s) "
                          "still pending or running\n",
                          dir.filename().string(), r.merged, o->db, r.already, r.open);
                      for (const auto& line : r.lines) std::cout << "  " << line << "\n";
-                     if (r.retried.submitted)
-                       std::cout << fmt::format("  resubmitted {} task(s) as job {}\n",
-                                                r.retried.submitted, r.retried.job);
-                     if (!r.lines.empty() && !r.retried.submitted) code = 1;
+                     if (!r.lines.empty()) code = kRunFailed;
+                     retry.sweeps.push_back(dir.string());
+                     retry.unfinished.push_back(!r.lines.empty());
                    }
+                   // Resubmitting validates the runs with their plugins: the engine's part.
+                   if (o->retry_failed)
+                     return open_engine("sweep collect --retry-failed").retry(*globals, retry);
                    return code;
                  }});
 }

@@ -634,19 +634,6 @@ class Supervisor {
   Clock::time_point start_, last_bar_;
 };
 
-}  // namespace
-
-double heartbeat_interval() {
-  if (const char* v = std::getenv("TLAB_HEARTBEAT_SECONDS")) {
-    char* end = nullptr;
-    double s = std::strtod(v, &end);
-    if (end != v && s > 0) return s;
-  }
-  return 10.0;
-}
-
-namespace {
-
 // xxh3 of a weights file, remembered by path, size and modification time (a sweep asks for the
 // same file once per run).
 std::string weights_file_hash(const fs::path& p) {

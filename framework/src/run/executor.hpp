@@ -15,6 +15,7 @@
 
 #include "config/experiment.hpp"
 #include "plugins/loader.hpp"
+#include "run/heartbeat.hpp"
 #include "store/store.hpp"
 
 namespace tlab {
@@ -71,10 +72,6 @@ SweepResult run_sweep(const std::vector<RunSpec>& specs, PluginLoader& loader, S
 /// heartbeat is older than `stale_seconds` (their supervisor or machine died). Returns the
 /// reasons recorded, one per run.
 std::vector<std::string> mark_lost_runs(Store& store, double stale_seconds);
-
-/// Seconds between a running child's heartbeats: TLAB_HEARTBEAT_SECONDS, default 10. A run is
-/// stale after three intervals without one.
-double heartbeat_interval();
 
 /// The child side (`tlab _run --db DB --id ID`): executes queued run `id` of `db` with a
 /// heartbeat thread. Returns the process exit code: 0 finished, 1 otherwise, 128 + signal when

@@ -1,0 +1,139 @@
+// The commands the training engine executes (framework/engine): `tlab run`, `tlab _run`,
+// `tlab config` and `tlab plugins`. Their options are defined and parsed here, in the front, so
+// that `tlab --help`, `tlab run --help` and every usage error answer without loading LibTorch;
+// the parsed arguments then go to the engine, opened on first need (engine_client.hpp).
+
+#include <iostream>
+#include <memory>
+
+#include "config/compose.hpp"
+#include "engine_client.hpp"
+#include "results_cli.hpp"
+
+namespace tlab::cli {
+
+void add_engine_commands(CLI::App& app, std::vector<Command>& out,
+                         std::shared_ptr<engine::Globals> globals) {
+  // tlab run
+  auto r = std::make_shared<engine::RunArgs>();
+  r->db = "results/results.db";
+  r->spawn = "auto";
+  r->grace = "10s";
+  auto* run = app.add_subcommand("run", "Run an experiment: one run, or every run of its sweep");
+  auto run_help = std::make_shared<bool>(false);
+  run->set_help_flag();  // --help also lists the experiment's config groups (below)
+  run->add_flag("-h,--help", *run_help, "Print this help and the config groups of EXPERIMENT");
+  run->add_option("experiment", r->experiment, "Experiment TOML file");
+  run->add_option("overrides", r->overrides,
+                  "Overrides: key=value, +key=value, ++key=value, ~key, group=option, "
+                  "group@package=option; with -m also sweeps a,b,c / range() / choice() / "
+                  "glob() / zip() (see docs/configuration.md)");
+  run->add_flag("-m,--multirun", r->multirun, "Allow sweeps in the overrides (one run per value)");
+  run->add_flag("--dry-run", r->dry_run, "List the runs with their overrides; run nothing");
+  run->add_option("--config-dir", r->config_dirs,
+                  "Extra folder of config groups (repeatable; searched after the experiment's "
+                  "folder, before ./experiments)");
+  run->add_option("--db", r->db, "Results database")->capture_default_str();
+  run->add_option("--threads", r->threads,
+                  "LibTorch intra-op threads per run (0 = cores / runs at once)")
+      ->check(CLI::Range(0, 1024));
+  run->add_option("-j,--jobs", r->jobs, "Runs at once, each in its own process")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  run->add_option("--timeout", r->timeout,
+                  "Wall-clock limit per run: seconds, or with a unit (90s, 30m, 2h); then the "
+                  "run gets SIGTERM and, after --grace, SIGKILL; status timeout");
+  run->add_option("--grace", r->grace,
+                  "Time a stopped run gets to flush and exit before SIGKILL (Ctrl-C, timeout)")
+      ->capture_default_str();
+  run->add_flag("--rerun", r->rerun,
+                "Run again the runs already finished with the same config and plugin builds "
+                "(default: skip them, so an interrupted sweep resumes)");
+  run->add_option("--gpus", r->gpus,
+                  "GPU ids to hand out round-robin as CUDA_VISIBLE_DEVICES, e.g. 0,1,2,3 "
+                  "(default: every visible GPU when a run's device is not cpu)");
+  run->add_option("--spawn", r->spawn,
+                  "How a run's process starts: exec (a fresh tlab), fork (a copy of this "
+                  "process, without reloading LibTorch: ~0.5 s less per run; CPU runs only) or "
+                  "auto (fork when every run is on the CPU, else exec)")
+      ->check(CLI::IsMember({"auto", "exec", "fork"}))
+      ->capture_default_str();
+  run->add_option("--runs-per-gpu", r->runs_per_gpu, "Runs sharing one GPU at once")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  run->add_option("--launcher", r->launcher,
+                  "Where the runs execute: local (child processes here, the default) or slurm "
+                  "(one job array; sets launcher.name, options in [launcher] or the config "
+                  "group launcher=slurm; see docs/cluster.md)")
+      ->check(CLI::IsMember({"local", "slurm"}));
+  run->add_flag("--in-process", r->in_process,
+                "Run each run in this process, one after another, without a child process: "
+                "for gdb, valgrind and sanitizers (no crash isolation, no --timeout)");
+  run->add_flag("--wait", r->wait,
+                "With --launcher slurm: wait for the tasks to end, then collect their results");
+  run->add_flag("--profile", r->profile,
+                "Time each phase of training (data, forward, backward, optimizer, evaluation, "
+                "logging) into the runs' summaries profile/<domain>/<phase>_seconds and log a "
+                "line per stage (synchronises after each phase on a GPU)");
+  out.push_back(
+      {run, [run, r, run_help, globals] {
+         if (*run_help) {  // no engine needed: the groups are config files
+           std::cout << run->help() << "\n"
+                     << cfg::describe_groups(cfg::SearchPath::for_experiment(
+                            r->experiment, {r->config_dirs.begin(), r->config_dirs.end()}));
+           return 0;
+         }
+         if (r->experiment.empty())
+           throw UsageError(
+               "tlab run needs an experiment file, e.g. tlab run "
+               "experiments/quickstart.toml");
+         r->jobs_given = run->get_option("--jobs")->count() > 0;
+         r->spawn_given = run->get_option("--spawn")->count() > 0;
+         r->runs_per_gpu_given = run->get_option("--runs-per-gpu")->count() > 0;
+         return open_engine("run").run(*globals, *r);
+       }});
+
+  // The child process of a sweep (not for users): executes one queued run of the database.
+  auto c = std::make_shared<engine::ChildArgs>();
+  auto* child = app.add_subcommand("_run", "");
+  child->group("");  // hidden from --help
+  child->add_option("--db", c->db)->required();
+  child->add_option("--id", c->id)->required();
+  child->add_option("--threads", c->threads);
+  child->add_flag("--shard", c->shard);  // a SLURM task's own database (rollback journal)
+  out.push_back({child, [c, globals] { return open_engine("_run").child(*globals, *c); }});
+
+  // tlab config
+  auto k = std::make_shared<engine::ConfigArgs>();
+  auto groups = std::make_shared<bool>(false);
+  auto* config = app.add_subcommand(
+      "config", "Print an experiment composed with its config groups and overrides");
+  config->add_option("experiment", k->experiment, "Experiment TOML file");
+  config->add_option("overrides", k->overrides, "Overrides, as for tlab run");
+  config->add_flag("-m,--multirun", k->multirun, "Allow sweeps in the overrides");
+  config->add_flag("--resolve", k->resolve, "Resolve ${...} interpolations");
+  config->add_option("--format", k->format, "toml, yaml or json")
+      ->check(CLI::IsMember({"toml", "yaml", "json"}))
+      ->capture_default_str();
+  config->add_flag("--groups", *groups, "List the config groups and their options");
+  config->add_option("--config-dir", k->config_dirs, "Extra folder of config groups (repeatable)");
+  out.push_back({config, [k, groups, globals] {
+                   if (*groups) {  // config files only: no engine needed
+                     std::cout << cfg::describe_groups(cfg::SearchPath::for_experiment(
+                         k->experiment, {k->config_dirs.begin(), k->config_dirs.end()}));
+                     return 0;
+                   }
+                   if (k->experiment.empty())
+                     throw UsageError("tlab config needs an experiment file (or --groups)");
+                   return open_engine("config").config(*globals, *k);
+                 }});
+
+  // tlab plugins [show NAME]
+  auto p = std::make_shared<engine::PluginsArgs>();
+  auto* plugins = app.add_subcommand("plugins", "List plugins, or show one's parameters");
+  auto* show = plugins->add_subcommand("show", "Parameters and a sample TOML of a plugin");
+  show->add_option("name", p->show, "Plugin name")->required();
+  out.push_back({plugins, [p, globals] { return open_engine("plugins").plugins(*globals, *p); }});
+}
+
+}  // namespace tlab::cli
