@@ -10,6 +10,8 @@
 
 #include "config/experiment.hpp"
 #include "plugins/loader.hpp"
+#include "run/data_prep.hpp"  // take_shots
+#include "run/signals.hpp"
 #include "store/store.hpp"
 #include "util.hpp"
 
@@ -24,21 +26,6 @@ class DivergedError : public std::runtime_error {
 class OutOfMemoryError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
-
-/// The run was stopped by a signal (SIGINT, SIGTERM): status `killed`.
-class InterruptedError : public std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-/// Installs SIGINT, SIGTERM and SIGHUP handlers that ask the running training loop (or the sweep
-/// supervisor) to stop at its next step: the run flushes its metrics and is recorded as `killed`
-/// instead of staying `running`. With `second_signal_ends`, a second signal ends the process at
-/// once (the user insists); a sweep's child passes false, because its supervisor forwards the
-/// signal the child may also have received directly, and kills it after the grace period.
-void install_stop_handlers(bool second_signal_ends = true);
-
-/// The signal that asked runs to stop (0 if none).
-int stop_signal();
 
 /// How runs are executed.
 struct RunOptions {
@@ -76,11 +63,5 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
 /// OpenBLAS's own spinning threads on top of that multiplied system time by 20 (measured).
 /// Warns when no OpenBLAS is loaded (the reference BLAS is about 7x slower).
 void configure_threads(int threads);
-
-/// Keeps `shots` examples per class of `split` (all of a class when it has fewer), chosen with
-/// `seed`; the order of kept examples is shuffled. `shots` = 0 returns `split` unchanged.
-/// With `rest` (resident splits only): the inputs of the examples not kept, in their order.
-Split take_shots(const Split& split, int64_t shots, int64_t num_classes, uint64_t seed,
-                 torch::Tensor* rest = nullptr);
 
 }  // namespace tlab

@@ -1,0 +1,37 @@
+#pragma once
+// Preparing a run's data: the checks on what a dataset plugin returned, the k-shot sample of a
+// split, moving domains to the run's device. Private to the engine (run/runner.cpp, session.cpp).
+
+#include <cstdint>
+#include <string>
+
+#include <torch/types.h>
+
+#include "tlab/sdk/data.hpp"
+
+namespace tlab {
+
+/// "auto" is the first GPU when one is visible, else the CPU; otherwise LibTorch's device name.
+torch::Device resolve_device(const std::string& d);
+
+/// Checks what a dataset plugin returned, so that a bad plugin fails with a clear message
+/// (PluginError naming the plugin, its role and the problem) rather than deep inside LibTorch.
+void check_domain(const DomainData& d, const std::string& role, const std::string& plugin);
+
+/// The domain's splits on `dev`: token ids (int64) stay integers, other inputs become float;
+/// a streamed split keeps its stream (batches move when they are made).
+DomainData to_device(DomainData d, torch::Device dev);
+
+/// Inputs of a batch: resident rows, or the examples of a streamed split stacked.
+torch::Tensor as_input(torch::Tensor x, torch::Device dev);
+
+/// Prefetch depth for a streamed split: two batches per worker keep every worker busy.
+int prefetch_capacity(const ExampleSource& s);
+
+/// Keeps `shots` examples per class of `split` (all of a class when it has fewer), chosen with
+/// `seed`; the order of kept examples is shuffled. `shots` = 0 returns `split` unchanged.
+/// With `rest` (resident splits only): the inputs of the examples not kept, in their order.
+Split take_shots(const Split& split, int64_t shots, int64_t num_classes, uint64_t seed,
+                 torch::Tensor* rest = nullptr);
+
+}  // namespace tlab

@@ -1,0 +1,322 @@
+#include "run/session.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <ctime>
+#include <unordered_set>
+
+#include <torch/cuda.h>
+#include <torch/nn.h>
+#include <torch/optim.h>
+
+#include "run/data_prep.hpp"
+#include "run/prefetch.hpp"
+#include "tlab/sdk/mode.hpp"
+#include "util.hpp"
+
+namespace tlab {
+namespace {
+
+int progress_fd() {
+  static const int fd = [] {
+    const char* v = std::getenv("TLAB_PROGRESS_FD");
+    if (!v || !*v) return -1;
+    int n = std::atoi(v);
+    if (n <= 2 || fcntl(n, F_GETFD) < 0) return -1;
+    fcntl(n, F_SETFL, fcntl(n, F_GETFL) | O_NONBLOCK);
+    return n;
+  }();
+  return fd;
+}
+
+}  // namespace
+
+void report_progress(const std::string& domain, int64_t epoch, int64_t epochs) {
+  if (progress_fd() < 0) return;
+  std::string line = fmt::format("epoch {} {} {}\n", domain, epoch, epochs);
+  [[maybe_unused]] auto n = ::write(progress_fd(), line.data(), line.size());
+}
+
+namespace {
+
+// One optimiser parameter group per entry of `groups` (empty groups are dropped by the caller).
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(
+    const TrainConfig& c, const std::vector<std::vector<torch::Tensor>>& groups) {
+  std::vector<torch::optim::OptimizerParamGroup> g;
+  for (const auto& params : groups) g.emplace_back(params);
+  if (c.optimizer == "sgd")
+    return std::make_unique<torch::optim::SGD>(
+        g, torch::optim::SGDOptions(c.lr).momentum(c.momentum).weight_decay(c.weight_decay));
+  if (c.optimizer == "adamw")
+    return std::make_unique<torch::optim::AdamW>(
+        g, torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
+  return std::make_unique<torch::optim::Adam>(
+      g, torch::optim::AdamOptions(c.lr).weight_decay(c.weight_decay));
+}
+
+double scheduled_lr(const TrainConfig& c, int64_t epoch) {
+  if (c.schedule == "cosine")
+    return 0.5 * c.lr * (1.0 + std::cos(M_PI * static_cast<double>(epoch) / c.epochs));
+  if (c.schedule == "step") return c.lr * std::pow(c.gamma, epoch / c.step_epochs);
+  return c.lr;
+}
+
+// Seconds since this process started (its start time in /proc, 10 ms resolution); -1 if unknown.
+double seconds_since_process_start() {
+  const int64_t start = process_start_ticks(getpid());
+  timespec now{};
+  if (start < 0 || clock_gettime(CLOCK_BOOTTIME, &now) != 0) return -1;
+  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) * 1e-9 -
+         static_cast<double>(start) / ticks;
+}
+
+}  // namespace
+
+const DomainData* RunSession::source() const {
+  if (!source_ && load_source_) {
+    DomainData d = load_source_();
+    if (d.input_shape != target_.input_shape)
+      throw std::invalid_argument(fmt::format(
+          "source examples have shape {} but target examples {}; a model cannot take both",
+          fmt::join(d.input_shape, "x"), fmt::join(target_.input_shape, "x")));
+    source_ = std::move(d);
+  }
+  return source_ ? &*source_ : nullptr;
+}
+
+Evaluation RunSession::evaluate(torch::nn::Module& module,
+                                const std::function<torch::Tensor(const torch::Tensor&)>& forward,
+                                const Split& split) {
+  if (split.size() == 0) return {};
+  ModeScope restore(module);  // each submodule gets its own mode back (a frozen part stays eval)
+  module.eval();
+  torch::NoGradGuard no_grad;
+  auto correct = torch::zeros({}, torch::TensorOptions(ctx_.device).dtype(torch::kLong));
+  auto loss = torch::zeros({}, torch::TensorOptions(ctx_.device).dtype(torch::kDouble));
+  // Modest batches: activations of huge ones are mmap-allocated and page-faulted every call.
+  const int64_t n = split.size(), bs = 256;
+  std::optional<Prefetcher> stream;
+  if (split.streamed())
+    stream.emplace(split.stream, index_batches(torch::arange(n, torch::kLong), bs), 0,
+                   split.stream->workers(), prefetch_capacity(*split.stream));
+  for (int64_t i = 0; i < n; i += bs) {
+    auto x =
+        stream ? as_input(stream->next(), ctx_.device) : split.x.slice(0, i, std::min(n, i + bs));
+    auto y = split.y.slice(0, i, std::min(n, i + bs));
+    auto scores = forward(x);
+    correct += scores.argmax(1).eq(y).sum();
+    loss += torch::nn::functional::cross_entropy(
+                scores, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                .to(torch::kDouble);
+  }
+  return {static_cast<double>(correct.item<int64_t>()) / n, loss.item<double>() / n};
+}
+
+const Stage& RunSession::stage() const {
+  if (stages_.empty())
+    throw std::logic_error(
+        "Session::stage() is only defined while a stage is being fit (inside its hooks)");
+  return *stages_.back();
+}
+
+void RunSession::fit(const Stage& st) {
+  const TrainConfig& c = st.config;
+  if (c.epochs == 0) return;  // e.g. [train] epochs = 0: the target is only evaluated
+  for (const Stage* running : stages_)
+    if (st.hooks && running->hooks == st.hooks)
+      throw std::invalid_argument(fmt::format(
+          "stage '{}' was given the hooks object that drives the running stage '{}' (a hook "
+          "called Session::fit with its own hooks); one hooks object serves one running stage: "
+          "give the inner stage an object of its own",
+          st.domain, running->domain));
+  stages_.push_back(&st);
+  struct Pop {
+    std::vector<const Stage*>& v;
+    ~Pop() { v.pop_back(); }
+  } pop{stages_};
+  // The stage's hooks, each call naming the plugin, the hook and the stage when it fails.
+  const std::string loss_hook = fmt::format("loss (stage '{}')", st.domain);
+  const std::string start_hook = fmt::format("on_epoch_start (stage '{}')", st.domain);
+  const std::string end_hook = fmt::format("on_epoch_end (stage '{}')", st.domain);
+  auto call_hook = [&](const std::string& hook, auto&& f) {
+    return call_plugin("strategy", ctx_.plugin, hook, f);
+  };
+  if (!st.train || st.train->size() == 0)
+    throw std::invalid_argument(fmt::format("stage '{}' has no training data", st.domain));
+  if (!st.module || !st.forward)
+    throw std::invalid_argument(
+        fmt::format("stage '{}' needs a module and a forward function", st.domain));
+  // Optimiser groups: `parameters` at the base rate, then each ParamGroup at its scale.
+  std::vector<std::vector<torch::Tensor>> groups;
+  std::vector<double> scales;
+  std::unordered_set<const void*> seen_params;
+  auto add_group = [&](const std::vector<torch::Tensor>& params, double scale,
+                       const std::string& name) {
+    for (const auto& p : params)
+      if (!seen_params.insert(p.unsafeGetTensorImpl()).second)
+        throw std::invalid_argument(fmt::format(
+            "stage '{}': a parameter ({}) is in two parameter groups (second: '{}'); list each "
+            "tensor once",
+            st.domain, fmt::join(p.sizes(), "x"), name));
+    if (params.empty()) return;
+    groups.push_back(params);
+    scales.push_back(scale);
+  };
+  add_group(st.parameters, 1.0, "parameters");
+  for (const auto& g : st.groups) {
+    if (!(g.lr_scale >= 0) || !std::isfinite(g.lr_scale))
+      throw std::invalid_argument(
+          fmt::format("stage '{}': parameter group '{}' has lr_scale {}; expected a finite "
+                      "number >= 0",
+                      st.domain, g.name, g.lr_scale));
+    add_group(g.parameters, g.lr_scale, g.name);
+  }
+  if (groups.empty())
+    throw std::invalid_argument(
+        fmt::format("stage '{}' has no parameters to train (is everything frozen?)", st.domain));
+  // Gradients are cleared (undefined), not zeroed, before the stage and each step: the
+  // optimisers skip tensors without a gradient, so a group frozen for now (gradual unfreezing)
+  // does not move (no weight decay, no Adam step count), whether or not an earlier stage in
+  // this process left gradients on it (a pre-training that ran here or came from the cache).
+  std::vector<torch::Tensor> staged;
+  for (const auto& g : groups) staged.insert(staged.end(), g.begin(), g.end());
+  auto clear_grads = [&staged] {
+    for (auto& p : staged)
+      if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
+  };
+  clear_grads();
+  auto optimizer = make_optimizer(c, groups);
+  const Split& data = *st.train;
+  const int64_t n = data.size();
+  const int64_t steps = (n + c.batch_size - 1) / c.batch_size;
+  auto loss_fn = [&](const Batch& b) {
+    if (!st.hooks) return cross_entropy(st.forward(b.x), b.y);
+    return call_hook(loss_hook, [&] { return st.hooks->loss(*this, b); });
+  };
+  for (int64_t epoch = 0; epoch < c.epochs; ++epoch) {
+    auto t0 = Clock::now();
+    double lr = scheduled_lr(c, epoch);
+    for (std::size_t g = 0; g < scales.size(); ++g)
+      optimizer->param_groups()[g].options().set_lr(lr * scales[g]);
+    st.module->train();
+    if (st.hooks)  // after train(): may set parts to eval mode
+      call_hook(start_hook, [&] { st.hooks->on_epoch_start(*this, epoch); });
+    auto perm = torch::randperm(n, torch::TensorOptions(ctx_.device).dtype(torch::kLong));
+    // A streamed split: workers decode the epoch's batches ahead of the loop, in its order,
+    // with a fresh seed per epoch (random augmentation differs from epoch to epoch).
+    std::optional<Prefetcher> stream;
+    if (data.streamed())
+      stream.emplace(
+          data.stream, index_batches(perm, c.batch_size),
+          std::stoull(hash_string(fmt::format("{} {} {} {}", ctx_.seed, st.domain, epoch, step_)),
+                      nullptr, 16),
+          data.stream->workers(), prefetch_capacity(*data.stream));
+    // Accumulated on the device and read once per epoch: no host sync per step.
+    auto loss_sum = torch::zeros({}, torch::TensorOptions(ctx_.device));
+    const int64_t first_step = step_;
+    // --profile: a clock read (and on a GPU a synchronisation) after each phase of a step.
+    auto& phase = phases_[st.domain];
+    auto lap = [&, last = Clock::now()](const char* name) mutable {
+      if (ctx_.device.is_cuda()) torch::cuda::synchronize();
+      const auto now = Clock::now();
+      phase[name] += std::chrono::duration<double>(now - last).count();
+      last = now;
+    };
+    if (!first_step_recorded_) {  // start-up: process start to the first training step
+      first_step_recorded_ = true;
+      const double since = seconds_since_process_start();
+      if (since >= 0) metrics_.summary("run/first_step_seconds", since);
+    }
+    const auto train_start = Clock::now();
+    if (profile_) lap("setup");
+    for (int64_t s = 0; s < steps; ++s) {
+      if (stop_signal()) {
+        metrics_.flush();
+        throw_if_stopped(fmt::format("in {} epoch {} at step {}", st.domain, epoch, step_));
+      }
+      auto idx = perm.slice(0, s * c.batch_size, std::min(n, (s + 1) * c.batch_size));
+      Batch b{stream ? as_input(stream->next(), ctx_.device) : data.x.index_select(0, idx),
+              data.y.index_select(0, idx), idx};
+      if (profile_) lap("data");
+      clear_grads();
+      auto loss = loss_fn(b);
+      if (profile_) lap("forward");
+      loss.backward();
+      if (profile_) lap("backward");
+      optimizer->step();
+      loss_sum += loss.detach();
+      if (profile_) lap("optimizer");
+      ++step_;
+    }
+    if (st.hooks) call_hook(end_hook, [&] { st.hooks->on_epoch_end(*this, epoch); });
+    if (stream) {
+      data_wait_[st.domain] += stream->wait_seconds();
+      metrics_.summary(st.domain + "/train/data_wait_seconds", data_wait_[st.domain]);
+    }
+    double mean_loss = loss_sum.item<double>() / steps;
+    auto& [train_seconds, seen] = trained_[st.domain];
+    train_seconds += std::chrono::duration<double>(Clock::now() - train_start).count();
+    seen += n;
+    metrics_.summary(st.domain + "/train/seconds", train_seconds);
+    metrics_.summary(st.domain + "/train/samples_per_second",
+                     train_seconds > 0 ? static_cast<double>(seen) / train_seconds : 0.0);
+    if (profile_) lap("optimizer");  // the epoch's one read of the loss
+    metrics_.log(st.domain + "/train/loss", mean_loss, step_, epoch);
+    metrics_.log(st.domain + "/train/lr", lr, step_, epoch);
+    if (!std::isfinite(mean_loss)) {
+      metrics_.flush();
+      throw DivergedError(fmt::format(
+          "{} loss became {} in epoch {} (steps {}..{}); lower train.lr or check the data",
+          st.domain, mean_loss, epoch, first_step, step_ - 1));
+    }
+    std::string line =
+        fmt::format("[{}] epoch {}/{} loss {:.4f}", st.domain, epoch + 1, c.epochs, mean_loss);
+    for (auto [split, name] : {std::pair{st.val, "val"}, std::pair{st.test, "test"}}) {
+      if (!split || split->size() == 0) continue;
+      Evaluation e = evaluate(*st.module, st.forward, *split);
+      metrics_.log(fmt::format("{}/{}/acc", st.domain, name), e.acc, step_, epoch);
+      metrics_.log(fmt::format("{}/{}/loss", st.domain, name), e.loss, step_, epoch);
+      line += fmt::format(" {} acc {:.4f}", name, e.acc);
+    }
+    // Source validation during the target stage, for model selection by training-domain
+    // validation (`tlab results compare --select source-val`): only when the strategy loaded
+    // the source and both domains have the same classes.
+    if (st.domain == "target" && source_ && source_->val.size() > 0 &&
+        source_->num_classes == target_.num_classes) {
+      Evaluation e = evaluate(*st.module, st.forward, source_->val);
+      metrics_.log("source/val/acc", e.acc, step_, epoch);
+      metrics_.log("source/val/loss", e.loss, step_, epoch);
+    }
+    if (profile_) lap("evaluation");
+    report_progress(st.domain, epoch + 1, c.epochs);
+    metrics_.flush();
+    double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (verbose_)
+      spdlog::info("{} ({:.2f} s)", line, secs);
+    else
+      spdlog::debug("{} ({:.2f} s)", line, secs);
+    if (profile_) {
+      lap("logging");
+      for (const auto& [name, value] : phase)
+        metrics_.summary(fmt::format("profile/{}/{}_seconds", st.domain, name), value);
+    }
+  }
+  clear_grads();  // a later stage starts clean; the memory is freed
+  const auto& phase = phases_[st.domain];
+  if (profile_ && !phase.empty()) {
+    std::string text;
+    double total = 0;
+    for (const auto& [name, value] : phase) total += value;
+    for (const char* name :
+         {"setup", "data", "forward", "backward", "optimizer", "evaluation", "logging"})
+      if (phase.count(name))
+        text += fmt::format(" {} {:.2f} s ({:.0f}%)", name, phase.at(name),
+                            total > 0 ? 100 * phase.at(name) / total : 0.0);
+    spdlog::info("[profile] {}:{}", st.domain, text);
+  }
+}
+
+}  // namespace tlab
