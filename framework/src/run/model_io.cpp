@@ -1,8 +1,5 @@
 #include "run/model_io.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <fstream>
 #include <set>
 
@@ -11,6 +8,7 @@
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
+#include "tlab/sdk/files.hpp"
 #include "util.hpp"
 
 namespace fs = std::filesystem;
@@ -32,15 +30,11 @@ nlohmann::json plugin_json(const PluginSpec& p) {
 }
 
 void write_text_atomically(const fs::path& file, const std::string& text) {
-  fs::path tmp = file;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    out << text;
-    if (!out.flush())
-      throw WeightsError(fmt::format("cannot write '{}' (disk full?)", tmp.string()));
+  try {
+    write_file_atomic(file, text);
+  } catch (const std::runtime_error& e) {
+    throw WeightsError(e.what());
   }
-  fs::rename(tmp, file);
 }
 
 }  // namespace
@@ -60,7 +54,7 @@ WeightsFile resolve_weights(const std::string& spec, Store& store, const std::st
           "results list",
           key, spec, w.run));
     }
-    if (r.status != "finished")
+    if (r.status != to_string(RunStatus::kFinished))
       throw WeightsError(fmt::format(
           "{} = \"{}\": run {} is {}, not finished, so it has no final weights; use a finished "
           "run",

@@ -1,7 +1,5 @@
 #include "weights/safetensors.hpp"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -12,6 +10,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "tlab/sdk/files.hpp"
 #include "util.hpp"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -221,27 +220,27 @@ void write_safetensors(const fs::path& path, const NamedTensors& tensors,
   text.append((8 - text.size() % 8) % 8, ' ');  // the data starts 8-byte aligned
   std::error_code ec;
   if (path.has_parent_path()) fs::create_directories(path.parent_path(), ec);
-  const fs::path tmp = fs::path(file + fmt::format(".tmp-{}", getpid()));
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    unsigned char length[8];
-    uint64_t n = text.size();
-    for (int i = 0; i < 8; ++i, n >>= 8) length[i] = static_cast<unsigned char>(n & 0xff);
-    out.write(reinterpret_cast<const char*>(length), 8);
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    for (const auto& t : data)
-      out.write(static_cast<const char*>(t.data_ptr()),
-                static_cast<std::streamsize>(t.numel() * t.element_size()));
-    if (!out.flush()) {
-      fs::remove(tmp, ec);
-      throw WeightsError(fmt::format("cannot write '{}': {}", file, strerror(errno)));
-    }
-  }
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    const std::string why = ec.message();
-    fs::remove(tmp, ec);
-    throw WeightsError(fmt::format("cannot write '{}': {}", file, why));
+  try {
+    write_file_atomic_with(path, [&](const fs::path& temporary) {
+      std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+      unsigned char length[8];
+      uint64_t n = text.size();
+      for (int i = 0; i < 8; ++i, n >>= 8) length[i] = static_cast<unsigned char>(n & 0xff);
+      out.write(reinterpret_cast<const char*>(length), 8);
+      out.write(text.data(), static_cast<std::streamsize>(text.size()));
+      for (const auto& t : data)
+        out.write(static_cast<const char*>(t.data_ptr()),
+                  static_cast<std::streamsize>(t.numel() * t.element_size()));
+      if (!out.flush())
+        throw WeightsError(
+            fmt::format("cannot write '{}': {}; check that its folder is writable "
+                        "and has free space",
+                        file, strerror(errno)));
+    });
+  } catch (const WeightsError&) {
+    throw;
+  } catch (const std::runtime_error& e) {
+    throw WeightsError(e.what());
   }
 }
 

@@ -1,7 +1,7 @@
 #pragma once
 // Shared by the file-reading dataset plugins (header only, included by relative path; each
-// plugin is its own library and gets its own copy): a portable random stream and the seeded
-// split of a file's examples into train and held-out parts.
+// plugin is its own library and gets its own copy): the seeded split of a file's examples into
+// train and held-out parts. The random stream is the SDK's (tlab/sdk/random.hpp).
 
 #include <algorithm>
 #include <cmath>
@@ -13,41 +13,9 @@
 
 #include <torch/types.h>
 
+#include "tlab/sdk/random.hpp"
+
 namespace tlab_ds {
-
-// SplitMix64 (Steele, Lea and Flood, 2014): small, fast and identical on every platform, unlike
-// the distributions of <random>, whose outputs differ between standard libraries.
-class Rng {
- public:
-  explicit Rng(uint64_t seed) : state_(seed) {}
-  uint64_t next() {
-    uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-  }
-  /// Uniform in [0, 1).
-  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
-  /// Uniform in [0, n) (n > 0).
-  int64_t index(int64_t n) { return static_cast<int64_t>(next() % static_cast<uint64_t>(n)); }
-
- private:
-  uint64_t state_;
-};
-
-/// Derives an independent stream seed from (parent, child).
-inline uint64_t stream(uint64_t parent, uint64_t child) {
-  return Rng(parent ^ (child * 0xD1B54A32D192ED03ULL + 0x8CB92BA72F3D8DD7ULL)).next();
-}
-
-/// A seeded permutation of 0..n-1 (Fisher-Yates).
-inline std::vector<int64_t> permutation(int64_t n, uint64_t seed) {
-  std::vector<int64_t> p(static_cast<std::size_t>(n));
-  for (int64_t i = 0; i < n; ++i) p[i] = i;
-  Rng rng(seed);
-  for (int64_t i = n - 1; i > 0; --i) std::swap(p[i], p[rng.index(i + 1)]);
-  return p;
-}
 
 /// Which examples of a file go where; each list is in file order.
 struct Parts {
@@ -69,7 +37,7 @@ inline Parts split_examples(int64_t n, double val_fraction, double test_fraction
         " for validation (val_fraction " + std::to_string(val_fraction) + ") and " +
         std::to_string(n_test) + " for testing (test_fraction " + std::to_string(test_fraction) +
         ") leaves no training examples; expected smaller fractions or more examples");
-  const std::vector<int64_t> p = permutation(n, stream(seed, 0x5e1f));
+  const std::vector<int64_t> p = tlab::permutation(n, tlab::stream_seed(seed, 0x5e1f));
   Parts parts;
   parts.val.assign(p.begin(), p.begin() + n_val);
   parts.test.assign(p.begin() + n_val, p.begin() + n_val + n_test);

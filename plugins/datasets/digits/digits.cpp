@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "tlab/sdk/data.hpp"
+#include "tlab/sdk/random.hpp"
 
 namespace {
 
@@ -69,32 +70,6 @@ Domain parse_domain(const std::string& name) {
     throw std::invalid_argument("digits: unknown domain '" + name + "'; expected one of: " + list);
   }
   return static_cast<Domain>(it - names.begin());
-}
-
-// SplitMix64 (Steele, Lea and Flood, 2014): small, fast and identical on every platform, unlike
-// the distributions of <random>, whose outputs differ between standard libraries.
-class Rng {
- public:
-  explicit Rng(uint64_t seed) : state_(seed) {}
-  uint64_t next() {
-    uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-  }
-  double uniform(double lo = 0.0, double hi = 1.0) {
-    return lo + (hi - lo) * static_cast<double>(next() >> 11) * 0x1.0p-53;
-  }
-  int64_t index(int64_t n) { return static_cast<int64_t>(next() % static_cast<uint64_t>(n)); }
-  double sign() { return (next() >> 63) ? 1.0 : -1.0; }
-
- private:
-  uint64_t state_;
-};
-
-// Derives independent streams: one per split, and one per example within a split.
-uint64_t stream(uint64_t parent, uint64_t child) {
-  return Rng(parent ^ (child * 0xD1B54A32D192ED03ULL + 0x8CB92BA72F3D8DD7ULL)).next();
 }
 
 // ---- Glyphs: polylines in a unit box, x to the right, y down. ---------------------------------
@@ -236,7 +211,7 @@ void draw(const std::vector<Seg>& segs, double width, double ink, float* img) {
 
 // Renders digit `label` into `img` (zeroed, 784 floats). Every random draw of the base look is
 // made in the same order whatever the domain, so domains differ only by what they add on top.
-void render(int64_t label, Domain domain, double variation, Rng& rng, float* img) {
+void render(int64_t label, Domain domain, double variation, tlab::SplitMix64& rng, float* img) {
   const auto& variants = glyphs()[label];
   const Glyph& glyph = variants[rng.index(static_cast<int64_t>(variants.size()))];
 
@@ -365,17 +340,17 @@ class Digits : public tlab::Dataset {
   // Balanced labels (round robin, then shuffled), each example rendered from its own stream so
   // that results do not depend on the number of threads; splits use distinct streams.
   tlab::Split make(SplitId split, int64_t n) const {
-    const uint64_t base = stream(static_cast<uint64_t>(options_.seed), split);
+    const uint64_t base = tlab::stream_seed(static_cast<uint64_t>(options_.seed), split);
     std::vector<int64_t> labels(n);
     for (int64_t i = 0; i < n; ++i) labels[i] = i % kClasses;
-    Rng shuffle(stream(base, 0));
+    tlab::SplitMix64 shuffle(tlab::stream_seed(base, 0));
     for (int64_t i = n - 1; i > 0; --i) std::swap(labels[i], labels[shuffle.index(i + 1)]);
 
     torch::Tensor x = torch::zeros({n, 1, kSide, kSide}, torch::kFloat);
     float* pixels = x.data_ptr<float>();
     at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        Rng rng(stream(base, static_cast<uint64_t>(i) + 1));
+        tlab::SplitMix64 rng(tlab::stream_seed(base, static_cast<uint64_t>(i) + 1));
         render(labels[i], domain_, options_.variation, rng, pixels + i * kPixels);
       }
     });
@@ -384,7 +359,7 @@ class Digits : public tlab::Dataset {
       x = 1.0 - x;
     } else if (domain_ == Domain::Noisy && n > 0) {
       // Sensor noise from a generator of our own: LibTorch's global one belongs to the run seed.
-      auto gen = at::make_generator<at::CPUGeneratorImpl>(stream(base, ~uint64_t{0}));
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(tlab::stream_seed(base, ~uint64_t{0}));
       x = (x + 0.2 * torch::randn(x.sizes(), gen, torch::kFloat)).clamp_(0.0, 1.0);
     }
     torch::Tensor y = torch::from_blob(labels.data(), {n}, torch::kLong).clone();

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "tlab/sdk/data.hpp"
+#include "tlab/sdk/random.hpp"
 
 namespace {
 
@@ -49,12 +50,11 @@ struct GaussiansOptions {
   int64_t seed = 0;
 };
 
-// SplitMix64 finaliser: derives independent generator seeds from (parent, child).
+// Derives independent generator seeds from (parent, child) with the SDK's SplitMix64 mix. Not
+// tlab::stream_seed (which also adds the golden gamma after the xor): changing it would change
+// every published data set of this plugin.
 uint64_t stream(uint64_t parent, uint64_t child) {
-  uint64_t z = parent ^ (child * 0xD1B54A32D192ED03ULL + 0x9E3779B97F4A7C15ULL);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
+  return tlab::mix64(parent ^ (child * 0xD1B54A32D192ED03ULL + 0x9E3779B97F4A7C15ULL));
 }
 
 at::Generator generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }

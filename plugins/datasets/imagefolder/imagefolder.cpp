@@ -29,6 +29,7 @@
 #include "../common/rng.hpp"
 #include "decode.hpp"
 #include "tlab/sdk/data.hpp"
+#include "tlab/sdk/random.hpp"
 
 namespace {
 
@@ -227,7 +228,7 @@ Image load_image(const ImagefolderOptions& o, const fs::path& file) {
 // A random crop of `img` zero-padded by `pad`, flipped horizontally with probability 1/2, into
 // `dst` (zeros where the crop leaves the image).
 void crop_flip(const float* img, float* dst, int64_t c, int64_t h, int64_t w, int64_t pad,
-               tlab_ds::Rng& rng) {
+               tlab::SplitMix64& rng) {
   const int64_t dy = rng.index(2 * pad + 1) - pad, dx = rng.index(2 * pad + 1) - pad;
   const bool flip = rng.next() >> 63;
   for (int64_t ch = 0; ch < c; ++ch)
@@ -260,7 +261,8 @@ class ImageStream : public tlab::ExampleSource {
     torch::Tensor x = torch::empty({c, h_, w_}, torch::kFloat);
     if (augment_ && seed != 0) {
       x.zero_();
-      tlab_ds::Rng rng(tlab_ds::stream(tlab_ds::stream(seed, 0xa06), static_cast<uint64_t>(index)));
+      tlab::SplitMix64 rng(
+          tlab::stream_seed(tlab::stream_seed(seed, 0xa06), static_cast<uint64_t>(index)));
       crop_flip(img.data.data(), x.data_ptr<float>(), c, h_, w_, o_.augment_padding, rng);
     } else {
       std::copy(img.data.begin(), img.data.end(), x.data_ptr<float>());
@@ -514,10 +516,11 @@ class Imagefolder : public tlab::Dataset {
     torch::Tensor out = torch::zeros({n * copies, c, h, w}, torch::kFloat);
     const float* ps = src.data_ptr<float>();
     float* po = out.data_ptr<float>();
-    const uint64_t base = tlab_ds::stream(static_cast<uint64_t>(o_.seed), 0xa06);
+    const uint64_t base = tlab::stream_seed(static_cast<uint64_t>(o_.seed), 0xa06);
     for (int64_t k = 0; k < copies; ++k) {
       for (int64_t i = 0; i < n; ++i) {
-        tlab_ds::Rng rng(tlab_ds::stream(base, static_cast<uint64_t>(file_index[i] * copies + k)));
+        tlab::SplitMix64 rng(
+            tlab::stream_seed(base, static_cast<uint64_t>(file_index[i] * copies + k)));
         crop_flip(ps + i * c * h * w, po + (k * n + i) * c * h * w, c, h, w, pad, rng);
       }
     }

@@ -10,8 +10,6 @@
 // instead of passing its inputs through the backbone: the same batches, in the same order, as
 // fine-tuning a frozen backbone would see. Target val/test are evaluated by the runner through
 // the whole model (backbone included) each epoch.
-#include <unistd.h>
-
 #include <torch/serialize.h>
 
 #include <chrono>
@@ -20,6 +18,7 @@
 #include <unordered_set>
 
 #include "../common/finetuning.hpp"
+#include "tlab/sdk/files.hpp"
 #include "tlab/sdk/source.hpp"
 
 namespace fs = std::filesystem;
@@ -135,11 +134,10 @@ class LinearProbe : public tlab::Strategy {
     if (!file.empty()) {
       try {
         fs::create_directories(file.parent_path());
-        fs::path tmp = file;
-        // One temporary name per process: runs sharing the entry may write it at the same time.
-        tmp += ".tmp" + std::to_string(::getpid());
-        torch::save(f.to(torch::kCPU), tmp.string());
-        fs::rename(tmp, file);             // atomic: concurrent runs see a whole entry or none
+        // Atomic: runs sharing the entry (and writing it at the same time) see all of it or none.
+        tlab::write_file_atomic_with(file, [&](const fs::path& temporary) {
+          torch::save(f.to(torch::kCPU), temporary.string());
+        });
       } catch (const std::exception& e) {  // the run itself is fine: only sharing is lost
         ctx.log->warn("cannot save the features to '" + file.string() + "': " + e.what());
       }
