@@ -1,3 +1,7 @@
+// One file (~1,100 lines) because composition is one algorithm over one tree: the defaults list,
+// config groups and packages, overrides, merging and ${...} interpolation call each other
+// (a group choice can come from an override, an interpolation from a group) and share the
+// origin-tracking helpers; the sections below follow that order.
 #include "config/compose.hpp"
 
 #include <algorithm>

@@ -1,3 +1,6 @@
+// One file (~1,200 lines) because it is one recursive-descent parser: the lexer, the grammar's
+// productions, the sweep functions (range, choice, glob, zip, interval) and the error messages
+// share the cursor and position helpers; split, each part would need the others' internals.
 #include "config/override.hpp"
 
 // A hand-written recursive-descent parser for Hydra's override grammar (no ANTLR runtime to

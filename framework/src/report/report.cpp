@@ -1,3 +1,6 @@
+// One file (~1,000 lines) because every report (compare, pivot, model selection, transfer gain,
+// show) is built from the same grouping of runs and the same mean ± s.e. cells; the sections
+// share those helpers and the formatting of a cell.
 #include "report/report.hpp"
 
 #include <algorithm>

@@ -14,9 +14,9 @@
 #include <thread>
 
 // Relative: tlab_results does not have the SDK's include folder on its include path (yet).
-#include "../../include/tlab/sdk/files.hpp"
 #include "store/sqlite.hpp"
 #include "store/store.hpp"
+#include "tlab/sdk/files.hpp"
 
 namespace tlab {
 namespace fs = std::filesystem;

@@ -1,4 +1,9 @@
+// One file (~1,200 lines) because every chart is one scene drawn twice: the layout (axes, ticks,
+// legend, text measured with cairo) is shared by the SVG writer and the cairo PNG renderer, so
+// that both show the same picture; the data side (learning curves, bars) builds that scene.
+// The HTML report is in report_html.cpp.
 #include "results/plot.hpp"
+#include "tlab/sdk/files.hpp"
 
 #include <cairo.h>
 
@@ -1218,14 +1223,11 @@ void write_text_file(const std::filesystem::path& path, const std::string& text)
   if (ec)
     throw PlotError(fmt::format("cannot create the folder '{}' for '{}': {}",
                                 path.parent_path().string(), path.string(), ec.message()));
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (out) out.write(text.data(), static_cast<std::streamsize>(text.size()));
-  out.close();
-  if (!out)
-    throw PlotError(
-        fmt::format("cannot write '{}': {}; check that the folder exists and is "
-                    "writable",
-                    path.string(), std::strerror(errno)));
+  try {
+    write_file_atomic(path, text);  // a reader (a browser reloading) never sees half a file
+  } catch (const std::runtime_error& e) {
+    throw PlotError(e.what());
+  }
 }
 
 void write_scene(const Scene& scene, const std::filesystem::path& path, double png_scale) {

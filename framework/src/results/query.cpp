@@ -1,3 +1,6 @@
+// One file (~900 lines) because `--where` is one small language: its lexer, parser, the
+// translation to SQL (columns, params, summaries) and the error messages with a caret share the
+// token and position types; the run listing that uses it follows.
 #include "results/query.hpp"
 
 #include <algorithm>

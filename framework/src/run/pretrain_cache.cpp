@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "run/session.hpp"
+#include "tlab/sdk/files.hpp"
 #include "util.hpp"
 
 namespace fs = std::filesystem;
@@ -25,7 +26,7 @@ namespace fs = std::filesystem;
 namespace tlab {
 namespace {
 
-void fsync_path(const fs::path& p, int flags);
+/// The module's weights (LibTorch's archive), written through the SDK's durable atomic write.
 void save_checkpoint(torch::nn::Module& model, const fs::path& file);
 
 // An exclusive flock() held for the object's lifetime: runs sharing a pre-training wait here.
@@ -56,41 +57,12 @@ class FileLock {
   int fd_;
 };
 
-void write_file_atomically(const fs::path& file, const std::string& text) {
-  fs::path tmp = file;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    out << text;
-    if (!out.flush())
-      throw std::runtime_error(fmt::format("cannot write '{}' (disk full?)", tmp.string()));
-  }
-  fsync_path(tmp, O_RDONLY);
-  fs::rename(tmp, file);
-}
-
-void fsync_path(const fs::path& p, int flags) {
-  int fd = ::open(p.c_str(), flags);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-
 void save_checkpoint(torch::nn::Module& model, const fs::path& file) {
-  fs::path tmp = file;
-  tmp += ".tmp";
-  try {
+  write_file_atomic_with(file, [&](const fs::path& temporary) {
     torch::serialize::OutputArchive archive;
     model.save(archive);
-    archive.save_to(tmp.string());
-    fsync_path(tmp, O_RDONLY);  // data on disk before the rename makes it visible
-  } catch (...) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    throw;
-  }
-  fs::rename(tmp, file);  // atomic: a reader sees the old file or the new one, never half
-  fsync_path(file.parent_path(), O_RDONLY | O_DIRECTORY);
+    archive.save_to(temporary.string());
+  });
 }
 
 }  // namespace
@@ -157,8 +129,8 @@ bool RunSession::reuse(const std::string& key, torch::nn::Module& module,
       out["metrics"] = std::move(list);
       try {
         save_checkpoint(module, weights);
-        write_file_atomically(meta, out.dump());  // last: its presence marks a complete entry
-      } catch (const std::exception& e) {         // the run itself is fine: only sharing is lost
+        write_file_atomic(meta, out.dump());  // last: its presence marks a complete entry
+      } catch (const std::exception& e) {     // the run itself is fine: only sharing is lost
         spdlog::warn("[runner] cannot save the pre-training for reuse in '{}': {}",
                      reuse_dir_.string(), e.what());
       }

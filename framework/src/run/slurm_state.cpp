@@ -23,6 +23,7 @@
 #include "results/merge.hpp"
 #include "run/heartbeat.hpp"
 #include "run/signals.hpp"
+#include "tlab/sdk/files.hpp"
 #include "util.hpp"
 
 namespace fs = std::filesystem;
@@ -165,14 +166,8 @@ json read_manifest(const fs::path& dir) {
 }
 
 void write_manifest(const fs::path& dir, const json& m) {
-  const fs::path tmp = dir / fmt::format("sweep.json.{}.tmp", getpid());
-  {
-    std::ofstream out(tmp);
-    out << m.dump(2) << "\n";
-    if (!out.flush())
-      throw SlurmError(fmt::format("cannot write '{}': {}", tmp.string(), strerror(errno)));
-  }
-  fs::rename(tmp, manifest_path(dir));  // atomic: readers see the old or the new manifest
+  // Durable and atomic: readers see the old or the new manifest, and it survives a crash.
+  write_file_atomic(manifest_path(dir), m.dump(2) + "\n");
 }
 
 SweepLock::SweepLock(const fs::path& dir) {

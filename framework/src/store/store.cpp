@@ -1,3 +1,6 @@
+// One file (~1,000 lines) because it is the only code that speaks SQL to the results database:
+// schema and migrations, writes and reads share the connection, prepared statements and the
+// busy/retry handling; keeping them together keeps every query next to the schema it relies on.
 #include "store/store.hpp"
 
 #include <fmt/format.h>
