@@ -38,11 +38,11 @@ sql="pragma foreign_keys = off; begin;"
 for k in $(seq 1 $(( 1000 / base - 1 ))); do
   off=$(( k * base ))
   sql+="
-create temp table r as select * from runs; update r set id = id + $off, uuid = uuid || '-$k';
+create temp table r as select * from runs where id <= $base; update r set id = id + $off, uuid = uuid || '-$k';
 insert into runs select * from r; drop table r;"
   for t in params summaries metrics run_plugins; do
     sql+="
-create temp table x as select * from $t; update x set run_id = run_id + $off;
+create temp table x as select * from $t where run_id <= $base; update x set run_id = run_id + $off;
 insert into $t select * from x; drop table x;"
   done
 done
