@@ -13,7 +13,7 @@
 #include <vector>
 
 // Relative: this binary does not have the SDK's include folder on its include path (yet).
-#include "../../framework/include/tlab/sdk/files.hpp"
+#include "tlab/sdk/files.hpp"
 #include "results/store_test_util.hpp"
 #include "store/sqlite.hpp"
 #include "store/store.hpp"
