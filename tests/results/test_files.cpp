@@ -13,10 +13,10 @@
 #include <vector>
 
 // Relative: this binary does not have the SDK's include folder on its include path (yet).
-#include "tlab/sdk/files.hpp"
 #include "results/store_test_util.hpp"
 #include "store/sqlite.hpp"
 #include "store/store.hpp"
+#include "tlab/sdk/files.hpp"
 
 namespace tlab {
 namespace {
