@@ -44,15 +44,17 @@ std::map<std::string, std::string> param_map(const RunSummaryRow& r) {
 
 // Param keys whose value is not the same in every run (in key order).
 std::vector<std::string> varying_keys(const std::vector<RunSummaryRow>& runs) {
-  std::map<std::string, std::set<std::string>> values;
+  // One pass: each key's distinct values and in how many runs it is present.
+  std::map<std::string, std::pair<std::set<std::string>, std::size_t>> values;
   for (const auto& r : runs)
-    for (const auto& [k, v] : param_map(r)) values[k].insert(v);
+    for (const auto& [k, v] : param_map(r)) {
+      auto& [distinct, present] = values[k];
+      distinct.insert(v);
+      ++present;
+    }
   std::vector<std::string> keys;
-  for (const auto& [k, vs] : values) {
-    std::size_t present = 0;
-    for (const auto& r : runs) present += param_map(r).count(k);
-    if (vs.size() > 1 || present != runs.size()) keys.push_back(k);
-  }
+  for (const auto& [k, seen] : values)
+    if (seen.first.size() > 1 || seen.second != runs.size()) keys.push_back(k);
   return keys;
 }
 
