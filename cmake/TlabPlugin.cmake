@@ -39,5 +39,7 @@ function(tlab_add_plugin)
   set_property(GLOBAL APPEND PROPERTY TLAB_PLUGIN_TARGETS ${target})
   if(TARGET tlab_plugin_pch)
     target_precompile_headers(${target} REUSE_FROM tlab_plugin_pch)
+    target_include_directories(${target} PRIVATE
+      $<TARGET_PROPERTY:tlab_plugin_pch,INTERFACE_INCLUDE_DIRECTORIES>)
   endif()
 endfunction()

@@ -3,9 +3,8 @@
 // that both show the same picture; the data side (learning curves, bars) builds that scene.
 // The HTML report is in report_html.cpp.
 #include "results/plot.hpp"
+#include "results/cairo_library.hpp"
 #include "tlab/sdk/files.hpp"
-
-#include <cairo.h>
 
 #include <algorithm>
 #include <cctype>
@@ -67,38 +66,38 @@ std::string valid_utf8(std::string_view text) {
 // ---------------------------------------------------------------------------------------------
 // cairo: one font setup for measuring and drawing
 
-using SurfacePtr = std::unique_ptr<cairo_surface_t, decltype(&cairo_surface_destroy)>;
-using ContextPtr = std::unique_ptr<cairo_t, decltype(&cairo_destroy)>;
-using FontOptionsPtr = std::unique_ptr<cairo_font_options_t, decltype(&cairo_font_options_destroy)>;
+using SurfacePtr = std::unique_ptr<cairo_surface_t, decltype(Cairo::surface_destroy)>;
+using ContextPtr = std::unique_ptr<cairo_t, decltype(Cairo::destroy)>;
+using FontOptionsPtr = std::unique_ptr<cairo_font_options_t, decltype(Cairo::font_options_destroy)>;
 
 // Unhinted outlines and metrics: a text's advance is then its size times a constant, so the
 // widths measured for layout hold at every PNG scale (hinting would round them to whole device
 // pixels). Grey anti-aliasing, never sub-pixel colour fringes.
 void set_font(cairo_t* cr, double size, bool bold) {
   static const FontOptionsPtr options = [] {
-    FontOptionsPtr o(cairo_font_options_create(), &cairo_font_options_destroy);
-    cairo_font_options_set_antialias(o.get(), CAIRO_ANTIALIAS_GRAY);
-    cairo_font_options_set_hint_style(o.get(), CAIRO_HINT_STYLE_NONE);
-    cairo_font_options_set_hint_metrics(o.get(), CAIRO_HINT_METRICS_OFF);
+    FontOptionsPtr o(cairo().font_options_create(), cairo().font_options_destroy);
+    cairo().font_options_set_antialias(o.get(), CAIRO_ANTIALIAS_GRAY);
+    cairo().font_options_set_hint_style(o.get(), CAIRO_HINT_STYLE_NONE);
+    cairo().font_options_set_hint_metrics(o.get(), CAIRO_HINT_METRICS_OFF);
     return o;
   }();
-  cairo_select_font_face(cr, kFontFamily, CAIRO_FONT_SLANT_NORMAL,
-                         bold ? CAIRO_FONT_WEIGHT_BOLD : CAIRO_FONT_WEIGHT_NORMAL);
-  cairo_set_font_size(cr, size);
-  cairo_set_font_options(cr, options.get());
+  cairo().select_font_face(cr, kFontFamily, CAIRO_FONT_SLANT_NORMAL,
+                           bold ? CAIRO_FONT_WEIGHT_BOLD : CAIRO_FONT_WEIGHT_NORMAL);
+  cairo().set_font_size(cr, size);
+  cairo().set_font_options(cr, options.get());
 }
 
 // A context on a 1x1 surface, for measuring text (one per thread: cairo contexts are not
 // thread-safe).
 cairo_t* measuring_context() {
-  thread_local const SurfacePtr surface(cairo_image_surface_create(CAIRO_FORMAT_A8, 1, 1),
-                                        &cairo_surface_destroy);
-  thread_local const ContextPtr cr(cairo_create(surface.get()), &cairo_destroy);
+  thread_local const SurfacePtr surface(cairo().image_surface_create(CAIRO_FORMAT_A8, 1, 1),
+                                        cairo().surface_destroy);
+  thread_local const ContextPtr cr(cairo().create(surface.get()), cairo().destroy);
   return cr.get();
 }
 
 void set_color(cairo_t* cr, Color c, double opacity) {
-  cairo_set_source_rgba(cr, c.r / 255.0, c.g / 255.0, c.b / 255.0, std::clamp(opacity, 0.0, 1.0));
+  cairo().set_source_rgba(cr, c.r / 255.0, c.g / 255.0, c.b / 255.0, std::clamp(opacity, 0.0, 1.0));
 }
 
 // A polyline made of horizontal and vertical segments (gridlines, ticks, axes) is moved by less
@@ -108,9 +107,9 @@ std::vector<Point> snapped(cairo_t* cr, const std::vector<Point>& pts, double wi
   for (std::size_t i = 1; i < pts.size(); ++i)
     if (pts[i].x != pts[i - 1].x && pts[i].y != pts[i - 1].y) return pts;
   double sx = 1, sy = 1, zero = 0;  // device pixels per scene unit along x and y
-  cairo_user_to_device_distance(cr, &sx, &zero);
+  cairo().user_to_device_distance(cr, &sx, &zero);
   zero = 0;
-  cairo_user_to_device_distance(cr, &zero, &sy);
+  cairo().user_to_device_distance(cr, &zero, &sy);
   const double w = std::max(1.0, std::round(width * sx));  // the line's width in pixels
   // The centre nearest to `v` of a line `w` pixels wide whose edges are on pixel boundaries.
   auto snap = [w](double v, double scale) {
@@ -135,54 +134,54 @@ void draw_item(cairo_t* cr, const Item& item) {
       if (finite(p)) pts.push_back(p);
     if (pts.size() < 2) return;
     pts = snapped(cr, pts, l->width);
-    cairo_new_path(cr);
-    for (const auto& p : pts) cairo_line_to(cr, p.x, p.y);
-    cairo_set_line_width(cr, l->width);
-    cairo_set_line_join(cr, CAIRO_LINE_JOIN_ROUND);
-    cairo_set_line_cap(cr, CAIRO_LINE_CAP_BUTT);
-    cairo_set_dash(cr, l->dash.data(), static_cast<int>(l->dash.size()), 0);
+    cairo().new_path(cr);
+    for (const auto& p : pts) cairo().line_to(cr, p.x, p.y);
+    cairo().set_line_width(cr, l->width);
+    cairo().set_line_join(cr, CAIRO_LINE_JOIN_ROUND);
+    cairo().set_line_cap(cr, CAIRO_LINE_CAP_BUTT);
+    cairo().set_dash(cr, l->dash.data(), static_cast<int>(l->dash.size()), 0);
     set_color(cr, l->color, l->opacity);
     // One operation: a translucent line is not darker where it crosses itself, as in SVG.
-    cairo_stroke(cr);
+    cairo().stroke(cr);
   } else if (const auto* p = std::get_if<Polygon>(&item)) {
-    cairo_new_path(cr);
+    cairo().new_path(cr);
     int n = 0;
     for (const auto& q : p->points)
       if (finite(q)) {
-        cairo_line_to(cr, q.x, q.y);
+        cairo().line_to(cr, q.x, q.y);
         ++n;
       }
     if (n < 3) return;
-    cairo_close_path(cr);
-    cairo_set_fill_rule(cr, CAIRO_FILL_RULE_WINDING);
+    cairo().close_path(cr);
+    cairo().set_fill_rule(cr, CAIRO_FILL_RULE_WINDING);
     set_color(cr, p->color, p->opacity);
-    cairo_fill(cr);
+    cairo().fill(cr);
   } else if (const auto* r = std::get_if<Rect>(&item)) {
     if (!std::isfinite(r->x) || !std::isfinite(r->y) || !std::isfinite(r->w) ||
         !std::isfinite(r->h))
       return;
-    cairo_new_path(cr);
-    cairo_rectangle(cr, r->x, r->y, r->w, r->h);
+    cairo().new_path(cr);
+    cairo().rectangle(cr, r->x, r->y, r->w, r->h);
     set_color(cr, r->color, r->opacity);
-    cairo_fill(cr);
+    cairo().fill(cr);
   } else if (const auto* t = std::get_if<Text>(&item)) {
     if (!std::isfinite(t->x) || !std::isfinite(t->y) || !drawable_size(t->size) || t->text.empty())
       return;
     const std::string s = valid_utf8(t->text);
     set_font(cr, t->size, t->bold);
     cairo_text_extents_t e;
-    cairo_text_extents(cr, s.c_str(), &e);
+    cairo().text_extents(cr, s.c_str(), &e);
     const double shift = t->anchor == Anchor::Start    ? 0
                          : t->anchor == Anchor::Middle ? e.x_advance / 2
                                                        : e.x_advance;
-    cairo_save(cr);
-    cairo_translate(cr, t->x, t->y);
-    if (t->vertical) cairo_rotate(cr, -kPi / 2);
-    cairo_new_path(cr);
-    cairo_move_to(cr, -shift, 0);
+    cairo().save(cr);
+    cairo().translate(cr, t->x, t->y);
+    if (t->vertical) cairo().rotate(cr, -kPi / 2);
+    cairo().new_path(cr);
+    cairo().move_to(cr, -shift, 0);
     set_color(cr, t->color, 1);
-    cairo_show_text(cr, s.c_str());
-    cairo_restore(cr);
+    cairo().show_text(cr, s.c_str());
+    cairo().restore(cr);
   }
 }
 
@@ -600,7 +599,7 @@ double text_width(std::string_view text, double size, bool bold) {
   cairo_t* cr = measuring_context();
   set_font(cr, size, bold);
   cairo_text_extents_t e;
-  cairo_text_extents(cr, valid_utf8(text).c_str(), &e);
+  cairo().text_extents(cr, valid_utf8(text).c_str(), &e);
   return e.x_advance;
 }
 
@@ -679,28 +678,28 @@ std::vector<uint8_t> render_png(const Scene& scene, double scale) {
         scene.width, scene.height));
   const int width = std::max(1, static_cast<int>(std::lround(scene.width * scale)));
   const int height = std::max(1, static_cast<int>(std::lround(scene.height * scale)));
-  const SurfacePtr surface(cairo_image_surface_create(CAIRO_FORMAT_RGB24, width, height),
-                           &cairo_surface_destroy);
-  if (cairo_surface_status(surface.get()) != CAIRO_STATUS_SUCCESS)
+  const SurfacePtr surface(cairo().image_surface_create(CAIRO_FORMAT_RGB24, width, height),
+                           cairo().surface_destroy);
+  if (cairo().surface_status(surface.get()) != CAIRO_STATUS_SUCCESS)
     throw PlotError(fmt::format(
         "cairo cannot make a {}x{} pixel image for a {}x{} figure at scale {}: {}; use a "
         "smaller --scale, --width or --height (at most 32767 pixels a side)",
         width, height, scene.width, scene.height, scale,
-        cairo_status_to_string(cairo_surface_status(surface.get()))));
-  const ContextPtr cr(cairo_create(surface.get()), &cairo_destroy);
-  cairo_scale(cr.get(), static_cast<double>(width) / scene.width,
-              static_cast<double>(height) / scene.height);
+        cairo().status_to_string(cairo().surface_status(surface.get()))));
+  const ContextPtr cr(cairo().create(surface.get()), cairo().destroy);
+  cairo().scale(cr.get(), static_cast<double>(width) / scene.width,
+                static_cast<double>(height) / scene.height);
   set_color(cr.get(), scene.background, 1);
-  cairo_paint(cr.get());
+  cairo().paint(cr.get());
   for (const auto& item : scene.items) draw_item(cr.get(), item);
-  cairo_surface_flush(surface.get());
+  cairo().surface_flush(surface.get());
   std::vector<uint8_t> bytes;
-  cairo_status_t status = cairo_status(cr.get());
+  cairo_status_t status = cairo().status(cr.get());
   if (status == CAIRO_STATUS_SUCCESS)
-    status = cairo_surface_write_to_png_stream(surface.get(), append_bytes, &bytes);
+    status = cairo().surface_write_to_png_stream(surface.get(), append_bytes, &bytes);
   if (status != CAIRO_STATUS_SUCCESS)
     throw PlotError(fmt::format("cairo cannot draw the {}x{} figure '{}' as PNG: {}", scene.width,
-                                scene.height, scene.title, cairo_status_to_string(status)));
+                                scene.height, scene.title, cairo().status_to_string(status)));
   return bytes;
 }
 
