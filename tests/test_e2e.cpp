@@ -105,6 +105,21 @@ class EndToEnd : public ::testing::Test {
     o.results_dir = dir_;
     return tlab::execute_run(spec, loader_, store, o);
   }
+  /// The front, `tlab`, after a tiny run into `db` by it.
+  std::string front_with_a_run(const fs::path& db) {
+    const std::string tlab = std::string(TLAB_TEST_BIN_DIR) + "/tlab";
+    const fs::path exp = tlab::test::write_file(dir_ / "front.toml", kTiny);
+    auto r = sh(tlab + " run " + exp.string() + " --db " + db.string());
+    EXPECT_EQ(r.code, 0) << r.out;
+    return tlab;
+  }
+  /// A folder whose `library` is damaged ("not a library"), to put first on LD_LIBRARY_PATH.
+  fs::path damaged(const std::string& library) {
+    const fs::path hidden = dir_ / ("damaged_" + library);
+    fs::create_directories(hidden);
+    tlab::test::write_file(hidden / library, "not a library");
+    return hidden;
+  }
 };
 
 TEST_F(EndToEnd, ARunRecordsEverythingInTheDatabase) {
@@ -112,7 +127,7 @@ TEST_F(EndToEnd, ARunRecordsEverythingInTheDatabase) {
   tlab::Store store(db);
   auto spec = specs(kTiny, {"train.epochs=3"})[0];
   auto out = run(store, spec);
-  ASSERT_EQ(out.status, "finished") << out.reason;
+  ASSERT_EQ(out.status, tlab::RunStatus::kFinished) << out.reason;
   EXPECT_GE(out.summary.at("target/test/acc"), 0.0);
   EXPECT_LE(out.summary.at("target/test/acc"), 1.0);
 
@@ -178,7 +193,7 @@ TEST_F(EndToEnd, SameConfigAndSeedGiveIdenticalMetrics) {
 TEST_F(EndToEnd, PluginFailuresBecomeTheRunsStatusWithTheHookNamed) {
   tlab::Store store(dir_ / "results.db");
   auto failed = run(store, specs(kTiny, {"strategy={plugin=\"faulty\",fail_in=\"loss\"}"})[0]);
-  EXPECT_EQ(failed.status, "failed");
+  EXPECT_EQ(failed.status, tlab::RunStatus::kFailed);
   EXPECT_THAT(
       failed.reason,
       HasSubstr("strategy plugin 'faulty' failed in loss (stage 'target'): faulty: asked to "
@@ -187,7 +202,7 @@ TEST_F(EndToEnd, PluginFailuresBecomeTheRunsStatusWithTheHookNamed) {
   EXPECT_THAT(setup.reason, HasSubstr("strategy plugin 'faulty' failed in setup"));
   auto nan =
       run(store, specs(kTiny, {"strategy={plugin=\"faulty\",fail_in=\"nan\",fail_epoch=1}"})[0]);
-  EXPECT_EQ(nan.status, "diverged");
+  EXPECT_EQ(nan.status, tlab::RunStatus::kDiverged);
   EXPECT_THAT(nan.reason, HasSubstr("target loss became nan in epoch 1"));
   // Metrics up to the divergence are kept.
   EXPECT_EQ(store.metrics(nan.id, "target/val/acc").size(), 1u);
@@ -202,7 +217,7 @@ TEST_F(EndToEnd, FinetuneWithoutSourceFailsWithAClearReason) {
   std::string text = kTiny;
   text.erase(text.find("[source]"), text.find("[target]") - text.find("[source]"));
   auto out = run(store, specs(text)[0]);
-  EXPECT_EQ(out.status, "failed");
+  EXPECT_EQ(out.status, tlab::RunStatus::kFailed);
   EXPECT_THAT(out.reason, HasSubstr("strategy plugin 'finetune' failed in prepare: finetune "
                                     "trains on a labelled source domain: add a [source] table"));
 }
@@ -212,7 +227,7 @@ TEST_F(EndToEnd, AHelperThatNeedsTheSourceSaysWhichPluginAndHookUsedIt) {
   std::string text = kTiny;
   text.erase(text.find("[source]"), text.find("[target]") - text.find("[source]"));
   auto out = run(store, specs(text, {"strategy={plugin=\"faulty\",fail_in=\"source\"}"})[0]);
-  EXPECT_EQ(out.status, "failed");
+  EXPECT_EQ(out.status, tlab::RunStatus::kFailed);
   EXPECT_THAT(out.reason, HasSubstr("strategy plugin 'faulty' failed in prepare: faulty trains on "
                                     "a labelled source domain: add a [source] table"));
 }
@@ -220,7 +235,7 @@ TEST_F(EndToEnd, AHelperThatNeedsTheSourceSaysWhichPluginAndHookUsedIt) {
 TEST_F(EndToEnd, HooksRegisteredForTwoRunningStagesAreRefusedNamingPluginAndHook) {
   tlab::Store store(dir_ / "results.db");
   auto out = run(store, specs(kTiny, {"strategy={plugin=\"faulty\",fail_in=\"reenter\"}"})[0]);
-  EXPECT_EQ(out.status, "failed");
+  EXPECT_EQ(out.status, tlab::RunStatus::kFailed);
   EXPECT_THAT(out.reason,
               HasSubstr("strategy plugin 'faulty' failed in on_epoch_start (stage 'target'): "
                         "stage 'target' was given the hooks object that drives the running stage "
@@ -233,7 +248,7 @@ TEST_F(EndToEnd, MissingHeadIsExplained) {
   std::string text = kTiny;
   text.erase(text.find("[[adapters]]"), text.find("[strategy]") - text.find("[[adapters]]"));
   auto out = run(store, specs(text)[0]);
-  EXPECT_EQ(out.status, "failed");
+  EXPECT_EQ(out.status, tlab::RunStatus::kFailed);
   EXPECT_THAT(out.reason, HasSubstr("the model outputs 16 values per example but the target has "
                                     "4 classes; add a head"));
 }
@@ -256,7 +271,7 @@ TEST_F(EndToEnd, OptimisersAndSchedulesFollowTheirFormulas) {
     auto ov = c.overrides;
     ov.push_back("train.epochs=4");
     auto out = run(store, specs(kTiny, ov)[0]);
-    ASSERT_EQ(out.status, "finished") << out.reason;
+    ASSERT_EQ(out.status, tlab::RunStatus::kFinished) << out.reason;
     auto lr = store.metrics(out.id, "target/train/lr");
     ASSERT_EQ(lr.size(), 4u);
     for (std::size_t e = 0; e < 4; ++e) EXPECT_NEAR(lr[e].value, c.lrs[e], 1e-12) << e;
@@ -267,7 +282,7 @@ TEST_F(EndToEnd, TheCheckpointLoadsIntoAFreshModel) {
   tlab::Store store(dir_ / "results.db");
   auto spec = specs(kTiny)[0];
   auto out = run(store, spec);
-  ASSERT_EQ(out.status, "finished") << out.reason;
+  ASSERT_EQ(out.status, tlab::RunStatus::kFinished) << out.reason;
   fs::path ckpt;
   for (const auto& e : fs::recursive_directory_iterator(dir_ / "runs"))
     if (e.path().filename() == "model.safetensors") ckpt = e.path();
@@ -300,7 +315,7 @@ TEST_F(EndToEnd, TheCheckpointLoadsIntoAFreshModel) {
 TEST_F(EndToEnd, RunFoldersStayInsideRunsWhateverTheName) {
   tlab::Store store(dir_ / "results.db");
   auto out = run(store, specs(kTiny, {"name=\"../../escape/me\""})[0]);
-  ASSERT_EQ(out.status, "finished") << out.reason;
+  ASSERT_EQ(out.status, tlab::RunStatus::kFinished) << out.reason;
   EXPECT_EQ(store.list_runs()[0].name, "../../escape/me");  // recorded as given
   int dirs = 0;
   for (const auto& e : fs::directory_iterator(dir_ / "runs")) {
@@ -325,7 +340,7 @@ TEST_F(EndToEnd, LinearProbeKeepsTheBackboneFrozenIncludingBatchNorm) {
                               "test_size=20,train_size=100}",
                               "train.epochs=" + std::to_string(epochs)})[0];
     auto out = run(store, spec);
-    EXPECT_EQ(out.status, "finished") << out.reason;
+    EXPECT_EQ(out.status, tlab::RunStatus::kFinished) << out.reason;
     fs::path ckpt;
     for (const auto& e : fs::recursive_directory_iterator(dir_ / "runs"))
       if (e.path().filename() == "model.safetensors") ckpt = e.path();
@@ -365,7 +380,7 @@ std::map<std::string, torch::Tensor> checkpoint_of(tlab::Store& store, int64_t r
 TEST_F(EndToEnd, AnEarlierRunsBackboneAndAdaptersReproduceItsModel) {
   tlab::Store store(dir_ / "results.db");
   auto a = run(store, specs(kTiny)[0]);
-  ASSERT_EQ(a.status, "finished") << a.reason;
+  ASSERT_EQ(a.status, tlab::RunStatus::kFinished) << a.reason;
   // Parameter counts: mlp 16->16 (272) + linear head 16->4 (68).
   EXPECT_EQ(a.summary.at("model/params/total"), 272 + 68);
   EXPECT_EQ(a.summary.at("model/params/trainable"), 272 + 68);
@@ -377,7 +392,7 @@ TEST_F(EndToEnd, AnEarlierRunsBackboneAndAdaptersReproduceItsModel) {
   auto c = run(store, specs(kTiny, {"backbone.weights=\"run:" + id + "\"",
                                     "adapter_weights=\"run:" + id + "\"",
                                     "strategy={plugin=\"scratch\"}", "train.lr=1e-12"})[0]);
-  ASSERT_EQ(c.status, "finished") << c.reason;
+  ASSERT_EQ(c.status, tlab::RunStatus::kFinished) << c.reason;
   EXPECT_EQ(c.summary.at("weights/backbone/matched"), 2);  // layer0.weight, layer0.bias
   EXPECT_EQ(c.summary.at("weights/backbone/missing"), 0);
   EXPECT_EQ(c.summary.at("weights/adapters/matched"), 4);  // what trained in A: all of it
@@ -388,7 +403,7 @@ TEST_F(EndToEnd, AnEarlierRunsBackboneAndAdaptersReproduceItsModel) {
   // Without the adapter weights the head starts afresh: the test that the one above can fail.
   auto d = run(store, specs(kTiny, {"backbone.weights=\"run:" + id + "\"",
                                     "strategy={plugin=\"scratch\"}", "train.lr=1e-12"})[0]);
-  ASSERT_EQ(d.status, "finished") << d.reason;
+  ASSERT_EQ(d.status, tlab::RunStatus::kFinished) << d.reason;
   EXPECT_FALSE(
       torch::allclose(wa.at("head.0.weight"), checkpoint_of(store, d.id).at("head.0.weight")));
 
@@ -409,7 +424,7 @@ TEST_F(EndToEnd, AnEarlierRunsBackboneAndAdaptersReproduceItsModel) {
 TEST_F(EndToEnd, TheRunKeyFollowsTheWeightsFilesContent) {
   tlab::Store store(dir_ / "results.db");
   auto a = run(store, specs(kTiny)[0]);
-  ASSERT_EQ(a.status, "finished") << a.reason;
+  ASSERT_EQ(a.status, tlab::RunStatus::kFinished) << a.reason;
   const fs::path w = dir_ / "w.safetensors";
   fs::copy_file(fs::path(store.run(a.id).run_dir) / "model.safetensors", w);
   auto spec = [&] {
@@ -428,7 +443,7 @@ TEST_F(EndToEnd, TheRunKeyFollowsTheWeightsFilesContent) {
   tlab::weights::write_safetensors(w, t);
   EXPECT_NE(tlab::run_key(spec(), loader_), k1);
   auto b = run(store, spec());
-  ASSERT_EQ(b.status, "finished") << b.reason;
+  ASSERT_EQ(b.status, tlab::RunStatus::kFinished) << b.reason;
   EXPECT_EQ(b.summary.at("weights/backbone/matched"), 2);
   EXPECT_EQ(b.summary.at("weights/backbone/unexpected"), 2);  // head.0.*
 }
@@ -436,23 +451,23 @@ TEST_F(EndToEnd, TheRunKeyFollowsTheWeightsFilesContent) {
 TEST_F(EndToEnd, WeightsThatDoNotFitFailTheRunWithTheReport) {
   tlab::Store store(dir_ / "results.db");
   auto a = run(store, specs(kTiny)[0]);
-  ASSERT_EQ(a.status, "finished") << a.reason;
+  ASSERT_EQ(a.status, tlab::RunStatus::kFinished) << a.reason;
   const std::string w = "backbone.weights=\"run:" + std::to_string(a.id) + "\"";
   // Another width: strict loading refuses, naming the tensor and both shapes.
   auto b = run(store, specs(kTiny, {w, "backbone.hidden=[8]"})[0]);
-  EXPECT_EQ(b.status, "failed");
+  EXPECT_EQ(b.status, tlab::RunStatus::kFailed);
   EXPECT_THAT(b.reason, HasSubstr("layer0.weight: file 16x16, model 8x16"));
   EXPECT_THAT(b.reason, HasSubstr("set weights_strict = false"));
   // Non-strict: the run goes on and reports what did not load.
   auto c =
       run(store, specs(kTiny, {w, "backbone.hidden=[8,16]", "+backbone.weights_strict=false"})[0]);
-  ASSERT_EQ(c.status, "finished") << c.reason;
+  ASSERT_EQ(c.status, tlab::RunStatus::kFinished) << c.reason;
   EXPECT_EQ(c.summary.at("weights/backbone/mismatched"), 2);  // layer0 weight and bias
   EXPECT_EQ(c.summary.at("weights/backbone/missing"), 2);     // layer1
   // Adapter weights for other adapters are refused, naming the difference.
   auto d = run(store, specs(kTiny, {"adapter_weights=\"run:" + std::to_string(a.id) + "\"",
                                     "adapters.0.dropout=0.5"})[0]);
-  EXPECT_EQ(d.status, "failed");
+  EXPECT_EQ(d.status, tlab::RunStatus::kFailed);
   EXPECT_THAT(d.reason, HasSubstr("the adapters were trained with"));
   EXPECT_THAT(d.reason, HasSubstr("\"dropout\":0.5"));
   // Unknown and unfinished runs, missing files, other formats.
@@ -573,7 +588,7 @@ lr = 0.003
     auto spec = tlab::load_experiment(tlab::test::write_file(dir_ / "text.toml", exp),
                                       {"seed=" + std::to_string(seed)}, loader_)[0];
     auto out = run(store, spec);
-    ASSERT_EQ(out.status, "finished") << out.reason;
+    ASSERT_EQ(out.status, tlab::RunStatus::kFinished) << out.reason;
     EXPECT_EQ(out.summary.at("target/train/examples"), 20);
     EXPECT_GE(out.summary.at("target/data/load_seconds"), 0);
     // Pre-training learnt the source (its last source epoch).
@@ -607,7 +622,7 @@ TEST_F(EndToEnd, ProfilingRecordsTimePerPhaseAndThroughput) {
   o.results_dir = dir_;
   o.profile = true;
   auto out = tlab::execute_run(specs(kTiny)[0], loader_, store, o);
-  ASSERT_EQ(out.status, "finished") << out.reason;
+  ASSERT_EQ(out.status, tlab::RunStatus::kFinished) << out.reason;
   double phases = 0;
   for (const char* p : {"data", "forward", "backward", "optimizer", "evaluation", "logging"}) {
     const std::string name = fmt::format("profile/target/{}_seconds", p);
@@ -680,8 +695,8 @@ TEST_F(EndToEnd, ARebuiltPluginGivesTheSameResults) {
   o.results_dir = dir_;
   auto b = tlab::execute_run(tlab::load_experiment(dir_ / "tiny.toml", {}, rebuilt)[0], rebuilt,
                              store, o);
-  ASSERT_EQ(a.status, "finished") << a.reason;
-  ASSERT_EQ(b.status, "finished") << b.reason;
+  ASSERT_EQ(a.status, tlab::RunStatus::kFinished) << a.reason;
+  ASSERT_EQ(b.status, tlab::RunStatus::kFinished) << b.reason;
   EXPECT_EQ(b.summary.at("source/pretrain_reused"), 0);  // a new cache entry: trained again
   EXPECT_EQ(a.summary.at("target/test/acc"), b.summary.at("target/test/acc"));
   EXPECT_EQ(a.summary.at("target/test/loss"), b.summary.at("target/test/loss"));
@@ -785,16 +800,12 @@ int interrupt_run(const fs::path& exp, const fs::path& db, int sig) {
 // The front `tlab` does not link LibTorch: the commands that do not train work where it cannot
 // be loaded at all, and those that need the training engine say which file failed and why.
 TEST_F(EndToEnd, CommandsThatDoNotTrainWorkWhereLibTorchCannotBeLoaded) {
-  const std::string tlab = std::string(TLAB_TEST_BIN_DIR) + "/tlab";
-  const fs::path exp = tlab::test::write_file(dir_ / "front.toml", kTiny);
   const fs::path db = dir_ / "front" / "results.db";
-  auto r = sh(tlab + " run " + exp.string() + " --db " + db.string());
-  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string tlab = front_with_a_run(db);
+  const fs::path exp = dir_ / "front.toml";
 
   // Hide LibTorch: a damaged libtorch_cpu first on the library search path.
-  const fs::path hidden = dir_ / "hidden";
-  fs::create_directories(hidden);
-  tlab::test::write_file(hidden / "libtorch_cpu.so.1.13", "not a library");
+  const fs::path hidden = damaged("libtorch_cpu.so.1.13");
   const std::string without = "LD_LIBRARY_PATH=" + hidden.string() + " " + tlab;
   auto list = sh(without + " results list --db " + db.string());
   EXPECT_EQ(list.code, 0) << list.out;
@@ -834,6 +845,32 @@ TEST_F(EndToEnd, CommandsThatDoNotTrainWorkWhereLibTorchCannotBeLoaded) {
   // Nothing was written by the refused commands.
   tlab::Store store(db, false);
   EXPECT_EQ(store.list_runs().size(), 1u);
+}
+
+TEST_F(EndToEnd, OnlyTheCommandsThatDrawLoadCairo) {
+  const fs::path db = dir_ / "draw" / "results.db";
+  const std::string tlab = front_with_a_run(db);
+
+  // A damaged libcairo.so.2 first on the search path: a tlab that linked cairo would not start.
+  const fs::path hidden = damaged("libcairo.so.2");
+  const std::string without = "LD_LIBRARY_PATH=" + hidden.string() + " " + tlab;
+  auto version = sh(without + " --version");
+  EXPECT_EQ(version.code, 0) << version.out;
+  auto list = sh(without + " results list --db " + db.string());
+  EXPECT_EQ(list.code, 0) << list.out;
+  EXPECT_THAT(list.out, HasSubstr("finished"));
+
+  const std::string plot = " results plot curves --metric target/train/loss --db " + db.string();
+  auto refused = sh(without + plot + " -o " + (dir_ / "refused.png").string());
+  EXPECT_NE(refused.code, 0);
+  EXPECT_THAT(refused.out, HasSubstr("cannot draw: cairo (libcairo.so.2) could not be loaded: " +
+                                     (hidden / "libcairo.so.2").string()));
+  EXPECT_THAT(refused.out, HasSubstr("install it (apt install libcairo2"));
+  EXPECT_FALSE(fs::exists(dir_ / "refused.png"));
+
+  auto drawn = sh(tlab + plot + " -o " + (dir_ / "drawn.png").string());
+  EXPECT_EQ(drawn.code, 0) << drawn.out;
+  EXPECT_GT(fs::file_size(dir_ / "drawn.png"), 1000u);
 }
 
 TEST_F(EndToEnd, SignalsStopTheRunAsKilledWithItsMetricsAndNoFurtherRuns) {
@@ -881,11 +918,11 @@ TEST_F(EndToEnd, PluginsCommandListsAndShows) {
 TEST_F(EndToEnd, ParameterGroupsThatCannotBeTrainedAreRefused) {
   tlab::Store store(dir_ / "results.db");
   auto dup = run(store, specs(kTiny, {"strategy={plugin=\"faulty\",groups=\"duplicate\"}"})[0]);
-  EXPECT_EQ(dup.status, "failed");
+  EXPECT_EQ(dup.status, tlab::RunStatus::kFailed);
   EXPECT_THAT(dup.reason, HasSubstr("stage 'target': a parameter (4x16) is in two parameter "
                                     "groups (second: 'head'); list each tensor once"));
   auto neg = run(store, specs(kTiny, {"strategy={plugin=\"faulty\",groups=\"negative\"}"})[0]);
-  EXPECT_EQ(neg.status, "failed");
+  EXPECT_EQ(neg.status, tlab::RunStatus::kFailed);
   EXPECT_THAT(neg.reason, HasSubstr("stage 'target': parameter group 'backbone' has lr_scale "
                                     "-0.5; expected a finite number >= 0"));
 }
@@ -893,7 +930,7 @@ TEST_F(EndToEnd, ParameterGroupsThatCannotBeTrainedAreRefused) {
 TEST_F(EndToEnd, ZeroTargetEpochsOnlyEvaluateTheTarget) {
   tlab::Store store(dir_ / "results.db");
   auto out = run(store, specs(kTiny, {"train.epochs=0"})[0]);
-  ASSERT_EQ(out.status, "finished") << out.reason;
+  ASSERT_EQ(out.status, tlab::RunStatus::kFinished) << out.reason;
   EXPECT_TRUE(out.summary.count("target/test/acc"));
   EXPECT_TRUE(out.summary.count("source/test/acc"));                // pre-training ran
   EXPECT_TRUE(store.metrics(out.id, "target/train/loss").empty());  // the target stage did not
@@ -903,7 +940,7 @@ TEST_F(EndToEnd, ZeroTargetEpochsOnlyEvaluateTheTarget) {
 TEST_F(EndToEnd, LoadModelRebuildsAnEarlierRunsModel) {
   tlab::Store store(dir_ / "results.db");
   auto teacher = run(store, specs(kTiny)[0]);
-  ASSERT_EQ(teacher.status, "finished") << teacher.reason;
+  ASSERT_EQ(teacher.status, tlab::RunStatus::kFinished) << teacher.reason;
   auto with = [&](const std::string& ref) {
     return run(store, specs(kTiny, {"strategy={plugin=\"faulty\",load_model=\"" + ref + "\"}",
                                     "train.epochs=1"})[0]);
@@ -911,7 +948,7 @@ TEST_F(EndToEnd, LoadModelRebuildsAnEarlierRunsModel) {
   for (const std::string ref :
        {"run:" + std::to_string(teacher.id), store.run(teacher.id).run_dir}) {
     auto out = with(ref);
-    ASSERT_EQ(out.status, "finished") << out.reason;
+    ASSERT_EQ(out.status, tlab::RunStatus::kFinished) << out.reason;
     // The same weights on the same test split: the same accuracy, in eval mode, frozen.
     EXPECT_EQ(out.summary.at("fixture/loaded/test_acc"), teacher.summary.at("target/test/acc"))
         << ref;
@@ -968,9 +1005,9 @@ TEST_F(EndToEnd, FrozenGroupsStayFrozenWhetherPretrainingRanHereOrCameFromTheCac
   const std::vector<std::string> ov = {"++strategy.unfreeze_every=2", "train.optimizer=\"adam\"",
                                        "++train.weight_decay=0.1", "train.epochs=3"};
   auto trained = run(store, specs(kTiny, ov)[0]);
-  ASSERT_EQ(trained.status, "finished") << trained.reason;
+  ASSERT_EQ(trained.status, tlab::RunStatus::kFinished) << trained.reason;
   auto reused = run(store, specs(kTiny, ov)[0]);
-  ASSERT_EQ(reused.status, "finished") << reused.reason;
+  ASSERT_EQ(reused.status, tlab::RunStatus::kFinished) << reused.reason;
   auto a = store.metrics(trained.id, "target/train/loss"),
        b = store.metrics(reused.id, "target/train/loss");
   ASSERT_EQ(a.size(), 3u);
@@ -986,12 +1023,12 @@ TEST_F(EndToEnd, AdaptedModelsWithoutTargetEpochsSaveWhatSetupTrained) {
   auto a =
       run(store,
           specs(kTiny, {"strategy={plugin=\"source_only\",source_epochs=2}", "train.epochs=0"})[0]);
-  ASSERT_EQ(a.status, "finished") << a.reason;
+  ASSERT_EQ(a.status, tlab::RunStatus::kFinished) << a.reason;
   const std::string id = std::to_string(a.id);
   auto b = run(store, specs(kTiny, {"backbone.weights=\"run:" + id + "\"",
                                     "adapter_weights=\"run:" + id + "\"",
                                     "strategy={plugin=\"scratch\"}", "train.epochs=0"})[0]);
-  ASSERT_EQ(b.status, "finished") << b.reason;
+  ASSERT_EQ(b.status, tlab::RunStatus::kFinished) << b.reason;
   EXPECT_EQ(b.summary.at("weights/adapters/matched"), 4);  // all of it: setup trained it all
   EXPECT_EQ(b.summary.at("target/test/acc"), a.summary.at("target/test/acc"));
 }
