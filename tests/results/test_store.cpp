@@ -145,16 +145,17 @@ TEST_F(StoreTest, RollbackJournalForShardsOnNetworkFilesystems) {
   {
     Store store(shard, true, Store::kBusyTimeout, Store::Journal::kRollback);
     NewRun queued = sample_run();
-    queued.status = "queued";  // as a SLURM submission writes it
+    queued.status = RunStatus::kQueued;  // as a SLURM submission writes it
     const int64_t run = store.create_run(queued);
     store.set_job(run, "slurm 12_0");
     EXPECT_TRUE(store.start_run(run, 42, "cpu", "", "", -1, "node7"));
-    store.finish_run(run, "node_fail", "the node failed");
+    store.finish_run(run, RunStatus::kNodeFail, "the node failed");
     const RunRecord rec = store.run(run);
     EXPECT_EQ(rec.job, "slurm 12_0");
     EXPECT_EQ(rec.host, "node7");
     EXPECT_EQ(rec.status, "node_fail");
-    store.finish_run(run, "cancelled", "scancel");  // SLURM's verdict replaces "killed" and such
+    store.finish_run(run, RunStatus::kCancelled,
+                     "scancel");  // SLURM's verdict replaces "killed" and such
     EXPECT_EQ(store.run(run).status, "cancelled");
   }
   RawDb raw(shard);
@@ -164,6 +165,48 @@ TEST_F(StoreTest, RollbackJournalForShardsOnNetworkFilesystems) {
   Store store(shard, false);
   EXPECT_EQ(RawDb(shard).scalar("PRAGMA journal_mode"), "wal");
   EXPECT_EQ(store.run(1).host, "node7");  // start_run without a host keeps it
+}
+
+TEST_F(StoreTest, ListingEveryRunGivesEachRunItsOwnRowsAsListingThemByIdDoes) {
+  // list_runs() scans each table once and merges by run id; rows of several runs interleaved
+  // in the table (summaries written in turns, a run with none, a deleted run between) must
+  // land in their own run, ordered, exactly as the lookup by id gives them.
+  Store store(db_path_);
+  const int64_t a = store.create_run(sample_run("a"));
+  const int64_t gone = store.create_run(sample_run("gone"));
+  const int64_t b = store.create_run(sample_run("b"));
+  const int64_t empty = store.create_run(sample_run("empty"));
+  store.write_summaries(b, {{"z/last", 1.0}});
+  store.write_summaries(a, {{"m/middle", 2.0}, {"a/first", 3.0}});
+  store.write_summaries(b, {{"a/first", 4.0}});
+  store.write_summaries(gone, {{"a/first", 5.0}});
+  RawDb(db_path_).exec("DELETE FROM runs WHERE id = " + std::to_string(gone));
+
+  const auto all = store.list_runs();
+  const auto by_id = store.list_runs({a, b, empty});
+  ASSERT_EQ(all.size(), 3u);
+  ASSERT_EQ(by_id.size(), 3u);
+  const std::vector<std::pair<std::string, double>> of_a = {{"a/first", 3.0}, {"m/middle", 2.0}};
+  const std::vector<std::pair<std::string, double>> of_b = {{"a/first", 4.0}, {"z/last", 1.0}};
+  EXPECT_EQ(all[0].summaries, of_a);
+  EXPECT_EQ(all[1].summaries, of_b);
+  EXPECT_TRUE(all[2].summaries.empty());
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    EXPECT_EQ(all[i].id, by_id[i].id);
+    EXPECT_EQ(all[i].name, by_id[i].name);
+    EXPECT_EQ(all[i].summaries, by_id[i].summaries);
+    ASSERT_EQ(all[i].params.size(), by_id[i].params.size());
+    for (std::size_t k = 0; k < all[i].params.size(); ++k) {
+      EXPECT_EQ(all[i].params[k].key, by_id[i].params[k].key);
+      EXPECT_EQ(all[i].params[k].value, by_id[i].params[k].value);
+    }
+  }
+  ASSERT_NE(all[1].param("train.lr"), nullptr);
+  EXPECT_EQ(std::get<double>(all[1].param("train.lr")->value), 2.0);
+  EXPECT_EQ(all[1].param("no.such"), nullptr);
+  ASSERT_NE(all[1].summary("z/last"), nullptr);
+  EXPECT_EQ(*all[1].summary("z/last"), 1.0);
+  EXPECT_EQ(all[1].summary("no/such"), nullptr);
 }
 
 TEST_F(StoreTest, RoundTripsRunParamsMetricsSummariesAndPlugins) {
@@ -267,7 +310,7 @@ TEST_F(StoreTest, RoundTripsRunParamsMetricsSummariesAndPlugins) {
   EXPECT_EQ(view, expected_view);
 
   store.heartbeat(run);
-  store.finish_run(run, "diverged", "loss became NaN at step 20");
+  store.finish_run(run, RunStatus::kDiverged, "loss became NaN at step 20");
   row = store.list_runs({run}).at(0);
   EXPECT_EQ(row.status, "diverged");
   EXPECT_EQ(row.reason, "loss became NaN at step 20");
@@ -438,21 +481,21 @@ TEST_F(StoreTest, ErrorsNameWhatFailedAndTheDatabase) {
 
   message = store_error([&] { store.heartbeat(999); });
   EXPECT_CONTAINS(message, "there is no run 999");
-  message = store_error([&] { store.finish_run(999, "finished", ""); });
+  message = store_error([&] { store.finish_run(999, RunStatus::kFinished, ""); });
   EXPECT_CONTAINS(message, "there is no run 999");
   message = store_error([&] { store.list_runs({999}); });
   EXPECT_CONTAINS(message, "there is no run 999");
-  message = store_error([&] { store.finish_run(1, "done", ""); });
+  message = store_error([&] { parse_run_status("done"); });
   EXPECT_CONTAINS(message,
-                  "'done' is not a terminal run status; expected one of finished, "
+                  "'done' is not a run status; expected one of queued, running, finished, "
                   "failed, crashed, killed, timeout, diverged, oom, lost, cancelled, "
-                  "node_fail");
+                  "node_fail (a database written by a newer tlab?");
   message = store_error([&] { store.finish_run(1, RunStatus::kRunning, ""); });
   EXPECT_CONTAINS(message,
                   "'running' is not a terminal run status; expected one of finished, "
                   "failed, crashed, killed, timeout, diverged, oom, lost, cancelled, "
                   "node_fail");
-  message = store_error([&] { store.finish_open_run(1, "queued", ""); });
+  message = store_error([&] { store.finish_open_run(1, RunStatus::kQueued, ""); });
   EXPECT_CONTAINS(message, "'queued' is not a terminal run status; expected one of finished, ");
 
   NewRun bad = sample_run();

@@ -15,6 +15,7 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -44,17 +45,25 @@ std::map<std::string, std::string> param_map(const RunSummaryRow& r) {
 
 // Param keys whose value is not the same in every run (in key order).
 std::vector<std::string> varying_keys(const std::vector<RunSummaryRow>& runs) {
-  // One pass: each key's distinct values and in how many runs it is present.
-  std::map<std::string, std::pair<std::set<std::string>, std::size_t>> values;
+  // One pass, no copies: each key's first value (in its run), whether another run's value
+  // differs from it (as text: 1 and 1.0 are the same value), in how many runs it is present.
+  struct Seen {
+    const ParamValue* first = nullptr;
+    bool varies = false;
+    std::size_t present = 0;
+  };
+  std::map<std::string_view, Seen> seen;
   for (const auto& r : runs)
-    for (const auto& [k, v] : param_map(r)) {
-      auto& [distinct, present] = values[k];
-      distinct.insert(v);
-      ++present;
+    for (const auto& p : r.params) {
+      auto [it, fresh] = seen.try_emplace(p.key, Seen{&p.value});
+      Seen& s = it->second;
+      if (!fresh && !s.varies && !(*s.first == p.value))
+        s.varies = value_text(*s.first) != value_text(p.value);
+      ++s.present;
     }
   std::vector<std::string> keys;
-  for (const auto& [k, seen] : values)
-    if (seen.first.size() > 1 || seen.second != runs.size()) keys.push_back(k);
+  for (const auto& [k, s] : seen)
+    if (s.varies || s.present != runs.size()) keys.emplace_back(k);
   return keys;
 }
 
@@ -142,12 +151,18 @@ std::string format_runs(const std::vector<RunSummaryRow>& runs, Format format) {
   header.insert(header.end(), keys.begin(), keys.end());
   header.insert(header.end(), metrics.begin(), metrics.end());
   std::vector<std::vector<std::string>> rows;
+  rows.reserve(runs.size());
   for (const auto& r : runs) {
-    auto pm = param_map(r);
-    std::map<std::string, double> sm(r.summaries.begin(), r.summaries.end());
     std::vector<std::string> row = {std::to_string(r.id), r.status, r.name};
-    for (const auto& k : keys) row.push_back(pm.count(k) ? pm[k] : "");
-    for (const auto& m : metrics) row.push_back(sm.count(m) ? number_text(sm[m]) : "");
+    row.reserve(header.size());
+    for (const auto& k : keys) {
+      const ParamEntry* p = r.param(k);
+      row.push_back(p ? value_text(p->value) : "");
+    }
+    for (const auto& m : metrics) {
+      const double* v = r.summary(m);
+      row.push_back(v ? number_text(*v) : "");
+    }
     rows.push_back(std::move(row));
   }
   if (format == Format::Csv) {

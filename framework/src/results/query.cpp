@@ -238,16 +238,14 @@ Lookup lookup(const RunSummaryRow& run, const std::string& field) {
       return l;
     }
   l.run_column = false;
-  for (const auto& p : run.params)
-    if (p.key == field) {
-      l.value = param_value(p.value);
-      return l;
-    }
-  for (const auto& [name, value] : run.summaries)
-    if (name == field) {
-      l.value = Value::of_float(value);
-      return l;
-    }
+  if (const ParamEntry* p = run.param(field)) {
+    l.value = param_value(p->value);
+    return l;
+  }
+  if (const double* value = run.summary(field)) {
+    l.value = Value::of_float(*value);
+    return l;
+  }
   l.present = false;
   return l;
 }
@@ -918,13 +916,16 @@ std::vector<RunSummaryRow> select_runs(Store& store, const QueryOptions& options
   const std::vector<SortKey> keys = parse_sort(options.sort);
   std::vector<RunSummaryRow> runs = store.list_runs();
   if (runs.empty()) return runs;
-  const std::vector<std::string> known = known_fields(runs);
-  for (const auto& field : filter.fields()) check_field("--where", field, known, store);
-  for (const auto& key : keys) check_field("--sort", key.field, known, store);
+  if (!filter.fields().empty() || !keys.empty()) {
+    const std::vector<std::string> known = known_fields(runs);
+    for (const auto& field : filter.fields()) check_field("--where", field, known, store);
+    for (const auto& key : keys) check_field("--sort", key.field, known, store);
+  }
 
-  std::vector<RunSummaryRow> selected;
-  for (auto& run : runs)
-    if (filter.matches(run)) selected.push_back(std::move(run));
+  std::vector<RunSummaryRow> selected = std::move(runs);
+  selected.erase(std::remove_if(selected.begin(), selected.end(),
+                                [&](const RunSummaryRow& run) { return !filter.matches(run); }),
+                 selected.end());
   if (!keys.empty())
     std::stable_sort(selected.begin(), selected.end(),
                      [&](const RunSummaryRow& a, const RunSummaryRow& b) {

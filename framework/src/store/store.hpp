@@ -12,9 +12,11 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <iosfwd>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -46,6 +48,8 @@ enum class RunStatus {
 
 /// The text stored for `status` ("finished", "node_fail", ...).
 const char* to_string(RunStatus status);
+/// Writes to_string(status) (test failures and logs show "finished", not 2).
+std::ostream& operator<<(std::ostream& out, RunStatus status);
 
 /// The status whose text is `text`. Throws StoreError naming `text` and listing the valid
 /// statuses when there is none (e.g. a database written by a newer tlab).
@@ -98,10 +102,10 @@ struct NewRun {
   std::string run_dir;             ///< The run's folder (checkpoints, logs).
   std::string tlab_version;        ///< Version of tlab that ran it.
   std::vector<ParamEntry> params;  ///< `config_toml` flattened; keys must be unique.
-  std::string status = "running";  ///< "running" (runs now) or "queued" (a child will run it).
-  std::string uuid;                ///< Globally unique id; "" = a new random one.
-  std::string run_key;             ///< Hash of the resolved config and the plugin builds.
-  std::string sweep;               ///< Id of the `tlab run` invocation that queued it.
+  RunStatus status = RunStatus::kRunning;  ///< kRunning (runs now) or kQueued (a child will).
+  std::string uuid;                        ///< Globally unique id; "" = a new random one.
+  std::string run_key;                     ///< Hash of the resolved config and the plugin builds.
+  std::string sweep;                       ///< Id of the `tlab run` invocation that queued it.
   std::vector<std::string> override_args;  ///< Every override of the run, as text.
   std::string gpu;                         ///< CUDA_VISIBLE_DEVICES given to the run ("" none).
   std::string boot_id;                     ///< Boot of the machine `pid` runs on ("" unknown).
@@ -146,6 +150,19 @@ struct RunSummaryRow {
   int64_t seed;
   std::vector<ParamEntry> params;                         ///< Ordered by key.
   std::vector<std::pair<std::string, double>> summaries;  ///< Ordered by name; NaN stays NaN.
+
+  /// The param `key`, or nullptr.
+  const ParamEntry* param(std::string_view key) const {
+    for (const auto& p : params)
+      if (p.key == key) return &p;
+    return nullptr;
+  }
+  /// The summary `name`, or nullptr.
+  const double* summary(std::string_view name) const {
+    for (const auto& s : summaries)
+      if (s.first == name) return &s.second;
+    return nullptr;
+  }
 };
 
 namespace detail {
@@ -159,7 +176,7 @@ class Connection;
 ///   Store store("results/results.db");
 ///   int64_t run = store.create_run(new_run);
 ///   store.write_metrics(run, {{"target/train/loss", 10, 0, 0.42, 1.5}});
-///   store.finish_run(run, "finished", "");
+///   store.finish_run(run, RunStatus::kFinished, "");
 class Store {
  public:
   /// Schema version this build reads and writes (`PRAGMA user_version`).
@@ -207,14 +224,9 @@ class Store {
   /// Sets the terminal `status` of `run` (is_terminal), its `reason` ("" for none) and ended_at
   /// now. Throws StoreError for queued or running.
   void finish_run(int64_t run, RunStatus status, const std::string& reason);
-  /// finish_run with the status as text (parse_run_status); kept until every caller passes a
-  /// RunStatus.
-  void finish_run(int64_t run, const std::string& status, const std::string& reason);
   /// As finish_run, but only while `run` is still queued or running; returns whether it was.
   /// The supervisor uses it: a status the child recorded itself is never overwritten.
   bool finish_open_run(int64_t run, RunStatus status, const std::string& reason);
-  /// finish_open_run with the status as text; kept until every caller passes a RunStatus.
-  bool finish_open_run(int64_t run, const std::string& status, const std::string& reason);
   /// A queued run starts: status running, started_at and heartbeat now, `pid`, `device` and
   /// `gpu` (CUDA_VISIBLE_DEVICES, "" for none), and `host` unless "" (a batch job runs on
   /// another machine than the one that queued it). Returns false (changing nothing) when the run is
