@@ -233,7 +233,7 @@ class Adaptation : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   // The run of `text` with `overrides`; the message of an error thrown while loading it (bad
-  // options) is returned as the reason of a run with status "rejected".
+  // options) is returned as the reason of a run with status failed.
   tlab::RunOutcome run(tlab::Store& store, const std::string& text,
                        const std::vector<std::string>& overrides) {
     try {
@@ -244,7 +244,7 @@ class Adaptation : public ::testing::Test {
       return tlab::execute_run(specs.at(0), loader(), store, o);
     } catch (const std::exception& e) {
       tlab::RunOutcome out;
-      out.status = "rejected";
+      out.status = tlab::RunStatus::kFailed;
       out.reason = e.what();
       return out;
     }
@@ -259,14 +259,14 @@ class Adaptation : public ::testing::Test {
 TEST_F(Adaptation, EachMethodShrinksTheDomainGapItTargets) {
   tlab::Store store(dir_ / "results.db");
   auto base = run(store, kMoons, {});
-  ASSERT_EQ(base.status, "finished") << base.reason;
+  ASSERT_EQ(base.status, tlab::RunStatus::kFinished) << base.reason;
   auto coral = run(store, kMoons, {"strategy.plugin=coral", "strategy.weight=1.0"});
-  ASSERT_EQ(coral.status, "finished") << coral.reason;
+  ASSERT_EQ(coral.status, tlab::RunStatus::kFinished) << coral.reason;
   auto dan = run(store, kMoons, {"strategy.plugin=dan", "strategy.weight=1.0"});
-  ASSERT_EQ(dan.status, "finished") << dan.reason;
+  ASSERT_EQ(dan.status, tlab::RunStatus::kFinished) << dan.reason;
   auto lin = run(store, kMoons,
                  {"strategy.plugin=dan", "strategy.estimator=linear", "strategy.weight=1.0"});
-  ASSERT_EQ(lin.status, "finished") << lin.reason;
+  ASSERT_EQ(lin.status, tlab::RunStatus::kFinished) << lin.reason;
   const auto& b = base.summary;
   std::printf("source_only: coral_logits %.4g mmd_features %.4g target acc %.3f\n",
               b.at("source/final/coral_logits"), b.at("source/final/mmd_features"),
@@ -301,9 +301,9 @@ TEST_F(Adaptation, DannDomainClassifierMovesTowardChance) {
     return o;
   };
   auto plain = run(store, kMoons, with({"strategy.plugin=dann", "strategy.lambda_max=0"}));
-  ASSERT_EQ(plain.status, "finished") << plain.reason;
+  ASSERT_EQ(plain.status, tlab::RunStatus::kFinished) << plain.reason;
   auto dann = run(store, kMoons, with({"strategy.plugin=dann"}));
-  ASSERT_EQ(dann.status, "finished") << dann.reason;
+  ASSERT_EQ(dann.status, tlab::RunStatus::kFinished) << dann.reason;
   auto p = values(store, plain.id, "source/train/domain_acc");
   auto d = values(store, dann.id, "source/train/domain_acc");
   ASSERT_EQ(d.size(), 8u);
@@ -376,7 +376,7 @@ TEST_F(Adaptation, ErrorsSayWhatIsMissingAndHowToFixIt) {
                 {"strategy.plugin=dann", "strategy.anneal_lr=true", "train.optimizer=sgd",
                  "strategy.source_epochs=1"})
                 .status,
-            "finished");
+            tlab::RunStatus::kFinished);
 }
 
 }  // namespace

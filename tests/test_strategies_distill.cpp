@@ -372,7 +372,7 @@ class DistillRuns : public ::testing::Test {
   std::string teacher() {
     if (teacher_id_ == 0) {
       auto t = run(kTeacher);
-      EXPECT_EQ(t.status, "finished") << t.reason;
+      EXPECT_EQ(t.status, tlab::RunStatus::kFinished) << t.reason;
       EXPECT_GT(t.summary.at("target/test/acc"), 0.7);
       teacher_id_ = t.id;
       teacher_acc_ = t.summary.at("target/test/acc");
@@ -397,7 +397,7 @@ TEST_F(DistillRuns, ADistilledStudentMatchesTheTeachersSoftLabelsBetter) {
   auto labelled = run(kStudent, {"strategy={plugin=\"distill\"}", "++strategy.teacher=" + t,
                                  "++strategy.unlabeled=false"});
   for (const auto* r : {&scratch, &distill, &labelled})
-    ASSERT_EQ(r->status, "finished") << r->reason;
+    ASSERT_EQ(r->status, tlab::RunStatus::kFinished) << r->reason;
   auto teacher_model = model_of(teacher_id_);
   const auto x = test_inputs();
   const double kl_scratch = kl_to_teacher(*teacher_model, *model_of(scratch.id), x);
@@ -424,7 +424,7 @@ TEST_F(DistillRuns, RkdMakesTheStudentsFeatureRelationsTheTeachers) {
   const std::string t = teacher();
   auto scratch = run(kStudent);
   auto rkd = run(kStudent, {"strategy={plugin=\"rkd\"}", "++strategy.teacher=" + t});
-  for (const auto* r : {&scratch, &rkd}) ASSERT_EQ(r->status, "finished") << r->reason;
+  for (const auto* r : {&scratch, &rkd}) ASSERT_EQ(r->status, tlab::RunStatus::kFinished) << r->reason;
   auto teacher_model = model_of(teacher_id_);
   const auto x = test_inputs().slice(0, 0, 100);
   torch::NoGradGuard no_grad;
@@ -449,7 +449,7 @@ TEST_F(DistillRuns, RkdMakesTheStudentsFeatureRelationsTheTeachers) {
 
 TEST_F(DistillRuns, MultitaskTrainsASourceHeadWithOtherClassesBesideTheTargetHead) {
   auto mt = run(kMultitask);
-  ASSERT_EQ(mt.status, "finished") << mt.reason;
+  ASSERT_EQ(mt.status, tlab::RunStatus::kFinished) << mt.reason;
   std::printf("multitask: source (6 classes) test acc %.3f, target (3 classes) test acc %.3f\n",
               mt.summary.at("source/test/acc"), mt.summary.at("target/test/acc"));
   EXPECT_GT(mt.summary.at("source/test/acc"), 0.6);
@@ -469,7 +469,7 @@ TEST_F(DistillRuns, MultitaskTrainsASourceHeadWithOtherClassesBesideTheTargetHea
   for (const auto& p : model->named_parameters()) EXPECT_THAT(p.key(), Not(HasSubstr("source")));
   // A warm-up on the source first: logged by the runner as a source stage.
   auto warm = run(kMultitask, {"++strategy.source_epochs=2"});
-  ASSERT_EQ(warm.status, "finished") << warm.reason;
+  ASSERT_EQ(warm.status, tlab::RunStatus::kFinished) << warm.reason;
   EXPECT_EQ(store_->metrics(warm.id, "source/val/acc").size(), 2u);
   EXPECT_EQ(store_->metrics(warm.id, "source/train/acc").size(), 15u);
 }
@@ -477,7 +477,7 @@ TEST_F(DistillRuns, MultitaskTrainsASourceHeadWithOtherClassesBesideTheTargetHea
 // The teacher's errors: unknown, unfinished, other classes, other input shape, missing folder.
 TEST_F(DistillRuns, TeacherErrorsSayWhatIsWrongAndHowToFixIt) {
   auto unknown = run(kStudent, {"strategy={plugin=\"distill\"}", "++strategy.teacher=\"run:999\""});
-  EXPECT_EQ(unknown.status, "failed");
+  EXPECT_EQ(unknown.status, tlab::RunStatus::kFailed);
   EXPECT_THAT(unknown.reason, HasSubstr("distill: cannot load the teacher \"run:999\" (option "
                                         "teacher)"));
   EXPECT_THAT(unknown.reason, HasSubstr("there is no run 999 in this results database"));
@@ -487,14 +487,14 @@ TEST_F(DistillRuns, TeacherErrorsSayWhatIsWrongAndHowToFixIt) {
   EXPECT_THAT(unfinished.reason,
               HasSubstr("run " + std::to_string(unknown.id) + " is failed, not finished"));
   auto three = run(kTeacher, {"target.num_classes=3", "train.epochs=1"});
-  ASSERT_EQ(three.status, "finished") << three.reason;
+  ASSERT_EQ(three.status, tlab::RunStatus::kFinished) << three.reason;
   auto classes = run(kStudent, {"strategy={plugin=\"distill\"}",
                                 "++strategy.teacher=\"run:" + std::to_string(three.id) + "\""});
   EXPECT_THAT(classes.reason, HasSubstr("predicts 3 classes but the target has 4"));
   // RKD compares features only: a teacher with other classes is fine.
   auto rkd = run(kStudent, {"strategy={plugin=\"rkd\"}", "train.epochs=1",
                             "++strategy.teacher=\"run:" + std::to_string(three.id) + "\""});
-  EXPECT_EQ(rkd.status, "finished") << rkd.reason;
+  EXPECT_EQ(rkd.status, tlab::RunStatus::kFinished) << rkd.reason;
   auto shape = run(kStudent, {"strategy={plugin=\"distill\"}", "target.dim=8",
                               "++strategy.teacher=\"run:" + std::to_string(three.id) + "\""});
   EXPECT_THAT(shape.reason, HasSubstr("takes examples of shape 16 but this run's are 8"));
@@ -504,7 +504,7 @@ TEST_F(DistillRuns, TeacherErrorsSayWhatIsWrongAndHowToFixIt) {
   auto by_path = run(kStudent, {"strategy={plugin=\"distill\"}", "train.epochs=1",
                                 "++strategy.teacher=\"" + store_->run(three.id).run_dir + "\"",
                                 "target.num_classes=3"});
-  EXPECT_EQ(by_path.status, "finished") << by_path.reason;
+  EXPECT_EQ(by_path.status, tlab::RunStatus::kFinished) << by_path.reason;
 }
 
 TEST_F(DistillRuns, OptionAndDataErrors) {

@@ -83,7 +83,7 @@ class FinetuningStrategies : public ::testing::Test {
   // A run that must finish.
   tlab::RunOutcome ok(const std::vector<std::string>& overrides, const std::string& text = kBase) {
     auto r = run(overrides, text);
-    EXPECT_EQ(r.status, "finished") << r.reason;
+    EXPECT_EQ(r.status, tlab::RunStatus::kFinished) << r.reason;
     return r;
   }
   Weights weights(const tlab::RunOutcome& r) {
@@ -293,7 +293,7 @@ TEST_F(FinetuningStrategies, TrainGroupsKeepsLowerGroupsUnchanged) {
 
 TEST_F(FinetuningStrategies, FinetuneOptionErrorsSayWhatToDo) {
   auto r = run({"strategy.train_groups=5"});
-  EXPECT_EQ(r.status, "failed");
+  EXPECT_EQ(r.status, tlab::RunStatus::kFailed);
   EXPECT_THAT(r.reason, HasSubstr("train_groups = 5 but the backbone has 3 layer groups "
                                   "(layer0, layer1, layer2); use 0..3, or -1 for all"));
   r = run({"strategy.group_lr_scales=[1.0, 0.5]"});
@@ -353,7 +353,7 @@ TEST_F(FinetuningStrategies, LinearProbeRefusesAdaptersInsideTheBackbone) {
   std::string text = kBase;
   text.replace(text.find("[[adapters]]"), 0, "[[adapters]]\nplugin = \"bottleneck\"\n\n");
   auto r = run({"strategy.plugin=linear_probe", "train.epochs=1"}, text);
-  EXPECT_EQ(r.status, "failed");
+  EXPECT_EQ(r.status, tlab::RunStatus::kFailed);
   EXPECT_THAT(r.reason, HasSubstr("an adapter added trainable parameters outside the head"));
 }
 
@@ -363,7 +363,7 @@ TEST_F(FinetuningStrategies, StrategiesThatPretrainNeedASource) {
   text.erase(from, to - from);
   for (const char* name : {"linear_probe", "l2sp"}) {
     auto r = run({fmt::format("strategy.plugin={}", name)}, text);
-    EXPECT_EQ(r.status, "failed");
+    EXPECT_EQ(r.status, tlab::RunStatus::kFailed);
     EXPECT_THAT(r.reason,
                 HasSubstr(fmt::format("{} trains on a labelled source domain: add a [source] table",
                                       name)));
@@ -412,7 +412,7 @@ batch_size = 8
 )",
                                        fmt::arg("dir", dir_.string()));
   auto r = run({}, text);
-  EXPECT_EQ(r.status, "failed");
+  EXPECT_EQ(r.status, tlab::RunStatus::kFailed);
   EXPECT_THAT(r.reason, HasSubstr("linear_probe caches the features of a resident target "
                                   "training split; this one is streamed"));
 }

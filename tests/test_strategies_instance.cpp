@@ -164,7 +164,7 @@ TEST_F(InstanceStrategies, ImportanceWeightingWeightsSourceExamplesNearTheTarget
   auto out =
       run(experiment("plugin = \"importance_weighting\"\nsource_epochs = 2\ndomain_epochs = 10\n"
                      "domain_lr = 0.01\nclip = 20\n"));
-  ASSERT_EQ(out.status, "finished") << out.reason;
+  ASSERT_EQ(out.status, tlab::RunStatus::kFinished) << out.reason;
   auto w = torch::tensor(weights("importance_weights.csv").at("source"), torch::kDouble);
   ASSERT_EQ(w.size(0), 600);
   EXPECT_NEAR(w.mean().item<double>(), 1.0, 1e-5);
@@ -190,7 +190,7 @@ TEST_F(InstanceStrategies, ImportanceWeightingOnFeatures) {
       run(experiment("plugin = \"importance_weighting\"\non = \"features\"\n"
                      "classifier = \"logistic\"\nsource_epochs = 1\ndomain_epochs = 10\n"
                      "domain_lr = 0.01\n"));
-  ASSERT_EQ(out.status, "finished") << out.reason;
+  ASSERT_EQ(out.status, tlab::RunStatus::kFinished) << out.reason;
   auto w = torch::tensor(weights("importance_weights.csv").at("source"), torch::kDouble);
   auto near = xs.sum(1).gt(xs.sum(1).median());
   EXPECT_GT(w.masked_select(near).mean().item<double>(),
@@ -204,7 +204,7 @@ TEST_F(InstanceStrategies, ImportanceWeightingErrorsSayWhatIsMissing) {
   tlab::test::write_file(dir_ / "target.csv", csv(x, y));
   const std::string iw = "plugin = \"importance_weighting\"\n";
   auto no_source = run(experiment(iw, 10, false));
-  EXPECT_EQ(no_source.status, "failed");
+  EXPECT_EQ(no_source.status, tlab::RunStatus::kFailed);
   EXPECT_THAT(no_source.reason, HasSubstr("importance_weighting trains on a labelled source "
                                           "domain: add a [source] table"));
   auto no_pool = run(experiment(iw, 0));
@@ -254,7 +254,7 @@ TEST_F(InstanceStrategies, TradaboostDownWeightsSourceThatContradictsTheTarget) 
   tlab::test::write_file(dir_ / "source.csv", csv(xs, ys));
   tlab::test::write_file(dir_ / "target.csv", csv(xt, xt.select(1, 0).gt(0).to(torch::kLong)));
   auto out = run(experiment("plugin = \"tradaboost\"\nrounds = 10\nround_epochs = 3\n", 10));
-  ASSERT_EQ(out.status, "finished") << out.reason;
+  ASSERT_EQ(out.status, tlab::RunStatus::kFinished) << out.reason;
   auto w = weights("tradaboost_weights.csv");
   ASSERT_EQ(w.at("source").size(), 400u);
   ASSERT_EQ(w.at("target").size(), 20u);
@@ -332,8 +332,8 @@ plugin = "pseudo_label"
 )";
   auto with = run(text);
   auto without = run(text, {"strategy.alpha_f=0"});
-  ASSERT_EQ(with.status, "finished") << with.reason;
-  ASSERT_EQ(without.status, "finished") << without.reason;
+  ASSERT_EQ(with.status, tlab::RunStatus::kFinished) << with.reason;
+  ASSERT_EQ(without.status, tlab::RunStatus::kFinished) << without.reason;
   EXPECT_GT(with.summary.at("target/test/acc"), without.summary.at("target/test/acc") + 0.01);
   EXPECT_GT(with.summary.at("pseudo_label/confident_fraction"), 0.5);
   EXPECT_LT(with.summary.at("pseudo_label/confident_fraction"), 1.0);

@@ -169,8 +169,8 @@ TEST_F(Streaming, AStreamedFolderTrainsExactlyLikeTheResidentOne) {
   tlab::Store store(dir_ / "results.db");
   auto resident = run(store, "");
   auto streamed = run(store, "resident_max_mb = 0");
-  ASSERT_EQ(resident.status, "finished") << resident.reason;
-  ASSERT_EQ(streamed.status, "finished") << streamed.reason;
+  ASSERT_EQ(resident.status, tlab::RunStatus::kFinished) << resident.reason;
+  ASSERT_EQ(streamed.status, tlab::RunStatus::kFinished) << streamed.reason;
   EXPECT_EQ(resident.summary.count("target/train/data_wait_seconds"), 0u);
   EXPECT_GE(streamed.summary.at("target/train/data_wait_seconds"), 0.0);
   // Same examples in the same order: the same losses, step for step, and the same accuracy.
@@ -213,7 +213,7 @@ TEST_F(Streaming, ABrokenImageFailsTheRunNamingTheFile) {
   tlab::test::write_file(dir_ / "imgs" / "1" / "99.png", "not a png");
   tlab::Store store(dir_ / "results.db");
   auto out = run(store, "resident_max_mb = 0");  // in train, val or test: each is decoded
-  EXPECT_EQ(out.status, "failed");
+  EXPECT_EQ(out.status, tlab::RunStatus::kFailed);
   EXPECT_THAT(out.reason, HasSubstr("99.png"));
   EXPECT_THAT(out.reason, HasSubstr("neither a PNG nor a JPEG"));
 }

@@ -902,15 +902,15 @@ fs::path build_database(const fs::path& dir) {
         store.write_summaries(id, {{"target/test/acc", base + 0.21 + 0.01 * seed},
                                    {"target/val/acc", base + 0.19},
                                    {"run/wall_seconds", 12.5 + seed}});
-        store.finish_run(id, "finished", "");
+        store.finish_run(id, RunStatus::kFinished, "");
       }
   const int64_t failed = store.create_run(new_run("<script>alert('x')</script>", "usps", 4));
   store.write_metrics(failed, {{"target/test/acc", 50, 0, 0.1, 1}});
-  store.finish_run(failed, "failed",
+  store.finish_run(failed, RunStatus::kFailed,
                    "strategy plugin 'faulty' failed in loss: <b>bad</b> & \"worse\"\nline two");
   const int64_t diverged = store.create_run(new_run("scratch", "usps", 5));
   store.write_metrics(diverged, {{"target/train/loss", 50, 0, kInf, 1}});
-  store.finish_run(diverged, "diverged", "mean training loss is inf in target epoch 0");
+  store.finish_run(diverged, RunStatus::kDiverged, "mean training loss is inf in target epoch 0");
   store.create_run(new_run("finetune", "svhn", 6));  // still running
   return db;
 }

@@ -407,7 +407,7 @@ class QuerySelectTest : public TempDbTest {
                                {"target/train/loss", 20, 1, 0.25, 2.0},
                                {"target/val/acc", 20, 1, 0.75, 2.0}});
       store.add_plugins(id, {{"strategy", "dann", "0.3.1", "/p/dann.so", "def456"}});
-      if (row.status != "running") store.finish_run(id, row.status, "");
+      if (row.status != "running") store.finish_run(id, parse_run_status(row.status), "");
     }
   }
 

@@ -156,7 +156,7 @@ class ReportDb : public ::testing::Test {
     const int64_t id = store_->create_run(run);
     if (!spec.metrics.empty()) store_->write_metrics(id, spec.metrics);
     if (!spec.summaries.empty()) store_->write_summaries(id, spec.summaries);
-    store_->finish_run(id, spec.status, "");
+    store_->finish_run(id, tlab::parse_run_status(spec.status), "");
     return id;
   }
 

@@ -337,12 +337,12 @@ TEST_F(StoreReliabilityTest, ViewsAnswerTheCommonQuestions) {
                                   {"target/train/loss", 20, 1, 0.125, 2.0}});
         store.write_summaries(run, {{"target/test/acc", values[seed - 1]},
                                     {"target/val/acc", values[seed - 1] - 0.01}});
-        store.finish_run(run, "finished", "");
+        store.finish_run(run, RunStatus::kFinished, "");
       }
     }
     const int64_t failed = store.create_run(sample_run("quickstart", "vm", 4, "finetune"));
     store.write_summaries(failed, {{"target/test/acc", 0.1}});
-    store.finish_run(failed, "failed", "boom");
+    store.finish_run(failed, RunStatus::kFailed, "boom");
   }
   RawDb raw(db_path_);
 
@@ -412,7 +412,7 @@ TEST_F(StoreReliabilityTest, ViewsAnswerTheCommonQuestions) {
     Store store(db_path_, /*create=*/false);
     const int64_t lone = store.create_run(sample_run("lonely", "vm", 1, "scratch"));
     store.write_summaries(lone, {{"target/test/acc", 0.5}});
-    store.finish_run(lone, "finished", "");
+    store.finish_run(lone, RunStatus::kFinished, "");
   }
   EXPECT_EQ(raw.rows("SELECT n, mean, variance FROM summary_stats WHERE experiment = 'lonely'"),
             (Rows{{"1", "0.5", "NULL"}}));
@@ -463,7 +463,7 @@ std::vector<std::string> write_machine(const fs::path& path, const std::string& 
       rows.push_back({"target/train/loss", 29, 2, -kInf, 3.1});  // out of order
       store.write_metrics(run, rows);
       store.write_summaries(run, {{"target/test/acc", 0.5 + seed * 0.1}, {"nan", kNaN}});
-      store.finish_run(run, "finished", "");
+      store.finish_run(run, RunStatus::kFinished, "");
       uuids.push_back(store.run(run).uuid);
     }
   }

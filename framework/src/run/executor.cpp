@@ -156,7 +156,7 @@ class Supervisor {
       auto found = git.find(dir);
       if (found == git.end()) found = git.emplace(dir, git_state(dir)).first;
       NewRun row = describe_run(specs_[i], ro, &found->second);
-      row.status = "queued";
+      row.status = RunStatus::kQueued;
       row.run_key = key;
       row.sweep = sweep;
       result.ids[i] = store_.create_run(row);
@@ -232,13 +232,13 @@ class Supervisor {
       try {
         // Keeps the supervisor's signal handlers: a second Ctrl-C still ends tlab at once.
         run_child(o_.db, id, threads_, loader_, /*shard=*/false, /*install_handlers=*/false);
-        store_.finish_open_run(id, "failed", "the run returned without a final status");
+        store_.finish_open_run(id, RunStatus::kFailed, "the run returned without a final status");
       } catch (const std::exception& e) {
-        store_.finish_open_run(id, "failed", e.what());
+        store_.finish_open_run(id, RunStatus::kFailed, e.what());
       }
       const RunRecord rec = store_.run(id);
       ++done_;
-      if (rec.status == "finished") {
+      if (rec.status == to_string(RunStatus::kFinished)) {
         ++finished_;
       } else {
         failures_.push_back(fmt::format("run {} {}: {}", id, rec.status, rec.reason));
@@ -457,27 +457,28 @@ class Supervisor {
     store_.record_exit(c.id, exit_code, sig, tail);
     RunRecord rec = store_.run(c.id);
     const double secs = std::chrono::duration<double>(Clock::now() - c.started).count();
-    std::string status, reason;
+    RunStatus status = RunStatus::kLost;
+    std::string reason;
     if (c.timed_out) {
-      status = "timeout";
+      status = RunStatus::kTimeout;
       reason = fmt::format(
           "exceeded the wall-clock limit of {} s (--timeout) after {:.1f} s; "
           "stopped with {}",
           o_.timeout, secs, signal_text(c.killed_hard ? SIGKILL : SIGTERM));
     } else if (sig > 0) {
       if (is_crash_signal(sig)) {
-        status = "crashed";
+        status = RunStatus::kCrashed;
         reason = fmt::format("crashed with {}", signal_text(sig));
       } else {
-        status = "killed";
+        status = RunStatus::kKilled;
         reason = fmt::format("killed by {}{}", signal_text(sig),
                              c.sent_signal ? " after the sweep was stopped"
                                            : " from outside the sweep (kill, or the kernel's "
                                              "out-of-memory killer)");
       }
     } else if (exit_code >= 0) {
-      status = "failed";
-      reason = exit_code == 127 && rec.status == "queued"
+      status = RunStatus::kFailed;
+      reason = exit_code == 127 && rec.status == to_string(RunStatus::kQueued)
                    ? fmt::format("the run's process could not start (exit code 127): {}",
                                  c.tail.empty() ? "" : c.tail.back())
                    : fmt::format(
@@ -485,26 +486,26 @@ class Supervisor {
                          "exit(), or the process was ended from inside)",
                          exit_code);
     } else {
-      status = "lost";
+      status = RunStatus::kLost;
       reason = "the supervisor could not collect the run's exit status";
     }
-    if (c.timed_out && rec.status == "killed") {
+    if (c.timed_out && rec.status == to_string(RunStatus::kKilled)) {
       store_.finish_run(c.id, status, reason);  // it stopped because we timed it out
     } else if (!store_.finish_open_run(c.id, status, reason)) {
-      status = rec.status;  // the child recorded its own status: keep it
+      status = parse_run_status(rec.status);  // the child recorded its own status: keep it
       reason = rec.reason;
     }
-    if (status == "finished") {
+    if (status == RunStatus::kFinished) {
       ++finished_;
       ++done_;
       return;
     }
     ++done_;
-    std::string line = fmt::format("run {} {}: {}", c.id, status, reason);
+    std::string line = fmt::format("run {} {}: {}", c.id, to_string(status), reason);
     failures_.push_back(line);
     clear_bar();
     std::string last;
-    if (!echo_ && status != "killed" && !c.tail.empty()) {
+    if (!echo_ && status != RunStatus::kKilled && !c.tail.empty()) {
       const std::size_t n = std::min<std::size_t>(c.tail.size(), 5);
       for (std::size_t i = c.tail.size() - n; i < c.tail.size(); ++i)
         last += "\n    | " + c.tail[i];
@@ -534,7 +535,8 @@ class Supervisor {
     for (std::size_t index : queue_) {
       const int64_t id = ids_[index];
       store_.finish_open_run(
-          id, "killed", fmt::format("not started: the sweep was stopped by {}", signal_text(sig)));
+          id, RunStatus::kKilled,
+          fmt::format("not started: the sweep was stopped by {}", signal_text(sig)));
       failures_.push_back(fmt::format("run {} killed: not started", id));
     }
     queue_.clear();
@@ -687,8 +689,9 @@ std::vector<std::string> mark_lost_runs(Store& store, double stale_seconds) {
     const std::string reason = fmt::format(
         "{} run's process {} on {} is gone and its last heartbeat is {:.0f} s old: its "
         "supervisor or the machine died",
-        r.status == "queued" ? "the queued" : "the", r.pid, host, r.heartbeat_age);
-    if (store.finish_open_run(r.id, "lost", reason))
+        r.status == to_string(RunStatus::kQueued) ? "the queued" : "the", r.pid, host,
+        r.heartbeat_age);
+    if (store.finish_open_run(r.id, RunStatus::kLost, reason))
       marked.push_back(fmt::format("run {} lost: {}", r.id, reason));
   }
   return marked;
@@ -729,7 +732,7 @@ int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader,
           "again once they are done",
           rec.run_key, run_key(spec, loader)));
   } catch (const std::exception& e) {
-    if (store.start_run(id, getpid(), "", "")) store.finish_run(id, "failed", e.what());
+    if (store.start_run(id, getpid(), "", "")) store.finish_run(id, RunStatus::kFailed, e.what());
     spdlog::error("[runner] run {} failed: {}", id, e.what());
     return 1;
   }
@@ -783,7 +786,7 @@ int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader,
   }
   cv.notify_all();
   beat.join();
-  if (out.status == "finished") return 0;
+  if (out.status == RunStatus::kFinished) return 0;
   if (stop_signal()) return 128 + stop_signal();
   return 1;
 }

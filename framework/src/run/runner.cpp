@@ -139,7 +139,7 @@ class RunExecution {
       out_.id = options_.run_id;
       if (!store_.start_run(out_.id, getpid(), device_.str(), options_.gpu, boot_id(),
                             process_start_ticks(getpid()), host_name())) {
-        out_.status = store_.run(out_.id).status;
+        out_.status = parse_run_status(store_.run(out_.id).status);
         out_.reason = "the run was no longer queued when its process started";
         return false;
       }
@@ -361,7 +361,7 @@ class RunExecution {
       if (p.requires_grad()) trained.push_back(p);
     save_adapters(*session_->model_, trained, buffers_before_, spec_, task_.num_classes,
                   task_.input_shape, run_dir_);
-    out_.status = "finished";
+    out_.status = RunStatus::kFinished;
   }
 
   /// Runs `phases`; what they throw becomes the run's status and reason.
@@ -370,19 +370,19 @@ class RunExecution {
     try {
       phases();
     } catch (const DivergedError& e) {
-      out_.status = "diverged";
+      out_.status = RunStatus::kDiverged;
       out_.reason = e.what();
     } catch (const InterruptedError& e) {
-      out_.status = "killed";
+      out_.status = RunStatus::kKilled;
       out_.reason = e.what();
     } catch (const OutOfMemoryError& e) {
-      out_.status = "oom";
+      out_.status = RunStatus::kOom;
       out_.reason = e.what();
     } catch (const std::bad_alloc& e) {
-      out_.status = "oom";
+      out_.status = RunStatus::kOom;
       out_.reason = fmt::format("out of memory: {}", e.what());
     } catch (const std::exception& e) {
-      out_.status = is_out_of_memory(e.what()) ? "oom" : "failed";
+      out_.status = is_out_of_memory(e.what()) ? RunStatus::kOom : RunStatus::kFailed;
       out_.reason = e.what();
     }
   }
@@ -397,12 +397,12 @@ class RunExecution {
     store_.write_summaries(out_.id, summaries);
     store_.finish_run(out_.id, out_.status, out_.reason);
     out_.summary = metrics_->summaries();
-    if (out_.status == "finished")
+    if (out_.status == RunStatus::kFinished)
       spdlog::info("[runner] run {} finished: target test acc {:.4f} ({:.1f} s)", out_.id,
                    out_.summary.count("target/test/acc") ? out_.summary["target/test/acc"] : NAN,
                    out_.summary["run/wall_seconds"]);
     else
-      spdlog::error("[runner] run {} {}: {}", out_.id, out_.status, out_.reason);
+      spdlog::error("[runner] run {} {}: {}", out_.id, to_string(out_.status), out_.reason);
     return out_;
   }
 

@@ -43,7 +43,7 @@ struct RunOptions {
 /// What became of a run.
 struct RunOutcome {
   int64_t id = 0;
-  std::string status;  ///< finished, failed, diverged, killed or oom.
+  RunStatus status = RunStatus::kFailed;  ///< kFinished, kFailed, kDiverged, kKilled or kOom.
   std::string reason;  ///< Why it did not finish ("" when finished).
   std::map<std::string, double> summary;
 };

@@ -38,7 +38,7 @@ void create_shard(const fs::path& path, const RunSpec& spec, const std::string& 
   RunOptions ro;
   ro.results_dir = results_dir;
   NewRun row = describe_run(spec, ro, &git);
-  row.status = "queued";
+  row.status = RunStatus::kQueued;
   row.run_key = key;
   row.sweep = sweep;
   std::error_code ec;

@@ -23,6 +23,7 @@
 #include "results/merge.hpp"
 #include "run/heartbeat.hpp"
 #include "run/signals.hpp"
+#include "store/sqlite.hpp"
 #include "tlab/sdk/files.hpp"
 #include "util.hpp"
 
@@ -220,35 +221,25 @@ ShardView read_shard(const fs::path& path) {
   // Read-write when allowed, so that a journal left by a task killed mid-write is rolled back
   // (a read-only connection cannot); only SELECT runs. Read-only otherwise.
   for (int flags : {SQLITE_OPEN_READWRITE, SQLITE_OPEN_READONLY}) {
-    sqlite3* db = nullptr;
-    if (sqlite3_open_v2(path.c_str(), &db, flags, nullptr) != SQLITE_OK) {
-      v.error = db ? sqlite3_errmsg(db) : "cannot open";
-      sqlite3_close(db);
-      continue;
-    }
-    sqlite3_busy_timeout(db, 5000);
-    sqlite3_stmt* q = nullptr;
-    const char* sql =
-        "SELECT status, reason, uuid, (julianday('now') - julianday(COALESCE(heartbeat_at, "
-        "created_at))) * 86400.0 FROM runs ORDER BY id LIMIT 1";
-    int rc = sqlite3_prepare_v2(db, sql, -1, &q, nullptr);
-    if (rc == SQLITE_OK) rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW) {
-      auto text = [&](int c) {
-        const unsigned char* t = sqlite3_column_text(q, c);
-        return t ? std::string(reinterpret_cast<const char*>(t)) : std::string();
-      };
+    try {
+      sqlite::Database db(path.string(), flags, std::chrono::milliseconds(5000));
+      const sqlite::StatementHandle handle = db.prepare(
+          "SELECT status, reason, uuid, (julianday('now') - julianday(COALESCE(heartbeat_at, "
+          "created_at))) * 86400.0 FROM runs ORDER BY id LIMIT 1");
+      sqlite::Statement q(db, handle.get());
+      if (!q.step()) {
+        v.error = "it holds no run";
+        continue;
+      }
       v.error.clear();
-      v.status = text(0);
-      v.reason = text(1);
-      v.uuid = text(2);
-      if (sqlite3_column_type(q, 3) != SQLITE_NULL) v.heartbeat_age = sqlite3_column_double(q, 3);
-    } else {
-      v.error = rc == SQLITE_DONE ? "it holds no run" : sqlite3_errmsg(db);
+      v.status = q.text_at(0);
+      v.reason = q.text_at(1);
+      v.uuid = q.text_at(2);
+      if (q.type_at(3) != SQLITE_NULL) v.heartbeat_age = q.real_at(3);
+      break;
+    } catch (const sqlite::Failure& e) {
+      v.error = e.what();
     }
-    sqlite3_finalize(q);
-    sqlite3_close(db);
-    if (v.error.empty()) break;
   }
   return v;
 }
@@ -616,7 +607,8 @@ std::vector<std::string> cancel_sweep(const fs::path& dir, const std::vector<int
     if (t->state != "pending") continue;
     try {
       Store shard(t->shard, /*create=*/false, Store::kBusyTimeout, Store::Journal::kRollback);
-      shard.finish_open_run(1, "cancelled", "cancelled with `tlab sweep cancel` before it started");
+      shard.finish_open_run(1, RunStatus::kCancelled,
+                            "cancelled with `tlab sweep cancel` before it started");
     } catch (const std::exception& e) {
       spdlog::warn("[slurm] task {}: {}", t->task, e.what());
     }
@@ -654,7 +646,8 @@ CollectReport collect_sweep(const fs::path& dir, Store& store) {
     Store shard(a.shard, /*create=*/false, Store::kBusyTimeout, Store::Journal::kRollback);
     RunRecord rec = shard.run(1);
     if (rec.status != a.state) {
-      if (!shard.finish_open_run(1, a.state, a.reason)) shard.finish_run(1, a.state, a.reason);
+      const RunStatus status = parse_run_status(a.state);
+      if (!shard.finish_open_run(1, status, a.reason)) shard.finish_run(1, status, a.reason);
     }
     if (rec.stderr_tail.empty()) {
       const std::string tail = tail_of(a.log, 20);

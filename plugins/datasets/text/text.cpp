@@ -16,7 +16,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -29,6 +28,7 @@
 #include "../common/labels.hpp"
 #include "../common/rng.hpp"
 #include "tlab/sdk/data.hpp"
+#include "tlab/sdk/files.hpp"
 
 namespace {
 
@@ -372,12 +372,14 @@ class Text : public tlab::Dataset {
           "none (the Context has no run_dir)");
     std::error_code ec;
     if (p.has_parent_path()) fs::create_directories(p.parent_path(), ec);
-    std::ofstream out(p, std::ios::binary | std::ios::trunc);
-    for (const auto& t : vocab) out << t << '\n';
-    out.close();
-    if (!out)
-      throw std::invalid_argument("text: cannot write the vocabulary to " + quote(p) +
-                                  " (vocab_out)");
+    std::string text;
+    for (const auto& t : vocab) text += t + '\n';
+    try {
+      tlab::write_file_atomic(p, text);  // a crash never leaves half a vocabulary
+    } catch (const std::runtime_error& e) {
+      throw std::invalid_argument("text: cannot write the vocabulary (vocab_out): " +
+                                  std::string(e.what()));
+    }
     tlab_ds::log_info(
         ctx, "wrote the vocabulary (" + std::to_string(vocab.size()) + " ids) to " + quote(p));
   }

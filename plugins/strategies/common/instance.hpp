@@ -15,12 +15,13 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <functional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <utility>
 
+#include "tlab/sdk/files.hpp"
 #include "tlab/sdk/strategy.hpp"
 
 namespace tlab_strategy {
@@ -58,7 +59,7 @@ inline torch::Tensor predict(const std::function<torch::Tensor(const torch::Tens
 /// counted). Throws if the file cannot be written.
 inline void write_weights(const std::filesystem::path& path, const torch::Tensor& w,
                           int64_t n_source) {
-  std::ofstream out(path);
+  std::ostringstream out;
   out << "domain,row,weight\n";
   auto c = w.to(torch::kCPU, torch::kDouble).contiguous();
   const double* p = c.data_ptr<double>();
@@ -66,9 +67,7 @@ inline void write_weights(const std::filesystem::path& path, const torch::Tensor
   for (int64_t i = 0; i < c.size(0); ++i)
     out << (i < n_source ? "source," : "target,") << (i < n_source ? i : i - n_source) << ','
         << p[i] << '\n';
-  if (!out)
-    throw std::runtime_error("cannot write the example weights to '" + path.string() +
-                             "' (is the run folder writable?)");
+  tlab::write_file_atomic(path, out.str());  // throws "cannot write 'PATH': why; ..."
 }
 
 // ---------------------------------------------------------------------------------------------
