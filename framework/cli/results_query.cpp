@@ -43,13 +43,17 @@ void add_selection_options(CLI::App& cmd, Selection& s) {
   cmd.add_option("--limit", s.limit, "At most this many runs (0 = all)")->capture_default_str();
 }
 
-std::vector<RunSummaryRow> select(Store& store, const Selection& s) {
+QueryOptions query_options(const Selection& s) {
   QueryOptions options;
   options.where = s.where;
   options.sort = s.sort;
   options.limit = s.limit;
+  return options;
+}
+
+std::vector<RunSummaryRow> select(Store& store, const Selection& s) {
   try {
-    return select_runs(store, options);
+    return select_runs(store, query_options(s));
   } catch (const QueryError& e) {
     throw UsageError(e.what());
   }
@@ -445,8 +449,20 @@ void add_results_query(CLI::App& results, std::vector<Command>& out) {
     add_selection_options(*list, o->selection);
     out.push_back({list, [o] {
                      Store store = open_results(o->db);
-                     auto rows = select(store, o->selection);
-                     std::cout << format_runs(rows, parse_format(o->format));
+                     const Format format = parse_format(o->format);
+                     if (format == Format::Json) {
+                       std::cout << format_runs(select(store, o->selection), format);
+                       return 0;
+                     }
+                     // A table or CSV keeps a few hundred bytes of each run, not the run.
+                     RunListing listing(format);
+                     try {
+                       for_each_selected_run(store, query_options(o->selection),
+                                             [&](const RunSummaryRow& r) { listing.add(r); });
+                     } catch (const QueryError& e) {
+                       throw UsageError(e.what());
+                     }
+                     std::cout << listing.render();
                      return 0;
                    }});
   }

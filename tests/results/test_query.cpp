@@ -411,10 +411,23 @@ class QuerySelectTest : public TempDbTest {
     }
   }
 
+  /// The ids select_runs gives; for_each_selected_run (which streams without a sort) must
+  /// visit the same runs in the same order.
   std::vector<int64_t> ids(Store& store, const QueryOptions& options) {
-    std::vector<int64_t> out;
+    std::vector<int64_t> out, streamed;
     for (const auto& r : select_runs(store, options)) out.push_back(r.id);
+    for_each_selected_run(store, options,
+                          [&](const RunSummaryRow& r) { streamed.push_back(r.id); });
+    EXPECT_EQ(streamed, out) << "where '" << options.where << "'";
     return out;
+  }
+  /// The QueryError message of both ways to select.
+  std::string both_errors(Store& store, const QueryOptions& options) {
+    const std::string selected = query_error([&] { select_runs(store, options); });
+    const std::string streamed =
+        query_error([&] { for_each_selected_run(store, options, [](const RunSummaryRow&) {}); });
+    EXPECT_EQ(streamed, selected);
+    return selected;
   }
 };
 
@@ -445,14 +458,14 @@ TEST_F(QuerySelectTest, FiltersSortsAndLimits) {
 TEST_F(QuerySelectTest, UnknownFieldSuggestsTheNearest) {
   Store store(db_path_);
   fill(store);
-  const std::string m = query_error([&] { select_runs(store, {"target/tst/acc > 0.5", {}, 0}); });
+  const std::string m = both_errors(store, {"target/tst/acc > 0.5", {}, 0});
   EXPECT_EQ(m, fmt::format("--where: no field 'target/tst/acc' in any run of '{}'; did you mean "
                            "'target/test/acc'?",
                            db_path_.string()));
   const std::string s = query_error([&] { select_runs(store, {"", {"stategy.plugin desc"}, 0}); });
   EXPECT_CONTAINS(s, "--sort: no field 'stategy.plugin'");
   EXPECT_CONTAINS(s, "did you mean 'strategy.plugin'?");
-  const std::string far = query_error([&] { select_runs(store, {"zzzzzzzzzz = 1", {}, 0}); });
+  const std::string far = both_errors(store, {"zzzzzzzzzz = 1", {}, 3});
   EXPECT_CONTAINS(far, "no field 'zzzzzzzzzz'");
   EXPECT_CONTAINS(far, "fields are the run columns (id, name, status");
   // A field only some runs have is known.
@@ -479,13 +492,9 @@ TEST_F(QuerySelectTest, BadSortAndLimit) {
                     select_runs(store, {"", {"id desc x"}, 0});
                   }),
                   "expected ',' or the end after the field 'id', found 'x'");
-  EXPECT_CONTAINS(query_error([&] {
-                    select_runs(store, {"", {}, -1});
-                  }),
+  EXPECT_CONTAINS(both_errors(store, {"", {}, -1}),
                   "--limit -1: expected a number of runs >= 1, or 0 for no limit");
-  EXPECT_CONTAINS(query_error([&] {
-                    select_runs(store, {"id >", {}, 0});
-                  }),
+  EXPECT_CONTAINS(both_errors(store, {"id >", {}, 0}),
                   "--where 'id >' at character 5: expected a value after '>'");
 }
 

@@ -43,30 +43,6 @@ std::map<std::string, std::string> param_map(const RunSummaryRow& r) {
   return m;
 }
 
-// Param keys whose value is not the same in every run (in key order).
-std::vector<std::string> varying_keys(const std::vector<RunSummaryRow>& runs) {
-  // One pass, no copies: each key's first value (in its run), whether another run's value
-  // differs from it (as text: 1 and 1.0 are the same value), in how many runs it is present.
-  struct Seen {
-    const ParamValue* first = nullptr;
-    bool varies = false;
-    std::size_t present = 0;
-  };
-  std::map<std::string_view, Seen> seen;
-  for (const auto& r : runs)
-    for (const auto& p : r.params) {
-      auto [it, fresh] = seen.try_emplace(p.key, Seen{&p.value});
-      Seen& s = it->second;
-      if (!fresh && !s.varies && !(*s.first == p.value))
-        s.varies = value_text(*s.first) != value_text(p.value);
-      ++s.present;
-    }
-  std::vector<std::string> keys;
-  for (const auto& [k, s] : seen)
-    if (s.varies || s.present != runs.size()) keys.emplace_back(k);
-  return keys;
-}
-
 std::string render_table(const std::vector<std::string>& header,
                          const std::vector<std::vector<std::string>>& rows) {
   std::vector<std::size_t> width(header.size());
@@ -129,43 +105,90 @@ std::string format_runs(const std::vector<RunSummaryRow>& runs, Format format) {
     }
     return arr.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   }
-  std::vector<std::string> keys =
-      format == Format::Csv ? std::vector<std::string>{} : varying_keys(runs);
-  std::set<std::string> metric_set;
-  for (const auto& r : runs)
-    for (const auto& [k, v] : r.summaries) metric_set.insert(k);
-  if (format == Format::Csv) {
-    std::set<std::string> all;
-    for (const auto& r : runs)
-      for (const auto& p : r.params) all.insert(p.key);
-    keys.assign(all.begin(), all.end());
+  RunListing listing(format);
+  for (const auto& r : runs) listing.add(r);
+  return listing.render();
+}
+
+// The summaries `tlab results list` shows as a table, when some run has them.
+constexpr const char* kListedMetrics[] = {"target/test/acc", "target/val/acc", "run/wall_seconds"};
+
+RunListing::RunListing(Format format) : format_(format) {
+  if (format == Format::Json)
+    throw std::invalid_argument("RunListing makes tables and CSV; JSON is format_runs's");
+  if (format == Format::Table)  // only these are shown: the others are not kept
+    for (const char* m : kListedMetrics) metric_ids_.emplace(m, metric_ids_.size());
+}
+
+void RunListing::add(const RunSummaryRow& run) {
+  Row row;
+  row.id = run.id;
+  row.status = run.status;
+  row.name = run.name;
+  row.params.reserve(run.params.size());
+  for (const auto& p : run.params) {
+    auto [id, fresh] = key_ids_.try_emplace(p.key, static_cast<uint32_t>(keys_.size()));
+    if (fresh) keys_.emplace_back();
+    Key& key = keys_[id->second];
+    auto [value, added] =
+        key.indexes.try_emplace(value_text(p.value), static_cast<uint32_t>(key.values.size()));
+    if (added) key.values.push_back(value->first);
+    ++key.present;
+    row.params.emplace_back(id->second, value->second);
   }
-  std::vector<std::string> metrics;
-  if (format == Format::Table) {
-    for (const char* m : {"target/test/acc", "target/val/acc", "run/wall_seconds"})
-      if (metric_set.count(m)) metrics.push_back(m);
+  for (const auto& [name, value] : run.summaries) {
+    auto found = metric_ids_.find(name);
+    if (found == metric_ids_.end()) {
+      if (format_ == Format::Table) continue;
+      found = metric_ids_.emplace(name, metric_ids_.size()).first;
+    }
+    row.summaries.emplace_back(found->second, value);
+  }
+  rows_.push_back(std::move(row));
+}
+
+std::string RunListing::render() const {
+  // Columns: table, the params whose text is not the same in every run (or that some run
+  // lacks); CSV, every param. Then the summaries some run has (table: kListedMetrics, in that
+  // order; CSV: all, by name).
+  std::vector<std::pair<std::string, uint32_t>> keys;
+  for (const auto& [name, id] : key_ids_) {
+    const Key& key = keys_[id];
+    if (format_ == Format::Csv || key.values.size() > 1 || key.present != rows_.size())
+      keys.emplace_back(name, id);
+  }
+  std::vector<bool> seen(metric_ids_.size());
+  for (const Row& r : rows_)
+    for (const auto& s : r.summaries) seen[s.first] = true;
+  std::vector<std::pair<std::string, uint32_t>> metrics;
+  if (format_ == Format::Table) {
+    for (const char* m : kListedMetrics)
+      if (seen[metric_ids_.at(m)]) metrics.emplace_back(m, metric_ids_.at(m));
   } else {
-    metrics.assign(metric_set.begin(), metric_set.end());
+    for (const auto& [name, id] : metric_ids_)
+      if (seen[id]) metrics.emplace_back(name, id);
   }
   std::vector<std::string> header = {"id", "status", "name"};
-  header.insert(header.end(), keys.begin(), keys.end());
-  header.insert(header.end(), metrics.begin(), metrics.end());
+  for (const auto& k : keys) header.push_back(k.first);
+  for (const auto& m : metrics) header.push_back(m.first);
   std::vector<std::vector<std::string>> rows;
-  rows.reserve(runs.size());
-  for (const auto& r : runs) {
+  rows.reserve(rows_.size());
+  for (const Row& r : rows_) {
     std::vector<std::string> row = {std::to_string(r.id), r.status, r.name};
     row.reserve(header.size());
     for (const auto& k : keys) {
-      const ParamEntry* p = r.param(k);
-      row.push_back(p ? value_text(p->value) : "");
+      auto p = std::find_if(r.params.begin(), r.params.end(),
+                            [&](const auto& e) { return e.first == k.second; });
+      row.push_back(p == r.params.end() ? "" : keys_[k.second].values[p->second]);
     }
     for (const auto& m : metrics) {
-      const double* v = r.summary(m);
-      row.push_back(v ? number_text(*v) : "");
+      auto v = std::find_if(r.summaries.begin(), r.summaries.end(),
+                            [&](const auto& e) { return e.first == m.second; });
+      row.push_back(v == r.summaries.end() ? "" : number_text(v->second));
     }
     rows.push_back(std::move(row));
   }
-  if (format == Format::Csv) {
+  if (format_ == Format::Csv) {
     std::string out;
     for (auto* r : {&header}) {
       std::vector<std::string> f;

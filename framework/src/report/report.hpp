@@ -4,6 +4,8 @@
 // key and a model-selection rule (`tlab results compare`, and the end of `tlab run`); and the
 // transfer gain of each method over a baseline with a paired t-test (`tlab results gain`).
 
+#include <cstdint>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -25,6 +27,35 @@ Format parse_format(const std::string& s);
 /// JSON: an array of {id, name, status, reason, seed, device, started_at, ended_at,
 /// params: {key: value}, summary: {metric: value}}; non-finite summaries are null in JSON.
 std::string format_runs(const std::vector<RunSummaryRow>& runs, Format format);
+
+/// format_runs as a table or CSV, built one run at a time (Store::for_each_run): of each run it
+/// keeps the id, status, name, the summaries the format shows, and each param as an index into
+/// its key's distinct values, a few hundred bytes a run (`tlab results list` on 1,000 runs,
+/// docs/benchmarks.md). render() gives what format_runs gives for the same runs.
+class RunListing {
+ public:
+  /// Format::Table or Format::Csv (std::invalid_argument for Json: it needs every value).
+  explicit RunListing(Format format);
+  void add(const RunSummaryRow& run);
+  std::string render() const;
+
+ private:
+  struct Key {
+    std::vector<std::string> values;          // distinct texts, by first appearance
+    std::map<std::string, uint32_t> indexes;  // text -> index in values
+    std::size_t present = 0;                  // runs that have the key
+  };
+  struct Row {
+    int64_t id = 0;
+    std::string status, name;
+    std::vector<std::pair<uint32_t, uint32_t>> params;   // (key id, value index)
+    std::vector<std::pair<uint32_t, double>> summaries;  // (metric id, value)
+  };
+  Format format_;
+  std::map<std::string, uint32_t> key_ids_, metric_ids_;  // name -> id, in name order
+  std::vector<Key> keys_;
+  std::vector<Row> rows_;
+};
 
 /// A comparison or gain table cannot be built as asked: an unknown key, metric or baseline, a
 /// metric without the per-epoch history a selection rule needs, conflicting options. The

@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <set>
 #include <utility>
@@ -908,10 +909,47 @@ const std::vector<std::string>& RunFilter::fields() const {
   return impl_ ? impl_->fields : none;
 }
 
+namespace {
+
+void check_limit(int64_t limit) {
+  if (limit < 0)
+    throw QueryError(
+        fmt::format("--limit {}: expected a number of runs >= 1, or 0 for no limit", limit));
+}
+
+}  // namespace
+
+void for_each_selected_run(Store& store, const QueryOptions& options,
+                           const std::function<void(const RunSummaryRow&)>& visit) {
+  if (!options.sort.empty()) {
+    for (const auto& run : select_runs(store, options)) visit(run);
+    return;
+  }
+  check_limit(options.limit);
+  const RunFilter filter = RunFilter::parse(options.where);
+  const std::vector<std::string>& fields = filter.fields();
+  std::vector<bool> seen(fields.size());
+  bool any = false;
+  int64_t selected = 0;
+  store.for_each_run([&](const RunSummaryRow& run) {
+    any = true;
+    for (std::size_t i = 0; i < fields.size(); ++i)
+      if (!seen[i])
+        seen[i] = is_run_column(fields[i]) || run.param(fields[i]) || run.summary(fields[i]);
+    if (options.limit > 0 && selected >= options.limit) return;
+    if (!filter.matches(run)) return;
+    ++selected;
+    visit(run);
+  });
+  // A field no run has is an error, as in select_runs (which names the nearest field: that
+  // needs every name, so the runs are read again, on this error path only).
+  if (!any || std::all_of(seen.begin(), seen.end(), [](bool s) { return s; })) return;
+  const std::vector<std::string> known = known_fields(store.list_runs());
+  for (const auto& field : fields) check_field("--where", field, known, store);
+}
+
 std::vector<RunSummaryRow> select_runs(Store& store, const QueryOptions& options) {
-  if (options.limit < 0)
-    throw QueryError(fmt::format("--limit {}: expected a number of runs >= 1, or 0 for no limit",
-                                 options.limit));
+  check_limit(options.limit);
   const RunFilter filter = RunFilter::parse(options.where);
   const std::vector<SortKey> keys = parse_sort(options.sort);
   std::vector<RunSummaryRow> runs = store.list_runs();

@@ -3,6 +3,7 @@
 // (`strategy.plugin = 'dann'`), summaries (`target/test/acc > 0.8`) and run columns (`status`,
 // `id`, `name`, `seed`, `host`, ...), then sort and limit. Used by every `tlab results` command.
 
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -53,5 +54,12 @@ struct QueryOptions {
 /// The runs of `store` that match `options`, sorted and limited. Throws QueryError for a bad
 /// expression or a field that no run in the database has (naming the nearest one).
 std::vector<RunSummaryRow> select_runs(Store& store, const QueryOptions& options);
+
+/// Calls `visit` with each run select_runs gives, in its order, with its errors. Without a
+/// sort the runs are streamed (Store::for_each_run) and none is kept: the memory of one run,
+/// whatever the database holds. `visit` may be called before an error about a field is thrown
+/// (the fields are checked as the runs go by): collect, and print once it returns.
+void for_each_selected_run(Store& store, const QueryOptions& options,
+                           const std::function<void(const RunSummaryRow&)>& visit);
 
 }  // namespace tlab

@@ -919,8 +919,8 @@ constexpr const char* kRunColumns =
     "id, name, status, reason, started_at, ended_at, device, seed, uuid, host, run_key, "
     "experiment, created_at";
 
-RunSummaryRow read_run_row(const Query& run) {
-  RunSummaryRow row;
+// The runs columns (kRunColumns) of the current row of `run` into `row`.
+void fill_run_row(const Query& run, RunSummaryRow& row) {
   row.id = run.int_at(0);
   row.name = run.text_at(1);
   row.status = run.text_at(2);
@@ -934,7 +934,6 @@ RunSummaryRow read_run_row(const Query& run) {
   row.run_key = run.text_at(10);
   row.experiment = run.text_at(11);
   row.created_at = run.text_at(12);
-  return row;
 }
 
 // Columns (run_id,) key, value, type of a params query starting at `first`.
@@ -949,57 +948,15 @@ ParamEntry read_param_row(const Query& params, int first) {
 std::vector<RunSummaryRow> Store::list_runs(const std::vector<int64_t>& ids) {
   assert(db_ && "Store used after being moved from");
   std::vector<RunSummaryRow> rows;
+  if (ids.empty()) {
+    for_each_run([&](RunSummaryRow& row) { rows.push_back(row); });  // exact-size copies
+    return rows;
+  }
   std::vector<int64_t> missing;
   // One read transaction: a consistent snapshot even while other processes write.
   db_->transaction(TxMode::kRead, "listing runs", [&] {
     rows.clear();
     missing.clear();
-    if (ids.empty()) {
-      // Every run: three table scans (no index, no lookup per run or per row) merged by run
-      // id, then each run's params and summaries sorted (`tlab results list` on 1,000 runs,
-      // docs/benchmarks.md). Rows of one run are stored together, so the search for a row's
-      // run is mostly the previous row's run.
-      Query count(*db_, "SELECT count(*) FROM runs");
-      if (count.step()) rows.reserve(static_cast<std::size_t>(count.int_at(0)));
-      Query run(*db_, std::string("SELECT ") + kRunColumns + " FROM runs ORDER BY id");
-      while (run.step()) rows.push_back(read_run_row(run));
-      RunSummaryRow* last = nullptr;
-      auto row_of = [&](int64_t id) -> RunSummaryRow* {
-        if (last != nullptr && last->id == id) return last;
-        auto it = std::lower_bound(rows.begin(), rows.end(), id,
-                                   [](const RunSummaryRow& r, int64_t v) { return r.id < v; });
-        last = it != rows.end() && it->id == id ? &*it : nullptr;
-        return last;
-      };
-      std::size_t typical = 0;  // runs of one sweep have the same number of params
-      Query params(*db_, "SELECT run_id, key, value, type FROM params");
-      while (params.step()) {
-        RunSummaryRow* r = row_of(params.int_at(0));
-        if (r == nullptr) continue;  // no such run (foreign keys rule it out)
-        if (r->params.empty()) r->params.reserve(typical);
-        r->params.push_back(read_param_row(params, 1));
-        typical = std::max(typical, r->params.size());
-      }
-      last = nullptr;
-      typical = 0;
-      Query summaries(*db_, "SELECT run_id, name, value FROM summaries");
-      while (summaries.step()) {
-        RunSummaryRow* r = row_of(summaries.int_at(0));
-        if (r == nullptr) continue;
-        if (r->summaries.empty()) r->summaries.reserve(typical);
-        r->summaries.emplace_back(summaries.text_at(1), summaries.real_at(2));
-        typical = std::max(typical, r->summaries.size());
-      }
-      for (auto& r : rows) {
-        auto by_key = [](const ParamEntry& a, const ParamEntry& b) { return a.key < b.key; };
-        if (!std::is_sorted(r.params.begin(), r.params.end(), by_key))
-          std::sort(r.params.begin(), r.params.end(), by_key);
-        if (!std::is_sorted(r.summaries.begin(), r.summaries.end()))
-          std::sort(r.summaries.begin(), r.summaries.end(),
-                    [](const auto& a, const auto& b) { return a.first < b.first; });
-      }
-      return;
-    }
     rows.reserve(ids.size());
     for (int64_t id : ids) {
       Query run(*db_, std::string("SELECT ") + kRunColumns + " FROM runs WHERE id = ?");
@@ -1008,7 +965,8 @@ std::vector<RunSummaryRow> Store::list_runs(const std::vector<int64_t>& ids) {
         missing.push_back(id);
         continue;
       }
-      RunSummaryRow row = read_run_row(run);
+      RunSummaryRow row;
+      fill_run_row(run, row);
       Query params(*db_, "SELECT key, value, type FROM params WHERE run_id = ? ORDER BY key");
       params.bind_int(1, id);
       while (params.step()) row.params.push_back(read_param_row(params, 0));
@@ -1028,6 +986,41 @@ std::vector<RunSummaryRow> Store::list_runs(const std::vector<int64_t>& ids) {
                     db_->path().string(), list));
   }
   return rows;
+}
+
+void Store::for_each_run(const std::function<void(RunSummaryRow&)>& visit) {
+  assert(db_ && "Store used after being moved from");
+  // Three cursors in run id order (runs by its key, params and summaries by their primary-key
+  // index), merged: each run's rows are read once, into one reused row. Should the read be
+  // retried (a busy database), it resumes after the last run visited: none is visited twice.
+  int64_t visited = std::numeric_limits<int64_t>::min();
+  db_->transaction(TxMode::kRead, "listing runs", [&] {
+    Query run(*db_, std::string("SELECT ") + kRunColumns + " FROM runs WHERE id > ? ORDER BY id");
+    Query params(*db_,
+                 "SELECT run_id, key, value, type FROM params WHERE run_id > ? "
+                 "ORDER BY run_id, key");
+    Query summaries(*db_,
+                    "SELECT run_id, name, value FROM summaries WHERE run_id > ? "
+                    "ORDER BY run_id, name");
+    run.bind_int(1, visited);
+    params.bind_int(1, visited);
+    summaries.bind_int(1, visited);
+    bool param = params.step(), summary = summaries.step();
+    RunSummaryRow row;
+    while (run.step()) {
+      row.params.clear();
+      row.summaries.clear();
+      fill_run_row(run, row);
+      while (param && params.int_at(0) < row.id) param = params.step();  // rows of no run
+      for (; param && params.int_at(0) == row.id; param = params.step())
+        row.params.push_back(read_param_row(params, 1));
+      while (summary && summaries.int_at(0) < row.id) summary = summaries.step();
+      for (; summary && summaries.int_at(0) == row.id; summary = summaries.step())
+        row.summaries.emplace_back(summaries.text_at(1), summaries.real_at(2));
+      visited = row.id;
+      visit(row);
+    }
+  });
 }
 
 std::vector<MetricRow> Store::metrics(int64_t run, const std::string& name) {

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <iosfwd>
 #include <memory>
 #include <stdexcept>
@@ -247,6 +248,10 @@ class Store {
 
   /// All runs ordered by id, or the runs `ids` in that order (StoreError for an unknown id).
   std::vector<RunSummaryRow> list_runs(const std::vector<int64_t>& ids = {});
+  /// Calls `visit` with every run in id order, as list_runs() gives them, without keeping them:
+  /// one row is reused, so a listing of many runs needs the memory of one (`visit` may move
+  /// from it). One read transaction: a consistent snapshot.
+  void for_each_run(const std::function<void(RunSummaryRow&)>& visit);
   /// The metrics of `run` (only those called `name` unless it is ""), ordered by step, then
   /// by insertion.
   std::vector<MetricRow> metrics(int64_t run, const std::string& name = "");
