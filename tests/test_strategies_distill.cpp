@@ -424,7 +424,8 @@ TEST_F(DistillRuns, RkdMakesTheStudentsFeatureRelationsTheTeachers) {
   const std::string t = teacher();
   auto scratch = run(kStudent);
   auto rkd = run(kStudent, {"strategy={plugin=\"rkd\"}", "++strategy.teacher=" + t});
-  for (const auto* r : {&scratch, &rkd}) ASSERT_EQ(r->status, tlab::RunStatus::kFinished) << r->reason;
+  for (const auto* r : {&scratch, &rkd})
+    ASSERT_EQ(r->status, tlab::RunStatus::kFinished) << r->reason;
   auto teacher_model = model_of(teacher_id_);
   const auto x = test_inputs().slice(0, 0, 100);
   torch::NoGradGuard no_grad;

@@ -44,7 +44,7 @@ struct RunOptions {
 struct RunOutcome {
   int64_t id = 0;
   RunStatus status = RunStatus::kFailed;  ///< kFinished, kFailed, kDiverged, kKilled or kOom.
-  std::string reason;  ///< Why it did not finish ("" when finished).
+  std::string reason;                     ///< Why it did not finish ("" when finished).
   std::map<std::string, double> summary;
 };
 
