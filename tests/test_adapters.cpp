@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "plugins/loader.hpp"
+#include "test_paths.hpp"
 #include "tlab/sdk/sdk.hpp"
 
 using ::testing::HasSubstr;

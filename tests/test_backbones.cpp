@@ -17,6 +17,7 @@
 
 #include "plugins/loader.hpp"
 #include "test_helpers.hpp"
+#include "test_paths.hpp"
 #include "tlab/sdk/sdk.hpp"
 #include "weights/safetensors.hpp"
 #include "weights/state_dict.hpp"

@@ -7,6 +7,7 @@
 #include "config/experiment.hpp"
 #include "plugins/loader.hpp"
 #include "test_helpers.hpp"
+#include "test_paths.hpp"
 
 using ::testing::HasSubstr;
 using ::testing::StartsWith;

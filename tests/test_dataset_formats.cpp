@@ -19,6 +19,7 @@
 
 #include "plugins/loader.hpp"
 #include "test_helpers.hpp"
+#include "test_paths.hpp"
 #include "tlab/sdk/sdk.hpp"
 
 using ::testing::AllOf;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "test_helpers.hpp"
+#include "test_paths.hpp"
 
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;

@@ -21,6 +21,7 @@
 #include "run/runner.hpp"
 #include "store/store.hpp"
 #include "test_helpers.hpp"
+#include "test_paths.hpp"
 #include "weights/state_dict.hpp"
 
 using ::testing::HasSubstr;

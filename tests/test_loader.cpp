@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "plugins/loader.hpp"
+#include "test_paths.hpp"
 #include "tlab/sdk/sdk.hpp"
 
 namespace fs = std::filesystem;

@@ -11,6 +11,7 @@
 
 #include "store/store.hpp"
 #include "test_helpers.hpp"
+#include "test_paths.hpp"
 #include "tlab/sdk/abi.hpp"
 
 using ::testing::HasSubstr;

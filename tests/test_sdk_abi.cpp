@@ -22,6 +22,7 @@
 #include <sstream>
 
 #include "test_helpers.hpp"
+#include "test_paths.hpp"
 #include "tlab/sdk/sdk.hpp"
 
 namespace fs = std::filesystem;

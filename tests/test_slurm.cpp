@@ -19,6 +19,7 @@
 #include "run/slurm.hpp"
 #include "store/store.hpp"
 #include "test_helpers.hpp"
+#include "test_paths.hpp"
 #include "util.hpp"
 
 using ::testing::HasSubstr;

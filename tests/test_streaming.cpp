@@ -15,6 +15,7 @@
 #include "run/runner.hpp"
 #include "store/store.hpp"
 #include "test_helpers.hpp"
+#include "test_paths.hpp"
 
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;

@@ -20,6 +20,7 @@
 #include "run/executor.hpp"
 #include "store/store.hpp"
 #include "test_helpers.hpp"
+#include "test_paths.hpp"
 #include "util.hpp"
 
 using ::testing::HasSubstr;

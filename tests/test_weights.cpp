@@ -12,6 +12,7 @@
 
 #include "plugins/loader.hpp"
 #include "test_helpers.hpp"
+#include "test_paths.hpp"
 #include "tlab/sdk/model.hpp"
 #include "weights/safetensors.hpp"
 #include "weights/state_dict.hpp"
@@ -348,13 +349,13 @@ x = torch.randn(5, 1, 4, 4)
 torch.save({{"state_dict": {{"module." + k: v for k, v in m.state_dict().items()}}}}, "{dir}/m.pth")
 save_safetensors({{"x": x, "y": m(x).detach()}}, "{dir}/io.safetensors")
 )",
-      fmt::arg("tools", TLAB_SOURCE_DIR "/tools"), fmt::arg("dir", dir.string()));
+      fmt::arg("tools", TLAB_SOURCE_DIR + "/tools"), fmt::arg("dir", dir.string()));
   tlab::test::write_file(dir / "make.py", script);
   auto made = tlab::test::shell("/usr/bin/python3 " + (dir / "make.py").string());
   ASSERT_EQ(made.code, 0) << made.out;
-  auto conv = tlab::test::shell("/usr/bin/python3 " TLAB_SOURCE_DIR "/tools/torch2safetensors.py " +
-                                (dir / "m.pth").string() + " " + (dir / "m.safetensors").string() +
-                                " --strip module.");
+  auto conv = tlab::test::shell("/usr/bin/python3 " + TLAB_SOURCE_DIR +
+                                "/tools/torch2safetensors.py " + (dir / "m.pth").string() + " " +
+                                (dir / "m.safetensors").string() + " --strip module.");
   ASSERT_EQ(conv.code, 0) << conv.out;
   EXPECT_THAT(conv.out, HasSubstr("wrote 9 tensors"));
 
@@ -375,7 +376,7 @@ TEST(StateDict, TheDocsSnippetWritesWeightsTheResnetBackboneTakes) {
   if (run_python("import torch, torchvision") != 0)
     GTEST_SKIP() << "/usr/bin/python3 cannot import torch and torchvision: install python3-torch "
                     "python3-torchvision (tools/setup.sh does)";
-  const std::string doc = tlab::test::read_file(TLAB_SOURCE_DIR "/docs/models.md");
+  const std::string doc = tlab::test::read_file(TLAB_SOURCE_DIR + "/docs/models.md");
   const auto at = doc.find("Or, from your own Python code");
   ASSERT_NE(at, std::string::npos) << "docs/models.md lost its snippet";
   const auto begin = doc.find("```python\n", at) + 10, end = doc.find("```", begin);

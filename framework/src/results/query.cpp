@@ -323,11 +323,10 @@ std::size_t character_number(const std::string& text, std::size_t pos) {
 // "  EXPR\n  ^" with the caret under byte `pos` (tabs kept so that the caret lines up).
 std::string caret_lines(const std::string& text, std::size_t pos) {
   std::string shown, caret;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    shown += c == '\n' || c == '\r' ? ' ' : c;
-    if (i < pos && (static_cast<unsigned char>(c) & 0xC0) != 0x80) caret += c == '\t' ? '\t' : ' ';
-  }
+  for (const char c : text) shown += c == '\n' || c == '\r' ? ' ' : c;
+  // One caret column per character before `pos` (the decoder's characters, as utf8_width).
+  for (std::size_t i = 0; i < std::min(pos, text.size());)
+    caret += decode_utf8(text, i) == '\t' ? '\t' : ' ';
   return fmt::format("  {}\n  {}^", shown, caret);
 }
 
@@ -390,10 +389,8 @@ class Parser {
           text_.substr(pos_, close == std::string::npos ? std::string::npos : close - pos_ + 1);
       return c == '\'' ? fmt::format("the string {}", quoted) : quoted;
     }
-    std::size_t len = 1;
-    while (pos_ + len < text_.size() &&
-           (static_cast<unsigned char>(text_[pos_ + len]) & 0xC0) == 0x80)
-      ++len;
+    // The whole character (one byte when it is not valid UTF-8).
+    const std::size_t len = std::max<std::size_t>(utf8_sequence_length(text_, pos_), 1);
     return "'" + text_.substr(pos_, len) + "'";
   }
 
