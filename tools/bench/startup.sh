@@ -15,21 +15,7 @@ trap 'rm -rf "$work"' EXIT
 
 # A 1,000-run database: a 10-run sweep (gaussians, mlp, scratch over 10 seeds), each run copied
 # 99 times with its params, summaries, metrics and plugin rows.
-cat > "$work/exp.toml" <<'TOML'
-name = "startup"
-seed = 1
-device = "cpu"
-[target]
-plugin = "gaussians"
-[backbone]
-plugin = "mlp"
-[[adapters]]
-plugin = "linear_head"
-[strategy]
-plugin = "scratch"
-[train]
-epochs = 2
-TOML
+cp tools/bench/tiny.toml "$work/exp.toml"
 "$tlab" run "$work/exp.toml" -m seed=1,2,3,4,5,6,7,8,9,10 \
   --db "$work/base.db" > /dev/null 2>&1 || true
 cp "$work/base.db" "$work/big.db"
@@ -82,11 +68,4 @@ median "tlab plugins (opens the engine and every plugin)" "$tlab" plugins
 
 # A run's start-up: from its process's start to its first training step.
 echo
-echo "| spawn | run/first_step_seconds (5 runs: min-max) |"
-echo "|---|---|"
-for spawn in fork exec; do
-  "$tlab" run "$work/exp.toml" -m seed=11,12,13,14,15 --spawn "$spawn" \
-    --db "$work/$spawn.db" > /dev/null 2>&1
-  sqlite3 -separator ' ' "$work/$spawn.db" "select '| $spawn | ' || printf('%.3f', min(value)) || '-' ||
-    printf('%.3f', max(value)) || ' s |' from summaries where name = 'run/first_step_seconds'"
-done
+tools/bench/first_step.sh "$tlab"
