@@ -128,6 +128,87 @@ void add_engine_commands(CLI::App& app, std::vector<Command>& out,
                    return open_engine("config").config(*globals, *k);
                  }});
 
+  // tlab eval RUN [overrides]
+  auto e = std::make_shared<engine::EvalArgs>();
+  auto e_run = std::make_shared<std::string>();
+  e->db = "results/results.db";
+  auto* eval = app.add_subcommand(
+      "eval",
+      "Evaluate a finished run's model on another dataset, domain or split; recorded with the "
+      "run as evaluation eval/<label>/<split> (docs/evaluation.md)");
+  eval->add_option("run", *e_run, "Run id, or the start of the run's uuid")->required();
+  eval->add_option("overrides", e->overrides,
+                   "Overrides of the run's resolved config: target.* (the data evaluated, e.g. "
+                   "target.domain=rotated), eval.* (metrics) and device; with -m sweeps, e.g. "
+                   "target.domain=a,b,c for one evaluation per domain");
+  eval->add_flag("-m,--multirun", e->multirun, "Allow sweeps in the overrides");
+  eval->add_option("--split", e->splits, "Splits to evaluate: train, val, test (default test)")
+      ->delimiter(',');
+  eval->add_option("--name", e->name,
+                   "Label of the evaluation (default: the dataset's domain name)");
+  eval->add_flag("--dry-run", e->dry_run, "List the evaluations; evaluate nothing");
+  eval->add_option("--threads", e->threads, "LibTorch intra-op threads (0 = LibTorch's default)")
+      ->check(CLI::Range(0, 1024));
+  add_db_option(*eval, e->db);
+  out.push_back({eval, [e, e_run, globals] {
+                   {
+                     Store store = open_results(e->db);
+                     e->run = resolve_run(store, *e_run, e->db);
+                   }
+                   return open_engine("eval").evaluate(*globals, *e);
+                 }});
+
+  // tlab export RUN
+  auto x = std::make_shared<engine::ExportArgs>();
+  auto x_run = std::make_shared<std::string>();
+  x->db = "results/results.db";
+  auto* exp = app.add_subcommand(
+      "export",
+      "Write a finished run's model as one self-contained TorchScript module for "
+      "torch.jit.load, with its classes, input shape and preprocessing beside it");
+  exp->add_option("run", *x_run, "Run id, or the start of the run's uuid")->required();
+  exp->add_option("--format", x->format, "torchscript")->capture_default_str();
+  exp->add_option("--output,-o", x->output,
+                  "The module file (default: model.torchscript.pt in the run's folder); the "
+                  "metadata goes beside it as .json");
+  add_db_option(*exp, x->db);
+  out.push_back({exp, [x, x_run, globals] {
+                   {
+                     Store store = open_results(x->db);
+                     x->run = resolve_run(store, *x_run, x->db);
+                   }
+                   return open_engine("export").export_model(*globals, *x);
+                 }});
+
+  // tlab predict RUN
+  auto pr = std::make_shared<engine::PredictArgs>();
+  auto pr_run = std::make_shared<std::string>();
+  pr->db = "results/results.db";
+  auto* predict = app.add_subcommand(
+      "predict",
+      "Class predictions and probabilities of a finished run's model, as CSV: on a file or "
+      "folder (--input, read by the run's dataset plugin) or on a split of its data");
+  predict->add_option("run", *pr_run, "Run id, or the start of the run's uuid")->required();
+  predict->add_option("overrides", pr->overrides,
+                      "Overrides of the run's resolved config: target.*, eval.*, device");
+  predict->add_option("--input,-i", pr->input,
+                      "Inputs without labels, in the format of the run's dataset plugin (a CSV "
+                      "without the label column, IDX images, a folder of images, one text per "
+                      "line)");
+  predict->add_option("--split", pr->split, "Without --input: train, val or test")
+      ->capture_default_str();
+  predict->add_option("--output,-o", pr->output, "Write the CSV here (default: stdout)");
+  predict->add_option("--threads", pr->threads, "LibTorch intra-op threads")
+      ->check(CLI::Range(0, 1024));
+  add_db_option(*predict, pr->db);
+  out.push_back({predict, [pr, pr_run, globals] {
+                   {
+                     Store store = open_results(pr->db);
+                     pr->run = resolve_run(store, *pr_run, pr->db);
+                   }
+                   return open_engine("predict").predict(*globals, *pr);
+                 }});
+
   // tlab plugins [show NAME]
   auto p = std::make_shared<engine::PluginsArgs>();
   auto* plugins = app.add_subcommand("plugins", "List plugins, or show one's parameters");

@@ -28,6 +28,10 @@ struct Command {
 /// it does not exist or is refused).
 Store open_results(const std::string& db);
 
+/// The run `spec` names in the database `db` (its path, for messages): an integer id, else a
+/// case-insensitive prefix of a run's uuid. UsageError naming the ids that exist otherwise.
+int64_t resolve_run(Store& store, const std::string& spec, const std::string& db);
+
 /// Adds `--db PATH` (default results/results.db) to `cmd`, bound to `db`.
 void add_db_option(CLI::App& cmd, std::string& db);
 

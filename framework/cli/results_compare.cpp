@@ -14,6 +14,7 @@
 #include "results/query.hpp"
 #include "results/table.hpp"
 #include "results_cli.hpp"
+#include "util.hpp"
 
 namespace tlab::cli {
 namespace {
@@ -60,6 +61,7 @@ void add_results_compare(CLI::App& results, std::vector<Command>& out) {
     std::string pivot;
     std::string format = "table";
     std::string where;
+    bool cross_domain = false;
   };
   auto c = std::make_shared<CompareArgs>();
   auto* compare = results.add_subcommand(
@@ -86,27 +88,50 @@ void add_results_compare(CLI::App& results, std::vector<Command>& out) {
       ->capture_default_str();
   compare->add_option("--where", c->where,
                       "Only runs matching this expression, e.g. \"target.plugin = 'office31'\"");
-  out.push_back({compare, [c] {
-                   const TableFormat format = table_format(c->format);
-                   CompareOptions options;
-                   options.group_by = c->by;
-                   options.metrics = c->metrics;
-                   options.pivot = c->pivot;
-                   options.where = c->where;
-                   options.machine_readable = machine_readable(format);
-                   Store store = open_results(c->db);
-                   try {
-                     options.selection = parse_selection(c->select);
-                     const auto runs = selected_runs(store, c->where);
-                     if (runs.empty() && !c->where.empty())
-                       std::cerr << fmt::format("no run in '{}' matches --where '{}'\n", c->db,
-                                                c->where);
-                     print(compare_table(store, runs, options), format);
-                   } catch (const ReportError& e) {
-                     throw UsageError(e.what());
-                   }
-                   return 0;
-                 }});
+  compare->add_flag("--cross-domain", c->cross_domain,
+                    "The cross-domain matrix: columns are the domains the runs were evaluated on "
+                    "with tlab eval; --metric is then <split>/<metric> (default test/acc)");
+  out.push_back(
+      {compare, [c] {
+         const TableFormat format = table_format(c->format);
+         CompareOptions options;
+         options.group_by = c->by;
+         options.metrics = c->metrics;
+         options.pivot = c->pivot;
+         options.where = c->where;
+         options.machine_readable = machine_readable(format);
+         Store store = open_results(c->db);
+         try {
+           options.selection = parse_selection(c->select);
+           const auto runs = selected_runs(store, c->where);
+           if (runs.empty() && !c->where.empty())
+             std::cerr << fmt::format("no run in '{}' matches --where '{}'\n", c->db, c->where);
+           if (c->cross_domain) {
+             if (!c->pivot.empty())
+               throw UsageError(
+                   "--cross-domain pivots on the evaluated domains; leave out --pivot");
+             if (options.selection != Selection::Final)
+               throw UsageError(
+                   "--cross-domain reports each evaluation of the kept model; "
+                   "--select applies to training epochs only, leave it out");
+             std::string metric = c->metrics.size() == 1 ? c->metrics[0] : "";
+             if (metric == "target/test/acc") metric = "test/acc";  // the default
+             if (metric.rfind("eval/*/", 0) == 0) metric = metric.substr(7);
+             if (c->metrics.size() != 1)
+               throw UsageError(
+                   fmt::format("--cross-domain shows one metric, but {} were given ({})",
+                               c->metrics.size(), join(c->metrics, ", ")));
+             options.pivot = "eval.domain";
+             options.metrics = {"eval/*/" + metric};
+             print(compare_table(store, cross_domain_rows(runs, metric, c->db), options), format);
+             return 0;
+           }
+           print(compare_table(store, runs, options), format);
+         } catch (const ReportError& e) {
+           throw UsageError(e.what());
+         }
+         return 0;
+       }});
 
   struct GainArgs {
     std::string db = "results/results.db";

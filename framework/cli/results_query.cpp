@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "report/report.hpp"
+#include "results/classification.hpp"
 #include "results/query.hpp"
 #include "results/table.hpp"
 #include "results_cli.hpp"
@@ -114,42 +115,6 @@ std::string indent(const std::string& text, const std::string& prefix = "  ") {
 // ---------------------------------------------------------------------------------------------
 // show
 
-// The run `spec` names: an integer id, else a (case-insensitive) prefix of a run's uuid.
-int64_t resolve_run(Store& store, const std::string& spec, const std::string& db) {
-  if (spec.empty()) throw UsageError("tlab results show: expected a run id or uuid prefix");
-  const auto runs = store.list_runs();
-  const bool digits = std::all_of(
-      spec.begin(), spec.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
-  if (digits && spec.size() < 19) {
-    const int64_t id = std::stoll(spec);
-    for (const auto& r : runs)
-      if (r.id == id) return id;
-  }
-  auto lower = [](std::string s) {
-    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return s;
-  };
-  const std::string prefix = lower(spec);
-  std::vector<const RunSummaryRow*> hits;
-  for (const auto& r : runs)
-    if (!r.uuid.empty() && lower(r.uuid).compare(0, prefix.size(), prefix) == 0) hits.push_back(&r);
-  if (hits.size() == 1) return hits[0]->id;
-  if (hits.size() > 1) {
-    std::vector<std::string> names;
-    for (const auto* r : hits) names.push_back(fmt::format("{} (id {})", r->uuid, r->id));
-    throw UsageError(fmt::format(
-        "run '{}' is ambiguous in '{}': {} runs have a uuid starting with it: {}; give more "
-        "characters of the uuid, or the id",
-        spec, db, hits.size(), join(names, ", ")));
-  }
-  if (runs.empty())
-    throw UsageError(fmt::format("no run '{}' in '{}': the database has no runs", spec, db));
-  throw UsageError(
-      fmt::format("no run '{}' in '{}': expected a run id ({} to {}) or the start of a run's uuid; "
-                  "tlab results list --db {} shows them",
-                  spec, db, runs.front().id, runs.back().id, db));
-}
-
 struct MetricSummary {
   std::string name;
   std::size_t count = 0;
@@ -181,7 +146,8 @@ std::string git_text(const RunRecord& r) {
 
 std::string show_text(const RunRecord& r, const std::vector<RunSummaryRow>& listed,
                       const std::vector<MetricRow>& metrics,
-                      const std::vector<PluginRecord>& plugins, bool full_metrics) {
+                      const std::vector<PluginRecord>& plugins,
+                      const std::vector<EvaluationRecord>& evaluations, bool full_metrics) {
   const RunSummaryRow* row = listed.empty() ? nullptr : &listed.front();
   std::string out = fmt::format("Run {}: {} ({})\n", r.id, r.name, r.status);
   if (!r.reason.empty()) out += fmt::format("reason: {}\n", r.reason);
@@ -257,6 +223,14 @@ std::string show_text(const RunRecord& r, const std::vector<RunSummaryRow>& list
     out += render(m, TableFormat::Text);
   }
 
+  for (const auto& e : evaluations) {
+    try {
+      out += render(evaluation_table(e), TableFormat::Text);
+    } catch (const ClassificationError& error) {
+      out += fmt::format("\nEvaluation {}: its counts cannot be read: {}\n", e.name, error.what());
+    }
+  }
+
   if (!plugins.empty()) {
     Table p;
     p.title = "\nPlugins";
@@ -270,7 +244,8 @@ std::string show_text(const RunRecord& r, const std::vector<RunSummaryRow>& list
 
 nlohmann::json show_json(const RunRecord& r, const std::vector<RunSummaryRow>& listed,
                          const std::vector<MetricRow>& metrics,
-                         const std::vector<PluginRecord>& plugins, bool full_metrics) {
+                         const std::vector<PluginRecord>& plugins,
+                         const std::vector<EvaluationRecord>& evaluations, bool full_metrics) {
   auto optional = [](int64_t v) { return v < 0 ? nlohmann::json(nullptr) : nlohmann::json(v); };
   auto text_or_null = [](const std::string& s) {
     return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s);
@@ -319,6 +294,16 @@ nlohmann::json show_json(const RunRecord& r, const std::vector<RunSummaryRow>& l
     for (const auto& [name, v] : listed.front().summaries) summaries[name] = number_json(v);
   }
   j["params"] = params;
+  nlohmann::json evaluated = nlohmann::json::array();
+  for (const auto& e : evaluations) {
+    nlohmann::json counts = nlohmann::json::parse(e.counts, nullptr, /*allow_exceptions=*/false);
+    evaluated.push_back({{"name", e.name},
+                         {"dataset", text_or_null(e.dataset)},
+                         {"loss", number_json(e.loss)},
+                         {"created_at", e.created_at},
+                         {"counts", counts.is_discarded() ? nlohmann::json(e.counts) : counts}});
+  }
+  j["evaluations"] = evaluated;
   j["param_types"] = types;
   j["summaries"] = summaries;
   nlohmann::json compact = nlohmann::json::object();
@@ -432,6 +417,42 @@ void write_output(const std::string& text, const std::string& path) {
 
 }  // namespace
 
+int64_t resolve_run(Store& store, const std::string& spec, const std::string& db) {
+  if (spec.empty())
+    throw UsageError("expected a run id or the start of a run's uuid (tlab results list)");
+  const auto runs = store.list_runs();
+  const bool digits = std::all_of(
+      spec.begin(), spec.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
+  if (digits && spec.size() < 19) {
+    const int64_t id = std::stoll(spec);
+    for (const auto& r : runs)
+      if (r.id == id) return id;
+  }
+  auto lower = [](std::string s) {
+    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+  };
+  const std::string prefix = lower(spec);
+  std::vector<const RunSummaryRow*> hits;
+  for (const auto& r : runs)
+    if (!r.uuid.empty() && lower(r.uuid).compare(0, prefix.size(), prefix) == 0) hits.push_back(&r);
+  if (hits.size() == 1) return hits[0]->id;
+  if (hits.size() > 1) {
+    std::vector<std::string> names;
+    for (const auto* r : hits) names.push_back(fmt::format("{} (id {})", r->uuid, r->id));
+    throw UsageError(fmt::format(
+        "run '{}' is ambiguous in '{}': {} runs have a uuid starting with it: {}; give more "
+        "characters of the uuid, or the id",
+        spec, db, hits.size(), join(names, ", ")));
+  }
+  if (runs.empty())
+    throw UsageError(fmt::format("no run '{}' in '{}': the database has no runs", spec, db));
+  throw UsageError(
+      fmt::format("no run '{}' in '{}': expected a run id ({} to {}) or the start of a run's uuid; "
+                  "tlab results list --db {} shows them",
+                  spec, db, runs.front().id, runs.back().id, db));
+}
+
 void add_results_query(CLI::App& results, std::vector<Command>& out) {
   // list
   {
@@ -485,22 +506,23 @@ void add_results_query(CLI::App& results, std::vector<Command>& out) {
         ->check(CLI::IsMember({"text", "json"}))
         ->capture_default_str();
     show->add_flag("--metrics", o->metrics, "Show every metric value, not only the last of each");
-    out.push_back({show, [o] {
-                     Store store = open_results(o->db);
-                     const int64_t id = resolve_run(store, o->run, o->db);
-                     const RunRecord record = store.run(id);
-                     const auto listed = store.list_runs({id});
-                     const auto metrics = store.metrics(id);
-                     const auto plugins = store.plugins(id);
-                     if (o->format == "json")
-                       std::cout << show_json(record, listed, metrics, plugins, o->metrics)
-                                        .dump(2, ' ', false,
-                                              nlohmann::json::error_handler_t::replace)
-                                 << "\n";
-                     else
-                       std::cout << show_text(record, listed, metrics, plugins, o->metrics);
-                     return 0;
-                   }});
+    out.push_back(
+        {show, [o] {
+           Store store = open_results(o->db);
+           const int64_t id = resolve_run(store, o->run, o->db);
+           const RunRecord record = store.run(id);
+           const auto listed = store.list_runs({id});
+           const auto metrics = store.metrics(id);
+           const auto plugins = store.plugins(id);
+           const auto evaluations = store.evaluations(id);
+           if (o->format == "json")
+             std::cout << show_json(record, listed, metrics, plugins, evaluations, o->metrics)
+                              .dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
+                       << "\n";
+           else
+             std::cout << show_text(record, listed, metrics, plugins, evaluations, o->metrics);
+           return 0;
+         }});
   }
   // export
   {

@@ -20,7 +20,7 @@
 namespace tlab::engine {
 
 /// Bump when a struct or the table below changes meaning (the layout stamp catches size changes).
-inline constexpr int kApiVersion = 1;
+inline constexpr int kApiVersion = 2;
 
 /// Options before or after any command.
 struct Globals {
@@ -69,6 +69,32 @@ struct RetryArgs {
   std::vector<bool> unfinished;
 };
 
+/// `tlab eval RUN [overrides]`: a finished run's model evaluated on a dataset, domain or split
+/// (docs/evaluation.md); recorded as evaluations `eval/<label>/<split>` of the run.
+struct EvalArgs {
+  std::string db;
+  int64_t run = 0;                     ///< Resolved by the front.
+  std::vector<std::string> overrides;  ///< On the run's resolved config: target.*, eval.*, device.
+  std::vector<std::string> splits;     ///< "train", "val" and/or "test".
+  std::string name;                    ///< Label ("" = the dataset's domain name).
+  bool multirun = false, dry_run = false;
+  int threads = 0;
+};
+
+/// `tlab export RUN --format torchscript [--output FILE]` (docs/evaluation.md).
+struct ExportArgs {
+  std::string db, format = "torchscript", output;
+  int64_t run = 0;  ///< Resolved by the front.
+};
+
+/// `tlab predict RUN [--input PATH] [overrides]`: class probabilities as CSV.
+struct PredictArgs {
+  std::string db, input, split = "test", output;
+  int64_t run = 0;  ///< Resolved by the front.
+  std::vector<std::string> overrides;
+  int threads = 0;
+};
+
 /// Every function returns the process's exit code (0 success, 1 a run failed, 2 a usage or
 /// configuration error, 128 + signal when stopped) and has printed its own error message.
 struct Api {
@@ -77,6 +103,9 @@ struct Api {
   int (*config)(const Globals&, const ConfigArgs&);
   int (*plugins)(const Globals&, const PluginsArgs&);
   int (*retry)(const Globals&, const RetryArgs&);
+  int (*evaluate)(const Globals&, const EvalArgs&);
+  int (*export_model)(const Globals&, const ExportArgs&);
+  int (*predict)(const Globals&, const PredictArgs&);
 };
 
 /// Sizes of everything passed across, so that a front and an engine of different builds whose

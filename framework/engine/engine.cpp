@@ -64,6 +64,11 @@ const Api kApi = {
     [](const Globals& g, const ConfigArgs& a) { return guarded([&] { return config(g, a); }); },
     [](const Globals& g, const PluginsArgs& a) { return guarded([&] { return plugins(g, a); }); },
     [](const Globals& g, const RetryArgs& a) { return guarded([&] { return retry(g, a); }); },
+    [](const Globals& g, const EvalArgs& a) { return guarded([&] { return evaluate(g, a); }); },
+    [](const Globals& g, const ExportArgs& a) {
+      return guarded([&] { return export_model(g, a); });
+    },
+    [](const Globals& g, const PredictArgs& a) { return guarded([&] { return predict(g, a); }); },
 };
 
 }  // namespace

@@ -431,7 +431,7 @@ TEST_F(StoreReliabilityTest, VersionTwoDatabaseGetsTheViewsOnOpen) {
         "DROP VIEW run_overview; DROP VIEW metric_last; DROP VIEW run_params; "
         "DROP VIEW summary_stats; ALTER TABLE runs DROP COLUMN boot_id; "
         "ALTER TABLE runs DROP COLUMN pid_start; ALTER TABLE runs DROP COLUMN job; "
-        "PRAGMA user_version = 2");
+        "DROP TABLE evaluations; PRAGMA user_version = 2");
   }
   Store store(db_path_, /*create=*/false);
   RawDb raw(db_path_);

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "plugins/loader.hpp"
+#include "results/classification.hpp"
 #include "util.hpp"
 
 namespace fs = std::filesystem;
@@ -219,9 +220,9 @@ void flatten(const Node& n, const std::string& prefix, std::vector<ParamEntry>& 
 // ---------------------------------------------------------------------------------------------
 // The host's own settings
 
-const std::vector<std::string> kTopKeys = {"name",   "seed",     "device",          "source",
-                                           "target", "backbone", "adapters",        "strategy",
-                                           "train",  "launcher", "adapter_weights", "run"};
+const std::vector<std::string> kTopKeys = {
+    "name",     "seed",  "device",   "source",          "target", "backbone", "adapters",
+    "strategy", "train", "launcher", "adapter_weights", "run",    "eval"};
 const std::vector<std::string> kBackboneHostKeys = {"weights", "weights_strict", "weights_remap"};
 
 ParamSpec num_spec(const char* key, ParamType type, double lo, double hi) {
@@ -271,9 +272,13 @@ const std::vector<TrainField>& train_fields() {
   return fields;
 }
 
+// [train] keys of the runner's target stage only (SelectionSpec), not of the SDK's TrainConfig.
+const char* const kSelectionKeys[] = {"checkpoint", "monitor", "patience"};
+
 std::vector<std::string> train_keys() {
   std::vector<std::string> keys;
   for (const auto& f : train_fields()) keys.push_back(f.spec.key);
+  for (const char* k : kSelectionKeys) keys.emplace_back(k);
   return keys;
 }
 
@@ -287,6 +292,77 @@ TrainConfig train_table(const Node* node, const Checker& c) {
     if (const Node* v = node->get(f.spec.key))
       f.set(cfg, c.convert(*v, f.spec, "train." + f.spec.key));
   return cfg;
+}
+
+SelectionSpec selection_table(const Node* node, const Checker& c) {
+  SelectionSpec s;
+  if (!node || !node->is_table()) return s;  // train_table reported a wrong type
+  if (const Node* v = node->get("checkpoint"))
+    s.checkpoint = std::get<std::string>(
+        c.convert(*v, str_spec("checkpoint", {"last", "best"}), "train.checkpoint"));
+  if (const Node* v = node->get("monitor")) {
+    s.monitor = std::get<std::string>(c.convert(*v, str_spec("monitor", {}), "train.monitor"));
+    try {
+      check_metric_name(s.monitor, "train.monitor");
+    } catch (const ClassificationError& e) {
+      c.fail(*v, e.what());
+    }
+    if (s.monitor == "per_class")
+      c.fail(*v,
+             "train.monitor = \"per_class\" has one value per class; monitor a single-valued "
+             "metric such as \"acc\", \"f1_macro\" or \"loss\"");
+  }
+  if (const Node* v = node->get("patience"))
+    s.patience = std::get<int64_t>(
+        c.convert(*v, num_spec("patience", ParamType::Int, 0, 1e6), "train.patience"));
+  return s;
+}
+
+const std::vector<std::string>& eval_keys() {
+  static const std::vector<std::string> keys = {"metrics", "calibration_bins"};
+  return keys;
+}
+
+EvalSpec eval_table(const Node* node, const Checker& c) {
+  EvalSpec e;
+  e.metrics = default_metrics();
+  if (!node) return e;
+  if (!node->is_table())
+    c.fail(*node, fmt::format("'eval' must be a table, got {}", node->describe()));
+  c.check_keys(*node, "eval.", eval_keys(), "[eval]");
+  if (const Node* v = node->get("metrics")) {
+    ParamSpec spec;
+    spec.key = "metrics";
+    spec.type = ParamType::StringList;
+    e.metrics = std::get<std::vector<std::string>>(c.convert(*v, spec, "eval.metrics"));
+    if (e.metrics.empty())
+      c.fail(*v, fmt::format("'eval.metrics' is empty; list what to record, e.g. [\"{}\"]",
+                             fmt::join(default_metrics(), "\", \"")));
+    std::vector<std::string> seen;
+    for (const auto& m : e.metrics) {
+      try {
+        check_metric_name(m, "eval.metrics");
+      } catch (const ClassificationError& err) {
+        c.fail(*v, err.what());
+      }
+      if (std::find(seen.begin(), seen.end(), m) != seen.end())
+        c.fail(*v, fmt::format("'eval.metrics' lists \"{}\" twice", m));
+      seen.push_back(m);
+    }
+  }
+  if (const Node* v = node->get("calibration_bins"))
+    e.calibration_bins = std::get<int64_t>(c.convert(
+        *v, num_spec("calibration_bins", ParamType::Int, 1, 10000), "eval.calibration_bins"));
+  return e;
+}
+
+Node eval_node(const EvalSpec& e) {
+  Node t = Node::table();
+  Node metrics = Node::list();
+  for (const auto& m : e.metrics) metrics.push_back(Node::string(m));
+  t.set("metrics", std::move(metrics));
+  t.set("calibration_bins", Node::integer(e.calibration_bins));
+  return t;
 }
 
 Node train_node(const TrainConfig& cfg) {
@@ -533,6 +609,8 @@ RunSpec validate(const Node& root, const Checker& c, const std::string& file,
              "into; add the [[adapters]] the weights were trained with");
   }
   r.train = train_table(root.get("train"), c);
+  r.selection = selection_table(root.get("train"), c);
+  r.eval = eval_table(root.get("eval"), c);
   r.launcher = launcher_table(root.get("launcher"), c);
   if (const Node* run = root.get("run")) {  // how to execute, not what: out of the run key
     if (!run->is_table())
@@ -578,7 +656,21 @@ RunSpec validate(const Node& root, const Checker& c, const std::string& file,
   }
   resolved.set("strategy", plugin_node(r.strategy));
   if (!r.adapter_weights.empty()) resolved.set("adapter_weights", Node::string(r.adapter_weights));
-  resolved.set("train", train_node(r.train));
+  {
+    // The selection keys only when they differ from the defaults, so that runs that do not use
+    // them keep their resolved config and run key.
+    Node train = train_node(r.train);
+    const SelectionSpec defaults;
+    if (r.selection.checkpoint != defaults.checkpoint)
+      train.set("checkpoint", Node::string(r.selection.checkpoint));
+    if (r.selection.monitor != defaults.monitor)
+      train.set("monitor", Node::string(r.selection.monitor));
+    if (r.selection.patience != defaults.patience)
+      train.set("patience", Node::integer(r.selection.patience));
+    resolved.set("train", std::move(train));
+  }
+  // [eval] likewise only when the experiment has one.
+  if (root.get("eval")) resolved.set("eval", eval_node(r.eval));
   r.config_toml = cfg::format_tree(resolved, "toml");
   r.config_yaml = cfg::format_tree(resolved, "yaml");
   r.config_hash = hash_string(r.config_toml);
@@ -609,6 +701,8 @@ cfg::SchemaKeys schema_keys(PluginLoader& loader) {
       keys.push_back("sweep");
     } else if (path.size() == 1 && path[0] == "train") {
       keys = train_keys();
+    } else if (path.size() == 1 && path[0] == "eval") {
+      keys = eval_keys();
     } else if (path.size() == 1 && path[0] == "launcher") {
       keys = launcher_keys();
     } else if (path.size() == 1 && path[0] == "run") {

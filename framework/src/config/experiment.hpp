@@ -57,6 +57,21 @@ struct LauncherSpec {
   std::string config_toml;          ///< The table as TOML (for the sweep's manifest).
 };
 
+/// The `[eval]` table: what every evaluation of a run records (docs/evaluation.md).
+struct EvalSpec {
+  /// Metric names (results/classification.hpp): summaries `<domain>/<split>/<metric>`.
+  std::vector<std::string> metrics;
+  int64_t calibration_bins = 15;  ///< Equal-width bins of the expected calibration error.
+};
+
+/// Which epoch of the target stage a run keeps: `[train] checkpoint`, `monitor`, `patience`.
+/// Kept apart from TrainConfig (the SDK's stage settings): it concerns the runner's target stage.
+struct SelectionSpec {
+  std::string checkpoint = "last";  ///< "last", or "best" on `monitor`.
+  std::string monitor = "acc";      ///< A single-valued metric on the target's validation split.
+  int64_t patience = 0;  ///< Stop after this many epochs without improvement; 0 never stops.
+};
+
 /// One fully resolved and validated run.
 struct RunSpec {
   std::string experiment;             ///< Experiment file as given.
@@ -72,6 +87,8 @@ struct RunSpec {
   std::string adapter_weights;
   PluginSpec strategy;                 ///< Training method.
   TrainConfig train;                   ///< The target stage's settings.
+  SelectionSpec selection;             ///< [train] checkpoint, monitor, patience.
+  EvalSpec eval;                       ///< [eval].
   std::string config_toml;             ///< The resolved config as TOML, defaults included.
   std::string config_yaml;             ///< The same as YAML (Hydra's .hydra/config.yaml).
   std::string config_hash;             ///< xxh3-64 of `config_toml`.

@@ -3,6 +3,8 @@
 // share those helpers and the formatting of a cell.
 #include "report/report.hpp"
 
+#include "results/classification.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -23,6 +25,47 @@
 #include "util.hpp"
 
 namespace tlab {
+
+Table evaluation_table(const EvaluationRecord& e, int64_t max_matrix_classes) {
+  const ClassificationCounts counts = ClassificationCounts::from_json(e.counts);
+  const ClassificationReport report = summarize(counts);
+  const int64_t n = counts.num_classes;
+  const bool matrix = n <= max_matrix_classes;
+  Table t;
+  t.title = fmt::format("\nEvaluation {} ({} examples{})", e.name, report.total,
+                        e.dataset.empty() ? "" : ", dataset below");
+  t.header = {"true \\ predicted"};
+  if (matrix)
+    for (int64_t c = 0; c < n; ++c) t.header.push_back(std::to_string(c));
+  for (const char* h : {"precision", "recall", "f1", "support"}) t.header.push_back(h);
+  t.numeric.assign(t.header.size(), true);
+  t.numeric[0] = false;
+  for (int64_t c = 0; c < n; ++c) {
+    std::vector<std::string> row = {std::to_string(c)};
+    if (matrix)
+      for (int64_t p = 0; p < n; ++p)
+        row.push_back(std::to_string(counts.confusion[static_cast<std::size_t>(c * n + p)]));
+    const ClassMetrics& m = report.per_class[static_cast<std::size_t>(c)];
+    for (double v : {m.precision, m.recall, m.f1}) row.push_back(fmt::format("{:.4f}", v));
+    row.push_back(std::to_string(m.support));
+    t.rows.push_back(std::move(row));
+  }
+  std::string line = fmt::format(
+      "acc {:.4f}  balanced_acc {:.4f}  precision_macro {:.4f}  recall_macro {:.4f}  "
+      "f1_macro {:.4f}  ece {:.4f}  loss {:.4f}",
+      report.accuracy, report.balanced_accuracy, report.precision_macro, report.recall_macro,
+      report.f1_macro, report.ece, e.loss);
+  for (const auto& [k, v] : report.top_k) line += fmt::format("  top{}_acc {:.4f}", k, v);
+  t.notes.push_back(line);
+  if (!matrix)
+    t.notes.push_back(fmt::format(
+        "{} classes: the confusion matrix is left out here (tlab results show --format json "
+        "has it)",
+        n));
+  if (!e.dataset.empty()) t.notes.push_back("dataset:\n" + e.dataset);
+  return t;
+}
+
 namespace {
 
 std::string value_text(const ParamValue& v) { return param_text(v); }
@@ -813,6 +856,48 @@ std::string selection_name(Selection selection) {
       return "oracle";
   }
   return "";
+}
+
+std::vector<RunSummaryRow> cross_domain_rows(const std::vector<RunSummaryRow>& runs,
+                                             const std::string& split_metric,
+                                             const std::string& db) {
+  const auto slash = split_metric.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == split_metric.size() ||
+      split_metric.find('/', slash + 1) != std::string::npos)
+    throw ReportError(fmt::format(
+        "--cross-domain: metric '{}' is not <split>/<metric>; expected e.g. test/acc or "
+        "test/f1_macro (the summaries eval/<domain>/<split>/<metric> that tlab eval writes)",
+        split_metric));
+  const std::string suffix = "/" + split_metric;
+  const std::string name = "eval/*/" + split_metric;
+  std::vector<RunSummaryRow> out;
+  std::set<std::string> metrics_seen;
+  for (const auto& r : runs) {
+    for (const auto& [summary, value] : r.summaries) {
+      if (summary.rfind("eval/", 0) != 0) continue;
+      metrics_seen.insert(summary);
+      if (summary.size() <= 5 + suffix.size() ||
+          summary.compare(summary.size() - suffix.size(), suffix.size(), suffix) != 0)
+        continue;
+      const std::string label = summary.substr(5, summary.size() - 5 - suffix.size());
+      if (label.find('/') != std::string::npos) continue;
+      RunSummaryRow row = r;
+      row.summaries = {{name, value}};
+      row.params.push_back({"eval.domain", label, "string"});
+      out.push_back(std::move(row));
+    }
+  }
+  if (out.empty()) {
+    if (metrics_seen.empty())
+      throw ReportError(fmt::format(
+          "--cross-domain: no selected run in '{}' was evaluated on another domain; evaluate "
+          "finished runs with tlab eval RUN -m target.<option>=a,b,c (docs/evaluation.md)",
+          db));
+    throw ReportError(fmt::format(
+        "--cross-domain: no evaluation in '{}' has the metric '{}'; the runs have e.g. {}", db,
+        split_metric, *metrics_seen.begin()));
+  }
+  return out;
 }
 
 Table compare_table(Store& store, const std::vector<RunSummaryRow>& runs,

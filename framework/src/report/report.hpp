@@ -16,6 +16,12 @@
 
 namespace tlab {
 
+/// One evaluation of a run (Store::evaluations) as a table: the confusion matrix (rows the true
+/// class, columns the predicted one) with each class's precision, recall, F1 and support, and
+/// the headline metrics as notes under it. Beyond `max_matrix_classes` classes the matrix
+/// columns are left out (a note says so) and only the per-class columns remain.
+Table evaluation_table(const EvaluationRecord& evaluation, int64_t max_matrix_classes = 20);
+
 /// Output formats of `tlab results list`.
 enum class Format { Table, Json, Csv };
 
@@ -110,6 +116,16 @@ struct CompareOptions {
 /// ReportError (see there).
 Table compare_table(Store& store, const std::vector<RunSummaryRow>& runs,
                     const CompareOptions& options);
+
+/// The cross-domain matrix's runs (`tlab results compare --cross-domain`): for each run and each
+/// label L it was evaluated on with `tlab eval` (summary `eval/L/<split>/<metric>`), a copy of
+/// the run with the param `eval.domain` = L and the one summary `eval/*/<split>/<metric>` =
+/// that value. compare_table pivoted on `eval.domain` then gives rows of runs or methods,
+/// columns of evaluated domains, mean ± s.e. over seeds. `split_metric` is "<split>/<metric>"
+/// (e.g. "test/acc"); ReportError when it is not of that form or no run has such a summary.
+std::vector<RunSummaryRow> cross_domain_rows(const std::vector<RunSummaryRow>& runs,
+                                             const std::string& split_metric,
+                                             const std::string& db);
 
 /// compare_table of the final summaries, grouped by `by`, rendered as text (the end of
 /// `tlab run`). Unknown keys and metrics give empty cells here, not errors.

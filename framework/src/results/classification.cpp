@@ -172,4 +172,104 @@ ClassificationReport summarize(const ClassificationCounts& counts) {
   return r;
 }
 
+namespace {
+
+const std::vector<std::string>& single_metrics() {
+  static const std::vector<std::string> names = {
+      "acc", "loss", "balanced_acc", "precision_macro", "recall_macro", "f1_macro", "ece"};
+  return names;
+}
+
+// k of "top<k>_acc", or 0 when `name` is not of that form.
+int64_t top_k_value(const std::string& name) {
+  if (name.size() < 8 || name.compare(0, 3, "top") != 0 ||
+      name.compare(name.size() - 4, 4, "_acc") != 0)
+    return 0;
+  const std::string digits = name.substr(3, name.size() - 7);
+  if (digits.empty() || digits.size() > 6 || digits[0] == '0' ||
+      digits.find_first_not_of("0123456789") != std::string::npos)
+    return 0;
+  return std::stoll(digits);
+}
+
+}  // namespace
+
+const std::vector<std::string>& default_metrics() {
+  static const std::vector<std::string> names = single_metrics();
+  return names;
+}
+
+void check_metric_name(const std::string& name, const std::string& where) {
+  if (std::find(single_metrics().begin(), single_metrics().end(), name) != single_metrics().end() ||
+      name == "per_class")
+    return;
+  if (const int64_t k = top_k_value(name)) {
+    if (k >= 2) return;
+    throw ClassificationError(fmt::format(
+        "{}: unknown metric \"{}\": top-1 accuracy is \"acc\"; top-k needs k >= 2, e.g. "
+        "\"top5_acc\"",
+        where, name));
+  }
+  throw ClassificationError(fmt::format(
+      "{}: unknown metric \"{}\"; expected one of {}, top<k>_acc (e.g. top5_acc) or per_class",
+      where, name, fmt::join(single_metrics(), ", ")));
+}
+
+std::vector<int64_t> top_k_of(const std::vector<std::string>& names) {
+  std::vector<int64_t> ks;
+  for (const auto& n : names)
+    if (const int64_t k = top_k_value(n); k >= 2) ks.push_back(k);
+  std::sort(ks.begin(), ks.end());
+  ks.erase(std::unique(ks.begin(), ks.end()), ks.end());
+  return ks;
+}
+
+bool higher_is_better(const std::string& name) { return name != "loss" && name != "ece"; }
+
+double metric_value(const ClassificationReport& r, double loss, const std::string& name) {
+  if (name == "acc") return r.accuracy;
+  if (name == "loss") return loss;
+  if (name == "balanced_acc") return r.balanced_accuracy;
+  if (name == "precision_macro") return r.precision_macro;
+  if (name == "recall_macro") return r.recall_macro;
+  if (name == "f1_macro") return r.f1_macro;
+  if (name == "ece") return r.ece;
+  if (const int64_t k = top_k_value(name)) {
+    auto found = r.top_k.find(k);
+    if (found != r.top_k.end()) return found->second;
+    throw ClassificationError(fmt::format(
+        "metric \"{}\" was not counted in this evaluation (it counted top-k for k in [{}])", name,
+        fmt::join(
+            [&] {
+              std::vector<int64_t> v;
+              for (const auto& [kk, value] : r.top_k) v.push_back(kk);
+              return v;
+            }(),
+            ", ")));
+  }
+  check_metric_name(name, "metric");
+  throw ClassificationError(
+      fmt::format("metric \"{}\" has one value per class; name a single-valued metric", name));
+}
+
+std::vector<std::pair<std::string, double>> metric_values(const ClassificationReport& r,
+                                                          double loss,
+                                                          const std::vector<std::string>& names) {
+  std::vector<std::pair<std::string, double>> out;
+  for (const auto& name : names) {
+    if (name != "per_class") {
+      out.emplace_back(name, metric_value(r, loss, name));
+      continue;
+    }
+    for (std::size_t c = 0; c < r.per_class.size(); ++c) {
+      const ClassMetrics& m = r.per_class[c];
+      if (m.support == 0 && m.predicted == 0) continue;
+      out.emplace_back(fmt::format("per_class/{}/precision", c), m.precision);
+      out.emplace_back(fmt::format("per_class/{}/recall", c), m.recall);
+      out.emplace_back(fmt::format("per_class/{}/f1", c), m.f1);
+    }
+  }
+  return out;
+}
+
 }  // namespace tlab

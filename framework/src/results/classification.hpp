@@ -30,6 +30,7 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace tlab {
@@ -93,5 +94,37 @@ struct ClassificationReport {
 /// The metrics of `counts` (see the top of this file). Throws ClassificationError when nothing
 /// was counted.
 ClassificationReport summarize(const ClassificationCounts& counts);
+
+// ---------------------------------------------------------------------------------------------
+// Metric names: what `[eval] metrics` lists, `[train] monitor` names, and the last part of a
+// summary's name (`target/test/f1_macro`).
+//
+//   acc, loss, balanced_acc, precision_macro, recall_macro, f1_macro, ece   one value each
+//   top<k>_acc (k >= 2, e.g. top5_acc)                                      top-k accuracy
+//   per_class      precision, recall and F1 of each class: per_class/<c>/precision, ...
+
+/// The metrics recorded when `[eval] metrics` is not given.
+const std::vector<std::string>& default_metrics();
+
+/// Checks one metric name; throws ClassificationError saying which name and listing those that
+/// exist. `where` names the setting in the message (e.g. "[eval] metrics").
+void check_metric_name(const std::string& name, const std::string& where);
+
+/// The k of every top<k>_acc among `names`, ascending.
+std::vector<int64_t> top_k_of(const std::vector<std::string>& names);
+
+/// Whether a larger value of the metric is better (false for loss and ece).
+bool higher_is_better(const std::string& name);
+
+/// The value of one single-valued metric (not per_class) of `report`; `loss` is the mean
+/// cross-entropy of the same pass. Throws ClassificationError for a top-k the counts lack.
+double metric_value(const ClassificationReport& report, double loss, const std::string& name);
+
+/// The (summary name, value) pairs that `names` select, in their order; per_class expands to
+/// per_class/<c>/{precision,recall,f1} for every class that occurs in the labels or the
+/// predictions.
+std::vector<std::pair<std::string, double>> metric_values(const ClassificationReport& report,
+                                                          double loss,
+                                                          const std::vector<std::string>& names);
 
 }  // namespace tlab

@@ -5,10 +5,12 @@
 #include <cmath>
 #include <ctime>
 #include <map>
+#include <optional>
 #include <set>
 
 #include <fmt/format.h>
 
+#include "results/classification.hpp"
 #include "results/stats.hpp"
 #include "util.hpp"
 
@@ -39,6 +41,7 @@ figure{margin:0;border:1px solid #eee;padding:8px;max-width:100%}
 figure svg{max-width:100%;height:auto;display:block}
 figcaption,.note{color:#555;font-size:12px;margin:2px 0}
 .empty{color:#777;font-style:italic}
+table.confusion td{min-width:28px}
 footer{margin-top:32px;color:#777;font-size:12px}
 )";
 
@@ -196,6 +199,131 @@ void comparison_section(std::string& html, const std::vector<RunSummaryRow>& run
   html += "</p>\n";
 }
 
+// Finished runs grouped as the comparison table groups them.
+std::vector<RunGroup> finished_groups(const std::vector<RunSummaryRow>& runs,
+                                      std::vector<std::string>* keys) {
+  std::vector<const RunSummaryRow*> finished;
+  for (const auto& r : runs)
+    if (r.status == "finished") finished.push_back(&r);
+  *keys = config_keys(finished, {});
+  return group_runs(finished, *keys);
+}
+
+// Rows: configurations; columns: the domains runs were evaluated on (tlab eval); cells: mean ±
+// s.e. of eval/<domain>/test/acc. Nothing when no run was evaluated elsewhere.
+void cross_domain_section(std::string& html, const std::vector<RunSummaryRow>& runs) {
+  std::vector<std::string> keys;
+  const auto groups = finished_groups(runs, &keys);
+  const std::string suffix = "/test/acc";
+  std::set<std::string> domains;
+  for (const auto& g : groups)
+    for (const auto* r : g.runs)
+      for (const auto& [k, v] : r->summaries)
+        if (k.rfind("eval/", 0) == 0 && k.size() > 5 + suffix.size() &&
+            k.compare(k.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+            k.find('/', 5) == k.size() - suffix.size())
+          domains.insert(k.substr(5, k.size() - 5 - suffix.size()));
+  if (domains.empty()) return;
+  html += "<h2>Cross-domain evaluation: test accuracy, mean ± standard error over seeds</h2>\n";
+  html += "<div class=\"wide\"><table class=\"sortable\" id=\"cross-domain\"><thead><tr>";
+  if (keys.empty()) html += "<th>configuration</th>";
+  for (const auto& k : keys) html += "<th>" + escape_html(display_key(k)) + "</th>";
+  for (const auto& d : domains) html += "<th>" + escape_html(d) + "</th>";
+  html += "</tr></thead>\n<tbody>\n";
+  for (const auto& g : groups) {
+    html += "<tr>";
+    if (keys.empty()) html += "<td>all runs</td>";
+    for (const auto& v : g.values) html += "<td>" + escape_html(v) + "</td>";
+    for (const auto& d : domains) {
+      std::vector<double> values;
+      for (const auto* r : g.runs)
+        if (const double* v = r->summary("eval/" + d + suffix); v && std::isfinite(*v))
+          values.push_back(*v);
+      const MeanSe m = mean_se(values);
+      if (m.n == 0) {
+        html += "<td class=\"num\">n/a</td>";
+        continue;
+      }
+      html += fmt::format("<td class=\"num\" data-v=\"{:.17g}\">{}</td>", m.mean,
+                          escape_html(m.n == 1 ? html_number(m.mean)
+                                               : html_number(m.mean) + " ± " + html_number(m.se)));
+    }
+    html += "</tr>\n";
+  }
+  html += "</tbody></table></div>\n";
+  html +=
+      "<p class=\"note\">Columns are the domains the runs' models were evaluated on with "
+      "<code>tlab eval</code> (summaries eval/&lt;domain&gt;/test/acc); <code>tlab results "
+      "compare --cross-domain</code> prints the same matrix for other metrics.</p>\n";
+}
+
+// Each configuration's target-test confusion matrix, summed over its finished runs, as a table
+// whose cells are shaded by the row's fraction (the recall of the row's class on the diagonal).
+void confusion_section(std::string& html, const std::vector<RunSummaryRow>& runs,
+                       const Evaluations& evaluations) {
+  std::vector<std::string> keys;
+  const auto groups = finished_groups(runs, &keys);
+  std::string figs;
+  std::size_t unreadable = 0;
+  for (const auto& g : groups) {
+    std::optional<ClassificationCounts> sum;
+    std::size_t counted = 0;
+    for (const auto* r : g.runs) {
+      auto it = evaluations.find(r->id);
+      if (it == evaluations.end()) continue;
+      for (const auto& e : it->second) {
+        if (e.name != "target/test") continue;
+        try {
+          const auto counts = ClassificationCounts::from_json(e.counts);
+          if (!sum)
+            sum = counts;
+          else
+            sum->merge(counts);
+          ++counted;
+        } catch (const ClassificationError&) {
+          ++unreadable;
+        }
+      }
+    }
+    if (!sum || sum->total() == 0) continue;
+    const int64_t n = sum->num_classes;
+    const ClassificationReport report = summarize(*sum);
+    std::string t = "<figure><table class=\"confusion\"><thead><tr><th>true \\ predicted</th>";
+    for (int64_t c = 0; c < n; ++c) t += fmt::format("<th>{}</th>", c);
+    t += "<th>recall</th></tr></thead>\n<tbody>\n";
+    for (int64_t row = 0; row < n; ++row) {
+      const auto& m = report.per_class[static_cast<std::size_t>(row)];
+      t += fmt::format("<tr><th>{}</th>", row);
+      for (int64_t col = 0; col < n; ++col) {
+        const int64_t count = sum->confusion[static_cast<std::size_t>(row * n + col)];
+        const double share = m.support ? static_cast<double>(count) / m.support : 0.0;
+        // Blue on the diagonal (right), vermilion off it (confused), by the row's share.
+        const char* rgb = row == col ? "0,114,178" : "213,94,0";
+        t += fmt::format(
+            "<td class=\"num\" style=\"background:rgba({},{:.3f});color:{}\" title=\"{:.1f}% "
+            "of class {}\">{}</td>",
+            rgb, share, share > 0.6 ? "#fff" : "#222", 100 * share, row, count);
+      }
+      t += fmt::format("<td class=\"num\">{}</td></tr>\n", html_number(m.recall));
+    }
+    t += "</tbody></table>\n";
+    t += "<figcaption>" +
+         escape_html(fmt::format("{}: {} run(s), {} test examples; acc {}, f1_macro {}, ece {}",
+                                 g.label, counted, report.total, html_number(report.accuracy),
+                                 html_number(report.f1_macro), html_number(report.ece))) +
+         "</figcaption></figure>\n";
+    figs += t;
+  }
+  if (figs.empty()) return;
+  html += "<h2>Confusion matrices: target test, summed over each configuration's runs</h2>\n";
+  html += "<div class=\"figs\">\n" + figs + "</div>\n";
+  html +=
+      "<p class=\"note\">Rows are the true classes, columns the predicted ones; a cell's shade "
+      "is its share of the row (blue: correct, vermilion: confused with another class).";
+  if (unreadable) html += fmt::format(" {} evaluation(s) could not be read.", unreadable);
+  html += "</p>\n";
+}
+
 // The chart's caption and notes, moved out of the scene into HTML text under the figure.
 template <class Chart>
 std::vector<std::string> take_notes(Chart& chart) {
@@ -225,7 +353,7 @@ std::string figure(const Scene& scene, const std::vector<std::string>& notes) {
 }  // namespace
 
 std::string html_report(const std::vector<RunSummaryRow>& runs, const Histories& histories,
-                        const ReportOptions& options) {
+                        const ReportOptions& options, const Evaluations& evaluations) {
   std::string html =
       "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
       "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
@@ -254,6 +382,8 @@ std::string html_report(const std::vector<RunSummaryRow>& runs, const Histories&
   }
 
   comparison_section(html, runs);
+  cross_domain_section(html, runs);
+  confusion_section(html, runs, evaluations);
 
   // Learning curves.
   html += "<h2>Learning curves</h2>\n";
@@ -347,8 +477,12 @@ std::string html_report(const std::vector<RunSummaryRow>& runs, const Histories&
 std::string html_report(Store& store, const std::vector<RunSummaryRow>& runs,
                         const ReportOptions& options) {
   Histories histories;
-  for (const auto& r : runs) histories[r.id] = store.metrics(r.id);
-  return html_report(runs, histories, options);
+  Evaluations evaluations;
+  for (const auto& r : runs) {
+    histories[r.id] = store.metrics(r.id);
+    if (r.status == "finished") evaluations[r.id] = store.evaluations(r.id);
+  }
+  return html_report(runs, histories, options, evaluations);
 }
 
 }  // namespace tlab::plot

@@ -7,6 +7,8 @@
 //   options.source = "results/results.db";
 //   plot::write_text_file("report.html", plot::html_report(store, store.list_runs(), options));
 
+#include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -25,12 +27,17 @@ struct ReportOptions {
                                             "target/train/loss", "source/train/loss"};
 };
 
+/// The evaluations of each run (Store::evaluations), by run id.
+using Evaluations = std::map<int64_t, std::vector<EvaluationRecord>>;
+
 /// One self-contained HTML page (inline CSS, inline SVG, a small sorting script; nothing from
 /// the network): runs by status, the comparison table (mean ± s.e. per configuration over
 /// seeds), learning curves of the main metrics, a bar chart of the main summary, and the runs
-/// that did not finish with their reasons. All text from the database is escaped.
+/// that did not finish with their reasons; with `evaluations`, the cross-domain matrix (mean ±
+/// s.e. of eval/<domain>/test/acc per configuration) and each configuration's target-test
+/// confusion matrix (summed over its runs) as a heat map. All text from the database is escaped.
 std::string html_report(const std::vector<RunSummaryRow>& runs, const Histories& histories,
-                        const ReportOptions& options);
+                        const ReportOptions& options, const Evaluations& evaluations = {});
 
 /// As above, reading the histories of `runs` from `store`.
 std::string html_report(Store& store, const std::vector<RunSummaryRow>& runs,

@@ -202,6 +202,12 @@ class RunExecution {
     session_.emplace(ctx_, *metrics_, options_.verbose,
                      options_.profile || (profile_env && std::string(profile_env) == "1"));
     session_->train_ = spec_.train;
+    // Every evaluation counts the top-k [eval] lists and the one train.monitor names.
+    std::vector<std::string> counted = spec_.eval.metrics;
+    counted.push_back(spec_.selection.monitor);
+    session_->top_k_ = top_k_of(counted);
+    session_->calibration_bins_ = spec_.eval.calibration_bins;
+    session_->selection_ = spec_.selection;
   }
 
   /// The target domain now (checked, k shots taken, on the device); the source on first use.
@@ -232,7 +238,9 @@ class RunExecution {
     if (backbone_weights_) tail += fmt::format("backbone weights: {}\n", backbone_weights_->hash);
     for (const auto& p : spec_.params)
       if (p.key == "seed" || p.key.rfind("source.", 0) == 0 || p.key.rfind("backbone.", 0) == 0 ||
-          p.key.rfind("train.", 0) == 0 || p.key == "strategy.plugin")
+          (p.key.rfind("train.", 0) == 0 && p.key != "train.checkpoint" &&
+           p.key != "train.monitor" && p.key != "train.patience") ||
+          p.key == "strategy.plugin")
         tail +=
             fmt::format("{} = {}\n", p.key,
                         std::visit([](const auto& v) { return fmt::format("{}", v); }, p.value));
@@ -331,17 +339,44 @@ class RunExecution {
     stage_.train = &session_->target_.train;
     stage_.val = &session_->target_.val;
     stage_.test = &session_->target_.test;
+    const bool selecting = spec_.selection.checkpoint == "best" || spec_.selection.patience > 0;
+    if (selecting) session_->selected_stage_ = &stage_;
     session_->fit(stage_);
+    if (selecting && spec_.train.epochs > 0) {
+      metrics_->summary("target/train/selected_epoch",
+                        static_cast<double>(session_->selected_epoch_ + 1));
+      metrics_->summary("target/train/epochs_run", static_cast<double>(session_->epochs_run_));
+      spdlog::info("[runner] the model of epoch {} of {} is kept (train.checkpoint = \"{}\"{})",
+                   session_->selected_epoch_ + 1, session_->epochs_run_, spec_.selection.checkpoint,
+                   spec_.selection.checkpoint == "best"
+                       ? fmt::format(", target val {} {:.4f}", spec_.selection.monitor,
+                                     session_->selected_value_)
+                       : "");
+    }
   }
 
-  /// The summaries target/{val,test}/{acc,loss} of the trained model.
+  /// The trained model on the target's val and test splits: the [eval] metrics as summaries
+  /// target/<split>/<metric> (acc and loss always), the counts in the evaluations table.
   void evaluate_target() {
+    std::vector<std::string> metrics = {"acc", "loss"};
+    for (const auto& m : spec_.eval.metrics)
+      if (m != "acc" && m != "loss") metrics.push_back(m);
     for (auto [split, name] :
          {std::pair{&session_->target_.val, "val"}, std::pair{&session_->target_.test, "test"}}) {
       if (split->size() == 0) continue;
-      Evaluation e = session_->evaluate(*session_->model_, stage_.forward, *split);
-      metrics_->summary(fmt::format("target/{}/acc", name), e.acc);
-      metrics_->summary(fmt::format("target/{}/loss", name), e.loss);
+      const SplitEvaluation e =
+          session_->evaluate_all(*session_->model_, stage_.forward, *split, task_.num_classes);
+      EvaluationRecord record;
+      record.run_id = out_.id;
+      record.name = fmt::format("target/{}", name);
+      record.counts = e.counts.to_json();
+      record.loss = e.loss;
+      std::vector<std::pair<std::string, double>> values;
+      for (auto& [metric, value] : metric_values(summarize(e.counts), e.loss, metrics)) {
+        values.emplace_back(record.name + "/" + metric, value);
+        metrics_->summary(values.back().first, value);
+      }
+      store_.write_evaluation(record, values);
     }
     metrics_->summary("target/train/examples", static_cast<double>(session_->target_.train.size()));
   }

@@ -91,28 +91,15 @@ Evaluation RunSession::evaluate(torch::nn::Module& module,
                                 const std::function<torch::Tensor(const torch::Tensor&)>& forward,
                                 const Split& split) {
   if (split.size() == 0) return {};
-  ModeScope restore(module);  // each submodule gets its own mode back (a frozen part stays eval)
-  module.eval();
-  torch::NoGradGuard no_grad;
-  auto correct = torch::zeros({}, torch::TensorOptions(ctx_.device).dtype(torch::kLong));
-  auto loss = torch::zeros({}, torch::TensorOptions(ctx_.device).dtype(torch::kDouble));
-  // Modest batches: activations of huge ones are mmap-allocated and page-faulted every call.
-  const int64_t n = split.size(), bs = 256;
-  std::optional<Prefetcher> stream;
-  if (split.streamed())
-    stream.emplace(split.stream, index_batches(torch::arange(n, torch::kLong), bs), 0,
-                   split.stream->workers(), prefetch_capacity(*split.stream));
-  for (int64_t i = 0; i < n; i += bs) {
-    auto x =
-        stream ? as_input(stream->next(), ctx_.device) : split.x.slice(0, i, std::min(n, i + bs));
-    auto y = split.y.slice(0, i, std::min(n, i + bs));
-    auto scores = forward(x);
-    correct += scores.argmax(1).eq(y).sum();
-    loss += torch::nn::functional::cross_entropy(
-                scores, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                .to(torch::kDouble);
-  }
-  return {static_cast<double>(correct.item<int64_t>()) / n, loss.item<double>() / n};
+  const SplitEvaluation e = evaluate_split(module, forward, split, ctx_.device, 0, {}, 1);
+  return {e.accuracy(), e.loss};
+}
+
+SplitEvaluation RunSession::evaluate_all(
+    torch::nn::Module& module, const std::function<torch::Tensor(const torch::Tensor&)>& forward,
+    const Split& split, int64_t num_classes) {
+  return evaluate_split(module, forward, split, ctx_.device, num_classes, top_k_,
+                        calibration_bins_);
 }
 
 const Stage& RunSession::stage() const {
@@ -196,6 +183,23 @@ void RunSession::fit(const Stage& st) {
     if (!st.hooks) return cross_entropy(st.forward(b.x), b.y);
     return call_hook(loss_hook, [&] { return st.hooks->loss(*this, b); });
   };
+  // Epoch selection (the runner's target stage only): the best epoch's state, kept on the
+  // device, and epochs since the monitored metric last improved.
+  const bool selecting = &st == selected_stage_;
+  const bool keep_best = selecting && selection_.checkpoint == "best";
+  const bool higher = higher_is_better(selection_.monitor);
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> best_state;  // (live tensor, copy)
+  int64_t since_best = 0;
+  if (selecting) {
+    selected_epoch_ = -1;
+    epochs_run_ = 0;
+    if (!st.val || st.val->size() == 0)
+      throw std::invalid_argument(fmt::format(
+          "train.checkpoint = \"{}\" with train.patience = {} selects epochs on the target's "
+          "validation split, but the target dataset has none; give it one (its val_size or "
+          "similar option) or remove train.checkpoint and train.patience",
+          selection_.checkpoint, selection_.patience));
+  }
   for (int64_t epoch = 0; epoch < c.epochs; ++epoch) {
     auto t0 = Clock::now();
     double lr = scheduled_lr(c, epoch);
@@ -274,12 +278,37 @@ void RunSession::fit(const Stage& st) {
     }
     std::string line =
         fmt::format("[{}] epoch {}/{} loss {:.4f}", st.domain, epoch + 1, c.epochs, mean_loss);
+    bool stop_early = false;
     for (auto [split, name] : {std::pair{st.val, "val"}, std::pair{st.test, "test"}}) {
       if (!split || split->size() == 0) continue;
-      Evaluation e = evaluate(*st.module, st.forward, *split);
-      metrics_.log(fmt::format("{}/{}/acc", st.domain, name), e.acc, step_, epoch);
+      const SplitEvaluation e = evaluate_all(*st.module, st.forward, *split, 0);
+      const double acc = e.accuracy();
+      metrics_.log(fmt::format("{}/{}/acc", st.domain, name), acc, step_, epoch);
       metrics_.log(fmt::format("{}/{}/loss", st.domain, name), e.loss, step_, epoch);
-      line += fmt::format(" {} acc {:.4f}", name, e.acc);
+      line += fmt::format(" {} acc {:.4f}", name, acc);
+      if (!selecting || split != st.val) continue;
+      const double value = metric_value(summarize(e.counts), e.loss, selection_.monitor);
+      if (selection_.monitor != "acc" && selection_.monitor != "loss")
+        metrics_.log(fmt::format("{}/val/{}", st.domain, selection_.monitor), value, step_, epoch);
+      const bool better = selected_epoch_ < 0 ||
+                          (higher ? value > selected_value_ : value < selected_value_) ||
+                          (std::isnan(selected_value_) && !std::isnan(value));
+      if (better) {
+        selected_epoch_ = epoch;
+        selected_value_ = value;
+        since_best = 0;
+        if (keep_best) {
+          torch::NoGradGuard no_grad;
+          if (best_state.empty()) {
+            for (const auto& p : st.module->parameters()) best_state.emplace_back(p, p.clone());
+            for (const auto& b : st.module->buffers()) best_state.emplace_back(b, b.clone());
+          } else {
+            for (auto& [live, copy] : best_state) copy.copy_(live);
+          }
+        }
+      } else if (selection_.patience > 0 && ++since_best >= selection_.patience) {
+        stop_early = true;
+      }
     }
     // Source validation during the target stage, for model selection by training-domain
     // validation (`tlab results compare --select source-val`): only when the strategy loaded
@@ -302,6 +331,22 @@ void RunSession::fit(const Stage& st) {
       lap("logging");
       for (const auto& [name, value] : phase)
         metrics_.summary(fmt::format("profile/{}/{}_seconds", st.domain, name), value);
+    }
+    if (selecting) epochs_run_ = epoch + 1;
+    if (stop_early) {
+      spdlog::info(
+          "[runner] early stopping after epoch {}: target val {} has not improved for {} "
+          "epoch(s) (best {:.4f} at epoch {})",
+          epoch + 1, selection_.monitor, selection_.patience, selected_value_, selected_epoch_ + 1);
+      break;
+    }
+  }
+  if (selecting) {
+    if (keep_best && !best_state.empty()) {
+      torch::NoGradGuard no_grad;
+      for (auto& [live, copy] : best_state) live.copy_(copy);
+    } else {
+      selected_epoch_ = epochs_run_ - 1;  // checkpoint "last": the model as training left it
     }
   }
   clear_grads();  // a later stage starts clean; the memory is freed

@@ -20,7 +20,9 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "config/experiment.hpp"
 #include "plugins/loader.hpp"
+#include "run/evaluation.hpp"
 #include "run/runner.hpp"
 #include "run/signals.hpp"
 #include "store/store.hpp"
@@ -153,6 +155,24 @@ class RunSession : public Session {
   DomainData target_;
   TrainConfig train_;
   int64_t ctx_run_id_ = 0;  // the run id, recorded with the cache entries it makes
+
+  /// What every evaluation counts: top-k for these k, calibration bins (from [eval]).
+  std::vector<int64_t> top_k_;
+  int64_t calibration_bins_ = 15;
+  /// Evaluates like Session::evaluate, counting every metric (run/evaluation.hpp).
+  SplitEvaluation evaluate_all(torch::nn::Module& module,
+                               const std::function<torch::Tensor(const torch::Tensor&)>& forward,
+                               const Split& split, int64_t num_classes);
+
+  /// Epoch selection ([train] checkpoint, monitor, patience) for one stage: the runner's target
+  /// stage. fit() evaluates `monitor` on the stage's val split each epoch, stops after
+  /// `patience` epochs without improvement, and with checkpoint "best" puts the best epoch's
+  /// parameters and buffers back into the stage's module when it ends.
+  const Stage* selected_stage_ = nullptr;
+  SelectionSpec selection_;
+  int64_t selected_epoch_ = -1;  ///< 0-based epoch whose model the stage ended with.
+  int64_t epochs_run_ = 0;       ///< Epochs the selected stage ran (fewer when it stopped early).
+  double selected_value_ = 0;    ///< The monitored value at selected_epoch_.
 
  private:
   Context& ctx_;

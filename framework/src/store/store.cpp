@@ -190,6 +190,23 @@ ALTER TABLE runs ADD COLUMN pid_start INTEGER;
     R"sql(
 ALTER TABLE runs ADD COLUMN job TEXT;
 )sql",
+    // 5 -> 6: evaluations beyond accuracy (the counts behind every classification metric, the
+    // confusion matrix among them) of the run's target splits and of `tlab eval` passes.
+    R"sql(
+-- counts: JSON {num_classes, confusion (row-major [label][predicted]), top_k, top_k_correct,
+-- bin_count, bin_correct, bin_confidence}; dataset: the evaluated dataset table as TOML (NULL
+-- for the run's own target); loss is NULL only for NaN.
+CREATE TABLE evaluations (
+  id INTEGER PRIMARY KEY,
+  run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+  name TEXT NOT NULL,
+  dataset TEXT,
+  counts TEXT NOT NULL,
+  loss REAL,
+  created_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX evaluations_run_name ON evaluations (run_id, name);
+)sql",
 };
 static_assert(std::size(kMigrations) == Store::kSchemaVersion, "one migration per schema version");
 
@@ -1054,6 +1071,65 @@ std::vector<PluginRecord> Store::plugins(int64_t run) {
     while (select.step()) {
       records.push_back({select.text_at(0), select.text_at(1), select.text_at(2), select.text_at(3),
                          select.text_at(4)});
+    }
+  });
+  return records;
+}
+
+void Store::write_evaluation(const EvaluationRecord& e,
+                             const std::vector<std::pair<std::string, double>>& summaries) {
+  assert(db_ && "Store used after being moved from");
+  db_->transaction(
+      TxMode::kWrite, fmt::format("writing evaluation '{}' of run {}", e.name, e.run_id), [&] {
+        Query erase(*db_, "DELETE FROM evaluations WHERE run_id = ? AND name = ?");
+        erase.bind_int(1, e.run_id).bind_text(2, e.name).run();
+        // The summaries of an earlier evaluation of this name go with it (its metric list may
+        // have been longer).
+        Query erase_summaries(*db_,
+                              "DELETE FROM summaries WHERE run_id = ? AND substr(name, 1, ?) = ?");
+        erase_summaries.bind_int(1, e.run_id)
+            .bind_int(2, static_cast<int64_t>(e.name.size() + 1))
+            .bind_text(3, e.name + "/")
+            .run();
+        Query insert(*db_,
+                     "INSERT INTO evaluations (run_id, name, dataset, counts, loss, created_at) "
+                     "VALUES (?, ?, ?, ?, ?, ?)");
+        insert.bind_int(1, e.run_id).bind_text(2, e.name);
+        if (e.dataset.empty())
+          insert.bind_null(3);
+        else
+          insert.bind_text(3, e.dataset);
+        insert.bind_text(4, e.counts).bind_real(5, e.loss);
+        insert.bind_text(6, e.created_at.empty() ? utc_now() : e.created_at).run();
+        Query upsert(*db_,
+                     "INSERT INTO summaries (run_id, name, value) VALUES (?, ?, ?) "
+                     "ON CONFLICT (run_id, name) DO UPDATE SET value = excluded.value");
+        upsert.bind_int(1, e.run_id);
+        for (const auto& [name, value] : summaries) {
+          upsert.bind_text(2, name).bind_real(3, value);
+          upsert.run();
+        }
+      });
+}
+
+std::vector<EvaluationRecord> Store::evaluations(int64_t run) {
+  assert(db_ && "Store used after being moved from");
+  std::vector<EvaluationRecord> records;
+  db_->transaction(TxMode::kRead, fmt::format("reading the evaluations of run {}", run), [&] {
+    records.clear();
+    Query select(*db_,
+                 "SELECT name, coalesce(dataset, ''), counts, loss, created_at FROM evaluations "
+                 "WHERE run_id = ? ORDER BY name");
+    select.bind_int(1, run);
+    while (select.step()) {
+      EvaluationRecord e;
+      e.run_id = run;
+      e.name = select.text_at(0);
+      e.dataset = select.text_at(1);
+      e.counts = select.text_at(2);
+      e.loss = select.real_at(3);
+      e.created_at = select.text_at(4);
+      records.push_back(std::move(e));
     }
   });
   return records;

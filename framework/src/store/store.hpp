@@ -87,6 +87,18 @@ struct PluginRecord {
   std::string kind, name, version, path, file_hash;
 };
 
+/// One evaluation pass of a run's model (table `evaluations`): the run's own target splits
+/// ("target/val", "target/test", recorded when it finishes) and the passes `tlab eval` adds
+/// ("eval/<label>/<split>"). Its metrics are also summaries `<name>/<metric>` of the run.
+struct EvaluationRecord {
+  int64_t run_id = 0;
+  std::string name;        ///< "target/test", "eval/digits_rotated/test", ...
+  std::string dataset;     ///< The dataset table evaluated, as TOML ("" for the run's target).
+  std::string counts;      ///< results/classification.hpp ClassificationCounts::to_json().
+  double loss = 0;         ///< Mean cross-entropy (NaN kept as NULL).
+  std::string created_at;  ///< UTC, ISO 8601.
+};
+
 /// What `Store::create_run` records about a new run.
 struct NewRun {
   std::string experiment;          ///< Experiment file path as given.
@@ -181,7 +193,7 @@ class Connection;
 class Store {
  public:
   /// Schema version this build reads and writes (`PRAGMA user_version`).
-  static constexpr int kSchemaVersion = 5;
+  static constexpr int kSchemaVersion = 6;
   /// How long one statement waits for another process's lock before SQLite reports busy.
   static constexpr std::chrono::milliseconds kBusyTimeout{10000};
   /// Write transactions still busy after the busy timeout are retried whole, this many times
@@ -257,6 +269,12 @@ class Store {
   std::vector<MetricRow> metrics(int64_t run, const std::string& name = "");
   /// The plugins of `run`, in the order they were added.
   std::vector<PluginRecord> plugins(int64_t run);
+  /// Records an evaluation of `run` and its summaries (`<name>/<metric>`) in one transaction,
+  /// replacing an earlier evaluation of the same name and its summaries.
+  void write_evaluation(const EvaluationRecord& evaluation,
+                        const std::vector<std::pair<std::string, double>>& summaries);
+  /// The evaluations of `run`, by name.
+  std::vector<EvaluationRecord> evaluations(int64_t run);
 
   /// `PRAGMA integrity_check` plus `PRAGMA foreign_key_check`: "ok" when both find nothing,
   /// else one line per problem.

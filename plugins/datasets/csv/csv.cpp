@@ -50,6 +50,10 @@ struct CsvOptions {
   int64_t num_classes = 0;
   /// Class names in id order; labels must be among them (empty = from the labels).
   std::vector<std::string> classes;
+  /// A file of inputs without labels (the feature columns; a label column is ignored), read
+  /// into the domain's unlabelled inputs with the training file's standardisation: what
+  /// adaptation methods train on, and what `tlab predict --input` predicts (optional).
+  std::string unlabeled_path;
 };
 
 // Splits one line into fields; quoted fields may hold the delimiter and doubled quotes.
@@ -93,6 +97,7 @@ std::string split_fields(std::string_view line, char delim, std::vector<std::str
 struct Table {
   std::vector<double> values;  // rows x features, row by row
   std::vector<tlab_ds::RawLabel> labels;
+  int64_t rows = 0;
 };
 
 class Csv : public tlab::Dataset {
@@ -117,7 +122,10 @@ class Csv : public tlab::Dataset {
         .min(0)
         .field("num_classes", &O::num_classes, "number of classes (0 = from the labels)")
         .min(0)
-        .field("classes", &O::classes, "class names in id order (empty = from the labels)");
+        .field("classes", &O::classes, "class names in id order (empty = from the labels)")
+        .field("unlabeled_path", &O::unlabeled_path,
+               "file of inputs without labels (same feature columns), standardised as the "
+               "training file: the unlabelled inputs (optional)");
   }
 
   explicit Csv(Options options) : o_(std::move(options)) {
@@ -181,10 +189,21 @@ class Csv : public tlab::Dataset {
         sd = torch::where(constant, torch::ones_like(sd), sd);
       }
       for (tlab::Split* s : {&d.train, &d.val, &d.test}) s->x = (s->x - mean) / sd;
+      mean_ = mean;
+      sd_ = sd;
       tlab_ds::log_info(ctx, "standardised " + std::to_string(f) +
                                  " features with the train split's mean and std");
     }
+    if (!o_.unlabeled_path.empty()) {
+      Table u = read(o_.unlabeled_path, features, /*labelled=*/false);
+      const auto rows = static_cast<int64_t>(u.values.size()) / f;
+      d.unlabeled = torch::tensor(u.values, torch::kDouble).view({rows, f});
+    }
+    if (o_.standardize) {
+      if (d.unlabeled.defined()) d.unlabeled = (d.unlabeled - mean_) / sd_;
+    }
     for (tlab::Split* s : {&d.train, &d.val, &d.test}) s->x = s->x.to(torch::kFloat);
+    if (d.unlabeled.defined()) d.unlabeled = d.unlabeled.to(torch::kFloat);
     tlab_ds::log_info(ctx, "read " + std::to_string(all.size()) + " rows of " + std::to_string(f) +
                                " features from " + quote(o_.path) + ": train " +
                                std::to_string(d.train.size()) + ", val " +
@@ -196,7 +215,7 @@ class Csv : public tlab::Dataset {
  private:
   // Reads one file. `features` is the feature column list: filled from the first file's header
   // when empty, then required in every file.
-  Table read(const fs::path& path, std::vector<std::string>& features) const {
+  Table read(const fs::path& path, std::vector<std::string>& features, bool labelled = true) const {
     const std::string text = tlab_ds::read_bytes(path, "csv: file");
     const std::string at = "csv: file " + quote(path);
     const char delim = o_.delimiter[0];
@@ -227,7 +246,7 @@ class Csv : public tlab::Dataset {
                                    "'; its header has the columns " +
                                    tlab_ds::join_quoted(header, 1000));
     };
-    if (!column.count(o_.label)) throw missing(o_.label, "label column");
+    if (labelled && !column.count(o_.label)) throw missing(o_.label, "label column");
     if (features.empty()) {
       for (const auto& h : header)
         if (h != o_.label) features.push_back(h);
@@ -243,7 +262,7 @@ class Csv : public tlab::Dataset {
       if (!column.count(name)) throw missing(name, "column");
       feature_at.push_back(column.at(name));
     }
-    const std::size_t label_at = column.at(o_.label);
+    const std::size_t label_at = labelled ? column.at(o_.label) : 0;
 
     Table t;
     std::vector<std::string> fields;
@@ -267,19 +286,22 @@ class Csv : public tlab::Dataset {
                                         : "a finite decimal number"));
         t.values.push_back(value);
       }
+      ++t.rows;
+      if (!labelled) continue;
       std::string label(tlab_ds::trim(fields[label_at]));
       if (label.empty())
         throw std::invalid_argument(where + ", column '" + o_.label +
                                     "': the label is empty; expected an integer or a class name");
       t.labels.push_back({std::move(label), path, line.number});
     }
-    if (t.labels.empty())
+    if (t.rows == 0)
       throw std::invalid_argument(at + " has a header but no data rows; expected one row per " +
                                   "example after the header");
     return t;
   }
 
   Options o_;
+  torch::Tensor mean_, sd_;  // the training split's standardisation
 };
 
 }  // namespace

@@ -44,6 +44,9 @@ struct IdxOptions {
   int64_t seed = 0;
   /// Labels must be below this (default 10).
   int64_t num_classes = 10;
+  /// Images without labels (IDX 0x00000803, optionally .gz): the domain's unlabelled inputs,
+  /// what adaptation methods train on and `tlab predict --input` predicts (optional).
+  std::string unlabeled_path;
 };
 
 constexpr uint32_t kImagesMagic = 0x00000803, kLabelsMagic = 0x00000801;
@@ -123,6 +126,14 @@ IdxFile read_idx(const std::string& key, const std::string& file, bool images) {
   return f;
 }
 
+// The images of an IDX file as N x 1 x rows x columns floats in [0, 1].
+torch::Tensor images_of(const IdxFile& im) {
+  return torch::from_blob(const_cast<unsigned char*>(im.data()),
+                          {im.dims[0], 1, im.dims[1], im.dims[2]}, torch::kByte)
+      .to(torch::kFloat)
+      .div_(255.0);
+}
+
 // Images and labels of one pair of files, checked against each other.
 tlab::Split read_pair(const std::string& images_key, const std::string& images_file,
                       const std::string& labels_key, const std::string& labels_file,
@@ -144,11 +155,7 @@ tlab::Split read_pair(const std::string& images_key, const std::string& images_f
           " at index " + std::to_string(i) +
           " is out of range; expected a label < num_classes = " + std::to_string(num_classes));
   }
-  torch::Tensor x = torch::from_blob(const_cast<unsigned char*>(im.data()),
-                                     {n, 1, im.dims[1], im.dims[2]}, torch::kByte)
-                        .to(torch::kFloat)
-                        .div_(255.0);
-  return {x, torch::tensor(y, torch::kLong).view({n})};
+  return {images_of(im), torch::tensor(y, torch::kLong).view({n})};
 }
 
 class Idx : public tlab::Dataset {
@@ -171,6 +178,8 @@ class Idx : public tlab::Dataset {
         .min(0)
         .field("seed", &O::seed, "data seed for the hold-outs and max_train")
         .min(0)
+        .field("unlabeled_path", &O::unlabeled_path,
+               "images without labels (IDX, or .gz): the unlabelled inputs (optional)")
         .field("num_classes", &O::num_classes, "number of classes; labels must be below it")
         .range(1, 256);
   }
@@ -221,6 +230,16 @@ class Idx : public tlab::Dataset {
             std::to_string(d.test.x.size(2)) + " x " + std::to_string(d.test.x.size(3)) +
             " pixels; expected " + std::to_string(all.x.size(2)) + " x " +
             std::to_string(all.x.size(3)) + " as in train_images " + quote(o_.train_images));
+    }
+    if (!o_.unlabeled_path.empty()) {
+      const IdxFile im = read_idx("unlabeled_path", o_.unlabeled_path, true);
+      if (im.dims[1] != all.x.size(2) || im.dims[2] != all.x.size(3))
+        throw std::invalid_argument(
+            "idx: unlabeled_path file " + quote(o_.unlabeled_path) + " has images of " +
+            std::to_string(im.dims[1]) + " x " + std::to_string(im.dims[2]) + " pixels; expected " +
+            std::to_string(all.x.size(2)) + " x " + std::to_string(all.x.size(3)) +
+            " as in train_images " + quote(o_.train_images));
+      d.unlabeled = images_of(im);
     }
     tlab_ds::log_info(ctx,
                       "read " + std::to_string(all.size()) + " training images of " +

@@ -66,6 +66,10 @@ struct ImagefolderOptions {
   /// Largest decoded size (MiB, all splits as float) kept resident; larger folders are streamed:
   /// decoded batch by batch by `workers` threads through the runner's prefetch queue (1024).
   int64_t resident_max_mb = 1024;
+  /// A folder of images without labels (every .png/.jpg under it, in sorted path order), decoded
+  /// and normalised as the training images: the domain's unlabelled inputs, what adaptation
+  /// methods train on and `tlab predict --input` predicts (optional; kept resident).
+  std::string unlabeled_path;
 };
 
 const std::vector<std::string> kExtensions{".png", ".jpg", ".jpeg"};
@@ -323,7 +327,10 @@ class Imagefolder : public tlab::Dataset {
         .field("resident_max_mb", &O::resident_max_mb,
                "largest decoded size kept in memory (MiB); larger folders are streamed through "
                "a prefetch queue, with fresh augmentation every epoch (0 = always stream)")
-        .range(0, 1 << 24);
+        .range(0, 1 << 24)
+        .field("unlabeled_path", &O::unlabeled_path,
+               "folder of images without labels, decoded as the training images: the unlabelled "
+               "inputs (optional)");
   }
 
   explicit Imagefolder(Options options) : o_(std::move(options)) {
@@ -361,6 +368,43 @@ class Imagefolder : public tlab::Dataset {
   }
 
   tlab::DomainData load(tlab::Context& ctx) override {
+    tlab::DomainData d = load_labelled(ctx);
+    if (o_.unlabeled_path.empty()) return d;
+    std::error_code ec;
+    if (!fs::is_directory(o_.unlabeled_path, ec))
+      throw std::invalid_argument("imagefolder: unlabeled_path " + quote(o_.unlabeled_path) +
+                                  " is not a folder; expected a folder of .png or .jpg images");
+    std::vector<fs::path> files;
+    for (const auto& e : fs::recursive_directory_iterator(o_.unlabeled_path))
+      if (e.is_regular_file() && supported(e.path())) files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    if (files.empty())
+      throw std::invalid_argument("imagefolder: unlabeled_path " + quote(o_.unlabeled_path) +
+                                  " holds no .png or .jpg images");
+    const int64_t c = d.input_shape[0], h = d.input_shape[1], w = d.input_shape[2];
+    torch::Tensor x = torch::empty({static_cast<int64_t>(files.size()), c, h, w});
+    for (std::size_t i = 0; i < files.size(); ++i) {
+      const Image img = load_image(o_, files[i]);
+      if (img.height != h || img.width != w)
+        throw std::invalid_argument(
+            "imagefolder: " + quote(files[i]) + " is " + std::to_string(img.height) + " x " +
+            std::to_string(img.width) + " pixels; expected " + std::to_string(h) + " x " +
+            std::to_string(w) + " as the training images, or set size to resize all");
+      std::copy(img.data.begin(), img.data.end(), x[static_cast<int64_t>(i)].data_ptr<float>());
+    }
+    if (!o_.mean.empty()) {
+      const auto ch = static_cast<int64_t>(o_.mean.size());
+      x = (x - torch::tensor(o_.mean, torch::kDouble).to(torch::kFloat).view({1, ch, 1, 1})) /
+          torch::tensor(o_.stdev, torch::kDouble).to(torch::kFloat).view({1, ch, 1, 1});
+    }
+    d.unlabeled = x;
+    tlab_ds::log_info(ctx, "decoded " + std::to_string(files.size()) + " unlabelled images from " +
+                               quote(o_.unlabeled_path));
+    return d;
+  }
+
+ private:
+  tlab::DomainData load_labelled(tlab::Context& ctx) {
     const Listing train = list(o_.path, "path", nullptr);
     if (train.files.empty())
       throw std::invalid_argument("imagefolder: path " + quote(o_.path) + " has " +

@@ -70,6 +70,10 @@ struct TextOptions {
   int64_t num_classes = 0;
   /// Class names in id order; labels must be among them (empty = from the labels).
   std::vector<std::string> classes;
+  /// Texts without labels, one per line (a line 'label<TAB>text' counts as its text): the
+  /// domain's unlabelled inputs, encoded with the training vocabulary; what adaptation methods
+  /// train on and `tlab predict --input` predicts (optional).
+  std::string unlabeled_path;
 };
 
 std::string percent(int64_t part, int64_t whole) {
@@ -167,7 +171,9 @@ class Text : public tlab::Dataset {
         .min(0)
         .field("num_classes", &O::num_classes, "number of classes (0 = from the labels)")
         .min(0)
-        .field("classes", &O::classes, "class names in id order (empty = from the labels)");
+        .field("classes", &O::classes, "class names in id order (empty = from the labels)")
+        .field("unlabeled_path", &O::unlabeled_path,
+               "texts without labels, one per line: the unlabelled inputs (optional)");
   }
 
   explicit Text(Options options) : o_(std::move(options)) {
@@ -277,6 +283,12 @@ class Text : public tlab::Dataset {
       for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int64_t>(i);
       d.test = encode(test, labels.test, all, "test");
     }
+    if (!o_.unlabeled_path.empty()) {
+      Examples u = read(o_.unlabeled_path, /*labelled=*/false);
+      std::vector<int64_t> all(u.tokens.size()), none(u.tokens.size(), 0);
+      for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int64_t>(i);
+      d.unlabeled = encode(u, none, all, "unlabeled").x;
+    }
     tlab_ds::log_info(ctx, stats);
     return d;
   }
@@ -287,7 +299,7 @@ class Text : public tlab::Dataset {
                                  : whitespace_tokens(s, o_.lowercase);
   }
 
-  Examples read(const fs::path& path) const {
+  Examples read(const fs::path& path, bool labelled = true) const {
     const std::string bytes = tlab_ds::read_bytes(path, "text: file");
     Examples ex;
     for (const tlab_ds::Line& line : tlab_ds::split_lines(bytes)) {
@@ -295,6 +307,11 @@ class Text : public tlab::Dataset {
       const std::string where =
           "text: file " + quote(path) + " line " + std::to_string(line.number);
       const std::size_t tab = line.text.find('\t');
+      if (!labelled) {
+        ex.tokens.push_back(tokens(
+            tlab_ds::trim(tab == std::string_view::npos ? line.text : line.text.substr(tab + 1))));
+        continue;
+      }
       if (tab == std::string_view::npos)
         throw std::invalid_argument(where + ": no tab; expected 'label<TAB>text'");
       const std::string label(tlab_ds::trim(line.text.substr(0, tab)));
@@ -309,8 +326,8 @@ class Text : public tlab::Dataset {
       ex.labels.push_back({label, path, line.number});
     }
     if (ex.tokens.empty())
-      throw std::invalid_argument("text: file " + quote(path) +
-                                  " has no examples; expected 'label<TAB>text' lines");
+      throw std::invalid_argument("text: file " + quote(path) + " has no examples; expected " +
+                                  (labelled ? "'label<TAB>text' lines" : "one text per line"));
     return ex;
   }
 
