@@ -827,3 +827,67 @@ TEST_F(DatasetFormats, EveryPluginDescribesItsOptions) {
 }
 
 }  // namespace
+
+// ---- unlabeled_path: inputs without labels, preprocessed as the training data -----------------
+
+// Each file format's unlabelled inputs equal the same examples read as a labelled test file
+// (so tlab predict --input gives what the model would give them as test data).
+TEST_F(DatasetFormats, UnlabelledInputsArePreprocessedAsTheTestSplit) {
+  const fs::path dir = temp_dir("fmt_unlabeled");
+  // csv: feature columns only (a label column would be ignored), standardised.
+  {
+    const fs::path train = write_file(dir / "train.csv", csv_rows(0, 20));
+    const fs::path test = write_file(dir / "test.csv", csv_rows(20, 25));
+    std::string rows = "c,b,a\n";  // other column order: columns are found by name
+    for (int i = 20; i < 25; ++i)
+      rows += std::to_string(3 - i / 2.0) + "," + std::to_string(i * i / 10.0) + "," +
+              std::to_string(i) + "\n";
+    const fs::path unlabeled = write_file(dir / "rows.csv", rows);
+    tlab::DomainData d =
+        load("csv", {{"path", s(train)}, {"test_path", s(test)}, {"unlabeled_path", s(unlabeled)}});
+    ASSERT_TRUE(d.unlabeled.defined());
+    EXPECT_TRUE(torch::allclose(d.unlabeled, d.test.x));
+    tlab::DomainData again = load("csv", {{"path", s(train)}, {"unlabeled_path", s(test)}});
+    EXPECT_TRUE(torch::allclose(again.unlabeled, d.test.x));  // a label column is ignored
+    EXPECT_THAT(load_error("csv", {{"path", s(train)}, {"unlabeled_path", s(dir / "no.csv")}}),
+                HasSubstr("no.csv"));
+  }
+  // idx: an image file alone.
+  {
+    const IdxFiles train = write_idx(dir, "train", 20), test = write_idx(dir, "t10k", 5);
+    tlab::Params p = idx_params(train);
+    p["test_images"] = s(test.images);
+    p["test_labels"] = s(test.labels);
+    p["unlabeled_path"] = s(test.images);
+    tlab::DomainData d = load("idx", p);
+    ASSERT_TRUE(d.unlabeled.defined());
+    EXPECT_TRUE(torch::equal(d.unlabeled, d.test.x));
+    p["unlabeled_path"] = s(test.labels);
+    EXPECT_THAT(load_error("idx", p), HasSubstr("unlabeled_path file"));
+  }
+  // text: one text per line, encoded with the training vocabulary.
+  {
+    const fs::path train = write_file(dir / "reviews.tsv", kReviews);
+    const fs::path test = write_file(dir / "more.tsv", "pos\tGood stuff\nneg\tbad, BAD\n");
+    const fs::path lines = write_file(dir / "lines.txt", "Good stuff\nbad, BAD\n");
+    tlab::DomainData d = load("text", {{"path", s(train)},
+                                       {"test_path", s(test)},
+                                       {"unlabeled_path", s(lines)},
+                                       {"val_fraction", 0.0}});
+    ASSERT_TRUE(d.unlabeled.defined());
+    EXPECT_EQ(d.unlabeled.scalar_type(), torch::kLong);
+    EXPECT_TRUE(torch::equal(d.unlabeled, d.test.x));
+  }
+  fs::remove_all(dir);
+  // imagefolder: every image under a folder, in sorted path order, normalised.
+  if (images().empty()) return;
+  tlab::Params p = folder("train", {{"test_path", s(images() / "test")},
+                                    {"unlabeled_path", s(images() / "test")},
+                                    {"mean", std::vector<double>{0.5, 0.5, 0.5}},
+                                    {"std", std::vector<double>{0.25, 0.25, 0.25}}});
+  tlab::DomainData d = load("imagefolder", p);
+  ASSERT_TRUE(d.unlabeled.defined());
+  EXPECT_TRUE(torch::allclose(d.unlabeled, d.test.x));
+  p["unlabeled_path"] = s(images() / "many");  // other sizes, no `size`: refused, naming the file
+  EXPECT_THAT(load_error("imagefolder", p), HasSubstr("expected 3 x 4 as the training images"));
+}

@@ -343,6 +343,42 @@ TEST_F(RunEvaluation, EvalCommandEvaluatesAFinishedRunOnOtherDomains) {
   EXPECT_THAT(shown.out, HasSubstr("Evaluation eval/source/test (90 examples"));
   EXPECT_THAT(shown.out, HasSubstr("true \\ predicted"));
 
+  // A second run, evaluated with the first by a range of ids: the cross-domain matrix has one
+  // row per strategy and one column per evaluated domain, mean ± s.e. over the two runs.
+  const auto second = run({"seed=4"});
+  ASSERT_EQ(second.status, tlab::RunStatus::kFinished) << second.reason;
+  out = tlab::test::shell(tlab + fmt::format("{}-{}", r.id, second.id) +
+                          " -m target.domain=source,target");
+  ASSERT_EQ(out.code, 0) << out.out;
+  EXPECT_THAT(out.out, HasSubstr("2 runs evaluated"));
+  const std::string db = " --db " + (dir_ / "results.db").string();
+  const auto matrix =
+      tlab::test::shell(TLAB_TEST_BIN_DIR + "/tlab results compare --cross-domain" + db);
+  ASSERT_EQ(matrix.code, 0) << matrix.out;
+  EXPECT_THAT(matrix.out, HasSubstr("eval/*/test/acc"));
+  EXPECT_THAT(matrix.out, HasSubstr("columns = eval.domain"));
+  EXPECT_THAT(matrix.out, HasSubstr("strategy.plugin  source"));
+  EXPECT_THAT(matrix.out, HasSubstr(" ± "));  // two seeds per cell
+  const auto f1 = tlab::test::shell(TLAB_TEST_BIN_DIR +
+                                    "/tlab results compare --cross-domain --metric val/f1_macro" +
+                                    db + " --format csv");
+  ASSERT_EQ(f1.code, 0) << f1.out;
+  EXPECT_THAT(f1.out, HasSubstr("source mean,source se,source n"));
+  const auto wrong = tlab::test::shell(
+      TLAB_TEST_BIN_DIR + "/tlab results compare --cross-domain --metric test/top9_acc" + db);
+  EXPECT_EQ(wrong.code, 2);
+  EXPECT_THAT(wrong.out, HasSubstr("no evaluation in"));
+  EXPECT_THAT(wrong.out, HasSubstr("has the metric 'test/top9_acc'"));
+  // The HTML report: the same matrix for test accuracy, and the confusion heat maps.
+  const auto report = tlab::test::shell(TLAB_TEST_BIN_DIR + "/tlab results report" + db +
+                                        " --output " + (dir_ / "report.html").string());
+  ASSERT_EQ(report.code, 0) << report.out;
+  const std::string html = tlab::test::read_file(dir_ / "report.html");
+  EXPECT_THAT(html, HasSubstr("Cross-domain evaluation: test accuracy"));
+  EXPECT_THAT(html, HasSubstr("<th>source</th><th>target</th>"));
+  EXPECT_THAT(html, HasSubstr("Confusion matrices: target test"));
+  EXPECT_THAT(html, HasSubstr("<table class=\"confusion\">"));
+
   // Bad input: nothing is written.
   auto fails = [&](const std::string& args, const std::string& message) {
     const auto res = tlab::test::shell(tlab + args);
@@ -368,6 +404,10 @@ TEST_F(RunEvaluation, EvalCommandEvaluatesAFinishedRunOnOtherDomains) {
         fmt::format("run {} is failed (train.checkpoint = \"best\"", failed.id));
   EXPECT_EQ(store_->evaluations(r.id).size(), 6u);
   EXPECT_TRUE(store_->evaluations(failed.id).empty());
+  // A list with an unfinished run evaluates none of them.
+  fails(fmt::format("{},{} -m target.domain=source", second.id, failed.id),
+        fmt::format("run {} is failed", failed.id));
+  EXPECT_EQ(store_->evaluations(second.id).size(), 4u);
 }
 
 // ---------------------------------------------------------------------------------------------

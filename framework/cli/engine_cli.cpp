@@ -136,7 +136,10 @@ void add_engine_commands(CLI::App& app, std::vector<Command>& out,
       "eval",
       "Evaluate a finished run's model on another dataset, domain or split; recorded with the "
       "run as evaluation eval/<label>/<split> (docs/evaluation.md)");
-  eval->add_option("run", *e_run, "Run id, or the start of the run's uuid")->required();
+  eval->add_option("runs", *e_run,
+                   "Runs: an id, the start of a uuid, or a list of them and id ranges, e.g. "
+                   "1-6,9")
+      ->required();
   eval->add_option("overrides", e->overrides,
                    "Overrides of the run's resolved config: target.* (the data evaluated, e.g. "
                    "target.domain=rotated), eval.* (metrics) and device; with -m sweeps, e.g. "
@@ -153,7 +156,7 @@ void add_engine_commands(CLI::App& app, std::vector<Command>& out,
   out.push_back({eval, [e, e_run, globals] {
                    {
                      Store store = open_results(e->db);
-                     e->run = resolve_run(store, *e_run, e->db);
+                     e->runs = resolve_runs(store, *e_run, e->db);
                    }
                    return open_engine("eval").evaluate(*globals, *e);
                  }});

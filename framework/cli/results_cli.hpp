@@ -32,6 +32,10 @@ Store open_results(const std::string& db);
 /// case-insensitive prefix of a run's uuid. UsageError naming the ids that exist otherwise.
 int64_t resolve_run(Store& store, const std::string& spec, const std::string& db);
 
+/// Several runs: a comma-separated list of what resolve_run takes and id ranges "3-7" (both
+/// ends included, each id must exist), in the order given, without repeats.
+std::vector<int64_t> resolve_runs(Store& store, const std::string& spec, const std::string& db);
+
 /// Adds `--db PATH` (default results/results.db) to `cmd`, bound to `db`.
 void add_db_option(CLI::App& cmd, std::string& db);
 

@@ -453,6 +453,33 @@ int64_t resolve_run(Store& store, const std::string& spec, const std::string& db
                   spec, db, runs.front().id, runs.back().id, db));
 }
 
+std::vector<int64_t> resolve_runs(Store& store, const std::string& spec, const std::string& db) {
+  std::vector<int64_t> ids;
+  auto add = [&](int64_t id) {
+    if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+  };
+  std::stringstream in(spec);
+  for (std::string part; std::getline(in, part, ',');) {
+    const auto dash = part.find('-');
+    const bool range = dash != std::string::npos && dash > 0 && dash + 1 < part.size() &&
+                       part.find_first_not_of("0123456789-") == std::string::npos &&
+                       part.find('-', dash + 1) == std::string::npos;
+    if (!range) {
+      add(resolve_run(store, part, db));
+      continue;
+    }
+    const int64_t first = resolve_run(store, part.substr(0, dash), db);
+    const int64_t last = resolve_run(store, part.substr(dash + 1), db);
+    if (last < first)
+      throw UsageError(
+          fmt::format("runs '{}': the range {} goes down; expected the lower id first, e.g. {}-{}",
+                      spec, part, last, first));
+    for (int64_t id = first; id <= last; ++id) add(resolve_run(store, std::to_string(id), db));
+  }
+  if (ids.empty()) throw UsageError("expected a run id or the start of a run's uuid");
+  return ids;
+}
+
 void add_results_query(CLI::App& results, std::vector<Command>& out) {
   // list
   {

@@ -73,7 +73,7 @@ struct RetryArgs {
 /// (docs/evaluation.md); recorded as evaluations `eval/<label>/<split>` of the run.
 struct EvalArgs {
   std::string db;
-  int64_t run = 0;                     ///< Resolved by the front.
+  std::vector<int64_t> runs;           ///< Resolved by the front.
   std::vector<std::string> overrides;  ///< On the run's resolved config: target.*, eval.*, device.
   std::vector<std::string> splits;     ///< "train", "val" and/or "test".
   std::string name;                    ///< Label ("" = the dataset's domain name).

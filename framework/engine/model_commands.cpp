@@ -211,71 +211,82 @@ int evaluate(const Globals& g, const EvalArgs& a) {
           fmt::format("tlab eval: --split '{}' is not a split; expected train, val or test", s));
   PluginLoader loader(plugin_search_dirs(g));
   Store store = open_store(a.db);
-  const TrainedRun trained = trained_run(store, a.run, "evaluate");
-  const RunRecord& run = trained.record;
-  std::vector<RunSpec> specs = run_specs(run, a.overrides, a.multirun, loader);
-  if (a.dry_run) {
-    for (const auto& s : specs)
-      std::cout << fmt::format("{}  {}\n", join(s.overrides, " "), join(splits, ","));
-    return 0;
-  }
-  if (!a.name.empty() && specs.size() > 1)
-    throw UsageError(fmt::format(
-        "tlab eval: --name '{}' labels one evaluation but the overrides sweep {}; leave --name "
-        "out (each is labelled by its dataset's domain name)",
-        a.name, specs.size()));
-  configure_threads(a.threads);
-
+  // Every run is checked before anything is evaluated, everything evaluated before anything is
+  // written.
+  std::vector<TrainedRun> runs;
+  for (int64_t id : a.runs) runs.push_back(trained_run(store, id, "evaluate"));
   std::vector<Pending> pending;
-  std::set<std::string> labels;
-  for (const RunSpec& spec : specs) {
-    const torch::Device device = resolve_device(spec.device);
-    Loaded loaded = load_for_run(trained, spec, device, loader, "evaluate");
-    DomainData& data = loaded.data;
-    auto& model = loaded.model;
-    const std::string& what = loaded.what;
-    std::string label = label_of(a.name.empty() ? data.name : a.name);
-    if (labels.count(label)) {  // two domains of the same name in one sweep: say which is which
-      label = label_of(data.name + "," + join(spec.overrides, ","));
+  for (const TrainedRun& trained : runs) {
+    const RunRecord& run = trained.record;
+    std::vector<RunSpec> specs = run_specs(run, a.overrides, a.multirun, loader);
+    if (a.dry_run) {
+      for (const auto& s : specs)
+        std::cout << fmt::format("run {}: {}  {}\n", run.id, join(s.overrides, " "),
+                                 join(splits, ","));
+      continue;
     }
-    labels.insert(label);
-    std::vector<std::string> metrics = {"acc", "loss"};
-    for (const auto& m : spec.eval.metrics)
-      if (m != "acc" && m != "loss") metrics.push_back(m);
-    for (const auto& split_name : splits) {
-      const Split& split = split_name == "train" ? data.train
-                           : split_name == "val" ? data.val
-                                                 : data.test;
-      if (split.size() == 0)
-        throw UsageError(
-            fmt::format("{} has no {} split; choose another with --split", what, split_name));
-      auto forward = [&](const torch::Tensor& x) { return model->forward(x); };
-      const SplitEvaluation e = evaluate_split(*model, forward, split, device, data.num_classes,
-                                               top_k_of(metrics), spec.eval.calibration_bins);
-      Pending p;
-      p.label = label;
-      p.split = split_name;
-      p.report = summarize(e.counts);
-      p.record.run_id = run.id;
-      p.record.name = fmt::format("eval/{}/{}", label, split_name);
-      p.record.dataset = dataset_toml(spec);
-      p.record.counts = e.counts.to_json();
-      p.record.loss = e.loss;
-      for (auto& [metric, value] : metric_values(p.report, e.loss, metrics))
-        p.summaries.emplace_back(p.record.name + "/" + metric, value);
-      pending.push_back(std::move(p));
+    if (!a.name.empty() && specs.size() > 1)
+      throw UsageError(fmt::format(
+          "tlab eval: --name '{}' labels one evaluation but the overrides sweep {}; leave --name "
+          "out (each is labelled by its dataset's domain name)",
+          a.name, specs.size()));
+    configure_threads(a.threads);
+    std::set<std::string> labels;
+    for (const RunSpec& spec : specs) {
+      const torch::Device device = resolve_device(spec.device);
+      Loaded loaded = load_for_run(trained, spec, device, loader, "evaluate");
+      DomainData& data = loaded.data;
+      auto& model = loaded.model;
+      const std::string& what = loaded.what;
+      std::string label = label_of(a.name.empty() ? data.name : a.name);
+      if (labels.count(label))  // two domains of the same name in one sweep: say which is which
+        label = label_of(data.name + "," + join(spec.overrides, ","));
+      labels.insert(label);
+      std::vector<std::string> metrics = {"acc", "loss"};
+      for (const auto& m : spec.eval.metrics)
+        if (m != "acc" && m != "loss") metrics.push_back(m);
+      for (const auto& split_name : splits) {
+        const Split& split = split_name == "train" ? data.train
+                             : split_name == "val" ? data.val
+                                                   : data.test;
+        if (split.size() == 0)
+          throw UsageError(
+              fmt::format("{} has no {} split; choose another with --split", what, split_name));
+        auto forward = [&](const torch::Tensor& x) { return model->forward(x); };
+        const SplitEvaluation e = evaluate_split(*model, forward, split, device, data.num_classes,
+                                                 top_k_of(metrics), spec.eval.calibration_bins);
+        Pending p;
+        p.label = label;
+        p.split = split_name;
+        p.report = summarize(e.counts);
+        p.record.run_id = run.id;
+        p.record.name = fmt::format("eval/{}/{}", label, split_name);
+        p.record.dataset = dataset_toml(spec);
+        p.record.counts = e.counts.to_json();
+        p.record.loss = e.loss;
+        for (auto& [metric, value] : metric_values(p.report, e.loss, metrics))
+          p.summaries.emplace_back(p.record.name + "/" + metric, value);
+        pending.push_back(std::move(p));
+      }
     }
   }
+  if (a.dry_run) return 0;
   for (const auto& p : pending) store.write_evaluation(p.record, p.summaries);
 
   Table t;
-  t.title = fmt::format("Run {} ({}) evaluated; tlab results show {} has the confusion matrices",
-                        run.id, run.name, run.id);
-  t.header = {"evaluation", "examples", "acc", "balanced_acc", "f1_macro", "ece", "loss"};
-  t.numeric = {false, true, true, true, true, true, true};
+  t.title = runs.size() == 1 ? fmt::format(
+                                   "Run {} ({}) evaluated; tlab results show {} has the confusion "
+                                   "matrices",
+                                   runs[0].record.id, runs[0].record.name, runs[0].record.id)
+                             : fmt::format(
+                                   "{} runs evaluated; tlab results compare --cross-domain has the "
+                                   "matrix, tlab results show RUN the confusion matrices",
+                                   runs.size());
+  t.header = {"run", "evaluation", "examples", "acc", "balanced_acc", "f1_macro", "ece", "loss"};
+  t.numeric = {true, false, true, true, true, true, true, true};
   for (const auto& p : pending)
-    t.rows.push_back({p.record.name, std::to_string(p.report.total),
-                      fmt::format("{:.4f}", p.report.accuracy),
+    t.rows.push_back({std::to_string(p.record.run_id), p.record.name,
+                      std::to_string(p.report.total), fmt::format("{:.4f}", p.report.accuracy),
                       fmt::format("{:.4f}", p.report.balanced_accuracy),
                       fmt::format("{:.4f}", p.report.f1_macro), fmt::format("{:.4f}", p.report.ece),
                       fmt::format("{:.4f}", p.record.loss)});
@@ -284,13 +295,6 @@ int evaluate(const Globals& g, const EvalArgs& a) {
 }
 
 namespace {
-
-// The value of a param of `spec` as text ("" when absent).
-std::string param_of(const RunSpec& spec, const std::string& key) {
-  for (const auto& p : spec.params)
-    if (p.key == key) return param_text(p.value);
-  return "";
-}
 
 // Class names from the dataset's `classes` option when it has one, else "0", "1", ...
 std::vector<std::string> class_names(const RunSpec& spec, int64_t num_classes) {
