@@ -12,11 +12,13 @@
 
 #include <fmt/format.h>
 #include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
 
 #include "config/experiment.hpp"
 #include "plugins/loader.hpp"
 #include "results/classification.hpp"
 #include "run/evaluation.hpp"
+#include "run/export.hpp"
 #include "run/model_io.hpp"
 #include "run/runner.hpp"
 #include "run/session.hpp"
@@ -485,6 +487,35 @@ print("keys", " ".join(sorted(m.state_dict().keys())))
     EXPECT_THAT(py.out, ::testing::Not(HasSubstr("lora"))) << "LoRA is merged into the weights";
   }
   if (!python) GTEST_SKIP() << "/usr/bin/python3 cannot import torch: install python3-torch";
+}
+
+// What tracing cannot keep is refused with the reason, never exported wrong: a forward pass that
+// reads the batch size as a number (fixed to the example's by the tracer), and one that fails.
+TEST(Export, ModelsTracingCannotCaptureAreRefusedSayingWhy) {
+  struct FixedBatch : torch::nn::Module {
+    torch::nn::Linear fc{nullptr};
+    FixedBatch() { fc = register_module("fc", torch::nn::Linear(12, 3)); }
+    torch::Tensor forward(const torch::Tensor& x) { return fc(x.reshape({x.size(0), -1})); }
+  };
+  auto model = std::make_shared<FixedBatch>();
+  auto forward = [&](const torch::Tensor& x) { return model->forward(x); };
+  const auto example = torch::randn({2, 3, 4}), check = torch::randn({5, 3, 4});
+  tlab::ExportCheck ok;
+  // Reshape with a size read in C++ is fine while the check batch has that size...
+  tlab::trace_module(*model, forward, example, torch::randn({2, 3, 4}), "the model", &ok);
+  EXPECT_LE(ok.max_abs_diff, 1e-6);
+  // ...and refused on another: the tracer fixed the batch size to 2.
+  EXPECT_THAT(tlab::test::error_of<tlab::ExportError>(
+                  [&] { tlab::trace_module(*model, forward, example, check, "the model"); }),
+              HasSubstr("the model: the traced module fails on a batch of 5 examples (traced with "
+                        "2)"));
+  auto failing = [](const torch::Tensor& x) -> torch::Tensor {
+    throw std::runtime_error("no forward for shape " + std::to_string(x.dim()));
+  };
+  EXPECT_THAT(tlab::test::error_of<tlab::ExportError>(
+                  [&] { tlab::trace_module(*model, failing, example, check, "run 3's model"); }),
+              HasSubstr("run 3's model cannot be exported: its forward pass fails on the example "
+                        "batch of 2: no forward for shape 3"));
 }
 
 // Predictions on a split carry the labels (their accuracy is the run's); on a file without

@@ -396,9 +396,11 @@ int export_model(const Globals& g, const ExportArgs& a) {
   std::cout << fmt::format(
       "wrote '{}' (TorchScript, {} tensors; load it with torch.jit.load) and '{}' (classes, input "
       "shape {} {}, preprocessing); checked on {} examples: largest difference {:.3g}\n",
-      output.string(), module.named_attributes(/*recurse=*/true).size(), meta.string(),
-      fmt::join(l.data.input_shape, "x"), j["input_dtype"].get<std::string>(), result.examples,
-      result.max_abs_diff);
+      output.string(),
+      module.named_parameters(/*recurse=*/true).size() +
+          module.named_buffers(/*recurse=*/true).size(),
+      meta.string(), fmt::join(l.data.input_shape, "x"), j["input_dtype"].get<std::string>(),
+      result.examples, result.max_abs_diff);
   return 0;
 }
 

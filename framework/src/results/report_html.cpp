@@ -108,11 +108,14 @@ std::vector<std::string> table_metrics(const std::vector<const RunSummaryRow*>& 
   for (const auto* r : runs)
     for (const auto& [k, v] : r->summaries) present.insert(k);
   std::vector<std::string> out;
-  for (const char* m : {"target/test/acc", "target/val/acc", "target/test/loss", "target/val/loss",
-                        "source/val/acc", "source/test/acc", "run/wall_seconds"})
+  for (const char* m : {"target/test/acc", "target/val/acc", "target/test/f1_macro",
+                        "target/test/balanced_acc", "target/test/ece", "target/test/loss",
+                        "target/val/loss", "source/val/acc", "source/test/acc", "run/wall_seconds"})
     if (present.erase(m)) out.push_back(m);
+  // Then others, but not the evaluations on other domains (their own table) or per-class values.
   for (const auto& m : present)
-    if (out.size() < 8) out.push_back(m);
+    if (out.size() < 8 && m.rfind("eval/", 0) != 0 && m.find("/per_class/") == std::string::npos)
+      out.push_back(m);
   return out;
 }
 

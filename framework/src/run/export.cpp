@@ -3,6 +3,7 @@
 #include <cctype>
 #include <optional>
 #include <unordered_set>
+#include <vector>
 
 #include <fmt/format.h>
 #include <torch/csrc/jit/frontend/tracer.h>
@@ -37,8 +38,7 @@ std::shared_ptr<torch::jit::Graph> trace_graph(const Forward& forward, const tor
   } catch (const std::exception& e) {
     torch::jit::tracer::abandon();
     std::string message = e.what();
-    if (const auto cut = message.find("\nException raised from"); cut != std::string::npos)
-      message.resize(cut);
+    if (const auto cut = message.find('\n'); cut != std::string::npos) message.resize(cut);
     throw ExportError(fmt::format(
         "{} cannot be traced into TorchScript: its forward pass failed under the tracer: {}", what,
         message));
@@ -106,9 +106,31 @@ torch::jit::Module trace_module(torch::nn::Module& model, const Forward& forward
   ModeScope restore(model);
   model.eval();
   torch::NoGradGuard no_grad;
+  // The tracer keeps the tensors it meets as constants (pass 1) or attributes, neither of which
+  // may require a gradient: switched off while tracing, restored after.
+  struct Frozen {
+    std::vector<torch::Tensor> params;
+    ~Frozen() {
+      for (auto& p : params) p.requires_grad_(true);
+    }
+  } frozen;
+  for (auto& p : model.parameters())
+    if (p.requires_grad()) {
+      p.requires_grad_(false);
+      frozen.params.push_back(p);
+    }
   // A pass outside the tracer first: layers that cache what inference reads (LoRA merges its
   // weight once) then read their cache under the tracer, not the computation behind it.
-  forward(example);
+  try {
+    forward(example);
+  } catch (const std::exception& e) {
+    std::string message = e.what();
+    if (const auto cut = message.find('\n'); cut != std::string::npos) message.resize(cut);
+    throw ExportError(
+        fmt::format("{} cannot be exported: its forward pass fails on the example "
+                    "batch of {}: {}",
+                    what, example.size(0), message));
+  }
   // Pass 1: which tensors the forward pass reads (a LoRA layer reads its merged weight).
   const auto used = constant_tensors(*trace_graph(forward, example, nullptr, what));
   // Pass 2: those tensors as the module's attributes, the graph as its forward method.
