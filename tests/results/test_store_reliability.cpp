@@ -556,6 +556,41 @@ TEST_F(StoreReliabilityTest, MergeCreatesTheOutputAsACopyAndRemapsRunIds) {
   EXPECT_EQ(alpha.integrity_check(), "ok");
 }
 
+// Evaluations (confusion matrices) follow their runs into the merged database, with fresh ids;
+// writing an evaluation again under its name replaces it and its summaries.
+TEST_F(StoreReliabilityTest, EvaluationsAreReplacedByNameAndFollowTheirRunsInAMerge) {
+  const fs::path a = dir_ / "alpha.db", b = dir_ / "beta.db", c = dir_ / "merged.db";
+  write_machine(a, "alpha", {"finetune"}, 1);
+  write_machine(b, "beta", {"scratch"}, 2);
+  for (const auto& [path, run] : {std::pair{a, int64_t{1}}, std::pair{b, int64_t{2}}}) {
+    Store store(path, /*create=*/false);
+    EvaluationRecord e;
+    e.run_id = run;
+    e.name = "eval/rotated/test";
+    e.dataset = "[target]\ndomain = \"rotated\"\n";
+    e.counts = R"({"num_classes":2,"confusion":[3,1,0,4]})";
+    e.loss = kNaN;
+    store.write_evaluation(e, {{"eval/rotated/test/acc", 0.875}, {"eval/rotated/test/ece", 0.1}});
+    e.counts = R"({"num_classes":2,"confusion":[4,0,0,4]})";
+    store.write_evaluation(e, {{"eval/rotated/test/acc", 1.0}});  // the ece summary goes
+    const auto got = store.evaluations(run);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].counts, e.counts);
+    EXPECT_TRUE(std::isnan(got[0].loss));
+    const auto row = store.list_runs({run}).at(0);
+    EXPECT_EQ(*row.summary("eval/rotated/test/acc"), 1.0);
+    EXPECT_EQ(row.summary("eval/rotated/test/ece"), nullptr);
+  }
+  const MergeReport report = merge_databases({a, b}, c);
+  EXPECT_EQ(report.output_runs, 3);
+  Store merged(c, /*create=*/false);
+  EXPECT_EQ(merged.evaluations(1).size(), 1u);  // alpha's run
+  EXPECT_TRUE(merged.evaluations(2).empty());   // beta's first run had none
+  ASSERT_EQ(merged.evaluations(3).size(), 1u);  // beta's second
+  EXPECT_EQ(merged.evaluations(3)[0].dataset, "[target]\ndomain = \"rotated\"\n");
+  EXPECT_EQ(merged.integrity_check(), "ok");
+}
+
 TEST_F(StoreReliabilityTest, MergeSkipsRunsItAlreadyHasByUuid) {
   const fs::path a = dir_ / "alpha.db", b = dir_ / "beta.db", c = dir_ / "merged.db";
   const auto uuids_a = write_machine(a, "alpha", {"finetune"}, 2);
