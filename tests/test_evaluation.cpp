@@ -358,7 +358,7 @@ TEST_F(RunEvaluation, EvalCommandEvaluatesAFinishedRunOnOtherDomains) {
       tlab::test::shell(TLAB_TEST_BIN_DIR + "/tlab results compare --cross-domain" + db);
   ASSERT_EQ(matrix.code, 0) << matrix.out;
   EXPECT_THAT(matrix.out, HasSubstr("eval/*/test/acc"));
-  EXPECT_THAT(matrix.out, HasSubstr("columns = eval.domain"));
+  EXPECT_THAT(matrix.out, HasSubstr("columns = the domains evaluated with tlab eval"));
   EXPECT_THAT(matrix.out, HasSubstr("strategy.plugin  source"));
   EXPECT_THAT(matrix.out, HasSubstr(" ± "));  // two seeds per cell
   const auto f1 = tlab::test::shell(TLAB_TEST_BIN_DIR +

@@ -904,7 +904,12 @@ Table compare_table(Store& store, const std::vector<RunSummaryRow>& runs,
                     const CompareOptions& options) {
   Table t = build_comparison(&store, place(store.path(), options.where), runs, options,
                              /*strict=*/true);
-  if (!options.pivot.empty()) {
+  if (options.pivot == "eval.domain") {  // cross_domain_rows: evaluations of the kept models
+    t.title = fmt::format(
+        "{}: mean ± s.e. over seeds, columns = the domains evaluated with tlab eval (the model "
+        "each run kept)",
+        options.metrics.front());
+  } else if (!options.pivot.empty()) {
     t.title = fmt::format("{}: mean ± s.e. over seeds, columns = {}; selection: {}",
                           options.metrics.front(), options.pivot,
                           selection_description(options.selection));
