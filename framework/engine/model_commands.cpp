@@ -309,13 +309,6 @@ std::vector<std::string> class_names(const RunSpec& spec, int64_t num_classes) {
   return names;
 }
 
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
-  std::string q = "\"";
-  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return q + "\"";
-}
-
 }  // namespace
 
 int export_model(const Globals& g, const ExportArgs& a) {

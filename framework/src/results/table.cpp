@@ -120,16 +120,6 @@ std::string render_text(const Table& table) {
   return out;
 }
 
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
-  std::string quoted = "\"";
-  for (char c : s) {
-    if (c == '"') quoted += '"';
-    quoted += c;
-  }
-  return quoted + "\"";
-}
-
 std::string render_csv(const Table& table) {
   std::string out;
   auto line = [&](const std::vector<std::string>& row) {
@@ -279,6 +269,16 @@ std::string render_latex(const Table& table) {
 }
 
 }  // namespace
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
+  std::string quoted = "\"";
+  for (char c : s) {
+    if (c == '"') quoted += '"';
+    quoted += c;
+  }
+  return quoted + "\"";
+}
 
 TableFormat parse_table_format(const std::string& name) {
   const std::string l = lower(name);

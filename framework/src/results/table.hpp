@@ -21,6 +21,10 @@ enum class TableFormat { Text, Csv, Json, Markdown, Latex };
 /// std::invalid_argument naming the value and the choices.
 TableFormat parse_table_format(const std::string& name);
 
+/// One CSV field (RFC 4180): as it is, or in double quotes with quotes doubled when it holds a
+/// comma, a quote or a line break.
+std::string csv_field(const std::string& s);
+
 /// Renders `table`. JSON: an array of objects keyed by the header (cells that parse as finite
 /// numbers become numbers). CSV: RFC 4180 quoting. LaTeX: a booktabs tabular with special
 /// characters escaped. Text: columns aligned, numeric ones to the right.
