@@ -100,6 +100,16 @@ TEST_F(Config, MalformedTomlIsReportedWithLineAndColumn) {
   EXPECT_THAT(msg, StartsWith(at(2, 8)));
 }
 
+// Issue 27: an experiment name with escape sequences reached the terminal through every table.
+TEST_F(Config, ANameWithControlCharactersIsRefused) {
+  const std::string first = kValid.substr(0, kValid.find('\n'));
+  EXPECT_THAT(error(with(first, "name = \"a\\u001b]0;pwned\\u0007\"")),
+              HasSubstr("'name' holds a control character (U+001B at character 2); expected "
+                        "printable text"));
+  EXPECT_THAT(error(with(first, "name = \"tab\\there\"")), HasSubstr("U+0009 at character 4"));
+  EXPECT_EQ(load(with(first, "name = \"caf\u00e9 ± 1\"")).at(0).name, "caf\u00e9 ± 1");
+}
+
 TEST_F(Config, UnknownTopLevelKeySuggestsTheNearest) {
   auto msg = error(with("seed = 3", "sede = 3"));
   EXPECT_THAT(msg, StartsWith(at(2, 8)));

@@ -891,3 +891,29 @@ TEST_F(DatasetFormats, UnlabelledInputsArePreprocessedAsTheTestSplit) {
   p["unlabeled_path"] = s(images() / "many");  // other sizes, no `size`: refused, naming the file
   EXPECT_THAT(load_error("imagefolder", p), HasSubstr("expected 3 x 4 as the training images"));
 }
+
+// ---- hostile paths (issue 27) ------------------------------------------------------------------
+
+// Devices, FIFOs and huge sparse files were read without bound (4 GB in 23 s from /dev/zero) or
+// hung (a FIFO): each is refused at once, naming the file and what it is.
+TEST_F(DatasetFormats, DevicesFifosAndHugeSparseFilesAreRefusedAtOnce) {
+  const fs::path dir = temp_dir("fmt_hostile");
+  EXPECT_THAT(load_error("csv", {{"path", std::string("/dev/zero")}}),
+              HasSubstr("csv: file '/dev/zero' is a character device; expected a regular file"));
+  const IdxFiles good = write_idx(dir, "good", 4);
+  EXPECT_THAT(load_error("idx", idx_params({"/dev/urandom", good.labels})),
+              HasSubstr("'/dev/urandom' is a character device"));
+  const fs::path fifo = dir / "fifo";
+  ASSERT_EQ(shell("mkfifo '" + s(fifo) + "'").code, 0);
+  EXPECT_THAT(load_error("text", {{"path", s(fifo)}}), HasSubstr("is a FIFO (named pipe)"));
+  // 16 GiB of holes: refused after 1 MiB (csv) or 64 bytes (idx); reading it all would take
+  // minutes and 16 GB.
+  const fs::path sparse = dir / "sparse";
+  { std::ofstream(sparse, std::ios::binary); }
+  fs::resize_file(sparse, std::uintmax_t{16} << 30);
+  EXPECT_THAT(load_error("csv", {{"path", s(sparse)}}),
+              HasSubstr("is not a text file: byte 0 is NUL; expected text"));
+  EXPECT_THAT(load_error("idx", idx_params({s(sparse), good.labels})),
+              HasSubstr("has magic number 0x00000000; expected 0x00000803"));
+  fs::remove_all(dir);
+}

@@ -239,7 +239,7 @@ std::string show_text(const RunRecord& r, const std::vector<RunSummaryRow>& list
       p.rows.push_back({pl.kind, pl.name, pl.version, pl.file_hash, pl.path});
     out += render(p, TableFormat::Text);
   }
-  return out;
+  return printable(out, /*keep_lines=*/true);  // values from the database reach a terminal
 }
 
 nlohmann::json show_json(const RunRecord& r, const std::vector<RunSummaryRow>& listed,

@@ -56,6 +56,49 @@ std::size_t find_invalid_utf8(std::string_view text) {
   return std::string_view::npos;
 }
 
+namespace {
+
+bool is_control(uint32_t c) { return c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f); }
+
+}  // namespace
+
+std::string printable(std::string_view text, bool keep_lines) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    const std::size_t start = i;
+    const std::size_t length = utf8_sequence_length(text, i);
+    const uint32_t c = decode_utf8(text, i);
+    // An invalid byte (length 0) is kept: it is not a control character in any terminal's eyes
+    // as UTF-8, and the C1 range as raw bytes 0x80..0x9f only acts in 8-bit terminals.
+    if (length == 0 || !is_control(c) || (keep_lines && (c == '\n' || c == '\t'))) {
+      out.append(text.substr(start, i - start));
+      continue;
+    }
+    char buf[12];
+    std::snprintf(buf, sizeof buf, c < 0x80 ? "\\x%02x" : "\\u%04x", c);
+    out += buf;
+  }
+  return out;
+}
+
+std::string find_control(std::string_view text) {
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < text.size(); ++n) {
+    const std::size_t length = utf8_sequence_length(text, i);
+    const uint32_t c = decode_utf8(text, i);
+    if (length != 0 && is_control(c))
+      return "U+" +
+             [&] {
+               char buf[8];
+               std::snprintf(buf, sizeof buf, "%04X", c);
+               return std::string(buf);
+             }() +
+             " at character " + std::to_string(n + 1);
+  }
+  return "";
+}
+
 std::size_t utf8_width(std::string_view text) {
   std::size_t n = 0;
   for (std::size_t i = 0; i < text.size(); ++n) decode_utf8(text, i);

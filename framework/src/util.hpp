@@ -28,6 +28,16 @@ std::size_t find_invalid_utf8(std::string_view text);
 /// width in a table of text ("±" is one column).
 std::size_t utf8_width(std::string_view text);
 
+/// `text` safe to print to a terminal: control characters (C0, DEL, C1: U+0080..U+009F), which
+/// could move the cursor, clear the screen or retitle the window, become visible escapes
+/// (`\x1b`, `\u009b`); with `keep_lines`, line breaks and tabs stay. Everything else, invalid
+/// UTF-8 included, is kept as it is. Values read from a results database are printed through it.
+std::string printable(std::string_view text, bool keep_lines = false);
+
+/// The first control character of `text` (see printable; line breaks and tabs included), as
+/// "U+001B at character 3"; "" when there is none. For refusing names that reach a terminal.
+std::string find_control(std::string_view text);
+
 /// Levenshtein distance between two strings.
 std::size_t edit_distance(const std::string& a, const std::string& b);
 

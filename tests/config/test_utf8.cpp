@@ -64,3 +64,17 @@ TEST(Utf8, AnInvalidByteDecodesAsItselfAndCountsOnce) {
 
 }  // namespace
 }  // namespace tlab
+
+// Issue 27: what reaches a terminal from a results database shows control characters as text.
+TEST(Utf8, PrintableEscapesControlCharactersAndKeepsTheRest) {
+  EXPECT_EQ(tlab::printable("a\x1b[31mred\x07"), "a\\x1b[31mred\\x07");
+  EXPECT_EQ(tlab::printable("csi \xc2\x9b"
+                            "2J"),
+            "csi \\u009b2J");  // C1 CSI as UTF-8
+  EXPECT_EQ(tlab::printable("two\nlines\tand\x7f"), "two\\x0alines\\x09and\\x7f");
+  EXPECT_EQ(tlab::printable("two\nlines\tand", /*keep_lines=*/true), "two\nlines\tand");
+  EXPECT_EQ(tlab::printable("caf\xc3\xa9 \xe2\x80\x94 ok"), "caf\xc3\xa9 \xe2\x80\x94 ok");
+  EXPECT_EQ(tlab::printable("bad \xff byte"), "bad \xff byte");  // invalid UTF-8 is not a control
+  EXPECT_EQ(tlab::find_control("abc"), "");
+  EXPECT_EQ(tlab::find_control("\xc3\xa9\x1b"), "U+001B at character 2");
+}

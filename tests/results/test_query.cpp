@@ -852,5 +852,22 @@ TEST_F(QueryCliTest, ExportWritesEveryParamAndSummary) {
   EXPECT_CONTAINS(unwritable.err, "check that its folder exists");
 }
 
+// Issue 27: 20,000 nested parentheses (or NOTs) ended in a segmentation fault; the depth and
+// the length are bounded with a located error.
+TEST(QueryErrorTest, DeepNestingAndEndlessChainsAreRefusedNotACrash) {
+  std::string deep = std::string(20000, '(') + "seed = 1" + std::string(20000, ')');
+  EXPECT_CONTAINS(parse_error(deep),
+                  "at character 201: parentheses nested more than 200 levels deep");
+  std::string nots;
+  for (int i = 0; i < 20000; ++i) nots += "NOT(";
+  EXPECT_CONTAINS(parse_error(nots + "seed = 1"), "NOT nested more than 200 levels deep");
+  std::string chain = "seed = 1";
+  for (int i = 0; i < 1500; ++i) chain += " and seed = 1";
+  EXPECT_CONTAINS(parse_error(chain), "more than 1000 comparisons");
+  // Within the bounds, deep expressions still work.
+  const std::string fine = std::string(150, '(') + "seed = 1" + std::string(150, ')');
+  EXPECT_NO_THROW(RunFilter::parse(fine));
+}
+
 }  // namespace
 }  // namespace tlab

@@ -78,6 +78,17 @@ TEST(Report, JsonKeepsTypesAndWritesNonFiniteAsNull) {
   EXPECT_THROW(tlab::parse_format("xml"), std::invalid_argument);
 }
 
+// Issue 27: a database can hold names with escape sequences; the terminal table shows them as
+// text (the window title stays, the screen is not cleared) and keeps its columns.
+TEST(Report, ControlCharactersInTheDatabaseAreShownAsText) {
+  auto r = run(1, "scratch", 1, 0.5);
+  r.name = "\x1b]0;pwned\x07\x1b[2Jname\x1b[31m";
+  const std::string table = tlab::format_runs({r}, tlab::Format::Table);
+  EXPECT_EQ(table.find('\x1b'), std::string::npos) << table;
+  EXPECT_EQ(table.find('\x07'), std::string::npos) << table;
+  EXPECT_THAT(table, HasSubstr("\\x1b]0;pwned\\x07\\x1b[2Jname\\x1b[31m  0.5"));
+}
+
 TEST(Report, CsvQuotesFields) {
   auto r = run(1, "has,comma", 1, 0.5);
   auto csv = tlab::format_runs({r}, tlab::Format::Csv);

@@ -7,6 +7,7 @@
 // as the kernel's ENOSPC would. Store needs no test-only hook for it.
 
 #include <fmt/format.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
@@ -28,6 +29,8 @@
 
 #include "results/merge.hpp"
 #include "results/store_test_util.hpp"
+
+using ::testing::HasSubstr;
 #include "store/store.hpp"
 
 namespace tlab {
@@ -420,6 +423,51 @@ TEST_F(StoreReliabilityTest, ViewsAnswerTheCommonQuestions) {
   EXPECT_EQ(store.integrity_check(), "ok");
 }
 
+// Issue 27: another application's SQLite file with a `runs` table and a user_version tlab
+// knows was "migrated" (a column added, the version raised, WAL switched on) before failing.
+// Now it is recognised as foreign before anything changes: not one byte of it is written.
+TEST_F(StoreReliabilityTest, AnotherApplicationsDatabaseIsRefusedUnchanged) {
+  auto bytes = [&] {
+    std::ifstream in(db_path_, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  auto refused = [&](const std::string& message) {
+    const std::string before = bytes();
+    EXPECT_THAT(error_of<StoreError>([&] { Store store(db_path_, /*create=*/false); }),
+                HasSubstr(message));
+    EXPECT_EQ(bytes(), before) << "the file changed";
+    EXPECT_FALSE(fs::exists(db_path_.string() + "-wal"));
+  };
+  {
+    RawDb raw(db_path_);
+    raw.exec(
+        "CREATE TABLE runs (id INTEGER PRIMARY KEY, name TEXT, status TEXT); "
+        "INSERT INTO runs VALUES (1, 'backup', 'done'); PRAGMA user_version = 3");
+  }
+  refused(
+      "is not a TransferLab results database: it has schema version 3 but it has no table "
+      "'params' (another application's file?); tlab leaves it unchanged");
+  {
+    RawDb raw(db_path_);
+    raw.exec(
+        "CREATE TABLE params (a); CREATE TABLE metrics (a); CREATE TABLE summaries (a); "
+        "CREATE TABLE run_plugins (a)");
+  }
+  refused("its table 'runs' has no column 'experiment'");
+  {
+    RawDb raw(db_path_);
+    raw.exec("PRAGMA application_id = 1234");
+  }
+  refused(
+      "belongs to another application (SQLite application_id 0x000004d2; TransferLab's is "
+      "0x544c4142): tlab leaves it unchanged");
+  // A TransferLab database carries the marker from its creation.
+  fs::remove(db_path_);
+  { Store store(db_path_); }
+  RawDb raw(db_path_);
+  EXPECT_EQ(raw.scalar("PRAGMA application_id"), std::to_string(Store::kApplicationId));
+}
+
 TEST_F(StoreReliabilityTest, VersionTwoDatabaseGetsTheViewsOnOpen) {
   {
     Store store(db_path_);
@@ -431,13 +479,15 @@ TEST_F(StoreReliabilityTest, VersionTwoDatabaseGetsTheViewsOnOpen) {
         "DROP VIEW run_overview; DROP VIEW metric_last; DROP VIEW run_params; "
         "DROP VIEW summary_stats; ALTER TABLE runs DROP COLUMN boot_id; "
         "ALTER TABLE runs DROP COLUMN pid_start; ALTER TABLE runs DROP COLUMN job; "
-        "DROP TABLE evaluations; PRAGMA user_version = 2");
+        "DROP TABLE evaluations; PRAGMA user_version = 2; PRAGMA application_id = 0");
   }
   Store store(db_path_, /*create=*/false);
   RawDb raw(db_path_);
   EXPECT_EQ(raw.scalar("PRAGMA user_version"), std::to_string(Store::kSchemaVersion));
   EXPECT_EQ(raw.scalar("SELECT count(*) FROM sqlite_master WHERE type = 'view'"), "5");
   EXPECT_EQ(raw.scalar("SELECT name FROM run_overview"), "old");
+  // Made before the marker existed: recognised by its tables and given the marker.
+  EXPECT_EQ(raw.scalar("PRAGMA application_id"), std::to_string(Store::kApplicationId));
   EXPECT_EQ(store.integrity_check(), "ok");
 }
 

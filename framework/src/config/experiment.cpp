@@ -527,6 +527,11 @@ RunSpec validate(const Node& root, const Checker& c, const std::string& file,
     if (!n->is_string() || n->as_string().empty())
       c.fail(*n, fmt::format("'name' must be a non-empty string, got {}", n->describe()));
     r.name = n->as_string();
+    // The name is printed in tables, logs and run folders: no escape sequences for terminals.
+    if (const std::string where = find_control(r.name); !where.empty())
+      c.fail(*n, fmt::format("'name' holds a control character ({}); expected printable text, "
+                             "e.g. \"digits-fewshot\"",
+                             where));
   }
   if (const Node* n = root.get("seed")) {
     if (!n->is_int() || n->as_int() < 0)

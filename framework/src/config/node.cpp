@@ -648,6 +648,9 @@ Node parse_file(const std::string& path, const Chain& chain) {
   std::error_code ec;
   if (!fs::exists(path, ec)) fail(file, "config file does not exist");
   if (fs::is_directory(path, ec)) fail(file, "is a folder, expected a TOML config file");
+  // A device or FIFO (/dev/zero, a named pipe) never ends or blocks: refused before reading.
+  if (!fs::is_regular_file(path, ec))
+    fail(file, "is not a regular file (a device, FIFO or socket); expected a TOML config file");
   auto size = fs::file_size(path, ec);
   if (!ec && size > kMaxConfigFileBytes)
     fail(file, fmt::format("the file is {} bytes, more than the {} MiB allowed for a config file; "
@@ -655,7 +658,14 @@ Node parse_file(const std::string& path, const Chain& chain) {
                            size, kMaxConfigFileBytes >> 20));
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(file, "cannot be read (check its permissions)");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Read with the bound too: a file that grows while it is read is cut off, not followed.
+  std::string text(static_cast<std::size_t>(ec ? kMaxConfigFileBytes : size) + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  if (text.size() > kMaxConfigFileBytes)
+    fail(file, fmt::format("the file is more than the {} MiB allowed for a config file; is it "
+                           "the right file?",
+                           kMaxConfigFileBytes >> 20));
   return parse_text(text, path, chain);
 }
 

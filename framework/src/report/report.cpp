@@ -86,28 +86,13 @@ std::map<std::string, std::string> param_map(const RunSummaryRow& r) {
   return m;
 }
 
+// Left-aligned columns under a rule: a Table without a title, rendered for the terminal.
 std::string render_table(const std::vector<std::string>& header,
                          const std::vector<std::vector<std::string>>& rows) {
-  std::vector<std::size_t> width(header.size());
-  auto cells = [](const std::string& s) { return utf8_width(s); };  // display width
-  for (std::size_t i = 0; i < header.size(); ++i) width[i] = cells(header[i]);
-  for (const auto& r : rows)
-    for (std::size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], cells(r[i]));
-  std::string out;
-  auto line = [&](const std::vector<std::string>& r) {
-    for (std::size_t i = 0; i < r.size(); ++i) {
-      out += r[i] + std::string(width[i] - cells(r[i]), ' ');
-      out += i + 1 < r.size() ? "  " : "";
-    }
-    while (!out.empty() && out.back() == ' ') out.pop_back();
-    out += "\n";
-  };
-  line(header);
-  std::vector<std::string> rule;
-  for (auto w : width) rule.push_back(std::string(w, '-'));
-  line(rule);
-  for (const auto& r : rows) line(r);
-  return out;
+  Table t;
+  t.header = header;
+  t.rows = rows;
+  return render(t, TableFormat::Text);
 }
 
 }  // namespace

@@ -357,6 +357,22 @@ class Parser {
   std::vector<std::string>& fields_;
   std::size_t pos_ = 0;
   std::string last_;  // the last token read, quoted, for "after ..." in messages
+  // Parsing, evaluating and freeing the tree recurse once per level: bounded, so that a hostile
+  // expression (20,000 nested parentheses) is an error, not a stack overflow.
+  static constexpr int kMaxDepth = 200;
+  static constexpr int kMaxComparisons = 1000;
+  int depth_ = 0, comparisons_ = 0;
+
+  struct Deeper {
+    Parser& p;
+    Deeper(Parser& parser, std::size_t at, const char* what) : p(parser) {
+      if (++p.depth_ > kMaxDepth)
+        p.fail(at, fmt::format("{} nested more than {} levels deep; expected a flatter "
+                               "expression",
+                               what, kMaxDepth));
+    }
+    ~Deeper() { --p.depth_; }
+  };
 
   [[noreturn]] void fail(std::size_t at, const std::string& what) const {
     throw QueryError(fmt::format("--where '{}' at character {}: {}\n{}", text_,
@@ -434,7 +450,10 @@ class Parser {
   }
 
   std::unique_ptr<Node> parse_not() {
+    skip_ws();
+    const std::size_t at = pos_;
     if (accept_keyword("not")) {
+      Deeper deeper(*this, at, "NOT");
       auto node = std::make_unique<Node>();
       node->kind = Node::Kind::Not;
       node->left = parse_not();
@@ -447,6 +466,7 @@ class Parser {
     skip_ws();
     const std::size_t open = pos_;
     if (accept_char('(')) {
+      Deeper deeper(*this, open, "parentheses");
       auto node = parse_or();
       if (!accept_char(')'))
         fail(pos_, fmt::format("expected ')' to close the '(' at character {}{}, found {}",
@@ -655,6 +675,11 @@ class Parser {
   }
 
   std::unique_ptr<Node> parse_comparison() {
+    skip_ws();
+    if (++comparisons_ > kMaxComparisons)
+      fail(pos_, fmt::format("more than {} comparisons; expected a shorter expression (an "
+                             "IN (...) list tests many values at once)",
+                             kMaxComparisons));
     auto node = std::make_unique<Node>();
     node->field = parse_field();
     add_field(node->field);

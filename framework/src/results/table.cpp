@@ -91,7 +91,15 @@ bool is_numeric(const Table& table, std::size_t column) {
   return column < table.numeric.size() && table.numeric[column];
 }
 
-std::string render_text(const Table& table) {
+std::string render_text(const Table& raw) {
+  // For a terminal: control characters in any cell (a run name from a hostile database) become
+  // visible escapes, so they neither move the cursor nor break the columns.
+  Table table = raw;
+  for (auto& h : table.header) h = printable(h);
+  for (auto& row : table.rows)
+    for (auto& cell : row) cell = printable(cell);
+  table.title = printable(table.title, /*keep_lines=*/true);
+  for (auto& note : table.notes) note = printable(note, /*keep_lines=*/true);
   const std::size_t columns = table.header.size();
   std::vector<std::size_t> width(columns);
   for (std::size_t i = 0; i < columns; ++i) width[i] = display_width(table.header[i]);

@@ -447,20 +447,55 @@ class Query : public sqlite::Statement {
 
 struct SchemaState {
   int version = 0;
+  int64_t application_id = 0;
   std::vector<std::string> objects;  // tables, indexes, views and triggers
+  std::string not_ours;  // why the tables are not TransferLab's ("" when they are, or none)
 };
+
+// What a TransferLab database of any schema version has (version 1's tables and runs columns):
+// how a file made before the application id existed is told from another application's.
+std::string missing_tlab_tables(Connection& db, const std::vector<std::string>& objects) {
+  for (const char* table : {"runs", "params", "metrics", "summaries", "run_plugins"})
+    if (std::find(objects.begin(), objects.end(), table) == objects.end())
+      return fmt::format("it has no table '{}'", table);
+  std::vector<std::string> columns;
+  Query info(db, "SELECT name FROM pragma_table_info('runs')");
+  while (info.step()) columns.push_back(info.text_at(0));
+  for (const char* column : {"experiment", "status", "config_toml", "config_hash", "overrides",
+                             "run_dir", "tlab_version"})
+    if (std::find(columns.begin(), columns.end(), column) == columns.end())
+      return fmt::format("its table 'runs' has no column '{}'", column);
+  return "";
+}
 
 SchemaState read_schema_state(Connection& db) {
   SchemaState state;
   Query version(db, "PRAGMA user_version");
   if (version.step()) state.version = static_cast<int>(version.int_at(0));
+  Query application(db, "PRAGMA application_id");
+  if (application.step()) state.application_id = application.int_at(0);
   Query objects(db, "SELECT name FROM sqlite_master ORDER BY name");
   while (objects.step()) state.objects.push_back(objects.text_at(0));
+  if (state.version > 0 && state.application_id != Store::kApplicationId)
+    state.not_ours = missing_tlab_tables(db, state.objects);
   return state;
 }
 
 void refuse_unusable(const Connection& db, const SchemaState& state) {
   const std::string path = db.path().string();
+  if (state.application_id != 0 && state.application_id != Store::kApplicationId) {
+    throw StoreError(fmt::format(
+        "'{}' belongs to another application (SQLite application_id {:#010x}; TransferLab's is "
+        "{:#010x}): tlab leaves it unchanged; pass another --db path",
+        path, static_cast<uint32_t>(state.application_id),
+        static_cast<uint32_t>(Store::kApplicationId)));
+  }
+  if (!state.not_ours.empty()) {
+    throw StoreError(fmt::format(
+        "'{}' is not a TransferLab results database: it has schema version {} but {} (another "
+        "application's file?); tlab leaves it unchanged; pass another --db path",
+        path, state.version, state.not_ours));
+  }
   if (state.version > Store::kSchemaVersion || state.version < 0) {
     throw StoreError(fmt::format(
         "'{}' has results schema version {} but this tlab reads schema version {} (and older); "
@@ -518,6 +553,7 @@ void prepare_schema(Connection& db, Store::Journal journal) {
       db.exec(kMigrations[version]);
     }
     db.exec(fmt::format("PRAGMA user_version = {}", Store::kSchemaVersion));
+    db.exec(fmt::format("PRAGMA application_id = {}", Store::kApplicationId));
   });
 }
 

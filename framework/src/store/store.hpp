@@ -194,6 +194,10 @@ class Store {
  public:
   /// Schema version this build reads and writes (`PRAGMA user_version`).
   static constexpr int kSchemaVersion = 6;
+  /// `PRAGMA application_id` of a TransferLab database ("TLAB"), set when its schema is created
+  /// or migrated. A file with another application id, or an older one whose tables are not
+  /// TransferLab's, is refused before anything in it changes.
+  static constexpr int32_t kApplicationId = 0x544C4142;
   /// How long one statement waits for another process's lock before SQLite reports busy.
   static constexpr std::chrono::milliseconds kBusyTimeout{10000};
   /// Write transactions still busy after the busy timeout are retried whole, this many times

@@ -8,8 +8,10 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include "io.hpp"
 
@@ -26,8 +28,11 @@ inline std::string gz_reason(gzFile f, const std::filesystem::path& path) {
 }
 
 /// The (decompressed) bytes of the file at `path`; throws naming the file when it is missing,
-/// unreadable or a broken gzip stream.
-inline std::string read_maybe_gzip(const std::filesystem::path& path, const std::string& what) {
+/// unreadable or a broken gzip stream. `check_start`, when given, sees the first bytes (at least
+/// 64, or the whole file when it is shorter) before the rest is read, and throws to refuse it: a
+/// wrong header stops a huge file at once.
+inline std::string read_maybe_gzip(const std::filesystem::path& path, const std::string& what,
+                                   const std::function<void(std::string_view)>& check_start = {}) {
   require_file(path, what);
   gzFile f = gzopen(path.c_str(), "rb");
   if (!f)
@@ -45,7 +50,16 @@ inline std::string read_maybe_gzip(const std::filesystem::path& path, const std:
                                   " is a damaged or truncated gzip file: " + why);
     }
     if (n == 0) break;
+    const bool checking = check_start && out.size() < 64;
     out.append(buf, static_cast<std::size_t>(n));
+    if (checking && out.size() >= 64) {
+      try {
+        check_start(out);
+      } catch (...) {
+        gzclose(f);
+        throw;
+      }
+    }
   }
   int code = 0;
   gzerror(f, &code);
@@ -56,6 +70,7 @@ inline std::string read_maybe_gzip(const std::filesystem::path& path, const std:
                                 " is a damaged or truncated gzip file: " + why);
   }
   gzclose(f);
+  if (check_start && out.size() < 64) check_start(out);
   return out;
 }
 

@@ -33,16 +33,49 @@ inline void require_file(const std::filesystem::path& path, const std::string& w
     throw std::invalid_argument(what + " " + quote(path) + " does not exist");
   if (std::filesystem::is_directory(st))
     throw std::invalid_argument(what + " " + quote(path) + " is a folder; expected a file");
+  // A device or a FIFO never ends (/dev/zero, /dev/urandom) or blocks (a FIFO nobody writes):
+  // refused before reading.
+  if (!std::filesystem::is_regular_file(st)) {
+    const char* kind = std::filesystem::is_character_file(st) ? "a character device"
+                       : std::filesystem::is_block_file(st)   ? "a block device"
+                       : std::filesystem::is_fifo(st)         ? "a FIFO (named pipe)"
+                       : std::filesystem::is_socket(st)       ? "a socket"
+                                                              : "not a regular file";
+    throw std::invalid_argument(what + " " + quote(path) + " is " + kind +
+                                "; expected a regular file");
+  }
 }
 
 /// The bytes of the file at `path`; throws naming the file when it is missing or unreadable.
-inline std::string read_bytes(const std::filesystem::path& path, const std::string& what) {
+/// With `text`, a NUL byte ends the reading at once with an error: a text format never holds
+/// one, and a huge binary or sparse file is refused after its first megabyte, not after
+/// filling the memory.
+inline std::string read_bytes(const std::filesystem::path& path, const std::string& what,
+                              bool text = false) {
   require_file(path, what);
   std::ifstream in(path, std::ios::binary);
   if (!in)
     throw std::invalid_argument(what + " " + quote(path) +
                                 " cannot be opened: " + std::strerror(errno));
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string bytes;
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  if (!ec && size < (std::uintmax_t{1} << 32)) bytes.reserve(static_cast<std::size_t>(size));
+  std::vector<char> chunk(1 << 20);
+  while (in) {
+    in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    const auto n = static_cast<std::size_t>(in.gcount());
+    if (text) {
+      const void* nul = std::memchr(chunk.data(), 0, n);
+      if (nul)
+        throw std::invalid_argument(
+            what + " " + quote(path) + " is not a text file: byte " +
+            std::to_string(bytes.size() +
+                           static_cast<std::size_t>(static_cast<const char*>(nul) - chunk.data())) +
+            " is NUL; expected text (UTF-8)");
+    }
+    bytes.append(chunk.data(), n);
+  }
   if (in.bad())
     throw std::invalid_argument(what + " " + quote(path) +
                                 " could not be read: " + std::strerror(errno));

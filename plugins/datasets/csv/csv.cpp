@@ -216,7 +216,7 @@ class Csv : public tlab::Dataset {
   // Reads one file. `features` is the feature column list: filled from the first file's header
   // when empty, then required in every file.
   Table read(const fs::path& path, std::vector<std::string>& features, bool labelled = true) const {
-    const std::string text = tlab_ds::read_bytes(path, "csv: file");
+    const std::string text = tlab_ds::read_bytes(path, "csv: file", /*text=*/true);
     const std::string at = "csv: file " + quote(path);
     const char delim = o_.delimiter[0];
     std::vector<tlab_ds::Line> lines = tlab_ds::split_lines(text);

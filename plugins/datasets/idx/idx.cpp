@@ -78,23 +78,26 @@ IdxFile read_idx(const std::string& key, const std::string& file, bool images) {
   const std::string what = "idx: " + key + " file";
   IdxFile f;
   f.path = file;
-  f.bytes = tlab_ds::read_maybe_gzip(f.path, what);
   const std::string kind = images ? "images: unsigned bytes, 3 dimensions N x rows x columns"
                                   : "labels: unsigned bytes, 1 dimension N";
   const uint32_t expected = images ? kImagesMagic : kLabelsMagic;
-  if (f.bytes.size() < 4)
-    throw std::invalid_argument(what + " " + quote(f.path) + " is truncated: expected a " +
-                                "4-byte magic number, got " + std::to_string(f.bytes.size()) +
-                                " bytes");
-  const uint32_t magic = big_endian(f.bytes, 0);
-  if (magic != expected) {
+  // The magic number is checked on the first bytes, before the rest is read: a wrong file (a
+  // huge sparse one, say) is refused at once.
+  auto check_magic = [&](std::string_view start) {
+    if (start.size() < 4)
+      throw std::invalid_argument(what + " " + quote(f.path) + " is truncated: expected a " +
+                                  "4-byte magic number, got " + std::to_string(start.size()) +
+                                  " bytes");
+    const uint32_t magic = big_endian(std::string(start.substr(0, 4)), 0);
+    if (magic == expected) return;
     std::string hint;
     if (magic == (images ? kLabelsMagic : kImagesMagic))
       hint = images ? " (that is a label file: swapped train_images and train_labels?)"
                     : " (that is an image file: swapped images and labels?)";
     throw std::invalid_argument(what + " " + quote(f.path) + " has magic number " + hex(magic) +
                                 "; expected " + hex(expected) + " (IDX " + kind + ")" + hint);
-  }
+  };
+  f.bytes = tlab_ds::read_maybe_gzip(f.path, what, check_magic);
   const std::size_t ndim = images ? 3 : 1;
   f.offset = 4 + 4 * ndim;
   if (f.bytes.size() < f.offset)

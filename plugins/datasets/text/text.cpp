@@ -300,7 +300,7 @@ class Text : public tlab::Dataset {
   }
 
   Examples read(const fs::path& path, bool labelled = true) const {
-    const std::string bytes = tlab_ds::read_bytes(path, "text: file");
+    const std::string bytes = tlab_ds::read_bytes(path, "text: file", /*text=*/true);
     Examples ex;
     for (const tlab_ds::Line& line : tlab_ds::split_lines(bytes)) {
       if (tlab_ds::trim(line.text).empty()) continue;
@@ -355,7 +355,7 @@ class Text : public tlab::Dataset {
   // vocab_out writes); otherwise the tokens get ids 2, 3, ... in order.
   static std::vector<std::string> read_vocab(const fs::path& path) {
     const std::string what = "text: vocab_path file";
-    const std::string bytes = tlab_ds::read_bytes(path, what);
+    const std::string bytes = tlab_ds::read_bytes(path, what, /*text=*/true);
     std::vector<std::string> tokens;
     for (const auto& line : tlab_ds::split_lines(bytes)) tokens.emplace_back(line.text);
     if (tokens.empty())
