@@ -15,12 +15,12 @@
 #include <vector>
 
 #include <torch/nn/functional/loss.h>
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/container/functional.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/pooling.h>
-#include <torch/nn/modules/activation.h>
-#include <torch/nn/modules/container/functional.h>
 #include <torch/utils.h>
 
 #include "run/evaluation.hpp"
@@ -31,9 +31,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // The pass before issue 20 (accuracy and mean loss), as the peer.
-std::pair<double, double> accuracy_and_loss(torch::nn::Module& module,
-                                            const std::function<torch::Tensor(const torch::Tensor&)>& f,
-                                            const tlab::Split& split) {
+std::pair<double, double> accuracy_and_loss(
+    torch::nn::Module& module, const std::function<torch::Tensor(const torch::Tensor&)>& f,
+    const tlab::Split& split) {
   module.eval();
   torch::NoGradGuard no_grad;
   auto correct = torch::zeros({}, torch::kLong);
@@ -74,8 +74,8 @@ int main(int argc, char** argv) {
                             torch::nn::Conv2d(torch::nn::Conv2dOptions(16, 32, 3).padding(1)),
                             torch::nn::ReLU(), torch::nn::MaxPool2d(2), torch::nn::Flatten(),
                             torch::nn::Linear(32 * 7 * 7, 10));
-  std::printf("examples %lld, threads %d, median of %d passes (ms)\n",
-              static_cast<long long>(n), threads, repeats);
+  std::printf("examples %lld, threads %d, median of %d passes (ms)\n", static_cast<long long>(n),
+              threads, repeats);
   std::printf("%-6s  %12s  %14s  %9s\n", "model", "acc + loss", "every metric", "overhead");
   for (auto& [name, net] : {std::pair<const char*, torch::nn::Sequential&>{"mlp", mlp},
                             std::pair<const char*, torch::nn::Sequential&>{"cnn", cnn}}) {
