@@ -15,7 +15,16 @@ Store open_results(const std::string& db) {
   try {
     return Store(db, /*create=*/false);
   } catch (const StoreError& e) {
-    throw UsageError(e.what());
+    // No write access (a read-only folder or file): reading needs none, so read only.
+    const std::string why = e.what();
+    if (why.find("readonly") == std::string::npos && why.find("read-only") == std::string::npos &&
+        why.find("unable to open") == std::string::npos)
+      throw UsageError(why);
+    try {
+      return Store(db, /*create=*/false, Store::kBusyTimeout, Store::Journal::kReadOnly);
+    } catch (const StoreError& again) {
+      throw UsageError(again.what());
+    }
   }
 }
 

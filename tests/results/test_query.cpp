@@ -707,6 +707,48 @@ class QueryCliTest : public QuerySelectTest {
   }
 };
 
+// Issue 27: in a folder the user cannot write, results list/show failed with "attempt to write
+// a readonly database". Reading needs no write access: nothing is created or changed there. As
+// root (who may write anywhere) the commands run as the user nobody.
+TEST_F(QueryCliTest, ReadingNeedsNoWriteAccess) {
+  const bool root = ::geteuid() == 0;
+  if (root && std::system("command -v runuser >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "running as root without runuser: cannot drop the write access";
+  const fs::path ro = dir_ / "ro";
+  fs::create_directories(ro);
+  {
+    Store store(ro / "results.db");
+    fill(store);
+  }
+  ASSERT_FALSE(fs::exists(ro / "results.db-wal"));
+  fs::permissions(ro / "results.db",
+                  fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  fs::permissions(ro, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
+                          fs::perms::group_exec | fs::perms::others_read | fs::perms::others_exec);
+  auto run = [&](const std::string& args) {
+    const std::string command =
+        std::string(root ? "runuser -u nobody -- " : "") + TLAB_TEST_BIN_DIR + "/tlab " + args +
+        " --db '" + (ro / "results.db").string() + "' >'" + (dir_ / "ro.out").string() + "' 2>&1";
+    const int status = std::system(command.c_str());
+    std::ifstream in(dir_ / "ro.out");
+    std::stringstream text;
+    text << in.rdbuf();
+    return std::make_pair(WIFEXITED(status) ? WEXITSTATUS(status) : -1, text.str());
+  };
+  const auto list = run("results list");
+  EXPECT_EQ(list.first, 0) << list.second;
+  EXPECT_CONTAINS(list.second, "id  status");
+  const auto show = run("results show 1");
+  EXPECT_EQ(show.first, 0) << show.second;
+  EXPECT_CONTAINS(show.second, "Provenance");
+  const auto compare = run("results compare");
+  EXPECT_EQ(compare.first, 0) << compare.second;
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(ro)) files.push_back(e.path().filename().string());
+  EXPECT_EQ(files, std::vector<std::string>{"results.db"}) << "nothing may be created there";
+  fs::permissions(ro, fs::perms::owner_all);
+}
+
 TEST_F(QueryCliTest, ListKeepsItsOutputAndFilters) {
   const Command all = tlab({"results", "list"});
   ASSERT_EQ(all.code, 0) << all.err;

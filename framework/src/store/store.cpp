@@ -279,12 +279,16 @@ enum class TxMode { kRead, kWrite };
 /// One SQLite connection with its cached prepared statements.
 class Connection {
  public:
-  Connection(fs::path path, bool create, std::chrono::milliseconds busy_timeout)
+  /// `uri`: open this SQLite URI read-only instead of `path` read-write (Journal::kReadOnly).
+  Connection(fs::path path, bool create, std::chrono::milliseconds busy_timeout,
+             const std::string& uri = "")
       : path_(std::move(path)), busy_timeout_(busy_timeout), pid_(getpid()) {
     retry("opening the results database", [&] {
-      const int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
+      const int flags = !uri.empty() ? SQLITE_OPEN_READONLY | SQLITE_OPEN_URI
+                                     : SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
       db_.reset();
-      db_ = std::make_unique<sqlite::Database>(path_.string(), flags, busy_timeout_);
+      db_ = std::make_unique<sqlite::Database>(uri.empty() ? path_.string() : uri, flags,
+                                               busy_timeout_);
       // Per-connection settings. journal_mode=WAL is persistent and changes the file, so it is
       // set only once the file is known to be ours (prepare_schema).
       exec("PRAGMA foreign_keys = ON");
@@ -522,6 +526,15 @@ void prepare_schema(Connection& db, Store::Journal journal) {
   db.transaction(TxMode::kRead, "reading the schema version",
                  [&] { state = read_schema_state(db); });
   refuse_unusable(db, state);
+  if (journal == Store::Journal::kReadOnly) {
+    if (state.version != Store::kSchemaVersion)
+      throw StoreError(fmt::format(
+          "'{}' has results schema version {} and can only be read here (no write access), so "
+          "it cannot be migrated to version {}; run a tlab command on it once where it can be "
+          "written, or copy it to a writable folder",
+          db.path().string(), state.version, Store::kSchemaVersion));
+    return;
+  }
 
   std::string mode;
   const bool wal = journal == Store::Journal::kWal;
@@ -666,8 +679,29 @@ Store::Store(const fs::path& path, bool create, std::chrono::milliseconds busy_t
                     "check permissions or pass another --db path",
                     path.parent_path().string(), ec.message()));
   }
-  db_ = std::make_unique<detail::Connection>(path, create, busy_timeout);
-  prepare_schema(*db_, journal);
+  if (journal != Journal::kReadOnly) {
+    db_ = std::make_unique<detail::Connection>(path, create, busy_timeout);
+    prepare_schema(*db_, journal);
+    return;
+  }
+  // Read-only: "mode=ro" first (it still sees a WAL file's recent commits); a WAL database in a
+  // folder where its -shm cannot be created needs "immutable=1", which reads the file as it is.
+  std::string escaped;
+  for (char c : fs::absolute(path, ec).string())
+    escaped += c == '%' ? "%25" : c == '?' ? "%3f" : c == '#' ? "%23" : std::string(1, c);
+  try {
+    db_ = std::make_unique<detail::Connection>(path, false, busy_timeout,
+                                               "file:" + escaped + "?mode=ro");
+    prepare_schema(*db_, journal);
+  } catch (const StoreError& first) {
+    if (std::string(first.what()).find("schema version") != std::string::npos ||
+        std::string(first.what()).find("TransferLab") != std::string::npos ||
+        std::string(first.what()).find("another application") != std::string::npos)
+      throw;  // refused for what it holds, not for how it was opened
+    db_ = std::make_unique<detail::Connection>(path, false, busy_timeout,
+                                               "file:" + escaped + "?immutable=1");
+    prepare_schema(*db_, journal);
+  }
 }
 
 Store::~Store() = default;

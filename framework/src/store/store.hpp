@@ -212,8 +212,11 @@ class Store {
   /// How the database file journals its writes. kWal (the default) lets readers and one writer
   /// work at once, but needs shared memory: every process on one machine. kRollback (a `-journal`
   /// file) is for a database on a network filesystem that one process writes at a time: the
-  /// per-task shards of a SLURM sweep.
-  enum class Journal { kWal, kRollback };
+  /// per-task shards of a SLURM sweep. kReadOnly opens for reading only: nothing is created,
+  /// migrated or switched (a database in a folder this user cannot write, a read-only file);
+  /// a WAL database whose `-shm` cannot be created there is read as the file is (SQLite's
+  /// immutable mode). Writing through such a Store fails.
+  enum class Journal { kWal, kRollback, kReadOnly };
 
   explicit Store(const std::filesystem::path& path, bool create = true,
                  std::chrono::milliseconds busy_timeout = kBusyTimeout,
