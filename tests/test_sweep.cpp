@@ -194,6 +194,45 @@ INSTANTIATE_TEST_SUITE_P(
                                    "strategy plugin 'faulty' ran out of memory in loss"}),
     [](const auto& info) { return info.param.fail_in; });
 
+// Issue 27: with few file descriptors (`ulimit -n`) runs failed as "disk full?" or "a plugin
+// called exit()", or stayed queued for ever. Whichever open fails first (the supervisor's pipes,
+// LibTorch's thread pool reading /proc/cpuinfo, the run's files), every run ends finished or
+// failed with a reason that names the limit.
+TEST_F(Sweep, TooFewOpenFilesIsSaidAndLeavesNoRunQueued) {
+  if (tlab::test::shell("command -v prlimit").code != 0) GTEST_SKIP() << "no prlimit";
+  const std::string exp = R"(name = "fds"
+device = "cpu"
+[target]
+plugin = "gaussians"
+train_size = 64
+val_size = 16
+test_size = 16
+[backbone]
+plugin = "mlp"
+hidden = [8]
+[[adapters]]
+plugin = "linear_head"
+[strategy]
+plugin = "scratch"
+[train]
+epochs = 1
+)";
+  for (int n : {8, 12, 16}) {
+    for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(db_.string() + suffix);
+    const Result r = tlab(exp, "-m seed=1,2", fmt::format("prlimit --nofile={} env", n));
+    const auto all = runs();
+    ASSERT_EQ(all.size(), 2u) << "nofile " << n << ": " << r.out;
+    if (n == 8) EXPECT_NE(r.code, 0) << r.out;  // 16 may be enough on some machines
+    for (const auto& run : all) {
+      if (run.status == "finished") continue;
+      EXPECT_EQ(run.status, "failed") << "nofile " << n;
+      EXPECT_THAT(run.reason,
+                  HasSubstr(fmt::format("only {} files may be open at once here (ulimit -n)", n)))
+          << "nofile " << n;
+    }
+  }
+}
+
 TEST_F(Sweep, ACrashKeepsTheLastLinesOfItsOutput) {
   Result r = tlab(experiment("segfault"), "-j 2");
   ASSERT_EQ(r.code, 1) << r.out;

@@ -1,10 +1,13 @@
 #include "util.hpp"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -61,6 +64,22 @@ namespace {
 bool is_control(uint32_t c) { return c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f); }
 
 }  // namespace
+
+std::string open_files_hint() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY ||
+      limit.rlim_cur >= 256)
+    return "";
+  return fmt::format(
+      "; only {} files may be open at once here (ulimit -n): raise the limit to 1024 or more",
+      static_cast<unsigned long long>(limit.rlim_cur));
+}
+
+std::string system_error_text(int error) {
+  std::string text = std::strerror(error);
+  if (error == EMFILE || error == ENFILE) text += open_files_hint();
+  return text;
+}
 
 std::string printable(std::string_view text, bool keep_lines) {
   std::string out;

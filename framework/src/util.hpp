@@ -38,6 +38,14 @@ std::string printable(std::string_view text, bool keep_lines = false);
 /// "U+001B at character 3"; "" when there is none. For refusing names that reach a terminal.
 std::string find_control(std::string_view text);
 
+/// When the limit on open files (RLIMIT_NOFILE, `ulimit -n`) is too low for a run (below 256):
+/// "; only N files may be open at once here (ulimit -n): raise the limit to 1024 or more"; else
+/// "". Appended to errors that a lack of file descriptors may have caused.
+std::string open_files_hint();
+
+/// strerror(error), plus open_files_hint() when `error` is EMFILE or ENFILE.
+std::string system_error_text(int error);
+
 /// Levenshtein distance between two strings.
 std::size_t edit_distance(const std::string& a, const std::string& b);
 

@@ -185,8 +185,19 @@ class Supervisor {
         run_in_process();
       else
         loop();
-    } catch (...) {
+    } catch (const std::exception& e) {
       abandon();  // e.g. the database failed: stop the runs cleanly before giving up
+      // The runs not started yet get a status, rather than staying queued for ever.
+      for (std::size_t index : queue_) {
+        try {
+          store_.finish_open_run(ids_[index], RunStatus::kFailed,
+                                 fmt::format("not started: the sweep stopped: {}", e.what()));
+        } catch (...) {
+        }
+      }
+      throw;
+    } catch (...) {
+      abandon();
       throw;
     }
     clear_bar();
@@ -266,7 +277,7 @@ class Supervisor {
     int out[2], progress[2];
     if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(progress, O_CLOEXEC) != 0)
       throw std::runtime_error(
-          fmt::format("cannot create a pipe for run {}: {}", id, strerror(errno)));
+          fmt::format("cannot create a pipe for run {}: {}", id, system_error_text(errno)));
 
     std::vector<std::string> args = {exe_};
     for (const auto& p : o_.plugin_paths) {
@@ -481,10 +492,15 @@ class Supervisor {
       reason = exit_code == 127 && rec.status == to_string(RunStatus::kQueued)
                    ? fmt::format("the run's process could not start (exit code 127): {}",
                                  c.tail.empty() ? "" : c.tail.back())
-                   : fmt::format(
-                         "exited with code {} without a final status (a plugin called "
-                         "exit(), or the process was ended from inside)",
-                         exit_code);
+                   : fmt::format("exited with code {} without a final status{}", exit_code, [&] {
+                       // What it said last as an error, else the usual suspects.
+                       for (auto it = c.tail.rbegin(); it != c.tail.rend(); ++it)
+                         if (it->rfind("error: ", 0) == 0)
+                           return ": " + it->substr(7, 300) + open_files_hint();
+                       return std::string(
+                           " (a plugin called exit(), or the process was ended from "
+                           "inside)");
+                     }());
     } else {
       status = RunStatus::kLost;
       reason = "the supervisor could not collect the run's exit status";
@@ -706,9 +722,19 @@ SweepResult run_sweep(const std::vector<RunSpec>& specs, PluginLoader& loader, S
 int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader, bool shard,
               bool install_handlers) {
   if (install_handlers) install_stop_handlers(/*second_signal_ends=*/false);
-  configure_threads(threads);
   const Store::Journal journal = shard ? Store::Journal::kRollback : Store::Journal::kWal;
   Store store(db, /*create=*/false, Store::kBusyTimeout, journal);
+  try {
+    configure_threads(threads);  // LibTorch's thread pool reads /proc/cpuinfo: may fail (EMFILE)
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    if (const auto cut = what.find('\n'); cut != std::string::npos) what.resize(cut);
+    const std::string reason =
+        fmt::format("LibTorch could not start its threads: {}{}", what, open_files_hint());
+    if (store.start_run(id, getpid(), "", "")) store.finish_run(id, RunStatus::kFailed, reason);
+    spdlog::error("[runner] run {} failed: {}", id, reason);
+    return 1;
+  }
   RunRecord rec = store.run(id);
   // Under SLURM: which job and array task executes the run (provenance, kept by the merge).
   if (const char* job = std::getenv("SLURM_JOB_ID"); job && *job) {

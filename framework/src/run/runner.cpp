@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -63,7 +64,8 @@ void write_run_config(const RunSpec& spec, const fs::path& run_dir) {
     std::ofstream out(path, std::ios::binary);
     out << text;
     if (!out.flush())
-      throw std::runtime_error(fmt::format("cannot write '{}' (disk full?)", path.string()));
+      throw std::runtime_error(
+          fmt::format("cannot write '{}': {}", path.string(), system_error_text(errno)));
   };
   write(run_dir / "config.toml", spec.config_toml);
   std::string lines;
