@@ -134,8 +134,8 @@ void add_engine_commands(CLI::App& app, std::vector<Command>& out,
   e->db = "results/results.db";
   auto* eval = app.add_subcommand(
       "eval",
-      "Evaluate a finished run's model on another dataset, domain or split; recorded with the "
-      "run as evaluation eval/<label>/<split> (docs/evaluation.md)");
+      "Evaluate finished runs' models on other datasets, domains or splits (recorded with the "
+      "runs)");
   eval->add_option("runs", *e_run,
                    "Runs: an id, the start of a uuid, or a list of them and id ranges, e.g. "
                    "1-6,9")
@@ -167,8 +167,8 @@ void add_engine_commands(CLI::App& app, std::vector<Command>& out,
   x->db = "results/results.db";
   auto* exp = app.add_subcommand(
       "export",
-      "Write a finished run's model as one self-contained TorchScript module for "
-      "torch.jit.load, with its classes, input shape and preprocessing beside it");
+      "Write a finished run's model as a TorchScript module for torch.jit.load, metadata "
+      "beside it");
   exp->add_option("run", *x_run, "Run id, or the start of the run's uuid")->required();
   exp->add_option("--format", x->format, "torchscript")->capture_default_str();
   exp->add_option("--output,-o", x->output,
@@ -189,8 +189,7 @@ void add_engine_commands(CLI::App& app, std::vector<Command>& out,
   pr->db = "results/results.db";
   auto* predict = app.add_subcommand(
       "predict",
-      "Class predictions and probabilities of a finished run's model, as CSV: on a file or "
-      "folder (--input, read by the run's dataset plugin) or on a split of its data");
+      "Class probabilities of a finished run's model as CSV, for a file (--input) or a split");
   predict->add_option("run", *pr_run, "Run id, or the start of the run's uuid")->required();
   predict->add_option("overrides", pr->overrides,
                       "Overrides of the run's resolved config: target.*, eval.*, device");

@@ -422,6 +422,14 @@ class RunExecution {
       out_.status = is_out_of_memory(e.what()) ? RunStatus::kOom : RunStatus::kFailed;
       out_.reason = e.what();
     }
+    // LibTorch's errors end in a C++ backtrace ("Exception raised from ...: frame #0 ..."):
+    // the reason keeps the message, the backtrace is for the run's output.log.
+    if (const auto cut = out_.reason.find("\nException raised from"); cut != std::string::npos)
+      out_.reason.resize(cut);
+    // With very few file descriptors allowed, almost anything fails to open something.
+    if ((out_.status == RunStatus::kFailed || out_.status == RunStatus::kOom) &&
+        out_.reason.find("(ulimit -n)") == std::string::npos)
+      out_.reason += open_files_hint();
   }
 
   /// Summaries and the final status into the store; the outcome.
