@@ -912,6 +912,23 @@ TEST_F(EndToEnd, PluginsCommandListsAndShows) {
   auto u = sh(tlab + " plugins show finetun");
   EXPECT_EQ(u.code, 2);
   EXPECT_THAT(u.out, HasSubstr("no plugin named 'finetun': did you mean 'finetune'?"));
+  // Issue 27: a --plugin-path that names no folder was accepted silently (and a symlink loop
+  // reported as "does not exist"); each is a usage error that says what it is.
+  auto missing = sh(tlab + " --plugin-path /nonexistent/plugins plugins");
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_THAT(missing.out,
+              HasSubstr("--plugin-path '/nonexistent/plugins': no such folder; expected a folder "
+                        "of plugin libraries"));
+  const fs::path loop = fs::temp_directory_path() / ("tlab_loop_" + std::to_string(getpid()));
+  fs::remove(loop);
+  fs::create_symlink(loop, loop);
+  auto looped = sh(tlab + " --plugin-path '" + loop.string() + "' plugins");
+  EXPECT_EQ(looped.code, 2);
+  EXPECT_THAT(looped.out, HasSubstr("is a loop of symbolic links"));
+  fs::remove(loop);
+  auto file = sh(tlab + " plugins --plugin-path " + TLAB_TEST_BIN_DIR + "/tlab");
+  EXPECT_EQ(file.code, 2);
+  EXPECT_THAT(file.out, HasSubstr("is not a folder"));
 }
 
 }  // namespace

@@ -7,6 +7,8 @@
 // --retry-failed) call the training engine, libtlab_engine.so, opened on first need
 // (engine_cli.cpp, engine_client.hpp, framework/engine/api.hpp).
 
+#include <cerrno>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
@@ -60,6 +62,25 @@ int main(int argc, char** argv) {
   if (globals->verbose) spdlog::set_level(spdlog::level::debug);
 
   try {
+    // A --plugin-path that names no folder is a typo, not an empty search path: said at once.
+    for (const auto& path : globals->plugin_paths) {
+      std::error_code ec;
+      const auto st = std::filesystem::status(path, ec);
+      if (ec && ec.value() == ELOOP)
+        throw cli::UsageError(fmt::format(
+            "--plugin-path '{}' is a loop of symbolic links; point it at a folder of plugin "
+            "libraries",
+            path));
+      if (!std::filesystem::exists(st))
+        throw cli::UsageError(fmt::format(
+            "--plugin-path '{}': no such folder; expected a folder of plugin libraries (.so), "
+            "e.g. build/plugins or an out-of-tree plugin's build folder",
+            path));
+      if (!std::filesystem::is_directory(st))
+        throw cli::UsageError(fmt::format(
+            "--plugin-path '{}' is not a folder; give the folder that holds the plugin's .so",
+            path));
+    }
     // The innermost chosen command: `plugins show` is registered as `plugins`.
     for (const auto& c : commands)
       if (c.app->parsed()) return c.run();
