@@ -836,6 +836,15 @@ std::string selection_name(Selection selection) {
   return "";
 }
 
+std::string evaluated_domain(const std::string& summary, const std::string& split_metric) {
+  const std::string suffix = "/" + split_metric;
+  if (summary.rfind("eval/", 0) != 0 || summary.size() <= 5 + suffix.size() ||
+      summary.compare(summary.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return "";
+  const std::string domain = summary.substr(5, summary.size() - 5 - suffix.size());
+  return domain.find('/') == std::string::npos ? domain : "";
+}
+
 std::vector<RunSummaryRow> cross_domain_rows(const std::vector<RunSummaryRow>& runs,
                                              const std::string& split_metric,
                                              const std::string& db) {
@@ -846,7 +855,6 @@ std::vector<RunSummaryRow> cross_domain_rows(const std::vector<RunSummaryRow>& r
         "--cross-domain: metric '{}' is not <split>/<metric>; expected e.g. test/acc or "
         "test/f1_macro (the summaries eval/<domain>/<split>/<metric> that tlab eval writes)",
         split_metric));
-  const std::string suffix = "/" + split_metric;
   const std::string name = "eval/*/" + split_metric;
   std::vector<RunSummaryRow> out;
   std::set<std::string> metrics_seen;
@@ -854,11 +862,8 @@ std::vector<RunSummaryRow> cross_domain_rows(const std::vector<RunSummaryRow>& r
     for (const auto& [summary, value] : r.summaries) {
       if (summary.rfind("eval/", 0) != 0) continue;
       metrics_seen.insert(summary);
-      if (summary.size() <= 5 + suffix.size() ||
-          summary.compare(summary.size() - suffix.size(), suffix.size(), suffix) != 0)
-        continue;
-      const std::string label = summary.substr(5, summary.size() - 5 - suffix.size());
-      if (label.find('/') != std::string::npos) continue;
+      const std::string label = evaluated_domain(summary, split_metric);
+      if (label.empty()) continue;
       RunSummaryRow row = r;
       row.summaries = {{name, value}};
       row.params.push_back({"eval.domain", label, "string"});

@@ -117,6 +117,10 @@ struct CompareOptions {
 Table compare_table(Store& store, const std::vector<RunSummaryRow>& runs,
                     const CompareOptions& options);
 
+/// The domain of a `tlab eval` summary `eval/<domain>/<split_metric>` (e.g. "rotated" for
+/// "eval/rotated/test/acc" and "test/acc"); "" when `summary` is not one.
+std::string evaluated_domain(const std::string& summary, const std::string& split_metric);
+
 /// The cross-domain matrix's runs (`tlab results compare --cross-domain`): for each run and each
 /// label L it was evaluated on with `tlab eval` (summary `eval/L/<split>/<metric>`), a copy of
 /// the run with the param `eval.domain` = L and the one summary `eval/*/<split>/<metric>` =

@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "report/report.hpp"
 #include "results/classification.hpp"
 #include "results/stats.hpp"
 #include "util.hpp"
@@ -222,10 +223,7 @@ void cross_domain_section(std::string& html, const std::vector<RunSummaryRow>& r
   for (const auto& g : groups)
     for (const auto* r : g.runs)
       for (const auto& [k, v] : r->summaries)
-        if (k.rfind("eval/", 0) == 0 && k.size() > 5 + suffix.size() &&
-            k.compare(k.size() - suffix.size(), suffix.size(), suffix) == 0 &&
-            k.find('/', 5) == k.size() - suffix.size())
-          domains.insert(k.substr(5, k.size() - 5 - suffix.size()));
+        if (std::string d = evaluated_domain(k, "test/acc"); !d.empty()) domains.insert(d);
   if (domains.empty()) return;
   html += "<h2>Cross-domain evaluation: test accuracy, mean ± standard error over seeds</h2>\n";
   html += "<div class=\"wide\"><table class=\"sortable\" id=\"cross-domain\"><thead><tr>";
