@@ -233,6 +233,128 @@ epochs = 1
   }
 }
 
+// Issue 27: under a memory limit (ulimit -v) a run hung for ever (OpenBLAS retrying a failed
+// buffer allocation, in fork()'s pre-fork handler or in the run; LibTorch's thread pool waiting
+// for a worker that could not start), crashed with SIGSEGV (oneDNN's JIT not checking an
+// allocation), or ended as oom with a 30-frame backtrace as its reason; loading LibTorch
+// itself ended in "terminate called after throwing std::bad_alloc". At every limit from too
+// little to load LibTorch to enough to train, tlab ends within its time, each run finished or
+// oom with one line naming the limit, nothing left queued or running.
+TEST_F(Sweep, AMemoryLimitEndsEveryRunFinishedOrOomInOneLine) {
+  if (tlab::test::shell("command -v prlimit").code != 0) GTEST_SKIP() << "no prlimit";
+  const std::string exp = R"(name = "memory"
+device = "cpu"
+[target]
+plugin = "digits"
+train_size = 300
+val_size = 50
+test_size = 50
+[backbone]
+plugin = "cnn"
+[[adapters]]
+plugin = "linear_head"
+[strategy]
+plugin = "scratch"
+[train]
+epochs = 1
+)";
+  bool some_oom = false, some_finished = false;
+  for (int mib : {300, 500, 700, 780, 800, 810, 820, 850, 900, 1000, 1200}) {
+    for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(db_.string() + suffix);
+    const auto t0 = Clock::now();
+    const Result r = tlab(exp, "-m seed=1,2 --threads 1 --timeout 100s",
+                          fmt::format("prlimit --as={} timeout -s KILL 150 env", mib << 20));
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    SCOPED_TRACE(
+        fmt::format("limit {} MiB, exit code {}, {:.0f} s:\n{}", mib, r.code, seconds, r.out));
+    EXPECT_NE(r.code, 137) << "killed by the test's timeout: a hang";
+    EXPECT_LT(seconds, 100);
+    EXPECT_EQ(r.out.find("terminate called"), std::string::npos);
+    EXPECT_EQ(r.out.find("frame #"), std::string::npos);
+    if (!fs::exists(db_)) {  // LibTorch could not even load: said, with exit code 3
+      EXPECT_EQ(r.code, 3);
+      EXPECT_THAT(r.out, HasSubstr(fmt::format("(ulimit -v {})", mib << 10)));
+      EXPECT_THAT(r.out, HasSubstr("out of memory"));
+      continue;
+    }
+    const auto all = runs();
+    EXPECT_EQ(all.size(), 2u);
+    for (const auto& run : all) {
+      if (run.status == "finished") {
+        some_finished = true;
+        continue;
+      }
+      some_oom = true;
+      EXPECT_EQ(run.status, "oom") << run.reason;
+      EXPECT_THAT(run.reason, HasSubstr(fmt::format("(ulimit -v {})", mib << 10)));
+      EXPECT_EQ(run.reason.find('\n'), std::string::npos) << run.reason;
+    }
+  }
+  EXPECT_TRUE(some_oom) << "no limit was tight enough to test anything";
+  EXPECT_TRUE(some_finished) << "no limit was loose enough to train";
+}
+
+// A library that crashes because an allocation failed (oneDNN's JIT does) ends its run as oom,
+// under a memory limit (without one a crash stays a crash: Misbehaving/segfault).
+TEST_F(Sweep, ACrashWithTheAddressSpaceExhaustedIsOutOfMemory) {
+  if (tlab::test::shell("command -v prlimit").code != 0) GTEST_SKIP() << "no prlimit";
+  const Result r = tlab(experiment("exhaust"), "--threads 1", "prlimit --as=4294967296 env");
+  EXPECT_EQ(r.code, 1) << r.out;
+  for (const auto& run : runs()) {
+    if (run.seed != 2) {
+      EXPECT_EQ(run.status, "finished") << run.reason;
+      continue;
+    }
+    EXPECT_EQ(run.status, "oom") << run.reason;
+    EXPECT_EQ(run.exit_code, 3);
+    EXPECT_EQ(run.reason,
+              "out of memory: a library crashed when an allocation failed; this process may use "
+              "at most 4096 MiB of memory (ulimit -v 4194304): raise the limit or make the run "
+              "smaller");
+  }
+}
+
+// Issue 27: six `tlab run`s of one config started at once ran it six times (one run key, six
+// rows), and compare counted them as six seeds. The config runs once; the others leave it to
+// the process that runs it (or skip it as finished), and say so.
+TEST_F(Sweep, IdenticalRunsStartedAtOnceRunOnce) {
+  const std::string exp = experiment("none", 1, /*sleep_ms=*/100, /*epochs=*/2);
+  std::vector<pid_t> pids;
+  std::vector<fs::path> outs;
+  for (int i = 0; i < 4; ++i) {
+    const fs::path out = dir_ / fmt::format("out{}.txt", i);
+    std::string cmd = command(exp, "");
+    cmd.replace(cmd.rfind(" 2>&1"), 5, " > '" + out.string() + "' 2>&1");
+    const pid_t pid = fork();
+    if (pid == 0) {
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    pids.push_back(pid);
+    outs.push_back(out);
+  }
+  int ran = 0;
+  for (std::size_t i = 0; i < pids.size(); ++i) {
+    int status = 0;
+    waitpid(pids[i], &status, 0);
+    const std::string out = tlab::test::read_file(outs[i]);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+    if (out.find("1 run(s) finished;") != std::string::npos) {
+      ++ran;
+    } else {
+      EXPECT_THAT(out,
+                  ::testing::AnyOf(HasSubstr("0 run(s) finished, 1 skipped as already finished"),
+                                   HasSubstr("0 run(s) finished, 1 left to the other tlab process "
+                                             "running them")))
+          << out;
+    }
+  }
+  EXPECT_EQ(ran, 1);
+  const auto all = runs();
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].status, "finished");
+}
+
 TEST_F(Sweep, ACrashKeepsTheLastLinesOfItsOutput) {
   Result r = tlab(experiment("segfault"), "-j 2");
   ASSERT_EQ(r.code, 1) << r.out;

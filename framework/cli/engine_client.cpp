@@ -36,12 +36,28 @@ const engine::Api& open_engine(const std::string& command) {
         what, std::getenv("TLAB_ENGINE") ? " (set by TLAB_ENGINE)" : "", still));
   // RTLD_GLOBAL: LibTorch and OpenBLAS join the global scope as when tlab linked them (the
   // runner finds openblas_set_num_threads there); the engine itself exports one function.
+  //
+  // OpenBLAS starts worker threads as it loads unless told not to. tlab never uses them (each
+  // run sets OpenBLAS to one thread: configure_threads; LibTorch parallelises itself), and under
+  // a memory limit a worker stuck allocating its buffer blocks fork() (OpenBLAS's pre-fork
+  // handler joins its workers) and the process's exit, for ever. So none start, here and in
+  // every run's process (they inherit the environment).
+  ::setenv("OPENBLAS_NUM_THREADS", "1", 1);
   void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL);
-  if (!handle)
+  if (!handle) {
+    const std::string error = ::dlerror();
+    const std::string limit = memory_limit_hint();
+    if (!limit.empty() && (error.find("failed to map segment") != std::string::npos ||
+                           error.find("annot allocate memory") != std::string::npos))
+      throw OutOfMemory(fmt::format(
+          "{} could not be loaded: {}: out of memory (LibTorch needs about 700 MiB of address "
+          "space to load){}; {}",
+          what, error, limit, still));
     throw UsageError(fmt::format(
         "{} could not be loaded: {}; a library it needs (LibTorch: apt-get install libtorch-dev, "
         "or tools/setup.sh) is missing or damaged; {}",
-        what, ::dlerror(), still));
+        what, error, still));
+  }
   using Entry = const engine::Api* (*)(int, std::size_t, const char**);
   auto entry = reinterpret_cast<Entry>(::dlsym(handle, "tlab_engine_api"));
   if (!entry)

@@ -1,5 +1,6 @@
 // tlab: the TransferLab command line. Exit codes: 0 success, 1 a run failed, 2 usage or
-// configuration error (nothing was run), 128 + signal when stopped by one.
+// configuration error (nothing was run), 3 out of memory before a run could record it,
+// 128 + signal when stopped by one.
 //
 // This front does not link LibTorch. It defines and parses every command; results, sweep
 // (list, status, cancel, collect), new, --help and --version run here in milliseconds, and the
@@ -7,10 +8,15 @@
 // --retry-failed) call the training engine, libtlab_engine.so, opened on first need
 // (engine_cli.cpp, engine_client.hpp, framework/engine/api.hpp).
 
+#include <unistd.h>
+
 #include <cerrno>
+#include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <new>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -19,10 +25,34 @@
 #include "config/node.hpp"
 #include "engine_client.hpp"
 #include "results_cli.hpp"
+#include "util.hpp"
 
 using namespace tlab;
 
+namespace {
+
+// LibTorch's static initialisers allocate as the engine loads; under a tight memory limit they
+// throw std::bad_alloc through dlopen, where nothing can catch it. Said as one line, with the
+// exit code of an out-of-memory failure (a run's supervisor then records the run as oom).
+[[noreturn]] void on_terminate() {
+  if (auto current = std::current_exception()) {
+    try {
+      std::rethrow_exception(current);
+    } catch (const std::bad_alloc&) {
+      const std::string line = "error: out of memory" + memory_limit_hint() + "\n";
+      [[maybe_unused]] auto n = ::write(STDERR_FILENO, line.data(), line.size());
+      std::_Exit(cli::kOutOfMemory);
+    } catch (...) {
+    }
+  }
+  __gnu_cxx::__verbose_terminate_handler();  // the default: names the exception, aborts
+  std::abort();
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  std::set_terminate(on_terminate);
   auto logger = spdlog::stderr_color_mt("tlab");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%H:%M:%S %^%l%$ %v");
@@ -91,6 +121,12 @@ int main(int argc, char** argv) {
   } catch (const cli::UsageError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return cli::kUsageError;
+  } catch (const cli::OutOfMemory& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return cli::kOutOfMemory;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "error: out of memory" << memory_limit_hint() << "\n";
+    return cli::kOutOfMemory;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return cli::kRunFailed;

@@ -1,6 +1,7 @@
 #include "results_cli.hpp"
 
 #include <filesystem>
+#include <iostream>
 
 #include <fmt/format.h>
 
@@ -15,13 +16,21 @@ Store open_results(const std::string& db) {
   try {
     return Store(db, /*create=*/false);
   } catch (const StoreError& e) {
-    // No write access (a read-only folder or file): reading needs none, so read only.
+    // No write access (a read-only folder or file) or no room to create the -shm file (a full
+    // disk): reading needs neither, so read only.
     const std::string why = e.what();
+    const bool full = why.find("is full") != std::string::npos;
     if (why.find("readonly") == std::string::npos && why.find("read-only") == std::string::npos &&
-        why.find("unable to open") == std::string::npos)
+        why.find("unable to open") == std::string::npos && !full)
       throw UsageError(why);
     try {
-      return Store(db, /*create=*/false, Store::kBusyTimeout, Store::Journal::kReadOnly);
+      Store store(db, /*create=*/false, Store::kBusyTimeout, Store::Journal::kReadOnly);
+      if (full)
+        std::cerr << fmt::format(
+            "warning: the disk holding '{}' is full: reading it read-only; writing needs free "
+            "space\n",
+            db);
+      return store;
     } catch (const StoreError& again) {
       throw UsageError(again.what());
     }

@@ -4,6 +4,7 @@
 // exception crosses into the front.
 
 #include <iostream>
+#include <new>
 
 #include <fmt/format.h>
 
@@ -14,6 +15,7 @@
 #include "run/signals.hpp"
 #include "run/slurm.hpp"
 #include "store/store.hpp"
+#include "util.hpp"
 
 namespace fs = std::filesystem;
 
@@ -21,7 +23,7 @@ namespace tlab::engine {
 namespace {
 
 /// Runs `body`; an exception becomes "error: ..." on stderr and the exit code: 2 for what the
-/// user must fix (nothing ran), 128 + signal when stopped by one, 1 otherwise.
+/// user must fix (nothing ran), 3 out of memory, 128 + signal when stopped by one, 1 otherwise.
 template <class F>
 int guarded(F&& body) {
   try {
@@ -35,6 +37,9 @@ int guarded(F&& body) {
   } catch (const cli::UsageError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return cli::kUsageError;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "error: out of memory" << memory_limit_hint() << "\n";
+    return cli::kOutOfMemory;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return stop_signal() ? 128 + stop_signal() : cli::kRunFailed;  // stopped by Ctrl-C: 130

@@ -233,10 +233,14 @@ int report_sweep(const RunArgs& a, const SweepResult& result, Store& store, bool
     return result.stop_signal ? 128 + result.stop_signal : cli::kRunFailed;
   }
   if (result.stop_signal) return 128 + result.stop_signal;
+  const std::size_t done_before = result.skipped - result.elsewhere;
   std::cout << fmt::format(
-      "\n{} run(s) finished{}; results in '{}' (tlab results list --db {})\n", ran,
-      result.skipped ? fmt::format(", {} skipped as already finished", result.skipped) : "", a.db,
-      a.db);
+      "\n{} run(s) finished{}{}; results in '{}' (tlab results list --db {})\n", ran,
+      done_before ? fmt::format(", {} skipped as already finished", done_before) : "",
+      result.elsewhere
+          ? fmt::format(", {} left to the other tlab process running them", result.elsewhere)
+          : "",
+      a.db, a.db);
   return 0;
 }
 

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <utility>
 
 #include <fmt/format.h>
 #include <xxhash.h>
@@ -79,6 +80,20 @@ std::string system_error_text(int error) {
   std::string text = std::strerror(error);
   if (error == EMFILE || error == ENFILE) text += open_files_hint();
   return text;
+}
+
+std::string memory_limit_hint() {
+  for (const auto& [resource, name] :
+       {std::pair{RLIMIT_AS, "ulimit -v"}, {RLIMIT_DATA, "ulimit -d"}}) {
+    rlimit limit{};
+    if (getrlimit(resource, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) continue;
+    return fmt::format(
+        "; this process may use at most {} MiB of memory ({} {}): raise the limit or make the "
+        "run smaller",
+        static_cast<unsigned long long>(limit.rlim_cur >> 20), name,
+        static_cast<unsigned long long>(limit.rlim_cur >> 10));
+  }
+  return "";
 }
 
 std::string printable(std::string_view text, bool keep_lines) {

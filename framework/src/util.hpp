@@ -46,6 +46,12 @@ std::string open_files_hint();
 /// strerror(error), plus open_files_hint() when `error` is EMFILE or ENFILE.
 std::string system_error_text(int error);
 
+/// When this process's memory is capped (RLIMIT_AS, `ulimit -v`, or RLIMIT_DATA): "; this
+/// process may use at most N MiB of memory (ulimit -v K): raise the limit or make the run
+/// smaller"; else "". Appended to out-of-memory errors, so that a limit is not taken for a
+/// lack of RAM.
+std::string memory_limit_hint();
+
 /// Levenshtein distance between two strings.
 std::size_t edit_distance(const std::string& a, const std::string& b);
 

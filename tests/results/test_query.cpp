@@ -749,6 +749,45 @@ TEST_F(QueryCliTest, ReadingNeedsNoWriteAccess) {
   fs::permissions(ro, fs::perms::owner_all);
 }
 
+// Issue 27: on a full disk `results list` said "disk I/O error; ... keep the database on a
+// local filesystem". A full disk is said as such; reading works on (read-only), and a write
+// names the full disk. The disk is a 1 MiB tmpfs in a private mount namespace (root only).
+TEST_F(QueryCliTest, AFullDiskIsSaidAsSuchAndReadingStillWorks) {
+  if (::geteuid() != 0 || std::system("unshare -m true >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "needs root and unshare -m to mount a small tmpfs";
+  {
+    Store store(db_path_);  // checkpointed and closed: the whole database is in one file
+  }
+  const fs::path disk = dir_ / "disk";
+  fs::create_directories(disk);
+  const fs::path db = disk / "results.db";
+  const fs::path out = dir_ / "full.out";
+  const std::string tlab = std::string(TLAB_TEST_BIN_DIR) + "/tlab";
+  const std::string script = fmt::format(
+      "mount -t tmpfs -o size=1m tmpfs '{0}' && cp '{1}' '{2}' && "
+      "(dd if=/dev/zero of='{0}/fill' bs=4k 2>/dev/null; true) && "
+      "'{3}' results list --db '{2}'; echo list rc=$?; "
+      "'{3}' results merge '{1}' --into '{2}'; echo merge rc=$?\n",
+      disk.string(), db_path_.string(), db.string(), tlab);
+  std::ofstream(dir_ / "full.sh") << script;
+  const std::string command =
+      fmt::format("unshare -m sh '{}' >'{}' 2>&1", (dir_ / "full.sh").string(), out.string());
+  ASSERT_EQ(std::system(command.c_str()), 0);
+  std::ifstream in(out);
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string output = text.str();
+  EXPECT_CONTAINS(output, fmt::format("warning: the disk holding '{}' is full: reading it "
+                                      "read-only; writing needs free space",
+                                      db.string()));
+  EXPECT_CONTAINS(output, "id  status");
+  EXPECT_CONTAINS(output, "list rc=0");
+  EXPECT_CONTAINS(output, fmt::format("the disk holding '{}' is full", disk.string()));
+  EXPECT_CONTAINS(output, "free some space (results committed earlier are intact)");
+  EXPECT_CONTAINS(output, "merge rc=2");
+  EXPECT_EQ(output.find("local filesystem"), std::string::npos) << output;
+}
+
 TEST_F(QueryCliTest, ListKeepsItsOutputAndFilters) {
   const Command all = tlab({"results", "list"});
   ASSERT_EQ(all.code, 0) << all.err;

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <pwd.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -466,6 +467,98 @@ TEST_F(StoreReliabilityTest, AnotherApplicationsDatabaseIsRefusedUnchanged) {
   { Store store(db_path_); }
   RawDb raw(db_path_);
   EXPECT_EQ(raw.scalar("PRAGMA application_id"), std::to_string(Store::kApplicationId));
+}
+
+// Issue 27: six `tlab run`s of one config started at once ran it six times, and compare counted
+// them as six seeds. create_run with `same_key` checks and inserts in one transaction: a key
+// queued or running in another sweep, or finished, is not created again.
+TEST_F(StoreReliabilityTest, ARunKeyOpenInAnotherSweepOrFinishedIsNotCreatedAgain) {
+  Store store(db_path_);
+  NewRun row = sample_run("same", "node", 1, "finetune");
+  row.status = RunStatus::kQueued;
+  row.run_key = "k";
+  row.sweep = "A";
+  int64_t same = -1;
+  const int64_t first = store.create_run(row, &same);
+  ASSERT_GT(first, 0);
+  EXPECT_EQ(same, -1);
+  // The same sweep may list one config twice (Hydra runs both).
+  const int64_t second = store.create_run(row, &same);
+  ASSERT_GT(second, first);
+  // Another sweep joins the newest open one instead.
+  row.sweep = "B";
+  EXPECT_EQ(store.create_run(row, &same), 0);
+  EXPECT_EQ(same, second);
+  // Without `same_key` (--rerun) it is created regardless.
+  const int64_t rerun = store.create_run(row);
+  EXPECT_GT(rerun, second);
+  // Ended without finishing: a new sweep runs it again.
+  for (int64_t id : {first, second, rerun}) store.finish_run(id, RunStatus::kFailed, "boom");
+  row.sweep = "C";
+  same = -1;
+  const int64_t again = store.create_run(row, &same);
+  ASSERT_GT(again, rerun);
+  EXPECT_EQ(same, -1);
+  ASSERT_TRUE(store.start_run(again, 4242, "cpu"));
+  store.finish_run(again, RunStatus::kFinished, "");
+  // Finished: every later sweep, the same one included, finds it.
+  for (const char* sweep : {"C", "D"}) {
+    row.sweep = sweep;
+    EXPECT_EQ(store.create_run(row, &same), 0) << sweep;
+    EXPECT_EQ(same, again) << sweep;
+  }
+  RawDb raw(db_path_);
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM runs WHERE run_key = 'k'"), "4");
+}
+
+// Issue 27: a -shm (or -wal) file left with no write access for this user (a read-only open as
+// root leaves it with the database's mode and root's ownership) made every write fail with a
+// message that named the database, not the file to remove.
+TEST_F(StoreReliabilityTest, ALeftoverReadOnlyShmFileIsNamedWhenWritingFails) {
+  const bool root = ::geteuid() == 0;
+  const fs::path dir = db_path_.parent_path() / "stale";
+  const fs::path db = dir / "results.db";
+  fs::create_directories(dir);
+  { Store store(db); }
+  ASSERT_FALSE(fs::exists(db.string() + "-shm"));
+  std::ofstream(db.string() + "-shm").put('\0');
+  std::ofstream(db.string() + "-wal");
+  fs::permissions(db.string() + "-shm",
+                  fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  if (root) {
+    // As root everything is writable: the write runs as the user nobody, who owns the folder
+    // and the database, while the -shm stays root's.
+    for (const fs::path& p : {dir, db, fs::path(db.string() + "-wal")})
+      ASSERT_EQ(::chown(p.c_str(), 65534, 65534), 0) << p;
+  }
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::close(out[0]);
+    if (root && (::setgid(65534) != 0 || ::setuid(65534) != 0)) _exit(3);
+    std::string message = "no error";
+    try {
+      Store store(db, /*create=*/false);
+      store.create_run(sample_run("stale", "node", 1, "finetune"));
+    } catch (const std::exception& e) {
+      message = e.what();
+    }
+    [[maybe_unused]] auto n = ::write(out[1], message.data(), message.size());
+    _exit(0);
+  }
+  ::close(out[1]);
+  std::string message;
+  char buf[1024];
+  for (ssize_t n; (n = ::read(out[0], buf, sizeof buf)) > 0;) message.append(buf, n);
+  ::close(out[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_CONTAINS(message,
+                  fmt::format("'{}-shm' is read-only to this process (owner {}, mode 0444)",
+                              db.string(), ::getpwuid(::geteuid())->pw_name));
+  EXPECT_CONTAINS(message, fmt::format("remove it (rm '{}-shm')", db.string()));
 }
 
 TEST_F(StoreReliabilityTest, VersionTwoDatabaseGetsTheViewsOnOpen) {

@@ -164,6 +164,9 @@ void check_output(const fs::path& output) {
         name, found.detail));
   }
   if (found.kind == Inspection::kUnreadable) {
+    if (const std::string full = disk_full_text(output); !full.empty())
+      throw MergeError(
+          fmt::format("--into '{}' cannot be opened ({}): {}", name, found.detail, full));
     throw MergeError(
         fmt::format("--into '{}' cannot be read ({}); check its permissions and its folder's", name,
                     found.detail));

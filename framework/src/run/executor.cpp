@@ -21,8 +21,10 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include "errors.hpp"  // framework/cli: the exit codes
 #include "run/runner.hpp"
 #include "util.hpp"
 
@@ -142,6 +144,7 @@ class Supervisor {
     RunOptions ro;
     ro.results_dir = o_.results_dir;
     std::map<fs::path, GitState> git;
+    std::vector<int64_t> elsewhere;
     for (std::size_t i = 0; i < specs_.size(); ++i) {
       const std::string key = run_key(specs_[i], loader_);
       if (!o_.rerun) {
@@ -159,14 +162,32 @@ class Supervisor {
       row.status = RunStatus::kQueued;
       row.run_key = key;
       row.sweep = sweep;
-      result.ids[i] = store_.create_run(row);
+      // A run with this key queued or running in another tlab process (six identical
+      // `tlab run`s started at once) runs there, once: not again here, and not counted twice.
+      int64_t same = 0;
+      result.ids[i] = store_.create_run(row, o_.rerun ? nullptr : &same);
+      if (result.ids[i] == 0) {
+        result.ids[i] = same;
+        ++result.skipped;
+        if (store_.run(same).status != to_string(RunStatus::kFinished)) {
+          ++result.elsewhere;
+          elsewhere.push_back(same);
+        }
+        continue;
+      }
       queue_.push_back(i);
     }
-    if (result.skipped)
+    if (result.skipped > result.elsewhere)
       spdlog::info(
           "[sweep] {} of {} run(s) already finished with the same config and plugins: "
           "skipped (--rerun runs them again)",
-          result.skipped, result.total);
+          result.skipped - result.elsewhere, result.total);
+    if (result.elsewhere)
+      spdlog::info(
+          "[sweep] {} of {} run(s) already queued or running with the same config and plugins "
+          "in another tlab process (run{} {}): not run again here",
+          result.elsewhere, result.total, elsewhere.size() > 1 ? "s" : "",
+          fmt::join(elsewhere, ", "));
     ids_ = result.ids;
     if (!queue_.empty())
       spdlog::info(
@@ -193,8 +214,17 @@ class Supervisor {
           store_.finish_open_run(ids_[index], RunStatus::kFailed,
                                  fmt::format("not started: the sweep stopped: {}", e.what()));
         } catch (...) {
+          unrecorded_.push_back(ids_[index]);
         }
       }
+      // A full disk fails these writes too: say which rows stay open, and what closes them.
+      if (!unrecorded_.empty())
+        throw std::runtime_error(fmt::format(
+            "{}; run{} {} stay{} queued or running in '{}', which could not be written: the "
+            "next `tlab run` with this database marks {} lost",
+            e.what(), unrecorded_.size() > 1 ? "s" : "", fmt::join(unrecorded_, ", "),
+            unrecorded_.size() > 1 ? "" : "s", o_.db.string(),
+            unrecorded_.size() > 1 ? "them" : "it"));
       throw;
     } catch (...) {
       abandon();
@@ -487,6 +517,15 @@ class Supervisor {
                                            : " from outside the sweep (kill, or the kernel's "
                                              "out-of-memory killer)");
       }
+    } else if (exit_code == cli::kOutOfMemory) {
+      // Ran out of memory before it could record so (loading LibTorch, opening the run).
+      status = RunStatus::kOom;
+      reason = "ran out of memory before the run could record it";
+      for (auto it = c.tail.rbegin(); it != c.tail.rend(); ++it)
+        if (it->rfind("error: ", 0) == 0) {
+          reason = it->substr(7, 400);
+          break;
+        }
     } else if (exit_code >= 0) {
       status = RunStatus::kFailed;
       reason = exit_code == 127 && rec.status == to_string(RunStatus::kQueued)
@@ -575,11 +614,21 @@ class Supervisor {
         try {
           reap();
         } catch (...) {
-          children_.erase(children_.begin());  // cannot record it: the next start marks it lost
+          // Cannot record it (the database failed): the next start marks it lost.
+          unrecorded_.push_back(children_.front()->id);
+          children_.erase(children_.begin());
         }
       }
       for (auto& c : children_) ::kill(-c->pid, SIGKILL);
-      for (auto& c : children_) ::waitpid(c->pid, nullptr, 0);
+      for (auto& c : children_) {
+        ::waitpid(c->pid, nullptr, 0);
+        try {
+          store_.finish_open_run(c->id, RunStatus::kKilled,
+                                 "stopped with SIGKILL: the sweep stopped on an error");
+        } catch (...) {
+          unrecorded_.push_back(c->id);
+        }
+      }
       children_.clear();
     } catch (...) {
     }
@@ -645,6 +694,7 @@ class Supervisor {
   int jobs_ = 1, threads_ = 1;
   std::vector<int> gpu_load_;
   std::vector<int64_t> ids_;
+  std::vector<int64_t> unrecorded_;  // runs whose end could not be written (abandon)
   std::deque<std::size_t> queue_;
   std::vector<std::unique_ptr<Child>> children_;
   std::vector<std::string> failures_;
@@ -722,10 +772,15 @@ SweepResult run_sweep(const std::vector<RunSpec>& specs, PluginLoader& loader, S
 int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader, bool shard,
               bool install_handlers) {
   if (install_handlers) install_stop_handlers(/*second_signal_ends=*/false);
+  if (install_handlers) install_out_of_memory_crash_handler();
   const Store::Journal journal = shard ? Store::Journal::kRollback : Store::Journal::kWal;
   Store store(db, /*create=*/false, Store::kBusyTimeout, journal);
   try {
     configure_threads(threads);  // LibTorch's thread pool reads /proc/cpuinfo: may fail (EMFILE)
+  } catch (const OutOfMemoryError& e) {
+    if (store.start_run(id, getpid(), "", "")) store.finish_run(id, RunStatus::kOom, e.what());
+    spdlog::error("[runner] run {} oom: {}", id, e.what());
+    return 1;
   } catch (const std::exception& e) {
     std::string what = e.what();
     if (const auto cut = what.find('\n'); cut != std::string::npos) what.resize(cut);

@@ -48,8 +48,11 @@ struct SweepOptions {
 
 /// What became of a sweep.
 struct SweepResult {
-  std::size_t total = 0;     ///< Runs of the sweep.
-  std::size_t skipped = 0;   ///< Already finished with the same run key (not run again).
+  std::size_t total = 0;    ///< Runs of the sweep.
+  std::size_t skipped = 0;  ///< Already finished with the same run key (not run again).
+  /// Of `skipped`: queued or running in another `tlab run` when this sweep began (it runs
+  /// there, once; its id is in `ids`).
+  std::size_t elsewhere = 0;
   std::size_t finished = 0;  ///< Finished now.
   std::vector<int64_t> ids;  ///< Every run of the sweep, skipped ones included, in sweep order.
   std::vector<std::string> failures;  ///< "run 7 crashed: ..." for each run that did not finish.

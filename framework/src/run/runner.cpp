@@ -7,6 +7,8 @@
 
 #include <dlfcn.h>
 #include <malloc.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -17,6 +19,7 @@
 #include <optional>
 #include <unordered_set>
 
+#include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
@@ -32,7 +35,44 @@ namespace fs = std::filesystem;
 
 namespace tlab {
 
+namespace {
+
+// OpenBLAS takes a buffer of about 128 MiB of address space for each thread the first time
+// that thread multiplies matrices, and when it cannot get one it retries for ever (its
+// blas_memory_alloc loops); LibTorch's thread pool likewise waits for ever for a worker that
+// could not be created. Under a memory limit (ulimit -v) a run would hang instead of failing.
+// So, with a limit: check first that there is room for them, and let every thread take its
+// buffer now, while there is; the buffers are kept for the process's life.
+constexpr std::size_t kBlasBuffer = std::size_t{130} << 20;
+
+void check_headroom(int threads) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_AS, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return;
+  const std::size_t need = kBlasBuffer * static_cast<std::size_t>(std::max(threads, 1)) +
+                           (std::size_t{96} << 20);  // thread stacks, the first tensors
+  void* probe =
+      ::mmap(nullptr, need, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (probe == MAP_FAILED)
+    throw OutOfMemoryError(fmt::format(
+        "out of memory before training: {} thread(s) need {} MiB of address space for LibTorch "
+        "and OpenBLAS, which is not left{}",
+        std::max(threads, 1), need >> 20, memory_limit_hint()));
+  ::munmap(probe, need);
+}
+
+void take_blas_buffers(int threads) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_AS, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return;
+  torch::NoGradGuard no_grad;
+  // 128^3 is above OpenBLAS's small-matrix path, which needs no buffer.
+  const auto a = torch::ones({128, 128});
+  at::parallel_for(0, std::max(threads, 1), 1, [&](int64_t, int64_t) { (void)torch::mm(a, a); });
+}
+
+}  // namespace
+
 void configure_threads(int threads) {
+  check_headroom(threads > 0 ? threads : torch::get_num_threads());
   if (threads > 0) torch::set_num_threads(threads);
 #ifdef __GLIBC__
   // glibc serves blocks over 128 KiB with mmap and unmaps them on free, so every training step
@@ -52,6 +92,7 @@ void configure_threads(int threads) {
     spdlog::warn(
         "[runner] OpenBLAS is not loaded: LibTorch runs on the reference BLAS, about 7x "
         "slower; install libopenblas0-pthread (tools/setup.sh does)");
+  take_blas_buffers(torch::get_num_threads());
 }
 
 namespace {
@@ -424,8 +465,11 @@ class RunExecution {
     }
     // LibTorch's errors end in a C++ backtrace ("Exception raised from ...: frame #0 ..."):
     // the reason keeps the message, the backtrace is for the run's output.log.
-    if (const auto cut = out_.reason.find("\nException raised from"); cut != std::string::npos)
-      out_.reason.resize(cut);
+    // c10's enforce failures (allocation failures among them) end in "\nframe #0: ..." instead.
+    for (const char* tail : {"\nException raised from", "\nframe #"})
+      if (const auto cut = out_.reason.find(tail); cut != std::string::npos)
+        out_.reason.resize(cut);
+    if (out_.status == RunStatus::kOom) out_.reason += memory_limit_hint();
     // With very few file descriptors allowed, almost anything fails to open something.
     if ((out_.status == RunStatus::kFailed || out_.status == RunStatus::kOom) &&
         out_.reason.find("(ulimit -n)") == std::string::npos)

@@ -61,7 +61,10 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
 /// Sets LibTorch's intra-op threads (`threads` > 0; 0 keeps its default) and keeps OpenBLAS
 /// single-threaded inside them: LibTorch already parallelises around its BLAS calls, and
 /// OpenBLAS's own spinning threads on top of that multiplied system time by 20 (measured).
-/// Warns when no OpenBLAS is loaded (the reference BLAS is about 7x slower).
+/// Warns when no OpenBLAS is loaded (the reference BLAS is about 7x slower). Under a memory
+/// limit (ulimit -v) it first checks that the threads' buffers fit, and lets each thread take
+/// its OpenBLAS buffer at once (both would otherwise hang when memory runs out): throws
+/// OutOfMemoryError, with the limit, when they do not fit.
 void configure_threads(int threads);
 
 }  // namespace tlab

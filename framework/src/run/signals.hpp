@@ -21,6 +21,13 @@ class InterruptedError : public std::runtime_error {
 /// signal the child may also have received directly, and kills it after the grace period.
 void install_stop_handlers(bool second_signal_ends = true);
 
+/// Under a memory limit (ulimit -v): a crash (SIGSEGV, SIGBUS) at a moment when the address
+/// space is exhausted is a library that did not check an allocation (oneDNN's JIT does not):
+/// the process then says "error: out of memory ..." with the limit and exits with code 3, which
+/// the supervisor records as `oom`. Other crashes stay crashes. Nothing is installed without a
+/// limit. For a run's process.
+void install_out_of_memory_crash_handler();
+
 /// The signal that asked runs to stop (0 if none).
 int stop_signal();
 

@@ -4,6 +4,9 @@
 #include "store/store.hpp"
 
 #include <fmt/format.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -272,6 +275,19 @@ std::string utc_now() {
 
 }  // namespace
 
+std::string disk_full_text(const fs::path& db) {
+  const fs::path folder = db.has_parent_path() ? db.parent_path() : fs::path(".");
+  struct statvfs vfs {};
+  if (::statvfs(folder.c_str(), &vfs) != 0) return "";
+  const unsigned long long free_bytes =
+      static_cast<unsigned long long>(vfs.f_bavail) * vfs.f_frsize;
+  if (free_bytes >= (1u << 20)) return "";
+  return fmt::format(
+      "the disk holding '{}' is full ({} KiB free): free some space (results committed earlier "
+      "are intact)",
+      folder.string(), free_bytes >> 10);
+}
+
 namespace detail {
 
 enum class TxMode { kRead, kWrite };
@@ -411,9 +427,7 @@ class Connection {
     } else if ((code & 0xff) == SQLITE_FULL) {
       message += "; the disk is full: free some space (results committed earlier are intact)";
     } else if ((code & 0xff) == SQLITE_READONLY) {
-      message +=
-          "; the file or its folder is read-only: fix the permissions or pass another "
-          "--db path";
+      message += read_only_hint();
     } else if ((code & 0xff) == SQLITE_CANTOPEN) {
       message += "; check that the folder exists and is writable, or pass another --db path";
     } else if ((code & 0xff) == SQLITE_CORRUPT) {
@@ -421,9 +435,30 @@ class Connection {
           "; the database is damaged: restore it from a backup or try `sqlite3 '{}' .recover`",
           path);
     } else if ((code & 0xff) == SQLITE_IOERR) {
-      message += "; check the disk, and keep the database on a local filesystem";
+      // SQLite reports a full disk as an I/O error where it maps its shared memory (-shm).
+      const std::string full = disk_full_text(path_);
+      message += full.empty() ? "; check the disk, and keep the database on a local filesystem"
+                              : "; " + full;
     }
     return StoreError(message);
+  }
+
+  /// Why writing failed on a read-only database: a leftover -shm, -wal or -journal file this
+  /// process cannot write (left by a reader with other rights, root for one), or the file or
+  /// its folder.
+  std::string read_only_hint() const {
+    for (const char* suffix : {"-shm", "-wal", "-journal"}) {
+      const std::string side = path_.string() + suffix;
+      struct stat st {};
+      if (::stat(side.c_str(), &st) != 0 || ::access(side.c_str(), W_OK) == 0) continue;
+      const passwd* owner = ::getpwuid(st.st_uid);
+      return fmt::format(
+          "; '{}' is read-only to this process (owner {}, mode {:04o}): it was left by an "
+          "earlier open with other rights (root's, or a read-only one); when no process has "
+          "the database open, remove it (rm '{}') or give it to its user (chown)",
+          side, owner ? owner->pw_name : std::to_string(st.st_uid), st.st_mode & 07777, side);
+    }
+    return "; the file or its folder is read-only: fix the permissions or pass another --db path";
   }
 
   fs::path path_;
@@ -713,7 +748,7 @@ const fs::path& Store::path() const {
   return db_->path();
 }
 
-int64_t Store::create_run(const NewRun& run) {
+int64_t Store::create_run(const NewRun& run, int64_t* same_key) {
   assert(db_ && "Store used after being moved from");
   for (const ParamEntry& param : run.params) check_param(param);
   if (run.git_dirty < -1 || run.git_dirty > 1) {
@@ -735,6 +770,18 @@ int64_t Store::create_run(const NewRun& run) {
 
   int64_t id = 0;
   db_->transaction(TxMode::kWrite, fmt::format("recording the new run '{}'", run.name), [&] {
+    id = 0;
+    if (same_key && !run.run_key.empty()) {
+      Query same(*db_,
+                 "SELECT id FROM runs WHERE run_key = ?1 AND (status = 'finished' OR "
+                 "(status IN ('queued', 'running') AND COALESCE(sweep, '') <> ?2)) "
+                 "ORDER BY status = 'finished' DESC, id DESC LIMIT 1");
+      same.bind_text(1, run.run_key).bind_text(2, run.sweep);
+      if (same.step()) {
+        *same_key = same.int_at(0);
+        return;
+      }
+    }
     const std::string now = utc_now();
     Query insert(*db_,
                  "INSERT INTO runs (experiment, name, status, created_at, started_at, "

@@ -99,6 +99,11 @@ struct EvaluationRecord {
   std::string created_at;  ///< UTC, ISO 8601.
 };
 
+/// "the disk holding '<folder>' is full (N KiB free): free some space ..." when the filesystem
+/// of the database `db` has less than 1 MiB free; "" otherwise. SQLite reports a full disk as a
+/// "disk I/O error" where it maps its shared memory (-shm): errors add this to say what it is.
+std::string disk_full_text(const std::filesystem::path& db);
+
 /// What `Store::create_run` records about a new run.
 struct NewRun {
   std::string experiment;          ///< Experiment file path as given.
@@ -232,7 +237,12 @@ class Store {
 
   /// Records a new run with status "running", started and heartbeat now, and its params.
   /// Returns the run id.
-  int64_t create_run(const NewRun& run);
+  ///
+  /// With `same_key`: when a run with the same run_key is finished, or queued or running in
+  /// another sweep (another `tlab run`), nothing is created; that run's id goes to *same_key
+  /// and 0 is returned. Checked and inserted in one write transaction, so that processes that
+  /// start one config at the same moment create it once.
+  int64_t create_run(const NewRun& run, int64_t* same_key = nullptr);
   /// Records the plugins `run` uses (may be called more than once; rows are appended).
   void add_plugins(int64_t run, const std::vector<PluginRecord>& plugins);
   /// Appends `rows` to the metrics of `run` in one transaction: all rows or none.
