@@ -275,6 +275,7 @@ epochs = 1
       EXPECT_EQ(r.code, 3);
       EXPECT_THAT(r.out, HasSubstr(fmt::format("(ulimit -v {})", mib << 10)));
       EXPECT_THAT(r.out, HasSubstr("out of memory"));
+      some_oom = true;
       continue;
     }
     const auto all = runs();
