@@ -162,7 +162,20 @@ const std::vector<Case> kCases = {
     {R"(q='it\'s')", R"(q='it\'s' (string))"},
     {R"(q="say \"hi\"")", R"(q='say "hi"' (string))"},
     {R"(q='a\b')", R"(q=a\b (string))"},
-    {R"(q='a\\b')", R"(q=a\b (string))"},
+    {R"(q='a\\b')", R"(q='a\\b' (string))"},  // Hydra: backslashes only escape a quote
+    {R"(q='a \${b}')", R"(q='a \${b}' (string))"},
+    {R"(q='ends\\')", R"(q='ends\\' (string))"},
+    {R"(q='x\\\'y')", R"(q='x\\\'y' (string))"},
+    // Hydra's escapes in unquoted values: \ ( ) [ ] { } : = , space and tab.
+    {R"(k=a\,b)", R"(k='a,b' (string))"},
+    {R"(k=\ ab)", R"(k=' ab' (string))"},
+    {R"(k=ab\\)", R"(k='ab\\' (string))"},
+    {R"(k=1\,000)", R"(k='1,000' (string))"},
+    {R"(k=a\:b)", R"(k=a:b (string))"},
+    {R"(k=\(x\)\=\[y\])", R"(k='(x)=[y]' (string))"},
+    {R"(k=$\{foo.bar\})", R"(k='${foo.bar}' (string))"},
+    {R"(k=[a\,b, c])", R"(k=['a,b', c] (list))"},
+    {R"(k=c:\foo\a-b.txt)", R"(k=c:\foo\a-b.txt (string))"},
     {R"(q="it's")", R"(q='it\'s' (string))"},
     {"q=''", "q='' (string)"},
     {"q=' spaced '", "q=' spaced ' (string)"},
@@ -692,7 +705,9 @@ TEST(OverrideFormat, CanonicalText) {
   EXPECT_EQ(format_value(Node::string("1")), "'1'");
   EXPECT_EQ(format_value(Node::string("a b")), "'a b'");
   EXPECT_EQ(format_value(Node::string("it's")), R"('it\'s')");
-  EXPECT_EQ(format_value(Node::string(R"(a\)")), R"(a\)");
+  EXPECT_EQ(format_value(Node::string(R"(a\)")), R"('a\\')");
+  EXPECT_EQ(format_value(Node::string(R"(C:\dir\file)")), R"(C:\dir\file)");
+  EXPECT_EQ(format_value(Node::string(R"(a\,b)")), R"('a\,b')");
   EXPECT_EQ(format_value(Node::string(R"(a\')")), R"('a\\\'')");
   Node list = Node::list();
   list.push_back(Node::integer(1));

@@ -47,6 +47,8 @@ bool is_unquoted(char c) {
   return static_cast<unsigned char>(c) >= 0x80 || is_alnum(c) ||
          (c != '\0' && std::strchr("_-+/.:\\*?~%^&!<>#@$|", c) != nullptr);
 }
+// Characters a backslash escapes in an unquoted value (Hydra's ESC token).
+bool is_escapable(char c) { return c != '\0' && std::strchr("\\()[]{}:=, \t", c) != nullptr; }
 bool is_identifier(std::string_view s) {
   if (s.empty() || !is_ident_start(s[0])) return false;
   return std::all_of(s.begin(), s.end(), is_ident_char);
@@ -225,11 +227,22 @@ bool to_double(std::string_view token, double& out) {
   return false;
 }
 
+// Hydra's quoting: inside '...' only backslashes right before a quote (or the closing quote) are
+// escapes, so a run of n backslashes there is written 2n times and a quote as \'; any other
+// backslash stands for itself.
 std::string quoted(const std::string& s) {
   std::string out = "'";
-  for (char c : s) {
-    if (c == '\\' || c == '\'') out += '\\';
-    out += c;
+  for (std::size_t i = 0; i < s.size();) {
+    if (s[i] == '\\') {
+      std::size_t n = 0;
+      while (i + n < s.size() && s[i + n] == '\\') ++n;
+      const bool before_quote = i + n == s.size() || s[i + n] == '\'';
+      out.append(before_quote ? 2 * n : n, '\\');
+      i += n;
+      continue;
+    }
+    if (s[i] == '\'') out += '\\';
+    out += s[i++];
   }
   return out + "'";
 }
@@ -694,16 +707,25 @@ Node Parser::parse_table(std::size_t depth) {
   }
 }
 
-// '...' or "...": \<quote> and \\ are escapes, any other backslash is kept.
+// '...' or "...", as Hydra reads them: only backslashes right before a quote of the same kind
+// are escapes (a run of n gives n/2 backslashes, and the quote itself when n is odd); any other
+// backslash is kept, so '\${x}' keeps its backslash for the interpolation.
 std::string Parser::parse_quoted(bool as_value) {
   const std::size_t open = p_;
   const char q = t_[p_++];
   std::string out;
   while (!at_end()) {
     char c = t_[p_];
-    if (c == '\\' && p_ + 1 < t_.size() && (t_[p_ + 1] == q || t_[p_ + 1] == '\\')) {
-      out += t_[p_ + 1];
-      p_ += 2;
+    if (c == '\\') {
+      std::size_t n = 0;
+      while (p_ + n < t_.size() && t_[p_ + n] == '\\') ++n;
+      const bool before_quote = p_ + n < t_.size() && t_[p_ + n] == q;
+      out.append(before_quote ? n / 2 : n, '\\');
+      p_ += n;
+      if (before_quote && n % 2 == 1) {
+        out += q;
+        ++p_;
+      }
       continue;
     }
     ++p_;
@@ -733,28 +755,45 @@ void Parser::skip_interpolation() {
   error(open, "the interpolation '${' here is not closed; add '}' (e.g. ${train.lr})");
 }
 
+// An unquoted value: characters, inner blanks and ${...} interpolations, with Hydra's escapes
+// (a backslash before one of \\ ( ) [ ] { } : = , space tab stands for that character, and
+// makes the value a string); blanks around it are dropped, escaped ones kept.
 Item Parser::parse_primitive(std::size_t depth) {
   const std::size_t start = p_;
+  std::string text;
+  std::size_t keep = 0;  // text up to its last character that is not an unescaped blank
+  bool escaped = false;
   while (!at_end()) {
-    char c = t_[p_];
-    if (c == '$' && p_ + 1 < t_.size() && t_[p_ + 1] == '{') {
+    const char c = t_[p_];
+    if (c == '\\' && p_ + 1 < t_.size() && is_escapable(t_[p_ + 1])) {
+      text += t_[p_ + 1];
+      p_ += 2;
+      escaped = true;
+      keep = text.size();
+    } else if (c == '$' && p_ + 1 < t_.size() && t_[p_ + 1] == '{') {
+      const std::size_t begin = p_;
       skip_interpolation();
-    } else if (is_unquoted(c) || is_ws(c)) {
+      text.append(t_.substr(begin, p_ - begin));
+      keep = text.size();
+    } else if (is_unquoted(c)) {
+      text += c;
+      ++p_;
+      keep = text.size();
+    } else if (is_ws(c)) {
+      if (!text.empty()) text += c;
       ++p_;
     } else {
       break;
     }
   }
-  std::size_t end = p_;
-  while (end > start && is_ws(t_[end - 1])) --end;
-  std::string_view token = t_.substr(start, end - start);
+  text.resize(keep);
   if (!at_end()) {
-    if (peek() == '(' && is_identifier(token))
-      return parse_call(std::string(token), start, depth + 1);
+    if (peek() == '(' && !escaped && is_identifier(text)) return parse_call(text, start, depth + 1);
     if (!std::strchr(",)]}", peek())) not_allowed(p_);
   }
-  if (token.empty()) error(p_, fmt::format("expected a value, found {}", name_of(p_)));
-  return Item{typed(token, start), std::nullopt, start};
+  if (text.empty()) error(p_, fmt::format("expected a value, found {}", name_of(p_)));
+  if (escaped) return Item{Node::string(std::move(text), origin_at(start)), std::nullopt, start};
+  return Item{typed(text, start), std::nullopt, start};
 }
 
 Node Parser::typed(std::string_view token, std::size_t at) {
@@ -1205,7 +1244,12 @@ std::string format_value(const Node& value) {
       return value.scalar_text();
     case Node::Type::String: {
       const std::string& s = value.as_string();
-      bool bare = !s.empty() && std::all_of(s.begin(), s.end(), is_unquoted) &&
+      // Bare, a backslash before \ ( ) [ ] { } : = , or a blank would be an escape, and a
+      // final one would escape what follows the value (a ',' in a list): such strings are quoted.
+      bool escapes = !s.empty() && s.back() == '\\';
+      for (std::size_t i = 0; i + 1 < s.size(); ++i)
+        escapes = escapes || (s[i] == '\\' && is_escapable(s[i + 1]));
+      bool bare = !s.empty() && std::all_of(s.begin(), s.end(), is_unquoted) && !escapes &&
                   !iequals(s, "null") && !iequals(s, "true") && !iequals(s, "false") &&
                   number_kind(s) == NumKind::None;
       return bare ? s : quoted(s);
