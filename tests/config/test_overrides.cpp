@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -54,6 +55,7 @@ std::string describe(const Sweep& s) {
               join_patterns(s.exclude) + "])";
       break;
   }
+  if (s.shuffle) inner = "shuffle(" + inner + ")";
   return s.zip ? "zip(" + inner + ")" : inner;
 }
 
@@ -327,7 +329,9 @@ const std::vector<Case> kCases = {
     {"x=choice(a,)",
      "error: at character 12: expected a value in the arguments of choice() that "
      "start at character 9, found ')'; remove the trailing ','"},
-    {"x=range(1)", "error: at character 3: range() needs a start and a stop"},
+    {"x=range(3)", "x=range(0, 3, 1)"},  // Hydra: range(stop) counts from 0
+    {"x=range(5.5, step=0.5)", "x=range(0, 5.5, 0.5)"},
+    {"x=range(step=2)", "error: at character 3: range() needs a stop"},
     {"x=range(a, 5)",
      "error: at character 9: range() takes numbers, but its start is string "
      "\"a\""},
@@ -386,11 +390,17 @@ const std::vector<Case> kCases = {
     {"x=int(range(1,4))", "x=choice(1, 2, 3)"},
     {"x=float(range(1,3))", "x=choice(1.0, 2.0)"},
     {"x=str(choice(1,2))", "x=choice('1', '2')"},
-    {"x=str(1,2)", "error: at character 9: str() takes one value"},
+    {"x=str(1,2)", "x=choice('1', '2')"},  // Hydra: several values are an a,b sweep
+    {"x=float(3,2,1)", "x=choice(3.0, 2.0, 1.0)"},
+    {"x=str(range(1,3))",
+     "error: at character 7: str() cannot cast range(): a range can only "
+     "be cast to int or float"},
+    {"x=bool(range(1,3))", "error: bool() cannot cast range()"},
+    {"x=int(choice(1,2), 3)", "error: int() casts one sweep or several values, not both"},
     {"x=zip(int(range(1,3)))", "x=zip(choice(1, 2))"},
     {"x=int(zip(1.5,2.5))", "x=zip(choice(1, 2))"},
-    {"x=int()", "error: at character 3: int() takes one value"},
-    {"x=int(value=1, x=2)", "error: int() takes one value"},
+    {"x=int()", "error: at character 3: int() takes a value"},
+    {"x=int(value=1, x=2)", "error: int() has no argument 'value'; it takes values"},
     {"x=int(v=1)", "error: int() has no argument 'v'"},
     {"x=int('abc')",
      "error: at character 7: int() cannot convert string \"abc\": expected an "
@@ -402,12 +412,32 @@ const std::vector<Case> kCases = {
     {"x=int(glob(*))", "error: at character 7: int() cannot cast glob()"},
     {"x=int(range(5,1))", "error: at character 7: range(5, 1) is empty"},
     // Functions that do not exist, and sweeps where none may be.
-    {"x=sort(a,b)",
-     "error: at character 3: unknown function 'sort'; available: choice, range, "
-     "glob, zip, int, float, str, bool"},
+    {"x=sortt(a,b)",
+     "error: at character 3: unknown function 'sortt'; available: choice, range, "
+     "glob, zip, sort, shuffle, int, float, str, bool (did you mean 'sort'?)"},
     {"x=chioce(a,b)",
-     "error: unknown function 'chioce'; available: choice, range, glob, zip, int, "
-     "float, str, bool (did you mean 'choice'?); to use '(' in a string"},
+     "error: unknown function 'chioce'; available: choice, range, glob, zip, sort, "
+     "shuffle, int, float, str, bool (did you mean 'choice'?); to use '(' in a string"},
+    // sort() and shuffle(), as Hydra's.
+    {"x=sort(1)", "x=1 (int)"},
+    {"x=sort([3,1,2])", "x=[1, 2, 3] (list)"},
+    {"x=sort(list=[b,c,a], reverse=true)", "x=[c, b, a] (list)"},
+    {"x=sort(3,1,2)", "x=choice(1, 2, 3)"},
+    {"x=sort(1, 2.5, true)", "x=choice(1, true, 2.5)"},  // Python: true == 1, stable
+    {"x=sort(sweep=choice(b,a), reverse=true)", "x=choice(b, a)"},
+    {"x=sort(range(9,0,-3))", "x=choice(3, 6, 9)"},
+    {"x=sort(range(0,5,2), reverse=true)", "x=choice(4, 2, 0)"},
+    {"x=zip(sort(2,1))", "x=zip(choice(1, 2))"},
+    {"x=sort(3,2,str(1))", "error: at character 3: sort() cannot order"},
+    {"x=sort()", "error: at character 3: sort() needs values"},
+    {"x=sort(glob(*))", "error: sort() cannot reorder glob()"},
+    {"x=sort(1, reverse=yes)", "error: sort()'s reverse= takes true or false"},
+    {"x=shuffle(1,2,3)", "x=shuffle(choice(1, 2, 3))"},
+    {"x=shuffle(range(3))", "x=shuffle(range(0, 3, 1))"},
+    {"x=shuffle(a)", "x=[a] (list)"},
+    {"x=shuffle(1, reverse=true)", "error: shuffle() has no argument 'reverse'"},
+    {"x=shuffle([1], [2])", "x=shuffle(choice([1], [2]))"},
+    {"x=shuffle(choice(1), 2)", "error: shuffle() takes one sweep, or several plain values"},
     {"x=Choice(a)", "did you mean 'choice'?"},
     {"x=a(b", "error: at character 3: unknown function 'a'"},
     {"x=interval(0,1)",
@@ -614,6 +644,32 @@ TEST(OverrideSweep, RangeErrors) {
             "override 'seed=range(5,1)' at character 6: range(5, 1) is empty: the stop is "
             "excluded, so it must be above the start (or below it with a negative step, e.g. "
             "range(5, 1, -1))\n    seed=range(5,1)\n         ^");
+}
+
+// Hydra draws a new order at each parse; tlab's is seeded by the override text, so that a
+// resumed sweep sees the same order.
+TEST(OverrideSweep, ShuffleKeepsTheValuesInAnOrderSeededByTheText) {
+  auto values = [](const std::string& text) {
+    return join_values(sweep_values(*parse_override(text).sweep));
+  };
+  const std::string sorted = "0, 1, 2, 3, 4, 5, 6, 7, 8, 9";
+  const std::string once = values("x=shuffle(range(10))");
+  EXPECT_EQ(values("x=shuffle(range(10))"), once);
+  EXPECT_NE(once, sorted);
+  auto as_sorted = [](const std::string& text) {
+    Sweep s = *parse_override(text).sweep;
+    std::vector<Node> v = sweep_values(s);
+    std::sort(v.begin(), v.end(),
+              [](const Node& a, const Node& b) { return a.as_int() < b.as_int(); });
+    return join_values(v);
+  };
+  EXPECT_EQ(as_sorted("x=shuffle(range(10))"), sorted);
+  EXPECT_EQ(as_sorted("x=shuffle(0,1,2,3,4,5,6,7,8,9)"), sorted);
+  Node list = parse_override("x=shuffle([0,1,2,3,4,5,6,7,8,9])").value;
+  EXPECT_NE(format_value(list), "[" + sorted + "]");
+  EXPECT_EQ(list.size(), 10u);
+  EXPECT_EQ(format_value(parse_override("x=shuffle([0,1,2,3,4,5,6,7,8,9])").value),
+            format_value(list));
 }
 
 TEST(OverrideSweep, ChoiceAndGlob) {

@@ -32,9 +32,10 @@ constexpr std::size_t kMaxSweepValues = 100000;
 constexpr std::size_t kMaxValueBytes = 64u << 20;
 constexpr std::size_t kValueOverhead = sizeof(Node);
 
-constexpr const char* kFunctionList = "choice, range, glob, zip, int, float, str, bool";
-const std::vector<std::string> kFunctions = {"choice", "range", "glob", "zip",
-                                             "int",    "float", "str",  "bool"};
+constexpr const char* kFunctionList =
+    "choice, range, glob, zip, sort, shuffle, int, float, str, bool";
+const std::vector<std::string> kFunctions = {"choice",  "range", "glob",  "zip", "sort",
+                                             "shuffle", "int",   "float", "str", "bool"};
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
@@ -250,6 +251,42 @@ std::string quoted(const std::string& s) {
 // ---------------------------------------------------------------------------------------------
 // The parser
 
+// Python's order for sort(): numbers (and booleans, as 0 and 1) among themselves, strings among
+// themselves; anything else, or a mix, is refused as Hydra refuses it.
+bool sort_before(const Node& a, const Node& b, const Origin& where) {
+  auto numeric = [](const Node& v) { return v.is_number() || v.is_bool(); };
+  auto number = [](const Node& v) {
+    return v.is_bool() ? (v.as_bool() ? 1.0 : 0.0) : v.as_number();
+  };
+  if (numeric(a) && numeric(b)) {
+    if (a.is_int() && b.is_int()) return a.as_int() < b.as_int();
+    return number(a) < number(b);
+  }
+  if (a.is_string() && b.is_string()) return a.as_string() < b.as_string();
+  fail_at(where, fmt::format("sort() cannot order {} and {}: it sorts numbers or strings, not a "
+                             "mix of them",
+                             a.describe(), b.describe()));
+}
+
+void sort_nodes(std::vector<Node>& values, bool reverse, const Origin& where) {
+  std::stable_sort(values.begin(), values.end(), [&](const Node& a, const Node& b) {
+    return reverse ? sort_before(b, a, where) : sort_before(a, b, where);
+  });
+}
+
+// The same pseudo-random order for the same override text (std::shuffle's order differs between
+// standard libraries, so the permutation is drawn here).
+void shuffle_nodes(std::vector<Node>& values, const std::string& seed_text) {
+  uint64_t state = std::stoull(hash_string("shuffle " + seed_text).substr(0, 16), nullptr, 16);
+  auto next = [&state] {  // splitmix64
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  };
+  for (std::size_t i = values.size(); i > 1; --i) std::swap(values[i - 1], values[next() % i]);
+}
+
 struct Item {
   Node value;
   std::optional<Sweep> sweep;
@@ -318,6 +355,7 @@ class Parser {
   Item make_range(std::size_t at, std::vector<Arg>& args);
   Item make_glob(std::size_t at, std::vector<Arg>& args);
   Item make_zip(std::size_t at, std::vector<Arg>& args);
+  Item make_sort(std::size_t at, std::vector<Arg>& args, bool shuffle);
   Item make_cast(Cast kind, const std::string& name, std::size_t at, std::vector<Arg>& args);
   Node cast(Node v, Cast kind, const std::string& name);
 
@@ -889,6 +927,7 @@ Item Parser::parse_call(const std::string& name, std::size_t name_at, std::size_
   if (name == "range") return make_range(name_at, args);
   if (name == "glob") return make_glob(name_at, args);
   if (name == "zip") return make_zip(name_at, args);
+  if (name == "sort" || name == "shuffle") return make_sort(name_at, args, name == "shuffle");
   Cast kind = name == "int"     ? Cast::Int
               : name == "float" ? Cast::Float
               : name == "str"   ? Cast::Str
@@ -943,9 +982,14 @@ Item Parser::make_range(std::size_t at, std::vector<Arg>& args) {
     slot[k] = std::move(arg.item.value);
     given[k] = true;
   }
+  if (given[0] && !given[1]) {  // range(stop), as Python's and Hydra's: from 0
+    slot[1] = std::move(slot[0]);
+    slot[0] = Node::integer(0, origin_at(at));
+    given[1] = true;
+  }
   if (!given[0] || !given[1])
     error(at,
-          "range() needs a start and a stop (the stop is excluded), e.g. range(1, 5) or "
+          "range() needs a stop (the stop is excluded), e.g. range(5), range(1, 5) or "
           "range(0, 1, 0.1)");
   Sweep sweep;
   sweep.fn = Sweep::Fn::Range;
@@ -1022,12 +1066,86 @@ Item Parser::make_zip(std::size_t at, std::vector<Arg>& args) {
   return Item{Node(), std::move(sweep), at};
 }
 
+// sort(values... | list=[..] | sweep=<sweep>[, reverse=true]) and shuffle(...), as Hydra's:
+// one list gives the list reordered, one sweep the sweep reordered, several values a sweep of
+// them reordered, one other value itself (sort) or a list of it (shuffle).
+Item Parser::make_sort(std::size_t at, std::vector<Arg>& args, bool shuffle) {
+  const char* name = shuffle ? "shuffle" : "sort";
+  bool reverse = false;
+  std::vector<Arg> inputs;
+  for (auto& arg : args) {
+    if (arg.name == "reverse" && !shuffle) {
+      if (arg.item.sweep || !arg.item.value.is_bool())
+        error(arg.at, "sort()'s reverse= takes true or false");
+      reverse = arg.item.value.as_bool();
+      continue;
+    }
+    if (!arg.name.empty() && arg.name != "list" && arg.name != "sweep")
+      error(arg.at, fmt::format("{}() has no argument '{}'; it takes values, list=, sweep={}", name,
+                                arg.name, shuffle ? "" : " and reverse="));
+    if (!inputs.empty() && (!arg.name.empty() || !inputs.back().name.empty()))
+      error(arg.at, fmt::format("{}() takes one list=, one sweep= or several values", name));
+    inputs.push_back(std::move(arg));
+  }
+  if (inputs.empty()) error(at, fmt::format("{0}() needs values, e.g. {0}(3, 1, 2)", name));
+  const Origin where = origin_at(at);
+  const std::string seed = origin_text_ + "@" + std::to_string(at);
+  Item out;
+  out.at = at;
+  if (inputs.size() > 1) {
+    for (const auto& arg : inputs)
+      if (arg.item.sweep)
+        error(arg.at, fmt::format("{}() takes one sweep, or several plain values", name));
+    out = make_choice(at, inputs);
+  } else if (inputs[0].item.sweep) {
+    out.sweep = std::move(inputs[0].item.sweep);
+  } else if (inputs[0].item.value.is_list()) {
+    Node list = std::move(inputs[0].item.value);
+    if (shuffle)
+      shuffle_nodes(list.items(), seed);
+    else
+      sort_nodes(list.items(), reverse, where);
+    return Item{std::move(list), std::nullopt, at};
+  } else if (shuffle) {
+    Node list = Node::list(where);
+    list.push_back(std::move(inputs[0].item.value));
+    return Item{std::move(list), std::nullopt, at};
+  } else {
+    return Item{std::move(inputs[0].item.value), std::nullopt, at};
+  }
+  Sweep& sweep = *out.sweep;
+  if (sweep.fn == Sweep::Fn::Glob)
+    error(at, fmt::format("{}() cannot reorder glob(): its options come sorted by name", name));
+  if (shuffle) {
+    sweep.shuffle = true;
+    return out;
+  }
+  if (sweep.fn == Sweep::Fn::Range) {
+    sweep.values = sweep_values(sweep);
+    charge(sweep.values.size());
+    sweep.fn = Sweep::Fn::Choice;
+    sweep.start = sweep.stop = sweep.step = Node();
+  }
+  sweep.shuffle = false;
+  sort_nodes(sweep.values, reverse, where);
+  return out;
+}
+
 Item Parser::make_cast(Cast kind, const std::string& name, std::size_t at, std::vector<Arg>& args) {
-  if (args.size() != 1)
-    error(args.empty() ? at : args[1].at,
-          fmt::format("{0}() takes one value, e.g. {0}(x) or {0}(range(1, 4)); to cast several "
-                      "values write {0}(choice(a, b))",
-                      name));
+  if (args.empty()) error(at, fmt::format("{0}() takes a value, e.g. {0}(x) or {0}(1, 2)", name));
+  if (args.size() > 1) {
+    // Several values: a sweep of the cast values, as Hydra's int(1,2,3) (an 'a,b,c' sweep).
+    std::vector<Arg> choice;
+    for (auto& arg : args) {
+      if (!arg.name.empty())
+        error(arg.at, fmt::format("{}() has no argument '{}'; it takes values", name, arg.name));
+      if (arg.item.sweep)
+        error(arg.at, fmt::format("{}() casts one sweep or several values, not both", name));
+    }
+    Item sweep = make_choice(at, args);
+    for (auto& v : sweep.sweep->values) v = cast(std::move(v), kind, name);
+    return sweep;
+  }
   Arg& arg = args[0];
   if (!arg.name.empty() && arg.name != "value")
     error(arg.at, fmt::format("{}() has no argument '{}'; it takes one value", name, arg.name));
@@ -1039,6 +1157,10 @@ Item Parser::make_cast(Cast kind, const std::string& name, std::size_t at, std::
   Sweep sweep = std::move(*arg.item.sweep);
   if (sweep.fn == Sweep::Fn::Glob)
     error(arg.at, fmt::format("{}() cannot cast glob(): it picks option names", name));
+  if (sweep.fn == Sweep::Fn::Range && (kind == Cast::Str || kind == Cast::Bool))
+    error(arg.at, fmt::format("{}() cannot cast range(): a range can only be cast to int or float "
+                              "(as in Hydra); write choice(...) for other values",
+                              name));
   if (sweep.fn == Sweep::Fn::Range) {
     // The cast applies to each value, so the range becomes the list of its values.
     sweep.values = sweep_values(sweep);
@@ -1144,6 +1266,13 @@ ParsedValue parse_value(std::string_view text, const std::string& where) {
 }
 
 std::vector<Node> sweep_values(const Sweep& s) {
+  if (s.shuffle) {
+    Sweep plain = s;
+    plain.shuffle = false;
+    std::vector<Node> values = sweep_values(plain);
+    shuffle_nodes(values, s.origin.where());
+    return values;
+  }
   if (s.fn == Sweep::Fn::Choice) return s.values;
   if (s.fn == Sweep::Fn::Glob)
     fail_at(s.origin,

@@ -8,10 +8,11 @@
 //   group=option     choose a config group option; group@package=option places it elsewhere
 //
 // Values: null, true/false, integers (1_000), floats (1e-3, .5, inf, nan), quoted strings
-// ('a b', "x") with \' \" \\ escapes, unquoted strings (may hold spaces inside and ${...}
-// interpolations), lists [1, 2], tables {a: 1, b = 2}. Sweeps (multirun only): a,b,c,
-// choice(a,b), range(start, stop[, step]), glob(pattern[, exclude=pattern]), zip(<sweep>);
-// casts int(), float(), str(), bool().
+// ('a b', "x"; backslashes escape only a quote), unquoted strings (may hold spaces inside,
+// ${...} interpolations and Hydra's escapes a\,b), lists [1, 2], tables {a: 1, b = 2}. Sweeps
+// (multirun only): a,b,c, choice(a,b), range([start,] stop[, step]), glob(pattern[,
+// exclude=pattern]), zip(<sweep>); sort(...[, reverse=true]) and shuffle(...) on values, lists
+// and sweeps; casts int(), float(), str(), bool() of a value, a sweep, or several values.
 // See docs/configuration.md for the full grammar next to Hydra's.
 
 #include <optional>
@@ -31,6 +32,9 @@ struct Sweep {
   Node start, stop, step;                     ///< Range: numbers; step Int 1 when not given.
   std::vector<std::string> include, exclude;  ///< Glob: patterns over group option names.
   bool zip = false;  ///< Inside zip(...): varies together with the other zipped keys.
+  /// shuffle(...): the values in a pseudo-random order seeded by the override's text (the same
+  /// order every time, so a resumed sweep sees it again; Hydra draws a new one each time).
+  bool shuffle = false;
   Origin origin;     ///< Where the sweep expression starts.
 };
 
@@ -64,8 +68,8 @@ struct ParsedValue {
 };
 ParsedValue parse_value(std::string_view text, const std::string& where);
 
-/// The values of a Choice or Range sweep, in order (Glob needs the group's options: use
-/// glob_options). Range: ints when start, stop and step are all ints, else floats computed as
+/// The values of a Choice or Range sweep, in order, shuffled when `shuffle` (Glob needs the
+/// group's options: use glob_options). Range: ints when start, stop and step are all ints, else floats computed as
 /// start + i*step and rounded to 15 significant digits; empty ranges, a zero step and more than
 /// 100000 values are errors located at the sweep.
 std::vector<Node> sweep_values(const Sweep& sweep);
