@@ -181,6 +181,32 @@ TEST_F(Compose, GroupOverridesChooseOptions) {
             "sqlite");
 }
 
+// Issue 25: the global package from the command line, as Hydra's: group@_global_=option and the
+// empty package group@=option put the option's keys at the top (they landed in a literal
+// `_global_` table, or were refused), and change or remove a choice made at @_global_ in the
+// defaults list.
+TEST_F(Compose, TheGlobalPackageFromTheCommandLine) {
+  EXPECT_EQ(json("x = 1\n", {"+db@_global_=sqlite"}),
+            R"({"x":1,"driver":"sqlite","path":"data.db"})");
+  EXPECT_EQ(json("x = 1\n", {"+db@=sqlite"}), R"({"x":1,"driver":"sqlite","path":"data.db"})");
+  const std::string global = "defaults = [{ \"db@_global_\" = \"sqlite\" }]\n";
+  EXPECT_EQ(run(global, {"db@_global_=mysql"}).config.get("driver")->as_string(), "mysql");
+  EXPECT_EQ(run(global, {"db@=mysql"}).config.get("driver")->as_string(), "mysql");
+  EXPECT_FALSE(run(global, {"~db@_global_"}).config.get("driver"));
+}
+
+// Issue 25: +group=option on an experiment without a defaults list was ignored (exit 0). As in
+// Hydra, no defaults list is [_self_], and the choice is appended to it.
+TEST_F(Compose, AddingAGroupWorksWithoutADefaultsList) {
+  auto c = run("x = 1\n", {"+db=sqlite"});
+  EXPECT_EQ(c.config.find({"db", "driver"})->as_string(), "sqlite");
+  EXPECT_EQ(c.config.get("x")->as_int(), 1);
+  EXPECT_EQ(run("x = 1\n", {"++db=sqlite"}).config.find({"db", "driver"})->as_string(), "sqlite");
+  EXPECT_THAT(error("x = 1\n", {"db=sqlite"}),
+              HasSubstr("the defaults list does not choose from config group 'db'; to add it, "
+                        "write +db=sqlite"));
+}
+
 TEST_F(Compose, GroupOverrideErrors) {
   const std::string base = "defaults = [{ db = \"mysql\" }]\n";
   EXPECT_THAT(error(base, {"db=mysq"}),

@@ -284,7 +284,9 @@ const std::vector<Case> kCases = {
     {"a:1", "error: at character 2: ':' is not allowed in a key"},
     {"train.lr:0.1", "did you mean 'train.lr=0.1'?"},
     {"a@b@c=1", "error: at character 4: a second '@' in the key"},
-    {"a@=1", "error: at character 3: the package after '@' is empty"},
+    {"a@=1", "a@=1 (int)"},  // Hydra's empty package: the global one
+    {"$foo.bar$.x$z=1", "$foo.bar$.x$z=1 (int)"},
+    {"$foo/bar=x", "error: at character 5: '/' is not allowed in a key with '$'"},
     {"a@b/c=1", "error: at character 4: '/' is not allowed in a package"},
     {"a@.b=1", "error: at character 3: a package cannot start with '.'"},
     {"+++a=1", "error: at character 3: '+' is not allowed in a key"},

@@ -205,6 +205,12 @@ void apply_value(Node& root, Override::Op op, const std::string& key, const Node
 // ---------------------------------------------------------------------------------------------
 // Defaults lists
 
+/// The global package, written `_global_` or left empty (`group@=option`, as Hydra's empty
+/// package), is "" inside: the option's keys land at the top of the config.
+std::string global_as_empty(const std::string& package) {
+  return package == "_global_" ? std::string() : package;
+}
+
 /// A group choice that changes the defaults list: from the command line or a sweep value.
 struct GroupChoice {
   Override::Op op = Override::Op::Set;
@@ -295,7 +301,9 @@ class Composer {
     std::vector<Entry> out;
     Node* d = node.get("defaults");
     if (!d) {
+      // Hydra: no defaults list is [_self_]; +group=option still appends to it.
       out.push_back({true, "", "", "", node.origin});
+      if (primary) append_added_choices(out);
       return out;
     }
     if (!d->is_list())
@@ -326,8 +334,8 @@ class Composer {
       entry.origin = v.origin;
       auto at = k.find('@');
       entry.group = k.substr(0, at);
-      entry.package = at == std::string::npos ? default_package(entry.group) : k.substr(at + 1);
-      if (entry.package == "_global_") entry.package = "";
+      entry.package = at == std::string::npos ? default_package(entry.group)
+                                              : global_as_empty(k.substr(at + 1));
       if (!is_group(entry.group)) {
         std::vector<std::string> names;
         for (const auto& [g, opts] : search_.groups()) names.push_back(g);
@@ -348,22 +356,26 @@ class Composer {
     // Hydra: without _self_, the file's own values come last (they override its defaults).
     if (!self) out.push_back({true, "", "", "", d->origin});
     node.erase("defaults");
-    if (primary) {
-      for (std::size_t ci = 0; ci < choices_->size(); ++ci) {
-        GroupChoice& c = (*choices_)[ci];
-        if (c.op != Override::Op::Add && c.op != Override::Op::ForceAdd) continue;
-        if (c.op == Override::Op::ForceAdd && matches_any(c, out)) continue;
-        if (!c.option) continue;
-        Entry entry;
-        entry.appended = static_cast<int>(ci);
-        entry.group = c.group;
-        entry.package = c.has_package ? c.package : default_package(c.group);
-        entry.option = c.option.value_or("");
-        entry.origin = c.origin;
-        out.push_back(entry);
-      }
-    }
+    if (primary) append_added_choices(out);
     return out;
+  }
+
+  // +group=option (and ++group=option not already chosen) from the command line: appended to
+  // the primary config's defaults list, as Hydra appends them.
+  void append_added_choices(std::vector<Entry>& out) {
+    for (std::size_t ci = 0; ci < choices_->size(); ++ci) {
+      GroupChoice& c = (*choices_)[ci];
+      if (c.op != Override::Op::Add && c.op != Override::Op::ForceAdd) continue;
+      if (c.op == Override::Op::ForceAdd && matches_any(c, out)) continue;
+      if (!c.option) continue;
+      Entry entry;
+      entry.appended = static_cast<int>(ci);
+      entry.group = c.group;
+      entry.package = c.has_package ? c.package : default_package(c.group);
+      entry.option = c.option.value_or("");
+      entry.origin = c.origin;
+      out.push_back(entry);
+    }
   }
 
   static bool matches(const GroupChoice& c, const Entry& e) {
@@ -649,7 +661,7 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
       a.op = o.op;
       a.group = is_group;
       a.group_name = o.key;
-      a.package = o.has_package ? o.package : default_package(o.key);
+      a.package = o.has_package ? global_as_empty(o.package) : default_package(o.key);
       a.has_package = o.has_package;
       a.origin = o.value_origin;
       a.values = o.sweep->fn == Sweep::Fn::Glob ? std::vector<Node>{} : sweep_values(*o.sweep);
@@ -671,7 +683,7 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
       GroupChoice c;
       c.op = o.op;
       c.group = o.key;
-      c.package = o.has_package ? o.package : default_package(o.key);
+      c.package = o.has_package ? global_as_empty(o.package) : default_package(o.key);
       c.has_package = o.has_package;
       if (o.op == Override::Op::Delete) {
         if (o.has_value && o.value.is_string()) c.only_if = o.value.as_string();
@@ -738,7 +750,8 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
             auto at = key.find('@');
             a.group_name = key.substr(0, at);
             a.has_package = at != std::string::npos;
-            a.package = a.has_package ? key.substr(at + 1) : default_package(a.group_name);
+            a.package =
+                a.has_package ? global_as_empty(key.substr(at + 1)) : default_package(a.group_name);
             a.origin = v.origin;
             a.zip = zip;
             if (v.is_string()) {

@@ -504,7 +504,9 @@ Override Parser::parse_override() {
       at = i;
       continue;
     }
-    if (is_key_char(c) || c == '.' || (c == '/' && at == std::string_view::npos)) continue;
+    // '$' as Hydra's keys allow it ($foo.bar$); '/' only in group paths, before any '@'.
+    if (is_key_char(c) || c == '.' || c == '$' || (c == '/' && at == std::string_view::npos))
+      continue;
     std::string hint;
     if (c == ':' && eq == std::string_view::npos)
       hint = fmt::format("; did you mean '{}={}'?", t_.substr(0, i), t_.substr(i + 1));
@@ -519,17 +521,19 @@ Override Parser::parse_override() {
   }
   const std::size_t key_stop = at == std::string_view::npos ? key_end : at;
   o.key = std::string(t_.substr(key_begin, key_stop - key_begin));
+  if (const auto slash = o.key.find('/');
+      slash != std::string::npos && o.key.find('$') != std::string::npos)
+    error(key_begin + slash,
+          "'/' is not allowed in a key with '$': a group path (a/b) is plain names, a key with "
+          "'$' is a dotted key");
   if (o.key.empty())
     error(key_begin, fmt::format("the key is empty; write {}key=value (e.g. {}train.lr=0.01)",
                                  t_.substr(0, key_begin), t_.substr(0, key_begin)));
   check_path(key_begin, o.key, "key", true);
   if (at != std::string_view::npos) {
     o.has_package = true;
+    // Empty (group@=option): the global package, as Hydra's, like group@_global_=option.
     o.package = std::string(t_.substr(at + 1, key_end - at - 1));
-    if (o.package.empty())
-      error(at + 1,
-            "the package after '@' is empty; write group@package=option (e.g. "
-            "dataset@target=noisy, or group@_global_=option)");
     check_path(at + 1, o.package, "package", false);
   }
   o.key_origin = origin_at(key_begin);
