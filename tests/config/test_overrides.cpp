@@ -239,15 +239,21 @@ const std::vector<Case> kCases = {
     {"t={a-b_1: x:y}", "t={a-b_1: x:y} (table)"},
     {"t={1: one}", "t={1: one} (table)"},
     {"t={a 1}",
-     "error: at character 6: expected ':' or '=' after the key 'a' in the table that "
+     "error: at character 7: expected ':' or '=' after the key 'a 1' in the table that "
      "starts at character 3"},
+    // Hydra's dictionary keys: blanks inside, special characters, escapes.
+    {"t={white spaces: 1, ' q': 2}", "t={'white spaces': 1, ' q': 2} (table)"},
+    {R"(t={/-\+.$%*@?|: 1})", R"(t={'/-\+.$%*@?|': 1} (table))"},
+    {R"(t={a\:b\,c: 1})", R"(t={'a:b,c': 1} (table))"},
+    {"t={ab 123.5 True: 2}", "t={'ab 123.5 True': 2} (table)"},
+    {"t={${x}: 1}", "error: at character 4: an interpolation cannot be a table key"},
+    {"t={a(b: 1}", "error: at character 5: '(' is not allowed in a bare table key; quote the "
+     "key (e.g. {'a(': ...})"},
     {"t={a: 1, a: 2}",
      "error: at character 10: duplicate key 'a' in the table that starts at "
      "character 3 (first at character 4)"},
     {"t={a: 1", "error: at character 8: the table that starts at character 3 is not closed"},
-    {"t={a.b: 1}",
-     "error: at character 5: '.' is not allowed in a bare table key (letters, "
-     "digits, '_' and '-'); quote the key (e.g. {'a.b': ...})"},
+    {"t={a.b: 1}", "t={'a.b': 1} (table)"},  // one key holding a dot, as in Hydra
     {"t={: 1}", "error: at character 4: expected a key in the table"},
     {"t={a: }", "error: at character 7: expected a value for the key 'a', found '}'"},
     {"t={'': 1}", "error: at character 4: a table key cannot be empty"},

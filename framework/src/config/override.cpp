@@ -695,17 +695,35 @@ Node Parser::parse_table(std::size_t depth) {
                             pos(open)));
     if (peek() == '\'' || peek() == '"') {
       key = parse_quoted(false);
-    } else if (is_key_char(peek())) {
-      while (!at_end() && is_key_char(peek())) ++p_;
-      key = std::string(t_.substr(key_at, p_ - key_at));
-      if (!at_end() && !is_ws(peek()) && peek() != ':' && peek() != '=') {
-        std::size_t end = t_.find_first_of(" \t:=,}", p_);
-        std::string_view meant = t_.substr(
-            key_at, end == std::string_view::npos ? std::string_view::npos : end - key_at);
-        error(p_, fmt::format("{} is not allowed in a bare table key (letters, digits, '_' and "
-                              "'-'); quote the key (e.g. {{{}: ...}})",
-                              name_of(p_), quoted(std::string(meant))));
+    } else if ((is_unquoted(peek()) && peek() != ':') ||
+               (peek() == '\\' && p_ + 1 < t_.size() && is_escapable(t_[p_ + 1]))) {
+      // As Hydra's dictKey: unquoted characters but ':', inner blanks kept, escapes; the key is
+      // the text (TOML keys are strings: {1: x} has the key "1").
+      std::size_t keep = 0;
+      while (!at_end()) {
+        const char c = peek();
+        if (c == '\\' && p_ + 1 < t_.size() && is_escapable(t_[p_ + 1])) {
+          key += t_[p_ + 1];
+          p_ += 2;
+          keep = key.size();
+        } else if (c == '$' && p_ + 1 < t_.size() && t_[p_ + 1] == '{') {
+          error(p_, "an interpolation cannot be a table key; write the key itself");
+        } else if (is_unquoted(c) && c != ':') {
+          key += c;
+          ++p_;
+          keep = key.size();
+        } else if (is_ws(c)) {
+          key += c;
+          ++p_;
+        } else {
+          break;
+        }
       }
+      key.resize(keep);
+      if (!at_end() && !is_ws(peek()) && !std::strchr(":=,}", peek()))
+        error(p_, fmt::format("{} is not allowed in a bare table key; quote the key (e.g. "
+                              "{{{}: ...}})",
+                              name_of(p_), quoted(key + std::string(char_at(p_)))));
     } else {
       error(p_,
             fmt::format("expected a key in the table that starts at character {}, found {}; "
