@@ -494,6 +494,12 @@ TEST_F(Compose, OutputFormatsKeepOrderAndShortestNumbers) {
   // What is printed parses back to the same config.
   auto again = tlab::cfg::parse_text(tlab::cfg::format_tree(c.config, "toml"), "again.toml");
   EXPECT_EQ(again, c.config);
+  // JSON as nlohmann writes it; inf and nan as Python's json module does (they were null).
+  EXPECT_EQ(tlab::cfg::format_tree(run("a = [1, 0.5]\n[t]\n").config, "json"),
+            "{\n  \"a\": [\n    1,\n    0.5\n  ],\n  \"t\": {}\n}\n");
+  EXPECT_EQ(tlab::cfg::format_tree(run("x = inf\ny = -inf\nz = nan\nl = [inf]\n").config, "json"),
+            "{\n  \"x\": Infinity,\n  \"y\": -Infinity,\n  \"z\": NaN,\n  \"l\": [\n    "
+            "Infinity\n  ]\n}\n");
 }
 
 }  // namespace

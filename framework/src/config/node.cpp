@@ -606,8 +606,45 @@ nlohmann::ordered_json to_json(const Node& n) {
   return nullptr;
 }
 
+namespace {
+
+// JSON as nlohmann's dump(2) writes it, except that inf and nan, which JSON has no number for,
+// are written Infinity, -Infinity and NaN as Python's json module writes and reads them (they
+// were null, losing the value).
+void json_tree(const Node& n, int indent, std::string& out) {
+  const std::string pad(static_cast<std::size_t>(indent) + 2, ' ');
+  if (n.is_float() && !std::isfinite(n.as_number())) {
+    const double v = n.as_number();
+    out += std::isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity";
+  } else if (n.is_list() && n.size() > 0) {
+    out += "[\n";
+    for (std::size_t i = 0; i < n.size(); ++i) {
+      out += pad;
+      json_tree(n.items()[i], indent + 2, out);
+      out += i + 1 < n.size() ? ",\n" : "\n";
+    }
+    out += std::string(static_cast<std::size_t>(indent), ' ') + "]";
+  } else if (n.is_table() && n.size() > 0) {
+    out += "{\n";
+    for (std::size_t i = 0; i < n.size(); ++i) {
+      out += pad + nlohmann::json(n.keys()[i]).dump() + ": ";
+      json_tree(n.value_at(i), indent + 2, out);
+      out += i + 1 < n.size() ? ",\n" : "\n";
+    }
+    out += std::string(static_cast<std::size_t>(indent), ' ') + "}";
+  } else {
+    out += to_json(n).dump();
+  }
+}
+
+}  // namespace
+
 std::string format_tree(const Node& table, const std::string& format) {
-  if (format == "json") return to_json(table).dump(2) + "\n";
+  if (format == "json") {
+    std::string out;
+    json_tree(table, 0, out);
+    return out + "\n";
+  }
   std::string out;
   if (!table.is_table()) return out;
   if (format == "yaml") {
