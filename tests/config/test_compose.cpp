@@ -377,6 +377,24 @@ TEST_F(Compose, SweepTableStringsAreSweepExpressions) {
   EXPECT_THAT(error("seed = 0\n[sweep]\nseed = []\n"), HasSubstr("sweep 'seed' has no values"));
 }
 
+// Hydra's tests/test_basic_sweeper.py (test_split): a product of the command-line sweeps in
+// their order, the last varying fastest; a list value is one value. (max_batch_size, how many
+// jobs Hydra launches at once, is tlab's -j.)
+TEST_F(Compose, HydrasBasicSweeperCases) {
+  const std::string base = "x = 0\na = 0\nb = 0\n";
+  EXPECT_EQ(runs_of(run(base, {"x=10"}, true)), (std::vector<std::string>{"x=10"}));
+  EXPECT_EQ(runs_of(run(base, {"x=10,20"}, true)), (std::vector<std::string>{"x=10", "x=20"}));
+  EXPECT_EQ(runs_of(run(base, {"x=[10,20]"}, true)), (std::vector<std::string>{"x=[10,20]"}));
+  EXPECT_EQ(runs_of(run(base, {"x=[a,b,c],[d,e,f]"}, true)),
+            (std::vector<std::string>{"x=[a, b, c]", "x=[d, e, f]"}));
+  EXPECT_EQ(runs_of(run(base, {"a=1,2", "b=10,11"}, true)),
+            (std::vector<std::string>{"a=1 b=10", "a=1 b=11", "a=2 b=10", "a=2 b=11"}));
+  EXPECT_EQ(runs_of(run(base, {"a=range(0,3)"}, true)),
+            (std::vector<std::string>{"a=0", "a=1", "a=2"}));
+  EXPECT_EQ(runs_of(run(base, {"a=range(3)"}, true)),
+            (std::vector<std::string>{"a=0", "a=1", "a=2"}));
+}
+
 TEST_F(Compose, CommandLineSweepsNeedMultirunAndComeAfterTheTable) {
   const std::string base = "seed = 0\nlr = 0.1\n[sweep]\nseed = [1, 2]\n";
   EXPECT_THAT(error(base, {"lr=0.1,0.2"}), HasSubstr("add -m"));

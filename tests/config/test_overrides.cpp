@@ -247,7 +247,8 @@ const std::vector<Case> kCases = {
     {R"(t={a\:b\,c: 1})", R"(t={'a:b,c': 1} (table))"},
     {"t={ab 123.5 True: 2}", "t={'ab 123.5 True': 2} (table)"},
     {"t={${x}: 1}", "error: at character 4: an interpolation cannot be a table key"},
-    {"t={a(b: 1}", "error: at character 5: '(' is not allowed in a bare table key; quote the "
+    {"t={a(b: 1}",
+     "error: at character 5: '(' is not allowed in a bare table key; quote the "
      "key (e.g. {'a(': ...})"},
     {"t={a: 1, a: 2}",
      "error: at character 10: duplicate key 'a' in the table that starts at "
@@ -422,10 +423,14 @@ const std::vector<Case> kCases = {
     // Functions that do not exist, and sweeps where none may be.
     {"x=sortt(a,b)",
      "error: at character 3: unknown function 'sortt'; available: choice, range, "
-     "glob, zip, sort, shuffle, int, float, str, bool (did you mean 'sort'?)"},
+     "glob, zip, sort, shuffle, tag, int, float, str, bool (did you mean 'sort'?)"},
+    {"x=tag(log, choice(1,10))", "x=choice(1, 10)"},  // labels for sweepers: none reads them
+    {"x=tag(choice(1))", "x=choice(1)"},
+    {"x=tag(a, 1)", "error: at character 3: tag() takes labels and then a sweep"},
+    {"x=tag(1, choice(1))", "error: at character 7: tag()'s labels are names"},
     {"x=chioce(a,b)",
      "error: unknown function 'chioce'; available: choice, range, glob, zip, sort, "
-     "shuffle, int, float, str, bool (did you mean 'choice'?); to use '(' in a string"},
+     "shuffle, tag, int, float, str, bool (did you mean 'choice'?); to use '(' in a string"},
     // sort() and shuffle(), as Hydra's.
     {"x=sort(1)", "x=1 (int)"},
     {"x=sort([3,1,2])", "x=[1, 2, 3] (list)"},

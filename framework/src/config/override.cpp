@@ -33,9 +33,9 @@ constexpr std::size_t kMaxValueBytes = 64u << 20;
 constexpr std::size_t kValueOverhead = sizeof(Node);
 
 constexpr const char* kFunctionList =
-    "choice, range, glob, zip, sort, shuffle, int, float, str, bool";
-const std::vector<std::string> kFunctions = {"choice",  "range", "glob",  "zip", "sort",
-                                             "shuffle", "int",   "float", "str", "bool"};
+    "choice, range, glob, zip, sort, shuffle, tag, int, float, str, bool";
+const std::vector<std::string> kFunctions = {"choice", "range", "glob",  "zip", "sort", "shuffle",
+                                             "tag",    "int",   "float", "str", "bool"};
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
@@ -356,6 +356,7 @@ class Parser {
   Item make_glob(std::size_t at, std::vector<Arg>& args);
   Item make_zip(std::size_t at, std::vector<Arg>& args);
   Item make_sort(std::size_t at, std::vector<Arg>& args, bool shuffle);
+  Item make_tag(std::size_t at, std::vector<Arg>& args);
   Item make_cast(Cast kind, const std::string& name, std::size_t at, std::vector<Arg>& args);
   Node cast(Node v, Cast kind, const std::string& name);
 
@@ -950,6 +951,7 @@ Item Parser::parse_call(const std::string& name, std::size_t name_at, std::size_
   if (name == "glob") return make_glob(name_at, args);
   if (name == "zip") return make_zip(name_at, args);
   if (name == "sort" || name == "shuffle") return make_sort(name_at, args, name == "shuffle");
+  if (name == "tag") return make_tag(name_at, args);
   Cast kind = name == "int"     ? Cast::Int
               : name == "float" ? Cast::Float
               : name == "str"   ? Cast::Str
@@ -1150,6 +1152,23 @@ Item Parser::make_sort(std::size_t at, std::vector<Arg>& args, bool shuffle) {
   }
   sweep.shuffle = false;
   sort_nodes(sweep.values, reverse, where);
+  return out;
+}
+
+// tag(t1, t2, <sweep>) or tag(..., sweep=<sweep>): Hydra's labels for sweeper plugins. A grid
+// sweep has no use for them (Hydra's basic sweeper ignores them too): the sweep, as it is.
+Item Parser::make_tag(std::size_t at, std::vector<Arg>& args) {
+  if (args.empty() || !args.back().item.sweep)
+    error(at, "tag() takes labels and then a sweep, e.g. tag(log, choice(1, 10, 100))");
+  for (std::size_t i = 0; i + 1 < args.size(); ++i)
+    if (!args[i].name.empty() || args[i].item.sweep || !args[i].item.value.is_string())
+      error(args[i].at, "tag()'s labels are names, e.g. tag(log, choice(1, 10, 100))");
+  if (!args.back().name.empty() && args.back().name != "sweep")
+    error(args.back().at,
+          fmt::format("tag() has no argument '{}'; it takes labels and sweep=", args.back().name));
+  Item out;
+  out.at = at;
+  out.sweep = std::move(args.back().item.sweep);
   return out;
 }
 
