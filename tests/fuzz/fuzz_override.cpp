@@ -144,8 +144,8 @@ void check_override(const Override& o, const std::string& text) {
   check_origin(o.origin, text);
   check_origin(o.key_origin, text);
   if (o.has_value) check_origin(o.value_origin, text);
-  if (o.key.empty() || (o.has_package && o.package.empty()))
-    bug("an override parsed with an empty key or package", text);
+  // An empty package (group@=option) is Hydra's global package; an empty key is never valid.
+  if (o.key.empty()) bug("an override parsed with an empty key", text);
   if (o.sweep) {
     check_sweep(*o.sweep, text);
     return;
