@@ -35,14 +35,15 @@ struct Sweep {
   /// shuffle(...): the values in a pseudo-random order seeded by the override's text (the same
   /// order every time, so a resumed sweep sees it again; Hydra draws a new one each time).
   bool shuffle = false;
-  Origin origin;     ///< Where the sweep expression starts.
+  Origin origin;  ///< Where the sweep expression starts.
 };
 
 struct Override {
   enum class Op { Set, Add, ForceAdd, Delete };
   Op op = Op::Set;
   std::string key;      ///< Dotted key or group path, e.g. "train.lr", "dataset".
-  std::string package;  ///< After '@' in "group@package=option" ("" when absent).
+  std::string package;  ///< After '@' in "group@package=option"; "" when absent, or empty (Hydra's
+                        ///< global package, as _global_).
   bool has_package = false;
   bool has_value = false;  ///< False only for "~key".
   Node value;              ///< The value when has_value and not a sweep (Null for `null`).
@@ -69,9 +70,9 @@ struct ParsedValue {
 ParsedValue parse_value(std::string_view text, const std::string& where);
 
 /// The values of a Choice or Range sweep, in order, shuffled when `shuffle` (Glob needs the
-/// group's options: use glob_options). Range: ints when start, stop and step are all ints, else floats computed as
-/// start + i*step and rounded to 15 significant digits; empty ranges, a zero step and more than
-/// 100000 values are errors located at the sweep.
+/// group's options: use glob_options). Range: ints when start, stop and step are all ints, else
+/// floats computed as start + i*step and rounded to 15 significant digits; empty ranges, a zero
+/// step and more than 100000 values are errors located at the sweep.
 std::vector<Node> sweep_values(const Sweep& sweep);
 
 /// Options (sorted) matching a Glob sweep's include patterns and none of its exclude patterns.
