@@ -294,6 +294,7 @@ const std::vector<Case> kCases = {
     {"a@=1", "a@=1 (int)"},  // Hydra's empty package: the global one
     {"$foo.bar$.x$z=1", "$foo.bar$.x$z=1 (int)"},
     {"$foo/bar=x", "error: at character 5: '/' is not allowed in a key with '$'"},
+    {"db@$a.b$=x", "db@$a.b$=x (string)"},
     {"a@b/c=1", "error: at character 4: '/' is not allowed in a package"},
     {"a@.b=1", "error: at character 3: a package cannot start with '.'"},
     {"+++a=1", "error: at character 3: '+' is not allowed in a key"},
