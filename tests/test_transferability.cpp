@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include "test_helpers.hpp"
+#include "test_paths.hpp"
 #include "transfer/scores.hpp"
 
 using ::testing::HasSubstr;
@@ -196,4 +197,73 @@ TEST(Transferability, BadInputIsNamed) {
   EXPECT_THAT(
       error([&] { tr::logme(data.features.slice(0, 0, 1), data.labels.slice(0, 0, 1), 3); }),
       HasSubstr("LogME: 1 labelled examples; it needs at least 2"));
+}
+
+// tlab transferability: two finished runs scored on an experiment's target, ranked by LogME;
+// a candidate that is not run:ID, one that does not exist and one whose inputs do not fit the
+// target are refused naming it.
+TEST(Transferability, CommandRanksFinishedRunsOnTheTarget) {
+  const fs::path dir = tlab::test::temp_dir("transferability_cli");
+  const fs::path exp = tlab::test::write_file(dir / "exp.toml", R"(name = "tf"
+seed = 1
+device = "cpu"
+[target]
+plugin = "gaussians"
+train_size = 120
+val_size = 20
+test_size = 20
+shots = 10
+[backbone]
+plugin = "mlp"
+hidden = [8]
+[[adapters]]
+plugin = "linear_head"
+[strategy]
+plugin = "scratch"
+[train]
+epochs = 2
+)");
+  const fs::path other = tlab::test::write_file(dir / "other.toml", R"(name = "digits"
+seed = 1
+device = "cpu"
+[target]
+plugin = "digits"
+train_size = 50
+val_size = 10
+test_size = 10
+[backbone]
+plugin = "mlp"
+hidden = [8]
+[[adapters]]
+plugin = "linear_head"
+[strategy]
+plugin = "scratch"
+[train]
+epochs = 1
+)");
+  const std::string tlab = TLAB_TEST_BIN_DIR + "/tlab --plugin-path " + TLAB_TEST_PLUGIN_DIR + " ";
+  const std::string db = " --db " + (dir / "results.db").string();
+  ASSERT_EQ(tlab::test::shell(tlab + "run " + exp.string() + db + " -m seed=1,2").code, 0);
+  ASSERT_EQ(tlab::test::shell(tlab + "run " + other.string() + db).code, 0);
+  const auto out = tlab::test::shell(tlab + "transferability " + exp.string() +
+                                     " --candidates run:1,run:2" + db);
+  ASSERT_EQ(out.code, 0) << out.out;
+  EXPECT_THAT(out.out, HasSubstr("Transferability to gaussians (40 labelled examples, 4 classes)"));
+  EXPECT_THAT(out.out, HasSubstr("candidate  name    logme     leep      nce  hscore  seconds"));
+  EXPECT_THAT(out.out, HasSubstr("run:1"));
+  EXPECT_THAT(out.out, HasSubstr("run:2"));
+  const auto bad =
+      tlab::test::shell(tlab + "transferability " + exp.string() + " --candidates 1" + db);
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_THAT(bad.out, HasSubstr("--candidates: '1' is not a candidate; write run:ID"));
+  const auto shape =
+      tlab::test::shell(tlab + "transferability " + exp.string() + " --candidates run:3" + db);
+  EXPECT_EQ(shape.code, 2);
+  EXPECT_THAT(shape.out, HasSubstr("candidate run:3 (digits) takes examples of shape 1x28x28 but "
+                                   "the target 'gaussians' gives 16: its features do not fit"));
+  const auto missing =
+      tlab::test::shell(tlab + "transferability " + exp.string() + " --candidates run:9" + db);
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_THAT(missing.out, HasSubstr("9"));
+  fs::remove_all(dir);
 }

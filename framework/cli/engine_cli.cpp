@@ -6,6 +6,8 @@
 #include <iostream>
 #include <memory>
 
+#include <fmt/format.h>
+
 #include "config/compose.hpp"
 #include "engine_client.hpp"
 #include "results_cli.hpp"
@@ -209,6 +211,43 @@ void add_engine_commands(CLI::App& app, std::vector<Command>& out,
                      pr->run = resolve_run(store, *pr_run, pr->db);
                    }
                    return open_engine("predict").predict(*globals, *pr);
+                 }});
+
+  // tlab transferability EXPERIMENT --candidates run:3,run:7
+  auto tf = std::make_shared<engine::TransferabilityArgs>();
+  auto tf_candidates = std::make_shared<std::vector<std::string>>();
+  tf->db = "results/results.db";
+  auto* transfer = app.add_subcommand(
+      "transferability",
+      "Score finished runs' models as starting points for an experiment's target, before any "
+      "fine-tuning: LogME, LEEP, NCE, H-score");
+  transfer->add_option("experiment", tf->experiment, "Experiment TOML file (its target is scored)")
+      ->required();
+  transfer->add_option("overrides", tf->overrides,
+                       "Overrides, as for tlab run (one configuration)");
+  transfer
+      ->add_option("--candidates", *tf_candidates,
+                   "Candidate models: run:ID or run:UUID-PREFIX, comma-separated")
+      ->delimiter(',')
+      ->required();
+  transfer->add_option("--config-dir", tf->config_dirs,
+                       "Extra folder of config groups (repeatable)");
+  transfer->add_option("--threads", tf->threads, "LibTorch intra-op threads (0 = its default)")
+      ->check(CLI::Range(0, 1024));
+  add_db_option(*transfer, tf->db);
+  out.push_back({transfer, [tf, tf_candidates, globals] {
+                   {
+                     Store store = open_results(tf->db);
+                     for (const auto& c : *tf_candidates) {
+                       if (c.rfind("run:", 0) != 0)
+                         throw UsageError(fmt::format(
+                             "--candidates: '{}' is not a candidate; write run:ID (a finished "
+                             "run, e.g. run:3) or run:UUID-PREFIX",
+                             c));
+                       tf->candidates.push_back(resolve_run(store, c.substr(4), tf->db));
+                     }
+                   }
+                   return open_engine("transferability").transferability(*globals, *tf);
                  }});
 
   // tlab plugins [show NAME]

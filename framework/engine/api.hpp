@@ -20,7 +20,7 @@
 namespace tlab::engine {
 
 /// Bump when a struct or the table below changes meaning (the layout stamp catches size changes).
-inline constexpr int kApiVersion = 2;
+inline constexpr int kApiVersion = 3;
 
 /// Options before or after any command.
 struct Globals {
@@ -95,6 +95,14 @@ struct PredictArgs {
   int threads = 0;
 };
 
+/// `tlab transferability EXPERIMENT --candidates run:3,run:7 [overrides]` (docs/evaluation.md).
+struct TransferabilityArgs {
+  std::string experiment, db;
+  std::vector<std::string> overrides, config_dirs;
+  std::vector<int64_t> candidates;  ///< Run ids, resolved by the front from run:<id|uuid>.
+  int threads = 0;
+};
+
 /// Every function returns the process's exit code (0 success, 1 a run failed, 2 a usage or
 /// configuration error, 128 + signal when stopped) and has printed its own error message.
 struct Api {
@@ -106,6 +114,7 @@ struct Api {
   int (*evaluate)(const Globals&, const EvalArgs&);
   int (*export_model)(const Globals&, const ExportArgs&);
   int (*predict)(const Globals&, const PredictArgs&);
+  int (*transferability)(const Globals&, const TransferabilityArgs&);
 };
 
 /// Sizes of everything passed across, so that a front and an engine of different builds whose
@@ -114,7 +123,7 @@ inline constexpr std::size_t kLayoutStamp =
     sizeof(Globals) + 3 * sizeof(RunArgs) + 5 * sizeof(ChildArgs) + 7 * sizeof(ConfigArgs) +
     11 * sizeof(PluginsArgs) + 13 * sizeof(RetryArgs) + 17 * sizeof(Api) +
     19 * sizeof(std::string) + 23 * sizeof(std::vector<std::string>) +
-    29 * sizeof(std::vector<bool>);
+    29 * sizeof(std::vector<bool>) + 31 * sizeof(TransferabilityArgs);
 
 }  // namespace tlab::engine
 

@@ -74,6 +74,9 @@ const Api kApi = {
       return guarded([&] { return export_model(g, a); });
     },
     [](const Globals& g, const PredictArgs& a) { return guarded([&] { return predict(g, a); }); },
+    [](const Globals& g, const TransferabilityArgs& a) {
+      return guarded([&] { return transferability(g, a); });
+    },
 };
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <fstream>
 #include <iostream>
 #include <set>
@@ -34,6 +35,7 @@
 #include "store/store.hpp"
 #include "tlab/sdk/files.hpp"
 #include "tlab/sdk/mode.hpp"
+#include "transfer/scores.hpp"
 #include "util.hpp"
 
 namespace fs = std::filesystem;
@@ -489,6 +491,107 @@ int predict(const Globals& g, const PredictArgs& a) {
       a.input.empty() ? fmt::format("the {} split of {}", a.split, l.what) : "'" + a.input + "'",
       labelled ? fmt::format(" (accuracy {:.4f})", static_cast<double>(correct) / n) : "",
       a.output.empty() || a.output == "-" ? "" : fmt::format(" into '{}'", a.output));
+  return 0;
+}
+
+// tlab transferability EXPERIMENT --candidates run:3,run:7: each candidate's features and
+// class probabilities on the labelled target examples the experiment would fine-tune on (its
+// target's training split, `shots` per class kept as a run keeps them), scored without any
+// training (transfer/scores.hpp).
+int transferability(const Globals& g, const TransferabilityArgs& a) {
+  using Clock = std::chrono::steady_clock;
+  if (a.candidates.empty())
+    throw UsageError(
+        "tlab transferability needs candidates: --candidates run:3,run:7 (finished runs whose "
+        "models are scored on the experiment's target)");
+  PluginLoader loader(plugin_search_dirs(g));
+  LoadOptions lo;
+  lo.config_dirs.assign(a.config_dirs.begin(), a.config_dirs.end());
+  const std::vector<RunSpec> specs = load_experiment(a.experiment, a.overrides, loader, lo);
+  if (specs.size() != 1)
+    throw UsageError(
+        fmt::format("{} composes {} runs (a sweep); transferability scores one target: pick one "
+                    "configuration with overrides (e.g. ~sweep)",
+                    a.experiment, specs.size()));
+  const RunSpec& spec = specs[0];
+  configure_threads(a.threads);
+  Store store = open_store(a.db);
+  std::vector<TrainedRun> candidates;
+  for (int64_t id : a.candidates) candidates.push_back(trained_run(store, id, "score"));
+
+  static PrefixLogger log("transferability");
+  static NoMetrics no_metrics;
+  Context ctx;
+  ctx.device = torch::kCPU;
+  ctx.seed = static_cast<uint64_t>(spec.seed);
+  ctx.log = &log;
+  ctx.metrics = &no_metrics;
+  auto dataset = loader.create<Dataset>(spec.target.plugin, spec.target.params);
+  Context dctx = ctx;
+  dctx.plugin = spec.target.plugin;
+  DomainData data =
+      call_plugin("dataset", spec.target.plugin, "load", [&] { return dataset->load(dctx); });
+  check_domain(data, "target", spec.target.plugin);
+  if (data.train.streamed())
+    throw UsageError(
+        fmt::format("dataset '{}' streams its examples; transferability needs them "
+                    "in memory",
+                    spec.target.plugin));
+  const Split split = take_shots(data.train, spec.target.shots, data.num_classes,
+                                 static_cast<uint64_t>(spec.seed));  // as a run of it keeps them
+  const torch::Tensor x = as_input(split.x, torch::kCPU);
+  const torch::Tensor y = split.y.to(torch::kLong);
+
+  Table t;
+  t.title = fmt::format(
+      "Transferability to {} ({} labelled examples, {} classes): higher is better; ranked by "
+      "LogME",
+      spec.target.plugin, split.size(), data.num_classes);
+  t.header = {"candidate", "name", "logme", "leep", "nce", "hscore", "seconds"};
+  t.numeric = {false, false, true, true, true, true, true};
+  std::vector<std::pair<double, std::vector<std::string>>> rows;
+  for (const TrainedRun& c : candidates) {
+    const RunRecord& run = c.record;
+    const std::string ref = fmt::format("run:{}", run.id);
+    if (!c.input_shape.empty() && c.input_shape != data.input_shape)
+      throw UsageError(fmt::format(
+          "candidate {} ({}) takes examples of shape {} but the target '{}' gives {}: its "
+          "features do not fit the target's inputs",
+          ref, run.name, fmt::join(c.input_shape, "x"), spec.target.plugin,
+          fmt::join(data.input_shape, "x")));
+    const auto t0 = Clock::now();
+    Context mctx = ctx;
+    mctx.run_dir = run.run_dir;
+    auto model = load_run_model(run.run_dir, ref, loader, mctx, data.input_shape);
+    model->eval();
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> features, probs;
+    for (int64_t b = 0; b < x.size(0); b += 256) {
+      const torch::Tensor xb = x.slice(0, b, std::min<int64_t>(b + 256, x.size(0)));
+      const torch::Tensor f = model->features(xb);
+      features.push_back(f.flatten(1).to(torch::kDouble));
+      probs.push_back(torch::softmax(model->head->forward(f), 1).to(torch::kDouble));
+    }
+    const torch::Tensor fx = torch::cat(features), px = torch::cat(probs);
+    double scores[4];
+    try {
+      scores[0] = transfer::logme(fx, y, data.num_classes);
+      scores[1] = transfer::leep(px, y, data.num_classes);
+      scores[2] = transfer::nce(px.argmax(1), px.size(1), y, data.num_classes);
+      scores[3] = transfer::hscore(fx, y, data.num_classes);
+    } catch (const transfer::ScoreError& e) {
+      throw UsageError(fmt::format("candidate {} ({}): {}", ref, run.name, e.what()));
+    }
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    rows.push_back({scores[0],
+                    {ref, run.name, fmt::format("{:.4f}", scores[0]),
+                     fmt::format("{:.4f}", scores[1]), fmt::format("{:.4f}", scores[2]),
+                     fmt::format("{:.4f}", scores[3]), fmt::format("{:.2f}", seconds)}});
+  }
+  std::stable_sort(rows.begin(), rows.end(),
+                   [](const auto& l, const auto& r) { return l.first > r.first; });
+  for (auto& row : rows) t.rows.push_back(std::move(row.second));
+  std::cout << render(t, TableFormat::Text);
   return 0;
 }
 
