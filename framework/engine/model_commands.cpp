@@ -159,25 +159,38 @@ struct Loaded {
   std::string what;  // "dataset 'csv' (domain 'x')"
 };
 
-Loaded load_for_run(const TrainedRun& t, const RunSpec& spec, torch::Device device,
-                    PluginLoader& loader, const char* use) {
+// The context the model commands give plugins: `spec`'s seed (LibTorch's too), `device`, no
+// metrics.
+Context model_context(const RunSpec& spec, torch::Device device) {
   static PrefixLogger log("model");
   static NoMetrics no_metrics;
-  const RunRecord& run = t.record;
   Context ctx;
   ctx.device = device;
   ctx.seed = static_cast<uint64_t>(spec.seed);
-  ctx.run_dir = run.run_dir;
   ctx.log = &log;
   ctx.metrics = &no_metrics;
   torch::manual_seed(spec.seed);
-  Loaded l;
+  return ctx;
+}
+
+// `spec`'s target dataset, loaded and checked (on the CPU, all splits).
+DomainData load_target(const RunSpec& spec, const Context& ctx, PluginLoader& loader) {
   auto dataset = loader.create<Dataset>(spec.target.plugin, spec.target.params);
   Context dctx = ctx;
   dctx.plugin = spec.target.plugin;
-  l.data = call_plugin("dataset", spec.target.plugin, "load", [&] { return dataset->load(dctx); });
-  check_domain(l.data, "target", spec.target.plugin);
-  l.data = to_device(std::move(l.data), device);
+  DomainData data =
+      call_plugin("dataset", spec.target.plugin, "load", [&] { return dataset->load(dctx); });
+  check_domain(data, "target", spec.target.plugin);
+  return data;
+}
+
+Loaded load_for_run(const TrainedRun& t, const RunSpec& spec, torch::Device device,
+                    PluginLoader& loader, const char* use) {
+  const RunRecord& run = t.record;
+  Context ctx = model_context(spec, device);
+  ctx.run_dir = run.run_dir;
+  Loaded l;
+  l.data = to_device(load_target(spec, ctx, loader), device);
   l.what = fmt::format("dataset '{}' (domain '{}')", spec.target.plugin, l.data.name);
   if (!t.input_shape.empty() && t.input_shape != l.data.input_shape)
     throw UsageError(fmt::format(
@@ -519,19 +532,8 @@ int transferability(const Globals& g, const TransferabilityArgs& a) {
   std::vector<TrainedRun> candidates;
   for (int64_t id : a.candidates) candidates.push_back(trained_run(store, id, "score"));
 
-  static PrefixLogger log("transferability");
-  static NoMetrics no_metrics;
-  Context ctx;
-  ctx.device = torch::kCPU;
-  ctx.seed = static_cast<uint64_t>(spec.seed);
-  ctx.log = &log;
-  ctx.metrics = &no_metrics;
-  auto dataset = loader.create<Dataset>(spec.target.plugin, spec.target.params);
-  Context dctx = ctx;
-  dctx.plugin = spec.target.plugin;
-  DomainData data =
-      call_plugin("dataset", spec.target.plugin, "load", [&] { return dataset->load(dctx); });
-  check_domain(data, "target", spec.target.plugin);
+  const Context ctx = model_context(spec, torch::kCPU);
+  DomainData data = load_target(spec, ctx, loader);
   if (data.train.streamed())
     throw UsageError(
         fmt::format("dataset '{}' streams its examples; transferability needs them "
