@@ -3,6 +3,7 @@
 // that `tlab --help`, `tlab run --help` and every usage error answer without loading LibTorch;
 // the parsed arguments then go to the engine, opened on first need (engine_client.hpp).
 
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
@@ -13,6 +14,8 @@
 #include "results_cli.hpp"
 
 namespace tlab::cli {
+
+namespace fs = std::filesystem;
 
 void add_engine_commands(CLI::App& app, std::vector<Command>& out,
                          std::shared_ptr<engine::Globals> globals) {
@@ -227,7 +230,9 @@ void add_engine_commands(CLI::App& app, std::vector<Command>& out,
                        "Overrides, as for tlab run (one configuration)");
   transfer
       ->add_option("--candidates", *tf_candidates,
-                   "Candidate models: run:ID or run:UUID-PREFIX, comma-separated")
+                   "Candidate models, comma-separated: run:ID or run:UUID-PREFIX (a finished "
+                   "run's model), or a weights file for the experiment's backbone "
+                   "(safetensors, as backbone.weights takes)")
       ->delimiter(',')
       ->required();
   transfer->add_option("--config-dir", tf->config_dirs,
@@ -239,12 +244,18 @@ void add_engine_commands(CLI::App& app, std::vector<Command>& out,
                    {
                      Store store = open_results(tf->db);
                      for (const auto& c : *tf_candidates) {
-                       if (c.rfind("run:", 0) != 0)
+                       if (c.rfind("run:", 0) == 0) {
+                         tf->candidates.push_back(
+                             fmt::format("run:{}", resolve_run(store, c.substr(4), tf->db)));
+                         continue;
+                       }
+                       std::error_code ec;
+                       if (c.empty() || !fs::is_regular_file(c, ec))
                          throw UsageError(fmt::format(
-                             "--candidates: '{}' is not a candidate; write run:ID (a finished "
-                             "run, e.g. run:3) or run:UUID-PREFIX",
-                             c));
-                       tf->candidates.push_back(resolve_run(store, c.substr(4), tf->db));
+                             "--candidates: '{}' is neither run:ID (a finished run, e.g. run:3, "
+                             "or run:UUID-PREFIX) nor a weights file{}",
+                             c, c.empty() ? "" : " (no such file)"));
+                       tf->candidates.push_back("file:" + fs::absolute(c).string());
                      }
                    }
                    return open_engine("transferability").transferability(*globals, *tf);

@@ -2,6 +2,8 @@
 // table (methods x targets) under a model-selection rule.
 // tlab results gain: each method's gain over a baseline, paired by target, backbone and seed,
 // with a paired t-test and a negative-transfer flag.
+// tlab results transferability: do the scores runs recorded of their starting points rank them as
+// fine-tuning turned out? Kendall's tau and Pearson's r against the metric and the gain.
 #include <iostream>
 #include <memory>
 #include <stdexcept>
@@ -171,6 +173,45 @@ void add_results_compare(CLI::App& results, std::vector<Command>& out) {
                    try {
                      const auto runs = selected_runs(store, g->where);
                      print(gain_table(store, runs, options), format);
+                   } catch (const ReportError& e) {
+                     throw UsageError(e.what());
+                   }
+                   return 0;
+                 }});
+
+  struct TransferabilityArgs {
+    std::string db = "results/results.db";
+    std::string baseline = "scratch";
+    std::string metric = "target/test/acc";
+    std::string format = "table";
+    std::string where;
+  };
+  auto tr = std::make_shared<TransferabilityArgs>();
+  auto* transfer = results.add_subcommand(
+      "transferability",
+      "Do the transferability scores runs recorded (eval.transferability) rank them as they "
+      "turned out? Kendall's tau and Pearson's r against the metric and the gain over a baseline");
+  add_db_option(*transfer, tr->db);
+  transfer
+      ->add_option("--baseline", tr->baseline,
+                   "strategy.plugin of the runs without transfer the gains are measured against")
+      ->capture_default_str();
+  transfer->add_option("--metric", tr->metric, "The realised outcome (higher is better)")
+      ->capture_default_str();
+  transfer->add_option("--format", tr->format, "table, csv, json, markdown or latex")
+      ->capture_default_str();
+  transfer->add_option("--where", tr->where, "Only runs matching this expression");
+  out.push_back({transfer, [tr] {
+                   const TableFormat format = table_format(tr->format);
+                   TransferabilityOptions options;
+                   options.baseline = tr->baseline;
+                   options.metric = tr->metric;
+                   options.where = tr->where;
+                   options.machine_readable = machine_readable(format);
+                   Store store = open_results(tr->db);
+                   try {
+                     const auto runs = selected_runs(store, tr->where);
+                     print(transferability_table(store, runs, options), format);
                    } catch (const ReportError& e) {
                      throw UsageError(e.what());
                    }

@@ -20,7 +20,7 @@
 namespace tlab::engine {
 
 /// Bump when a struct or the table below changes meaning (the layout stamp catches size changes).
-inline constexpr int kApiVersion = 3;
+inline constexpr int kApiVersion = 4;
 
 /// Options before or after any command.
 struct Globals {
@@ -99,7 +99,9 @@ struct PredictArgs {
 struct TransferabilityArgs {
   std::string experiment, db;
   std::vector<std::string> overrides, config_dirs;
-  std::vector<int64_t> candidates;  ///< Run ids, resolved by the front from run:<id|uuid>.
+  /// "run:<id>" (resolved by the front from run:<id|uuid-prefix>) or "file:<absolute path>" of a
+  /// weights file for the experiment's backbone.
+  std::vector<std::string> candidates;
   int threads = 0;
 };
 

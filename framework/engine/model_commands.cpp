@@ -11,8 +11,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -37,6 +39,7 @@
 #include "tlab/sdk/mode.hpp"
 #include "transfer/scores.hpp"
 #include "util.hpp"
+#include "weights/safetensors.hpp"
 
 namespace fs = std::filesystem;
 
@@ -507,16 +510,18 @@ int predict(const Globals& g, const PredictArgs& a) {
   return 0;
 }
 
-// tlab transferability EXPERIMENT --candidates run:3,run:7: each candidate's features and
-// class probabilities on the labelled target examples the experiment would fine-tune on (its
-// target's training split, `shots` per class kept as a run keeps them), scored without any
-// training (transfer/scores.hpp).
+// tlab transferability EXPERIMENT --candidates run:3,run:7,FILE: each candidate's features and
+// source class probabilities on the labelled target examples the experiment would fine-tune on
+// (its target's training split, `shots` per class kept as a run keeps them), scored without any
+// training (transfer/scores.hpp). A run candidate is its whole model (its head is the source
+// classifier); a file candidate is the experiment's backbone with the file's weights (LEEP and
+// NCE when the file holds a tlab model's single linear head).
 int transferability(const Globals& g, const TransferabilityArgs& a) {
   using Clock = std::chrono::steady_clock;
   if (a.candidates.empty())
     throw UsageError(
         "tlab transferability needs candidates: --candidates run:3,run:7 (finished runs whose "
-        "models are scored on the experiment's target)");
+        "models are scored on the experiment's target) or weights files");
   PluginLoader loader(plugin_search_dirs(g));
   LoadOptions lo;
   lo.config_dirs.assign(a.config_dirs.begin(), a.config_dirs.end());
@@ -529,8 +534,25 @@ int transferability(const Globals& g, const TransferabilityArgs& a) {
   const RunSpec& spec = specs[0];
   configure_threads(a.threads);
   Store store = open_store(a.db);
-  std::vector<TrainedRun> candidates;
-  for (int64_t id : a.candidates) candidates.push_back(trained_run(store, id, "score"));
+  struct Candidate {
+    std::string ref, name;
+    std::optional<TrainedRun> run;
+    fs::path file;
+  };
+  std::vector<Candidate> candidates;
+  for (const std::string& c : a.candidates) {
+    Candidate cand;
+    if (c.rfind("run:", 0) == 0) {
+      cand.run = trained_run(store, std::stoll(c.substr(4)), "score");
+      cand.ref = fmt::format("run:{}", cand.run->record.id);
+      cand.name = cand.run->record.name;
+    } else {
+      cand.file = c.substr(c.find(':') + 1);
+      cand.ref = cand.file.filename().string();
+      cand.name = cand.file.string();
+    }
+    candidates.push_back(std::move(cand));
+  }
 
   const Context ctx = model_context(spec, torch::kCPU);
   DomainData data = load_target(spec, ctx, loader);
@@ -552,47 +574,79 @@ int transferability(const Globals& g, const TransferabilityArgs& a) {
   t.header = {"candidate", "name", "logme", "leep", "nce", "hscore", "seconds"};
   t.numeric = {false, false, true, true, true, true, true};
   std::vector<std::pair<double, std::vector<std::string>>> rows;
-  for (const TrainedRun& c : candidates) {
-    const RunRecord& run = c.record;
-    const std::string ref = fmt::format("run:{}", run.id);
-    if (!c.input_shape.empty() && c.input_shape != data.input_shape)
-      throw UsageError(fmt::format(
-          "candidate {} ({}) takes examples of shape {} but the target '{}' gives {}: its "
-          "features do not fit the target's inputs",
-          ref, run.name, fmt::join(c.input_shape, "x"), spec.target.plugin,
-          fmt::join(data.input_shape, "x")));
+  std::vector<std::string> notes;
+  for (const Candidate& c : candidates) {
     const auto t0 = Clock::now();
-    Context mctx = ctx;
-    mctx.run_dir = run.run_dir;
-    auto model = load_run_model(run.run_dir, ref, loader, mctx, data.input_shape);
-    model->eval();
-    torch::NoGradGuard no_grad;
-    std::vector<torch::Tensor> features, probs;
-    for (int64_t b = 0; b < x.size(0); b += 256) {
-      const torch::Tensor xb = x.slice(0, b, std::min<int64_t>(b + 256, x.size(0)));
-      const torch::Tensor f = model->features(xb);
-      features.push_back(f.flatten(1).to(torch::kDouble));
-      probs.push_back(torch::softmax(model->head->forward(f), 1).to(torch::kDouble));
+    std::shared_ptr<Model> model;
+    transfer::ModelFn classifier;
+    if (c.run) {
+      const RunRecord& run = c.run->record;
+      if (!c.run->input_shape.empty() && c.run->input_shape != data.input_shape)
+        throw UsageError(fmt::format(
+            "candidate {} ({}) takes examples of shape {} but the target '{}' gives {}: its "
+            "features do not fit the target's inputs",
+            c.ref, run.name, fmt::join(c.run->input_shape, "x"), spec.target.plugin,
+            fmt::join(data.input_shape, "x")));
+      Context mctx = ctx;
+      mctx.run_dir = run.run_dir;
+      model = load_run_model(run.run_dir, c.ref, loader, mctx, data.input_shape);
+      // Its own head, over its own classes.
+      classifier = [m = model](const torch::Tensor& f) { return m->head->forward(f); };
+    } else {
+      // The experiment's backbone with the file's weights (its remapping rules apply).
+      auto backbone = loader.create<Backbone>(spec.backbone.plugin, spec.backbone.params);
+      Context bctx = ctx;
+      bctx.plugin = spec.backbone.plugin;
+      auto net = call_plugin("backbone", spec.backbone.plugin, "build",
+                             [&] { return backbone->build(data.input_shape, bctx); });
+      WeightsFile wf;
+      std::map<std::string, std::string> meta;
+      weights::NamedTensors tensors;
+      try {
+        wf = resolve_weights(c.file.string(), store, "model.safetensors", "--candidates");
+        tensors = weights::read_safetensors(wf.path, &meta);
+        if (meta.count("format") && meta["format"] == "tlab-model")
+          wf.run = meta.count("run") ? std::atoll(meta["run"].c_str()) : -1;  // backbone.* only
+        BackboneSpec bspec = spec.backbone;
+        bspec.weights_strict = false;  // reported below instead
+        const weights::LoadReport report = load_backbone_weights(*net, bspec, wf);
+        if (report.matched.empty() || !report.missing.empty() || !report.mismatched.empty())
+          throw UsageError(fmt::format(
+              "candidate '{}' does not fit the {} backbone of {}: {}; its features do not fit "
+              "the target's inputs (pass backbone.* overrides for the network it was made "
+              "for, or backbone.weights_remap rules)",
+              c.file.string(), spec.backbone.plugin, a.experiment, report.summary()));
+      } catch (const weights::WeightsError& e) {
+        throw UsageError(fmt::format("candidate '{}': {}", c.file.string(), e.what()));
+      }
+      model = std::make_shared<Model>(net);
+      std::vector<std::pair<std::string, torch::Tensor>> head;
+      for (auto& [name, tensor] : tensors)
+        if (name.rfind("head.", 0) == 0) head.emplace_back(name.substr(5), tensor);
+      std::string why;
+      classifier = transfer::linear_classifier(head, net->feature_dim(), &why);
+      if (!classifier) notes.push_back(fmt::format("({}: no LEEP or NCE: {})", c.ref, why));
     }
-    const torch::Tensor fx = torch::cat(features), px = torch::cat(probs);
-    double scores[4];
+    ModeScope restore(*model);
+    model->eval();
+    transfer::ScoreSet s;
     try {
-      scores[0] = transfer::logme(fx, y, data.num_classes);
-      scores[1] = transfer::leep(px, y, data.num_classes);
-      scores[2] = transfer::nce(px.argmax(1), px.size(1), y, data.num_classes);
-      scores[3] = transfer::hscore(fx, y, data.num_classes);
+      s = transfer::score_starting_point(
+          [&](const torch::Tensor& xb) { return model->features(xb); }, classifier, x, y,
+          data.num_classes);
     } catch (const transfer::ScoreError& e) {
-      throw UsageError(fmt::format("candidate {} ({}): {}", ref, run.name, e.what()));
+      throw UsageError(fmt::format("candidate {} ({}): {}", c.ref, c.name, e.what()));
     }
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    rows.push_back({scores[0],
-                    {ref, run.name, fmt::format("{:.4f}", scores[0]),
-                     fmt::format("{:.4f}", scores[1]), fmt::format("{:.4f}", scores[2]),
-                     fmt::format("{:.4f}", scores[3]), fmt::format("{:.2f}", seconds)}});
+    auto num = [](double v) { return std::isnan(v) ? std::string() : fmt::format("{:.4f}", v); };
+    rows.push_back({s.logme,
+                    {c.ref, c.name, num(s.logme), num(s.leep), num(s.nce), num(s.hscore),
+                     fmt::format("{:.2f}", seconds)}});
   }
   std::stable_sort(rows.begin(), rows.end(),
                    [](const auto& l, const auto& r) { return l.first > r.first; });
   for (auto& row : rows) t.rows.push_back(std::move(row.second));
+  t.notes = notes;
   std::cout << render(t, TableFormat::Text);
   return 0;
 }

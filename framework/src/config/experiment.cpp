@@ -319,7 +319,7 @@ SelectionSpec selection_table(const Node* node, const Checker& c) {
 }
 
 const std::vector<std::string>& eval_keys() {
-  static const std::vector<std::string> keys = {"metrics", "calibration_bins"};
+  static const std::vector<std::string> keys = {"metrics", "calibration_bins", "transferability"};
   return keys;
 }
 
@@ -353,6 +353,12 @@ EvalSpec eval_table(const Node* node, const Checker& c) {
   if (const Node* v = node->get("calibration_bins"))
     e.calibration_bins = std::get<int64_t>(c.convert(
         *v, num_spec("calibration_bins", ParamType::Int, 1, 10000), "eval.calibration_bins"));
+  if (const Node* v = node->get("transferability")) {
+    ParamSpec spec;
+    spec.key = "transferability";
+    spec.type = ParamType::Bool;
+    e.transferability = std::get<bool>(c.convert(*v, spec, "eval.transferability"));
+  }
   return e;
 }
 
@@ -362,6 +368,8 @@ Node eval_node(const EvalSpec& e) {
   for (const auto& m : e.metrics) metrics.push_back(Node::string(m));
   t.set("metrics", std::move(metrics));
   t.set("calibration_bins", Node::integer(e.calibration_bins));
+  // Only when on: the resolved configs (and run keys) of runs without it stay as they were.
+  if (e.transferability) t.set("transferability", Node::boolean(true));
   return t;
 }
 

@@ -62,6 +62,10 @@ struct EvalSpec {
   /// Metric names (results/classification.hpp): summaries `<domain>/<split>/<metric>`.
   std::vector<std::string> metrics;
   int64_t calibration_bins = 15;  ///< Equal-width bins of the expected calibration error.
+  /// Score the run's starting point (after the strategy's prepare: source pre-training, loaded
+  /// weights) on the target's labelled training examples before the target stage: summaries
+  /// transfer/{logme,leep,nce,hscore,seconds} (transfer/scores.hpp).
+  bool transferability = false;
 };
 
 /// Which epoch of the target stage a run keeps: `[train] checkpoint`, `monitor`, `patience`.

@@ -791,8 +791,10 @@ std::string p_text(double p, bool machine) {
   return p >= 1e-4 ? fmt::format("{:.4f}", p) : fmt::format("{:.1e}", p);
 }
 
-// The key of the data a run is trained and tested on: target.*, backbone.* and the seed.
+// The key of the data a run is trained and tested on: target.*, backbone.* and the seed. The
+// backbone's initial weights (backbone.weights*) are not: they are what a run transfers.
 bool is_pairing_param(const std::string& k) {
+  if (k.rfind("backbone.weights", 0) == 0) return false;
   return k == "seed" || k.rfind("target.", 0) == 0 || k.rfind("backbone.", 0) == 0;
 }
 
@@ -808,6 +810,99 @@ ParamMap other_params(const RunView& r) {
   ParamMap out;
   for (const auto& [k, v] : r.params)
     if (!is_pairing_param(k) && k.rfind("strategy.", 0) != 0) out[k] = v;
+  return out;
+}
+
+// Each finished run whose strategy.plugin is not `baseline` paired with the baseline run of
+// the same target.*, backbone.* and seed (gain_table's rules). With `need_baseline`, no baseline
+// run or no transfer run is a ReportError.
+struct Pair {
+  const RunView* transfer;
+  const RunView* baseline;
+};
+struct Pairing {
+  std::vector<const RunView*> baselines, transfers;
+  std::vector<Pair> pairs;
+  std::vector<int64_t> unmatched, duplicates;  // transfer runs without / with several baselines
+  std::set<int64_t> used;                      // baseline runs paired
+};
+Pairing pair_with_baseline(const std::vector<RunView>& finished, const std::string& baseline,
+                           const std::string& db, bool need_baseline) {
+  Pairing out;
+  auto& [baselines, transfers, pairs, unmatched, duplicates, used] = out;
+  std::set<std::string> strategies;
+  for (const auto& r : finished) {
+    const std::string s = r.param("strategy.plugin");
+    strategies.insert(s);
+    (s == baseline ? baselines : transfers).push_back(&r);
+  }
+  if (baselines.empty() && need_baseline) {
+    const std::vector<std::string> all(strategies.begin(), strategies.end());
+    const std::string hint = did_you_mean(nearest(baseline, all));
+    throw ReportError(fmt::format(
+        "--baseline '{}': no finished run in {} has strategy.plugin = '{}'; {}; --baseline names "
+        "the strategy trained without transfer, whose runs the others are paired with",
+        baseline, db, baseline,
+        hint.empty() ? "the strategies are: " + join(all, ", ", "'") : hint));
+  }
+  if (transfers.empty() && need_baseline)
+    throw ReportError(fmt::format(
+        "no finished transfer run in {}: every finished run has strategy.plugin = '{}' (the "
+        "baseline); run a transfer strategy (e.g. finetune) on the same targets and seeds",
+        db, baseline));
+
+  std::map<std::string, std::vector<const RunView*>> by_key;
+  for (const auto* b : baselines) by_key[pairing_key(*b)].push_back(b);
+
+  for (const auto* tr : transfers) {
+    auto it = by_key.find(pairing_key(*tr));
+    if (it == by_key.end()) {
+      unmatched.push_back(tr->run->id);
+      continue;
+    }
+    std::vector<const RunView*> candidates = it->second;
+    if (candidates.size() > 1) {
+      // Prefer the baseline runs trained like this one (train.*, other host keys).
+      const ParamMap mine = other_params(*tr);
+      std::vector<const RunView*> alike;
+      for (const auto* b : candidates) {
+        bool same = true;
+        for (const auto& [k, v] : other_params(*b)) {
+          auto m = mine.find(k);
+          if (m != mine.end() && m->second != v) same = false;
+        }
+        if (same) alike.push_back(b);
+      }
+      if (alike.size() != 1) {
+        const auto& pool = alike.empty() ? candidates : alike;
+        const std::vector<std::string> differ = varying_params(pool);
+        if (!differ.empty()) {
+          std::vector<int64_t> ids;
+          for (const auto* b : pool) ids.push_back(b->run->id);
+          const std::string& key = differ.front();
+          const std::string value = pool.front()->param_or_absent(key);
+          const std::string literal = value == kAbsent   ? "null"
+                                      : is_number(value) ? value
+                                                         : "'" + value + "'";
+          throw ReportError(fmt::format(
+              "run {} ({}) has {} '{}' runs with its target, backbone and seed (run {}), which "
+              "differ in {}; keep one of them with --where (e.g. --where \"strategy.plugin != "
+              "'{}' OR {} = {}\"), so that each transfer run has one baseline",
+              tr->run->id, tr->param("strategy.plugin"), pool.size(), baseline, id_list(ids),
+              join(differ, ", "), baseline, key, literal));
+        }
+        // Identical configurations run more than once: take the newest.
+        alike = {*std::max_element(pool.begin(), pool.end(), [](const auto* a, const auto* b) {
+          return a->run->id < b->run->id;
+        })};
+        duplicates.push_back(tr->run->id);
+      }
+      candidates = alike;
+    }
+    pairs.push_back({tr, candidates.front()});
+    used.insert(candidates.front()->run->id);
+  }
+
   return out;
 }
 
@@ -925,86 +1020,8 @@ Table gain_table(Store& store, const std::vector<RunSummaryRow>& runs, const Gai
     unknown_name("--metric", o.metric, "a summary", all_summaries(runs), db);
 
   const auto finished = finished_views(runs);
-  std::vector<const RunView*> baselines, transfers;
-  std::set<std::string> strategies;
-  for (const auto& r : finished) {
-    const std::string s = r.param("strategy.plugin");
-    strategies.insert(s);
-    (s == o.baseline ? baselines : transfers).push_back(&r);
-  }
-  if (baselines.empty()) {
-    const std::vector<std::string> all(strategies.begin(), strategies.end());
-    const std::string hint = did_you_mean(nearest(o.baseline, all));
-    throw ReportError(fmt::format(
-        "--baseline '{}': no finished run in {} has strategy.plugin = '{}'; {}; --baseline names "
-        "the strategy trained without transfer, whose runs the others are paired with",
-        o.baseline, db, o.baseline,
-        hint.empty() ? "the strategies are: " + join(all, ", ", "'") : hint));
-  }
-  if (transfers.empty())
-    throw ReportError(fmt::format(
-        "no finished transfer run in {}: every finished run has strategy.plugin = '{}' (the "
-        "baseline); run a transfer strategy (e.g. finetune) on the same targets and seeds",
-        db, o.baseline));
-
-  std::map<std::string, std::vector<const RunView*>> by_key;
-  for (const auto* b : baselines) by_key[pairing_key(*b)].push_back(b);
-
-  struct Pair {
-    const RunView* transfer;
-    const RunView* baseline;
-  };
-  std::vector<Pair> pairs;
-  std::vector<int64_t> unmatched, duplicates;
-  std::set<int64_t> used;
-  for (const auto* tr : transfers) {
-    auto it = by_key.find(pairing_key(*tr));
-    if (it == by_key.end()) {
-      unmatched.push_back(tr->run->id);
-      continue;
-    }
-    std::vector<const RunView*> candidates = it->second;
-    if (candidates.size() > 1) {
-      // Prefer the baseline runs trained like this one (train.*, other host keys).
-      const ParamMap mine = other_params(*tr);
-      std::vector<const RunView*> alike;
-      for (const auto* b : candidates) {
-        bool same = true;
-        for (const auto& [k, v] : other_params(*b)) {
-          auto m = mine.find(k);
-          if (m != mine.end() && m->second != v) same = false;
-        }
-        if (same) alike.push_back(b);
-      }
-      if (alike.size() != 1) {
-        const auto& pool = alike.empty() ? candidates : alike;
-        const std::vector<std::string> differ = varying_params(pool);
-        if (!differ.empty()) {
-          std::vector<int64_t> ids;
-          for (const auto* b : pool) ids.push_back(b->run->id);
-          const std::string& key = differ.front();
-          const std::string value = pool.front()->param_or_absent(key);
-          const std::string literal = value == kAbsent   ? "null"
-                                      : is_number(value) ? value
-                                                         : "'" + value + "'";
-          throw ReportError(fmt::format(
-              "run {} ({}) has {} '{}' runs with its target, backbone and seed (run {}), which "
-              "differ in {}; keep one of them with --where (e.g. --where \"strategy.plugin != "
-              "'{}' OR {} = {}\"), so that each transfer run has one baseline",
-              tr->run->id, tr->param("strategy.plugin"), pool.size(), o.baseline, id_list(ids),
-              join(differ, ", "), o.baseline, key, literal));
-        }
-        // Identical configurations run more than once: take the newest.
-        alike = {*std::max_element(pool.begin(), pool.end(), [](const auto* a, const auto* b) {
-          return a->run->id < b->run->id;
-        })};
-        duplicates.push_back(tr->run->id);
-      }
-      candidates = alike;
-    }
-    pairs.push_back({tr, candidates.front()});
-    used.insert(candidates.front()->run->id);
-  }
+  const Pairing pairing = pair_with_baseline(finished, o.baseline, db, /*need_baseline=*/true);
+  const auto& [baselines, transfers, pairs, unmatched, duplicates, used] = pairing;
 
   // Rows.
   std::vector<std::string> by = o.group_by;
@@ -1101,6 +1118,116 @@ Table gain_table(Store& store, const std::vector<RunSummaryRow>& runs, const Gai
   t.notes.push_back(
       "(gain = method - baseline, mean over pairs; p: two-sided paired t-test, n - 1 degrees of "
       "freedom; NEGATIVE TRANSFER: mean gain < 0 with p < 0.05)");
+  return t;
+}
+
+const std::vector<std::string>& transferability_scores() {
+  static const std::vector<std::string> scores = {"logme", "leep", "nce", "hscore"};
+  return scores;
+}
+
+TransferabilityData transferability_data(const std::vector<RunSummaryRow>& runs,
+                                         const TransferabilityOptions& o, const std::string& db) {
+  const auto finished = finished_views(runs);
+  std::vector<const RunView*> scored;
+  for (const auto& r : finished)
+    for (const auto& score : transferability_scores())
+      if (r.summary("transfer/" + score)) {
+        scored.push_back(&r);
+        break;
+      }
+  if (scored.empty())
+    throw ReportError(fmt::format(
+        "no finished run in {} recorded transferability scores (summaries transfer/logme, ...); "
+        "run the transfer experiments with +eval.transferability=true (or [eval] "
+        "transferability = true), which scores each run's starting point before it trains",
+        db));
+  if (!all_summaries(runs).count(o.metric))
+    unknown_name("--metric", o.metric, "a summary", all_summaries(runs), db);
+  std::map<int64_t, const RunView*> baseline_of;
+  TransferabilityData out;
+  const Pairing pairing = pair_with_baseline(finished, o.baseline, db, /*need_baseline=*/false);
+  for (const auto& p : pairing.pairs) baseline_of[p.transfer->run->id] = p.baseline;
+  out.group_keys = distinguishing_params(
+      scored, [](const std::string& k) { return k == "seed" || k == "eval.transferability"; });
+  std::size_t no_metric = 0, no_baseline = 0;
+  for (const auto* r : scored) {
+    const double* m = r->summary(o.metric);
+    if (!m || !std::isfinite(*m)) {
+      ++no_metric;
+      continue;
+    }
+    double gain = std::numeric_limits<double>::quiet_NaN();
+    auto b = baseline_of.find(r->run->id);
+    if (r->param("strategy.plugin") == o.baseline) {
+      gain = 0;  // the baseline's own starting point: no gain over itself
+    } else if (b != baseline_of.end()) {
+      if (const double* bm = b->second->summary(o.metric); bm && std::isfinite(*bm))
+        gain = *m - *bm;
+    } else {
+      ++no_baseline;
+    }
+    std::vector<std::string> group;
+    for (const auto& k : out.group_keys) group.push_back(r->param(k));
+    for (const auto& score : transferability_scores())
+      if (const double* v = r->summary("transfer/" + score); v && std::isfinite(*v))
+        out.points[score].push_back({r->run->id, *v, *m, gain, join(group, ", ")});
+  }
+  if (no_metric)
+    out.notes.push_back(fmt::format("({} without a finite {} not counted)",
+                                    plural(no_metric, "scored run", "scored runs"), o.metric));
+  if (no_baseline)
+    out.notes.push_back(fmt::format(
+        "({} no finished '{}' run with the same target.*, backbone.* and seed: no gain)",
+        plural(no_baseline, "scored run has", "scored runs have"), o.baseline));
+  return out;
+}
+
+Table transferability_table(Store& store, const std::vector<RunSummaryRow>& runs,
+                            const TransferabilityOptions& o) {
+  const std::string db = place(store.path(), o.where);
+  const TransferabilityData data = transferability_data(runs, o, db);
+  const bool machine = o.machine_readable;
+  Table t;
+  t.title = fmt::format(
+      "transferability scores against the realised {} and its gain over '{}' (each run's "
+      "starting point scored before training)",
+      o.metric, o.baseline);
+  t.header = {"score", "runs",     "tau", "p",      "r", "p",
+              "pairs", "tau gain", "p",   "r gain", "p", "flag"};
+  t.numeric.assign(t.header.size(), true);
+  t.numeric.front() = t.numeric.back() = false;
+  auto value = [&](double v) {
+    if (!std::isfinite(v)) return std::string();
+    return machine ? full(v) : fmt::format("{:.3f}", v);
+  };
+  for (const auto& score : transferability_scores()) {
+    auto it = data.points.find(score);
+    if (it == data.points.end()) continue;
+    std::vector<double> sx, my, gx, gy;
+    for (const auto& p : it->second) {
+      sx.push_back(p.score);
+      my.push_back(p.metric);
+      if (std::isfinite(p.gain)) gx.push_back(p.score), gy.push_back(p.gain);
+    }
+    const Correlation tau = kendall_tau(sx, my), r = pearson(sx, my);
+    const Correlation tau_g = kendall_tau(gx, gy), r_g = pearson(gx, gy);
+    std::string flag;
+    const Correlation& judged = gx.size() >= 3 ? tau_g : tau;
+    if (judged.value < 0) flag = judged.p < 0.05 ? "RANKS INVERSELY" : "inverse (n.s.)";
+    auto p_of = [&](const Correlation& c) {
+      return std::isfinite(c.value) && std::isfinite(c.p) ? p_text(c.p, machine) : std::string();
+    };
+    t.rows.push_back({score, std::to_string(sx.size()), value(tau.value), p_of(tau), value(r.value),
+                      p_of(r), std::to_string(gx.size()), value(tau_g.value), p_of(tau_g),
+                      value(r_g.value), p_of(r_g), flag});
+  }
+  for (const auto& n : data.notes) t.notes.push_back(n);
+  t.notes.push_back(fmt::format(
+      "(tau: Kendall's tau-b, r: Pearson's, over the runs' (score, {}) and (score, gain) pairs; "
+      "p: two-sided, as scipy.stats; the baseline's own runs count with gain 0; higher scores "
+      "should mean higher outcomes: tau near 1 ranks the starting points as fine-tuning did)",
+      o.metric));
   return t;
 }
 

@@ -164,4 +164,45 @@ struct GainOptions {
 /// a finite value, and unfinished runs.
 Table gain_table(Store& store, const std::vector<RunSummaryRow>& runs, const GainOptions& options);
 
+/// What `transferability_table` shows.
+struct TransferabilityOptions {
+  /// strategy.plugin of the runs without transfer the gains are measured against.
+  std::string baseline = "scratch";
+  /// The realised outcome (higher is better).
+  std::string metric = "target/test/acc";
+  bool machine_readable = false;  ///< Full precision for CSV and JSON.
+  std::string where;              ///< Only named in messages.
+};
+
+/// The scores the runs recorded (summaries transfer/<score>, [eval] transferability), in the
+/// order logme, leep, nce, hscore.
+const std::vector<std::string>& transferability_scores();
+
+/// One run's point in a score's scatter plot.
+struct ScorePoint {
+  int64_t run = 0;
+  double score = 0, metric = 0;
+  double gain = 0;    ///< metric - its baseline run's; NaN when the run has no baseline run.
+  std::string group;  ///< Its configuration (the params that vary among scored runs, no seed).
+};
+
+/// Every finished run of `runs` that recorded scores, with its realised `metric` and its gain
+/// over the paired `baseline` run (gain_table's pairing: target.*, backbone.* but its weights,
+/// seed): per score, the points; `notes` says what was left out. Throws ReportError when no run
+/// recorded a score (naming how to record them) or the metric is unknown.
+struct TransferabilityData {
+  std::map<std::string, std::vector<ScorePoint>> points;  ///< By score name ("logme").
+  std::vector<std::string> group_keys;                    ///< What ScorePoint::group shows.
+  std::vector<std::string> notes;
+};
+TransferabilityData transferability_data(const std::vector<RunSummaryRow>& runs,
+                                         const TransferabilityOptions& options,
+                                         const std::string& db);
+
+/// Does a score rank the runs as they turned out? One row per score: runs, Kendall's tau-b and
+/// Pearson's r (each with its two-sided p, scipy.stats's) against the metric and against the
+/// gain over the baseline, and a flag where a score ranks against the outcome (tau < 0).
+Table transferability_table(Store& store, const std::vector<RunSummaryRow>& runs,
+                            const TransferabilityOptions& options);
+
 }  // namespace tlab

@@ -759,7 +759,9 @@ Scene line_chart(const LineChart& chart, Size size) {
         y1 = std::max(y1, s.hi[j]);
       }
     }
-    if (any) legend.push_back({s.label, series_color(i), dash_for(i), band, false});
+    if (any)
+      legend.push_back({s.label, series_color(i), s.markers ? std::vector<double>{} : dash_for(i),
+                        band, s.markers});
   }
   if (legend.empty())
     throw PlotError(fmt::format("nothing to plot in '{}': no series has a finite point",
@@ -810,7 +812,17 @@ Scene line_chart(const LineChart& chart, Size size) {
     const auto& s = chart.series[i];
     std::vector<Point> pts;
     auto flush = [&] {
-      if (pts.size() == 1) {  // a lone point: a small square marker
+      if (s.markers) {  // a scatter: a marker per point (a circle-like octagon), no line
+        for (const auto& q : pts) {
+          Polygon m;
+          for (int k = 0; k < 8; ++k)
+            m.points.push_back({q.x + 4 * std::cos(k * 0.785398163397448 + 0.3927),
+                                q.y + 4 * std::sin(k * 0.785398163397448 + 0.3927)});
+          m.color = series_color(i);
+          m.opacity = 0.85;
+          scene.items.push_back(m);
+        }
+      } else if (pts.size() == 1) {  // a lone point: a small square marker
         scene.items.push_back(Rect{pts[0].x - 3, pts[0].y - 3, 6, 6, series_color(i), 1});
       } else if (pts.size() > 1) {
         Polyline l = line(pts, series_color(i), 2);

@@ -158,6 +158,7 @@ Ticks nice_ticks(double lo, double hi, int target = 6, bool integer = false);
 struct Series {
   std::string label;
   std::vector<double> x, y, lo, hi;
+  bool markers = false;  ///< A scatter: a marker at each point, no line.
 };
 
 struct LineChart {

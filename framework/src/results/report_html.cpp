@@ -351,6 +351,72 @@ std::string figure(const Scene& scene, const std::vector<std::string>& notes) {
   return html + "</figure>\n";
 }
 
+// Each score the runs recorded of their starting points against what fine-tuning realised: a
+// scatter per score (gain over scratch when runs have one, else the test accuracy), with the
+// correlation table. Nothing when no run recorded scores.
+void transferability_section(std::string& html, const std::vector<RunSummaryRow>& runs) {
+  bool any = false;
+  for (const auto& r : runs)
+    for (const auto& [k, v] : r.summaries) any = any || k == "transfer/logme";
+  if (!any) return;
+  TransferabilityOptions options;
+  TransferabilityData data;
+  try {
+    data = transferability_data(runs, options, "the database");
+  } catch (const ReportError& e) {
+    return;  // e.g. no finished run among them
+  }
+  html += "<h2>Transferability: scores before training against the realised gain</h2>\n";
+  std::string figs;
+  bool gains = false;
+  for (const auto& [score, points] : data.points)
+    for (const auto& p : points) gains = gains || std::isfinite(p.gain);
+  for (const auto& score : transferability_scores()) {
+    auto it = data.points.find(score);
+    if (it == data.points.end()) continue;
+    LineChart chart;
+    chart.title = fmt::format("{} against {}", score,
+                              gains ? "the gain over " + options.baseline : options.metric);
+    chart.x_label = "transfer/" + score + " (starting point)";
+    chart.y_label = gains ? options.metric + " gain over " + options.baseline : options.metric;
+    chart.legend_title = join(data.group_keys, ", ");
+    std::map<std::string, std::size_t> index;
+    std::vector<double> xs, ys;
+    for (const auto& p : it->second) {
+      const double y = gains ? p.gain : p.metric;
+      if (!std::isfinite(y)) continue;
+      if (!index.count(p.group)) {
+        index[p.group] = chart.series.size();
+        chart.series.push_back({});
+        chart.series.back().label = p.group.empty() ? "runs" : p.group;
+        chart.series.back().markers = true;
+      }
+      chart.series[index[p.group]].x.push_back(p.score);
+      chart.series[index[p.group]].y.push_back(y);
+      xs.push_back(p.score);
+      ys.push_back(y);
+    }
+    const Correlation tau = kendall_tau(xs, ys), r = pearson(xs, ys);
+    chart.caption =
+        fmt::format("one point per run; Kendall tau {}, Pearson r {} over {} runs",
+                    std::isfinite(tau.value) ? fmt::format("{:.2f}", tau.value) : "-",
+                    std::isfinite(r.value) ? fmt::format("{:.2f}", r.value) : "-", xs.size());
+    try {
+      figs += figure(line_chart(chart, {560, 360}), {});
+    } catch (const PlotError& e) {
+      figs += "<p class=\"empty\">" + escape_html(e.what()) + "</p>\n";
+    }
+  }
+  html += "<div class=\"figs\">\n" + figs + "</div>\n";
+  html +=
+      "<p class=\"note\">Each run recorded LogME, LEEP, NCE and H-score of its starting point "
+      "(after source pre-training, before the target stage; [eval] transferability). A score "
+      "that predicts transfer puts the points on a rising line; tlab results transferability "
+      "gives the correlations with their p-values.";
+  for (const auto& n : data.notes) html += " " + escape_html(n);
+  html += "</p>\n";
+}
+
 }  // namespace
 
 std::string html_report(const std::vector<RunSummaryRow>& runs, const Histories& histories,
@@ -385,6 +451,7 @@ std::string html_report(const std::vector<RunSummaryRow>& runs, const Histories&
   comparison_section(html, runs);
   cross_domain_section(html, runs);
   confusion_section(html, runs, evaluations);
+  transferability_section(html, runs);
 
   // Learning curves.
   html += "<h2>Learning curves</h2>\n";

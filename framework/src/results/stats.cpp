@@ -145,4 +145,114 @@ TTest paired_t_test(const std::vector<double>& treatment, const std::vector<doub
   return one_sample_t_test(d);
 }
 
+namespace {
+
+void check_pairs(const std::vector<double>& x, const std::vector<double>& y, const char* what) {
+  if (x.size() != y.size())
+    throw std::invalid_argument(
+        fmt::format("{}: {} values against {}; expected pairs", what, x.size(), y.size()));
+}
+
+bool all_finite(const std::vector<double>& v) {
+  return std::all_of(v.begin(), v.end(), [](double d) { return std::isfinite(d); });
+}
+
+// Ties: sum over groups of equal values of t(t-1)/2, t(t-1)(t-2) and t(t-1)(2t+5).
+struct Ties {
+  double pairs = 0, v0 = 0, v1 = 0;
+};
+Ties ties(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  Ties t;
+  for (std::size_t i = 0; i < v.size();) {
+    std::size_t j = i;
+    while (j < v.size() && v[j] == v[i]) ++j;
+    const double c = static_cast<double>(j - i);
+    t.pairs += c * (c - 1) / 2;
+    t.v0 += c * (c - 1) * (c - 2);
+    t.v1 += c * (c - 1) * (2 * c + 5);
+    i = j;
+  }
+  return t;
+}
+
+// P(S <= -|S|) + P(S >= |S|) under independence, without ties: permutations of n with at most
+// c = min(discordant, concordant) inversions (Mahonian numbers), as scipy's _kendall_p_exact.
+double kendall_exact_p(std::size_t n, double discordant, double total) {
+  const auto c = static_cast<std::size_t>(std::min(discordant, total - discordant));
+  if (n <= 2 || 2 * c == static_cast<std::size_t>(total)) return 1.0;
+  // counts[k] = permutations of j elements with k inversions, k <= c; divided by j! as we go.
+  std::vector<double> counts(c + 1, 0.0);
+  counts[0] = 1;
+  for (std::size_t j = 2; j <= n; ++j) {
+    // new[k] = sum_{i=0}^{min(k, j-1)} old[k - i], then / j.
+    std::vector<double> next(c + 1, 0.0);
+    double window = 0;
+    for (std::size_t k = 0; k <= c; ++k) {
+      window += counts[k];
+      if (k >= j) window -= counts[k - j];
+      next[k] = window / static_cast<double>(j);
+    }
+    counts = std::move(next);
+  }
+  double p = 0;
+  for (double v : counts) p += v;
+  return std::min(1.0, 2 * p);
+}
+
+}  // namespace
+
+Correlation pearson(const std::vector<double>& x, const std::vector<double>& y) {
+  check_pairs(x, y, "pearson");
+  Correlation out;
+  out.n = x.size();
+  if (out.n < 2 || !all_finite(x) || !all_finite(y)) return {out.n, kNaN, kNaN};
+  const MeanSe mx = mean_se(x), my = mean_se(y);
+  double sxy = 0, sxx = 0, syy = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    sxy += (x[i] - mx.mean) * (y[i] - my.mean);
+    sxx += (x[i] - mx.mean) * (x[i] - mx.mean);
+    syy += (y[i] - my.mean) * (y[i] - my.mean);
+  }
+  if (sxx == 0 || syy == 0) return {out.n, kNaN, kNaN};
+  out.value = std::max(-1.0, std::min(1.0, sxy / std::sqrt(sxx * syy)));
+  if (out.n == 2) {
+    out.p = 1;
+  } else if (std::abs(out.value) == 1) {
+    out.p = 0;
+  } else {
+    const double df = static_cast<double>(out.n - 2);
+    out.p = student_t_two_sided_p(out.value * std::sqrt(df / (1 - out.value * out.value)), df);
+  }
+  return out;
+}
+
+Correlation kendall_tau(const std::vector<double>& x, const std::vector<double>& y) {
+  check_pairs(x, y, "kendall_tau");
+  Correlation out;
+  out.n = x.size();
+  if (out.n < 2 || !all_finite(x) || !all_finite(y)) return {out.n, kNaN, kNaN};
+  double s = 0, discordant = 0;  // concordant - discordant; pairs that disagree
+  for (std::size_t i = 0; i < x.size(); ++i)
+    for (std::size_t j = i + 1; j < x.size(); ++j) {
+      const double sign = ((x[i] > x[j]) - (x[i] < x[j])) * ((y[i] > y[j]) - (y[i] < y[j]));
+      s += sign;
+      discordant += sign < 0;
+    }
+  const double n = static_cast<double>(out.n), total = n * (n - 1) / 2;
+  const Ties tx = ties(x), ty = ties(y);
+  if (tx.pairs == total || ty.pairs == total) return {out.n, kNaN, kNaN};
+  out.value = s / std::sqrt(total - tx.pairs) / std::sqrt(total - ty.pairs);
+  const double concordant = s + discordant;  // s = concordant - discordant
+  if (tx.pairs == 0 && ty.pairs == 0 && (out.n <= 33 || std::min(discordant, concordant) <= 1)) {
+    out.p = kendall_exact_p(out.n, discordant, total);
+    return out;
+  }
+  const double m = n * (n - 1);
+  const double var = (m * (2 * n + 5) - tx.v1 - ty.v1) / 18 + 2 * tx.pairs * ty.pairs / m +
+                     tx.v0 * ty.v0 / (9 * m * (n - 2));
+  out.p = std::erfc(std::abs(s) / std::sqrt(var) / std::sqrt(2.0));
+  return out;
+}
+
 }  // namespace tlab

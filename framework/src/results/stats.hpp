@@ -1,6 +1,8 @@
 #pragma once
 // Statistics for result tables: mean and standard error over seeds, Student's t distribution
-// (through the regularized incomplete beta function) and the paired t-test of `tlab results gain`.
+// (through the regularized incomplete beta function), the paired t-test of `tlab results gain`,
+// and the correlations of `tlab results transferability` (Pearson's r, Kendall's tau-b), each
+// with the p-value scipy.stats gives.
 
 #include <cstddef>
 #include <vector>
@@ -49,5 +51,24 @@ TTest one_sample_t_test(const std::vector<double>& differences);
 /// The paired t-test of `treatment[i] - control[i]`. Throws std::invalid_argument when the two
 /// have different lengths.
 TTest paired_t_test(const std::vector<double>& treatment, const std::vector<double>& control);
+
+/// A correlation coefficient over n pairs and its two-sided p-value (no correlation).
+struct Correlation {
+  std::size_t n = 0;  ///< Number of pairs.
+  double value = 0;   ///< r or tau; NaN when undefined (n < 2, or a constant variable).
+  double p = 0;       ///< Two-sided p-value; NaN when undefined.
+};
+
+/// Pearson's r; p from t = r sqrt((n - 2) / (1 - r^2)) with n - 2 degrees of freedom, as
+/// scipy.stats.pearsonr (n = 2: r = +-1, p = 1). Throws std::invalid_argument for lengths that
+/// differ. Non-finite values make r and p NaN.
+Correlation pearson(const std::vector<double>& x, const std::vector<double>& y);
+
+/// Kendall's tau-b (tau-a corrected for ties in either variable), as scipy.stats.kendalltau
+/// with its default method: without ties and for n <= 33 (or with at most one discordant or
+/// concordant pair) the exact p-value of the permutation distribution, otherwise the normal
+/// approximation with the tie-corrected variance. Throws std::invalid_argument for lengths that
+/// differ. Non-finite values make tau and p NaN.
+Correlation kendall_tau(const std::vector<double>& x, const std::vector<double>& y);
 
 }  // namespace tlab

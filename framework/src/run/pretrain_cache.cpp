@@ -138,6 +138,14 @@ bool RunSession::reuse(const std::string& key, torch::nn::Module& module,
     }
   }
   metrics_.summary("source/pretrain_reused", trained ? 0.0 : 1.0);
+  for (const auto& child : module.named_children()) {
+    if (child.key() != "head") continue;
+    std::vector<std::pair<std::string, torch::Tensor>> tensors;
+    for (const auto& p : child.value()->named_parameters())
+      tensors.emplace_back(p.key(), p.value());
+    source_classifier_ = transfer::linear_classifier(tensors, model_->backbone->feature_dim(),
+                                                     &no_source_classifier_);
+  }
   // The same random state afterwards whether this run trained or reused.
   const std::string reseed = reseed_base_ + "strategy key: " + key + "\n";
   torch::manual_seed(std::stoull(hash_string(reseed + std::to_string(ctx_.seed)), nullptr, 16));

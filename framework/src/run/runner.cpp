@@ -29,7 +29,10 @@
 #include "run/data_prep.hpp"
 #include "run/model_io.hpp"
 #include "run/session.hpp"
+#include "tlab/sdk/mode.hpp"
+#include "transfer/scores.hpp"
 #include "util.hpp"
+#include "weights/safetensors.hpp"
 
 namespace fs = std::filesystem;
 
@@ -328,6 +331,67 @@ class RunExecution {
                 [&] { strategy_->prepare(*session_); });
   }
 
+  /// [eval] transferability: the starting point (after the strategy's prepare: its source
+  /// pre-training, or the backbone's weights file) scored on the target's labelled training
+  /// examples, before adapters attach and anything trains on the target. Summaries
+  /// transfer/{logme,hscore,leep,nce,seconds}; LEEP and NCE need a source classifier: the
+  /// pre-training's head (Session::reuse), or the single linear head of a tlab model file given
+  /// as backbone.weights. Runs in eval mode without gradients: the run's training is unchanged.
+  void score_starting_point() {
+    if (!spec_.eval.transferability) return;
+    const auto t0 = Clock::now();
+    const DomainData& target = session_->target_;
+    if (target.train.streamed())
+      throw std::invalid_argument(fmt::format(
+          "eval.transferability scores the target's labelled training examples, but dataset "
+          "'{}' streams them; raise its resident_max_mb or set eval.transferability = false",
+          spec_.target.plugin));
+    Model& model = *session_->model_;
+    transfer::ModelFn classifier = session_->source_classifier_;
+    std::string why = session_->no_source_classifier_, from = "the source pre-training's head";
+    if (!classifier && backbone_weights_) {
+      std::vector<std::pair<std::string, torch::Tensor>> head;
+      for (auto& [name, t] : weights::read_safetensors(backbone_weights_->path))
+        if (name.rfind("head.", 0) == 0) head.emplace_back(name.substr(5), t);
+      std::string file_why;
+      classifier = transfer::linear_classifier(head, model.backbone->feature_dim(), &file_why);
+      from = fmt::format("the head in '{}'", backbone_weights_->path.string());
+      if (!classifier)
+        why += fmt::format(", and backbone.weights '{}' has none usable ({})",
+                           backbone_weights_->spec, file_why);
+    }
+    transfer::ScoreSet scores;
+    {
+      ModeScope restore(model);
+      model.eval();
+      try {
+        scores = transfer::score_starting_point(
+            [&](const torch::Tensor& x) { return model.features(x); }, classifier,
+            as_input(target.train.x, device_), target.train.y, target.num_classes);
+      } catch (const transfer::ScoreError& e) {
+        throw std::invalid_argument(
+            fmt::format("eval.transferability: {} (on the target's {} labelled training examples)",
+                        e.what(), target.train.size()));
+      }
+    }
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    metrics_->summary("transfer/logme", scores.logme);
+    metrics_->summary("transfer/hscore", scores.hscore);
+    if (classifier) {
+      metrics_->summary("transfer/leep", scores.leep);
+      metrics_->summary("transfer/nce", scores.nce);
+    }
+    metrics_->summary("transfer/seconds", seconds);
+    spdlog::info(
+        "[runner] starting point on the target's {} labelled examples: LogME {:.4f}, H-score "
+        "{:.4f}{} ({:.2f} s)",
+        target.train.size(), scores.logme, scores.hscore,
+        classifier ? fmt::format(", LEEP {:.4f}, NCE {:.4f} (source classifier: {})", scores.leep,
+                                 scores.nce, from)
+                   : fmt::format("; no LEEP or NCE: {}", why),
+        seconds);
+  }
+
   /// Each adapter in order (parameters it adds counted), then the adapter weights file.
   void attach_adapters() {
     task_ = TaskInfo{session_->target_.num_classes, session_->target_.input_shape};
@@ -613,6 +677,7 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     run.key_pretraining_cache();
     run.build_model();
     run.prepare_strategy();
+    run.score_starting_point();
     run.attach_adapters();
     run.train_target();
     run.evaluate_target();

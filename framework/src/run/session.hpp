@@ -27,6 +27,7 @@
 #include "run/signals.hpp"
 #include "store/store.hpp"
 #include "tlab/sdk/strategy.hpp"
+#include "transfer/scores.hpp"
 
 namespace tlab {
 
@@ -155,6 +156,11 @@ class RunSession : public Session {
   DomainData target_;
   TrainConfig train_;
   int64_t ctx_run_id_ = 0;  // the run id, recorded with the cache entries it makes
+  /// The source classifier of the last reuse() whose module has a `head` child that is one
+  /// linear layer on the backbone's features (pretrain_on_source's temporary head): what
+  /// [eval] transferability scores LEEP and NCE with. Empty otherwise, with the reason.
+  transfer::ModelFn source_classifier_;
+  std::string no_source_classifier_ = "the strategy pre-trained no source classifier";
 
   /// What every evaluation counts: top-k for these k, calibration bins (from [eval]).
   std::vector<int64_t> top_k_;

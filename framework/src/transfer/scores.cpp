@@ -1,6 +1,7 @@
 #include "transfer/scores.hpp"
 
 #include <cmath>
+#include <map>
 
 #include <fmt/format.h>
 #include <torch/linalg.h>
@@ -138,6 +139,64 @@ double hscore(const torch::Tensor& features, const torch::Tensor& labels, int64_
   const torch::Tensor cov_g = g_centred.t().matmul(g_centred) / static_cast<double>(n);
   return torch::trace(torch::linalg::pinv(cov_f, 1e-15, /*hermitian=*/true).matmul(cov_g))
       .item<double>();
+}
+
+ScoreSet score_starting_point(const ModelFn& features, const ModelFn& classifier,
+                              const torch::Tensor& inputs, const torch::Tensor& labels,
+                              int64_t num_classes) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> fs, ps;
+  const int64_t n = inputs.size(0);
+  for (int64_t b = 0; b < n; b += 256) {
+    const torch::Tensor f = features(inputs.slice(0, b, std::min<int64_t>(b + 256, n)));
+    fs.push_back(f.flatten(1).to(torch::kCPU, torch::kDouble));
+    if (classifier) ps.push_back(torch::softmax(classifier(f).to(torch::kDouble), 1).cpu());
+  }
+  ScoreSet s;
+  const torch::Tensor f = torch::cat(fs);
+  const torch::Tensor y = labels.to(torch::kCPU, torch::kLong);
+  s.logme = logme(f, y, num_classes);
+  s.hscore = hscore(f, y, num_classes);
+  if (classifier) {
+    const torch::Tensor p = torch::cat(ps);
+    s.leep = leep(p, y, num_classes);
+    s.nce = nce(p.argmax(1), p.size(1), y, num_classes);
+  }
+  return s;
+}
+
+ModelFn linear_classifier(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                          int64_t feature_dim, std::string* why) {
+  auto no = [&](std::string reason) {
+    if (why) *why = std::move(reason);
+    return ModelFn();
+  };
+  if (tensors.empty()) return no("it has no classifier");
+  std::map<std::string, torch::Tensor> by_name(tensors.begin(), tensors.end());
+  // One prefix for all: "" (a Linear) or "N." (the one Linear of a Sequential).
+  const std::string& first = tensors.front().first;
+  const std::string prefix =
+      first.substr(0, first.rfind('.') == std::string::npos ? 0 : first.rfind('.') + 1);
+  auto w = by_name.find(prefix + "weight"), b = by_name.find(prefix + "bias");
+  const std::size_t expected = 1 + (b != by_name.end());
+  if (w == by_name.end() || by_name.size() != expected)
+    return no(fmt::format("its classifier has {} tensors ({}...), not one linear layer",
+                          tensors.size(), first));
+  const torch::Tensor weight = w->second.detach().to(torch::kDouble).clone();
+  if (weight.dim() != 2 || weight.size(1) != feature_dim)
+    return no(fmt::format("its classifier's weight has shape [{}], not [classes, {}]",
+                          fmt::join(weight.sizes(), ", "), feature_dim));
+  torch::Tensor bias;
+  if (b != by_name.end()) {
+    bias = b->second.detach().to(torch::kDouble).clone();
+    if (bias.dim() != 1 || bias.size(0) != weight.size(0))
+      return no(fmt::format("its classifier's bias has shape [{}], not [{}]",
+                            fmt::join(bias.sizes(), ", "), weight.size(0)));
+  }
+  return [weight, bias](const torch::Tensor& f) {
+    const torch::Tensor x = f.flatten(1).to(weight.device(), torch::kDouble);
+    return bias.defined() ? torch::addmm(bias, x, weight.t()) : x.matmul(weight.t());
+  };
 }
 
 }  // namespace tlab::transfer

@@ -21,8 +21,12 @@
 // Higher is better for all four. Errors (ScoreError) name the score and what is wrong: too few
 // examples or classes, labels outside [0, classes), probabilities that are not a distribution.
 
+#include <functional>
+#include <limits>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <torch/types.h>
 
@@ -46,5 +50,32 @@ double nce(const torch::Tensor& source_labels, int64_t source_classes, const tor
 
 /// H-score of `features` (N x D) for `labels`.
 double hscore(const torch::Tensor& features, const torch::Tensor& labels, int64_t num_classes);
+
+/// The four scores of one starting point; LEEP and NCE are NaN when it has no source classifier.
+struct ScoreSet {
+  double logme = std::numeric_limits<double>::quiet_NaN();
+  double leep = std::numeric_limits<double>::quiet_NaN();
+  double nce = std::numeric_limits<double>::quiet_NaN();
+  double hscore = std::numeric_limits<double>::quiet_NaN();
+};
+
+/// Inputs to outputs: a model's features, or a source classifier from features to class scores.
+using ModelFn = std::function<torch::Tensor(const torch::Tensor&)>;
+
+/// Every score of a starting point on the labelled target examples `inputs` (on the model's
+/// device, as the model takes them) with `labels`: `features` in batches of 256 (no gradients;
+/// put the model in eval mode first), and, when `classifier` is set, the source class
+/// probabilities softmax(classifier(features)) for LEEP and NCE (over the source's classes).
+ScoreSet score_starting_point(const ModelFn& features, const ModelFn& classifier,
+                              const torch::Tensor& inputs, const torch::Tensor& labels,
+                              int64_t num_classes);
+
+/// The source classifier held by `tensors` (a module's or a weights file's, names relative to
+/// the classifier): a single linear layer, `weight` (classes x feature_dim) and optionally its
+/// `bias`, under any one prefix (`0.weight` of a Sequential head). Empty, with `why` set, when
+/// the tensors are anything else (several layers, another width): LEEP and NCE then need
+/// another classifier.
+ModelFn linear_classifier(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                          int64_t feature_dim, std::string* why);
 
 }  // namespace tlab::transfer
