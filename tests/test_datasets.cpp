@@ -81,6 +81,32 @@ std::string create_error(const std::string& name, const tlab::Params& params) {
 
 // ---- digits -----------------------------------------------------------------------------------
 
+// label_noise replaces that fraction of labels by a uniformly drawn class and leaves the images
+// as they were: 1 is a source without label information (transferability zoo), 0 the data of
+// digits 1.0.0.
+TEST_F(Datasets, DigitsLabelNoiseReplacesLabelsNotImages) {
+  tlab::Params clean = digits("clean", 2000);
+  const tlab::DomainData a = load("digits", clean);
+  clean["label_noise"] = 0.0;
+  const tlab::DomainData zero = load("digits", clean);
+  EXPECT_TRUE(torch::equal(a.train.y, zero.train.y));
+  for (double p : {0.3, 1.0}) {
+    tlab::Params noisy = digits("clean", 2000);
+    noisy["label_noise"] = p;
+    const tlab::DomainData b = load("digits", noisy);
+    EXPECT_TRUE(torch::equal(a.train.x, b.train.x));
+    // A replaced label equals the true one by chance 1 time in 10.
+    const double changed = (a.train.y != b.train.y).to(torch::kDouble).mean().item<double>();
+    EXPECT_NEAR(changed, p * 0.9, 0.04) << p;
+    EXPECT_EQ(b.train.y.min().item<int64_t>(), 0);
+    EXPECT_EQ(b.train.y.max().item<int64_t>(), 9);
+  }
+  const tlab::ParamSpec* spec = schema_of("digits").find("label_noise");
+  ASSERT_NE(spec, nullptr);
+  EXPECT_EQ(spec->min, 0.0);
+  EXPECT_EQ(spec->max, 1.0);
+}
+
 TEST_F(Datasets, DigitsSchemaHasDefaultsBoundsAndChoices) {
   const tlab::Schema& s = schema_of("digits");
   const tlab::ParamSpec* domain = s.find("domain");

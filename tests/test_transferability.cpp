@@ -255,7 +255,8 @@ epochs = 1
   const auto bad =
       tlab::test::shell(tlab + "transferability " + exp.string() + " --candidates 1" + db);
   EXPECT_EQ(bad.code, 2);
-  EXPECT_THAT(bad.out, HasSubstr("--candidates: '1' is not a candidate; write run:ID"));
+  EXPECT_THAT(bad.out, HasSubstr("--candidates: '1' is neither run:ID (a finished run, e.g. "
+                                 "run:3, or run:UUID-PREFIX) nor a weights file (no such file)"));
   const auto shape =
       tlab::test::shell(tlab + "transferability " + exp.string() + " --candidates run:3" + db);
   EXPECT_EQ(shape.code, 2);
@@ -265,5 +266,195 @@ epochs = 1
       tlab::test::shell(tlab + "transferability " + exp.string() + " --candidates run:9" + db);
   EXPECT_EQ(missing.code, 2);
   EXPECT_THAT(missing.out, HasSubstr("9"));
+  fs::remove_all(dir);
+}
+
+namespace {
+
+// The value of the column `column` in the row starting with `first` of a text table.
+double table_value(const std::string& table, const std::string& first, std::size_t column) {
+  std::istringstream lines(table);
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::istringstream cells(line);
+    std::vector<std::string> row;
+    for (std::string c; cells >> c;) row.push_back(c);
+    if (!row.empty() && row[0] == first && column < row.size()) return std::stod(row[column]);
+  }
+  ADD_FAILURE() << "no row '" << first << "' in:\n" << table;
+  return NAN;
+}
+
+std::string summaries_of(const fs::path& db, int64_t run) {
+  return tlab::test::shell(
+             fmt::format("sqlite3 {} \"SELECT name || '=' || printf('%.10g', value) "
+                         "FROM summaries WHERE run_id = {} AND name LIKE "
+                         "'transfer/%' AND name != 'transfer/seconds' ORDER BY name\"",
+                         db.string(), run))
+      .out;
+}
+
+const char* kTwoDomains = R"(name = "tf"
+seed = 1
+device = "cpu"
+[source]
+plugin = "gaussians"
+train_size = 200
+val_size = 20
+test_size = 20
+seed = 5
+[target]
+plugin = "gaussians"
+train_size = 120
+val_size = 20
+test_size = 40
+shots = 10
+[backbone]
+plugin = "mlp"
+hidden = [8]
+[[adapters]]
+plugin = "linear_head"
+[strategy]
+plugin = "finetune"
+[train]
+epochs = 2
+)";
+
+}  // namespace
+
+// [eval] transferability: a run scores its own starting point before training: after the source
+// pre-training (LEEP and NCE through the pre-training's head), or the backbone's weights file
+// (LEEP and NCE through the file's linear head) — the latter equal to what `tlab
+// transferability` gives the same model as a candidate. Scoring changes nothing the run trains.
+TEST(Transferability, ARunRecordsTheScoresOfItsStartingPoint) {
+  const fs::path dir = tlab::test::temp_dir("transferability_run");
+  const fs::path exp = tlab::test::write_file(dir / "exp.toml", kTwoDomains);
+  const std::string tlab = TLAB_TEST_BIN_DIR + "/tlab --plugin-path " + TLAB_TEST_PLUGIN_DIR + " ";
+  const fs::path db = dir / "results.db", plain = dir / "plain.db";
+  ASSERT_EQ(tlab::test::shell(tlab + "run " + exp.string() + " +eval.transferability=true --db " +
+                              db.string())
+                .code,
+            0);
+  ASSERT_EQ(tlab::test::shell(tlab + "run " + exp.string() + " --db " + plain.string()).code, 0);
+  const std::string scores = summaries_of(db, 1);
+  for (const char* name :
+       {"transfer/hscore=", "transfer/leep=", "transfer/logme=", "transfer/nce="})
+    EXPECT_THAT(scores, HasSubstr(name));
+  // The same training with and without scoring.
+  auto acc = [&](const fs::path& d) {
+    return tlab::test::shell(
+               fmt::format("sqlite3 {} \"SELECT printf('%.17g', value) FROM summaries "
+                           "WHERE run_id = 1 AND name = 'target/test/acc'\"",
+                           d.string()))
+        .out;
+  };
+  EXPECT_EQ(acc(db), acc(plain));
+  EXPECT_THAT(tlab::test::shell(tlab + "results show 1 --db " + db.string()).out,
+              HasSubstr("transferability = true"));
+
+  // From run 1's model file: the runner's starting point is the candidate the command scores.
+  ASSERT_EQ(
+      tlab::test::shell(tlab + "run " + exp.string() +
+                        " strategy.plugin=scratch +eval.transferability=true backbone.weights=run:1"
+                        " --db " +
+                        db.string())
+          .code,
+      0);
+  const std::string from_file = summaries_of(db, 2);
+  const auto cmd =
+      tlab::test::shell(tlab + "transferability " + exp.string() +
+                        " strategy.plugin=scratch --candidates run:1 --db " + db.string());
+  ASSERT_EQ(cmd.code, 0) << cmd.out;
+  std::size_t column = 2;
+  for (const char* score : {"logme", "leep", "nce", "hscore"}) {
+    const std::string key = fmt::format("transfer/{}=", score);
+    const auto at = from_file.find(key);
+    ASSERT_NE(at, std::string::npos) << from_file;
+    EXPECT_NEAR(std::stod(from_file.substr(at + key.size())), table_value(cmd.out, "run:1", column),
+                5e-5)
+        << score;
+    ++column;
+  }
+  // A weights file as the candidate: the same model, the same scores.
+  const auto run_dir =
+      tlab::test::shell("sqlite3 " + db.string() + " \"SELECT run_dir FROM runs WHERE id = 1\"")
+          .out;
+  const fs::path file = fs::path(run_dir.substr(0, run_dir.find('\n'))) / "model.safetensors";
+  const auto by_file = tlab::test::shell(tlab + "transferability " + exp.string() +
+                                         " strategy.plugin=scratch --candidates " + file.string() +
+                                         " --db " + db.string());
+  ASSERT_EQ(by_file.code, 0) << by_file.out;
+  EXPECT_EQ(table_value(by_file.out, "model.safetensors", 2), table_value(cmd.out, "run:1", 2));
+  // A file for another network is refused, naming it.
+  const auto misfit =
+      tlab::test::shell(tlab + "transferability " + exp.string() +
+                        " strategy.plugin=scratch backbone.hidden=[5] --candidates " +
+                        file.string() + " --db " + db.string());
+  EXPECT_EQ(misfit.code, 2);
+  EXPECT_THAT(misfit.out, HasSubstr("candidate '" + file.string() +
+                                    "' does not fit the mlp backbone of " + exp.string()));
+
+  // From scratch: no source classifier, so no LEEP or NCE, and the log says why.
+  ASSERT_EQ(
+      tlab::test::shell(tlab + "run " + exp.string() +
+                        " strategy.plugin=scratch +eval.transferability=true --db " + db.string())
+          .code,
+      0);
+  EXPECT_EQ(summaries_of(db, 3).find("transfer/leep"), std::string::npos);
+  EXPECT_THAT(summaries_of(db, 3), HasSubstr("transfer/logme="));
+  const auto dir3 =
+      tlab::test::shell("sqlite3 " + db.string() + " \"SELECT run_dir FROM runs WHERE id = 3\"")
+          .out;
+  std::ifstream log_file(fs::path(dir3.substr(0, dir3.find('\n'))) / "output.log");
+  const std::string log((std::istreambuf_iterator<char>(log_file)),
+                        std::istreambuf_iterator<char>());
+  EXPECT_THAT(log, HasSubstr("no LEEP or NCE: the strategy pre-trained no source classifier"));
+
+  // A target with too few labelled examples for a score: the run fails saying so.
+  const auto few = tlab::test::shell(tlab + "run " + exp.string() +
+                                     " +eval.transferability=true strategy.plugin=scratch "
+                                     "target.train_size=1 target.shots=0 --db " +
+                                     db.string());
+  EXPECT_EQ(few.code, 1);
+  EXPECT_THAT(few.out, HasSubstr("run 4 failed: eval.transferability: LogME: 1 labelled examples; "
+                                 "it needs at least 2 (on the target's 1 labelled training "
+                                 "examples)"));
+  fs::remove_all(dir);
+}
+
+// tlab results transferability: the correlations of the recorded scores with the realised
+// accuracy and the gain over scratch; the HTML report's scatter plots; no scored run is an error
+// that says how to record scores.
+TEST(Transferability, ResultsCorrelateScoresWithTheRealisedGain) {
+  const fs::path dir = tlab::test::temp_dir("transferability_results");
+  const fs::path exp = tlab::test::write_file(dir / "exp.toml", kTwoDomains);
+  const std::string tlab = TLAB_TEST_BIN_DIR + "/tlab --plugin-path " + TLAB_TEST_PLUGIN_DIR + " ";
+  const std::string db = " --db " + (dir / "results.db").string();
+  const auto none =
+      tlab::test::shell(tlab + "run " + exp.string() + db + " strategy.plugin=scratch");
+  ASSERT_EQ(none.code, 0) << none.out;
+  const auto empty = tlab::test::shell(tlab + "results transferability" + db);
+  EXPECT_EQ(empty.code, 2);
+  EXPECT_THAT(empty.out, HasSubstr("recorded transferability scores (summaries transfer/logme, "
+                                   "...); run the transfer experiments with "
+                                   "+eval.transferability=true"));
+  const auto sweep = tlab::test::shell(tlab + "run " + exp.string() + db +
+                                       " -m +eval.transferability=true "
+                                       "strategy.source_epochs=1,4 source.seed=5,6 -j 2");
+  ASSERT_EQ(sweep.code, 0) << sweep.out;
+  const auto table = tlab::test::shell(tlab + "results transferability" + db);
+  ASSERT_EQ(table.code, 0) << table.out;
+  EXPECT_THAT(table.out, HasSubstr("score   runs"));
+  EXPECT_EQ(table_value(table.out, "logme", 1), 4);  // the scratch run recorded no scores
+  EXPECT_EQ(table_value(table.out, "logme", 6), 4);  // each paired with the scratch run
+  const auto csv = tlab::test::shell(tlab + "results transferability --format csv" + db);
+  EXPECT_THAT(csv.out, HasSubstr("score,runs,tau,p,r,p,pairs,tau gain,p,r gain,p,flag"));
+  const auto report =
+      tlab::test::shell(tlab + "results report -o " + (dir / "report.html").string() + db);
+  ASSERT_EQ(report.code, 0) << report.out;
+  std::ifstream in(dir / "report.html");
+  const std::string html((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(html, HasSubstr("Transferability: scores before training against the realised gain"));
+  EXPECT_THAT(html, HasSubstr("logme against the gain over scratch"));
   fs::remove_all(dir);
 }

@@ -166,3 +166,95 @@ TEST(Stats, TTestEdgeCases) {
 
 }  // namespace
 }  // namespace tlab
+
+// Kendall's tau-b and Pearson's r with their p-values equal scipy.stats.kendalltau and
+// scipy.stats.pearsonr (scipy 1.10.1, Debian 12's python3-scipy; the values below were printed by
+// it for these inputs): exact p without ties for n <= 33, the tie-corrected normal
+// approximation otherwise.
+TEST(Stats, CorrelationsEqualScipys) {
+  struct Case {
+    const char* name;
+    std::vector<double> x, y;
+    double tau, tau_p, r, r_p;
+  };
+  const std::vector<double> x40 = {
+      0.0012301533574825742, 0.2987455375084699,   -0.2741378553622176,  -0.8905918387572742,
+      -0.45467078517172255,  -0.9916465549964624,  0.060143602597438485, 1.3402152455545335,
+      -0.49220651855132963,  -0.6204748998199404,  0.4898420501851982,   0.35688700816006075,
+      0.10541424899789856,   -0.9304680447082047,  -0.02925182246327349, 0.6953031944582878,
+      -1.344214547285082,    -0.45761576104021817, -1.901222739800844,   -1.289537739784976,
+      -1.8417350377917323,   -0.23509113107468127, -1.2674464814437032,  0.2712643588217015,
+      0.15675108662422516,   -0.18693094462995438, -2.516759710820513,   -0.5386928958466366,
+      -0.048500945401071985, 0.11330898600330756,  -1.5301357655053935,  -0.47775327603393064,
+      -0.9785190780566395,   -0.8088372394255993,  1.0608986233860787,   -0.8075346753318965,
+      -0.0325217049455206,   0.8843898673831739,   -0.583600432743302,   -0.11170194958415963};
+  const std::vector<double> y40 = {
+      0.11169429660696316,  0.3625273117635318,   -1.499193681779911,  -0.8144516083802661,
+      0.904152636569815,    -2.538791233124945,   0.9195262906190367,  1.4595692712511148,
+      -1.133676912658551,   1.3799416465224823,   1.25210176226991,    -0.8424018939451625,
+      0.179930477769362,    -0.35377846103801935, -0.2180339478140228, 1.3782134616534938,
+      -1.4107318674344975,  0.20963179979410973,  -0.4627001481446922, -1.9651999907906288,
+      -1.6385964274021232,  -0.6983987076130964,  -1.1401780702178723, -0.9159301690284384,
+      -0.42255050987844806, -0.38312691743445104, -1.6179958387201054, 0.6065291116074953,
+      -1.372028737885327,   -0.681333379983742,   -0.8832323429319717, -2.470173060208425,
+      -1.4416889430090065,  -0.9061241650956883,  2.3179136006728984,  -0.11813077476114087,
+      -0.35973512516771844, 0.5158139732832148,   -0.833795833261227,  1.4118274508720006};
+  std::vector<double> x40r, y40r;  // np.round: half to even, as nearbyint by default
+  for (double v : x40) x40r.push_back(std::nearbyint(v));
+  for (double v : y40) y40r.push_back(std::nearbyint(v * 2) / 2);
+  const std::vector<Case> cases = {
+      {"5, no ties (exact)",
+       {1, 2, 3, 4, 5},
+       {2, 1, 4, 3, 5},
+       0.6,
+       0.23333333333333334,
+       0.8,
+       0.10408803866182785},
+      {"8, ties in both",
+       {1, 2, 2, 3, 4, 4, 4, 5},
+       {3, 1, 2, 2, 5, 4, 6, 6},
+       0.6405126152203486,
+       0.03717256786957783,
+       0.7875788688438807,
+       0.020307130381585995},
+      {"12, no ties (exact)",
+       {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11},
+       {3, 1, 0, 2, 7, 5, 4, 6, 11, 8, 10, 9},
+       0.6363636363636362,
+       0.003181646992410881,
+       0.8531468531468531,
+       0.00041811794041499823},
+      {"40, no ties (normal)", x40, y40, 0.441025641025641, 6.124655595959732e-05,
+       0.6126286237412225, 2.6485496627164964e-05},
+      {"40, ties (normal, tie-corrected)", x40r, y40r, 0.43919628013765966, 0.0007614640212157632,
+       0.5073528936785572, 0.0008335752874207381},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const tlab::Correlation tau = tlab::kendall_tau(c.x, c.y), r = tlab::pearson(c.x, c.y);
+    EXPECT_EQ(tau.n, c.x.size());
+    EXPECT_NEAR(tau.value, c.tau, 1e-12);
+    EXPECT_NEAR(tau.p, c.tau_p, 1e-9 * std::max(1.0, c.tau_p));
+    EXPECT_NEAR(r.value, c.r, 1e-12);
+    EXPECT_NEAR(r.p, c.r_p, 1e-9);
+  }
+}
+
+TEST(Stats, CorrelationEdgeCases) {
+  // Reversed order: tau = r = -1; a constant variable: undefined; two pairs: p = 1.
+  const auto tau = tlab::kendall_tau({1, 2, 3, 4}, {4, 3, 2, 1});
+  EXPECT_DOUBLE_EQ(tau.value, -1);
+  EXPECT_NEAR(tau.p, 2.0 / 24, 1e-15);  // 2 / 4!: one permutation of 24 in each tail
+  EXPECT_DOUBLE_EQ(tlab::pearson({1, 2, 3, 4}, {4, 3, 2, 1}).value, -1);
+  EXPECT_TRUE(std::isnan(tlab::kendall_tau({1, 1, 1}, {1, 2, 3}).value));
+  EXPECT_TRUE(std::isnan(tlab::pearson({1, 1, 1}, {1, 2, 3}).value));
+  EXPECT_TRUE(std::isnan(tlab::pearson({1}, {2}).value));
+  EXPECT_DOUBLE_EQ(tlab::pearson({1, 2}, {3, 5}).p, 1);
+  EXPECT_TRUE(std::isnan(tlab::kendall_tau({1, NAN, 3}, {1, 2, 3}).value));
+  try {
+    tlab::kendall_tau({1, 2}, {1});
+    FAIL() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "kendall_tau: 2 values against 1; expected pairs");
+  }
+}

@@ -428,6 +428,7 @@ class RunExecution {
 
   /// The strategy's setup, then the target stage with its parameter groups, fit.
   void train_target() {
+    target_start_ = Clock::now();
     const std::string& sname = spec_.strategy.plugin;
     // Before setup: strategies that adapt the model there (domain adaptation) change buffers too.
     buffers_before_ = snapshot_buffers(*session_->model_);
@@ -486,6 +487,11 @@ class RunExecution {
       store_.write_evaluation(record, values);
     }
     metrics_->summary("target/train/examples", static_cast<double>(session_->target_.train.size()));
+    // What the target stage cost, from the strategy's setup to the final evaluations: the price
+    // of learning how well a starting point transfers by fine-tuning it (transfer/seconds is
+    // the price of scoring it).
+    metrics_->summary("target/stage_seconds",
+                      std::chrono::duration<double>(Clock::now() - target_start_).count());
   }
 
   /// model.safetensors, and adapter.safetensors + adapter.json (what trained).
@@ -646,6 +652,7 @@ class RunExecution {
   Store& store_;
   const RunOptions& options_;
   const Clock::time_point wall0_ = Clock::now();
+  Clock::time_point target_start_;
   torch::Device device_{torch::kCPU};
   std::string device_error_;
   fs::path run_dir_;

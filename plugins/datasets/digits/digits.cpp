@@ -45,6 +45,9 @@ struct DigitsOptions {
   int64_t unlabeled_size = 0;
   /// Data seed, independent of the run seed so every run sees the same data (default 0).
   int64_t seed = 0;
+  /// Fraction of labels (every split) replaced by a uniformly drawn class, the images unchanged:
+  /// 1 keeps no label information (a shuffled-label source) (default 0).
+  double label_noise = 0;
   /// Scale of the per-example variation in warp, slant, rotation and position (default 1).
   double variation = 1.0;
 };
@@ -308,7 +311,10 @@ class Digits : public tlab::Dataset {
         .field("seed", &O::seed, "data seed, independent of the run seed")
         .min(0)
         .field("variation", &O::variation, "scale of per-example shape and pose variation")
-        .range(0.0, 2.0);
+        .range(0.0, 2.0)
+        .field("label_noise", &O::label_noise,
+               "fraction of labels replaced by a random class (1 = no label information left)")
+        .range(0.0, 1.0);
   }
 
   // The host validates bounds before a run; this check guards direct use of the factory.
@@ -362,6 +368,11 @@ class Digits : public tlab::Dataset {
       auto gen = at::make_generator<at::CPUGeneratorImpl>(tlab::stream_seed(base, ~uint64_t{0}));
       x = (x + 0.2 * torch::randn(x.sizes(), gen, torch::kFloat)).clamp_(0.0, 1.0);
     }
+    if (options_.label_noise > 0) {  // after rendering: the images stay those of the true labels
+      tlab::SplitMix64 noise(tlab::stream_seed(base, ~uint64_t{1}));
+      for (auto& label : labels)
+        if (noise.uniform(0, 1) < options_.label_noise) label = noise.index(kClasses);
+    }
     torch::Tensor y = torch::from_blob(labels.data(), {n}, torch::kLong).clone();
     return {x, y};
   }
@@ -372,5 +383,5 @@ class Digits : public tlab::Dataset {
 
 }  // namespace
 
-TLAB_PLUGIN(Digits, "digits", "1.0.0",
+TLAB_PLUGIN(Digits, "digits", "1.1.0",
             "Procedurally rendered digits 0-9 (1x28x28) in visual domains")
