@@ -1150,6 +1150,11 @@ TransferabilityData transferability_data(const std::vector<RunSummaryRow>& runs,
   for (const auto& p : pairing.pairs) baseline_of[p.transfer->run->id] = p.baseline;
   out.group_keys = distinguishing_params(
       scored, [](const std::string& k) { return k == "seed" || k == "eval.transferability"; });
+  for (const auto& k : out.group_keys) {  // "domain", "source" (for source.plugin), ...
+    const auto dot = k.rfind('.');
+    std::string name = dot == std::string::npos ? k : k.substr(dot + 1);
+    out.group_names.push_back(name == "plugin" ? k.substr(0, k.find('.')) : name);
+  }
   std::size_t no_metric = 0, no_baseline = 0;
   for (const auto* r : scored) {
     const double* m = r->summary(o.metric);
@@ -1168,7 +1173,8 @@ TransferabilityData transferability_data(const std::vector<RunSummaryRow>& runs,
       ++no_baseline;
     }
     std::vector<std::string> group;
-    for (const auto& k : out.group_keys) group.push_back(r->param(k));
+    for (const auto& k : out.group_keys)
+      group.push_back(r->param(k).empty() ? "-" : r->param(k));  // "-": the run has no such key
     for (const auto& score : transferability_scores())
       if (const double* v = r->summary("transfer/" + score); v && std::isfinite(*v))
         out.points[score].push_back({r->run->id, *v, *m, gain, join(group, ", ")});

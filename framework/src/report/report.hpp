@@ -183,7 +183,7 @@ struct ScorePoint {
   int64_t run = 0;
   double score = 0, metric = 0;
   double gain = 0;    ///< metric - its baseline run's; NaN when the run has no baseline run.
-  std::string group;  ///< Its configuration (the params that vary among scored runs, no seed).
+  std::string group;  ///< Its configuration: the values of group_keys ("clean, finetune").
 };
 
 /// Every finished run of `runs` that recorded scores, with its realised `metric` and its gain
@@ -192,7 +192,8 @@ struct ScorePoint {
 /// recorded a score (naming how to record them) or the metric is unknown.
 struct TransferabilityData {
   std::map<std::string, std::vector<ScorePoint>> points;  ///< By score name ("logme").
-  std::vector<std::string> group_keys;                    ///< What ScorePoint::group shows.
+  std::vector<std::string> group_keys;   ///< What ScorePoint::group shows (varying params).
+  std::vector<std::string> group_names;  ///< The same, short: "domain" for source.domain.
   std::vector<std::string> notes;
 };
 TransferabilityData transferability_data(const std::vector<RunSummaryRow>& runs,

@@ -813,7 +813,12 @@ Scene line_chart(const LineChart& chart, Size size) {
     std::vector<Point> pts;
     auto flush = [&] {
       if (s.markers) {  // a scatter: a marker per point (a circle-like octagon), no line
+        const bool square = i >= palette().size();  // the palette's next round: squares
         for (const auto& q : pts) {
+          if (square) {
+            scene.items.push_back(Rect{q.x - 3.5, q.y - 3.5, 7, 7, series_color(i), 0.85});
+            continue;
+          }
           Polygon m;
           for (int k = 0; k < 8; ++k)
             m.points.push_back({q.x + 4 * std::cos(k * 0.785398163397448 + 0.3927),

@@ -379,7 +379,7 @@ void transferability_section(std::string& html, const std::vector<RunSummaryRow>
                               gains ? "the gain over " + options.baseline : options.metric);
     chart.x_label = "transfer/" + score + " (starting point)";
     chart.y_label = gains ? options.metric + " gain over " + options.baseline : options.metric;
-    chart.legend_title = join(data.group_keys, ", ");
+    chart.legend_title = join(data.group_names, ", ");
     std::map<std::string, std::size_t> index;
     std::vector<double> xs, ys;
     for (const auto& p : it->second) {

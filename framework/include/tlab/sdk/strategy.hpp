@@ -156,7 +156,10 @@ class Session {
   /// source and target tables, the backbone table and build, `[train]`, the seed and the device
   /// type are all equal. Concurrent runs wait for the first one. Afterwards the random number
   /// generator is reseeded from the seed and the key, so a run gives the same results whether
-  /// it trained or reused. Returns true if `train` ran in this run.
+  /// it trained or reused. Returns true if `train` ran in this run. When `module` has a child
+  /// named `head` that is one linear layer on the backbone's features (pretrain_on_source's
+  /// temporary head), it is the source classifier `[eval] transferability` scores LEEP and NCE
+  /// with (docs/evaluation.md).
   virtual bool reuse(const std::string& key, torch::nn::Module& module,
                      const std::function<void()>& train) = 0;
   /// The trained model of an earlier finished run, e.g. a teacher for distillation: `ref` is
