@@ -282,6 +282,14 @@ TEST_F(Config, ShippedExperimentsComposeFromTheirGroups) {
   EXPECT_EQ(neg[8].strategy.plugin, "linear_probe");
   EXPECT_EQ(std::get<std::string>(neg[8].target.params.at("domain")), "rotated");
   EXPECT_EQ(neg[8].train.optimizer, "sgd");
+  // The transferability zoo: 8 sources x 3 seeds, every run scoring its starting point.
+  auto zoo = tlab::load_experiment(experiments / "transferability_zoo.toml", {}, loader_);
+  ASSERT_EQ(zoo.size(), 24u);
+  for (const auto& run : zoo) EXPECT_TRUE(run.eval.transferability);
+  EXPECT_EQ(zoo[18].source->plugin, "idx");  // fashion_mnist, seeds 1-3
+  EXPECT_EQ(std::get<std::string>(zoo[18].source->params.at("train_images")),
+            "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz");
+  EXPECT_EQ(std::get<double>(zoo[21].source->params.at("label_noise")), 1.0);
   tlab::LoadOptions multirun;
   multirun.multirun = true;
   auto glob =
