@@ -410,13 +410,31 @@ TEST(Transferability, ARunRecordsTheScoresOfItsStartingPoint) {
                         std::istreambuf_iterator<char>());
   EXPECT_THAT(log, HasSubstr("no LEEP or NCE: the strategy pre-trained no source classifier"));
 
+  // "only": the starting point scored, the run finished before the target stage (no model), the
+  // same scores as the run that went on to train; any other value is refused, located.
+  const auto only = tlab::test::shell(tlab + "run " + exp.string() +
+                                      " +eval.transferability=only --db " + db.string());
+  ASSERT_EQ(only.code, 0) << only.out;
+  EXPECT_EQ(summaries_of(db, 4), scores);
+  EXPECT_EQ(tlab::test::shell("sqlite3 " + db.string() +
+                              " \"SELECT status || ' ' || COUNT(s.name) FROM runs r LEFT JOIN "
+                              "summaries s ON s.run_id = r.id AND s.name LIKE 'target/test/%' "
+                              "WHERE r.id = 4\"")
+                .out,
+            "finished 0\n");
+  const auto bad = tlab::test::shell(tlab + "run " + exp.string() +
+                                     " +eval.transferability=sometimes --db " + db.string());
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_THAT(bad.out, HasSubstr("'eval.transferability' must be true (score the starting point, "
+                                 "then train), false, or \"only\""));
+
   // A target with too few labelled examples for a score: the run fails saying so.
   const auto few = tlab::test::shell(tlab + "run " + exp.string() +
                                      " +eval.transferability=true strategy.plugin=scratch "
                                      "target.train_size=1 target.shots=0 --db " +
                                      db.string());
   EXPECT_EQ(few.code, 1);
-  EXPECT_THAT(few.out, HasSubstr("run 4 failed: eval.transferability: LogME: 1 labelled examples; "
+  EXPECT_THAT(few.out, HasSubstr("run 5 failed: eval.transferability: LogME: 1 labelled examples; "
                                  "it needs at least 2 (on the target's 1 labelled training "
                                  "examples)"));
   fs::remove_all(dir);

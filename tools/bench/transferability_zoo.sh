@@ -24,6 +24,16 @@ start=$(date +%s)
 "$tlab" run "$exp" -j "$jobs" >zoo.log 2>&1
 "$tlab" run "$exp" strategy=scratch '~sweep' seed=1,2,3 -m -j "$jobs" >>zoo.log 2>&1
 echo "zoo: 27 runs in $(($(date +%s) - start)) s ($jobs at once)"
+# Whole commands, the pre-training cached by the zoo's runs for both: scoring every candidate
+# (eval.transferability = "only": each run ends after scoring) against fine-tuning every one.
+t0=$(date +%s.%N)
+"$tlab" run "$exp" +eval.transferability=only -j "$jobs" --db results/scored.db >only.log 2>&1
+t1=$(date +%s.%N)
+"$tlab" run "$exp" -j "$jobs" --db results/finetuned.db >again.log 2>&1
+t2=$(date +%s.%N)
+/usr/bin/python3 -c "import sys; a, b, c = map(float, sys.argv[1:]); \
+print(f'24 candidates, pre-training cached: scoring them all {b - a:.1f} s, fine-tuning them all '\
+      f'{c - b:.1f} s ({(c - b) / (b - a):.1f}x), tlab run -j $jobs wall time')" "$t0" "$t1" "$t2"
 echo
 "$tlab" results transferability
 echo

@@ -354,10 +354,16 @@ EvalSpec eval_table(const Node* node, const Checker& c) {
     e.calibration_bins = std::get<int64_t>(c.convert(
         *v, num_spec("calibration_bins", ParamType::Int, 1, 10000), "eval.calibration_bins"));
   if (const Node* v = node->get("transferability")) {
-    ParamSpec spec;
-    spec.key = "transferability";
-    spec.type = ParamType::Bool;
-    e.transferability = std::get<bool>(c.convert(*v, spec, "eval.transferability"));
+    if (v->is_bool()) {
+      e.transferability = v->as_bool();
+    } else if (v->is_string() && v->as_string() == "only") {
+      e.transferability = e.transferability_only = true;
+    } else {
+      c.fail(*v, fmt::format("'eval.transferability' must be true (score the starting point, then "
+                             "train), false, or \"only\" (score it and end the run before the "
+                             "target stage), got {}",
+                             v->describe()));
+    }
   }
   return e;
 }
@@ -369,7 +375,10 @@ Node eval_node(const EvalSpec& e) {
   t.set("metrics", std::move(metrics));
   t.set("calibration_bins", Node::integer(e.calibration_bins));
   // Only when on: the resolved configs (and run keys) of runs without it stay as they were.
-  if (e.transferability) t.set("transferability", Node::boolean(true));
+  if (e.transferability_only)
+    t.set("transferability", Node::string("only"));
+  else if (e.transferability)
+    t.set("transferability", Node::boolean(true));
   return t;
 }
 

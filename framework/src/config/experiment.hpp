@@ -66,6 +66,9 @@ struct EvalSpec {
   /// weights) on the target's labelled training examples before the target stage: summaries
   /// transfer/{logme,leep,nce,hscore,seconds} (transfer/scores.hpp).
   bool transferability = false;
+  /// `transferability = "only"`: score the starting point and end the run there (finished, no
+  /// target stage, no model saved): candidates ranked before any fine-tuning.
+  bool transferability_only = false;
 };
 
 /// Which epoch of the target stage a run keeps: `[train] checkpoint`, `monitor`, `patience`.

@@ -392,6 +392,16 @@ class RunExecution {
         seconds);
   }
 
+  /// `[eval] transferability = "only"`: the run ends after scoring its starting point.
+  bool ends_after_scoring() {
+    if (!spec_.eval.transferability_only) return false;
+    spdlog::info(
+        "[runner] eval.transferability = \"only\": the run ends before the target stage (no "
+        "fine-tuning, no model saved)");
+    out_.status = RunStatus::kFinished;
+    return true;
+  }
+
   /// Each adapter in order (parameters it adds counted), then the adapter weights file.
   void attach_adapters() {
     task_ = TaskInfo{session_->target_.num_classes, session_->target_.input_shape};
@@ -685,6 +695,7 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     run.build_model();
     run.prepare_strategy();
     run.score_starting_point();
+    if (run.ends_after_scoring()) return;
     run.attach_adapters();
     run.train_target();
     run.evaluate_target();
