@@ -27,7 +27,7 @@ echo "zoo: 27 runs in $(($(date +%s) - start)) s ($jobs at once)"
 # Whole commands, the pre-training cached by the zoo's runs for both: scoring every candidate
 # (eval.transferability = "only": each run ends after scoring) against fine-tuning every one.
 t0=$(date +%s.%N)
-"$tlab" run "$exp" +eval.transferability=only -j "$jobs" --db results/scored.db >only.log 2>&1
+"$tlab" run "$exp" eval.transferability=only -j "$jobs" --db results/scored.db >only.log 2>&1
 t1=$(date +%s.%N)
 "$tlab" run "$exp" -j "$jobs" --db results/finetuned.db >again.log 2>&1
 t2=$(date +%s.%N)
