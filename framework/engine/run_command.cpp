@@ -19,6 +19,7 @@
 #include "report/report.hpp"
 #include "run/executor.hpp"
 #include "run/launcher.hpp"
+#include "run/precision.hpp"
 #include "run/runner.hpp"
 #include "run/slurm.hpp"
 #include "store/store.hpp"
@@ -263,6 +264,16 @@ int run_experiment(const Globals& g, const RunArgs& a) {
   const LauncherSpec& launcher = sweep_launcher(specs);
   const bool on_slurm = launcher.name == "slurm";
   SweepOptions sweep = sweep_options(a, specs, on_slurm);
+  // float16 and CUDA graphs need CUDA: refused before any run starts where no run can have it
+  // (a run on "auto" with a GPU is checked when its device is known).
+  for (const auto& spec : specs)
+    if (spec.device == "cpu" || !torch::cuda::is_available()) {
+      try {
+        check_compute(spec.compute, torch::Device(torch::kCPU));
+      } catch (const std::invalid_argument& e) {
+        throw UsageError(e.what());
+      }
+    }
   // The runs read it in their own processes (exec, fork, in-process, SLURM tasks alike).
   if (a.profile) setenv("TLAB_PROFILE", "1", 1);
   if (spawn_mode(a, specs, sweep, on_slurm) == "fork") {

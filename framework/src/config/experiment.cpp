@@ -274,12 +274,34 @@ const std::vector<TrainField>& train_fields() {
 
 // [train] keys of the runner's target stage only (SelectionSpec), not of the SDK's TrainConfig.
 const char* const kSelectionKeys[] = {"checkpoint", "monitor", "patience"};
+// [train] keys of how the host computes every stage (ComputeSpec), not of the SDK's TrainConfig.
+const char* const kComputeKeys[] = {"precision", "channels_last", "cuda_graphs"};
 
 std::vector<std::string> train_keys() {
   std::vector<std::string> keys;
   for (const auto& f : train_fields()) keys.push_back(f.spec.key);
   for (const char* k : kSelectionKeys) keys.emplace_back(k);
+  for (const char* k : kComputeKeys) keys.emplace_back(k);
   return keys;
+}
+
+ComputeSpec compute_table(const Node* node, const Checker& c) {
+  ComputeSpec s;
+  if (!node || !node->is_table()) return s;  // train_table reported a wrong type
+  if (const Node* v = node->get("precision"))
+    s.precision = std::get<std::string>(
+        c.convert(*v, str_spec("precision", {"fp32", "bf16", "fp16"}), "train.precision"));
+  ParamSpec flag;
+  flag.type = ParamType::Bool;
+  if (const Node* v = node->get("channels_last")) {
+    flag.key = "channels_last";
+    s.channels_last = std::get<bool>(c.convert(*v, flag, "train.channels_last"));
+  }
+  if (const Node* v = node->get("cuda_graphs")) {
+    flag.key = "cuda_graphs";
+    s.cuda_graphs = std::get<bool>(c.convert(*v, flag, "train.cuda_graphs"));
+  }
+  return s;
 }
 
 TrainConfig train_table(const Node* node, const Checker& c) {
@@ -632,6 +654,7 @@ RunSpec validate(const Node& root, const Checker& c, const std::string& file,
   }
   r.train = train_table(root.get("train"), c);
   r.selection = selection_table(root.get("train"), c);
+  r.compute = compute_table(root.get("train"), c);
   r.eval = eval_table(root.get("eval"), c);
   r.launcher = launcher_table(root.get("launcher"), c);
   if (const Node* run = root.get("run")) {  // how to execute, not what: out of the run key
@@ -689,6 +712,13 @@ RunSpec validate(const Node& root, const Checker& c, const std::string& file,
       train.set("monitor", Node::string(r.selection.monitor));
     if (r.selection.patience != defaults.patience)
       train.set("patience", Node::integer(r.selection.patience));
+    const ComputeSpec compute;  // likewise
+    if (r.compute.precision != compute.precision)
+      train.set("precision", Node::string(r.compute.precision));
+    if (r.compute.channels_last != compute.channels_last)
+      train.set("channels_last", Node::boolean(r.compute.channels_last));
+    if (r.compute.cuda_graphs != compute.cuda_graphs)
+      train.set("cuda_graphs", Node::boolean(r.compute.cuda_graphs));
     resolved.set("train", std::move(train));
   }
   // [eval] likewise only when the experiment has one.

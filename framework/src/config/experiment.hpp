@@ -79,6 +79,18 @@ struct SelectionSpec {
   int64_t patience = 0;  ///< Stop after this many epochs without improvement; 0 never stops.
 };
 
+/// How the host computes every stage of a run: `[train] precision`, `channels_last`,
+/// `cuda_graphs` (docs/performance.md). Host keys like SelectionSpec, not in the SDK's
+/// TrainConfig; in the resolved config only when not the default.
+struct ComputeSpec {
+  /// "fp32"; "bf16": forward and loss under LibTorch's autocast in bfloat16 (CPU and CUDA),
+  /// parameters, gradients and optimiser state in fp32; "fp16": the same in float16 with dynamic
+  /// loss scaling, CUDA only.
+  std::string precision = "fp32";
+  bool channels_last = false;  ///< 4-D parameters and image batches in channels-last layout.
+  bool cuda_graphs = false;    ///< Capture the training step as a CUDA graph (CUDA only).
+};
+
 /// One fully resolved and validated run.
 struct RunSpec {
   std::string experiment;             ///< Experiment file as given.
@@ -95,6 +107,7 @@ struct RunSpec {
   PluginSpec strategy;                 ///< Training method.
   TrainConfig train;                   ///< The target stage's settings.
   SelectionSpec selection;             ///< [train] checkpoint, monitor, patience.
+  ComputeSpec compute;                 ///< [train] precision, channels_last, cuda_graphs.
   EvalSpec eval;                       ///< [eval].
   std::string config_toml;             ///< The resolved config as TOML, defaults included.
   std::string config_yaml;             ///< The same as YAML (Hydra's .hydra/config.yaml).

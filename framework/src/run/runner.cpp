@@ -28,6 +28,7 @@
 
 #include "run/data_prep.hpp"
 #include "run/model_io.hpp"
+#include "run/precision.hpp"
 #include "run/session.hpp"
 #include "tlab/sdk/mode.hpp"
 #include "transfer/scores.hpp"
@@ -205,6 +206,7 @@ class RunExecution {
   void prepare_folder() {
     if (!device_error_.empty())
       throw std::runtime_error(fmt::format("device \"{}\": {}", spec_.device, device_error_));
+    check_compute(spec_.compute, device_);
     fs::create_directories(run_dir_);
     write_run_config(spec_, run_dir_);
     torch::manual_seed(spec_.seed);
@@ -254,6 +256,7 @@ class RunExecution {
     session_->top_k_ = top_k_of(counted);
     session_->calibration_bins_ = spec_.eval.calibration_bins;
     session_->selection_ = spec_.selection;
+    session_->compute_ = spec_.compute;
   }
 
   /// The target domain now (checked, k shots taken, on the device); the source on first use.
@@ -320,6 +323,7 @@ class RunExecution {
     session_->load_model_ = [this](const std::string& ref) { return load_model(ref); };
     session_->model_ = std::make_shared<Model>(net);
     session_->model_->to(device_);
+    if (spec_.compute.channels_last) to_channels_last(*session_->model_);
   }
 
   /// The strategy plugin, and its prepare hook (before the adapters attach).
@@ -422,6 +426,7 @@ class RunExecution {
                         static_cast<double>(after.trainable));
     }
     model.to(device_);
+    if (spec_.compute.channels_last) to_channels_last(model);  // what the adapters added too
     if (adapter_weights_) {
       auto report =
           load_adapters(model, spec_, task_.num_classes, task_.input_shape, *adapter_weights_);

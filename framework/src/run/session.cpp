@@ -12,6 +12,7 @@
 #include <torch/optim.h>
 
 #include "run/data_prep.hpp"
+#include "run/precision.hpp"
 #include "run/prefetch.hpp"
 #include "tlab/sdk/mode.hpp"
 #include "util.hpp"
@@ -176,6 +177,9 @@ void RunSession::fit(const Stage& st) {
   };
   clear_grads();
   auto optimizer = make_optimizer(c, groups);
+  // float16: the loss scaled before backward, the step skipped when a gradient overflowed.
+  std::optional<LossScaler> scaler;
+  if (compute_.precision == "fp16") scaler.emplace(ctx_.device);
   const Split& data = *st.train;
   const int64_t n = data.size();
   const int64_t steps = (n + c.batch_size - 1) / c.batch_size;
@@ -244,14 +248,25 @@ void RunSession::fit(const Stage& st) {
       auto idx = perm.slice(0, s * c.batch_size, std::min(n, (s + 1) * c.batch_size));
       Batch b{stream ? as_input(stream->next(), ctx_.device) : data.x.index_select(0, idx),
               data.y.index_select(0, idx), idx};
+      if (compute_.channels_last) b.x = channels_last_input(b.x);
       if (profile_) lap("data");
       clear_grads();
-      auto loss = loss_fn(b);
+      torch::Tensor loss;
+      {
+        AutocastScope autocast(ctx_.device, compute_.precision);  // nothing for fp32
+        loss = loss_fn(b);
+      }
       if (profile_) lap("forward");
-      loss.backward();
-      if (profile_) lap("backward");
-      optimizer->step();
-      loss_sum += loss.detach();
+      if (scaler) {
+        scaler->scale(loss).backward();
+        if (profile_) lap("backward");
+        scaler->step(*optimizer, staged);
+      } else {
+        loss.backward();
+        if (profile_) lap("backward");
+        optimizer->step();
+      }
+      loss_sum += loss.detach().to(loss_sum.scalar_type());
       if (profile_) lap("optimizer");
       ++step_;
     }

@@ -176,6 +176,7 @@ class RunSession : public Session {
   /// parameters and buffers back into the stage's module when it ends.
   const Stage* selected_stage_ = nullptr;
   SelectionSpec selection_;
+  ComputeSpec compute_;          // [train] precision, channels_last: every stage's steps
   int64_t selected_epoch_ = -1;  ///< 0-based epoch whose model the stage ended with.
   int64_t epochs_run_ = 0;       ///< Epochs the selected stage ran (fewer when it stopped early).
   double selected_value_ = 0;    ///< The monitored value at selected_epoch_.
