@@ -4,11 +4,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
+#include <ATen/record_function.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
@@ -155,6 +158,37 @@ TEST_F(Precision, Fp16AndCudaGraphsAreRefusedWithoutCuda) {
   EXPECT_EQ(plain.config_toml.find("precision = "), std::string::npos);
   const auto bf16 = tlab::load_experiment(exp, {"+train.precision=bf16"}, loader_).at(0);
   EXPECT_THAT(bf16.config_toml, HasSubstr("precision = \"bf16\""));
+}
+
+// Reads of a tensor's value on the host (item(), what synchronises with a GPU: LibTorch's
+// aten::_local_scalar_dense), counted by a global RecordFunction observer during a run.
+std::atomic<int64_t> g_host_reads{0};
+std::unique_ptr<at::ObserverContext> count_host_read(const at::RecordFunction& fn) {
+  if (std::string(fn.name()) == "aten::_local_scalar_dense") ++g_host_reads;
+  return nullptr;
+}
+
+// No host synchronisation inside the step loop: a run with 32 steps per epoch reads values on
+// the host exactly as often as one with 2 steps per epoch (the loss is summed on the device and
+// read once per epoch; evaluations read their counts once per split), in fp32 and bf16.
+TEST_F(Precision, TheStepLoopNeverReadsTheHost) {
+  for (const char* precision : {"fp32", "bf16"}) {
+    SCOPED_TRACE(precision);
+    std::vector<int64_t> reads;
+    for (const char* batch : {"train.batch_size=128", "train.batch_size=8"}) {  // 2 or 32 steps
+      g_host_reads = 0;
+      const auto handle = at::addGlobalCallback(
+          at::RecordFunctionCallback(&count_host_read).needsInputs(false).scopes(
+              {at::RecordScope::FUNCTION}));
+      const Trained t =
+          train({batch, "train.epochs=2", fmt::format("+train.precision={}", precision)});
+      at::removeCallback(handle);
+      ASSERT_EQ(t.status, tlab::RunStatus::kFinished) << t.reason;
+      reads.push_back(g_host_reads.load());
+    }
+    EXPECT_GT(reads[0], 0) << "the observer saw no read at all";
+    EXPECT_EQ(reads[1], reads[0]) << "host reads grow with the steps: a step synchronises";
+  }
 }
 
 // On a GPU: float16 with dynamic loss scaling trains, parameters fp32; bf16 likewise.

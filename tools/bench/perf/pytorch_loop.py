@@ -7,9 +7,14 @@ torchvision's, its fc replaced by Linear(512, 10)), Adam, and tlab's loop: per e
 index_select batches; per step zero_grad, forward, cross_entropy, backward, step; the loss summed
 on the device and read once per epoch. Prints one JSON line like bench_bare_loop.
 
-Usage: pytorch_loop.py --workload mlp|cnn|resnet18 [--threads 2] [--epochs E] [--train N]
-                       [--test 256] [--batch B] [--lr 1e-3] [--seed 1] [--hidden 512,256]
-                       [--dim 784]
+Usage: pytorch_loop.py --workload mlp|cnn|resnet18|resnet50 [--threads 2] [--epochs E]
+                       [--train N] [--test 256] [--batch B] [--lr 1e-3] [--seed 1]
+                       [--hidden 512,256] [--dim 784] [--device cpu|cuda] [--precision
+                       fp32|bf16|fp16] [--channels-last] [--image-size 32]
+  --device cuda: the data resident on the GPU, as tlab keeps a resident dataset; --precision:
+  torch.autocast around forward and loss (fp16 with torch.cuda.amp.GradScaler), as tlab's
+  [train] precision; --channels-last: model and batches in channels-last layout; --image-size:
+  the ResNets' input side (32 as CIFAR, 224 as ImageNet).
 """
 import time
 
@@ -26,6 +31,7 @@ DEFAULTS = {  # batch, train, epochs: the sizes run.sh uses
     "mlp": (128, 20000, 5),
     "cnn": (64, 10000, 3),
     "resnet18": (32, 1024, 2),
+    "resnet50": (32, 1024, 2),
 }
 
 
@@ -64,16 +70,20 @@ class Cnn(nn.Module):
         return self.fc(x)
 
 
-def build(workload, hidden, classes, dim):
+def build(workload, hidden, classes, dim, image_size=32):
     if workload == "mlp":
         return Mlp(dim, hidden, classes), (dim,)
     if workload == "cnn":
         return Cnn(classes), (1, 28, 28)
     import torchvision
 
-    model = torchvision.models.resnet18(num_classes=1000)
-    model.fc = nn.Linear(512, classes)  # = tlab's resnet (classifier = false) + linear_head
-    return model, (3, 32, 32)
+    if workload == "resnet50":
+        model = torchvision.models.resnet50(num_classes=1000)
+        model.fc = nn.Linear(2048, classes)
+    else:
+        model = torchvision.models.resnet18(num_classes=1000)
+        model.fc = nn.Linear(512, classes)  # = tlab's resnet (classifier = false) + linear_head
+    return model, (3, image_size, image_size)
 
 
 def main():
@@ -88,6 +98,10 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--hidden", default="512,256")
     p.add_argument("--dim", type=int, default=784, help="mlp inputs")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--image-size", type=int, default=32, help="resnet input side")
     a = p.parse_args()
     batch, train, epochs = DEFAULTS[a.workload]
     batch, n, epochs = a.batch or batch, a.train or train, a.epochs or epochs
@@ -95,12 +109,23 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     classes = 10
-    model, shape = build(a.workload, [int(h) for h in a.hidden.split(",")], classes, a.dim)
+    model, shape = build(a.workload, [int(h) for h in a.hidden.split(",")], classes, a.dim,
+                         a.image_size)
+    device = torch.device(a.device)
+    memory_format = torch.channels_last if a.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(a.precision)
+    scaler = torch.cuda.amp.GradScaler() if a.precision == "fp16" else None
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     # Random data of the datasets' shapes: the content does not change the speed.
     t = time.perf_counter()
-    x, y = torch.randn(n, *shape), torch.randint(classes, (n,))
-    tx, ty = torch.randn(a.test, *shape), torch.randint(classes, (a.test,))
+    x, y = torch.randn(n, *shape, device=device), torch.randint(classes, (n,), device=device)
+    tx, ty = torch.randn(a.test, *shape, device=device), torch.randint(classes, (a.test,),
+                                                                       device=device)
     data_seconds = time.perf_counter() - t
 
     optimizer = torch.optim.Adam(model.parameters(), lr=a.lr)
@@ -109,17 +134,29 @@ def main():
     setup_seconds = time.perf_counter() - T_PROCESS0
     for _ in range(epochs):
         model.train()
-        perm = torch.randperm(n)
-        loss_sum = torch.zeros(())
+        perm = torch.randperm(n, device=device)
+        loss_sum = torch.zeros((), device=device)
+        sync()
         t0 = time.perf_counter()  # as tlab's target/train/seconds: the steps + the loss read
         for s in range(steps):
             idx = perm[s * batch : (s + 1) * batch]
             bx, by = x.index_select(0, idx), y.index_select(0, idx)
+            if a.channels_last and bx.dim() == 4:
+                bx = bx.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=False)  # as LibTorch 1.13's zero_grad()
-            loss = F.cross_entropy(model(bx), by)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
+            if amp_dtype is None:
+                loss = F.cross_entropy(model(bx), by)
+            else:
+                with torch.autocast(device.type, dtype=amp_dtype):
+                    loss = F.cross_entropy(model(bx), by)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            loss_sum += loss.detach().float()
         last_loss = loss_sum.item() / steps
         epoch_seconds.append(time.perf_counter() - t0)
         train_seconds += epoch_seconds[-1]
@@ -154,6 +191,9 @@ def main():
                 "test_acc": correct / a.test if a.test else 0.0,
                 "epoch_seconds": [round(e, 6) for e in epoch_seconds],
                 "libtorch": torch.__version__,
+                "device": a.device,
+                "precision": a.precision,
+                "channels_last": a.channels_last,
             }
         ),
         flush=True,
