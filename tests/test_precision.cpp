@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include <fmt/format.h>
 #include <ATen/record_function.h>
+#include <fmt/format.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
@@ -177,9 +177,9 @@ TEST_F(Precision, TheStepLoopNeverReadsTheHost) {
     std::vector<int64_t> reads;
     for (const char* batch : {"train.batch_size=128", "train.batch_size=8"}) {  // 2 or 32 steps
       g_host_reads = 0;
-      const auto handle = at::addGlobalCallback(
-          at::RecordFunctionCallback(&count_host_read).needsInputs(false).scopes(
-              {at::RecordScope::FUNCTION}));
+      const auto handle = at::addGlobalCallback(at::RecordFunctionCallback(&count_host_read)
+                                                    .needsInputs(false)
+                                                    .scopes({at::RecordScope::FUNCTION}));
       const Trained t =
           train({batch, "train.epochs=2", fmt::format("+train.precision={}", precision)});
       at::removeCallback(handle);

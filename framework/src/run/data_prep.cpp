@@ -73,7 +73,14 @@ DomainData to_device(DomainData d, torch::Device dev) {
 }
 
 torch::Tensor as_input(torch::Tensor x, torch::Device dev) {
-  return x.to(dev, x.scalar_type() == torch::kLong ? torch::kLong : torch::kFloat);
+  const auto dtype = x.scalar_type() == torch::kLong ? torch::kLong : torch::kFloat;
+  if (dev.is_cuda() && x.device().is_cpu()) {
+    // A streamed batch to the GPU: from pinned host memory the copy is asynchronous (the host
+    // goes on preparing the step), and the dtype conversion runs on the device.
+    if (!x.is_pinned()) x = x.pin_memory();
+    return x.to(dev, /*non_blocking=*/true).to(dtype);
+  }
+  return x.to(dev, dtype);
 }
 
 int prefetch_capacity(const ExampleSource& s) { return 2 * std::max(1, s.workers()); }

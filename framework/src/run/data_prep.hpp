@@ -22,7 +22,9 @@ void check_domain(const DomainData& d, const std::string& role, const std::strin
 /// a streamed split keeps its stream (batches move when they are made).
 DomainData to_device(DomainData d, torch::Device dev);
 
-/// Inputs of a batch: resident rows, or the examples of a streamed split stacked.
+/// Inputs of a batch: resident rows, or the examples of a streamed split stacked; on `dev` as
+/// float (int64 token ids stay integers). A host batch for a CUDA device is pinned and copied
+/// without blocking.
 torch::Tensor as_input(torch::Tensor x, torch::Device dev);
 
 /// Prefetch depth for a streamed split: two batches per worker keep every worker busy.
