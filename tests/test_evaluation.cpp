@@ -387,7 +387,7 @@ TEST_F(RunEvaluation, EvalCommandEvaluatesAFinishedRunOnOtherDomains) {
     EXPECT_EQ(res.code, 2) << args << "\n" << res.out;
     EXPECT_THAT(res.out, HasSubstr(message)) << args;
   };
-  fails("99", "no run '99'");
+  fails("9999999999", "no run '9999999999'");  // not a uuid's start either
   fails(std::to_string(r.id) + " train.lr=0.1", "changes 'train.lr'");
   fails(std::to_string(r.id) + " target.num_classes=3",
         fmt::format("run {}'s model predicts 4 classes but dataset 'gaussians' (domain 'target') "
