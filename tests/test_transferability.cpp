@@ -296,6 +296,14 @@ std::string summaries_of(const fs::path& db, int64_t run) {
       .out;
 }
 
+fs::path run_dir_of(const fs::path& db, int64_t run) {
+  const std::string out =
+      tlab::test::shell(
+          fmt::format("sqlite3 {} \"SELECT run_dir FROM runs WHERE id = {}\"", db.string(), run))
+          .out;
+  return out.substr(0, out.find('\n'));
+}
+
 const char* kTwoDomains = R"(name = "tf"
 seed = 1
 device = "cpu"
@@ -378,10 +386,7 @@ TEST(Transferability, ARunRecordsTheScoresOfItsStartingPoint) {
     ++column;
   }
   // A weights file as the candidate: the same model, the same scores.
-  const auto run_dir =
-      tlab::test::shell("sqlite3 " + db.string() + " \"SELECT run_dir FROM runs WHERE id = 1\"")
-          .out;
-  const fs::path file = fs::path(run_dir.substr(0, run_dir.find('\n'))) / "model.safetensors";
+  const fs::path file = run_dir_of(db, 1) / "model.safetensors";
   const auto by_file = tlab::test::shell(tlab + "transferability " + exp.string() +
                                          " strategy.plugin=scratch --candidates " + file.string() +
                                          " --db " + db.string());
@@ -404,10 +409,7 @@ TEST(Transferability, ARunRecordsTheScoresOfItsStartingPoint) {
       0);
   EXPECT_EQ(summaries_of(db, 3).find("transfer/leep"), std::string::npos);
   EXPECT_THAT(summaries_of(db, 3), HasSubstr("transfer/logme="));
-  const auto dir3 =
-      tlab::test::shell("sqlite3 " + db.string() + " \"SELECT run_dir FROM runs WHERE id = 3\"")
-          .out;
-  std::ifstream log_file(fs::path(dir3.substr(0, dir3.find('\n'))) / "output.log");
+  std::ifstream log_file(run_dir_of(db, 3) / "output.log");
   const std::string log((std::istreambuf_iterator<char>(log_file)),
                         std::istreambuf_iterator<char>());
   EXPECT_THAT(log, HasSubstr("no LEEP or NCE: the strategy pre-trained no source classifier"));

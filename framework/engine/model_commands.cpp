@@ -620,11 +620,8 @@ int transferability(const Globals& g, const TransferabilityArgs& a) {
         throw UsageError(fmt::format("candidate '{}': {}", c.file.string(), e.what()));
       }
       model = std::make_shared<Model>(net);
-      std::vector<std::pair<std::string, torch::Tensor>> head;
-      for (auto& [name, tensor] : tensors)
-        if (name.rfind("head.", 0) == 0) head.emplace_back(name.substr(5), tensor);
       std::string why;
-      classifier = transfer::linear_classifier(head, net->feature_dim(), &why);
+      classifier = transfer::linear_classifier(tensors, "head.", net->feature_dim(), &why);
       if (!classifier) notes.push_back(fmt::format("({}: no LEEP or NCE: {})", c.ref, why));
     }
     ModeScope restore(*model);

@@ -143,7 +143,7 @@ bool RunSession::reuse(const std::string& key, torch::nn::Module& module,
     std::vector<std::pair<std::string, torch::Tensor>> tensors;
     for (const auto& p : child.value()->named_parameters())
       tensors.emplace_back(p.key(), p.value());
-    source_classifier_ = transfer::linear_classifier(tensors, model_->backbone->feature_dim(),
+    source_classifier_ = transfer::linear_classifier(tensors, "", model_->backbone->feature_dim(),
                                                      &no_source_classifier_);
   }
   // The same random state afterwards whether this run trained or reused.

@@ -358,11 +358,9 @@ class RunExecution {
     transfer::ModelFn classifier = session_->source_classifier_;
     std::string why = session_->no_source_classifier_, from = "the source pre-training's head";
     if (!classifier && backbone_weights_) {
-      std::vector<std::pair<std::string, torch::Tensor>> head;
-      for (auto& [name, t] : weights::read_safetensors(backbone_weights_->path))
-        if (name.rfind("head.", 0) == 0) head.emplace_back(name.substr(5), t);
       std::string file_why;
-      classifier = transfer::linear_classifier(head, model.backbone->feature_dim(), &file_why);
+      classifier = transfer::linear_classifier(weights::read_safetensors(backbone_weights_->path),
+                                               "head.", model.backbone->feature_dim(), &file_why);
       from = fmt::format("the head in '{}'", backbone_weights_->path.string());
       if (!classifier)
         why += fmt::format(", and backbone.weights '{}' has none usable ({})",

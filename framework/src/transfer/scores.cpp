@@ -165,19 +165,22 @@ ScoreSet score_starting_point(const ModelFn& features, const ModelFn& classifier
   return s;
 }
 
-ModelFn linear_classifier(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
-                          int64_t feature_dim, std::string* why) {
+ModelFn linear_classifier(const std::vector<std::pair<std::string, torch::Tensor>>& all,
+                          const std::string& prefix, int64_t feature_dim, std::string* why) {
   auto no = [&](std::string reason) {
     if (why) *why = std::move(reason);
     return ModelFn();
   };
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& [name, t] : all)
+    if (name.rfind(prefix, 0) == 0) tensors.emplace_back(name.substr(prefix.size()), t);
   if (tensors.empty()) return no("it has no classifier");
   std::map<std::string, torch::Tensor> by_name(tensors.begin(), tensors.end());
   // One prefix for all: "" (a Linear) or "N." (the one Linear of a Sequential).
   const std::string& first = tensors.front().first;
-  const std::string prefix =
+  const std::string layer =
       first.substr(0, first.rfind('.') == std::string::npos ? 0 : first.rfind('.') + 1);
-  auto w = by_name.find(prefix + "weight"), b = by_name.find(prefix + "bias");
+  auto w = by_name.find(layer + "weight"), b = by_name.find(layer + "bias");
   const std::size_t expected = 1 + (b != by_name.end());
   if (w == by_name.end() || by_name.size() != expected)
     return no(fmt::format("its classifier has {} tensors ({}...), not one linear layer",

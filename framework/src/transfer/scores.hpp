@@ -70,12 +70,13 @@ ScoreSet score_starting_point(const ModelFn& features, const ModelFn& classifier
                               const torch::Tensor& inputs, const torch::Tensor& labels,
                               int64_t num_classes);
 
-/// The source classifier held by `tensors` (a module's or a weights file's, names relative to
-/// the classifier): a single linear layer, `weight` (classes x feature_dim) and optionally its
-/// `bias`, under any one prefix (`0.weight` of a Sequential head). Empty, with `why` set, when
-/// the tensors are anything else (several layers, another width): LEEP and NCE then need
-/// another classifier.
+/// The source classifier held by the tensors of `tensors` whose names start with `prefix` (""
+/// for a module's own parameters, "head." for a tlab model file; names taken relative to it): a
+/// single linear layer, `weight` (classes x feature_dim) and optionally its `bias`, under any one
+/// further prefix (`0.weight` of a Sequential head). Empty, with `why` set, when those tensors
+/// are anything else (none, several layers, another width): LEEP and NCE then need another
+/// classifier.
 ModelFn linear_classifier(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
-                          int64_t feature_dim, std::string* why);
+                          const std::string& prefix, int64_t feature_dim, std::string* why);
 
 }  // namespace tlab::transfer
