@@ -154,8 +154,16 @@ TEST_F(Precision, Fp16AndCudaGraphsAreRefusedWithoutCuda) {
   EXPECT_EQ(bad.code, 2);
   EXPECT_THAT(bad.out, HasSubstr("train.precision"));
   EXPECT_THAT(bad.out, HasSubstr("fp8"));
+  EXPECT_THAT(tlab::test::error_of<tlab::ConfigError>(
+                  [&] { tlab::load_experiment(exp, {"+train.device_data_mb=-1"}, loader_); }),
+              ::testing::AllOf(HasSubstr("train.device_data_mb"), HasSubstr("-1")));
   const auto plain = tlab::load_experiment(exp, {}, loader_).at(0);
   EXPECT_EQ(plain.config_toml.find("precision = "), std::string::npos);
+  EXPECT_EQ(plain.config_toml.find("device_data_mb"), std::string::npos);
+  EXPECT_EQ(plain.compute.device_data_mb, 2048);
+  EXPECT_EQ(
+      tlab::load_experiment(exp, {"+train.device_data_mb=0"}, loader_).at(0).compute.device_data_mb,
+      0);
   const auto bf16 = tlab::load_experiment(exp, {"+train.precision=bf16"}, loader_).at(0);
   EXPECT_THAT(bf16.config_toml, HasSubstr("precision = \"bf16\""));
 }
@@ -204,6 +212,20 @@ TEST_F(Precision, Fp16AndBf16TrainOnTheGpu_CUDA) {
     for (const auto& [name, tensor] : tlab::weights::read_safetensors(t.model))
       if (tensor.is_floating_point()) EXPECT_EQ(tensor.scalar_type(), torch::kFloat) << name;
   }
+}
+
+// train.device_data_mb = 0 on a GPU: every labelled split stays in pinned host memory and is
+// copied batch by batch without blocking; the run trains as the resident one does (the same
+// batches; cuDNN may pick other algorithms, hence the tolerance).
+TEST_F(Precision, DataBeyondTheDeviceBudgetStreamsFromPinnedMemory_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const Trained resident = train({"device=cuda"});
+  const Trained host = train({"device=cuda", "+train.device_data_mb=0"});
+  ASSERT_EQ(host.status, tlab::RunStatus::kFinished) << host.reason;
+  ASSERT_EQ(resident.losses.size(), host.losses.size());
+  for (std::size_t e = 0; e < host.losses.size(); ++e)
+    EXPECT_NEAR(host.losses[e], resident.losses[e], 1e-4 * std::abs(resident.losses[e]))
+        << "epoch " << e;
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 
 #include "config/experiment.hpp"
 #include "plugins/loader.hpp"
+#include "run/data_prep.hpp"
 #include "run/prefetch.hpp"
 #include "run/runner.hpp"
 #include "store/store.hpp"
@@ -103,6 +104,72 @@ TEST(Prefetch, TakeShotsKeepsAStreamedSplitsChosenExamplesResident) {
   ASSERT_EQ(k.size(), 4);
   for (int64_t i = 0; i < 4; ++i)  // example i is i: its label is i % 2
     EXPECT_EQ(static_cast<int64_t>(k.x[i].item<float>()) % 2, k.y[i].item<int64_t>());
+}
+
+// train.device_data_mb: what fits moves to the device (unlabelled inputs first, then train,
+// val, test); a split beyond the budget stays in host memory as a stream over its own rows, and
+// the prefetch queue gives the batches index_select gives. On the CPU the budget is not used
+// unless asked (apply_budget), which is how this runs without a GPU.
+TEST(Prefetch, SplitsBeyondTheDeviceBudgetStayOnTheHostAsStreams) {
+  auto split = [](int64_t n, int64_t offset) {
+    return tlab::Split{torch::arange(offset, offset + n * 16, torch::kDouble).reshape({n, 1, 4, 4}),
+                       torch::arange(n, torch::kLong) % 3};
+  };
+  tlab::DomainData d;
+  d.num_classes = 3;
+  d.input_shape = {1, 4, 4};
+  d.train = split(64, 0);
+  d.val = split(16, 5000);
+  d.test = split(32, 9000);
+  d.unlabeled = torch::ones({8, 1, 4, 4});
+  // float inputs: 64 bytes an example, 8 bytes a label.
+  const int64_t unlabeled = 8 * 64, train = 64 * 72, val = 16 * 72;
+  tlab::DeviceBudget budget{unlabeled + train + val + 10};  // test (32 x 72) does not fit
+  std::vector<std::string> on_host;
+  auto placed = tlab::to_device(d, torch::kCPU, budget, &on_host, /*apply_budget=*/true);
+  EXPECT_THAT(on_host, ::testing::ElementsAre("test"));
+  EXPECT_EQ(budget.bytes_left, 10);
+  ASSERT_FALSE(placed.train.streamed());
+  EXPECT_EQ(placed.train.x.scalar_type(), torch::kFloat);
+  ASSERT_FALSE(placed.val.streamed());
+  ASSERT_TRUE(placed.test.streamed());
+  EXPECT_FALSE(placed.test.x.defined());
+  EXPECT_EQ(placed.test.size(), 32);
+  EXPECT_TRUE(placed.test.y.equal(d.test.y));
+  // The stream's batches, in an epoch's order, are the rows index_select takes.
+  auto order = torch::randperm(32, torch::kLong);
+  tlab::Prefetcher pf(placed.test.stream, tlab::index_batches(order, 10), 0, 2, 2);
+  for (int64_t b = 0; b < 4; ++b) {
+    auto idx = order.slice(0, b * 10, std::min<int64_t>(32, (b + 1) * 10));
+    auto want = d.test.x.index_select(0, idx).to(torch::kFloat);
+    auto got = pf.next();
+    ASSERT_EQ(got.scalar_type(), torch::kFloat);
+    EXPECT_TRUE(got.equal(want)) << "batch " << b;
+  }
+  EXPECT_FALSE(pf.next().defined());
+
+  // Nothing fits: every labelled split streams; the unlabelled inputs still move.
+  tlab::DeviceBudget none{0};
+  on_host.clear();
+  auto host = tlab::to_device(d, torch::kCPU, none, &on_host, true);
+  EXPECT_THAT(on_host, ::testing::ElementsAre("train", "val", "test"));
+  EXPECT_TRUE(host.unlabeled.defined());
+  EXPECT_EQ(none.bytes_left, -unlabeled);
+  // Token ids stay integers on the host too.
+  tlab::DomainData tokens;
+  tokens.train = {torch::randint(0, 50, {6, 5}, torch::kLong), torch::zeros({6}, torch::kLong)};
+  on_host.clear();
+  auto t = tlab::to_device(tokens, torch::kCPU, none, &on_host, true);
+  ASSERT_TRUE(t.train.streamed());
+  EXPECT_EQ(t.train.stream->get(2, 0).scalar_type(), torch::kLong);
+  EXPECT_TRUE(t.train.stream->get(2, 0).equal(tokens.train.x[2]));
+  // Without apply_budget, a CPU run keeps everything resident whatever the budget.
+  tlab::DeviceBudget zero{0};
+  on_host.clear();
+  auto cpu = tlab::to_device(d, torch::kCPU, zero, &on_host);
+  EXPECT_TRUE(on_host.empty());
+  EXPECT_FALSE(cpu.test.streamed());
+  EXPECT_EQ(zero.bytes_left, 0);
 }
 
 // ---- an image folder streamed through the runner ----------------------------------------------

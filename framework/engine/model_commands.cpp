@@ -193,7 +193,8 @@ Loaded load_for_run(const TrainedRun& t, const RunSpec& spec, torch::Device devi
   Context ctx = model_context(spec, device);
   ctx.run_dir = run.run_dir;
   Loaded l;
-  l.data = to_device(load_target(spec, ctx, loader), device);
+  DeviceBudget budget{spec.compute.device_data_mb << 20};  // as the run placed its data
+  l.data = to_device(load_target(spec, ctx, loader), device, budget);
   l.what = fmt::format("dataset '{}' (domain '{}')", spec.target.plugin, l.data.name);
   if (!t.input_shape.empty() && t.input_shape != l.data.input_shape)
     throw UsageError(fmt::format(

@@ -275,7 +275,7 @@ const std::vector<TrainField>& train_fields() {
 // [train] keys of the runner's target stage only (SelectionSpec), not of the SDK's TrainConfig.
 const char* const kSelectionKeys[] = {"checkpoint", "monitor", "patience"};
 // [train] keys of how the host computes every stage (ComputeSpec), not of the SDK's TrainConfig.
-const char* const kComputeKeys[] = {"precision", "channels_last", "cuda_graphs"};
+const char* const kComputeKeys[] = {"precision", "channels_last", "cuda_graphs", "device_data_mb"};
 
 std::vector<std::string> train_keys() {
   std::vector<std::string> keys;
@@ -300,6 +300,13 @@ ComputeSpec compute_table(const Node* node, const Checker& c) {
   if (const Node* v = node->get("cuda_graphs")) {
     flag.key = "cuda_graphs";
     s.cuda_graphs = std::get<bool>(c.convert(*v, flag, "train.cuda_graphs"));
+  }
+  if (const Node* v = node->get("device_data_mb")) {
+    ParamSpec mb;
+    mb.key = "device_data_mb";
+    mb.type = ParamType::Int;
+    mb.min = 0;
+    s.device_data_mb = std::get<int64_t>(c.convert(*v, mb, "train.device_data_mb"));
   }
   return s;
 }
@@ -719,6 +726,8 @@ RunSpec validate(const Node& root, const Checker& c, const std::string& file,
       train.set("channels_last", Node::boolean(r.compute.channels_last));
     if (r.compute.cuda_graphs != compute.cuda_graphs)
       train.set("cuda_graphs", Node::boolean(r.compute.cuda_graphs));
+    if (r.compute.device_data_mb != compute.device_data_mb)
+      train.set("device_data_mb", Node::integer(r.compute.device_data_mb));
     resolved.set("train", std::move(train));
   }
   // [eval] likewise only when the experiment has one.

@@ -89,6 +89,10 @@ struct ComputeSpec {
   std::string precision = "fp32";
   bool channels_last = false;  ///< 4-D parameters and image batches in channels-last layout.
   bool cuda_graphs = false;    ///< Capture the training step as a CUDA graph (CUDA only).
+  /// MiB of resident splits the run keeps in device memory (a GPU's; no effect on the CPU,
+  /// where host memory is the device's). Splits beyond it stay in pinned host memory and are
+  /// streamed to the device batch by batch (non-blocking copies); the batches are the same.
+  int64_t device_data_mb = 2048;
 };
 
 /// One fully resolved and validated run.

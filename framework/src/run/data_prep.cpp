@@ -12,12 +12,31 @@
 namespace tlab {
 namespace {
 
-Split to_device(const Split& s, torch::Device dev) {
+torch::ScalarType input_type(const torch::Tensor& x) {
+  // Token ids (int64) stay integers; everything else becomes float.
+  return x.scalar_type() == torch::kLong ? torch::kLong : torch::kFloat;
+}
+
+// Bytes `x` takes on the device (as input_type).
+int64_t device_bytes(const torch::Tensor& x) {
+  return x.defined() ? x.numel() * static_cast<int64_t>(c10::elementSize(input_type(x))) : 0;
+}
+
+Split to_device(const Split& s, torch::Device dev, DeviceBudget& budget, bool apply_budget,
+                const char* name, std::vector<std::string>* on_host) {
   if (s.size() == 0) return s;
   if (s.streamed()) return {s.x, s.y.to(dev), s.stream};  // batches move when they are made
-  // Token ids (int64) stay integers; everything else becomes float.
-  return {s.x.to(dev, s.x.scalar_type() == torch::kLong ? torch::kLong : torch::kFloat),
-          s.y.to(dev)};
+  const int64_t bytes = device_bytes(s.x) + device_bytes(s.y);
+  if (!apply_budget || bytes <= budget.bytes_left) {
+    if (apply_budget) budget.bytes_left -= bytes;
+    return {s.x.to(dev, input_type(s.x)), s.y.to(dev)};
+  }
+  // Kept in host memory, in the type it will have on the device; pinned for a CUDA device
+  // so that each batch is copied asynchronously. Labels are small and move.
+  torch::Tensor rows = s.x.to(input_type(s.x)).contiguous();
+  if (dev.is_cuda()) rows = rows.pin_memory();
+  if (on_host) on_host->push_back(name);
+  return {torch::Tensor(), s.y.to(dev), std::make_shared<HostRows>(std::move(rows))};
 }
 
 }  // namespace
@@ -62,18 +81,21 @@ void check_domain(const DomainData& d, const std::string& role, const std::strin
   check_split(d.test, "test");
 }
 
-DomainData to_device(DomainData d, torch::Device dev) {
-  d.train = to_device(d.train, dev);
-  d.val = to_device(d.val, dev);
-  d.test = to_device(d.test, dev);
-  if (d.unlabeled.defined())
-    d.unlabeled = d.unlabeled.to(
-        dev, d.unlabeled.scalar_type() == torch::kLong ? torch::kLong : torch::kFloat);
+DomainData to_device(DomainData d, torch::Device dev, DeviceBudget& budget,
+                     std::vector<std::string>* on_host, bool apply_budget) {
+  apply_budget = apply_budget || !dev.is_cpu();
+  if (d.unlabeled.defined()) {  // always on the device: strategies sample it directly
+    if (apply_budget) budget.bytes_left -= device_bytes(d.unlabeled);
+    d.unlabeled = d.unlabeled.to(dev, input_type(d.unlabeled));
+  }
+  d.train = to_device(d.train, dev, budget, apply_budget, "train", on_host);
+  d.val = to_device(d.val, dev, budget, apply_budget, "val", on_host);
+  d.test = to_device(d.test, dev, budget, apply_budget, "test", on_host);
   return d;
 }
 
 torch::Tensor as_input(torch::Tensor x, torch::Device dev) {
-  const auto dtype = x.scalar_type() == torch::kLong ? torch::kLong : torch::kFloat;
+  const auto dtype = input_type(x);
   if (dev.is_cuda() && x.device().is_cpu()) {
     // A streamed batch to the GPU: from pinned host memory the copy is asynchronous (the host
     // goes on preparing the step), and the dtype conversion runs on the device.

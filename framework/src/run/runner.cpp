@@ -208,6 +208,7 @@ class RunExecution {
     if (!device_error_.empty())
       throw std::runtime_error(fmt::format("device \"{}\": {}", spec_.device, device_error_));
     check_compute(spec_.compute, device_);
+    device_budget_.bytes_left = spec_.compute.device_data_mb << 20;
     // A resident dataset gives every step the same shapes (the last batch aside): let cuDNN
     // time its algorithms once per shape and keep the fastest.
     if (device_.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
@@ -352,7 +353,8 @@ class RunExecution {
     if (target.train.streamed())
       throw std::invalid_argument(fmt::format(
           "eval.transferability scores the target's labelled training examples, but dataset "
-          "'{}' streams them; raise its resident_max_mb or set eval.transferability = false",
+          "'{}' streams them; raise its resident_max_mb (on a GPU: train.device_data_mb) or "
+          "set eval.transferability = false",
           spec_.target.plugin));
     Model& model = *session_->model_;
     transfer::ModelFn classifier = session_->source_classifier_;
@@ -606,7 +608,20 @@ class RunExecution {
     spdlog::debug("[runner] {}: {} '{}' train {} val {} test {}{} (loaded in {:.2f} s)", role,
                   d.plugin, data.name, data.train.size(), data.val.size(), data.test.size(),
                   data.train.streamed() ? " (streamed)" : "", load_seconds);
-    return to_device(std::move(data), device_);
+    std::vector<std::string> on_host;
+    const int64_t before = device_budget_.bytes_left;
+    data = to_device(std::move(data), device_, device_budget_, &on_host);
+    if (!device_.is_cpu()) {
+      metrics_->summary(fmt::format("{}/data/device_mb", role),
+                        static_cast<double>(before - device_budget_.bytes_left) / (1 << 20));
+      if (!on_host.empty())
+        spdlog::info(
+            "[runner] {}: {} split(s) exceed train.device_data_mb = {} and stay in {}, "
+            "copied to {} batch by batch",
+            role, fmt::join(on_host, ", "), spec_.compute.device_data_mb,
+            device_.is_cuda() ? "pinned host memory" : "host memory", device_.str());
+    }
+    return data;
   }
 
   /// Session::load_model: "run:<id>" or a run folder.
@@ -671,6 +686,7 @@ class RunExecution {
   const Clock::time_point wall0_ = Clock::now();
   Clock::time_point target_start_;
   torch::Device device_{torch::kCPU};
+  DeviceBudget device_budget_;  ///< train.device_data_mb, less what the domains placed
   std::string device_error_;
   fs::path run_dir_;
   RunOutcome out_;

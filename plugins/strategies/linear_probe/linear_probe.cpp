@@ -62,8 +62,8 @@ class LinearProbe : public tlab::Strategy {
     if (train.streamed())
       throw std::invalid_argument(
           "linear_probe caches the features of a resident target training split; this one is "
-          "streamed: keep a few shots ([target] shots = K), raise the dataset's resident_max_mb, "
-          "or use finetune with freeze_backbone = true");
+          "streamed: keep a few shots ([target] shots = K), raise the dataset's resident_max_mb "
+          "(on a GPU: train.device_data_mb), or use finetune with freeze_backbone = true");
     if (s.train_config().epochs > 0) features_ = load_or_compute(s, train);  // else unused
   }
 

@@ -53,7 +53,7 @@ inline const DomainData& need_source(Session& s) {
              "\"dataset@source\" = \"digits_clean\" }])");
   TLAB_CHECK(!src->train.streamed(), who,
              " needs a resident source training split; this one is streamed (raise the "
-             "dataset's resident_max_mb)");
+             "dataset's resident_max_mb, or on a GPU train.device_data_mb)");
   return *src;
 }
 
