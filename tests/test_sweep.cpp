@@ -15,6 +15,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <torch/cuda.h>
 #include "run/executor.hpp"
@@ -570,6 +571,81 @@ TEST_F(Sweep, ARerunSkipsFinishedRunsAndRerunForcesThem) {
   std::map<int64_t, std::set<std::string>> keys;
   for (const auto& r : runs()) keys[r.seed].insert(r.run_key);
   for (const auto& [seed, k] : keys) EXPECT_EQ(k.size(), 1u) << seed;
+}
+
+// A random search end to end: --dry-run lists the distributions and each run's trial; the runs
+// record the sweeper, trial and distributions; a second start finds them all finished (the
+// draws are the same), and the crossed seeds of a draw share its values.
+TEST_F(Sweep, ARandomSearchRecordsItsDrawsAndResumes) {
+  const std::string exp = R"toml(name = "search"
+seed = 1
+device = "cpu"
+[target]
+plugin = "gaussians"
+domain = "target"
+train_size = 32
+val_size = 16
+test_size = 16
+[backbone]
+plugin = "mlp"
+hidden = [4]
+[[adapters]]
+plugin = "linear_head"
+[strategy]
+plugin = "scratch"
+[train]
+epochs = 1
+batch_size = 16
+[sweep]
+samples = 3
+seed = [1, 2]
+"train.lr" = "tag(log, interval(1e-4, 1e-1))"
+"train.batch_size" = [8, 16]
+)toml";
+  Result dry = tlab(exp, "--dry-run");
+  ASSERT_EQ(dry.code, 0) << dry.out;
+  EXPECT_THAT(
+      dry.out,
+      HasSubstr("exp.toml: 6 run(s): random search, 3 draw(s) (search_seed 0) x 2 "
+                "crossed (seed)\n  seed ~ choice(1, 2)\n  train.lr ~ tag(log, "
+                "interval(0.0001, 0.1))\n  train.batch_size ~ choice(8, 16)\n[1/6] trial 0: "
+                "seed=1 train.lr="));
+  EXPECT_THAT(dry.out, HasSubstr("[6/6] trial 2: seed=2 train.lr="));
+  Result first = tlab(exp, "-j 2");
+  ASSERT_EQ(first.code, 0) << first.out;
+  const auto rs = runs();
+  ASSERT_EQ(rs.size(), 6u);
+  std::map<int64_t, std::set<std::string>> values_of_trial;
+  for (const auto& r : rs) {
+    EXPECT_EQ(r.status, "finished");
+    const auto search = nlohmann::json::parse(r.search);
+    EXPECT_EQ(search["sweeper"], "random");
+    EXPECT_EQ(search["samples"], 3);
+    EXPECT_EQ(search["search_seed"], 0);
+    EXPECT_EQ(search["distributions"]["train.lr"], "tag(log, interval(0.0001, 0.1))");
+    const auto swept = nlohmann::json::parse(r.overrides);
+    values_of_trial[search["trial"].get<int64_t>()].insert(swept["train.lr"].dump() + " " +
+                                                           swept["train.batch_size"].dump());
+  }
+  ASSERT_EQ(values_of_trial.size(), 3u);
+  for (const auto& [trial, values] : values_of_trial) EXPECT_EQ(values.size(), 1u) << trial;
+  // Through SQL, as any client reads it.
+  EXPECT_EQ(tlab::test::shell("sqlite3 '" + db_.string() +
+                              "' \"SELECT count(DISTINCT json_extract(search, '$.trial')) FROM "
+                              "runs WHERE json_extract(search, '$.sweeper') = 'random'\"")
+                .out,
+            "3\n");
+  Result again = tlab(exp, "-j 2");
+  EXPECT_EQ(again.code, 0) << again.out;
+  EXPECT_THAT(again.out, HasSubstr("6 of 6 run(s) already finished"));
+  EXPECT_EQ(runs().size(), 6u);
+  // A grid sweep records its sweeper and distributions, without a trial.
+  db_ = dir_ / "grid.db";
+  ASSERT_EQ(tlab(exp, "~sweep.samples train.lr=0.01").code, 0);
+  const auto grid = nlohmann::json::parse(runs().at(0).search);
+  EXPECT_EQ(grid["sweeper"], "grid");
+  EXPECT_FALSE(grid.contains("trial"));
+  EXPECT_EQ(grid["distributions"]["train.batch_size"], "choice(8, 16)");
 }
 
 TEST_F(Sweep, AParallelSweepGivesTheSameRowsAsASequentialOne) {

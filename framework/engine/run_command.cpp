@@ -13,6 +13,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <torch/cuda.h>
+#include <nlohmann/json.hpp>
 
 #include "commands.hpp"
 #include "errors.hpp"
@@ -125,11 +126,32 @@ std::vector<std::string> with_launcher_group(const RunArgs& a, PluginLoader& loa
 int dry_run(const RunArgs& a, const std::vector<RunSpec>& specs, PluginLoader& loader) {
   std::optional<Store> existing;
   if (fs::exists(a.db) && !a.rerun) existing.emplace(open_store(a.db, false));
-  std::cout << fmt::format("{}: {} run(s)\n", a.experiment, specs.size());
+  // A sampled sweep: the draws, their distributions, and each run's trial.
+  auto search_of = [](const RunSpec& s) {
+    return s.search_json.empty() ? nlohmann::ordered_json::object()
+                                 : nlohmann::ordered_json::parse(s.search_json, nullptr, false);
+  };
+  const nlohmann::ordered_json first =
+      specs.empty() ? nlohmann::ordered_json::object() : search_of(specs[0]);
+  if (first.value("sweeper", "") == "random") {
+    const int64_t samples = first.value("samples", int64_t{0});
+    std::cout << fmt::format(
+        "{}: {} run(s): random search, {} draw(s) (search_seed {}){}\n", a.experiment, specs.size(),
+        samples, first.value("search_seed", int64_t{0}),
+        samples > 0 && static_cast<int64_t>(specs.size()) > samples
+            ? fmt::format(" x {} crossed (seed)", static_cast<int64_t>(specs.size()) / samples)
+            : "");
+    for (const auto& [key, d] : first["distributions"].items())
+      std::cout << fmt::format("  {} ~ {}\n", key, d.get<std::string>());
+  } else {
+    std::cout << fmt::format("{}: {} run(s)\n", a.experiment, specs.size());
+  }
   for (std::size_t i = 0; i < specs.size(); ++i) {
     const int64_t done = existing ? existing->finished_run_with_key(run_key(specs[i], loader)) : 0;
+    const nlohmann::ordered_json search = search_of(specs[i]);
     std::cout << fmt::format(
-        "[{}/{}] {}{}\n", i + 1, specs.size(),
+        "[{}/{}] {}{}{}\n", i + 1, specs.size(),
+        search.contains("trial") ? fmt::format("trial {}: ", search["trial"].get<int64_t>()) : "",
         specs[i].overrides.empty() ? "(no overrides)" : join(specs[i].overrides, " "),
         done ? fmt::format("  (finished as run {}: skipped; --rerun runs it again)", done) : "");
   }

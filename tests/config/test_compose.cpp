@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "config/compose.hpp"
 #include "test_helpers.hpp"
@@ -452,6 +453,124 @@ TEST_F(Compose, RunawaySweepsAreRefusedBeforeExpansion) {
   std::string big = "a = 0\nb = 0\nc = 0\n[sweep]\n";
   for (const char* k : {"a", "b", "c"}) big += std::string(k) + " = [" + values + "]\n";
   EXPECT_THAT(error(big), HasSubstr("the sweep has 1000000 combinations, more than the limit"));
+}
+
+// --- Sampled sweeps ([sweep] samples = N) -----------------------------------------------------
+
+// DomainBed's random search in one table: N draws of the swept keys, each crossed with the run
+// seeds; the draws are the same for the same search_seed, differ for another, and a key's draws
+// do not change when another key is swept too.
+TEST_F(Compose, SampledSweepsDrawNConfigurationsCrossedWithTheSeeds) {
+  const std::string base =
+      "seed = 0\nlr = 0.1\nwd = 0.0\nwidth = 8\nmethod = \"a\"\n[sweep]\nsamples = 6\n"
+      "seed = [1, 2, 3]\nlr = \"tag(log, interval(1e-4, 1e-1))\"\nwd = \"interval(0, 0.01)\"\n"
+      "width = \"int(interval(4, 64))\"\nmethod = [\"dann\", \"coral\", \"mmd\"]\n";
+  auto c = run(base);
+  EXPECT_EQ(c.search_spec.sweeper, "random");
+  EXPECT_EQ(c.search_spec.samples, 6);
+  EXPECT_EQ(c.search_spec.search_seed, 0);
+  ASSERT_EQ(c.jobs.size(), 18u);
+  std::set<std::string> draws;
+  bool low_decade = false, high_decade = false;
+  for (std::size_t i = 0; i < c.jobs.size(); ++i) {
+    const auto& job = c.jobs[i];
+    EXPECT_EQ(job.trial, static_cast<int64_t>(i / 3)) << i;
+    EXPECT_EQ(job.config.get("seed")->as_int(), static_cast<int64_t>(i % 3 + 1));
+    const double lr = job.config.get("lr")->as_number(), wd = job.config.get("wd")->as_number();
+    EXPECT_TRUE(job.config.get("lr")->is_float());
+    EXPECT_GE(lr, 1e-4);
+    EXPECT_LE(lr, 1e-1);
+    low_decade |= lr < 1e-3;
+    high_decade |= lr > 1e-2;
+    EXPECT_GE(wd, 0.0);
+    EXPECT_LE(wd, 0.01);
+    ASSERT_TRUE(job.config.get("width")->is_int());
+    EXPECT_GE(job.config.get("width")->as_int(), 4);
+    EXPECT_LE(job.config.get("width")->as_int(), 64);
+    EXPECT_THAT(job.config.get("method")->as_string(), ::testing::AnyOf("dann", "coral", "mmd"));
+    // The runs of one draw differ only in the seed.
+    std::string runs = runs_of(c)[i];
+    draws.insert(runs.substr(runs.find(' ')));
+    EXPECT_THAT(runs, StartsWith("seed=" + std::to_string(i % 3 + 1) + " lr="));
+    ASSERT_EQ(job.distributions.size(), 5u);
+    EXPECT_EQ(job.distributions[0],
+              (std::pair<std::string, std::string>{"seed", "choice(1, 2, 3)"}));
+    EXPECT_EQ(job.distributions[1],
+              (std::pair<std::string, std::string>{"lr", "tag(log, interval(0.0001, 0.1))"}));
+    EXPECT_EQ(job.distributions[3].second, "int(interval(4, 64))");
+    EXPECT_EQ(job.distributions[4].second, "choice(dann, coral, mmd)");
+  }
+  EXPECT_EQ(draws.size(), 6u);  // six distinct draws
+  EXPECT_TRUE(low_decade && high_decade) << "log-uniform over three decades";
+  // Reproducible; another search_seed gives other draws; a key's draws stay when another key
+  // joins the search.
+  EXPECT_EQ(runs_of(run(base)), runs_of(c));
+  auto other = run(base, {"+sweep.search_seed=1"});
+  EXPECT_EQ(other.search_spec.search_seed, 1);
+  EXPECT_NE(runs_of(other), runs_of(c));
+  auto fewer =
+      run("seed = 0\nlr = 0.1\n[sweep]\nsamples = 6\nseed = [1, 2, 3]\n"
+          "lr = \"tag(log, interval(1e-4, 1e-1))\"\n");
+  for (std::size_t i = 0; i < c.jobs.size(); ++i)
+    EXPECT_EQ(fewer.jobs[i].config.get("lr")->as_number(), c.jobs[i].config.get("lr")->as_number());
+  // From the command line, as Hydra's Optuna sweeper writes distributions.
+  auto cli =
+      run("seed = 0\nlr = 0.1\nk = 1\n",
+          {"lr=tag(log, interval(0.001, 1))", "k=int(interval(1, 3))", "sweep.samples=3", "seed=5"},
+          true);
+  ASSERT_EQ(cli.jobs.size(), 3u);
+  EXPECT_EQ(cli.jobs[2].trial, 2);
+  EXPECT_EQ(cli.jobs[0].config.get("seed")->as_int(), 5);
+  EXPECT_EQ(cli.jobs[0].distributions[1].second, "int(interval(1, 3))");
+  // Every value of a 3-value space is drawn once with samples = 3.
+  std::set<int64_t> ks;
+  for (const auto& j : run("k = 1\n", {"k=int(interval(1, 3))", "sweep.samples=3"}, true).jobs)
+    ks.insert(j.config.get("k")->as_int());
+  EXPECT_EQ(ks.size(), 3u);
+  // A zip group is drawn as one: its keys keep their pairing.
+  auto zipped =
+      run("lr = 0.1\nbs = 1\nwd = 0.0\n[sweep]\nsamples = 2\nwd = \"interval(0, 1)\"\n"
+          "[[sweep.zip]]\nlr = [0.1, 0.01, 0.001]\nbs = [1, 2, 3]\n");
+  for (const auto& j : zipped.jobs) {
+    const double lr = j.config.get("lr")->as_number();
+    EXPECT_EQ(j.config.get("bs")->as_int(), lr == 0.1 ? 1 : lr == 0.01 ? 2 : 3);
+  }
+  // A grid sweep records where its values come from, with no trial.
+  auto grid = run("seed = 0\n[sweep]\nseed = \"range(1, 3)\"\n");
+  EXPECT_EQ(grid.search_spec.sweeper, "grid");
+  EXPECT_EQ(grid.jobs[1].trial, -1);
+  EXPECT_EQ(grid.jobs[1].distributions[0].second, "range(1, 3)");
+}
+
+// Bad searches fail before anything runs, located, saying what to write instead.
+TEST_F(Compose, SampledSweepErrorsAreLocated) {
+  EXPECT_THAT(error("lr = 0.1\n[sweep]\nlr = \"interval(0.1, 1)\"\n"),
+              ::testing::AllOf(HasSubstr(at(3, 6)),
+                               HasSubstr("interval(0.1, 1.0) is drawn from, not listed: give the "
+                                         "number of configurations to draw, [sweep] samples = N")));
+  EXPECT_THAT(error("lr = 0.1\n", {"lr=interval(0.1,1)"}, true),
+              HasSubstr("is drawn from, not listed"));
+  EXPECT_THAT(error("seed = 0\n[sweep]\nsamples = 4\nseed = [1, 2]\n"),
+              ::testing::AllOf(HasSubstr(at(3, 11)),
+                               HasSubstr("sweep.samples = 4 draws configurations of the swept "
+                                         "keys, but nothing other than seed is swept")));
+  EXPECT_THAT(
+      error("a = 0\n[sweep]\nsamples = 0\na = [1, 2]\n"),
+      HasSubstr("'sweep.samples' is integer 0: the number of configurations to draw, an integer "
+                ">= 1"));
+  EXPECT_THAT(error("a = 0\n[sweep]\nsamples = \"many\"\na = [1, 2]\n"),
+              HasSubstr("'sweep.samples' is"));
+  EXPECT_THAT(error("a = 0\n[sweep]\nsearch_seed = 3\na = [1, 2]\n"),
+              HasSubstr("sweep.search_seed seeds the draws of a sampled sweep; add sweep.samples"));
+  EXPECT_THAT(
+      error("a = 0\nb = 0\n[sweep]\nsamples = 7\na = [1, 2]\nb = \"int(interval(1, 3))\"\n"),
+      HasSubstr("sweep.samples = 7 distinct configurations, but the swept keys have only "
+                "6 (a=choice(1, 2) b=int(interval(1, 3)))"));
+  EXPECT_THAT(error("a = 0\n[sweep]\nsamples = 50\na = \"interval(1, 1.00001)\"\n"),
+              HasSubstr("distinct configurations; widen the intervals or lower samples"));
+  EXPECT_THAT(error("lr = 0.1\nbs = 1\n[sweep]\nsamples = 2\n[[sweep.zip]]\n"
+                    "lr = \"interval(0, 1)\"\nbs = [1, 2]\n"),
+              HasSubstr("sweep 'lr': interval(0.0, 1.0) cannot be zipped"));
 }
 
 }  // namespace

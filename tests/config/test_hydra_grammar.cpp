@@ -66,6 +66,7 @@ std::string describe(const std::string& text) {
   if (!o.has_value) return out;
   if (!o.sweep) return out + "=" + format_value(o.value) + " (" + o.value.type_name() + ")";
   if (o.sweep->fn == Sweep::Fn::Glob) return out + "=Glob";
+  if (o.sweep->fn == Sweep::Fn::Interval) return out + "=IntervalSweep";
   std::vector<std::string> values;
   try {
     for (const Node& v : sweep_values(*o.sweep)) values.push_back(format_value(v));

@@ -54,8 +54,16 @@ std::string describe(const Sweep& s) {
       inner = "glob(include=[" + join_patterns(s.include) + "], exclude=[" +
               join_patterns(s.exclude) + "])";
       break;
+    case Sweep::Fn::Interval:  // bounds with their types: interval(0.0, 1.0), int(...): ints
+      inner = "interval(" + join_values({s.start, s.stop}) + ")";
+      break;
   }
   if (s.shuffle) inner = "shuffle(" + inner + ")";
+  if (!s.tags.empty()) {
+    std::string tags;
+    for (const auto& t : s.tags) tags += t + ", ";
+    inner = "tag(" + tags + inner + ")";
+  }
   return s.zip ? "zip(" + inner + ")" : inner;
 }
 
@@ -423,14 +431,14 @@ const std::vector<Case> kCases = {
     {"x=int(range(5,1))", "error: at character 7: range(5, 1) is empty"},
     // Functions that do not exist, and sweeps where none may be.
     {"x=sortt(a,b)",
-     "error: at character 3: unknown function 'sortt'; available: choice, range, "
+     "error: at character 3: unknown function 'sortt'; available: choice, range, interval, "
      "glob, zip, sort, shuffle, tag, int, float, str, bool (did you mean 'sort'?)"},
-    {"x=tag(log, choice(1,10))", "x=choice(1, 10)"},  // labels for sweepers: none reads them
+    {"x=tag(log, choice(1,10))", "x=tag(log, choice(1, 10))"},  // labels: a grid ignores them
     {"x=tag(choice(1))", "x=choice(1)"},
     {"x=tag(a, 1)", "error: at character 3: tag() takes labels and then a sweep"},
     {"x=tag(1, choice(1))", "error: at character 7: tag()'s labels are names"},
     {"x=chioce(a,b)",
-     "error: unknown function 'chioce'; available: choice, range, glob, zip, sort, "
+     "error: unknown function 'chioce'; available: choice, range, interval, glob, zip, sort, "
      "shuffle, tag, int, float, str, bool (did you mean 'choice'?); to use '(' in a string"},
     // sort() and shuffle(), as Hydra's.
     {"x=sort(1)", "x=1 (int)"},
@@ -454,10 +462,32 @@ const std::vector<Case> kCases = {
     {"x=shuffle(choice(1), 2)", "error: shuffle() takes one sweep, or several plain values"},
     {"x=Choice(a)", "did you mean 'choice'?"},
     {"x=a(b", "error: at character 3: unknown function 'a'"},
-    {"x=interval(0,1)",
-     "error: at character 3: interval() samples from a continuous range, "
-     "which needs a sampling sweeper; tlab sweeps a grid: use range() or "
-     "choice()"},
+    // Distributions for sampled sweeps, with Hydra's Optuna-sweeper syntax.
+    {"x=interval(0,1)", "x=interval(0.0, 1.0)"},  // Hydra: float bounds
+    {"x=interval(start=-2.5, end=1e3)", "x=interval(-2.5, 1000.0)"},
+    {"x=int(interval(1, 8.9))", "x=interval(1, 8)"},  // int() truncates the bounds
+    {"x=float(interval(1, 8))", "x=interval(1.0, 8.0)"},
+    {"x=tag(log, interval(1e-4, 0.1))", "x=tag(log, interval(0.0001, 0.1))"},
+    {"x=int(tag(log, interval(1, 1024)))", "x=tag(log, interval(1, 1024))"},
+    {"x=tag(log, int(interval(2, 64)))", "x=tag(log, interval(2, 64))"},
+    {"x=interval(1, 1)",
+     "error: at character 3: interval(1.0, 1.0): the low bound 1.0 must be below the high bound "
+     "1.0"},
+    {"x=interval(0.5, 0.1)", "error: the low bound 0.5 must be below the high bound 0.1"},
+    {"x=int(interval(0.2, 0.9))", "error: int(interval(0, 0)): the low bound 0 must be below"},
+    {"x=tag(log, interval(0, 1))",
+     "error: at character 3: tag(log, interval(0.0, 1.0)): a log interval is drawn uniformly in "
+     "log space, so its low bound must be above 0, got 0.0"},
+    {"x=tag(log, interval(-1, 1))", "error: its low bound must be above 0, got -1.0"},
+    {"x=interval(1)", "error: interval() needs two bounds: interval(low, high)"},
+    {"x=interval(1, 2, 3)", "error: interval() takes two bounds: interval(low, high)"},
+    {"x=interval(a, 2)", "error: interval()'s start must be a finite number"},
+    {"x=interval(0, inf)", "error: interval()'s end must be a finite number"},
+    {"x=interval(low=1, end=2)", "error: interval() has no argument 'low'; it takes start and end"},
+    {"x=str(interval(1, 2))", "error: str() cannot cast interval()"},
+    {"x=sort(interval(1, 2))", "error: sort() cannot reorder interval()"},
+    {"x=zip(interval(1, 2))", "error: zip() pairs the i-th values of lists"},
+    {"x=choice(interval(1, 2))", "error: choice() takes plain values"},
     {"x=[choice(1,2)]",
      "error: at character 4: sweep functions (choice, range, glob, zip) cannot "
      "be inside a list"},

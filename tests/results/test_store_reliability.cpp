@@ -572,7 +572,8 @@ TEST_F(StoreReliabilityTest, VersionTwoDatabaseGetsTheViewsOnOpen) {
     raw.exec(
         "DROP VIEW run_overview; DROP VIEW metric_last; DROP VIEW run_params; "
         "DROP VIEW summary_stats; ALTER TABLE runs DROP COLUMN boot_id; "
-        "ALTER TABLE runs DROP COLUMN pid_start; ALTER TABLE runs DROP COLUMN job; "
+        "ALTER TABLE runs DROP COLUMN pid_start; ALTER TABLE runs DROP COLUMN job; ALTER TABLE "
+        "runs DROP COLUMN search; "
         "DROP TABLE evaluations; PRAGMA user_version = 2; PRAGMA application_id = 0");
   }
   Store store(db_path_, /*create=*/false);

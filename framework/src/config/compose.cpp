@@ -5,7 +5,10 @@
 #include "config/compose.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
+#include <limits>
+#include <optional>
 #include <set>
 #include <system_error>
 
@@ -487,6 +490,8 @@ struct Axis {
   std::string group_name, package;
   bool has_package = false;
   std::vector<Node> values;
+  std::optional<Sweep> interval;  // values drawn from it (sampled sweeps only)
+  std::string distribution;       // what the values come from, in override syntax
   Origin origin;
   int zip = -1;  // zip group (-1: its own dimension)
   bool from_cli = false;
@@ -597,6 +602,97 @@ std::string describe_groups(const SearchPath& search) {
 // ---------------------------------------------------------------------------------------------
 // Composition
 
+// ---------------------------------------------------------------------------------------------
+// Sampled sweeps
+
+// A uniform number in [0, 1) for (search seed, key, attempt): SplitMix64 over the three, so a
+// key's draws do not depend on which other keys are swept, and are the same on every machine.
+double unit_draw(int64_t seed, const std::string& key, uint64_t attempt) {
+  auto mix = [](uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  };
+  uint64_t h = 0xCBF29CE484222325ull;  // FNV-1a of the key
+  for (unsigned char c : key) h = (h ^ c) * 0x100000001B3ull;
+  const uint64_t z = mix(mix(mix(static_cast<uint64_t>(seed)) ^ h) ^ attempt);
+  return static_cast<double>(z >> 11) * 0x1.0p-53;
+}
+
+// A value of `interval` for u in [0, 1): uniform, or uniform in log space (tag log); integers
+// over [low, high] both included (a log one as Optuna draws it: over [low-0.5, high+0.5],
+// rounded); floats rounded to 6 significant digits, so run names and overrides stay readable.
+Node interval_value(const Sweep& interval, double u) {
+  const double lo = interval.start.as_number(), hi = interval.stop.as_number();
+  if (interval.start.is_int()) {
+    double x = 0;
+    if (interval.log()) {
+      const double a = std::log(lo - 0.5), b = std::log(hi + 0.5);
+      x = std::round(std::exp(a + u * (b - a)));
+    } else {
+      x = std::floor(lo + u * (hi - lo + 1));
+    }
+    return Node::integer(static_cast<int64_t>(std::clamp(x, lo, hi)), interval.origin);
+  }
+  double x = interval.log() ? std::exp(std::log(lo) + u * (std::log(hi) - std::log(lo)))
+                            : lo + u * (hi - lo);
+  x = std::clamp(std::stod(fmt::format("{:.6g}", x)), lo, hi);
+  return Node::floating(x, interval.origin);
+}
+
+// `search.samples` distinct draws of `dims` (each: one value per interval axis, one index per
+// categorical dimension, shared by a zip group's axes). A draw equal to an earlier one is drawn
+// again; a space with fewer configurations than samples is refused.
+std::vector<std::vector<std::pair<std::size_t, Node>>> draw_configurations(
+    const std::vector<Axis>& axes, const std::vector<std::vector<std::size_t>>& dims,
+    const SearchSpec& search) {
+  double space = 1;  // configurations there are (inf with a float interval)
+  for (const auto& d : dims) {
+    const Axis& a = axes[d[0]];
+    if (!a.interval)
+      space *= static_cast<double>(a.values.size());
+    else if (a.interval->start.is_int())
+      space *= a.interval->stop.as_number() - a.interval->start.as_number() + 1;
+    else
+      space = std::numeric_limits<double>::infinity();
+  }
+  if (space < static_cast<double>(search.samples)) {
+    std::vector<std::string> what;
+    for (const auto& d : dims) what.push_back(axes[d[0]].key + "=" + axes[d[0]].distribution);
+    fail(axes[dims[0][0]].origin,
+         fmt::format("sweep.samples = {} distinct configurations, but the swept keys have only "
+                     "{:.0f} ({}); lower samples, add values, or remove samples to run the grid",
+                     search.samples, space, join(what, " ")));
+  }
+  std::vector<std::vector<std::pair<std::size_t, Node>>> draws;
+  std::set<std::string> seen;
+  const uint64_t attempts = 100 * static_cast<uint64_t>(search.samples) + 1000;
+  for (uint64_t attempt = 0; static_cast<int64_t>(draws.size()) < search.samples; ++attempt) {
+    if (attempt == attempts)  // e.g. a float interval narrower than its 6 significant digits
+      fail(axes[dims[0][0]].origin,
+           fmt::format("sweep.samples = {}: {} draws gave only {} distinct configurations; "
+                       "widen the intervals or lower samples",
+                       search.samples, attempts, draws.size()));
+    std::vector<std::pair<std::size_t, Node>> draw;
+    std::string key;
+    for (const auto& d : dims) {
+      const Axis& first = axes[d[0]];
+      const double u = unit_draw(search.search_seed, first.key, attempt);
+      if (first.interval) {
+        draw.emplace_back(d[0], interval_value(*first.interval, u));
+      } else {
+        const auto n = first.values.size();
+        const auto i = std::min(n - 1, static_cast<std::size_t>(u * static_cast<double>(n)));
+        for (std::size_t ai : d) draw.emplace_back(ai, axes[ai].values[i]);
+      }
+    }
+    for (const auto& [ai, v] : draw) key += format_value(v) + "\n";
+    if (seen.insert(key).second) draws.push_back(std::move(draw));
+  }
+  return draws;
+}
+
 Composition compose(const fs::path& experiment, const std::vector<std::string>& override_texts,
                     const ComposeOptions& options) {
   Composition result;
@@ -648,8 +744,10 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
     bool is_group =
         group_key &&
         (o.has_package || o.op == Override::Op::Delete ||
-         (o.sweep && (o.sweep->fn == Sweep::Fn::Glob ||
-                      std::all_of(o.sweep->values.begin(), o.sweep->values.end(), group_value))) ||
+         (o.sweep &&
+          (o.sweep->fn == Sweep::Fn::Glob ||
+           (o.sweep->fn != Sweep::Fn::Interval &&
+            std::all_of(o.sweep->values.begin(), o.sweep->values.end(), group_value)))) ||
          (!o.sweep && o.has_value && group_value(o.value)));
     if (o.sweep && o.sweep->fn == Sweep::Fn::Glob && !is_group)
       fail(o.value_origin, fmt::format("glob() chooses config group options, and '{}' is not a "
@@ -664,7 +762,11 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
       a.package = o.has_package ? global_as_empty(o.package) : default_package(o.key);
       a.has_package = o.has_package;
       a.origin = o.value_origin;
-      a.values = o.sweep->fn == Sweep::Fn::Glob ? std::vector<Node>{} : sweep_values(*o.sweep);
+      a.distribution = o.sweep->text();
+      if (o.sweep->fn == Sweep::Fn::Interval)
+        a.interval = o.sweep;
+      else if (o.sweep->fn != Sweep::Fn::Glob)
+        a.values = sweep_values(*o.sweep);
       if (o.sweep->fn == Sweep::Fn::Glob) {
         for (const auto& name : glob_options(*o.sweep, composer.options(o.key)))
           a.values.push_back(Node::string(name, o.value_origin));
@@ -709,7 +811,17 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
   result.config = composer.compose(file, options.primary_text, base_choices, &result.choices);
   for (const Override* o : values) {
     auto path = split_path(o->key);
-    if (path[0] == "sweep") apply_override(result.config, *o);
+    if (path[0] != "sweep") continue;
+    // sweep.samples=N and sweep.search_seed=S need no '+' when the experiment has none: they
+    // turn a sweep into a random search rather than change a value of the experiment.
+    if (o->op == Override::Op::Set && path.size() == 2 &&
+        (path[1] == "samples" || path[1] == "search_seed")) {
+      Override add = *o;
+      add.op = Override::Op::ForceAdd;
+      apply_override(result.config, add);
+      continue;
+    }
+    apply_override(result.config, *o);
   }
   for (const Override* o : values)
     if (split_path(o->key)[0] != "sweep") apply_override(result.config, *o);
@@ -717,6 +829,8 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
   // Sweep dimensions from the [sweep] table, in the order written.
   std::vector<Axis> axes;
   int zip_groups = 0;
+  const Node* samples_node = nullptr;
+  const Node* search_seed_node = nullptr;
   if (const Node* sweep = result.config.get("sweep")) {
     if (!sweep->is_table())
       fail(sweep->origin,
@@ -727,6 +841,17 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
             const std::string& k = t.keys()[i];
             const Node& v = t.value_at(i);
             std::string key = prefix.empty() ? k : prefix + "." + k;
+            if (prefix.empty() && zip < 0 && (k == "samples" || k == "search_seed")) {
+              const bool samples = k == "samples";
+              if (!v.is_int() || v.as_int() < (samples ? 1 : 0))
+                fail(v.origin,
+                     fmt::format("'sweep.{}' is {}: {}", k, v.describe(),
+                                 samples ? "the number of configurations to draw, an integer "
+                                           ">= 1 (e.g. samples = 20)"
+                                         : "the seed of the draws, an integer >= 0"));
+              (samples ? samples_node : search_seed_node) = &v;
+              continue;
+            }
             if (prefix.empty() && k == "zip" && zip < 0) {
               auto zip_table = [&](const Node& z) {
                 if (!z.is_table())
@@ -761,7 +886,15 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
                                            "[a, b] or a sweep such as \"range(1, 4)\" or "
                                            "\"glob(*)\"",
                                            key, v.as_string()));
-              if (pv.sweep->fn == Sweep::Fn::Glob) {
+              a.distribution = pv.sweep->text();
+              if (pv.sweep->fn == Sweep::Fn::Interval) {
+                if (zip >= 0)
+                  fail(v.origin, fmt::format("sweep '{}': {} cannot be zipped; zip pairs the i-th "
+                                             "values of lists",
+                                             key, a.distribution));
+                a.interval = pv.sweep;
+                a.interval->origin = v.origin;
+              } else if (pv.sweep->fn == Sweep::Fn::Glob) {
                 if (!composer.is_group(a.group_name))
                   fail(v.origin, fmt::format("glob() chooses config group options, and '{}' is "
                                              "not a config group",
@@ -779,14 +912,17 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
               }
             } else if (v.is_list()) {
               a.values = v.items();
+              std::vector<std::string> texts;
+              for (const auto& x : a.values) texts.push_back(format_value(x));
+              a.distribution = "choice(" + join(texts, ", ") + ")";
             } else {
               fail(v.origin, fmt::format("sweep '{}' must be a list of values, e.g. {} = [1, 2], "
                                          "got {}",
                                          key, key, v.describe()));
             }
-            if (a.values.empty())
+            if (a.values.empty() && !a.interval)
               fail(v.origin, fmt::format("sweep '{}' has no values; give a non-empty list", key));
-            a.group = composer.is_group(a.group_name) &&
+            a.group = !a.interval && composer.is_group(a.group_name) &&
                       std::all_of(a.values.begin(), a.values.end(),
                                   [](const Node& x) { return x.is_string(); });
             if (a.has_package && !a.group)
@@ -835,7 +971,36 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
       dims[it->second].push_back(i);
     }
   }
-  double total = 1;
+  // A sampled sweep ([sweep] samples = N): N draws of the dimensions other than `seed`'s, each
+  // crossed with the seeds (DomainBed's random search: draws x trials). Otherwise a grid.
+  SearchSpec& search = result.search_spec;
+  std::vector<std::vector<std::size_t>> drawn_dims;
+  if (samples_node) {
+    search.sweeper = "random";
+    search.samples = samples_node->as_int();
+    if (search_seed_node) search.search_seed = search_seed_node->as_int();
+    std::vector<std::vector<std::size_t>> crossed;
+    for (auto& d : dims) {
+      const bool seed =
+          std::any_of(d.begin(), d.end(), [&](std::size_t a) { return axes[a].key == "seed"; });
+      (seed ? crossed : drawn_dims).push_back(std::move(d));
+    }
+    dims = std::move(crossed);
+    if (drawn_dims.empty())
+      fail(samples_node->origin,
+           fmt::format("sweep.samples = {} draws configurations of the swept keys, but nothing "
+                       "other than seed is swept; add a distribution (e.g. sweep.train.lr = "
+                       "\"tag(log, interval(1e-4, 1e-1))\") or remove samples",
+                       search.samples));
+  } else {
+    if (search_seed_node)
+      fail(search_seed_node->origin,
+           "sweep.search_seed seeds the draws of a sampled sweep; add sweep.samples = N, or "
+           "remove it");
+    for (const auto& a : axes)
+      if (a.interval) sweep_values(*a.interval);  // the error: give samples
+  }
+  double total = search.sweeper == "random" ? static_cast<double>(search.samples) : 1.0;
   for (const auto& d : dims) total *= static_cast<double>(axes[d[0]].values.size());
   if (total > static_cast<double>(options.max_runs))
     fail(Origin::in_file(file),
@@ -843,52 +1008,65 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
                      "into several experiments",
                      total, options.max_runs));
 
-  // Expand: the last dimension varies fastest.
-  std::vector<std::size_t> index(dims.size(), 0);
-  while (true) {
-    Job job;
-    std::vector<GroupChoice> job_choices = choices;
-    std::vector<std::pair<std::size_t, std::string>> cli_texts;  // (cli index, text)
-    std::vector<std::pair<const Axis*, const Node*>> picks;
-    for (std::size_t d = 0; d < dims.size(); ++d)
-      for (std::size_t ai : dims[d]) picks.emplace_back(&axes[ai], &axes[ai].values[index[d]]);
-    for (const auto& [a, v] : picks) {
-      std::string text = op_prefix(a->op) + a->key + "=" + format_value(*v);
-      job.swept.emplace_back(a->key, *v);
-      if (a->from_cli)
-        cli_texts.emplace_back(a->cli_index, text);
-      else
-        job.overrides.push_back(text);
-      if (!a->group) continue;
-      GroupChoice c;
-      c.op = a->op;
-      c.group = a->group_name;
-      c.package = a->package;
-      c.has_package = a->has_package;
-      if (v->is_string()) c.option = v->as_string();
-      c.origin = v->origin;
-      c.text = text;
-      job_choices.push_back(std::move(c));
-    }
-    for (std::size_t i = 0; i < parsed.size(); ++i)
-      if (!parsed[i].sweep) cli_texts.emplace_back(i, parsed[i].text);
-    std::sort(cli_texts.begin(), cli_texts.end());
-    for (auto& [i, t] : cli_texts) job.overrides.push_back(t);
+  // The draws: for each, (axis, value) of every drawn dimension.
+  using Picks = std::vector<std::pair<std::size_t, Node>>;
+  std::vector<Picks> draws(1);
+  if (search.sweeper == "random") draws = draw_configurations(axes, drawn_dims, search);
 
-    job.config = composer.compose(file, options.primary_text, job_choices, nullptr);
-    job.config.erase("sweep");
-    for (const auto& [a, v] : picks)
-      if (!a->group) apply_value(job.config, a->op, a->key, v, v->origin, options.schema_keys);
-    for (const Override* o : values)
-      if (split_path(o->key)[0] != "sweep") apply_override(job.config, *o);
-    result.jobs.push_back(std::move(job));
+  // Expand: draw by draw; within a draw the last crossed dimension varies fastest.
+  for (std::size_t trial = 0; trial < draws.size(); ++trial) {
+    std::vector<std::size_t> index(dims.size(), 0);
+    while (true) {
+      Job job;
+      if (search.sweeper == "random") job.trial = static_cast<int64_t>(trial);
+      std::vector<GroupChoice> job_choices = choices;
+      std::vector<std::pair<std::size_t, std::string>> cli_texts;  // (cli index, text)
+      Picks chosen = draws[trial];
+      for (std::size_t d = 0; d < dims.size(); ++d)
+        for (std::size_t ai : dims[d]) chosen.emplace_back(ai, axes[ai].values[index[d]]);
+      std::stable_sort(chosen.begin(), chosen.end(),
+                       [](const auto& x, const auto& y) { return x.first < y.first; });
+      std::vector<std::pair<const Axis*, const Node*>> picks;
+      for (const auto& [ai, v] : chosen) picks.emplace_back(&axes[ai], &v);
+      for (const auto& [a, v] : picks) job.distributions.emplace_back(a->key, a->distribution);
+      for (const auto& [a, v] : picks) {
+        std::string text = op_prefix(a->op) + a->key + "=" + format_value(*v);
+        job.swept.emplace_back(a->key, *v);
+        if (a->from_cli)
+          cli_texts.emplace_back(a->cli_index, text);
+        else
+          job.overrides.push_back(text);
+        if (!a->group) continue;
+        GroupChoice c;
+        c.op = a->op;
+        c.group = a->group_name;
+        c.package = a->package;
+        c.has_package = a->has_package;
+        if (v->is_string()) c.option = v->as_string();
+        c.origin = v->origin;
+        c.text = text;
+        job_choices.push_back(std::move(c));
+      }
+      for (std::size_t i = 0; i < parsed.size(); ++i)
+        if (!parsed[i].sweep) cli_texts.emplace_back(i, parsed[i].text);
+      std::sort(cli_texts.begin(), cli_texts.end());
+      for (auto& [i, t] : cli_texts) job.overrides.push_back(t);
 
-    bool more = false;
-    for (std::size_t d = dims.size(); d-- > 0 && !more;) {
-      more = ++index[d] < axes[dims[d][0]].values.size();
-      if (!more) index[d] = 0;
+      job.config = composer.compose(file, options.primary_text, job_choices, nullptr);
+      job.config.erase("sweep");
+      for (const auto& [a, v] : picks)
+        if (!a->group) apply_value(job.config, a->op, a->key, v, v->origin, options.schema_keys);
+      for (const Override* o : values)
+        if (split_path(o->key)[0] != "sweep") apply_override(job.config, *o);
+      result.jobs.push_back(std::move(job));
+
+      bool more = false;
+      for (std::size_t d = dims.size(); d-- > 0 && !more;) {
+        more = ++index[d] < axes[dims[d][0]].values.size();
+        if (!more) index[d] = 0;
+      }
+      if (!more) break;
     }
-    if (!more) break;
   }
   return result;
 }

@@ -5,6 +5,7 @@
 // that `defaults` and `sweep` are reserved at the top of a file.
 // The grammar, with Hydra's equivalents, is in docs/configuration.md.
 
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -60,13 +61,29 @@ struct Job {
   std::vector<std::string> overrides;
   /// The value of each swept key (group sweeps as the option name), in sweep order.
   std::vector<std::pair<std::string, Node>> swept;
+  /// A sampled sweep's draw this run belongs to (0-based; the runs of one draw differ only in
+  /// the crossed keys, `seed`), or -1 in a grid sweep.
+  int64_t trial = -1;
+  /// Each swept key with what its value was drawn or taken from, in override syntax:
+  /// ("train.lr", "tag(log, interval(0.0001, 0.1))"), ("strategy", "choice(dann, coral)").
+  std::vector<std::pair<std::string, std::string>> distributions;
+};
+
+/// How a sweep chose its runs: "grid" (every combination) or "random" ([sweep] samples = N
+/// draws of the swept keys other than `seed`, each crossed with the seeds).
+struct SearchSpec {
+  std::string sweeper = "grid";
+  int64_t samples = 0;      ///< [sweep] samples (random only).
+  int64_t search_seed = 0;  ///< [sweep] search_seed: the draws for equal seeds are equal.
 };
 
 struct Composition {
   /// The experiment composed with the command-line overrides that are not sweeps, its `sweep`
   /// table kept: what `tlab config` prints.
   Node config;
-  std::vector<Job> jobs;  ///< One per run, in sweep order (last dimension fastest).
+  std::vector<Job> jobs;  ///< One per run, in sweep order (last dimension fastest; a sampled
+                          ///< sweep: draw by draw, the crossed keys within each).
+  SearchSpec search_spec;
   SearchPath search;
   /// The config-group choices of the composed config: "backbone" -> "cnn",
   /// "dataset@target" -> "digits_noisy" (Hydra's runtime.choices).

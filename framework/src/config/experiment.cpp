@@ -820,6 +820,19 @@ std::vector<RunSpec> load_experiment(const fs::path& path,
       for (const auto& [k, v] : job.swept) swept[k] = cfg::to_json(v);
       r.overrides_json = swept.dump();
       r.overrides = job.overrides;
+      if (!job.distributions.empty()) {
+        const cfg::SearchSpec& search = composition.search_spec;
+        nlohmann::ordered_json j{{"sweeper", search.sweeper}};
+        if (job.trial >= 0) {
+          j["trial"] = job.trial;
+          j["samples"] = search.samples;
+          j["search_seed"] = search.search_seed;
+        }
+        nlohmann::ordered_json dist = nlohmann::ordered_json::object();
+        for (const auto& [k, d] : job.distributions) dist[k] = d;
+        j["distributions"] = std::move(dist);
+        r.search_json = j.dump();
+      }
       runs.push_back(std::move(r));
     } catch (const ConfigError& e) {
       if (total == 1 && job.swept.empty()) throw;

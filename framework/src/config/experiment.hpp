@@ -118,8 +118,9 @@ struct RunSpec {
   std::string config_hash;             ///< xxh3-64 of `config_toml`.
   std::string overrides_json;          ///< Swept values of this run, as a JSON object.
   std::vector<std::string> overrides;  ///< Sweep values then command-line overrides, as text.
-  std::vector<ParamEntry> params;      ///< `config_toml` flattened ("train.lr" -> 0.001).
-  LauncherSpec launcher;               ///< [launcher]: the same for every run of a sweep.
+  std::string search_json;  ///< How the sweep chose this run (NewRun::search); "" outside sweeps.
+  std::vector<ParamEntry> params;  ///< `config_toml` flattened ("train.lr" -> 0.001).
+  LauncherSpec launcher;           ///< [launcher]: the same for every run of a sweep.
   /// [run] threads: LibTorch intra-op threads per run (0 = cores / runs at once); like the
   /// launcher, not part of the resolved config or the run key. `tlab run --threads` wins.
   int64_t threads = 0;

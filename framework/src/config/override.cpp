@@ -18,6 +18,7 @@
 #include <unordered_map>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "util.hpp"
 
@@ -33,9 +34,10 @@ constexpr std::size_t kMaxValueBytes = 64u << 20;
 constexpr std::size_t kValueOverhead = sizeof(Node);
 
 constexpr const char* kFunctionList =
-    "choice, range, glob, zip, sort, shuffle, tag, int, float, str, bool";
-const std::vector<std::string> kFunctions = {"choice", "range", "glob",  "zip", "sort", "shuffle",
-                                             "tag",    "int",   "float", "str", "bool"};
+    "choice, range, interval, glob, zip, sort, shuffle, tag, int, float, str, bool";
+const std::vector<std::string> kFunctions = {"choice", "range", "interval", "glob",
+                                             "zip",    "sort",  "shuffle",  "tag",
+                                             "int",    "float", "str",      "bool"};
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
@@ -357,6 +359,9 @@ class Parser {
   Item make_zip(std::size_t at, std::vector<Arg>& args);
   Item make_sort(std::size_t at, std::vector<Arg>& args, bool shuffle);
   Item make_tag(std::size_t at, std::vector<Arg>& args);
+  Item make_interval(std::size_t at, std::vector<Arg>& args);
+  void check_interval(const Sweep& s, std::size_t at);
+  void check_log_interval(const Sweep& s, std::size_t at);
   Item make_cast(Cast kind, const std::string& name, std::size_t at, std::vector<Arg>& args);
   Node cast(Node v, Cast kind, const std::string& name);
 
@@ -890,10 +895,6 @@ Node Parser::typed(std::string_view token, std::size_t at) {
 
 Item Parser::parse_call(const std::string& name, std::size_t name_at, std::size_t depth) {
   check_depth(depth, name_at);
-  if (name == "interval")
-    error(name_at,
-          "interval() samples from a continuous range, which needs a sampling sweeper; tlab "
-          "sweeps a grid: use range() or choice() instead (e.g. range(0.1, 1.0, 0.1))");
   if (std::find(kFunctions.begin(), kFunctions.end(), name) == kFunctions.end()) {
     std::string hint = did_you_mean(nearest(name, kFunctions));
     error(name_at, fmt::format("unknown function '{}'; available: {}{}; to use '(' in a string, "
@@ -948,6 +949,7 @@ Item Parser::parse_call(const std::string& name, std::size_t name_at, std::size_
   }
   if (name == "choice") return make_choice(name_at, args);
   if (name == "range") return make_range(name_at, args);
+  if (name == "interval") return make_interval(name_at, args);
   if (name == "glob") return make_glob(name_at, args);
   if (name == "zip") return make_zip(name_at, args);
   if (name == "sort" || name == "shuffle") return make_sort(name_at, args, name == "shuffle");
@@ -1080,6 +1082,8 @@ Item Parser::make_zip(std::size_t at, std::vector<Arg>& args) {
   }
   if (args[0].item.sweep) {
     Sweep sweep = std::move(*args[0].item.sweep);
+    if (sweep.fn == Sweep::Fn::Interval)
+      error(args[0].at, "zip() pairs the i-th values of lists; interval() has no list of values");
     sweep.zip = true;
     return Item{Node(), std::move(sweep), at};
   }
@@ -1140,6 +1144,10 @@ Item Parser::make_sort(std::size_t at, std::vector<Arg>& args, bool shuffle) {
   Sweep& sweep = *out.sweep;
   if (sweep.fn == Sweep::Fn::Glob)
     error(at, fmt::format("{}() cannot reorder glob(): its options come sorted by name", name));
+  if (sweep.fn == Sweep::Fn::Interval)
+    error(at, fmt::format("{}() cannot reorder interval(): it has no list of values, its values "
+                          "are drawn",
+                          name));
   if (shuffle) {
     sweep.shuffle = true;
     return out;
@@ -1169,7 +1177,60 @@ Item Parser::make_tag(std::size_t at, std::vector<Arg>& args) {
   Item out;
   out.at = at;
   out.sweep = std::move(args.back().item.sweep);
+  std::vector<std::string> tags;
+  for (std::size_t i = 0; i + 1 < args.size(); ++i) tags.push_back(args[i].item.value.as_string());
+  out.sweep->tags.insert(out.sweep->tags.begin(), tags.begin(), tags.end());
+  check_log_interval(*out.sweep, at);
   return out;
+}
+
+// interval(low, high) or interval(start=, end=) (Hydra's names): a distribution, drawn from by a
+// sampled sweep. Hydra makes both bounds floats; int(...) makes them integers.
+Item Parser::make_interval(std::size_t at, std::vector<Arg>& args) {
+  static const std::vector<std::string> names = {"start", "end"};
+  Node slot[2];
+  bool given[2] = {false, false};
+  std::size_t next = 0;
+  for (auto& arg : args) {
+    std::size_t k = 0;
+    if (arg.name.empty()) {
+      if (next >= 2) error(arg.at, "interval() takes two bounds: interval(low, high)");
+      k = next++;
+    } else {
+      auto it = std::find(names.begin(), names.end(), arg.name);
+      if (it == names.end())
+        error(arg.at,
+              fmt::format("interval() has no argument '{}'; it takes start and end", arg.name));
+      k = static_cast<std::size_t>(it - names.begin());
+    }
+    if (given[k]) error(arg.at, fmt::format("interval() got {} twice", names[k]));
+    if (arg.item.sweep || !arg.item.value.is_number() || !std::isfinite(arg.item.value.as_number()))
+      error(arg.at, fmt::format("interval()'s {} must be a finite number", names[k]));
+    slot[k] = Node::floating(arg.item.value.as_number(), origin_at(arg.at));
+    given[k] = true;
+  }
+  if (!given[0] || !given[1]) error(at, "interval() needs two bounds: interval(low, high)");
+  Sweep sweep;
+  sweep.fn = Sweep::Fn::Interval;
+  sweep.start = std::move(slot[0]);
+  sweep.stop = std::move(slot[1]);
+  sweep.origin = origin_at(at);
+  check_interval(sweep, at);
+  return Item{Node(), std::move(sweep), at};
+}
+
+void Parser::check_interval(const Sweep& s, std::size_t at) {
+  if (!(s.start.as_number() < s.stop.as_number()))
+    error(at, fmt::format("{}: the low bound {} must be below the high bound {}", s.text(),
+                          format_value(s.start), format_value(s.stop)));
+  check_log_interval(s, at);
+}
+
+void Parser::check_log_interval(const Sweep& s, std::size_t at) {
+  if (s.fn == Sweep::Fn::Interval && s.log() && !(s.start.as_number() > 0))
+    error(at, fmt::format("{}: a log interval is drawn uniformly in log space, so its low bound "
+                          "must be above 0, got {}",
+                          s.text(), format_value(s.start)));
 }
 
 Item Parser::make_cast(Cast kind, const std::string& name, std::size_t at, std::vector<Arg>& args) {
@@ -1198,6 +1259,17 @@ Item Parser::make_cast(Cast kind, const std::string& name, std::size_t at, std::
   Sweep sweep = std::move(*arg.item.sweep);
   if (sweep.fn == Sweep::Fn::Glob)
     error(arg.at, fmt::format("{}() cannot cast glob(): it picks option names", name));
+  if (sweep.fn == Sweep::Fn::Interval) {
+    // Hydra's casts of an interval: its bounds (int() truncates them, as Python's int()).
+    if (kind == Cast::Str || kind == Cast::Bool)
+      error(arg.at, fmt::format("{}() cannot cast interval(): an interval can only be cast to int "
+                                "or float (as in Hydra)",
+                                name));
+    sweep.start = cast(std::move(sweep.start), kind, name);
+    sweep.stop = cast(std::move(sweep.stop), kind, name);
+    check_interval(sweep, at);
+    return Item{Node(), std::move(sweep), at};
+  }
   if (sweep.fn == Sweep::Fn::Range && (kind == Cast::Str || kind == Cast::Bool))
     error(arg.at, fmt::format("{}() cannot cast range(): a range can only be cast to int or float "
                               "(as in Hydra); write choice(...) for other values",
@@ -1270,6 +1342,43 @@ std::string range_text(const Sweep& s) {
   return out + ")";
 }
 
+}  // namespace
+
+bool Sweep::log() const { return std::find(tags.begin(), tags.end(), "log") != tags.end(); }
+
+std::string Sweep::text() const {
+  std::string out;
+  switch (fn) {
+    case Fn::Range:
+      out = range_text(*this);
+      break;
+    case Fn::Interval:
+      out = "interval(" + format_value(start) + ", " + format_value(stop) + ")";
+      if (start.is_int()) out = "int(" + out + ")";
+      break;
+    case Fn::Glob: {
+      std::vector<std::string> in, ex;
+      for (const auto& p : include) in.push_back(format_value(Node::string(p)));
+      for (const auto& p : exclude) ex.push_back(format_value(Node::string(p)));
+      out = "glob([" + fmt::format("{}", fmt::join(in, ", ")) + "]";
+      if (!ex.empty()) out += ", exclude=[" + fmt::format("{}", fmt::join(ex, ", ")) + "]";
+      out += ")";
+      break;
+    }
+    case Fn::Choice: {
+      std::vector<std::string> v;
+      for (const auto& x : values) v.push_back(format_value(x));
+      out = "choice(" + fmt::format("{}", fmt::join(v, ", ")) + ")";
+      break;
+    }
+  }
+  if (shuffle) out = "shuffle(" + out + ")";
+  if (!tags.empty()) out = "tag(" + fmt::format("{}", fmt::join(tags, ", ")) + ", " + out + ")";
+  return out;
+}
+
+namespace {
+
 // Rounds x to 15 significant digits of `scale` (the largest magnitude in the range), so that a
 // value near zero rounds to 0 like its neighbours rather than keeping 1e-17 of noise.
 double round_to_scale(double x, double scale) {
@@ -1315,6 +1424,11 @@ std::vector<Node> sweep_values(const Sweep& s) {
     return values;
   }
   if (s.fn == Sweep::Fn::Choice) return s.values;
+  if (s.fn == Sweep::Fn::Interval)
+    fail_at(s.origin, fmt::format("{} is drawn from, not listed: give the number of "
+                                  "configurations to draw, [sweep] samples = N (sweep.samples=N "
+                                  "on the command line), or use range() or choice() for a grid",
+                                  s.text()));
   if (s.fn == Sweep::Fn::Glob)
     fail_at(s.origin,
             "glob() picks among the options of a config group, so it only works on a group key "

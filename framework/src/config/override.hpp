@@ -11,9 +11,10 @@
 // ('a b', "x"; backslashes escape only a quote), unquoted strings (may hold spaces inside,
 // ${...} interpolations and Hydra's escapes a\,b), lists [1, 2], tables {a: 1, b = 2}. Sweeps
 // (multirun only): a,b,c, choice(a,b), range([start,] stop[, step]), glob(pattern[,
-// exclude=pattern]), zip(<sweep>); sort(...[, reverse=true]) and shuffle(...) on values, lists
-// and sweeps; casts int(), float(), str(), bool() of a value, a sweep, or several values.
-// See docs/configuration.md for the full grammar next to Hydra's.
+// exclude=pattern]), zip(<sweep>); distributions for sampled sweeps ([sweep] samples = N):
+// interval(low, high), tag(log, interval(...)), int(interval(...)); sort(...[, reverse=true]) and
+// shuffle(...) on values, lists and sweeps; casts int(), float(), str(), bool() of a value, a
+// sweep, or several values. See docs/configuration.md for the full grammar next to Hydra's.
 
 #include <optional>
 #include <string>
@@ -24,18 +25,30 @@
 
 namespace tlab::cfg {
 
-/// A sweep over several values of one key.
+/// A sweep over several values of one key, or a distribution to draw them from.
 struct Sweep {
-  enum class Fn { Choice, Range, Glob };
+  enum class Fn { Choice, Range, Glob, Interval };
   Fn fn = Fn::Choice;
-  std::vector<Node> values;                   ///< Choice: the values (Null allowed).
-  Node start, stop, step;                     ///< Range: numbers; step Int 1 when not given.
+  std::vector<Node> values;  ///< Choice: the values (Null allowed).
+  /// Range: numbers; step Int 1 when not given. Interval: the bounds, low < high (floats, or
+  /// ints after int(), both included).
+  Node start, stop, step;
   std::vector<std::string> include, exclude;  ///< Glob: patterns over group option names.
   bool zip = false;  ///< Inside zip(...): varies together with the other zipped keys.
   /// shuffle(...): the values in a pseudo-random order seeded by the override's text (the same
   /// order every time, so a resumed sweep sees it again; Hydra draws a new one each time).
   bool shuffle = false;
+  /// tag(...)'s labels, in order (Hydra's sweeper labels). "log" on an interval draws it
+  /// log-uniformly; grid sweeps ignore them.
+  std::vector<std::string> tags;
   Origin origin;  ///< Where the sweep expression starts.
+
+  /// An interval drawn log-uniformly (tagged "log").
+  bool log() const;
+  /// The sweep written back in override syntax: "tag(log, interval(0.0001, 0.1))",
+  /// "int(interval(1, 8))", "choice(a, b)", "range(1, 5)". What the database records as a
+  /// sampled value's distribution.
+  std::string text() const;
 };
 
 struct Override {
@@ -70,7 +83,8 @@ struct ParsedValue {
 ParsedValue parse_value(std::string_view text, const std::string& where);
 
 /// The values of a Choice or Range sweep, in order, shuffled when `shuffle` (Glob needs the
-/// group's options: use glob_options). Range: ints when start, stop and step are all ints, else
+/// group's options: use glob_options; an Interval is drawn from, not listed: an error saying
+/// to give [sweep] samples). Range: ints when start, stop and step are all ints, else
 /// floats computed as start + i*step and rounded to 15 significant digits; empty ranges, a zero
 /// step and more than 100000 values are errors located at the sweep.
 std::vector<Node> sweep_values(const Sweep& sweep);

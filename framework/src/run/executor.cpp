@@ -819,6 +819,7 @@ int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader,
   }
   spec.overrides = rec.override_args;
   spec.overrides_json = rec.overrides;
+  spec.search_json = rec.search;
 
   // The heartbeat, from its own connection: it shows the process is alive even during a long
   // epoch; the supervisor and the next start judge liveness by it.

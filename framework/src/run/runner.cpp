@@ -145,6 +145,7 @@ NewRun describe_run(const RunSpec& spec, const RunOptions& options, const GitSta
   row.config_hash = spec.config_hash;
   row.overrides = spec.overrides_json;
   row.override_args = spec.overrides;
+  row.search = spec.search_json;
   row.tlab_version = TLAB_VERSION;
   row.params = spec.params;
   auto stamp = std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -149,6 +149,7 @@ RunSpec spec_of_task(const json& m, int task, PluginLoader& loader) {
       load_resolved_run(def.value("config_toml", ""), def.value("experiment", ""), loader);
   spec.overrides = def.value("override_args", std::vector<std::string>{});
   spec.overrides_json = def.value("overrides_json", "{}");
+  spec.search_json = def.value("search", "");
   return spec;
 }
 
@@ -295,6 +296,7 @@ class SlurmLauncher : public Launcher {
                             {"experiment", fs::absolute(spec.experiment).string()},
                             {"config_toml", spec.config_toml},
                             {"overrides_json", spec.overrides_json},
+                            {"search", spec.search_json},
                             {"override_args", spec.overrides},
                             {"run_key", keys[todo[t]]}});
       tasks.push_back(static_cast<int>(t));

@@ -210,6 +210,11 @@ CREATE TABLE evaluations (
 );
 CREATE UNIQUE INDEX evaluations_run_name ON evaluations (run_id, name);
 )sql",
+    // 6 -> 7: how a sweep chose the run (sweeper, the draw's trial number, the distribution of
+    // each swept value), JSON; NULL outside sweeps.
+    R"sql(
+ALTER TABLE runs ADD COLUMN search TEXT;
+)sql",
 };
 static_assert(std::size(kMigrations) == Store::kSchemaVersion, "one migration per schema version");
 
@@ -762,6 +767,10 @@ int64_t Store::create_run(const NewRun& run, int64_t* same_key) {
         fmt::format("overrides of run '{}' are not a JSON object: '{}'", run.name, overrides));
   }
 
+  if (!run.search.empty() &&
+      !nlohmann::json::parse(run.search, nullptr, /*allow_exceptions=*/false).is_object())
+    throw StoreError(
+        fmt::format("search of run '{}' is not a JSON object: '{}'", run.name, run.search));
   if (run.status != RunStatus::kRunning && run.status != RunStatus::kQueued) {
     throw StoreError(fmt::format("a new run's status is '{}'; expected 'running' or 'queued'",
                                  to_string(run.status)));
@@ -787,9 +796,9 @@ int64_t Store::create_run(const NewRun& run, int64_t* same_key) {
                  "INSERT INTO runs (experiment, name, status, created_at, started_at, "
                  "heartbeat_at, host, pid, device, seed, git_commit, git_dirty, config_toml, "
                  "config_hash, overrides, run_dir, tlab_version, uuid, run_key, sweep, "
-                 "override_args, gpu, boot_id, pid_start) "
+                 "override_args, gpu, boot_id, pid_start, search) "
                  "VALUES (?1, ?2, ?15, ?3, CASE WHEN ?15 = 'running' THEN ?3 END, ?3, ?4, ?5, ?6, "
-                 "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?16, ?17, ?18, ?19, ?20, ?21, ?22)");
+                 "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)");
     insert.bind_text(15, to_string(run.status))
         .bind_text(16, uuid)
         .bind_text_or_null(17, run.run_key);
@@ -797,6 +806,7 @@ int64_t Store::create_run(const NewRun& run, int64_t* same_key) {
     insert.bind_text(19, nlohmann::json(run.override_args).dump());
     insert.bind_text_or_null(20, run.gpu).bind_text_or_null(21, run.boot_id);
     if (run.pid_start >= 0) insert.bind_int(22, run.pid_start);
+    insert.bind_text_or_null(23, run.search);
     insert.bind_text(1, run.experiment).bind_text(2, run.name).bind_text(3, now);
     insert.bind_text_or_null(4, run.host);
     if (run.pid != 0) insert.bind_int(5, run.pid);
@@ -967,7 +977,7 @@ RunRecord Store::run(int64_t id) {
             "SELECT id, uuid, experiment, name, status, reason, created_at, started_at, ended_at, "
             "heartbeat_at, host, pid, device, seed, git_commit, git_dirty, config_toml, "
             "config_hash, overrides, run_dir, tlab_version, run_key, sweep, override_args, gpu, "
-            "exit_code, signal, stderr_tail, job FROM runs WHERE id = ?");
+            "exit_code, signal, stderr_tail, job, search FROM runs WHERE id = ?");
     q.bind_int(1, id);
     found = q.step();
     if (!found) return;
@@ -1006,6 +1016,7 @@ RunRecord Store::run(int64_t id) {
     r.signal = int_or(26);
     r.stderr_tail = q.text_at(27);
     r.job = q.text_at(28);
+    r.search = q.text_at(29);
   });
   if (!found) {
     throw StoreError(

@@ -128,6 +128,10 @@ struct NewRun {
   std::string gpu;                         ///< CUDA_VISIBLE_DEVICES given to the run ("" none).
   std::string boot_id;                     ///< Boot of the machine `pid` runs on ("" unknown).
   int64_t pid_start = -1;                  ///< Start of `pid` in ticks since boot (-1 unknown).
+  /// How a sweep chose the run, JSON: {"sweeper": "grid"|"random", "trial": N (random),
+  /// "samples", "search_seed", "distributions": {key: "tag(log, interval(...))", ...}};
+  /// "" for a run that is not part of a sweep.
+  std::string search;
 };
 
 /// Every column of a run (`tlab results show`, the child process that executes a queued run).
@@ -148,6 +152,7 @@ struct RunRecord {
   int64_t signal = -1;      ///< Signal that ended the child process; -1 none.
   std::string stderr_tail;  ///< Last lines the child wrote to stderr.
   std::string job;          ///< Batch job that executed it ("slurm 123_4"); "" for none.
+  std::string search;       ///< NewRun::search.
 };
 
 /// A queued or running run, as the supervisor checks it at start.
@@ -198,7 +203,7 @@ class Connection;
 class Store {
  public:
   /// Schema version this build reads and writes (`PRAGMA user_version`).
-  static constexpr int kSchemaVersion = 6;
+  static constexpr int kSchemaVersion = 7;
   /// `PRAGMA application_id` of a TransferLab database ("TLAB"), set when its schema is created
   /// or migrated. A file with another application id, or an older one whose tables are not
   /// TransferLab's, is refused before anything in it changes.
