@@ -64,6 +64,7 @@ void add_results_compare(CLI::App& results, std::vector<Command>& out) {
     std::string format = "table";
     std::string where;
     bool cross_domain = false;
+    std::string select_config;
   };
   auto c = std::make_shared<CompareArgs>();
   auto* compare = results.add_subcommand(
@@ -83,6 +84,13 @@ void add_results_compare(CLI::App& results, std::vector<Command>& out) {
                    "validation: best source/val/acc), oracle (test-domain validation: best "
                    "target/val/acc)")
       ->capture_default_str();
+  compare
+      ->add_option("--select-config", c->select_config,
+                   "Model selection over a search: per row, the configuration of the searched "
+                   "keys (runs.search) with the best mean validation value over its seeds: "
+                   "source-val (source/val/acc, training-domain validation), oracle "
+                   "(target/val/acc) or a metric name; its runs' --metric values are shown")
+      ->check(CLI::TypeValidator<std::string>());
   compare->add_option("--pivot", c->pivot,
                       "A param whose values become the columns (e.g. target.variant), with an "
                       "Avg column");
@@ -101,6 +109,7 @@ void add_results_compare(CLI::App& results, std::vector<Command>& out) {
          options.metrics = c->metrics;
          options.pivot = c->pivot;
          options.where = c->where;
+         options.select_config = c->select_config;
          options.machine_readable = machine_readable(format);
          Store store = open_results(c->db);
          try {
@@ -108,6 +117,10 @@ void add_results_compare(CLI::App& results, std::vector<Command>& out) {
            const auto runs = selected_runs(store, c->where);
            if (runs.empty() && !c->where.empty())
              std::cerr << fmt::format("no run in '{}' matches --where '{}'\n", c->db, c->where);
+           if (c->cross_domain && !c->select_config.empty())
+             throw UsageError(
+                 "--cross-domain shows every evaluated domain of each run; --select-config "
+                 "chooses configurations: run them separately");
            if (c->cross_domain) {
              if (!c->pivot.empty())
                throw UsageError(

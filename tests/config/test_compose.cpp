@@ -542,6 +542,34 @@ TEST_F(Compose, SampledSweepsDrawNConfigurationsCrossedWithTheSeeds) {
   EXPECT_EQ(grid.jobs[1].distributions[0].second, "range(1, 3)");
 }
 
+// Config-group choices (what runs: strategy=dann,coral) and the keys sweep.crossed names are
+// crossed with every draw, as seeds are: each method gets the same draws.
+TEST_F(Compose, GroupChoicesAndCrossedKeysAreCrossedWithTheDraws) {
+  auto c =
+      run("defaults = [{ db = \"mysql\" }]\nlr = 0.1\ndomain = \"a\"\n[sweep]\nsamples = 2\n"
+          "db = [\"mysql\", \"sqlite\"]\ndomain = [\"a\", \"b\", \"c\"]\n"
+          "crossed = [\"domain\"]\nlr = \"interval(0, 1)\"\n");
+  ASSERT_EQ(c.jobs.size(), 12u);  // 2 draws x 2 options x 3 domains
+  std::map<int64_t, std::set<double>> lrs;
+  std::set<std::string> seen;
+  for (const auto& j : c.jobs) {
+    lrs[j.trial].insert(j.config.get("lr")->as_number());
+    seen.insert(j.config.find({"db", "driver"})->as_string() + j.config.get("domain")->as_string());
+  }
+  EXPECT_EQ(seen.size(), 6u);
+  ASSERT_EQ(lrs.size(), 2u);
+  for (const auto& [trial, values] : lrs) EXPECT_EQ(values.size(), 1u) << trial;
+  EXPECT_THAT(error("a = 0\nb = 0\n[sweep]\nsamples = 2\ncrossed = [\"c\"]\na = [1, 2]\n"),
+              HasSubstr("sweep.crossed names 'c', which is not swept"));
+  EXPECT_THAT(error("a = 0\n[sweep]\nsamples = 2\ncrossed = [\"a\"]\na = \"interval(0, 1)\"\n"),
+              HasSubstr("sweep.crossed names 'a', but interval(0.0, 1.0) is drawn from"));
+  EXPECT_THAT(error("a = 0\n[sweep]\ncrossed = [\"a\"]\na = [1, 2]\n"),
+              HasSubstr("sweep.crossed names keys a sampled sweep crosses with its draws; add "
+                        "sweep.samples"));
+  EXPECT_THAT(error("a = 0\n[sweep]\nsamples = 2\ncrossed = \"a\"\na = [1, 2]\n"),
+              HasSubstr("'sweep.crossed' is"));
+}
+
 // Bad searches fail before anything runs, located, saying what to write instead.
 TEST_F(Compose, SampledSweepErrorsAreLocated) {
   EXPECT_THAT(error("lr = 0.1\n[sweep]\nlr = \"interval(0.1, 1)\"\n"),
@@ -550,10 +578,12 @@ TEST_F(Compose, SampledSweepErrorsAreLocated) {
                                          "number of configurations to draw, [sweep] samples = N")));
   EXPECT_THAT(error("lr = 0.1\n", {"lr=interval(0.1,1)"}, true),
               HasSubstr("is drawn from, not listed"));
-  EXPECT_THAT(error("seed = 0\n[sweep]\nsamples = 4\nseed = [1, 2]\n"),
-              ::testing::AllOf(HasSubstr(at(3, 11)),
-                               HasSubstr("sweep.samples = 4 draws configurations of the swept "
-                                         "keys, but nothing other than seed is swept")));
+  EXPECT_THAT(
+      error("seed = 0\n[sweep]\nsamples = 4\nseed = [1, 2]\n"),
+      ::testing::AllOf(HasSubstr(at(3, 11)),
+                       HasSubstr("sweep.samples = 4 draws configurations of the swept "
+                                 "keys, but nothing other than seed, config-group choices and "
+                                 "sweep.crossed is swept")));
   EXPECT_THAT(
       error("a = 0\n[sweep]\nsamples = 0\na = [1, 2]\n"),
       HasSubstr("'sweep.samples' is integer 0: the number of configurations to draw, an integer "

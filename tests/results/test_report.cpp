@@ -115,6 +115,7 @@ struct RunSpec {
   std::vector<ParamEntry> extra;  ///< More params (train.lr, strategy.alpha, backbone.plugin).
   std::vector<std::pair<std::string, double>> summaries;
   std::vector<MetricRow> metrics;
+  std::string search;  ///< runs.search JSON ("" outside sweeps).
 };
 
 /// Per-epoch rows of one training stage: `values[name][e]` at step first_step + 10 * e.
@@ -154,6 +155,7 @@ class ReportDb : public ::testing::Test {
     run.config_hash = "0";
     run.overrides = "{}";
     run.tlab_version = "0.1.0";
+    run.search = spec.search;
     std::map<std::string, ParamEntry> params = {
         {"seed", {"seed", spec.seed, "int"}},
         {"strategy.plugin", {"strategy.plugin", spec.strategy, "string"}},
@@ -732,6 +734,107 @@ TEST_F(ReportDb, GainNeedsTransferRuns) {
                         "strategy.plugin = 'scratch' (the baseline); run a transfer strategy "
                         "(e.g. finetune) on the same targets and seeds",
                         db_));
+}
+
+// --- compare --select-config: model selection over a search ------------------------------------
+
+// DomainBed's table: per method, the searched configuration (train.lr, from runs.search) with
+// the best mean validation value over its seeds, and its runs' test mean ± s.e.
+TEST_F(ReportDb, SelectConfigPicksTheBestMeanValidationPerMethod) {
+  const std::string search =
+      R"j({"sweeper":"random","trial":0,"distributions":{"seed":"choice(1, 2)",)j"
+      R"j("train.lr":"tag(log, interval(0.0001, 0.1))"}})j";
+  auto add_run = [&](const std::string& strategy, int64_t seed, double lr, double val, double test,
+                     bool has_val = true) {
+    RunSpec r;
+    r.strategy = strategy;
+    r.seed = seed;
+    r.extra = {{"train.lr", lr, "float"}};
+    r.summaries = {{"target/test/acc", test}};
+    if (has_val) r.summaries.push_back({"target/val/acc", val});
+    // source/val/acc only per epoch (as runs log it); its last value is what final selects on.
+    r.metrics = stage(0, {{"source/val/acc", {0.1, 1.0 - lr}}});
+    r.search = search;
+    return add(r);
+  };
+  // dann: lr 0.1 has one lucky seed (mean val 0.775); lr 0.01 the best mean (0.85).
+  add_run("dann", 1, 0.1, 0.95, 0.9);
+  add_run("dann", 2, 0.1, 0.60, 0.5);
+  add_run("dann", 1, 0.01, 0.90, 0.7);
+  add_run("dann", 2, 0.01, 0.80, 0.8);
+  add_run("dann", 1, 0.001, 0.50, 0.99);
+  add_run("dann", 2, 0.001, 0.50, 0.99);
+  // coral: lr 0.001 wins; one of its runs lacks the validation value but keeps its test value.
+  add_run("coral", 1, 0.01, 0.70, 0.6);
+  add_run("coral", 2, 0.01, 0.70, 0.6);
+  add_run("coral", 1, 0.001, 0.80, 0.75);
+  const int64_t no_val = add_run("coral", 2, 0.001, 0, 0.65, /*has_val=*/false);
+  CompareOptions o;
+  o.select_config = "oracle";
+  Table t = compare(o);
+  EXPECT_THAT(t.title, HasSubstr("model selection over the search of train.lr: per row, the "
+                                 "configuration with the best mean target/val/acc over its seeds "
+                                 "(test-domain validation, an oracle)"));
+  EXPECT_EQ(t.header, (Row{"strategy.plugin", "configs", "selected", "val",
+                           "target/test/acc (mean ± s.e.)", "runs"}));
+  ASSERT_EQ(t.rows.size(), 2u);
+  EXPECT_EQ(t.rows[0], (Row{"dann", "3", "train.lr=0.01", "0.8500", "0.7500 ± 0.0500", "2"}));
+  EXPECT_EQ(t.rows[1], (Row{"coral", "2", "train.lr=0.001", "0.8000", "0.7000 ± 0.0500", "2"}));
+  EXPECT_THAT(t.notes,
+              ::testing::Contains(fmt::format(
+                  "(1 run has no target/val/acc and cannot be selected: run {})", no_val)));
+  // Training-domain validation on the last logged source/val/acc (1 - lr): the smallest lr.
+  o.select_config = "source-val";
+  t = compare(o);
+  EXPECT_EQ(t.rows[0][2], "train.lr=0.001");
+  EXPECT_EQ(t.rows[0][4], "0.9900 ± 0.0000");
+  // Any metric; several metrics; machine-readable columns.
+  o.select_config = "target/test/acc";
+  o.metrics = {"target/test/acc", "target/val/acc"};
+  o.machine_readable = true;
+  t = compare(o);
+  EXPECT_EQ(t.header, (Row{"strategy.plugin", "configs", "selected", "val", "target/test/acc mean",
+                           "target/test/acc se", "target/test/acc n", "target/val/acc mean",
+                           "target/val/acc se", "target/val/acc n", "runs"}));
+  EXPECT_EQ(t.rows[0][2], "train.lr=0.001");
+  EXPECT_EQ(t.rows[0][4], "0.99");
+  // Rows by another key: what else varies (the strategy) is part of the configuration.
+  o = CompareOptions();
+  o.select_config = "oracle";
+  o.group_by = {"target.variant"};
+  t = compare(o);
+  ASSERT_EQ(t.rows.size(), 1u);
+  EXPECT_EQ(t.rows[0][1], "5");  // three dann and two coral learning rates
+  EXPECT_EQ(t.rows[0][2], "strategy.plugin=dann train.lr=0.01");
+}
+
+TEST_F(ReportDb, SelectConfigErrors) {
+  RunSpec plain;
+  plain.strategy = "dann";
+  plain.summaries = {{"target/test/acc", 0.5}, {"target/val/acc", 0.5}};
+  add(plain);
+  CompareOptions o;
+  o.select_config = "oracle";
+  EXPECT_THAT(error([&] { compare(o); }),
+              HasSubstr("--select-config chooses among the configurations a sweep searched, but "
+                        "no finished run in '" +
+                        db_ + "' records a searched key other than seed"));
+  RunSpec searched = plain;
+  searched.seed = 2;
+  searched.search = R"j({"sweeper":"grid","distributions":{"train.lr":"choice(0.01)"}})j";
+  add(searched);
+  o.select_config = "target/val/accc";
+  EXPECT_THAT(error([&] { compare(o); }),
+              HasSubstr("--select-config 'target/val/accc': no run in '" + db_ +
+                        "' has a value of 'target/val/accc'; did you mean 'target/val/acc'"));
+  o.select_config = "source-val";
+  EXPECT_THAT(error([&] { compare(o); }),
+              HasSubstr("source-val needs runs with a source domain (source/val/acc); use "
+                        "--select-config oracle"));
+  o.select_config = "oracle";
+  o.pivot = "target.variant";
+  EXPECT_THAT(error([&] { compare(o); }),
+              HasSubstr("--select-config chooses one configuration per row; leave out --pivot"));
 }
 
 }  // namespace

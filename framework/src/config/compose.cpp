@@ -831,6 +831,7 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
   int zip_groups = 0;
   const Node* samples_node = nullptr;
   const Node* search_seed_node = nullptr;
+  const Node* crossed_node = nullptr;
   if (const Node* sweep = result.config.get("sweep")) {
     if (!sweep->is_table())
       fail(sweep->origin,
@@ -841,6 +842,18 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
             const std::string& k = t.keys()[i];
             const Node& v = t.value_at(i);
             std::string key = prefix.empty() ? k : prefix + "." + k;
+            if (prefix.empty() && zip < 0 && k == "crossed") {
+              bool ok = v.is_list();
+              if (ok)
+                for (const auto& x : v.items()) ok = ok && x.is_string();
+              if (!ok)
+                fail(v.origin, fmt::format("'sweep.crossed' is {}: the swept keys a sampled sweep "
+                                           "crosses with every draw instead of drawing them, a "
+                                           "list of names (e.g. crossed = [\"target.domain\"])",
+                                           v.describe()));
+              crossed_node = &v;
+              continue;
+            }
             if (prefix.empty() && zip < 0 && (k == "samples" || k == "search_seed")) {
               const bool samples = k == "samples";
               if (!v.is_int() || v.as_int() < (samples ? 1 : 0))
@@ -979,20 +992,43 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
     search.sweeper = "random";
     search.samples = samples_node->as_int();
     if (search_seed_node) search.search_seed = search_seed_node->as_int();
+    // Crossed: seed, config-group choices (what runs, e.g. strategy=dann,coral: each gets
+    // the same draws) and the keys sweep.crossed names; drawn: the rest.
+    std::set<std::string> named;
+    if (crossed_node)
+      for (const auto& x : crossed_node->items()) {
+        if (std::none_of(axes.begin(), axes.end(),
+                         [&](const Axis& a) { return a.key == x.as_string(); }))
+          fail(x.origin,
+               fmt::format("sweep.crossed names '{}', which is not swept", x.as_string()));
+        named.insert(x.as_string());
+      }
     std::vector<std::vector<std::size_t>> crossed;
     for (auto& d : dims) {
-      const bool seed =
-          std::any_of(d.begin(), d.end(), [&](std::size_t a) { return axes[a].key == "seed"; });
-      (seed ? crossed : drawn_dims).push_back(std::move(d));
+      const bool cross = std::any_of(d.begin(), d.end(), [&](std::size_t a) {
+        return axes[a].key == "seed" || axes[a].group || named.count(axes[a].key);
+      });
+      if (cross)
+        for (std::size_t a : d)
+          if (axes[a].interval)
+            fail(axes[a].origin, fmt::format("sweep.crossed names '{}', but {} is drawn from; "
+                                             "cross a list of values",
+                                             axes[a].key, axes[a].distribution));
+      (cross ? crossed : drawn_dims).push_back(std::move(d));
     }
     dims = std::move(crossed);
     if (drawn_dims.empty())
       fail(samples_node->origin,
            fmt::format("sweep.samples = {} draws configurations of the swept keys, but nothing "
-                       "other than seed is swept; add a distribution (e.g. sweep.train.lr = "
+                       "other than seed, config-group choices and sweep.crossed is swept; add a "
+                       "distribution (e.g. sweep.train.lr = "
                        "\"tag(log, interval(1e-4, 1e-1))\") or remove samples",
                        search.samples));
   } else {
+    if (crossed_node)
+      fail(crossed_node->origin,
+           "sweep.crossed names keys a sampled sweep crosses with its draws; add sweep.samples "
+           "= N, or remove it");
     if (search_seed_node)
       fail(search_seed_node->origin,
            "sweep.search_seed seeds the draws of a sampled sweep; add sweep.samples = N, or "

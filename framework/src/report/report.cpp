@@ -978,8 +978,190 @@ std::vector<RunSummaryRow> cross_domain_rows(const std::vector<RunSummaryRow>& r
   return out;
 }
 
+// compare --select-config: per row, the searched configuration with the best mean validation
+// value, and the metrics of its runs.
+Table config_selection_table(Store& store, const std::vector<RunSummaryRow>& runs,
+                             const CompareOptions& o) {
+  const std::string db = place(store.path(), o.where);
+  if (!o.pivot.empty())
+    throw ReportError(
+        "--select-config chooses one configuration per row; leave out --pivot (or pivot the "
+        "selected runs yourself with --where)");
+  if (o.metrics.empty())
+    throw ReportError(
+        "--metric: no metric given; name at least one, e.g. --metric "
+        "target/test/acc");
+  const std::string val = o.select_config == "source-val" ? kSourceVal
+                          : o.select_config == "oracle"   ? kTargetVal
+                                                          : o.select_config;
+  const auto finished = finished_views(runs);
+  const auto ptrs = pointers(finished);
+  const auto params = all_params(runs);
+  // The keys the sweep searched: every swept key a run records in runs.search, except seed.
+  std::set<std::string> searched;
+  for (const auto& f : finished) {
+    const auto search = nlohmann::json::parse(store.run(f.run->id).search, nullptr, false);
+    if (!search.is_object() || !search.contains("distributions")) continue;
+    for (const auto& [key, d] : search["distributions"].items())
+      if (key != "seed" && params.count(key)) searched.insert(key);
+  }
+  for (const auto& k : o.group_by) {
+    if (!params.count(k)) unknown_name("--group-by", k, "a param", params, db);
+    searched.erase(k);
+  }
+  if (searched.empty())
+    throw ReportError(fmt::format(
+        "--select-config chooses among the configurations a sweep searched, but no finished run "
+        "in {} records a searched key other than seed (runs.search; a sweep with [sweep] "
+        "samples = N or a grid over values writes it)",
+        db));
+  ValuePicker picker(&store, o.selection);
+  // A metric's value: the epoch --select picks; with final, the summary, or else the last
+  // value logged (source/val/acc is logged per epoch only).
+  auto value = [&](const RunView& r, const std::string& m) -> std::optional<double> {
+    if (o.selection == Selection::Final && !r.summary(m)) {
+      const auto& h = picker.history(r.run->id, m);
+      for (auto it = h.rbegin(); it != h.rend(); ++it)
+        if (std::isfinite(it->value)) return it->value;
+      return std::nullopt;
+    }
+    return picker.value(r, m);
+  };
+  bool any_val = false;
+  for (const auto& f : finished)
+    if (value(f, val)) {
+      any_val = true;
+      break;
+    }
+  if (!any_val)
+    unknown_name("--select-config", val, "a value of", all_summaries(runs), db,
+                 o.select_config == "source-val"
+                     ? "; source-val needs runs with a source domain (source/val/acc); use "
+                       "--select-config oracle for target/val/acc"
+                     : "");
+
+  std::vector<std::string> by = o.group_by;
+  if (by.empty()) {
+    if (params.count("strategy.plugin") && !searched.count("strategy.plugin"))
+      by.push_back("strategy.plugin");
+    for (const auto& k : distinguishing_params(ptrs, [&](const std::string& k) {
+           return k == "seed" || k == "strategy.plugin" || searched.count(k);
+         }))
+      by.push_back(k);
+  }
+  // A configuration: the searched keys, and whatever else varies outside the rows but seed.
+  std::set<std::string> config_keys = searched;
+  for (const auto& k : distinguishing_params(ptrs, [&](const std::string& k) {
+         return k == "seed" || std::find(by.begin(), by.end(), k) != by.end();
+       }))
+    config_keys.insert(k);
+  const std::vector<std::string> keys(config_keys.begin(), config_keys.end());
+  struct Config {
+    std::vector<const RunView*> runs;
+    std::vector<double> val;
+  };
+  std::vector<std::vector<std::string>> order;
+  std::map<std::vector<std::string>, std::vector<std::vector<std::string>>> config_order;
+  std::map<std::vector<std::string>, std::map<std::vector<std::string>, Config>> groups;
+  std::vector<int64_t> no_val;
+  for (const auto& f : finished) {
+    std::vector<std::string> g, c;
+    for (const auto& k : by) g.push_back(f.param_or_absent(k));
+    for (const auto& k : keys) c.push_back(f.param_or_absent(k));
+    if (!groups.count(g)) order.push_back(g);
+    auto& configs = groups[g];
+    if (!configs.count(c)) config_order[g].push_back(c);
+    Config& config = configs[c];
+    config.runs.push_back(&f);
+    if (auto v = value(f, val))
+      config.val.push_back(*v);
+    else
+      no_val.push_back(f.run->id);
+  }
+
+  Table t;
+  t.title = fmt::format(
+      "model selection over the search of {}: per row, the configuration with the best mean {} "
+      "over its seeds ({}); epochs: {}",
+      join(keys, ", "), val,
+      o.select_config == "source-val" ? "training-domain validation"
+      : o.select_config == "oracle"   ? "test-domain validation, an oracle"
+                                      : "validation",
+      selection_description(o.selection));
+  t.header = by;
+  for (const char* h : {"configs", "selected", "val"}) t.header.push_back(h);
+  for (const auto& m : o.metrics) {
+    if (o.machine_readable) {
+      for (const char* stat : {"mean", "se", "n"}) t.header.push_back(m + " " + stat);
+    } else {
+      t.header.push_back(m + " (mean ± s.e.)");
+    }
+  }
+  t.header.push_back("runs");
+  t.numeric.assign(t.header.size(), true);
+  for (std::size_t i = 0; i < by.size() + 2; ++i) t.numeric[i] = false;
+  std::map<std::string, std::vector<int64_t>> missing;
+  for (const auto& g : order) {
+    const std::vector<std::string>* best = nullptr;
+    double best_val = 0;
+    for (const auto& c : config_order[g]) {
+      const Config& config = groups[g][c];
+      if (config.val.empty()) continue;
+      const double m = mean_se(config.val).mean;
+      if (!best || m > best_val) best = &c, best_val = m;  // ties: the first configuration
+    }
+    std::vector<std::string> row = g;
+    row.push_back(std::to_string(config_order[g].size()));
+    if (!best) {
+      row.push_back("(none has " + val + ")");
+      row.resize(t.header.size());
+      t.rows.push_back(std::move(row));
+      continue;
+    }
+    std::vector<std::string> chosen;
+    for (std::size_t i = 0; i < keys.size(); ++i)
+      chosen.push_back(keys[i] + "=" + shown_value((*best)[i]));
+    row.push_back(join(chosen, " "));
+    row.push_back(o.machine_readable ? full(best_val) : fixed4(best_val));
+    const Config& config = groups[g][*best];
+    for (const auto& m : o.metrics) {
+      std::vector<double> values;
+      for (const auto* r : config.runs) {
+        if (auto v = value(*r, m))
+          values.push_back(*v);
+        else
+          missing[m].push_back(r->run->id);
+      }
+      const MeanSe s = mean_se(values);
+      if (o.machine_readable) {
+        row.push_back(s.n ? full(s.mean) : "");
+        row.push_back(s.n > 1 ? full(s.se) : "");
+        row.push_back(std::to_string(s.n));
+      } else {
+        row.push_back(mean_se_text(s));
+      }
+    }
+    row.push_back(std::to_string(config.runs.size()));
+    t.rows.push_back(std::move(row));
+  }
+  const std::size_t unfinished = runs.size() - finished.size();
+  if (unfinished)
+    t.notes.push_back(
+        fmt::format("({} of {} runs did not finish and are not counted)", unfinished, runs.size()));
+  if (!no_val.empty())
+    t.notes.push_back(fmt::format("({} no {} and cannot be selected: run {})",
+                                  plural(no_val.size(), "run has", "runs have"), val,
+                                  id_list(no_val)));
+  for (const auto& [m, ids] : missing)
+    t.notes.push_back(fmt::format("({} of the selected configurations {} no {}: run {})",
+                                  plural(ids.size(), "run", "runs"),
+                                  ids.size() == 1 ? "has" : "have", m, id_list(ids)));
+  return t;
+}
+
 Table compare_table(Store& store, const std::vector<RunSummaryRow>& runs,
                     const CompareOptions& options) {
+  if (!options.select_config.empty()) return config_selection_table(store, runs, options);
   Table t = build_comparison(&store, place(store.path(), options.where), runs, options,
                              /*strict=*/true);
   if (options.pivot == "eval.domain") {  // cross_domain_rows: evaluations of the kept models

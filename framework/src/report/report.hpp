@@ -103,6 +103,12 @@ struct CompareOptions {
   bool machine_readable = false;
   /// The `--where` expression that chose the runs ("" = all); only named in messages.
   std::string where;
+  /// Model selection over a search (`--select-config`): "" = none; "source-val"
+  /// (training-domain validation, source/val/acc), "oracle" (target/val/acc) or a metric
+  /// name. Per row, the configuration (the values of the keys the sweep searched, from
+  /// runs.search) with the best mean validation value over its seeds is chosen, and the
+  /// metrics are shown for its runs (DomainBed's table).
+  std::string select_config;
 };
 
 /// Groups the finished runs of `runs` (read from `store`) and shows each metric as
