@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <map>
 #include <random>
 #include <set>
@@ -18,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include <torch/cuda.h>
+#include "run/asha.hpp"
 #include "run/executor.hpp"
 #include "store/store.hpp"
 #include "test_helpers.hpp"
@@ -646,6 +648,116 @@ seed = [1, 2]
   EXPECT_EQ(grid["sweeper"], "grid");
   EXPECT_FALSE(grid.contains("trial"));
   EXPECT_EQ(grid["distributions"]["train.batch_size"], "choice(8, 16)");
+}
+
+// ASHA's decision, as Optuna's SuccessiveHalvingPruner makes it: the run goes on when its value
+// is at least the (n / reduction)-th best at the rung (the best when n < reduction).
+TEST(Asha, TheRuleAndTheRungs) {
+  using tlab::asha_promotes;
+  EXPECT_TRUE(asha_promotes({0.5}, 0.5, 3, true));  // the first run at a rung never waits
+  EXPECT_FALSE(asha_promotes({0.9, 0.5}, 0.5, 3, true));
+  EXPECT_TRUE(asha_promotes({0.9, 0.5}, 0.9, 3, true));
+  EXPECT_TRUE(asha_promotes({0.9, 0.5, 0.7}, 0.9, 3, true));
+  EXPECT_FALSE(asha_promotes({0.9, 0.5, 0.7}, 0.7, 3, true));
+  // Six values, reduction 3: the best two go on.
+  const std::vector<double> six = {0.1, 0.6, 0.3, 0.8, 0.2, 0.5};
+  EXPECT_TRUE(asha_promotes(six, 0.6, 3, true));
+  EXPECT_FALSE(asha_promotes(six, 0.5, 3, true));
+  EXPECT_TRUE(asha_promotes(six, 0.2, 3, false));  // lower is better (a loss)
+  EXPECT_FALSE(asha_promotes(six, 0.3, 3, false));
+  EXPECT_TRUE(asha_promotes(six, 0.5, 2, true));  // reduction 2: the best three
+  const double nan = std::nan("");
+  EXPECT_FALSE(asha_promotes({0.4, nan}, nan, 3, true));  // NaN ranks last
+  EXPECT_TRUE(asha_promotes({nan, 0.4}, 0.4, 3, true));
+  tlab::AshaSpec spec;
+  std::vector<int64_t> rungs;
+  for (int64_t e = 1; e <= 30; ++e)
+    if (tlab::is_rung(e, spec)) rungs.push_back(e);
+  EXPECT_EQ(rungs, (std::vector<int64_t>{1, 3, 9, 27}));
+  spec.min_epochs = 2;
+  spec.reduction = 2;
+  rungs.clear();
+  for (int64_t e = 1; e <= 17; ++e)
+    if (tlab::is_rung(e, spec)) rungs.push_back(e);
+  EXPECT_EQ(rungs, (std::vector<int64_t>{2, 4, 8, 16}));
+  const auto parsed = tlab::asha_of(
+      R"j({"sweeper":"random","pruner":{"name":"asha","min_epochs":2,"reduction":4},"bracket":"b1"})j");
+  ASSERT_TRUE(parsed);
+  EXPECT_EQ(parsed->min_epochs, 2);
+  EXPECT_EQ(parsed->reduction, 4);
+  EXPECT_EQ(parsed->bracket, "b1");
+  EXPECT_FALSE(tlab::asha_of(R"j({"sweeper":"grid"})j"));
+  EXPECT_FALSE(tlab::asha_of(""));
+}
+
+// [sweep.asha]: runs that fall behind their bracket at a rung end 'pruned' (metrics and reason
+// kept, exit 0); the first run at each rung always goes on; a second start skips pruned runs.
+TEST_F(Sweep, AshaPrunesRunsBehindTheirBracketAndAResumeSkipsThem) {
+  const std::string exp = R"toml(name = "asha"
+seed = 1
+device = "cpu"
+[target]
+plugin = "gaussians"
+domain = "target"
+train_size = 64
+val_size = 32
+test_size = 16
+[backbone]
+plugin = "mlp"
+hidden = [4]
+[[adapters]]
+plugin = "linear_head"
+[strategy]
+plugin = "scratch"
+[train]
+epochs = 9
+batch_size = 16
+[sweep]
+samples = 8
+seed = [1]
+"train.lr" = "tag(log, interval(1e-6, 1e-1))"
+[sweep.asha]
+min_epochs = 1
+reduction = 3
+)toml";
+  Result first = tlab(exp, "-j 1");
+  ASSERT_EQ(first.code, 0) << first.out;
+  const auto rs = runs();
+  ASSERT_EQ(rs.size(), 8u);
+  EXPECT_EQ(rs[0].status, "finished");  // alone at every rung
+  int pruned = 0;
+  tlab::Store store(db_, false);
+  for (const auto& r : rs) {
+    const auto search = nlohmann::json::parse(r.search);
+    EXPECT_EQ(search["pruner"]["name"], "asha");
+    EXPECT_EQ(search["bracket"], nlohmann::json::parse(rs[0].search)["bracket"]);
+    // Every run records its value at rung 1; a rung's value is the epoch's target/val/acc.
+    const auto rung = store.metrics(r.id, "asha/rung");
+    ASSERT_FALSE(rung.empty()) << r.id;
+    EXPECT_EQ(rung[0].epoch, 1);
+    const auto val = store.metrics(r.id, "target/val/acc");
+    ASSERT_FALSE(val.empty());
+    EXPECT_DOUBLE_EQ(rung[0].value, val[0].value);
+    if (r.status != "pruned") continue;
+    ++pruned;
+    EXPECT_THAT(r.reason, HasSubstr("pruned by ASHA after epoch "));
+    EXPECT_THAT(r.reason, HasSubstr("[sweep.asha] reduction = 3"));
+    EXPECT_LT(val.size(), 9u) << "a pruned run stops training";
+    EXPECT_TRUE(store.list_runs({r.id}).at(0).summary("target/test/acc"));  // kept
+  }
+  EXPECT_GE(pruned, 2) << first.out;  // 3 with these draws
+  EXPECT_LT(pruned, 8);
+  EXPECT_THAT(first.out, HasSubstr(fmt::format("8 run(s) ended: {} finished, {} pruned by ASHA",
+                                               8 - pruned, pruned)));
+  Result again = tlab(exp, "-j 1");
+  EXPECT_EQ(again.code, 0) << again.out;
+  EXPECT_THAT(again.out, HasSubstr("0 run(s) finished, 8 skipped as already finished"));
+  // A target without a validation split cannot be compared: the run fails saying so.
+  db_ = dir_ / "noval.db";
+  Result noval = tlab(exp, "target.val_size=0 sweep.samples=1");
+  EXPECT_NE(noval.code, 0);
+  EXPECT_THAT(noval.out, HasSubstr("[sweep.asha] compares the runs of a sweep on the target's "
+                                   "validation split, but the target dataset has none"));
 }
 
 TEST_F(Sweep, AParallelSweepGivesTheSameRowsAsASequentialOne) {

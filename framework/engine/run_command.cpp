@@ -257,8 +257,12 @@ int report_sweep(const RunArgs& a, const SweepResult& result, Store& store, bool
   }
   if (result.stop_signal) return 128 + result.stop_signal;
   const std::size_t done_before = result.skipped - result.elsewhere;
+  const std::size_t pruned = result.pruned;  // by [sweep.asha]: ended early on purpose
   std::cout << fmt::format(
-      "\n{} run(s) finished{}{}; results in '{}' (tlab results list --db {})\n", ran,
+      "\n{}{}{}; results in '{}' (tlab results list --db {})\n",
+      pruned ? fmt::format("{} run(s) ended: {} finished, {} pruned by ASHA", ran,
+                           ran - std::min(pruned, ran), pruned)
+             : fmt::format("{} run(s) finished", ran),
       done_before ? fmt::format(", {} skipped as already finished", done_before) : "",
       result.elsewhere
           ? fmt::format(", {} left to the other tlab process running them", result.elsewhere)

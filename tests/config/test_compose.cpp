@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "config/compose.hpp"
@@ -568,6 +569,32 @@ TEST_F(Compose, GroupChoicesAndCrossedKeysAreCrossedWithTheDraws) {
                         "sweep.samples"));
   EXPECT_THAT(error("a = 0\n[sweep]\nsamples = 2\ncrossed = \"a\"\na = [1, 2]\n"),
               HasSubstr("'sweep.crossed' is"));
+}
+
+// [sweep.asha]: parsed into the search; each run's bracket is the values of its config-group
+// choices and crossed keys, the same across its seeds and draws.
+TEST_F(Compose, AshaSettingsAndBrackets) {
+  auto c =
+      run("defaults = [{ db = \"mysql\" }]\nlr = 0.1\nseed = 0\n[sweep]\nsamples = 2\n"
+          "seed = [1, 2]\ndb = [\"mysql\", \"sqlite\"]\nlr = \"interval(0, 1)\"\n"
+          "[sweep.asha]\nmin_epochs = 2\nreduction = 4\n");
+  EXPECT_TRUE(c.search_spec.asha);
+  EXPECT_EQ(c.search_spec.asha_min_epochs, 2);
+  EXPECT_EQ(c.search_spec.asha_reduction, 4);
+  ASSERT_EQ(c.jobs.size(), 8u);
+  std::map<std::string, std::set<std::string>> brackets;  // driver -> brackets
+  for (const auto& j : c.jobs)
+    brackets[j.config.find({"db", "driver"})->as_string()].insert(j.bracket);
+  EXPECT_EQ(brackets["mysql"], (std::set<std::string>{"db=mysql"}));
+  EXPECT_EQ(brackets["sqlite"], (std::set<std::string>{"db=sqlite"}));
+  EXPECT_TRUE(run("a = 0\n[sweep]\na = [1, 2]\n[sweep.asha]\n").search_spec.asha);  // a grid
+  EXPECT_THAT(error("a = 0\n[sweep]\na = [1, 2]\n[sweep.asha]\nreduction = 1\n"),
+              HasSubstr("sweep.asha: reduction is integer 1, expected an integer >= 2"));
+  EXPECT_THAT(error("a = 0\n[sweep]\na = [1, 2]\n[sweep.asha]\nrungs = 3\n"),
+              HasSubstr("sweep.asha: unknown key 'rungs' (it has min_epochs and reduction)"));
+  EXPECT_THAT(error("a = 0\n[sweep]\nasha = 3\n"), HasSubstr("sweep.asha: expected a table"));
+  EXPECT_THAT(error("a = 0\n[sweep.asha]\nmin_epochs = 1\n"),
+              HasSubstr("sweep.asha stops the weaker runs of a sweep, but nothing is swept"));
 }
 
 // Bad searches fail before anything runs, located, saying what to write instead.

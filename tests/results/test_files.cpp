@@ -201,7 +201,8 @@ TEST(RunStatusText, RoundTripsEveryStatusWithTheTextTheDatabaseKeeps) {
                                                               {RunStatus::kOom, "oom"},
                                                               {RunStatus::kLost, "lost"},
                                                               {RunStatus::kCancelled, "cancelled"},
-                                                              {RunStatus::kNodeFail, "node_fail"}};
+                                                              {RunStatus::kNodeFail, "node_fail"},
+                                                              {RunStatus::kPruned, "pruned"}};
   for (const auto& [status, text] : all) {
     EXPECT_EQ(to_string(status), text);
     EXPECT_EQ(parse_run_status(text), status) << text;
@@ -210,10 +211,11 @@ TEST(RunStatusText, RoundTripsEveryStatusWithTheTextTheDatabaseKeeps) {
 }
 
 TEST(RunStatusText, UnknownTextIsAnErrorListingTheStatuses) {
-  EXPECT_EQ(error_of<StoreError>([] { parse_run_status("Finished"); }),
-            "'Finished' is not a run status; expected one of queued, running, finished, failed, "
-            "crashed, killed, timeout, diverged, oom, lost, cancelled, node_fail (a database "
-            "written by a newer tlab? read it with that tlab)");
+  EXPECT_EQ(
+      error_of<StoreError>([] { parse_run_status("Finished"); }),
+      "'Finished' is not a run status; expected one of queued, running, finished, failed, "
+      "crashed, killed, timeout, diverged, oom, lost, cancelled, node_fail, pruned (a database "
+      "written by a newer tlab? read it with that tlab)");
 }
 
 }  // namespace

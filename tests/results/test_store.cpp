@@ -489,7 +489,7 @@ TEST_F(StoreTest, ErrorsNameWhatFailedAndTheDatabase) {
   EXPECT_CONTAINS(message,
                   "'done' is not a run status; expected one of queued, running, finished, "
                   "failed, crashed, killed, timeout, diverged, oom, lost, cancelled, "
-                  "node_fail (a database written by a newer tlab?");
+                  "node_fail, pruned (a database written by a newer tlab?");
   message = store_error([&] { store.finish_run(1, RunStatus::kRunning, ""); });
   EXPECT_CONTAINS(message,
                   "'running' is not a terminal run status; expected one of finished, "

@@ -832,6 +832,7 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
   const Node* samples_node = nullptr;
   const Node* search_seed_node = nullptr;
   const Node* crossed_node = nullptr;
+  const Node* asha_node = nullptr;
   if (const Node* sweep = result.config.get("sweep")) {
     if (!sweep->is_table())
       fail(sweep->origin,
@@ -842,6 +843,10 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
             const std::string& k = t.keys()[i];
             const Node& v = t.value_at(i);
             std::string key = prefix.empty() ? k : prefix + "." + k;
+            if (prefix.empty() && zip < 0 && k == "asha") {
+              asha_node = &v;
+              continue;
+            }
             if (prefix.empty() && zip < 0 && k == "crossed") {
               bool ok = v.is_list();
               if (ok)
@@ -1036,6 +1041,38 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
     for (const auto& a : axes)
       if (a.interval) sweep_values(*a.interval);  // the error: give samples
   }
+  if (asha_node) {
+    auto bad = [&](const Node& at, const std::string& what) {
+      fail(at.origin, fmt::format("sweep.asha: {}; write [sweep.asha] min_epochs = 1 and "
+                                  "reduction = 3 (or leave them out for those values)",
+                                  what));
+    };
+    if (!asha_node->is_table()) bad(*asha_node, "expected a table, got " + asha_node->describe());
+    for (std::size_t i = 0; i < asha_node->size(); ++i) {
+      const std::string& k = asha_node->keys()[i];
+      const Node& v = asha_node->value_at(i);
+      if (k != "min_epochs" && k != "reduction")
+        bad(v, fmt::format("unknown key '{}' (it has min_epochs and reduction)", k));
+      const int64_t low = k == "min_epochs" ? 1 : 2;
+      if (!v.is_int() || v.as_int() < low)
+        bad(v, fmt::format("{} is {}, expected an integer >= {}", k, v.describe(), low));
+      (k == "min_epochs" ? search.asha_min_epochs : search.asha_reduction) = v.as_int();
+    }
+    if (axes.empty())
+      fail(asha_node->origin,
+           "sweep.asha stops the weaker runs of a sweep, but nothing is swept; "
+           "sweep some keys (e.g. [sweep] samples = 20 with distributions)");
+    search.asha = true;
+  }
+  // The keys whose values make a run's bracket: what is compared with what.
+  std::set<std::string> bracket_keys;
+  {
+    std::set<std::string> named;
+    if (crossed_node)
+      for (const auto& x : crossed_node->items()) named.insert(x.as_string());
+    for (const auto& a : axes)
+      if (a.key != "seed" && (a.group || named.count(a.key))) bracket_keys.insert(a.key);
+  }
   double total = search.sweeper == "random" ? static_cast<double>(search.samples) : 1.0;
   for (const auto& d : dims) total *= static_cast<double>(axes[d[0]].values.size());
   if (total > static_cast<double>(options.max_runs))
@@ -1064,7 +1101,11 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
                        [](const auto& x, const auto& y) { return x.first < y.first; });
       std::vector<std::pair<const Axis*, const Node*>> picks;
       for (const auto& [ai, v] : chosen) picks.emplace_back(&axes[ai], &v);
-      for (const auto& [a, v] : picks) job.distributions.emplace_back(a->key, a->distribution);
+      for (const auto& [a, v] : picks) {
+        job.distributions.emplace_back(a->key, a->distribution);
+        if (bracket_keys.count(a->key))
+          job.bracket += (job.bracket.empty() ? "" : " ") + a->key + "=" + format_value(*v);
+      }
       for (const auto& [a, v] : picks) {
         std::string text = op_prefix(a->op) + a->key + "=" + format_value(*v);
         job.swept.emplace_back(a->key, *v);

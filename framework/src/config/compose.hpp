@@ -67,6 +67,9 @@ struct Job {
   /// Each swept key with what its value was drawn or taken from, in override syntax:
   /// ("train.lr", "tag(log, interval(0.0001, 0.1))"), ("strategy", "choice(dann, coral)").
   std::vector<std::pair<std::string, std::string>> distributions;
+  /// The values that set this run's competitors apart (config-group choices and sweep.crossed
+  /// keys, e.g. "strategy=dann"): ASHA compares runs with the same bracket only.
+  std::string bracket;
 };
 
 /// How a sweep chose its runs: "grid" (every combination) or "random" ([sweep] samples = N
@@ -75,6 +78,12 @@ struct SearchSpec {
   std::string sweeper = "grid";
   int64_t samples = 0;      ///< [sweep] samples (random only).
   int64_t search_seed = 0;  ///< [sweep] search_seed: the draws for equal seeds are equal.
+  /// [sweep.asha]: stop runs early by asynchronous successive halving (Li et al. 2020) on the
+  /// target's validation value (train.monitor): at rungs of min_epochs * reduction^k epochs, a
+  /// run continues only when it is in the best 1/reduction of the runs of its bracket there.
+  bool asha = false;
+  int64_t asha_min_epochs = 1;
+  int64_t asha_reduction = 3;
 };
 
 struct Composition {

@@ -830,6 +830,15 @@ std::vector<RunSpec> load_experiment(const fs::path& path,
         }
         nlohmann::ordered_json dist = nlohmann::ordered_json::object();
         for (const auto& [k, d] : job.distributions) dist[k] = d;
+        if (search.asha) {
+          j["pruner"] = {{"name", "asha"},
+                         {"min_epochs", search.asha_min_epochs},
+                         {"reduction", search.asha_reduction}};
+          // The runs compared with this one: the same search of the same experiment, with the
+          // same config-group choices and crossed values (every seed competes).
+          j["bracket"] = hash_string(fmt::format("{}\n{}\n{} {}\n{}", r.name, dist.dump(),
+                                                 search.samples, search.search_seed, job.bracket));
+        }
         j["distributions"] = std::move(dist);
         r.search_json = j.dump();
       }

@@ -508,7 +508,8 @@ std::string html_report(const std::vector<RunSummaryRow>& runs, const Histories&
   html += "<h2>Runs that did not finish</h2>\n";
   std::vector<const RunSummaryRow*> failed;
   for (const auto& r : runs)
-    if (r.status != "finished" && r.status != "running" && r.status != "queued")
+    if (r.status != "finished" && r.status != "running" && r.status != "queued" &&
+        r.status != "pruned")  // stopped on purpose by the sweep's pruner
       failed.push_back(&r);
   if (failed.empty()) {
     html += "<p class=\"empty\">None: every run finished or is still queued or running.</p>\n";

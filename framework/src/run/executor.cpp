@@ -169,7 +169,7 @@ class Supervisor {
       if (result.ids[i] == 0) {
         result.ids[i] = same;
         ++result.skipped;
-        if (store_.run(same).status != to_string(RunStatus::kFinished)) {
+        if (!is_complete(parse_run_status(store_.run(same).status))) {
           ++result.elsewhere;
           elsewhere.push_back(same);
         }
@@ -232,6 +232,7 @@ class Supervisor {
     }
     clear_bar();
     result.finished = finished_;
+    result.pruned = pruned_;
     result.failures = failures_;
     result.stop_signal = stop_signal();
     return result;
@@ -279,8 +280,9 @@ class Supervisor {
       }
       const RunRecord rec = store_.run(id);
       ++done_;
-      if (rec.status == to_string(RunStatus::kFinished)) {
+      if (is_complete(parse_run_status(rec.status))) {
         ++finished_;
+        pruned_ += rec.status == to_string(RunStatus::kPruned);
       } else {
         failures_.push_back(fmt::format("run {} {}: {}", id, rec.status, rec.reason));
         spdlog::error("[sweep] {}", failures_.back());
@@ -550,8 +552,9 @@ class Supervisor {
       status = parse_run_status(rec.status);  // the child recorded its own status: keep it
       reason = rec.reason;
     }
-    if (status == RunStatus::kFinished) {
+    if (is_complete(status)) {
       ++finished_;
+      pruned_ += status == RunStatus::kPruned;
       ++done_;
       return;
     }
@@ -698,7 +701,7 @@ class Supervisor {
   std::deque<std::size_t> queue_;
   std::vector<std::unique_ptr<Child>> children_;
   std::vector<std::string> failures_;
-  std::size_t finished_ = 0, done_ = 0, launched_ = 0, to_run_ = 0;
+  std::size_t finished_ = 0, pruned_ = 0, done_ = 0, launched_ = 0, to_run_ = 0;
   Clock::time_point start_, last_bar_;
 };
 
@@ -868,7 +871,7 @@ int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader,
   }
   cv.notify_all();
   beat.join();
-  if (out.status == RunStatus::kFinished) return 0;
+  if (is_complete(out.status)) return 0;
   if (stop_signal()) return 128 + stop_signal();
   return 1;
 }

@@ -53,7 +53,8 @@ struct SweepResult {
   /// Of `skipped`: queued or running in another `tlab run` when this sweep began (it runs
   /// there, once; its id is in `ids`).
   std::size_t elsewhere = 0;
-  std::size_t finished = 0;  ///< Finished now.
+  std::size_t finished = 0;  ///< Finished now (pruned ones included).
+  std::size_t pruned = 0;    ///< Of `finished`: stopped early by [sweep.asha].
   std::vector<int64_t> ids;  ///< Every run of the sweep, skipped ones included, in sweep order.
   std::vector<std::string> failures;  ///< "run 7 crashed: ..." for each run that did not finish.
   int stop_signal = 0;                ///< The signal that stopped the sweep (0: none).

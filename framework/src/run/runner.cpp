@@ -27,6 +27,8 @@
 #include <torch/utils.h>
 #include <nlohmann/json.hpp>
 
+#include "results/classification.hpp"
+#include "run/asha.hpp"
 #include "run/data_prep.hpp"
 #include "run/model_io.hpp"
 #include "run/precision.hpp"
@@ -467,7 +469,22 @@ class RunExecution {
     stage_.train = &session_->target_.train;
     stage_.val = &session_->target_.val;
     stage_.test = &session_->target_.test;
-    const bool selecting = spec_.selection.checkpoint == "best" || spec_.selection.patience > 0;
+    // [sweep.asha]: the sweep's pruner compares this run with its bracket at each rung.
+    const auto asha = asha_of(spec_.search_json);
+    if (asha && spec_.train.epochs > 0) {
+      if (session_->target_.val.size() == 0)
+        throw std::invalid_argument(
+            "[sweep.asha] compares the runs of a sweep on the target's validation split, but "
+            "the target dataset has none; give it one (its val_size or similar option) or remove "
+            "[sweep.asha]");
+      pruner_ = std::make_unique<AshaPruner>(store_, out_.id, *asha, spec_.selection.monitor,
+                                             higher_is_better(spec_.selection.monitor));
+      session_->epoch_gate_ = [this](int64_t epochs, double value) {
+        return pruner_->after_epoch(epochs, value);
+      };
+    }
+    const bool selecting =
+        spec_.selection.checkpoint == "best" || spec_.selection.patience > 0 || pruner_;
     if (selecting) session_->selected_stage_ = &stage_;
     session_->fit(stage_);
     if (selecting && spec_.train.epochs > 0) {
@@ -530,6 +547,10 @@ class RunExecution {
     save_adapters(*session_->model_, trained, buffers_before_, spec_, task_.num_classes,
                   task_.input_shape, run_dir_);
     out_.status = RunStatus::kFinished;
+    if (!session_->stopped_because_.empty()) {  // ASHA stopped it: evaluated, not trained out
+      out_.status = RunStatus::kPruned;
+      out_.reason = session_->stopped_because_;
+    }
   }
 
   /// Runs `phases`; what they throw becomes the run's status and reason.
@@ -576,8 +597,9 @@ class RunExecution {
     store_.write_summaries(out_.id, summaries);
     store_.finish_run(out_.id, out_.status, out_.reason);
     out_.summary = metrics_->summaries();
-    if (out_.status == RunStatus::kFinished)
-      spdlog::info("[runner] run {} finished: target test acc {:.4f} ({:.1f} s)", out_.id,
+    if (is_complete(out_.status))
+      spdlog::info("[runner] run {} {}: target test acc {:.4f} ({:.1f} s)", out_.id,
+                   to_string(out_.status),
                    out_.summary.count("target/test/acc") ? out_.summary["target/test/acc"] : NAN,
                    out_.summary["run/wall_seconds"]);
     else
@@ -687,7 +709,8 @@ class RunExecution {
   const Clock::time_point wall0_ = Clock::now();
   Clock::time_point target_start_;
   torch::Device device_{torch::kCPU};
-  DeviceBudget device_budget_;  ///< train.device_data_mb, less what the domains placed
+  std::unique_ptr<AshaPruner> pruner_;  ///< [sweep.asha], for the target stage
+  DeviceBudget device_budget_;          ///< train.device_data_mb, less what the domains placed
   std::string device_error_;
   fs::path run_dir_;
   RunOutcome out_;

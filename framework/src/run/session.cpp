@@ -324,6 +324,11 @@ void RunSession::fit(const Stage& st) {
       } else if (selection_.patience > 0 && ++since_best >= selection_.patience) {
         stop_early = true;
       }
+      if (epoch_gate_ && epoch + 1 < c.epochs) {
+        metrics_.flush();
+        stopped_because_ = epoch_gate_(epoch + 1, value);
+        if (!stopped_because_.empty()) stop_early = true;
+      }
     }
     // Source validation during the target stage, for model selection by training-domain
     // validation (`tlab results compare --select source-val`): only when the strategy loaded
@@ -348,6 +353,10 @@ void RunSession::fit(const Stage& st) {
         metrics_.summary(fmt::format("profile/{}/{}_seconds", st.domain, name), value);
     }
     if (selecting) epochs_run_ = epoch + 1;
+    if (stop_early && !stopped_because_.empty()) {
+      spdlog::info("[runner] {}", stopped_because_);
+      break;
+    }
     if (stop_early) {
       spdlog::info(
           "[runner] early stopping after epoch {}: target val {} has not improved for {} "

@@ -175,6 +175,10 @@ class RunSession : public Session {
   /// `patience` epochs without improvement, and with checkpoint "best" puts the best epoch's
   /// parameters and buffers back into the stage's module when it ends.
   const Stage* selected_stage_ = nullptr;
+  /// Asked after each epoch of the selected stage with the epochs done and the monitored
+  /// value: "" to go on, or why the stage stops (ASHA, run/asha.hpp); kept in stopped_because_.
+  std::function<std::string(int64_t, double)> epoch_gate_;
+  std::string stopped_because_;
   SelectionSpec selection_;
   ComputeSpec compute_;          // [train] precision, channels_last: every stage's steps
   int64_t selected_epoch_ = -1;  ///< 0-based epoch whose model the stage ended with.

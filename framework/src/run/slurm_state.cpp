@@ -398,7 +398,7 @@ std::pair<std::string, std::string> resolve_state(const std::string& shard_statu
   // What the run recorded itself, when it got that far, is the most precise.
   if (shard_status == "finished" || shard_status == "failed" || shard_status == "crashed" ||
       shard_status == "diverged" || shard_status == "oom" || shard_status == "cancelled" ||
-      shard_status == "timeout" || shard_status == "node_fail")
+      shard_status == "timeout" || shard_status == "node_fail" || shard_status == "pruned")
     return {shard_status, shard_reason};
   if (s == "CANCELLED" || s == "REVOKED" || s == "DEADLINE")
     return {"cancelled", fmt::format("cancelled in SLURM ({}{}){}", slurm_state,

@@ -230,7 +230,8 @@ constexpr std::pair<RunStatus, const char*> kRunStatuses[] = {{RunStatus::kQueue
                                                               {RunStatus::kOom, "oom"},
                                                               {RunStatus::kLost, "lost"},
                                                               {RunStatus::kCancelled, "cancelled"},
-                                                              {RunStatus::kNodeFail, "node_fail"}};
+                                                              {RunStatus::kNodeFail, "node_fail"},
+                                                              {RunStatus::kPruned, "pruned"}};
 
 /// The texts of the statuses, ", "-separated; only the terminal ones when `terminal_only`.
 std::string run_statuses_text(bool terminal_only) {
@@ -279,6 +280,10 @@ std::string utc_now() {
 }
 
 }  // namespace
+
+bool is_complete(RunStatus status) {
+  return status == RunStatus::kFinished || status == RunStatus::kPruned;
+}
 
 std::string disk_full_text(const fs::path& db) {
   const fs::path folder = db.has_parent_path() ? db.parent_path() : fs::path(".");
@@ -782,9 +787,9 @@ int64_t Store::create_run(const NewRun& run, int64_t* same_key) {
     id = 0;
     if (same_key && !run.run_key.empty()) {
       Query same(*db_,
-                 "SELECT id FROM runs WHERE run_key = ?1 AND (status = 'finished' OR "
+                 "SELECT id FROM runs WHERE run_key = ?1 AND (status IN ('finished', 'pruned') OR "
                  "(status IN ('queued', 'running') AND COALESCE(sweep, '') <> ?2)) "
-                 "ORDER BY status = 'finished' DESC, id DESC LIMIT 1");
+                 "ORDER BY status IN ('finished', 'pruned') DESC, id DESC LIMIT 1");
       same.bind_text(1, run.run_key).bind_text(2, run.sweep);
       if (same.step()) {
         *same_key = same.int_at(0);
@@ -1026,12 +1031,28 @@ RunRecord Store::run(int64_t id) {
   return r;
 }
 
+std::vector<double> Store::rung_values(const std::string& bracket, const std::string& name,
+                                       int64_t epoch) {
+  assert(db_ && "Store used after being moved from");
+  std::vector<double> values;
+  db_->transaction(TxMode::kRead, "reading the runs' values at an ASHA rung", [&] {
+    values.clear();
+    Query q(*db_,
+            "SELECT m.value FROM metrics AS m JOIN runs AS r ON r.id = m.run_id "
+            "WHERE m.name = ?1 AND m.epoch = ?2 AND r.search IS NOT NULL "
+            "AND json_extract(r.search, '$.bracket') = ?3");
+    q.bind_text(1, name).bind_int(2, epoch).bind_text(3, bracket);
+    while (q.step()) values.push_back(q.real_at(0));
+  });
+  return values;
+}
+
 int64_t Store::finished_run_with_key(const std::string& run_key) {
   assert(db_ && "Store used after being moved from");
   int64_t id = 0;
   db_->transaction(TxMode::kRead, "looking up a finished run by its key", [&] {
     Query q(*db_,
-            "SELECT id FROM runs WHERE run_key = ? AND status = 'finished' "
+            "SELECT id FROM runs WHERE run_key = ? AND status IN ('finished', 'pruned') "
             "ORDER BY id DESC LIMIT 1");
     q.bind_text(1, run_key);
     id = q.step() ? q.int_at(0) : 0;

@@ -45,7 +45,12 @@ enum class RunStatus {
   kLost,       ///< "lost": its process vanished without recording a status
   kCancelled,  ///< "cancelled": cancelled before it started
   kNodeFail,   ///< "node_fail": the batch system lost the machine it ran on
+  kPruned,     ///< "pruned": stopped early by a sweep's pruner (ASHA); keeps its metrics
 };
+
+/// Whether a run with `status` is done and need not run again: finished, or pruned by a sweep's
+/// pruner (a resumed sweep skips both).
+bool is_complete(RunStatus status);
 
 /// The text stored for `status` ("finished", "node_fail", ...).
 const char* to_string(RunStatus status);
@@ -252,6 +257,10 @@ class Store {
   void add_plugins(int64_t run, const std::vector<PluginRecord>& plugins);
   /// Appends `rows` to the metrics of `run` in one transaction: all rows or none.
   void write_metrics(int64_t run, const std::vector<MetricRow>& rows);
+  /// The values of metric `name` at epoch `epoch` of every run whose runs.search has this
+  /// `bracket` (ASHA's rung values, run/asha.hpp), whatever their status.
+  std::vector<double> rung_values(const std::string& bracket, const std::string& name,
+                                  int64_t epoch);
   /// Sets summary values of `run`, replacing earlier values of the same names.
   void write_summaries(int64_t run, const std::vector<std::pair<std::string, double>>& values);
   /// Sets the heartbeat time of `run` to now.
