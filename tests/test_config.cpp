@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <torch/cuda.h>
+#include <nlohmann/json.hpp>
 
 #include "config/experiment.hpp"
 #include "plugins/loader.hpp"
@@ -292,6 +293,22 @@ TEST_F(Config, ShippedExperimentsComposeFromTheirGroups) {
   EXPECT_EQ(std::get<double>(zoo[21].source->params.at("label_noise")), 1.0);
   tlab::LoadOptions multirun;
   multirun.multirun = true;
+  // The search benchmark: a 27-point grid, and its random search with ASHA as the file says.
+  auto grid = tlab::load_experiment(experiments / "search_l2sp_digits.toml", {}, loader_);
+  ASSERT_EQ(grid.size(), 27u);
+  EXPECT_EQ(grid[0].strategy.plugin, "l2sp");
+  EXPECT_EQ(nlohmann::json::parse(grid[26].search_json)["sweeper"], "grid");
+  auto asha = tlab::load_experiment(experiments / "search_l2sp_digits.toml",
+                                    {"~sweep", "+sweep.samples=40", "+sweep.asha.min_epochs=3",
+                                     "train.lr=tag(log, interval(1e-4, 1e-2))",
+                                     "train.weight_decay=tag(log, interval(1e-6, 1e-2))",
+                                     "strategy.alpha=tag(log, interval(1e-3, 1e-1))"},
+                                    loader_, multirun);
+  ASSERT_EQ(asha.size(), 40u);
+  const auto search = nlohmann::json::parse(asha[39].search_json);
+  EXPECT_EQ(search["trial"], 39);
+  EXPECT_EQ(search["pruner"]["min_epochs"], 3);
+  EXPECT_EQ(asha[39].overrides.size(), 3u);  // the drawn values; the sweep's own keys are not
   auto glob =
       tlab::load_experiment(experiments / "quickstart.toml",
                             {"strategy=glob(*)", "seed=1", "backbone=mlp"}, loader_, multirun);

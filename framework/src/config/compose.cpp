@@ -1124,8 +1124,11 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
         c.text = text;
         job_choices.push_back(std::move(c));
       }
+      // The command line's overrides, but not those of the [sweep] table: they say how to
+      // sweep, not what a run computes (Hydra's task overrides leave its sweeper's out too).
       for (std::size_t i = 0; i < parsed.size(); ++i)
-        if (!parsed[i].sweep) cli_texts.emplace_back(i, parsed[i].text);
+        if (!parsed[i].sweep && split_path(parsed[i].key)[0] != "sweep")
+          cli_texts.emplace_back(i, parsed[i].text);
       std::sort(cli_texts.begin(), cli_texts.end());
       for (auto& [i, t] : cli_texts) job.overrides.push_back(t);
 
