@@ -327,6 +327,30 @@ std::string mean_se_text(const MeanSe& s) {
   return fixed4(s.mean) + " ± " + fixed4(s.se);
 }
 
+// The header of each metric's column: "<m> (mean ± s.e.)", or for CSV/JSON three columns
+// "<m> mean", "<m> se", "<m> n".
+void add_metric_headers(std::vector<std::string>& header, const std::vector<std::string>& metrics,
+                        bool machine_readable) {
+  for (const auto& m : metrics) {
+    if (machine_readable) {
+      for (const char* stat : {"mean", "se", "n"}) header.push_back(m + " " + stat);
+    } else {
+      header.push_back(m + " (mean ± s.e.)");
+    }
+  }
+}
+
+// The cells of one such column: the text, or mean, se and n at full precision.
+void add_mean_se_cells(std::vector<std::string>& row, const MeanSe& s, bool machine_readable) {
+  if (machine_readable) {
+    row.push_back(s.n ? full(s.mean) : "");
+    row.push_back(s.n > 1 ? full(s.se) : "");
+    row.push_back(std::to_string(s.n));
+  } else {
+    row.push_back(mean_se_text(s));
+  }
+}
+
 // "4, 9, 12" (at most 10, then "...").
 std::string id_list(const std::vector<int64_t>& ids) {
   std::vector<std::string> parts;
@@ -662,13 +686,7 @@ Table build_comparison(Store* store, const std::string& db, const std::vector<Ru
     }
     t.header.push_back("Avg");
   } else {
-    for (const auto& m : o.metrics) {
-      if (o.machine_readable) {
-        for (const char* stat : {"mean", "se", "n"}) t.header.push_back(m + " " + stat);
-      } else {
-        t.header.push_back(m + " (mean ± s.e.)");
-      }
-    }
+    add_metric_headers(t.header, o.metrics, o.machine_readable);
     t.header.push_back("runs");
   }
   if (o.machine_readable) {
@@ -681,13 +699,7 @@ Table build_comparison(Store* store, const std::string& db, const std::vector<Ru
     std::vector<std::string> row = g;
     auto add = [&](const std::vector<double>& values) {
       const MeanSe s = mean_se(values);
-      if (o.machine_readable) {
-        row.push_back(s.n ? full(s.mean) : "");
-        row.push_back(s.n > 1 ? full(s.se) : "");
-        row.push_back(std::to_string(s.n));
-      } else {
-        row.push_back(mean_se_text(s));
-      }
+      add_mean_se_cells(row, s, o.machine_readable);
       return s;
     };
     if (pivot) {
@@ -1090,13 +1102,7 @@ Table config_selection_table(Store& store, const std::vector<RunSummaryRow>& run
       selection_description(o.selection));
   t.header = by;
   for (const char* h : {"configs", "selected", "val"}) t.header.push_back(h);
-  for (const auto& m : o.metrics) {
-    if (o.machine_readable) {
-      for (const char* stat : {"mean", "se", "n"}) t.header.push_back(m + " " + stat);
-    } else {
-      t.header.push_back(m + " (mean ± s.e.)");
-    }
-  }
+  add_metric_headers(t.header, o.metrics, o.machine_readable);
   t.header.push_back("runs");
   t.numeric.assign(t.header.size(), true);
   for (std::size_t i = 0; i < by.size() + 2; ++i) t.numeric[i] = false;
@@ -1132,14 +1138,7 @@ Table config_selection_table(Store& store, const std::vector<RunSummaryRow>& run
         else
           missing[m].push_back(r->run->id);
       }
-      const MeanSe s = mean_se(values);
-      if (o.machine_readable) {
-        row.push_back(s.n ? full(s.mean) : "");
-        row.push_back(s.n > 1 ? full(s.se) : "");
-        row.push_back(std::to_string(s.n));
-      } else {
-        row.push_back(mean_se_text(s));
-      }
+      add_mean_se_cells(row, mean_se(values), o.machine_readable);
     }
     row.push_back(std::to_string(config.runs.size()));
     t.rows.push_back(std::move(row));
