@@ -752,6 +752,10 @@ reduction = 3
   Result again = tlab(exp, "-j 1");
   EXPECT_EQ(again.code, 0) << again.out;
   EXPECT_THAT(again.out, HasSubstr("0 run(s) finished, 8 skipped as already finished"));
+  // The same draws without ASHA are other runs: a pruned run did not train to the end.
+  Result plain = tlab(exp, "'~sweep.asha'");
+  EXPECT_EQ(plain.code, 0) << plain.out;
+  EXPECT_THAT(plain.out, HasSubstr("8 run(s) finished; results in"));
   // A target without a validation split cannot be compared: the run fails saying so.
   db_ = dir_ / "noval.db";
   Result noval = tlab(exp, "target.val_size=0 sweep.samples=1");

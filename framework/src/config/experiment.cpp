@@ -834,10 +834,13 @@ std::vector<RunSpec> load_experiment(const fs::path& path,
           j["pruner"] = {{"name", "asha"},
                          {"min_epochs", search.asha_min_epochs},
                          {"reduction", search.asha_reduction}};
-          // The runs compared with this one: the same search of the same experiment, with the
-          // same config-group choices and crossed values (every seed competes).
-          j["bracket"] = hash_string(fmt::format("{}\n{}\n{} {}\n{}", r.name, dist.dump(),
-                                                 search.samples, search.search_seed, job.bracket));
+          // The runs compared with this one: the same search of the same experiment (more
+          // samples extend it: the first draws stay), with the same config-group choices and
+          // crossed values (every seed competes).
+          nlohmann::ordered_json searched = dist;  // seeds may be added later: not part of it
+          searched.erase("seed");
+          j["bracket"] = hash_string(fmt::format("{}\n{}\n{}\n{}", r.name, searched.dump(),
+                                                 search.search_seed, job.bracket));
         }
         j["distributions"] = std::move(dist);
         r.search_json = j.dump();

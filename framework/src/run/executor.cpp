@@ -1,5 +1,7 @@
 #include "run/executor.hpp"
 
+#include "run/asha.hpp"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -743,6 +745,10 @@ std::string run_key(const RunSpec& spec, PluginLoader& loader) {
   add(Kind::Backbone, spec.backbone.plugin);
   for (const auto& a : spec.adapters) add(Kind::Adapter, a.plugin);
   add(Kind::Strategy, spec.strategy.plugin);
+  // A run under ASHA may end pruned: it is the same run only for the same pruner and bracket
+  // (a resumed search), never for a sweep without one (which must train it to the end).
+  if (const auto asha = asha_of(spec.search_json))
+    text += fmt::format("\nasha {} {} {}", asha->min_epochs, asha->reduction, asha->bracket);
   return hash_string(text);
 }
 
@@ -804,6 +810,7 @@ int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader,
   RunSpec spec;
   try {
     spec = load_resolved_run(rec.config_toml, rec.experiment, loader);
+    spec.search_json = rec.search;  // part of the run key under ASHA
     if (spec.config_hash != rec.config_hash)
       throw ConfigError(fmt::format(
           "the run's resolved config changed between queueing and start (hash {} then {}): "
@@ -822,7 +829,6 @@ int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader,
   }
   spec.overrides = rec.override_args;
   spec.overrides_json = rec.overrides;
-  spec.search_json = rec.search;
 
   // The heartbeat, from its own connection: it shows the process is alive even during a long
   // epoch; the supervisor and the next start judge liveness by it.
