@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "report/report.hpp"
+#include "results/report_html.hpp"
 #include "results/table.hpp"
 #include "store/store.hpp"
 
@@ -806,6 +807,12 @@ TEST_F(ReportDb, SelectConfigPicksTheBestMeanValidationPerMethod) {
   ASSERT_EQ(t.rows.size(), 1u);
   EXPECT_EQ(t.rows[0][1], "5");  // three dann and two coral learning rates
   EXPECT_EQ(t.rows[0][2], "strategy.plugin=dann train.lr=0.01");
+  // The HTML report shows both selections (oracle, and source-val: the runs log it).
+  const std::string html = plot::html_report(*store_, store_->list_runs(), {});
+  EXPECT_THAT(html, HasSubstr("<h2>Model selection over the search</h2>"));
+  EXPECT_THAT(html, HasSubstr("best mean target/val/acc over its seeds"));
+  EXPECT_THAT(html, HasSubstr("best mean source/val/acc over its seeds"));
+  EXPECT_THAT(html, HasSubstr("<td>train.lr=0.01</td>"));
 }
 
 TEST_F(ReportDb, SelectConfigErrors) {
@@ -813,6 +820,9 @@ TEST_F(ReportDb, SelectConfigErrors) {
   plain.strategy = "dann";
   plain.summaries = {{"target/test/acc", 0.5}, {"target/val/acc", 0.5}};
   add(plain);
+  // Without a search the HTML report has no selection section.
+  EXPECT_THAT(plot::html_report(*store_, store_->list_runs(), {}),
+              Not(HasSubstr("Model selection")));
   CompareOptions o;
   o.select_config = "oracle";
   EXPECT_THAT(error([&] { compare(o); }),

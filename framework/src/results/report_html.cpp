@@ -419,8 +419,29 @@ void transferability_section(std::string& html, const std::vector<RunSummaryRow>
 
 }  // namespace
 
+// Model selection over a search: each table as compare --select-config prints it.
+void selection_section(std::string& html, const std::vector<Table>& selections) {
+  if (selections.empty()) return;
+  html += "<h2>Model selection over the search</h2>\n";
+  for (const Table& t : selections) {
+    html += "<p>" + escape_html(t.title) + "</p>\n<table><thead><tr>";
+    for (const auto& h : t.header) html += "<th>" + escape_html(h) + "</th>";
+    html += "</tr></thead><tbody>\n";
+    for (const auto& row : t.rows) {
+      html += "<tr>";
+      for (std::size_t i = 0; i < row.size(); ++i)
+        html += std::string(i < t.numeric.size() && t.numeric[i] ? "<td class=\"num\">" : "<td>") +
+                escape_html(row[i]) + "</td>";
+      html += "</tr>\n";
+    }
+    html += "</tbody></table>\n";
+    for (const auto& note : t.notes) html += "<p class=\"note\">" + escape_html(note) + "</p>\n";
+  }
+}
+
 std::string html_report(const std::vector<RunSummaryRow>& runs, const Histories& histories,
-                        const ReportOptions& options, const Evaluations& evaluations) {
+                        const ReportOptions& options, const Evaluations& evaluations,
+                        const std::vector<Table>& selections) {
   std::string html =
       "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
       "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
@@ -449,6 +470,7 @@ std::string html_report(const std::vector<RunSummaryRow>& runs, const Histories&
   }
 
   comparison_section(html, runs);
+  selection_section(html, selections);
   cross_domain_section(html, runs);
   confusion_section(html, runs, evaluations);
   transferability_section(html, runs);
@@ -551,7 +573,19 @@ std::string html_report(Store& store, const std::vector<RunSummaryRow>& runs,
     histories[r.id] = store.metrics(r.id);
     if (r.status == "finished") evaluations[r.id] = store.evaluations(r.id);
   }
-  return html_report(runs, histories, options, evaluations);
+  // The searches' model selection, when the runs record one (a ReportError means they do not,
+  // or have nothing to select by: no section).
+  std::vector<Table> selections;
+  for (const char* rule : {"oracle", "source-val"}) {
+    CompareOptions o;
+    o.select_config = rule;
+    o.where = options.where;
+    try {
+      selections.push_back(compare_table(store, runs, o));
+    } catch (const ReportError&) {
+    }
+  }
+  return html_report(runs, histories, options, evaluations, selections);
 }
 
 }  // namespace tlab::plot

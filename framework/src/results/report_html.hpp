@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "results/plot.hpp"
+#include "results/table.hpp"
 #include "store/store.hpp"
 
 namespace tlab::plot {
@@ -36,10 +37,15 @@ using Evaluations = std::map<int64_t, std::vector<EvaluationRecord>>;
 /// that did not finish with their reasons; with `evaluations`, the cross-domain matrix (mean ±
 /// s.e. of eval/<domain>/test/acc per configuration) and each configuration's target-test
 /// confusion matrix (summed over its runs) as a heat map. All text from the database is escaped.
+/// `selections`: model selection over a search (compare_table with select_config), shown as
+/// a section when not empty.
 std::string html_report(const std::vector<RunSummaryRow>& runs, const Histories& histories,
-                        const ReportOptions& options, const Evaluations& evaluations = {});
+                        const ReportOptions& options, const Evaluations& evaluations = {},
+                        const std::vector<Table>& selections = {});
 
-/// As above, reading the histories of `runs` from `store`.
+/// As above, reading the histories of `runs` from `store`; with the model selection of
+/// `tlab results compare --select-config oracle` (and source-val when runs log source/val/acc)
+/// when runs record a search.
 std::string html_report(Store& store, const std::vector<RunSummaryRow>& runs,
                         const ReportOptions& options);
 
