@@ -756,6 +756,11 @@ reduction = 3
   Result plain = tlab(exp, "'~sweep.asha'");
   EXPECT_EQ(plain.code, 0) << plain.out;
   EXPECT_THAT(plain.out, HasSubstr("8 run(s) finished; results in"));
+  // SLURM tasks write shard databases: ASHA cannot compare them, and says so before submitting.
+  Result slurm = tlab(exp, "--launcher slurm");
+  EXPECT_EQ(slurm.code, 2) << slurm.out;
+  EXPECT_THAT(slurm.out, HasSubstr("SLURM tasks write their own shard databases until `tlab "
+                                   "sweep collect`, so they cannot see each other's rungs"));
   // A target without a validation split cannot be compared: the run fails saying so.
   db_ = dir_ / "noval.db";
   Result noval = tlab(exp, "target.val_size=0 sweep.samples=1");

@@ -18,6 +18,7 @@
 #include "commands.hpp"
 #include "errors.hpp"
 #include "report/report.hpp"
+#include "run/asha.hpp"
 #include "run/executor.hpp"
 #include "run/launcher.hpp"
 #include "run/precision.hpp"
@@ -289,6 +290,13 @@ int run_experiment(const Globals& g, const RunArgs& a) {
     for (auto& spec : specs) spec.launcher.name = a.launcher;
   const LauncherSpec& launcher = sweep_launcher(specs);
   const bool on_slurm = launcher.name == "slurm";
+  if (on_slurm)
+    for (const auto& spec : specs)
+      if (asha_of(spec.search_json))
+        throw UsageError(
+            "[sweep.asha] compares the runs of a sweep through the database, but SLURM tasks "
+            "write their own shard databases until `tlab sweep collect`, so they cannot see "
+            "each other's rungs: run the search locally (-j N) or leave out [sweep.asha]");
   SweepOptions sweep = sweep_options(a, specs, on_slurm);
   // float16 and CUDA graphs need CUDA: refused before any run starts where no run can have it
   // (a run on "auto" with a GPU is checked when its device is known).

@@ -5,8 +5,8 @@
 // goes on only when that value is among the best 1/reduction of the values its bracket's runs
 // recorded at that rung so far. Runs never wait for each other (the first runs at a rung always
 // go on), as Optuna's SuccessiveHalvingPruner decides. The values live in the database (metric
-// "asha/rung", epoch = the rung's epochs), so runs in other processes, later sweeps resuming
-// this one, and SLURM tasks writing to the same database compare with each other.
+// "asha/rung", epoch = the rung's epochs), so runs in other processes and later sweeps resuming
+// this one compare with each other (SLURM tasks write shard databases: refused there).
 
 #include <cstdint>
 #include <optional>
