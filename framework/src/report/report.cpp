@@ -1011,8 +1011,12 @@ Table config_selection_table(Store& store, const std::vector<RunSummaryRow>& run
   const auto params = all_params(runs);
   // The keys the sweep searched: every swept key a run records in runs.search, except seed.
   std::set<std::string> searched;
+  const auto listed = store.searches();  // one query, not one per run
+  const std::map<int64_t, std::string> searches(listed.begin(), listed.end());
   for (const auto& f : finished) {
-    const auto search = nlohmann::json::parse(store.run(f.run->id).search, nullptr, false);
+    const auto it = searches.find(f.run->id);
+    if (it == searches.end()) continue;
+    const auto search = nlohmann::json::parse(it->second, nullptr, false);
     if (!search.is_object() || !search.contains("distributions")) continue;
     for (const auto& [key, d] : search["distributions"].items())
       if (key != "seed" && params.count(key)) searched.insert(key);

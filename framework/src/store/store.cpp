@@ -1031,6 +1031,17 @@ RunRecord Store::run(int64_t id) {
   return r;
 }
 
+std::vector<std::pair<int64_t, std::string>> Store::searches() {
+  assert(db_ && "Store used after being moved from");
+  std::vector<std::pair<int64_t, std::string>> out;
+  db_->transaction(TxMode::kRead, "reading how sweeps chose their runs", [&] {
+    out.clear();
+    Query q(*db_, "SELECT id, search FROM runs WHERE search IS NOT NULL ORDER BY id");
+    while (q.step()) out.emplace_back(q.int_at(0), q.text_at(1));
+  });
+  return out;
+}
+
 std::vector<double> Store::rung_values(const std::string& bracket, const std::string& name,
                                        int64_t epoch) {
   assert(db_ && "Store used after being moved from");

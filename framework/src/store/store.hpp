@@ -257,6 +257,8 @@ class Store {
   void add_plugins(int64_t run, const std::vector<PluginRecord>& plugins);
   /// Appends `rows` to the metrics of `run` in one transaction: all rows or none.
   void write_metrics(int64_t run, const std::vector<MetricRow>& rows);
+  /// (run id, runs.search) of every run that has one (a sweep's), by id: one query.
+  std::vector<std::pair<int64_t, std::string>> searches();
   /// The values of metric `name` at epoch `epoch` of every run whose runs.search has this
   /// `bracket` (ASHA's rung values, run/asha.hpp), whatever their status.
   std::vector<double> rung_values(const std::string& bracket, const std::string& name,
