@@ -62,4 +62,23 @@ std::string error_of(F&& f) {
   return "";
 }
 
+/// An Optuna study as Optuna itself reads it (Debian's Python with python3-optuna), as JSON:
+/// {"direction", "attrs", "trials": [{"number", "state", "value", "params", "attrs"}]}; the
+/// output of Python (an error) otherwise.
+inline std::string optuna_study(const std::string& storage, const std::string& study) {
+  const std::string script =
+      "import json, sys, optuna\n"
+      "optuna.logging.set_verbosity(optuna.logging.WARNING)\n"
+      "s = optuna.load_study(study_name=sys.argv[2], storage=sys.argv[1])\n"
+      "print(json.dumps({'direction': s.direction.name, 'attrs': s.user_attrs, 'trials': "
+      "[{'number': t.number, 'state': t.state.name, 'value': t.value, 'params': t.params, "
+      "'attrs': t.user_attrs} for t in s.trials]}))\n";
+  const auto dir = temp_dir("optuna_study");
+  write_file(dir / "read.py", script);
+  const Result r = shell("/usr/bin/python3 '" + (dir / "read.py").string() + "' '" + storage +
+                         "' '" + study + "'");
+  std::filesystem::remove_all(dir);
+  return r.out;
+}
+
 }  // namespace tlab::test

@@ -12,9 +12,11 @@
 
 #include <chrono>
 #include <map>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "run/slurm.hpp"
 #include "store/store.hpp"
@@ -465,6 +467,43 @@ TEST_F(SlurmCluster, SweepWithAFailureAndACancelMergesAndRelaunchesOnlyTheUnfini
   EXPECT_EQ(slurm::list_sweeps(db_).size(), 2u);
   EXPECT_EQ(statuses(),
             (std::map<std::string, int>{{"finished", 5}, {"failed", 3}, {"cancelled", 1}}));
+}
+
+// An Optuna search on the cluster: each batch of trials is one job array that tlab waits for,
+// collects and tells the study about before it asks for the next.
+TEST_F(SlurmCluster, OptunaSearchRunsEachBatchOfTrialsAsAnArray) {
+  const std::string exp = experiment("", false) + R"toml([sweep]
+sweeper = "optuna"
+samples = 2
+"train.lr" = "tag(log, interval(1e-3, 1e-1))"
+)toml";
+  Result r = tlab(fmt::format("run exp.toml --launcher slurm -j 1 --db '{}'", db_.string()), exp);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("[optuna] trial 0: target/val/acc = "));
+  EXPECT_THAT(r.out, HasSubstr("[optuna] trial 1: target/val/acc = "));
+  EXPECT_EQ(slurm::list_sweeps(db_).size(), 2u);  // one array per batch of one trial
+  EXPECT_EQ(statuses(), (std::map<std::string, int>{{"finished", 2}}));
+  tlab::Store store(db_, false);
+  std::string study, storage;
+  std::set<int64_t> trials;
+  for (const auto& row : store.list_runs()) {
+    const tlab::RunRecord rec = store.run(row.id);
+    EXPECT_THAT(rec.job, ::testing::StartsWith("slurm "));
+    const auto search = nlohmann::json::parse(rec.search);
+    EXPECT_EQ(search["sweeper"], "optuna");
+    trials.insert(search["trial"].get<int64_t>());
+    study = search["study"].get<std::string>();
+    storage = search["storage"].get<std::string>();
+  }
+  EXPECT_EQ(trials, (std::set<int64_t>{0, 1}));
+  const std::string text = tlab::test::optuna_study(storage, study);
+  const auto s = nlohmann::json::parse(text, nullptr, false);
+  ASSERT_TRUE(s.is_object()) << text;
+  ASSERT_EQ(s["trials"].size(), 2u);
+  for (const auto& t : s["trials"]) {
+    EXPECT_EQ(t["state"], "COMPLETE");
+    EXPECT_EQ(t["attrs"]["tlab_runs"].size(), 1u);
+  }
 }
 
 }  // namespace

@@ -769,6 +769,189 @@ reduction = 3
                                    "validation split, but the target dataset has none"));
 }
 
+const char* const kOptunaExperiment = R"toml(name = "tpe"
+seed = 1
+device = "cpu"
+[target]
+plugin = "gaussians"
+domain = "target"
+train_size = 64
+val_size = 32
+test_size = 16
+[backbone]
+plugin = "mlp"
+hidden = [4]
+[[adapters]]
+plugin = "linear_head"
+[strategy]
+plugin = "scratch"
+[train]
+epochs = 2
+batch_size = 16
+[sweep]
+seed = [1, 2]
+"train.lr" = "tag(log, interval(1e-4, 1e-1))"
+"train.batch_size" = [8, 16]
+[sweep.optuna]
+startup_trials = 2
+)toml";
+
+// --sweeper optuna: Optuna's TPE, through its ask-and-tell interface and its own SQLite storage,
+// chooses each trial; a trial runs once per seed and its objective is the mean over its runs;
+// the study and the runs name each other. Read back with Optuna itself. More trials extend the
+// study; a trial a stopped search left running, and one a user enqueued, are run next.
+TEST_F(Sweep, OptunaStudyChoosesTheTrialsAndKnowsTheirRuns) {
+  const std::string exp = kOptunaExperiment;
+  Result dry = tlab(exp, "--sweeper optuna --trials 4 --dry-run");
+  ASSERT_EQ(dry.code, 0) << dry.out;
+  EXPECT_THAT(dry.out, HasSubstr("Optuna search: 4 trial(s) of TPE after 2 random startup "
+                                 "trial(s) (seed 0), each 2 run(s) (one per seed); objective: "
+                                 "maximize target/val/acc (mean over a trial's runs)\n  study "
+                                 "'tpe-"));
+  EXPECT_THAT(dry.out, HasSubstr("  train.lr ~ tag(log, interval(0.0001, 0.1))\n  "
+                                 "train.batch_size ~ choice(8, 16)\n"));
+  EXPECT_FALSE(fs::exists(dir_ / "optuna.db"));
+  EXPECT_FALSE(fs::exists(db_));
+
+  Result first = tlab(exp, "--sweeper optuna --trials 4 -j 2");
+  ASSERT_EQ(first.code, 0) << first.out;
+  EXPECT_THAT(first.out, HasSubstr(": 0 of 4 trial(s) done\n"));
+  EXPECT_THAT(first.out, HasSubstr("[optuna] trial 3: target/val/acc = "));
+  EXPECT_THAT(first.out, HasSubstr("8 run(s) finished; results in"));
+  const auto rs = runs();
+  ASSERT_EQ(rs.size(), 8u);
+  std::map<int64_t, std::vector<tlab::RunRecord>> by_trial;
+  std::string study, storage;
+  for (const auto& r : rs) {
+    EXPECT_EQ(r.status, "finished");
+    const auto search = nlohmann::json::parse(r.search);
+    EXPECT_EQ(search["sweeper"], "optuna");
+    EXPECT_EQ(search["metric"], "target/val/acc");
+    EXPECT_EQ(search["direction"], "maximize");
+    EXPECT_EQ(search["sampler"], "tpe");
+    EXPECT_EQ(search["samples"], 4);
+    EXPECT_EQ(search["distributions"]["train.lr"], "tag(log, interval(0.0001, 0.1))");
+    study = search["study"].get<std::string>();
+    storage = search["storage"].get<std::string>();
+    by_trial[search["trial"].get<int64_t>()].push_back(r);
+  }
+  EXPECT_EQ(storage, "sqlite:///" + (dir_ / "optuna.db").string());
+  EXPECT_THAT(study, ::testing::StartsWith("tpe-"));
+  ASSERT_EQ(by_trial.size(), 4u);
+
+  auto study_of = [&] {
+    const std::string text = tlab::test::optuna_study(storage, study);
+    auto j = nlohmann::json::parse(text, nullptr, false);
+    EXPECT_TRUE(j.is_object()) << text;
+    return j;
+  };
+  auto s = study_of();
+  EXPECT_EQ(s["direction"], "MAXIMIZE");
+  EXPECT_EQ(s["attrs"]["tlab_db"], db_.string());
+  EXPECT_EQ(s["attrs"]["tlab_metric"], "target/val/acc");
+  ASSERT_EQ(s["trials"].size(), 4u);
+  tlab::Store store(db_, false);
+  for (const auto& t : s["trials"]) {
+    EXPECT_EQ(t["state"], "COMPLETE");
+    const auto& mine = by_trial.at(t["number"].get<int64_t>());
+    ASSERT_EQ(mine.size(), 2u);  // one run per seed
+    double mean = 0;
+    std::set<int64_t> ids;
+    for (const auto& r : mine) {
+      ids.insert(r.id);
+      mean += *store.list_runs({r.id}).at(0).summary("target/val/acc") / 2;
+      const auto swept = nlohmann::json::parse(r.overrides);
+      // The run trains with the value Optuna chose, to the last bit.
+      EXPECT_EQ(swept["train.lr"].get<double>(), t["params"]["train.lr"].get<double>());
+      EXPECT_EQ(swept["train.batch_size"].dump(), t["params"]["train.batch_size"]);
+    }
+    EXPECT_NEAR(t["value"].get<double>(), mean, 1e-12);
+    EXPECT_EQ(t["attrs"]["tlab_runs"].get<std::set<int64_t>>(), ids);
+  }
+
+  // More trials extend the study: the four are neither asked for nor run again.
+  Result more = tlab(exp, "--sweeper optuna --trials 6 -j 2");
+  ASSERT_EQ(more.code, 0) << more.out;
+  EXPECT_THAT(more.out, HasSubstr(": 4 of 6 trial(s) done\n"));
+  EXPECT_EQ(runs().size(), 12u);
+  // A trial left running (as by a search that was killed) and one a user enqueues in Python.
+  tlab::test::write_file(dir_ / "enqueue.py", R"py(import sys, optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+s = optuna.load_study(study_name=sys.argv[2], storage=sys.argv[1])
+s.ask({"train.lr": FloatDistribution(1e-4, 1e-1, log=True),
+       "train.batch_size": CategoricalDistribution(["8", "16"])})
+s.enqueue_trial({"train.lr": 0.0125, "train.batch_size": "8"})
+)py");
+  const auto py = tlab::test::shell(fmt::format("/usr/bin/python3 '{}' '{}' '{}'",
+                                                (dir_ / "enqueue.py").string(), storage, study));
+  ASSERT_EQ(py.code, 0) << py.out;
+  Result resumed = tlab(exp, "--sweeper optuna --trials 8 -j 1");
+  ASSERT_EQ(resumed.code, 0) << resumed.out;
+  EXPECT_THAT(resumed.out, HasSubstr(": 6 of 8 trial(s) done, 1 left running by a stopped "
+                                     "search: run again\n"));
+  EXPECT_THAT(resumed.out, HasSubstr("[optuna] trial 6: "));
+  EXPECT_THAT(resumed.out, HasSubstr("[optuna] trial 7: "));
+  s = study_of();
+  ASSERT_EQ(s["trials"].size(), 8u);
+  for (const auto& t : s["trials"]) EXPECT_EQ(t["state"], "COMPLETE") << t.dump();
+  EXPECT_EQ(s["trials"][7]["params"]["train.lr"], 0.0125);
+  int enqueued = 0;
+  for (const auto& r : runs())
+    if (nlohmann::json::parse(r.overrides)["train.lr"] == 0.0125) ++enqueued;
+  EXPECT_EQ(enqueued, 2);
+  EXPECT_EQ(runs().size(), 16u);
+}
+
+// A located error before anything runs: Python or Optuna missing, an unknown sweeper; an
+// objective the runs do not record fails the search after the first trial, which the study
+// marks failed; a study of the other direction is refused.
+TEST_F(Sweep, OptunaSearchErrorsNameTheFix) {
+  const std::string one = kOptunaExperiment;
+  Result nopython = tlab(one, "--sweeper optuna --trials 1", "TLAB_PYTHON=/nonexistent/python3");
+  EXPECT_EQ(nopython.code, 2) << nopython.out;
+  EXPECT_THAT(nopython.out, HasSubstr("cannot start the Optuna sweeper: '/nonexistent/python3' "
+                                      "could not be executed"));
+  EXPECT_THAT(nopython.out, HasSubstr("set TLAB_PYTHON to a Python that has Optuna"));
+  // A Python without Optuna: Debian's, without its site packages.
+  tlab::test::write_file(dir_ / "py", "#!/bin/sh\nexec /usr/bin/python3 -S \"$@\"\n");
+  fs::permissions(dir_ / "py", fs::perms::owner_all);
+  Result nooptuna =
+      tlab(one, "--sweeper optuna --trials 1", "TLAB_PYTHON='" + (dir_ / "py").string() + "'");
+  EXPECT_EQ(nooptuna.code, 2) << nooptuna.out;
+  EXPECT_THAT(nooptuna.out,
+              HasSubstr("the Optuna sweeper needs Optuna, and import optuna failed (No module "
+                        "named 'optuna') in /usr/bin/python3: install it with `apt-get install "
+                        "python3-optuna`"));
+  EXPECT_TRUE(!fs::exists(db_) || runs().empty());
+  Result unknown = tlab(one, "--sweeper hyperopt --trials 1");
+  EXPECT_EQ(unknown.code, 2) << unknown.out;
+  EXPECT_THAT(unknown.out, HasSubstr("'sweep.sweeper' is \"hyperopt\": not a sweeper; expected "
+                                     "\"grid\" (every combination), \"random\" (sweep.samples "
+                                     "draws) or \"optuna\""));
+  Result nocount = tlab(one, "--sweeper optuna");
+  EXPECT_EQ(nocount.code, 2) << nocount.out;
+  EXPECT_THAT(nocount.out, HasSubstr("needs the number of trials: add sweep.samples = N"));
+
+  Result nometric = tlab(one,
+                         "--sweeper optuna --trials 2 sweep.optuna.metric=target/val/nope "
+                         "sweep.optuna.study=s1");
+  EXPECT_EQ(nometric.code, 2) << nometric.out;
+  EXPECT_THAT(nometric.out, HasSubstr("the Optuna objective target/val/nope is not a value of "
+                                      "run(s) "));
+  EXPECT_THAT(nometric.out, HasSubstr("(trial 0): name a metric the runs record with "
+                                      "sweep.optuna.metric=NAME"));
+  const std::string storage = "sqlite:///" + (dir_ / "optuna.db").string();
+  auto s = nlohmann::json::parse(tlab::test::optuna_study(storage, "s1"));
+  ASSERT_EQ(s["trials"].size(), 1u);  // the search stopped at the first trial
+  EXPECT_EQ(s["trials"][0]["state"], "FAIL");
+  Result flipped = tlab(one,
+                        "--sweeper optuna --trials 1 sweep.optuna.study=s1 "
+                        "sweep.optuna.direction=minimize");
+  EXPECT_EQ(flipped.code, 2) << flipped.out;
+  EXPECT_THAT(flipped.out, HasSubstr("study 's1' in " + storage +
+                                     " exists with direction maximize, not minimize"));
+}
+
 TEST_F(Sweep, AParallelSweepGivesTheSameRowsAsASequentialOne) {
   const std::string exp = experiment("none", 4);
   Result seq = tlab(exp, "-j 1");

@@ -15,6 +15,7 @@ packages=(
   zlib1g-dev libjpeg-dev                       # gzip (IDX files), JPEG (image folders)
   python3-torch python3-torchvision            # PyTorch and PIL as references in tests
   python3-sklearn                              # scikit-learn: the reference for the eval metrics
+  python3-optuna                               # Optuna: the TPE sweeper (--sweeper optuna)
   dataset-fashion-mnist                        # Fashion-MNIST (IDX): the transferability zoo
 )
 # A real one-node SLURM cluster for the cluster test (tools/slurm/local-cluster.sh). Optional:

@@ -74,6 +74,16 @@ void add_engine_commands(CLI::App& app, std::vector<Command>& out,
   run->add_flag("--in-process", r->in_process,
                 "Run each run in this process, one after another, without a child process: "
                 "for gdb, valgrind and sanitizers (no crash isolation, no --timeout)");
+  auto sweeper = std::make_shared<std::string>();
+  auto trials = std::make_shared<int64_t>(0);
+  run->add_option("--sweeper", *sweeper,
+                  "How a sweep chooses its runs: grid (every combination), random "
+                  "(sweep.samples draws) or optuna (sweep.samples trials asked from an Optuna "
+                  "study, TPE by default; objective and study in [sweep.optuna]; see "
+                  "docs/configuration.md). Same as the override sweep.sweeper=NAME");
+  run->add_option("--trials", *trials,
+                  "Configurations a random or Optuna search tries; same as sweep.samples=N")
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
   run->add_flag("--wait", r->wait,
                 "With --launcher slurm: wait for the tasks to end, then collect their results");
   run->add_flag("--profile", r->profile,
@@ -81,7 +91,7 @@ void add_engine_commands(CLI::App& app, std::vector<Command>& out,
                 "logging) into the runs' summaries profile/<domain>/<phase>_seconds and log a "
                 "line per stage (synchronises after each phase on a GPU)");
   out.push_back(
-      {run, [run, r, run_help, globals] {
+      {run, [run, r, run_help, globals, sweeper, trials] {
          if (*run_help) {  // no engine needed: the groups are config files
            std::cout << run->help() << "\n"
                      << cfg::describe_groups(cfg::SearchPath::for_experiment(
@@ -92,6 +102,9 @@ void add_engine_commands(CLI::App& app, std::vector<Command>& out,
            throw UsageError(
                "tlab run needs an experiment file, e.g. tlab run "
                "experiments/quickstart.toml");
+         // After the user's overrides: the flags win over the experiment's [sweep] table.
+         if (!sweeper->empty()) r->overrides.push_back("sweep.sweeper=" + *sweeper);
+         if (*trials > 0) r->overrides.push_back(fmt::format("sweep.samples={}", *trials));
          r->jobs_given = run->get_option("--jobs")->count() > 0;
          r->spawn_given = run->get_option("--spawn")->count() > 0;
          r->runs_per_gpu_given = run->get_option("--runs-per-gpu")->count() > 0;

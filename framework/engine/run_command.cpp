@@ -17,10 +17,12 @@
 
 #include "commands.hpp"
 #include "errors.hpp"
+#include "optuna_search.hpp"
 #include "report/report.hpp"
 #include "run/asha.hpp"
 #include "run/executor.hpp"
 #include "run/launcher.hpp"
+#include "run/optuna.hpp"
 #include "run/precision.hpp"
 #include "run/runner.hpp"
 #include "run/slurm.hpp"
@@ -284,7 +286,26 @@ int run_experiment(const Globals& g, const RunArgs& a) {
   load_options.config_dirs.assign(a.config_dirs.begin(), a.config_dirs.end());
   load_options.multirun = a.multirun;
   const std::vector<std::string> overrides = with_launcher_group(a, loader, load_options);
+  cfg::SearchSpec search;
+  load_options.search = &search;
   std::vector<RunSpec> specs = load_experiment(a.experiment, overrides, loader, load_options);
+  // An Optuna search has no runs until it asks for trials: validate draws that take every
+  // categorical choice and both ends of every interval instead, before anything runs.
+  const bool optuna = search.sweeper == "optuna";
+  std::size_t runs_per_trial = 1;
+  if (optuna) {
+    const std::vector<cfg::GivenDraw> probes = probe_draws(search);
+    LoadOptions probe_options = load_options;
+    probe_options.draws = &probes;
+    specs = load_experiment(a.experiment, overrides, loader, probe_options);
+    runs_per_trial = std::max<std::size_t>(1, specs.size() / probes.size());
+  }
+  if (a.dry_run && optuna) {
+    describe_optuna(search, plan_optuna(search, specs.at(0), a.db), runs_per_trial, std::cout);
+    std::cout << "  (Optuna chooses each trial from the results before it: no draws to list; "
+                 "validated: every choice and both ends of every interval)\n";
+    return 0;
+  }
   if (a.dry_run) return dry_run(a, specs, loader);
   if (!a.launcher.empty())
     for (auto& spec : specs) spec.launcher.name = a.launcher;
@@ -329,8 +350,50 @@ int run_experiment(const Globals& g, const RunArgs& a) {
   sweep.threads = sweep_threads(a.threads, specs);
   sweep.verbose = g.verbose;
   sweep.plugin_paths = g.plugin_paths;
-  spdlog::info("[runner] {}: {} run(s), results in '{}'", a.experiment, specs.size(), a.db);
-  const SweepResult result = make_launcher(launcher)->launch(specs, loader, store, sweep);
+  if (!optuna) {
+    spdlog::info("[runner] {}: {} run(s), results in '{}'", a.experiment, specs.size(), a.db);
+    const SweepResult result = make_launcher(launcher)->launch(specs, loader, store, sweep);
+    return report_sweep(a, result, store, on_slurm);
+  }
+  // Optuna: batches of trials; on SLURM each batch's array is waited for and collected, so
+  // that the study is told its results before it is asked for more.
+  if (on_slurm) sweep.wait = true;
+  const std::unique_ptr<Launcher> runner = make_launcher(launcher);
+  OptunaSearch os{search,
+                  plan_optuna(search, specs.at(0), a.db),
+                  a.experiment,
+                  runs_per_trial,
+                  on_slurm ? std::max(1, a.jobs) : sweep.jobs,
+                  sweep,
+                  store,
+                  {},
+                  {},
+                  {}};
+  describe_optuna(os.search, os.plan, runs_per_trial, std::cout);
+  os.expand = [&](const std::vector<cfg::GivenDraw>& draws) {
+    LoadOptions trial_options = load_options;
+    trial_options.draws = &draws;
+    std::vector<RunSpec> trial_specs =
+        load_experiment(a.experiment, overrides, loader, trial_options);
+    if (!a.launcher.empty())
+      for (auto& spec : trial_specs) spec.launcher.name = a.launcher;
+    return trial_specs;
+  };
+  os.launch = [&](const std::vector<RunSpec>& trial_specs) {
+    return runner->launch(trial_specs, loader, store, sweep);
+  };
+  os.key = [&](const RunSpec& spec) { return run_key(spec, loader); };
+  SweepResult result;
+  try {
+    result = run_optuna_search(os);
+  } catch (const OptunaError& e) {
+    throw UsageError(e.what());
+  }
+  if (on_slurm) {  // waited for: the results table, as a local search prints it
+    RunArgs waited = a;
+    waited.wait = true;
+    return report_sweep(waited, result, store, on_slurm);
+  }
   return report_sweep(a, result, store, on_slurm);
 }
 

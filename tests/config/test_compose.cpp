@@ -630,6 +630,127 @@ TEST_F(Compose, SampledSweepErrorsAreLocated) {
               HasSubstr("sweep 'lr': interval(0.0, 1.0) cannot be zipped"));
 }
 
+// --- Optuna searches ([sweep] sweeper = "optuna") -----------------------------------------------
+
+// Without draws an Optuna search composes no job, only its space: each drawn dimension with its
+// kind, bounds and choices (config-group choices are searched, not crossed); the draws an outside
+// sweeper gives expand crossed with the seeds, its trial numbers kept.
+TEST_F(Compose, OptunaSearchesGiveTheirSpaceAndExpandTheGivenDraws) {
+  const std::string base =
+      "defaults = [{ db = \"mysql\" }]\nseed = 0\nlr = 0.1\nwidth = 8\nbs = 1\nopt = \"x\"\n"
+      "[sweep]\nsweeper = \"optuna\"\nsamples = 5\nseed = [1, 2]\n"
+      "lr = \"tag(log, interval(1e-4, 1e-1))\"\nwidth = \"int(interval(4, 64))\"\n"
+      "db = [\"mysql\", \"sqlite\"]\n[[sweep.zip]]\nbs = [8, 16]\nopt = [\"a\", \"b\"]\n";
+  auto c = run(base);
+  EXPECT_EQ(c.search_spec.sweeper, "optuna");
+  EXPECT_EQ(c.search_spec.samples, 5);
+  EXPECT_EQ(c.search_spec.sampler, "tpe");
+  EXPECT_EQ(c.search_spec.startup_trials, 10);
+  EXPECT_TRUE(c.jobs.empty());
+  using Kind = tlab::cfg::SearchDim::Kind;
+  const auto& space = c.search_spec.space;
+  ASSERT_EQ(space.size(), 4u);
+  EXPECT_EQ(space[0].name, "lr");
+  EXPECT_EQ(space[0].kind, Kind::Float);
+  EXPECT_DOUBLE_EQ(space[0].low, 1e-4);
+  EXPECT_DOUBLE_EQ(space[0].high, 0.1);
+  EXPECT_TRUE(space[0].log);
+  EXPECT_EQ(space[1].name, "width");
+  EXPECT_EQ(space[1].kind, Kind::Int);
+  EXPECT_FALSE(space[1].log);
+  EXPECT_EQ(space[2].name, "db");  // a config group: searched
+  EXPECT_EQ(space[2].choices, (std::vector<std::string>{"mysql", "sqlite"}));
+  EXPECT_EQ(space[3].name, "bs,opt");  // a zip group: one choice
+  EXPECT_EQ(space[3].choices, (std::vector<std::string>{"8, a", "16, b"}));
+
+  std::vector<tlab::cfg::GivenDraw> draws{
+      {7, {{"lr", 0.00123}, {"width", 40}, {"db", 1}, {"bs,opt", 1}}},
+      {9, {{"lr", 0.05}, {"width", 4}, {"db", 0}, {"bs,opt", 0}}}};
+  tlab::cfg::ComposeOptions o;
+  o.config_dirs = {TLAB_CONFIG_FIXTURES};
+  o.draws = &draws;
+  auto e = tlab::cfg::compose(exp(base), {}, o);
+  ASSERT_EQ(e.jobs.size(), 4u);  // 2 trials x 2 seeds
+  EXPECT_EQ(e.jobs[0].trial, 7);
+  EXPECT_EQ(e.jobs[3].trial, 9);
+  EXPECT_EQ(e.jobs[0].overrides, (std::vector<std::string>{"seed=1", "lr=0.00123", "width=40",
+                                                           "db=sqlite", "bs=16", "opt=b"}));
+  EXPECT_EQ(e.jobs[1].config.find({"seed"})->as_int(), 2);
+  EXPECT_DOUBLE_EQ(e.jobs[1].config.find({"lr"})->as_number(), 0.00123);
+  EXPECT_EQ(e.jobs[1].config.find({"width"})->as_int(), 40);
+  EXPECT_EQ(e.jobs[1].config.find({"db", "driver"})->as_string(), "sqlite");
+  EXPECT_EQ(e.jobs[2].config.find({"opt"})->as_string(), "a");
+  EXPECT_EQ(e.jobs[0].bracket, "");  // every trial of a study competes under ASHA
+  EXPECT_EQ(e.jobs[0].distributions.at(1).second, "tag(log, interval(0.0001, 0.1))");
+
+  // A draw outside the space (a study made for another one) or without a dimension: located.
+  draws = {{3, {{"lr", 0.5}, {"width", 40}, {"db", 1}, {"bs,opt", 1}}}};
+  EXPECT_THAT(tlab::test::error_of<ConfigError>([&] { tlab::cfg::compose(exp(base), {}, o); }),
+              ::testing::AllOf(HasSubstr(at(11, 6)),
+                               HasSubstr("the sweeper's trial 3 gives 'lr' the value 0.5, outside "
+                                         "tag(log, interval(0.0001, 0.1))")));
+  draws = {{4, {{"lr", 0.01}, {"width", 40}, {"bs,opt", 2}}}};
+  EXPECT_THAT(tlab::test::error_of<ConfigError>([&] { tlab::cfg::compose(exp(base), {}, o); }),
+              HasSubstr("the sweeper's trial 4 has no value for 'db'"));
+
+  // The study's identity: the trial count and the study's name do not change it; the space does.
+  const auto more = run(base, {"sweep.samples=50", "sweep.optuna.study=mine"});
+  EXPECT_EQ(more.search_spec.fingerprint, c.search_spec.fingerprint);
+  EXPECT_EQ(more.search_spec.study, "mine");
+  EXPECT_NE(run(base, {"sweep.lr='tag(log, interval(1e-5, 1e-1))'"}).search_spec.fingerprint,
+            c.search_spec.fingerprint);
+  // --sweeper/--trials are overrides that need no '+', as sweep.samples.
+  auto flags = run("lr = 0.1\n",
+                   {"lr=interval(0.01, 0.1)", "sweep.sweeper=optuna", "sweep.samples=3",
+                    "sweep.optuna.direction=minimize", "sweep.optuna.metric=target/val/loss"},
+                   true);
+  EXPECT_EQ(flags.search_spec.sweeper, "optuna");
+  EXPECT_EQ(flags.search_spec.direction, "minimize");
+  EXPECT_EQ(flags.search_spec.metric, "target/val/loss");
+}
+
+TEST_F(Compose, OptunaSearchErrorsAreLocated) {
+  const std::string space = "lr = 0.1\n[sweep]\nlr = \"interval(0.01, 0.1)\"\n";
+  EXPECT_THAT(error("lr = 0.1\n[sweep]\nsweeper = \"hyperopt\"\nsamples = 2\nlr = [1, 2]\n"),
+              ::testing::AllOf(HasSubstr(at(3, 11)),
+                               HasSubstr("'sweep.sweeper' is \"hyperopt\": not a sweeper; expected "
+                                         "\"grid\" (every combination), \"random\"")));
+  EXPECT_THAT(error(space, {"sweep.sweeper=optuna"}),
+              HasSubstr("sweep.sweeper = \"optuna\" needs the number of trials: add sweep.samples "
+                        "= N (on the command line: sweep.samples=N, or --trials N)"));
+  EXPECT_THAT(error(space, {"sweep.sweeper=grid", "sweep.samples=3"}),
+              HasSubstr("sweep.samples = 3 asks for draws, but sweep.sweeper = \"grid\" runs "
+                        "every combination"));
+  EXPECT_THAT(error(space, {"sweep.samples=3", "sweep.optuna.metric=target/val/acc"}),
+              HasSubstr("[sweep.optuna] configures the Optuna sweeper, but this sweep's sweeper "
+                        "is \"random\""));
+  const std::vector<std::string> optuna{"sweep.sweeper=optuna", "sweep.samples=3"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> ov = optuna;
+    ov.insert(ov.end(), extra.begin(), extra.end());
+    return error(space, ov);
+  };
+  EXPECT_THAT(with({"sweep.optuna.direction=up"}),
+              HasSubstr("sweep.optuna: direction is \"up\", expected \"maximize\" or "
+                        "\"minimize\""));
+  EXPECT_THAT(with({"sweep.optuna.sampler=cmaes"}),
+              HasSubstr("sweep.optuna: sampler is \"cmaes\", expected \"tpe\""));
+  EXPECT_THAT(with({"sweep.optuna.metric=acc"}),
+              HasSubstr("metric is \"acc\", expected a run's metric as <domain>/<split>/<name>"));
+  EXPECT_THAT(with({"sweep.optuna.startup_trials=-1"}),
+              HasSubstr("startup_trials is integer -1, expected an integer >= 0"));
+  EXPECT_THAT(with({"sweep.optuna.pruner=asha"}),
+              HasSubstr("sweep.optuna: unknown key 'pruner'; it has metric, direction, sampler"));
+  EXPECT_THAT(with({"sweep.optuna.study=a b"}),
+              HasSubstr("study is \"a b\", expected letters, digits"));
+  EXPECT_THAT(error("seed = 0\na = 0\n[sweep]\nsweeper = \"optuna\"\nsamples = 2\n"
+                    "crossed = [\"a\"]\na = [1, 2]\nlr = \"interval(0, 1)\"\n"),
+              HasSubstr("sweep.crossed applies to random search: an Optuna trial is one "
+                        "configuration, crossed with the seeds only"));
+  EXPECT_THAT(error("seed = 0\n[sweep]\nsweeper = \"optuna\"\nsamples = 2\nseed = [1, 2]\n"),
+              HasSubstr("nothing other than seed is swept"));
+}
+
 }  // namespace
 
 namespace {

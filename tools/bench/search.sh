@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Hyperparameter search three ways on experiments/search_l2sp_digits.toml, the same space
-# (learning rate x weight decay x L2-SP alpha): a 27-point grid, 20 random draws (DomainBed), and
-# 40 random draws under ASHA (reduction 3, rungs at 3 and 9 of the 27 epochs); the random ones
+# Hyperparameter search four ways on experiments/search_l2sp_digits.toml, the same space
+# (learning rate x weight decay x L2-SP alpha): a 27-point grid, 20 random draws (DomainBed), 40
+# random draws under ASHA (reduction 3, rungs at 3 and 9 of the 27 epochs), and 20 trials of
+# Optuna's TPE (--sweeper optuna, 10 random startup trials, J trials at once); the sampled ones
 # with three search seeds (SEEDS="0 1 2"). Then best validation
 # accuracy against target-stage epochs spent, as a table and a plot (docs/benchmarks.md,
 # "Hyperparameter search").
@@ -13,7 +14,7 @@ OUT=${2:-/tmp/tlab_search}
 J=${J:-2}
 mkdir -p "$OUT"
 DB="$OUT/search.db"
-rm -f "$DB" "$DB-wal" "$DB-shm"
+rm -f "$DB" "$DB-wal" "$DB-shm" "$OUT/optuna.db"
 TLAB=("$BUILD/bin/tlab" --plugin-path "$BUILD/plugins")
 EXP=experiments/search_l2sp_digits.toml
 # The grid's ranges (weight decay from 1e-6: a log interval cannot start at the grid's 0).
@@ -35,5 +36,7 @@ for seed in ${SEEDS:-0 1 2}; do
   timed "asha_s$seed" "${TLAB[@]}" run "$EXP" -m '~sweep' +sweep.samples=40 \
     +sweep.search_seed="$seed" +sweep.asha.min_epochs=3 "${DIST[@]}" -j "$J" --db "$DB" \
     name="search_asha_s$seed"
+  timed "tpe_s$seed" "${TLAB[@]}" run "$EXP" -m '~sweep' --sweeper optuna --trials 20 \
+    +sweep.search_seed="$seed" "${DIST[@]}" -j "$J" --db "$DB" name="search_tpe_s$seed"
 done
 /usr/bin/python3 tools/bench/search_curves.py "$DB" "$OUT"

@@ -1,7 +1,7 @@
 """Best validation accuracy against target-stage epochs spent, per search (tools/bench/search.sh).
 
 Reads the runs of every search (experiment names search_grid, search_random_s<k>,
-search_asha_s<k>) from a tlab database (plain SQLite),
+search_asha_s<k>, search_tpe_s<k>) from a tlab database (plain SQLite),
 in the order they ended; a run's epochs are its target/train/epochs_run (a pruned run stops
 early) or train.epochs. The best so far counts finished runs (the configurations a search would
 pick). Writes OUT/search.md (table) and OUT/search.png (curves).
@@ -65,7 +65,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 fig, ax = plt.subplots(figsize=(7, 4.2))
-colors = {"grid": "#0072B2", "random": "#E69F00", "asha": "#009E73"}
+colors = {"grid": "#0072B2", "random": "#E69F00", "asha": "#009E73", "tpe": "#CC79A7"}
 styles = ["-", "--", ":"]
 for name, (xs, ys) in curves.items():
     kind = name[7:].split("_")[0]

@@ -812,10 +812,12 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
   for (const Override* o : values) {
     auto path = split_path(o->key);
     if (path[0] != "sweep") continue;
-    // sweep.samples=N and sweep.search_seed=S need no '+' when the experiment has none: they
-    // turn a sweep into a random search rather than change a value of the experiment.
-    if (o->op == Override::Op::Set && path.size() == 2 &&
-        (path[1] == "samples" || path[1] == "search_seed")) {
+    // sweep.samples=N, sweep.search_seed=S, sweep.sweeper=NAME and sweep.optuna.KEY=V need no
+    // '+' when the experiment has none: they say how to search, not what a run computes.
+    if (o->op == Override::Op::Set &&
+        ((path.size() == 2 &&
+          (path[1] == "samples" || path[1] == "search_seed" || path[1] == "sweeper")) ||
+         (path.size() == 3 && path[1] == "optuna"))) {
       Override add = *o;
       add.op = Override::Op::ForceAdd;
       apply_override(result.config, add);
@@ -833,6 +835,8 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
   const Node* search_seed_node = nullptr;
   const Node* crossed_node = nullptr;
   const Node* asha_node = nullptr;
+  const Node* sweeper_node = nullptr;
+  const Node* optuna_node = nullptr;
   if (const Node* sweep = result.config.get("sweep")) {
     if (!sweep->is_table())
       fail(sweep->origin,
@@ -845,6 +849,21 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
             std::string key = prefix.empty() ? k : prefix + "." + k;
             if (prefix.empty() && zip < 0 && k == "asha") {
               asha_node = &v;
+              continue;
+            }
+            if (prefix.empty() && zip < 0 && k == "optuna") {
+              optuna_node = &v;
+              continue;
+            }
+            if (prefix.empty() && zip < 0 && k == "sweeper") {
+              if (!v.is_string() || (v.as_string() != "grid" && v.as_string() != "random" &&
+                                     v.as_string() != "optuna"))
+                fail(v.origin,
+                     fmt::format("'sweep.sweeper' is {}: not a sweeper; expected \"grid\" (every "
+                                 "combination), \"random\" (sweep.samples draws) or \"optuna\" "
+                                 "(sweep.samples trials of Optuna's TPE)",
+                                 v.is_string() ? "\"" + v.as_string() + "\"" : v.describe()));
+              sweeper_node = &v;
               continue;
             }
             if (prefix.empty() && zip < 0 && k == "crossed") {
@@ -990,15 +1009,40 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
     }
   }
   // A sampled sweep ([sweep] samples = N): N draws of the dimensions other than `seed`'s, each
-  // crossed with the seeds (DomainBed's random search: draws x trials). Otherwise a grid.
+  // crossed with the seeds (DomainBed's random search: draws x trials), or N trials of an
+  // Optuna study (sweeper = "optuna"). Otherwise a grid.
   SearchSpec& search = result.search_spec;
   std::vector<std::vector<std::size_t>> drawn_dims;
+  const std::string sweeper = sweeper_node   ? sweeper_node->as_string()
+                              : samples_node ? "random"
+                                             : "grid";
+  if (sweeper_node && sweeper == "grid" && samples_node)
+    fail(samples_node->origin,
+         fmt::format("sweep.samples = {} asks for draws, but sweep.sweeper = \"grid\" runs every "
+                     "combination; remove samples, or choose sweeper \"random\" or \"optuna\"",
+                     samples_node->as_int()));
+  if (sweeper != "grid" && !samples_node)
+    fail(sweeper_node->origin,
+         fmt::format("sweep.sweeper = \"{}\" needs the number of {}: add sweep.samples = N "
+                     "(on the command line: sweep.samples=N, or --trials N)",
+                     sweeper, sweeper == "optuna" ? "trials" : "draws"));
+  if (optuna_node && sweeper != "optuna")
+    fail(optuna_node->origin,
+         fmt::format("[sweep.optuna] configures the Optuna sweeper, but this sweep's sweeper is "
+                     "\"{}\"; add sweep.sweeper = \"optuna\" (--sweeper optuna) or remove it",
+                     sweeper));
   if (samples_node) {
-    search.sweeper = "random";
+    search.sweeper = sweeper;
     search.samples = samples_node->as_int();
     if (search_seed_node) search.search_seed = search_seed_node->as_int();
+    if (crossed_node && sweeper == "optuna")
+      fail(crossed_node->origin,
+           "sweep.crossed applies to random search: an Optuna trial is one configuration, "
+           "crossed with the seeds only; run one study per value instead (e.g. "
+           "strategy=dann, then strategy=coral: each is its own study)");
     // Crossed: seed, config-group choices (what runs, e.g. strategy=dann,coral: each gets
-    // the same draws) and the keys sweep.crossed names; drawn: the rest.
+    // the same draws) and the keys sweep.crossed names; drawn: the rest. Optuna searches
+    // config-group choices too (as Hydra's Optuna sweeper does): only the seeds are crossed.
     std::set<std::string> named;
     if (crossed_node)
       for (const auto& x : crossed_node->items()) {
@@ -1011,7 +1055,8 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
     std::vector<std::vector<std::size_t>> crossed;
     for (auto& d : dims) {
       const bool cross = std::any_of(d.begin(), d.end(), [&](std::size_t a) {
-        return axes[a].key == "seed" || axes[a].group || named.count(axes[a].key);
+        return axes[a].key == "seed" ||
+               (sweeper == "random" && (axes[a].group || named.count(axes[a].key)));
       });
       if (cross)
         for (std::size_t a : d)
@@ -1025,10 +1070,32 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
     if (drawn_dims.empty())
       fail(samples_node->origin,
            fmt::format("sweep.samples = {} draws configurations of the swept keys, but nothing "
-                       "other than seed, config-group choices and sweep.crossed is swept; add a "
+                       "other than seed{} is swept; add a "
                        "distribution (e.g. sweep.train.lr = "
                        "\"tag(log, interval(1e-4, 1e-1))\") or remove samples",
-                       search.samples));
+                       search.samples,
+                       sweeper == "random" ? ", config-group choices and sweep.crossed" : ""));
+    for (const auto& d : drawn_dims) {
+      const Axis& first = axes[d[0]];
+      SearchDim dim;
+      std::vector<std::string> keys;
+      for (std::size_t a : d) keys.push_back(axes[a].key);
+      dim.name = join(keys, ",");
+      dim.distribution = first.distribution;
+      if (first.interval) {
+        dim.kind = first.interval->start.is_int() ? SearchDim::Kind::Int : SearchDim::Kind::Float;
+        dim.low = first.interval->start.as_number();
+        dim.high = first.interval->stop.as_number();
+        dim.log = first.interval->log();
+      } else {
+        for (std::size_t i = 0; i < first.values.size(); ++i) {
+          std::vector<std::string> texts;
+          for (std::size_t a : d) texts.push_back(format_value(axes[a].values[i]));
+          dim.choices.push_back(join(texts, ", "));
+        }
+      }
+      search.space.push_back(std::move(dim));
+    }
   } else {
     if (crossed_node)
       fail(crossed_node->origin,
@@ -1040,6 +1107,68 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
            "remove it");
     for (const auto& a : axes)
       if (a.interval) sweep_values(*a.interval);  // the error: give samples
+  }
+  if (optuna_node) {
+    auto bad = [&](const Node& at, const std::string& what) {
+      fail(at.origin, fmt::format("sweep.optuna: {}", what));
+    };
+    if (!optuna_node->is_table())
+      bad(*optuna_node,
+          "expected a table (metric, direction, sampler, startup_trials, study, "
+          "storage), got " +
+              optuna_node->describe());
+    for (std::size_t i = 0; i < optuna_node->size(); ++i) {
+      const std::string& k = optuna_node->keys()[i];
+      const Node& v = optuna_node->value_at(i);
+      if (k == "startup_trials") {
+        if (!v.is_int() || v.as_int() < 0)
+          bad(v, fmt::format("startup_trials is {}, expected an integer >= 0 (TPE's random "
+                             "trials before it models the results; Optuna's default 10)",
+                             v.describe()));
+        search.startup_trials = v.as_int();
+        continue;
+      }
+      static const std::vector<std::string> text_keys{"metric", "direction", "sampler", "study",
+                                                      "storage"};
+      if (std::find(text_keys.begin(), text_keys.end(), k) == text_keys.end())
+        bad(v, fmt::format("unknown key '{}'; it has metric, direction, sampler, startup_trials, "
+                           "study and storage",
+                           k));
+      if (!v.is_string() || v.as_string().empty())
+        bad(v, fmt::format("{} is {}, expected a non-empty string", k, v.describe()));
+      const std::string& text = v.as_string();
+      if (k == "direction" && text != "maximize" && text != "minimize")
+        bad(v, fmt::format("direction is \"{}\", expected \"maximize\" or \"minimize\"", text));
+      if (k == "sampler" && text != "tpe" && text != "random")
+        bad(v, fmt::format("sampler is \"{}\", expected \"tpe\" (Optuna's TPESampler) or "
+                           "\"random\" (its RandomSampler)",
+                           text));
+      if (k == "metric" && std::count(text.begin(), text.end(), '/') < 2)
+        bad(v, fmt::format("metric is \"{}\", expected a run's metric as "
+                           "<domain>/<split>/<name>, e.g. \"target/val/acc\"",
+                           text));
+      if (k == "study" && text.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRS"
+                                                 "TUVWXYZ0123456789_.-") != std::string::npos)
+        bad(v, fmt::format("study is \"{}\", expected letters, digits, '_', '.' and '-'", text));
+      (k == "metric"      ? search.metric
+       : k == "direction" ? search.direction
+       : k == "sampler"   ? search.sampler
+       : k == "study"     ? search.study
+                          : search.storage) = text;
+    }
+  }
+  if (search.sweeper != "grid") {
+    // The study's identity: the experiment as composed, without what only sizes or names it.
+    Node identity = result.config;
+    if (Node* sw = identity.get("sweep")) {
+      sw->erase("samples");
+      if (Node* op = sw->get("optuna")) {
+        op->erase("study");
+        op->erase("storage");
+        if (op->is_table() && op->size() == 0) sw->erase("optuna");
+      }
+    }
+    search.fingerprint = to_json(identity).dump();
   }
   if (asha_node) {
     auto bad = [&](const Node& at, const std::string& what) {
@@ -1071,9 +1200,10 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
     if (crossed_node)
       for (const auto& x : crossed_node->items()) named.insert(x.as_string());
     for (const auto& a : axes)
-      if (a.key != "seed" && (a.group || named.count(a.key))) bracket_keys.insert(a.key);
+      if (a.key != "seed" && ((a.group && search.sweeper != "optuna") || named.count(a.key)))
+        bracket_keys.insert(a.key);  // Optuna searches config-group choices: one bracket
   }
-  double total = search.sweeper == "random" ? static_cast<double>(search.samples) : 1.0;
+  double total = search.sweeper != "grid" ? static_cast<double>(search.samples) : 1.0;
   for (const auto& d : dims) total *= static_cast<double>(axes[d[0]].values.size());
   if (total > static_cast<double>(options.max_runs))
     fail(Origin::in_file(file),
@@ -1084,14 +1214,54 @@ Composition compose(const fs::path& experiment, const std::vector<std::string>& 
   // The draws: for each, (axis, value) of every drawn dimension.
   using Picks = std::vector<std::pair<std::size_t, Node>>;
   std::vector<Picks> draws(1);
-  if (search.sweeper == "random") draws = draw_configurations(axes, drawn_dims, search);
+  std::vector<int64_t> trials{-1};
+  if (search.sweeper == "random") {
+    draws = draw_configurations(axes, drawn_dims, search);
+    trials.resize(draws.size());
+    for (std::size_t i = 0; i < trials.size(); ++i) trials[i] = static_cast<int64_t>(i);
+  } else if (search.sweeper == "optuna") {
+    draws.clear();
+    trials.clear();
+    for (const GivenDraw& given : options.draws ? *options.draws : std::vector<GivenDraw>{}) {
+      Picks picks;
+      for (std::size_t j = 0; j < drawn_dims.size(); ++j) {
+        const SearchDim& dim = search.space[j];
+        const Axis& first = axes[drawn_dims[j][0]];
+        auto it = std::find_if(given.values.begin(), given.values.end(),
+                               [&](const auto& v) { return v.first == dim.name; });
+        if (it == given.values.end())
+          fail(first.origin,
+               fmt::format("the sweeper's trial {} has no value for '{}'", given.trial, dim.name));
+        const double x = it->second;
+        const bool in_range =
+            dim.kind == SearchDim::Kind::Categorical
+                ? x >= 0 && x < static_cast<double>(dim.choices.size()) && x == std::floor(x)
+                : x >= dim.low && x <= dim.high;
+        if (!in_range)
+          fail(first.origin,
+               fmt::format("the sweeper's trial {} gives '{}' the value {}, outside {} (a study "
+                           "made for another search space? name another sweep.optuna.study)",
+                           given.trial, dim.name, x, dim.distribution));
+        if (dim.kind == SearchDim::Kind::Float)
+          picks.emplace_back(drawn_dims[j][0], Node::floating(x, first.origin));
+        else if (dim.kind == SearchDim::Kind::Int)
+          picks.emplace_back(drawn_dims[j][0],
+                             Node::integer(static_cast<int64_t>(std::llround(x)), first.origin));
+        else
+          for (std::size_t ai : drawn_dims[j])
+            picks.emplace_back(ai, axes[ai].values[static_cast<std::size_t>(x)]);
+      }
+      draws.push_back(std::move(picks));
+      trials.push_back(given.trial);
+    }
+  }
 
   // Expand: draw by draw; within a draw the last crossed dimension varies fastest.
   for (std::size_t trial = 0; trial < draws.size(); ++trial) {
     std::vector<std::size_t> index(dims.size(), 0);
     while (true) {
       Job job;
-      if (search.sweeper == "random") job.trial = static_cast<int64_t>(trial);
+      job.trial = trials[trial];
       std::vector<GroupChoice> job_choices = choices;
       std::vector<std::pair<std::size_t, std::string>> cli_texts;  // (cli index, text)
       Picks chosen = draws[trial];

@@ -44,12 +44,23 @@ struct SearchPath {
 using SchemaKeys = std::function<std::vector<std::string>(
     const Node& root, const std::vector<std::string>& table_path)>;
 
+/// A configuration an outside sweeper (Optuna) chose: for each drawn dimension of the search
+/// space (SearchSpec::space, by name), the number drawn from an interval or the index of the
+/// chosen value of a categorical dimension.
+struct GivenDraw {
+  int64_t trial = 0;  ///< The sweeper's trial number.
+  std::vector<std::pair<std::string, double>> values;
+};
+
 struct ComposeOptions {
   std::vector<std::filesystem::path> config_dirs;  ///< --config-dir entries.
   bool multirun = false;                           ///< -m: command-line sweeps allowed.
   SchemaKeys schema_keys;                          ///< May be empty.
   std::optional<std::string> primary_text;         ///< Experiment text instead of reading the file.
   std::size_t max_runs = 100000;  ///< A larger expansion is refused before it starts.
+  /// `[sweep] sweeper = "optuna"`: the configurations to expand, each crossed with the seeds.
+  /// Null: no job, only the search space (Composition::search_spec).
+  const std::vector<GivenDraw>* draws = nullptr;
 };
 
 /// One run: the composed config with its overrides and sweep values applied (no `sweep` and
@@ -72,11 +83,23 @@ struct Job {
   std::string bracket;
 };
 
-/// How a sweep chose its runs: "grid" (every combination) or "random" ([sweep] samples = N
-/// draws of the swept keys other than `seed`, each crossed with the seeds).
+/// One drawn dimension of a sampled search, as an outside sweeper needs it.
+struct SearchDim {
+  enum class Kind { Float, Int, Categorical };
+  std::string name;          ///< The swept key ("train.lr"); a zip group: its keys joined by ",".
+  std::string distribution;  ///< In override syntax: "tag(log, interval(0.0001, 0.1))".
+  Kind kind = Kind::Categorical;
+  double low = 0, high = 0;  ///< Float and Int: both bounds included.
+  bool log = false;
+  std::vector<std::string> choices;  ///< Categorical: each value in override syntax.
+};
+
+/// How a sweep chose its runs: "grid" (every combination), "random" ([sweep] samples = N
+/// draws of the swept keys other than `seed`, each crossed with the seeds) or "optuna" (N trials
+/// asked from an Optuna study as results come in; ComposeOptions::draws).
 struct SearchSpec {
   std::string sweeper = "grid";
-  int64_t samples = 0;      ///< [sweep] samples (random only).
+  int64_t samples = 0;      ///< [sweep] samples: draws (random) or trials (optuna).
   int64_t search_seed = 0;  ///< [sweep] search_seed: the draws for equal seeds are equal.
   /// [sweep.asha]: stop runs early by asynchronous successive halving (Li et al. 2020) on the
   /// target's validation value (train.monitor): at rungs of min_epochs * reduction^k epochs, a
@@ -84,6 +107,17 @@ struct SearchSpec {
   bool asha = false;
   int64_t asha_min_epochs = 1;
   int64_t asha_reduction = 3;
+  /// [sweep.optuna]: the objective (a run's summary, else its last logged value, averaged over
+  /// a trial's runs; "" = target/val/<train.monitor>), its direction ("" = from the name), the
+  /// sampler ("tpe" or "random"), TPE's random startup trials, and the study's name and storage
+  /// ("" = derived by the runner).
+  std::string metric, direction, sampler = "tpe", study, storage;
+  int64_t startup_trials = 10;
+  /// The drawn dimensions (random and optuna), in sweep order.
+  std::vector<SearchDim> space;
+  /// What identifies the search: the composed config without the trial count and the study's
+  /// name and storage (a different experiment, space or objective is a different study).
+  std::string fingerprint;
 };
 
 struct Composition {

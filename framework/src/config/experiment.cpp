@@ -799,7 +799,10 @@ cfg::Composition compose_experiment(const fs::path& path, const std::vector<std:
   co.config_dirs = options.config_dirs;
   co.multirun = options.multirun;
   co.schema_keys = schema_keys(loader);
-  return cfg::compose(path, overrides, co);
+  co.draws = options.draws;
+  cfg::Composition composition = cfg::compose(path, overrides, co);
+  if (options.search) *options.search = composition.search_spec;
+  return composition;
 }
 
 std::vector<RunSpec> load_experiment(const fs::path& path,
@@ -827,6 +830,11 @@ std::vector<RunSpec> load_experiment(const fs::path& path,
           j["trial"] = job.trial;
           j["samples"] = search.samples;
           j["search_seed"] = search.search_seed;
+        }
+        if (search.sweeper == "optuna") {  // the study's name and storage: the runner adds them
+          j["sampler"] = search.sampler;
+          j["metric"] = search.metric;
+          j["direction"] = search.direction;
         }
         nlohmann::ordered_json dist = nlohmann::ordered_json::object();
         for (const auto& [k, d] : job.distributions) dist[k] = d;

@@ -129,6 +129,10 @@ struct RunSpec {
 struct LoadOptions {
   std::vector<std::filesystem::path> config_dirs;  ///< --config-dir entries.
   bool multirun = false;                           ///< -m: command-line sweeps allowed.
+  /// An Optuna search's trials to expand (cfg::ComposeOptions::draws); null: none.
+  const std::vector<cfg::GivenDraw>* draws = nullptr;
+  /// When set, receives how the sweep searches (its sweeper, space and objective).
+  cfg::SearchSpec* search = nullptr;
 };
 
 /// Composes `path` with config groups and `overrides` (Hydra's grammar, see
