@@ -209,7 +209,7 @@ SweepResult run_optuna_search(const OptunaSearch& s) {
       throw;
     }
     for (auto& spec : specs) {
-      json j = json::parse(spec.search_json);
+      nlohmann::ordered_json j = nlohmann::ordered_json::parse(spec.search_json);  // key order kept
       j["study"] = plan.study;
       j["storage"] = plan.storage;
       j["metric"] = plan.metric;
