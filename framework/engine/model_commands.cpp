@@ -184,7 +184,7 @@ DomainData load_target(const RunSpec& spec, const Context& ctx, PluginLoader& lo
   DomainData data =
       call_plugin("dataset", spec.target.plugin, "load", [&] { return dataset->load(dctx); });
   check_domain(data, "target", spec.target.plugin);
-  return data;
+  return apply_shift(std::move(data), spec.target.shift, "target");
 }
 
 Loaded load_for_run(const TrainedRun& t, const RunSpec& spec, torch::Device device,

@@ -285,6 +285,84 @@ std::vector<std::string> train_keys() {
   return keys;
 }
 
+// The keys of a dataset table's [<role>.transform] (docs/datasets.md).
+const std::vector<std::string> kTransformKeys = {
+    "rotate", "hflip", "vflip", "elastic", "elastic_sigma", "blur",     "contrast",
+    "invert", "jpeg",  "noise", "color",   "corruption",    "severity", "seed"};
+const std::vector<std::string> kDatasetHostKeys = {"shots", "classes", "transform"};
+
+DomainShift domain_shift(const Node& table, const std::string& key, const Checker& c) {
+  DomainShift s;
+  if (const Node* cl = table.get("classes")) {
+    const std::string path = key + ".classes";
+    if (!cl->is_list() || cl->items().empty())
+      c.fail(*cl, fmt::format("'{}' must be a non-empty list of the labels to keep (relabelled "
+                              "0, 1, ... in that order), e.g. classes = [5, 7, 9]; got {}",
+                              path, cl->describe()));
+    for (const Node& x : cl->items()) {
+      if (!x.is_int() || x.as_int() < 0)
+        c.fail(x, fmt::format("'{}' holds {}; expected labels, integers >= 0", path, x.describe()));
+      if (std::find(s.classes.begin(), s.classes.end(), x.as_int()) != s.classes.end())
+        c.fail(x, fmt::format("'{}' names label {} twice; each label once", path, x.as_int()));
+      s.classes.push_back(x.as_int());
+    }
+  }
+  const Node* t = table.get("transform");
+  if (!t) return s;
+  const std::string path = key + ".transform";
+  if (!t->is_table())
+    c.fail(*t, fmt::format("'{}' must be a table of transforms, e.g. [{}] rotate = 30; got {}",
+                           path, path, t->describe()));
+  c.check_keys(*t, path + ".", kTransformKeys, "'" + path + "'");
+  auto number = [&](const char* k, double lo, double hi, double& out) {
+    if (const Node* v = t->get(k))
+      out = std::get<double>(c.convert(*v, num_spec(k, ParamType::Float, lo, hi), path + "." + k));
+  };
+  auto integer = [&](const char* k, double lo, double hi, int64_t& out) {
+    if (const Node* v = t->get(k))
+      out = std::get<int64_t>(c.convert(*v, num_spec(k, ParamType::Int, lo, hi), path + "." + k));
+  };
+  auto flag = [&](const char* k, bool& out) {
+    if (const Node* v = t->get(k)) {
+      ParamSpec f;
+      f.key = k;
+      f.type = ParamType::Bool;
+      out = std::get<bool>(c.convert(*v, f, path + "." + k));
+    }
+  };
+  number("rotate", -360, 360, s.rotate);
+  flag("hflip", s.hflip);
+  flag("vflip", s.vflip);
+  number("elastic", 0, 1000, s.elastic);
+  number("elastic_sigma", 0.1, 100, s.elastic_sigma);
+  number("blur", 0, 100, s.blur);
+  number("contrast", 1e-6, 1, s.contrast);
+  flag("invert", s.invert);
+  integer("jpeg", 1, 100, s.jpeg);
+  number("noise", 0, 10, s.noise);
+  number("color", 0, 1, s.color);
+  integer("severity", 1, 5, s.severity);
+  integer("seed", 0, 9e15, s.seed);
+  if (const Node* v = t->get("corruption")) {
+    s.corruption = std::get<std::string>(
+        c.convert(*v, str_spec("corruption", corruption_names()), path + ".corruption"));
+    if (!s.severity)
+      c.fail(*v, fmt::format("'{}.corruption' = \"{}\" needs its severity, 1 (mild) to 5: add "
+                             "severity = 3",
+                             path, s.corruption));
+    // The family's own key, given as well, would be overwritten: refused.
+    const std::string own = corruption_key(s.corruption);
+    if (const Node* o = t->get(own))
+      c.fail(*o, fmt::format("'{}.{}' and corruption = \"{}\" set the same thing; give one "
+                             "(the corruption at its severity, or {} alone)",
+                             path, own, s.corruption, own));
+  } else if (const Node* v = t->get("severity")) {
+    c.fail(*v, fmt::format("'{}.severity' grades a corruption; add corruption = \"...\" ({})", path,
+                           join(corruption_names(), ", ")));
+  }
+  return s;
+}
+
 ComputeSpec compute_table(const Node* node, const Checker& c) {
   ComputeSpec s;
   if (!node || !node->is_table()) return s;  // train_table reported a wrong type
@@ -588,10 +666,11 @@ RunSpec validate(const Node& root, const Checker& c, const std::string& file,
 
   auto dataset = [&](const Node& n, const std::string& key) {
     DatasetSpec d;
-    static_cast<PluginSpec&>(d) = c.plugin_table(n, Kind::Dataset, key, {"shots"});
+    static_cast<PluginSpec&>(d) = c.plugin_table(n, Kind::Dataset, key, kDatasetHostKeys);
     if (const Node* s = n.get("shots"))
       d.shots = std::get<int64_t>(
           c.convert(*s, num_spec("shots", ParamType::Int, 0, 1e9), key + ".shots"));
+    d.shift = domain_shift(n, key, c);
     return d;
   };
   auto required = [&](const char* key) -> const Node& {
@@ -686,6 +765,40 @@ RunSpec validate(const Node& root, const Checker& c, const std::string& file,
   auto dataset_node = [](const DatasetSpec& d) {
     Node t = plugin_node(d);
     t.set("shots", Node::integer(d.shots));
+    // The shift only when it changes something: runs without one keep their run keys.
+    const DomainShift& s = d.shift;
+    if (!s.classes.empty()) {
+      Node classes = Node::list();
+      for (int64_t k : s.classes) classes.push_back(Node::integer(k));
+      t.set("classes", std::move(classes));
+    }
+    if (s.transforms()) {
+      const DomainShift none;
+      Node x = Node::table();
+      auto num = [&](const char* k, double v, double def) {
+        if (v != def) x.set(k, Node::floating(v));
+      };
+      auto flag = [&](const char* k, bool v) {
+        if (v) x.set(k, Node::boolean(true));
+      };
+      num("rotate", s.rotate, none.rotate);
+      flag("hflip", s.hflip);
+      flag("vflip", s.vflip);
+      num("elastic", s.elastic, none.elastic);
+      if (s.elastic > 0) num("elastic_sigma", s.elastic_sigma, -1);
+      num("blur", s.blur, none.blur);
+      num("contrast", s.contrast, none.contrast);
+      flag("invert", s.invert);
+      if (s.jpeg) x.set("jpeg", Node::integer(s.jpeg));
+      num("noise", s.noise, none.noise);
+      num("color", s.color, none.color);
+      if (!s.corruption.empty()) {
+        x.set("corruption", Node::string(s.corruption));
+        x.set("severity", Node::integer(s.severity));
+      }
+      x.set("seed", Node::integer(s.seed));
+      t.set("transform", std::move(x));
+    }
     return t;
   };
   if (r.source) resolved.set("source", dataset_node(*r.source));
@@ -769,7 +882,10 @@ cfg::SchemaKeys schema_keys(PluginLoader& loader) {
     } else if (path.size() == 1 && path[0] == "run") {
       keys = {"threads"};
     } else if (path.size() == 1 && (path[0] == "source" || path[0] == "target")) {
-      plugin_keys(Kind::Dataset, table, {"shots"});
+      plugin_keys(Kind::Dataset, table, kDatasetHostKeys);
+    } else if (path.size() == 2 && (path[0] == "source" || path[0] == "target") &&
+               path[1] == "transform") {
+      keys = kTransformKeys;
     } else if (path.size() == 1 && path[0] == "backbone") {
       plugin_keys(Kind::Backbone, table, kBackboneHostKeys);
     } else if (path.size() == 1 && path[0] == "strategy") {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "config/compose.hpp"
+#include "run/domain_shift.hpp"
 #include "store/store.hpp"
 #include "tlab/sdk/params.hpp"
 #include "tlab/sdk/strategy.hpp"
@@ -27,9 +28,10 @@ struct PluginSpec {
 };
 
 /// A dataset table: a plugin plus the host's `shots` (labelled examples per class kept in the
-/// training split; 0 keeps all).
+/// training split; 0 keeps all) and its domain shift.
 struct DatasetSpec : PluginSpec {
   int64_t shots = 0;
+  DomainShift shift;
 };
 
 /// The backbone table: a plugin plus the host's weights keys (docs/models.md).

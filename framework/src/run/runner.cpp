@@ -621,6 +621,8 @@ class RunExecution {
     const double load_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     metrics_->summary(fmt::format("{}/data/load_seconds", role), load_seconds);
     check_domain(data, role, d.plugin);
+    // The table's classes and transforms make the domain (run/domain_shift.hpp).
+    data = apply_shift(std::move(data), d.shift, role);
     // The target's training examples not kept as shots are its unlabelled pool, unless the
     // dataset brings its own (adaptation methods train on it without labels).
     torch::Tensor rest;
