@@ -309,6 +309,21 @@ TEST_F(Config, ShippedExperimentsComposeFromTheirGroups) {
   EXPECT_EQ(search["trial"], 39);
   EXPECT_EQ(search["pruner"]["min_epochs"], 3);
   EXPECT_EQ(asha[39].overrides.size(), 3u);  // the drawn values; the sweep's own keys are not
+  // Real data (issue 23): the domains are the dataset tables' classes and transforms.
+  auto rotated = tlab::load_experiment(experiments / "fashion_rotated.toml", {}, loader_);
+  ASSERT_EQ(rotated.size(), 12u);
+  EXPECT_DOUBLE_EQ(rotated[0].target.shift.rotate, 45);
+  EXPECT_FALSE(rotated[0].source->shift.any());
+  EXPECT_THAT(rotated[0].config_toml, HasSubstr("[target.transform]\nrotate = 45.0"));
+  auto footwear =
+      tlab::load_experiment(experiments / "fashion_clothing_to_footwear.toml", {}, loader_);
+  ASSERT_EQ(footwear.size(), 9u);
+  EXPECT_EQ(footwear[0].source->shift.classes, (std::vector<int64_t>{0, 1, 2, 3, 4, 6}));
+  EXPECT_EQ(footwear[0].target.shift.classes, (std::vector<int64_t>{5, 7, 9}));
+  auto real = tlab::load_experiment(experiments / "digits_synthetic_to_real.toml", {}, loader_);
+  ASSERT_EQ(real.size(), 12u);
+  EXPECT_EQ(std::get<std::string>(real[0].target.params.at("train_images")),
+            "results/datasets/uci_digits/train-images-idx3-ubyte.gz");
   auto glob =
       tlab::load_experiment(experiments / "quickstart.toml",
                             {"strategy=glob(*)", "seed=1", "backbone=mlp"}, loader_, multirun);

@@ -197,16 +197,17 @@ TEST(DomainShift, ClassesKeepTheirExamplesRelabelled) {
   EXPECT_EQ(d.test.size(), 6);
 
   s.classes = {3, 12};
-  EXPECT_THAT(tlab::test::error_of<std::invalid_argument>(
-                  [&] { tlab::apply_shift(ten_classes(), s, "target"); }),
-              HasSubstr("target.classes = [3, 12] names label 12, but the dataset's labels are 0 "
-                        "to 9"));
+  EXPECT_THAT(
+      tlab::test::error_of<std::invalid_argument>(
+          [&] { tlab::apply_shift(ten_classes(), s, "target"); }),
+      HasSubstr("target.class_subset = [3, 12] names label 12, but the dataset's labels are 0 "
+                "to 9"));
   auto few = ten_classes();
   few.test.y = torch::zeros({20}, torch::kLong);
   s.classes = {5, 7};
   EXPECT_THAT(
       tlab::test::error_of<std::invalid_argument>([&] { tlab::apply_shift(few, s, "source"); }),
-      HasSubstr("source.classes = [5, 7] leaves the test split empty: none of its 20 "
+      HasSubstr("source.class_subset = [5, 7] leaves the test split empty: none of its 20 "
                 "examples has one of these labels"));
 }
 
@@ -279,17 +280,17 @@ epochs = 1
 TEST_F(ShiftConfig, KeysAreValidatedAndRecorded) {
   const auto plain = load("").at(0);
   EXPECT_EQ(plain.config_toml.find("transform"), std::string::npos);
-  EXPECT_EQ(plain.config_toml.find("classes"), std::string::npos);
+  EXPECT_EQ(plain.config_toml.find("class_subset"), std::string::npos);
   const auto noop = load("[target.transform]\nrotate = 0\nseed = 3\n").at(0);
   EXPECT_EQ(noop.config_toml, plain.config_toml);  // nothing changes: the same run
   const auto r = load(
                      "[target.transform]\nrotate = 30\ncorruption = \"gaussian_noise\"\n"
                      "severity = 2\n",
-                     {"target.classes=[1, 2, 3]"})
+                     {"target.class_subset=[1, 2, 3]"})
                      .at(0);
   EXPECT_DOUBLE_EQ(r.target.shift.rotate, 30);
   EXPECT_EQ(r.target.shift.classes, (std::vector<int64_t>{1, 2, 3}));
-  EXPECT_THAT(r.config_toml, HasSubstr("classes = [1, 2, 3]"));
+  EXPECT_THAT(r.config_toml, HasSubstr("class_subset = [1, 2, 3]"));
   EXPECT_THAT(
       r.config_toml,
       HasSubstr(
@@ -322,11 +323,67 @@ TEST_F(ShiftConfig, BadKeysAreLocatedWithTheFix) {
                     "contrast = 0.5\n"),
               HasSubstr("'target.transform.contrast' and corruption = \"contrast\" set the same "
                         "thing; give one"));
-  EXPECT_THAT(error("", {"target.classes=[]"}),
-              HasSubstr("'target.classes' must be a non-empty list of the labels to keep"));
-  EXPECT_THAT(error("", {"target.classes=[1, 1]"}),
-              HasSubstr("'target.classes' names label 1 twice"));
-  EXPECT_THAT(error("", {"target.classes=[-1]"}), HasSubstr("expected labels, integers >= 0"));
+  EXPECT_THAT(error("", {"target.class_subset=[]"}),
+              HasSubstr("'target.class_subset' must be a non-empty list of the labels to keep"));
+  EXPECT_THAT(error("", {"target.class_subset=[1, 1]"}),
+              HasSubstr("'target.class_subset' names label 1 twice"));
+  EXPECT_THAT(error("", {"target.class_subset=[-1]"}), HasSubstr("expected labels, integers >= 0"));
+}
+
+// Through tlab: a run on a domain made by classes and transforms (coloured digits of three
+// classes); and the UCI digits tool, whose files the idx plugin reads.
+TEST(DomainShiftRun, ARunTrainsOnTheDomainItsTableDeclares) {
+  const fs::path dir = tlab::test::temp_dir("shift_run");
+  const auto tool = tlab::test::shell(fmt::format(
+      "/usr/bin/python3 '{}/tools/uci_digits.py' '{}/uci'", TLAB_SOURCE_DIR, dir.string()));
+  ASSERT_EQ(tool.code, 0) << tool.out;
+  EXPECT_THAT(tool.out, HasSubstr("1297 training and 500 test images, 28x28"));
+  tlab::test::write_file(dir / "exp.toml", fmt::format(R"toml(name = "shifted"
+device = "cpu"
+[source]
+plugin = "idx"
+train_images = "{0}/uci/train-images-idx3-ubyte.gz"
+train_labels = "{0}/uci/train-labels-idx1-ubyte.gz"
+test_images = "{0}/uci/t10k-images-idx3-ubyte.gz"
+test_labels = "{0}/uci/t10k-labels-idx1-ubyte.gz"
+val_fraction = 0.2
+class_subset = [1, 2, 3]
+[source.transform]
+color = 0.9
+[target]
+plugin = "digits"
+train_size = 60
+val_size = 30
+test_size = 30
+class_subset = [1, 2, 3]
+[target.transform]
+color = 0.1
+rotate = 30
+[backbone]
+plugin = "cnn"
+[[adapters]]
+plugin = "linear_head"
+[strategy]
+plugin = "finetune"
+source_epochs = 1
+[train]
+epochs = 1
+)toml",
+                                                       dir.string()));
+  const auto r = tlab::test::shell(
+      fmt::format("cd '{0}' && '{1}/tlab' --plugin-path '{2}' run exp.toml --db '{0}/r.db'",
+                  dir.string(), TLAB_TEST_BIN_DIR, TLAB_TEST_PLUGIN_DIR));
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto examples = tlab::test::shell(
+      fmt::format("sqlite3 '{}/r.db' \"SELECT name, value FROM summaries WHERE name IN "
+                  "('target/train/examples', 'source/data/load_seconds') ORDER BY name\"",
+                  dir.string()));
+  // 60 rendered digits of 10 classes: the 3 kept classes hold 18.
+  EXPECT_THAT(examples.out, HasSubstr("target/train/examples|18"));
+  const auto shape = tlab::test::shell(fmt::format(
+      "cd '{0}' && '{1}/tlab' results show 1 --db '{0}/r.db'", dir.string(), TLAB_TEST_BIN_DIR));
+  EXPECT_THAT(shape.out, HasSubstr("color = 0.1"));
+  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -289,15 +289,15 @@ std::vector<std::string> train_keys() {
 const std::vector<std::string> kTransformKeys = {
     "rotate", "hflip", "vflip", "elastic", "elastic_sigma", "blur",     "contrast",
     "invert", "jpeg",  "noise", "color",   "corruption",    "severity", "seed"};
-const std::vector<std::string> kDatasetHostKeys = {"shots", "classes", "transform"};
+const std::vector<std::string> kDatasetHostKeys = {"shots", "class_subset", "transform"};
 
 DomainShift domain_shift(const Node& table, const std::string& key, const Checker& c) {
   DomainShift s;
-  if (const Node* cl = table.get("classes")) {
-    const std::string path = key + ".classes";
+  if (const Node* cl = table.get("class_subset")) {
+    const std::string path = key + ".class_subset";
     if (!cl->is_list() || cl->items().empty())
       c.fail(*cl, fmt::format("'{}' must be a non-empty list of the labels to keep (relabelled "
-                              "0, 1, ... in that order), e.g. classes = [5, 7, 9]; got {}",
+                              "0, 1, ... in that order), e.g. class_subset = [5, 7, 9]; got {}",
                               path, cl->describe()));
     for (const Node& x : cl->items()) {
       if (!x.is_int() || x.as_int() < 0)
@@ -770,7 +770,7 @@ RunSpec validate(const Node& root, const Checker& c, const std::string& file,
     if (!s.classes.empty()) {
       Node classes = Node::list();
       for (int64_t k : s.classes) classes.push_back(Node::integer(k));
-      t.set("classes", std::move(classes));
+      t.set("class_subset", std::move(classes));
     }
     if (s.transforms()) {
       const DomainShift none;

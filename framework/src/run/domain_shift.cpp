@@ -304,7 +304,7 @@ torch::Tensor transform_images(const torch::Tensor& images, const torch::Tensor&
 
 DomainData apply_shift(DomainData d, const DomainShift& s, const std::string& role) {
   if (!s.any()) return d;
-  // classes: each split keeps the examples of these labels, relabelled in their order.
+  // class_subset: each split keeps the examples of these labels, relabelled in their order.
   std::vector<torch::Tensor> rows(3);  // per labelled split: the original rows kept
   Split* splits[3] = {&d.train, &d.val, &d.test};
   const char* names[3] = {"train", "val", "test"};
@@ -315,10 +315,11 @@ DomainData apply_shift(DomainData d, const DomainShift& s, const std::string& ro
     auto lut = torch::full({d.num_classes}, -1, torch::kLong);
     for (std::size_t i = 0; i < s.classes.size(); ++i) {
       if (s.classes[i] >= d.num_classes)
-        throw std::invalid_argument(fmt::format(
-            "{}.classes = {} names label {}, but the dataset's labels are 0 to {}; name labels "
-            "it has",
-            role, list, s.classes[i], d.num_classes - 1));
+        throw std::invalid_argument(
+            fmt::format("{}.class_subset = {} names label {}, but the dataset's labels are 0 to "
+                        "{}; name labels "
+                        "it has",
+                        role, list, s.classes[i], d.num_classes - 1));
       lut[s.classes[i]] = static_cast<int64_t>(i);
     }
     for (int i = 0; i < 3; ++i) {
@@ -328,7 +329,7 @@ DomainData apply_shift(DomainData d, const DomainShift& s, const std::string& ro
       auto keep = torch::nonzero(mapped >= 0).view({-1});
       if (keep.size(0) == 0)
         throw std::invalid_argument(fmt::format(
-            "{}.classes = {} leaves the {} split empty: none of its {} examples has one of "
+            "{}.class_subset = {} leaves the {} split empty: none of its {} examples has one of "
             "these labels",
             role, list, names[i], sp.size()));
       rows[i] = keep;

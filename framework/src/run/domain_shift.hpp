@@ -1,6 +1,6 @@
 #pragma once
 // Domains from any dataset: what the host does to the data a dataset plugin returns, as a
-// dataset table declares it — `classes` (a subset of the labels, relabelled: task transfer) and
+// dataset table declares it — `class_subset` (a subset of the labels, relabelled: task transfer) and
 // `[<role>.transform]` (rotation, flips, elastic distortion, blur, contrast, inversion, JPEG-like
 // quantisation, noise, label-correlated colour; MNIST-C / ImageNet-C corruptions at severities
 // 1-5). Deterministic: the same table gives the same domain in every run (the random transforms
@@ -18,7 +18,7 @@
 namespace tlab {
 
 /// How the host turns what a dataset plugin returns into a domain (docs/datasets.md, "Domains
-/// from any dataset"): `classes` (task transfer) and the `[<role>.transform]` table (image
+/// from any dataset"): `class_subset` (task transfer) and the `[<role>.transform]` table (image
 /// shifts), applied in that order before shots are taken. Defaults change nothing.
 struct DomainShift {
   /// The labels kept, relabelled 0..k-1 in this order (e.g. [5, 7, 9]); empty keeps all.
@@ -38,7 +38,7 @@ struct DomainShift {
   int64_t seed = 0;  ///< Seeds the random transforms (noise, elastic, colour).
   /// Whether anything changes the data.
   bool any() const;
-  /// Whether the image transforms (not `classes`) change anything.
+  /// Whether the image transforms (not `class_subset`) change anything.
   bool transforms() const;
 };
 
@@ -52,7 +52,7 @@ std::string corruption_key(const std::string& corruption);
 /// `s` with its corruption and severity turned into the value of the family's key.
 DomainShift effective(const DomainShift& s);
 
-/// `d` with the shift applied: classes first (each split keeps the examples of those labels,
+/// `d` with the shift applied: class_subset first (each split keeps the examples of those labels,
 /// relabelled; a streamed split keeps its stream, reindexed), then the image transforms in a
 /// fixed order (rotate, flips, elastic, blur, contrast, invert, jpeg, noise, colour) to every
 /// split and the unlabelled inputs. `role` ("source", "target") names the table in errors:
