@@ -1,6 +1,7 @@
 #pragma once
 // Domains from any dataset: what the host does to the data a dataset plugin returns, as a
-// dataset table declares it — `class_subset` (a subset of the labels, relabelled: task transfer) and
+// dataset table declares it — `class_subset` (a subset of the labels, relabelled: task transfer)
+// and
 // `[<role>.transform]` (rotation, flips, elastic distortion, blur, contrast, inversion, JPEG-like
 // quantisation, noise, label-correlated colour; MNIST-C / ImageNet-C corruptions at severities
 // 1-5). Deterministic: the same table gives the same domain in every run (the random transforms
