@@ -211,6 +211,26 @@ TEST(DomainShift, ClassesKeepTheirExamplesRelabelled) {
                 "examples has one of these labels"));
 }
 
+// rotate = [a, b]: the domain once per angle, pooled (several source domains).
+TEST(DomainShift, RotationListsPoolOneDomainPerAngle) {
+  tlab::DomainShift s;
+  s.rotations = {0, 90};
+  s.classes = {1, 2};
+  const auto base = ten_classes();
+  const auto d = tlab::apply_shift(base, s, "source");
+  EXPECT_EQ(d.num_classes, 2);
+  ASSERT_EQ(d.train.size(), 16);  // 8 examples of labels 1 and 2, once per angle
+  EXPECT_EQ(d.test.size(), 8);
+  tlab::DomainShift only;
+  only.classes = {1, 2};
+  const auto upright = tlab::apply_shift(base, only, "source");
+  EXPECT_TRUE(d.train.x.slice(0, 0, 8).equal(upright.train.x));
+  EXPECT_TRUE(
+      d.train.x.slice(0, 8, 16).allclose(torch::rot90(upright.train.x, 1, {2, 3}), 0, 1e-5));
+  EXPECT_TRUE(d.train.y.slice(0, 8, 16).equal(upright.train.y));
+  EXPECT_EQ(d.name, "d rotated 0/90");
+}
+
 TEST(DomainShift, TransformsOnTheWrongDataAreNamed) {
   tlab::DomainShift s;
   s.rotate = 15;
@@ -304,6 +324,18 @@ TEST_F(ShiftConfig, KeysAreValidatedAndRecorded) {
   ASSERT_EQ(swept.size(), 3u);
   EXPECT_EQ(swept[0].config_toml, plain.config_toml);
   EXPECT_NE(swept[1].config_toml, swept[2].config_toml);
+  // Leave one domain out in one line: each target angle with the others pooled as the source.
+  const auto loo = tlab::load_experiment(
+      tlab::test::write_file(dir_ / "exp.toml",
+                             base_ + "[source]\nplugin = \"digits\"\n[source.transform]\n"
+                                     "rotate = [15, 30]\n"),
+      {"target.transform.rotate=zip(0, 15, 30)",
+       "source.transform.rotate=zip([15, 30], [0, 30], [0, 15])"},
+      loader_, multirun);
+  ASSERT_EQ(loo.size(), 3u);
+  EXPECT_EQ(loo[1].source->shift.rotations, (std::vector<double>{0, 30}));
+  EXPECT_DOUBLE_EQ(loo[1].target.shift.rotate, 15);
+  EXPECT_THAT(loo[1].config_toml, HasSubstr("rotate = [0.0, 30.0]"));
 }
 
 TEST_F(ShiftConfig, BadKeysAreLocatedWithTheFix) {
@@ -327,6 +359,10 @@ TEST_F(ShiftConfig, BadKeysAreLocatedWithTheFix) {
               HasSubstr("'target.class_subset' must be a non-empty list of the labels to keep"));
   EXPECT_THAT(error("", {"target.class_subset=[1, 1]"}),
               HasSubstr("'target.class_subset' names label 1 twice"));
+  EXPECT_THAT(error("[target.transform]\nrotate = []\n"),
+              HasSubstr("'target.transform.rotate' is an empty list, which yields no domain"));
+  EXPECT_THAT(error("[target.transform]\nrotate = [0, 15, 0]\n"),
+              HasSubstr("'target.transform.rotate' lists 0 twice"));
   EXPECT_THAT(error("", {"target.class_subset=[-1]"}), HasSubstr("expected labels, integers >= 0"));
 }
 

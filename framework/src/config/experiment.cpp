@@ -330,7 +330,24 @@ DomainShift domain_shift(const Node& table, const std::string& key, const Checke
       out = std::get<bool>(c.convert(*v, f, path + "." + k));
     }
   };
-  number("rotate", -360, 360, s.rotate);
+  if (const Node* v = t->get("rotate"); v && v->is_list()) {
+    // A list of angles: one domain each, pooled (several source domains).
+    if (v->items().empty())
+      c.fail(*v, fmt::format("'{}.rotate' is an empty list, which yields no domain; give one "
+                             "angle, or a list of them (one domain each), e.g. rotate = [0, 15, "
+                             "30]",
+                             path));
+    for (const Node& a : v->items()) {
+      const double angle = std::get<double>(
+          c.convert(a, num_spec("rotate", ParamType::Float, -360, 360), path + ".rotate"));
+      if (std::find(s.rotations.begin(), s.rotations.end(), angle) != s.rotations.end())
+        c.fail(a, fmt::format("'{}.rotate' lists {:g} twice; each angle is one domain, once", path,
+                              angle));
+      s.rotations.push_back(angle);
+    }
+  } else {
+    number("rotate", -360, 360, s.rotate);
+  }
   flag("hflip", s.hflip);
   flag("vflip", s.vflip);
   number("elastic", 0, 1000, s.elastic);
@@ -782,6 +799,11 @@ RunSpec validate(const Node& root, const Checker& c, const std::string& file,
         if (v) x.set(k, Node::boolean(true));
       };
       num("rotate", s.rotate, none.rotate);
+      if (!s.rotations.empty()) {
+        Node angles = Node::list();
+        for (double a : s.rotations) angles.push_back(Node::floating(a));
+        x.set("rotate", std::move(angles));
+      }
       flag("hflip", s.hflip);
       flag("vflip", s.vflip);
       num("elastic", s.elastic, none.elastic);

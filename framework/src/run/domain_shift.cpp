@@ -211,7 +211,7 @@ class ShiftedSource : public ExampleSource {
 // The first transform `s` uses, as its key (for errors).
 std::string first_key(const DomainShift& s) {
   if (!s.corruption.empty()) return "corruption";
-  if (s.rotate != 0) return "rotate";
+  if (s.rotate != 0 || !s.rotations.empty()) return "rotate";
   if (s.hflip) return "hflip";
   if (s.vflip) return "vflip";
   if (s.elastic > 0) return "elastic";
@@ -232,8 +232,8 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 }  // namespace
 
 bool DomainShift::transforms() const {
-  return rotate != 0 || hflip || vflip || elastic > 0 || blur > 0 || contrast != 1 || invert ||
-         jpeg != 0 || noise > 0 || color >= 0 || !corruption.empty();
+  return rotate != 0 || !rotations.empty() || hflip || vflip || elastic > 0 || blur > 0 ||
+         contrast != 1 || invert || jpeg != 0 || noise > 0 || color >= 0 || !corruption.empty();
 }
 
 bool DomainShift::any() const { return !classes.empty() || transforms(); }
@@ -302,8 +302,62 @@ torch::Tensor transform_images(const torch::Tensor& images, const torch::Tensor&
   return x.contiguous();
 }
 
+namespace {
+
+// Several angles: the domain once per angle (each with that single angle), pooled split by split.
+DomainData pool_rotations(const DomainData& d, const DomainShift& s, const std::string& role) {
+  if (d.train.streamed() || d.val.streamed() || d.test.streamed())
+    throw std::invalid_argument(fmt::format(
+        "{}.transform.rotate = a list of angles pools one domain per angle, which needs resident "
+        "data, but the dataset streams its examples; give one angle per run (a sweep: -m "
+        "{}.transform.rotate=0,15,30)",
+        role, role));
+  std::vector<DomainData> parts;
+  for (std::size_t k = 0; k < s.rotations.size(); ++k) {
+    DomainShift one = s;
+    one.rotations.clear();
+    one.rotate = s.rotations[k];
+    one.seed = s.seed + static_cast<int64_t>(k) * 7919;  // other draws in each domain
+    parts.push_back(apply_shift(d, one, role));
+  }
+  DomainData out = parts.front();
+  auto cat = [&](auto member) {
+    std::vector<torch::Tensor> xs, ys;
+    for (auto& p : parts) {
+      Split& sp = p.*member;
+      if (sp.size() == 0) return;
+      xs.push_back(sp.x);
+      ys.push_back(sp.y);
+    }
+    (out.*member).x = torch::cat(xs);
+    (out.*member).y = torch::cat(ys);
+  };
+  cat(&DomainData::train);
+  cat(&DomainData::val);
+  cat(&DomainData::test);
+  if (out.unlabeled.defined() && out.unlabeled.size(0) > 0) {
+    std::vector<torch::Tensor> us;
+    for (auto& p : parts) us.push_back(p.unlabeled);
+    out.unlabeled = torch::cat(us);
+  }
+  std::vector<std::string> angles;
+  for (double a : s.rotations) angles.push_back(fmt::format("{:g}", a));
+  out.name = fmt::format("{} rotated {}", d.name, fmt::join(angles, "/"));
+  return out;
+}
+
+}  // namespace
+
 DomainData apply_shift(DomainData d, const DomainShift& s, const std::string& role) {
   if (!s.any()) return d;
+  if (!s.rotations.empty()) {
+    // The classes first (once), then one domain per angle.
+    DomainShift classes_only;
+    classes_only.classes = s.classes;
+    DomainShift rest = s;
+    rest.classes.clear();
+    return pool_rotations(apply_shift(std::move(d), classes_only, role), rest, role);
+  }
   // class_subset: each split keeps the examples of these labels, relabelled in their order.
   std::vector<torch::Tensor> rows(3);  // per labelled split: the original rows kept
   Split* splits[3] = {&d.train, &d.val, &d.test};

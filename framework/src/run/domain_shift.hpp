@@ -25,6 +25,9 @@ struct DomainShift {
   /// The labels kept, relabelled 0..k-1 in this order (e.g. [5, 7, 9]); empty keeps all.
   std::vector<int64_t> classes;
   double rotate = 0;  ///< Degrees, counter-clockwise (torchvision's rotate, bilinear).
+  /// `rotate = [a, b, ...]`: one domain per angle, pooled (several source domains, each
+  /// example once per angle); empty for a single angle.
+  std::vector<double> rotations;
   bool hflip = false, vflip = false;
   double elastic = 0;        ///< Elastic distortion: displacement scale alpha in pixels.
   double elastic_sigma = 4;  ///< Its smoothing (Simard et al. 2003: alpha 34, sigma 4).
