@@ -135,6 +135,13 @@ int cmd_plugins_show(PluginLoader& loader, const std::string& name) {
       std::cout << "shots = 0  # labelled examples per class (0 = all)\n";
     for (const auto& s : d.schema.params)
       std::cout << s.key << " = " << value_toml(s.default_value) << "  # " << s.doc << "\n";
+    if (d.kind == Kind::Dataset)  // the host's domain keys, for any image dataset
+      std::cout << "# class_subset = [5, 7, 9]  # keep these labels, numbered 0, 1, ...\n"
+                   "# [target.transform]        # rotate (an angle, or a list: one domain each), "
+                   "hflip,\n"
+                   "#                           # vflip, elastic, blur, contrast, invert, jpeg, "
+                   "noise, color,\n"
+                   "#                           # corruption + severity (docs/models.md)\n";
     std::cout << "\n";
   }
   return 0;
