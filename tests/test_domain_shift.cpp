@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -217,6 +218,13 @@ TEST(DomainShift, RotationListsPoolOneDomainPerAngle) {
   s.rotations = {0, 90};
   s.classes = {1, 2};
   const auto base = ten_classes();
+  std::vector<std::pair<std::string, int64_t>> val_domains;
+  auto with_val = base;
+  with_val.val.y = torch::arange(30, torch::kLong) % 10;
+  with_val.val.x = torch::rand({30, 1, 4, 4});
+  tlab::apply_shift(with_val, s, "source", &val_domains);
+  EXPECT_EQ(val_domains,
+            (std::vector<std::pair<std::string, int64_t>>{{"rotate_0", 6}, {"rotate_90", 6}}));
   const auto d = tlab::apply_shift(base, s, "source");
   EXPECT_EQ(d.num_classes, 2);
   ASSERT_EQ(d.train.size(), 16);  // 8 examples of labels 1 and 2, once per angle
@@ -386,6 +394,7 @@ val_fraction = 0.2
 class_subset = [1, 2, 3]
 [source.transform]
 color = 0.9
+rotate = [0, 90]
 [target]
 plugin = "digits"
 train_size = 60
@@ -419,6 +428,20 @@ epochs = 1
   const auto shape = tlab::test::shell(fmt::format(
       "cd '{0}' && '{1}/tlab' results show 1 --db '{0}/r.db'", dir.string(), TLAB_TEST_BIN_DIR));
   EXPECT_THAT(shape.out, HasSubstr("color = 0.1"));
+  // The two pooled source domains are validated one by one after every source epoch; equal
+  // sizes: their mean is the pooled accuracy.
+  const auto per_domain = tlab::test::shell(fmt::format(
+      "sqlite3 '{}/r.db' \"SELECT a.value, b.value, c.value FROM metrics a JOIN metrics b ON "
+      "a.epoch = b.epoch JOIN metrics c ON c.epoch = a.epoch WHERE a.name = "
+      "'source/val/rotate_0/acc' AND b.name = 'source/val/rotate_90/acc' AND c.name = "
+      "'source/val/acc' AND c.step = a.step\"",
+      dir.string()));
+  ASSERT_EQ(per_domain.code, 0) << per_domain.out;
+  ASSERT_FALSE(per_domain.out.empty()) << "no per-domain validation logged";
+  double a = 0, b = 0, pooled = 0;
+  ASSERT_EQ(std::sscanf(per_domain.out.c_str(), "%lf|%lf|%lf", &a, &b, &pooled), 3)
+      << per_domain.out;
+  EXPECT_NEAR((a + b) / 2, pooled, 1e-6);
   fs::remove_all(dir);
 }
 

@@ -305,7 +305,8 @@ torch::Tensor transform_images(const torch::Tensor& images, const torch::Tensor&
 namespace {
 
 // Several angles: the domain once per angle (each with that single angle), pooled split by split.
-DomainData pool_rotations(const DomainData& d, const DomainShift& s, const std::string& role) {
+DomainData pool_rotations(const DomainData& d, const DomainShift& s, const std::string& role,
+                          std::vector<std::pair<std::string, int64_t>>* val_domains) {
   if (d.train.streamed() || d.val.streamed() || d.test.streamed())
     throw std::invalid_argument(fmt::format(
         "{}.transform.rotate = a list of angles pools one domain per angle, which needs resident "
@@ -319,6 +320,9 @@ DomainData pool_rotations(const DomainData& d, const DomainShift& s, const std::
     one.rotate = s.rotations[k];
     one.seed = s.seed + static_cast<int64_t>(k) * 7919;  // other draws in each domain
     parts.push_back(apply_shift(d, one, role));
+    if (val_domains)
+      val_domains->emplace_back(fmt::format("rotate_{:g}", s.rotations[k]),
+                                parts.back().val.size());
   }
   DomainData out = parts.front();
   auto cat = [&](auto member) {
@@ -348,7 +352,9 @@ DomainData pool_rotations(const DomainData& d, const DomainShift& s, const std::
 
 }  // namespace
 
-DomainData apply_shift(DomainData d, const DomainShift& s, const std::string& role) {
+DomainData apply_shift(DomainData d, const DomainShift& s, const std::string& role,
+                       std::vector<std::pair<std::string, int64_t>>* val_domains) {
+  if (val_domains) val_domains->clear();
   if (!s.any()) return d;
   if (!s.rotations.empty()) {
     // The classes first (once), then one domain per angle.
@@ -356,7 +362,7 @@ DomainData apply_shift(DomainData d, const DomainShift& s, const std::string& ro
     classes_only.classes = s.classes;
     DomainShift rest = s;
     rest.classes.clear();
-    return pool_rotations(apply_shift(std::move(d), classes_only, role), rest, role);
+    return pool_rotations(apply_shift(std::move(d), classes_only, role), rest, role, val_domains);
   }
   // class_subset: each split keeps the examples of these labels, relabelled in their order.
   std::vector<torch::Tensor> rows(3);  // per labelled split: the original rows kept

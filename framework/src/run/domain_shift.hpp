@@ -62,7 +62,11 @@ DomainShift effective(const DomainShift& s);
 /// split and the unlabelled inputs. `role` ("source", "target") names the table in errors:
 /// std::invalid_argument for a transform on data that is not images, a label the dataset does
 /// not have, a split left empty.
-DomainData apply_shift(DomainData d, const DomainShift& s, const std::string& role);
+/// `val_domains`: when the shift pools several domains (a list of angles), each domain's name
+/// ("rotate_15") and its number of validation examples, in the order they follow each other in
+/// the val split; left empty otherwise.
+DomainData apply_shift(DomainData d, const DomainShift& s, const std::string& role,
+                       std::vector<std::pair<std::string, int64_t>>* val_domains = nullptr);
 
 /// The image transforms of `s` (effective()) on images `x` (N x C x H x W, float in [0, 1]) with
 /// labels `y` (needed by colour) and `index` (each example's index, seeding its random draws;

@@ -622,7 +622,7 @@ class RunExecution {
     metrics_->summary(fmt::format("{}/data/load_seconds", role), load_seconds);
     check_domain(data, role, d.plugin);
     // The table's classes and transforms make the domain (run/domain_shift.hpp).
-    data = apply_shift(std::move(data), d.shift, role);
+    data = apply_shift(std::move(data), d.shift, role, &session_->val_domains_[role]);
     // The target's training examples not kept as shots are its unlabelled pool, unless the
     // dataset brings its own (adaptation methods train on it without labels).
     torch::Tensor rest;

@@ -301,6 +301,22 @@ void RunSession::fit(const Stage& st) {
       metrics_.log(fmt::format("{}/{}/acc", st.domain, name), acc, step_, epoch);
       metrics_.log(fmt::format("{}/{}/loss", st.domain, name), e.loss, step_, epoch);
       line += fmt::format(" {} acc {:.4f}", name, acc);
+      // Several pooled domains: each one's validation accuracy too (DomainBed's per-domain
+      // training-domain validation), when the split is resident in their order.
+      if (split == st.val && !split->streamed())
+        if (auto it = val_domains_.find(st.domain); it != val_domains_.end()) {
+          int64_t begin = 0;
+          for (const auto& [domain, count] : it->second) {
+            if (count == 0 || begin + count > split->size()) break;
+            Split part;
+            part.x = split->x.slice(0, begin, begin + count);
+            part.y = split->y.slice(0, begin, begin + count);
+            begin += count;
+            const SplitEvaluation pe = evaluate_all(*st.module, st.forward, part, 0);
+            metrics_.log(fmt::format("{}/val/{}/acc", st.domain, domain), pe.accuracy(), step_,
+                         epoch);
+          }
+        }
       if (!selecting || split != st.val) continue;
       const double value = metric_value(summarize(e.counts), e.loss, selection_.monitor);
       if (selection_.monitor != "acc" && selection_.monitor != "loss")

@@ -154,6 +154,9 @@ class RunSession : public Session {
   std::filesystem::path reuse_dir_;  // <results>/cache/pretrain
   mutable std::optional<DomainData> source_;
   DomainData target_;
+  /// Per role ("source", "target"): the domains pooled in its val split (apply_shift's
+  /// val_domains), each evaluated on its own after every epoch of that role's stage.
+  std::map<std::string, std::vector<std::pair<std::string, int64_t>>> val_domains_;
   TrainConfig train_;
   int64_t ctx_run_id_ = 0;  // the run id, recorded with the cache entries it makes
   /// The source classifier of the last reuse() whose module has a `head` child that is one
