@@ -878,6 +878,7 @@ TEST_F(Sweep, OptunaStudyChoosesTheTrialsAndKnowsTheirRuns) {
   tlab::test::write_file(dir_ / "enqueue.py", R"py(import sys, optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 s = optuna.load_study(study_name=sys.argv[2], storage=sys.argv[1])
+s.ask()
 s.ask({"train.lr": FloatDistribution(1e-4, 1e-1, log=True),
        "train.batch_size": CategoricalDistribution(["8", "16"])})
 s.enqueue_trial({"train.lr": 0.0125, "train.batch_size": "8"})
@@ -885,16 +886,21 @@ s.enqueue_trial({"train.lr": 0.0125, "train.batch_size": "8"})
   const auto py = tlab::test::shell(fmt::format("/usr/bin/python3 '{}' '{}' '{}'",
                                                 (dir_ / "enqueue.py").string(), storage, study));
   ASSERT_EQ(py.code, 0) << py.out;
-  Result resumed = tlab(exp, "--sweeper optuna --trials 8 -j 1");
+  // (and one asked without a configuration: it cannot be run again, so it is told failed).
+  Result resumed = tlab(exp, "--sweeper optuna --trials 9 -j 1");
   ASSERT_EQ(resumed.code, 0) << resumed.out;
-  EXPECT_THAT(resumed.out, HasSubstr(": 6 of 8 trial(s) done, 1 left running by a stopped "
+  EXPECT_THAT(resumed.out, HasSubstr("[optuna] trial 6 was left running without a configuration "
+                                     "of this search: told failed (trial 6 of the study has no "
+                                     "value for 'train.lr'"));
+  EXPECT_THAT(resumed.out, HasSubstr(": 7 of 9 trial(s) done, 1 left running by a stopped "
                                      "search: run again\n"));
-  EXPECT_THAT(resumed.out, HasSubstr("[optuna] trial 6: "));
   EXPECT_THAT(resumed.out, HasSubstr("[optuna] trial 7: "));
+  EXPECT_THAT(resumed.out, HasSubstr("[optuna] trial 8: "));
   s = study_of();
-  ASSERT_EQ(s["trials"].size(), 8u);
-  for (const auto& t : s["trials"]) EXPECT_EQ(t["state"], "COMPLETE") << t.dump();
-  EXPECT_EQ(s["trials"][7]["params"]["train.lr"], 0.0125);
+  ASSERT_EQ(s["trials"].size(), 9u);
+  for (const auto& t : s["trials"])
+    EXPECT_EQ(t["state"], t["number"] == 6 ? "FAIL" : "COMPLETE") << t.dump();
+  EXPECT_EQ(s["trials"][8]["params"]["train.lr"], 0.0125);
   int enqueued = 0;
   for (const auto& r : runs())
     if (nlohmann::json::parse(r.overrides)["train.lr"] == 0.0125) ++enqueued;

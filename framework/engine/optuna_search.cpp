@@ -163,7 +163,25 @@ SweepResult run_optuna_search(const OptunaSearch& s) {
   for (const json& t : opened["trials"]) {
     const std::string state = t.value("state", "");
     if (state == "complete" || state == "pruned" || state == "fail") ++done;
-    if (state == "running") rerun.emplace_back(t["number"].get<int64_t>(), t["params"]);
+    if (state == "running") {
+      // A trial left running whose params do not make a configuration of this space (asked by
+      // hand without them, say) cannot be run again: it is told failed, and counts.
+      const int64_t number = t["number"].get<int64_t>();
+      try {
+        given_draw(number, t["params"], search);
+        rerun.emplace_back(number, t["params"]);
+      } catch (const OptunaError& e) {
+        bridge.request({{"op", "tell"},
+                        {"number", number},
+                        {"state", "fail"},
+                        {"attrs", {{"tlab_error", e.what()}}}});
+        std::cout << fmt::format(
+            "[optuna] trial {} was left running without a configuration "
+            "of this search: told failed ({})\n",
+            number, e.what());
+        ++done;
+      }
+    }
     if (state == "complete" && t["value"].is_number() && better(t["value"].get<double>())) {
       best = t["value"].get<double>();
       best_trial = t["number"].get<int64_t>();
