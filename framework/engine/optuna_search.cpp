@@ -226,8 +226,10 @@ SweepResult run_optuna_search(const OptunaSearch& s) {
                         {"attrs", {{"tlab_error", e.what()}}}});
       throw;
     }
+    std::vector<int64_t> trial_of;  // each spec's trial number
     for (auto& spec : specs) {
       nlohmann::ordered_json j = nlohmann::ordered_json::parse(spec.search_json);  // key order kept
+      trial_of.push_back(j.value("trial", int64_t{-1}));
       j["study"] = plan.study;
       j["storage"] = plan.storage;
       j["metric"] = plan.metric;
@@ -254,7 +256,7 @@ SweepResult run_optuna_search(const OptunaSearch& s) {
       std::vector<int64_t> ids;
       std::size_t runs = 0;
       for (std::size_t i = 0; i < specs.size(); ++i) {
-        if (json::parse(specs[i].search_json).value("trial", int64_t{-1}) != number) continue;
+        if (trial_of[i] != number) continue;
         ++runs;
         if (int64_t id = s.store.finished_run_with_key(s.key(specs[i]))) ids.push_back(id);
       }

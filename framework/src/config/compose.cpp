@@ -14,6 +14,7 @@
 
 #include <fmt/format.h>
 
+#include "tlab/sdk/random.hpp"
 #include "util.hpp"
 
 namespace fs = std::filesystem;
@@ -608,13 +609,8 @@ std::string describe_groups(const SearchPath& search) {
 // A uniform number in [0, 1) for (search seed, key, attempt): SplitMix64 over the three, so a
 // key's draws do not depend on which other keys are swept, and are the same on every machine.
 double unit_draw(int64_t seed, const std::string& key, uint64_t attempt) {
-  auto mix = [](uint64_t z) {
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  };
-  uint64_t h = 0xCBF29CE484222325ull;  // FNV-1a of the key
+  auto mix = [](uint64_t z) { return SplitMix64(z).next(); };  // tlab/sdk/random.hpp
+  uint64_t h = 0xCBF29CE484222325ull;                          // FNV-1a of the key
   for (unsigned char c : key) h = (h ^ c) * 0x100000001B3ull;
   const uint64_t z = mix(mix(mix(static_cast<uint64_t>(seed)) ^ h) ^ attempt);
   return static_cast<double>(z >> 11) * 0x1.0p-53;

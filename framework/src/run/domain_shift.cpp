@@ -9,6 +9,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 
+#include "tlab/sdk/random.hpp"
+
 namespace tlab {
 namespace {
 
@@ -31,12 +33,7 @@ const std::array<Family, 5> kFamilies = {{
     {"elastic_transform", "elastic", {6, 10, 16, 24, 34}},
 }};
 
-uint64_t mix(uint64_t z) {
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+uint64_t mix(uint64_t z) { return SplitMix64(z).next(); }  // tlab/sdk/random.hpp
 
 // The generator of one example: a function of the table's seed, the split and the index.
 at::Generator example_generator(int64_t seed, int split, int64_t index, int what) {
