@@ -346,6 +346,37 @@ TEST_F(ShiftConfig, KeysAreValidatedAndRecorded) {
   EXPECT_THAT(loo[1].config_toml, HasSubstr("rotate = [0.0, 30.0]"));
 }
 
+// Task transfer to new classes: `[target] disjoint_classes = true` makes a shared label an error.
+TEST_F(ShiftConfig, DisjointClassesAreChecked) {
+  const std::string source = "[source]\nplugin = \"digits\"\nclass_subset = [0, 1, 2]\n";
+  const std::vector<std::string> disjoint = {"+target.disjoint_classes=true"};
+  auto with = [&](std::vector<std::string> ov, const std::string& more) {
+    ov.push_back(more);
+    return ov;
+  };
+  const auto ok = load(source, with(disjoint, "+target.class_subset=[3, 4]")).at(0);
+  EXPECT_TRUE(ok.target.disjoint_classes);
+  // A check, not a setting: the same run as without it.
+  EXPECT_EQ(ok.config_toml.find("disjoint"), std::string::npos);
+  EXPECT_EQ(ok.config_toml, load(source, {"+target.class_subset=[3, 4]"}).at(0).config_toml);
+  EXPECT_THAT(error(source, with(disjoint, "+target.class_subset=[2, 5, 1]")),
+              HasSubstr("'target.class_subset' = [2, 5, 1] shares labels 2, 1 with "
+                        "'source.class_subset' = [0, 1, 2], and target.disjoint_classes = true "
+                        "says the target's classes are new; remove them from one of the lists"));
+  EXPECT_THAT(error(source, with(disjoint, "+target.class_subset=[2]")),
+              HasSubstr("shares label 2 with"));
+  EXPECT_THAT(error(source, disjoint),
+              HasSubstr("'target.disjoint_classes = true' needs the labels of both domains, but "
+                        "[target] has no class_subset (it keeps every class of its dataset); give "
+                        "it one, e.g. target.class_subset = [0, 1, 2, 3, 4]"));
+  EXPECT_THAT(error("", disjoint),
+              HasSubstr("'target.disjoint_classes = true' compares the target's classes with the "
+                        "source's, but the experiment has no [source]"));
+  EXPECT_THAT(error(source + "disjoint_classes = true\n"),
+              HasSubstr("'source.disjoint_classes' belongs in [target]"));
+  EXPECT_THAT(error(source, {"+target.disjoint_classes=3"}), HasSubstr("target.disjoint_classes"));
+}
+
 TEST_F(ShiftConfig, BadKeysAreLocatedWithTheFix) {
   EXPECT_THAT(error("[target.transform]\nrotat = 30\n"),
               HasSubstr("unknown key 'target.transform.rotat' in 'target.transform'; did you "
@@ -431,17 +462,19 @@ epochs = 1
   // The two pooled source domains are validated one by one after every source epoch; equal
   // sizes: their mean is the pooled accuracy.
   const auto per_domain = tlab::test::shell(fmt::format(
-      "sqlite3 '{}/r.db' \"SELECT a.value, b.value, c.value FROM metrics a JOIN metrics b ON "
-      "a.epoch = b.epoch JOIN metrics c ON c.epoch = a.epoch WHERE a.name = "
-      "'source/val/rotate_0/acc' AND b.name = 'source/val/rotate_90/acc' AND c.name = "
-      "'source/val/acc' AND c.step = a.step\"",
+      "sqlite3 '{}/r.db' \"SELECT a.value, b.value, c.value, d.value FROM metrics a JOIN "
+      "metrics b ON a.epoch = b.epoch JOIN metrics c ON c.epoch = a.epoch JOIN metrics d ON "
+      "d.epoch = a.epoch WHERE a.name = 'source/val/rotate_0/acc' AND b.name = "
+      "'source/val/rotate_90/acc' AND c.name = 'source/val/acc' AND c.step = a.step AND "
+      "d.name = 'source/val/worst/acc' AND d.step = a.step\"",
       dir.string()));
   ASSERT_EQ(per_domain.code, 0) << per_domain.out;
   ASSERT_FALSE(per_domain.out.empty()) << "no per-domain validation logged";
-  double a = 0, b = 0, pooled = 0;
-  ASSERT_EQ(std::sscanf(per_domain.out.c_str(), "%lf|%lf|%lf", &a, &b, &pooled), 3)
+  double a = 0, b = 0, pooled = 0, worst = 0;
+  ASSERT_EQ(std::sscanf(per_domain.out.c_str(), "%lf|%lf|%lf|%lf", &a, &b, &pooled, &worst), 4)
       << per_domain.out;
   EXPECT_NEAR((a + b) / 2, pooled, 1e-6);
+  EXPECT_EQ(worst, std::min(a, b));  // for --select-config source-val-worst
   fs::remove_all(dir);
 }
 

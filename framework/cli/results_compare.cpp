@@ -88,8 +88,10 @@ void add_results_compare(CLI::App& results, std::vector<Command>& out) {
       ->add_option("--select-config", c->select_config,
                    "Model selection over a search: per row, the configuration of the searched "
                    "keys (runs.search) with the best mean validation value over its seeds: "
-                   "source-val (source/val/acc, training-domain validation), oracle "
-                   "(target/val/acc) or a metric name; its runs' --metric values are shown")
+                   "source-val (source/val/acc, training-domain validation), source-val-worst "
+                   "(source/val/worst/acc: the worst of several pooled source domains), "
+                   "oracle (target/val/acc) or a metric name; its runs' --metric values are "
+                   "shown")
       ->check(CLI::TypeValidator<std::string>());
   compare->add_option("--pivot", c->pivot,
                       "A param whose values become the columns (e.g. target.variant), with an "

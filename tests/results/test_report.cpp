@@ -754,7 +754,9 @@ TEST_F(ReportDb, SelectConfigPicksTheBestMeanValidationPerMethod) {
     r.summaries = {{"target/test/acc", test}};
     if (has_val) r.summaries.push_back({"target/val/acc", val});
     // source/val/acc only per epoch (as runs log it); its last value is what final selects on.
-    r.metrics = stage(0, {{"source/val/acc", {0.1, 1.0 - lr}}});
+    // The worst pooled source domain's: lr itself, so source-val-worst picks the largest.
+    r.metrics =
+        stage(0, {{"source/val/acc", {0.1, 1.0 - lr}}, {"source/val/worst/acc", {0.1, lr}}});
     r.search = search;
     return add(r);
   };
@@ -789,6 +791,15 @@ TEST_F(ReportDb, SelectConfigPicksTheBestMeanValidationPerMethod) {
   t = compare(o);
   EXPECT_EQ(t.rows[0][2], "train.lr=0.001");
   EXPECT_EQ(t.rows[0][4], "0.9900 ± 0.0000");
+  // The worst training domain's validation (source/val/worst/acc = lr): the largest lr.
+  o.select_config = "source-val-worst";
+  t = compare(o);
+  EXPECT_THAT(t.title, HasSubstr("best mean source/val/worst/acc over its seeds (the worst "
+                                 "training domain's validation)"));
+  EXPECT_EQ(t.rows[0][2], "train.lr=0.1");
+  EXPECT_EQ(t.rows[0][3], "0.1000");
+  EXPECT_EQ(t.rows[0][4], "0.7000 ± 0.2000");
+  EXPECT_EQ(t.rows[1][2], "train.lr=0.01");
   // Any metric; several metrics; machine-readable columns.
   o.select_config = "target/test/acc";
   o.metrics = {"target/test/acc", "target/val/acc"};
@@ -841,6 +852,10 @@ TEST_F(ReportDb, SelectConfigErrors) {
   EXPECT_THAT(error([&] { compare(o); }),
               HasSubstr("source-val needs runs with a source domain (source/val/acc); use "
                         "--select-config oracle"));
+  o.select_config = "source-val-worst";
+  EXPECT_THAT(error([&] { compare(o); }),
+              HasSubstr("source-val-worst needs runs whose source pools several domains, e.g. "
+                        "[source.transform] rotate = [0, 15, 30]"));
   o.select_config = "oracle";
   o.pivot = "target.variant";
   EXPECT_THAT(error([&] { compare(o); }),

@@ -289,7 +289,45 @@ std::vector<std::string> train_keys() {
 const std::vector<std::string> kTransformKeys = {
     "rotate", "hflip", "vflip", "elastic", "elastic_sigma", "blur",     "contrast",
     "invert", "jpeg",  "noise", "color",   "corruption",    "severity", "seed"};
-const std::vector<std::string> kDatasetHostKeys = {"shots", "class_subset", "transform"};
+const std::vector<std::string> kDatasetHostKeys = {"shots", "class_subset", "transform",
+                                                   "disjoint_classes"};
+
+// `[target] disjoint_classes = true` (task transfer to new classes): source and target each
+// name their labels (class_subset) and share none.
+void check_disjoint_classes(const Node& root, const RunSpec& r, const Checker& c) {
+  const Node& target = *root.get("target");
+  const Node* flag = target.get("disjoint_classes");
+  if (!r.source)
+    c.fail(*flag,
+           "'target.disjoint_classes = true' compares the target's classes with the source's, "
+           "but the experiment has no [source]; add one or remove target.disjoint_classes");
+  for (const char* role : {"source", "target"}) {
+    const DomainShift& s = std::string(role) == "source" ? r.source->shift : r.target.shift;
+    if (s.classes.empty())
+      c.fail(*flag, fmt::format("'target.disjoint_classes = true' needs the labels of both "
+                                "domains, but [{0}] has no class_subset (it keeps every class "
+                                "of its dataset); give it one, e.g. {0}.class_subset = [0, 1, "
+                                "2, 3, 4]",
+                                role));
+  }
+  std::vector<int64_t> shared;
+  for (int64_t k : r.target.shift.classes)
+    if (std::find(r.source->shift.classes.begin(), r.source->shift.classes.end(), k) !=
+        r.source->shift.classes.end())
+      shared.push_back(k);
+  if (!shared.empty()) {
+    auto list = [](const std::vector<int64_t>& v) {
+      return fmt::format("[{}]", fmt::join(v, ", "));
+    };
+    c.fail(*target.get("class_subset"),
+           fmt::format("'target.class_subset' = {} shares label{} {} with 'source.class_subset' = "
+                       "{}, and target.disjoint_classes = true says the target's classes are new; "
+                       "remove {} from one of the lists (or set target.disjoint_classes = false)",
+                       list(r.target.shift.classes), shared.size() == 1 ? "" : "s",
+                       fmt::join(shared, ", "), list(r.source->shift.classes),
+                       shared.size() == 1 ? "it" : "them"));
+  }
+}
 
 DomainShift domain_shift(const Node& table, const std::string& key, const Checker& c) {
   DomainShift s;
@@ -688,6 +726,16 @@ RunSpec validate(const Node& root, const Checker& c, const std::string& file,
       d.shots = std::get<int64_t>(
           c.convert(*s, num_spec("shots", ParamType::Int, 0, 1e9), key + ".shots"));
     d.shift = domain_shift(n, key, c);
+    if (const Node* v = n.get("disjoint_classes")) {
+      if (key != "target")
+        c.fail(*v, fmt::format("'{}.disjoint_classes' belongs in [target]: it says the target's "
+                               "classes are none of the source's; move it there",
+                               key));
+      ParamSpec f;
+      f.key = "disjoint_classes";
+      f.type = ParamType::Bool;
+      d.disjoint_classes = std::get<bool>(c.convert(*v, f, "target.disjoint_classes"));
+    }
     return d;
   };
   auto required = [&](const char* key) -> const Node& {
@@ -702,6 +750,7 @@ RunSpec validate(const Node& root, const Checker& c, const std::string& file,
   };
   if (const Node* n = root.get("source")) r.source = dataset(*n, "source");
   r.target = dataset(required("target"), "target");
+  if (r.target.disjoint_classes) check_disjoint_classes(root, r, c);
   {
     const Node& n = required("backbone");
     static_cast<PluginSpec&>(r.backbone) =

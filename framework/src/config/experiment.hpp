@@ -32,6 +32,10 @@ struct PluginSpec {
 struct DatasetSpec : PluginSpec {
   int64_t shots = 0;
   DomainShift shift;
+  /// `[target] disjoint_classes = true`: the target's class_subset must share no label with
+  /// the source's (task transfer to new classes); checked when the experiment is loaded. A
+  /// check, not a setting: outside the resolved config and the run key.
+  bool disjoint_classes = false;
 };
 
 /// The backbone table: a plugin plus the host's weights keys (docs/models.md).

@@ -24,7 +24,8 @@ constexpr const char* kRebuildHint =
     "<build dir>; out of tree: reconfigure its build against this TransferLab, then rebuild)";
 
 // Keys that experiment tables use for the host; a plugin parameter may not take them.
-const std::set<std::string> kReservedKeys = {"plugin", "shots", "class_subset", "transform"};
+const std::set<std::string> kReservedKeys = {"plugin", "shots", "class_subset", "transform",
+                                             "disjoint_classes"};
 
 std::string fixed_string(const char* data, std::size_t size) {
   return std::string(data, strnlen(data, size));

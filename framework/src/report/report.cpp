@@ -229,6 +229,8 @@ std::string RunListing::render() const {
 namespace {
 
 const char* const kSourceVal = "source/val/acc";
+// The worst of several pooled source domains' validation accuracies (run/session.cpp).
+const char* const kSourceValWorst = "source/val/worst/acc";
 const char* const kTargetVal = "target/val/acc";
 const char* const kTargetTest = "target/test/acc";
 const char* const kAbsent = "\001absent";  // group value of a param a run lacks
@@ -1003,9 +1005,10 @@ Table config_selection_table(Store& store, const std::vector<RunSummaryRow>& run
     throw ReportError(
         "--metric: no metric given; name at least one, e.g. --metric "
         "target/test/acc");
-  const std::string val = o.select_config == "source-val" ? kSourceVal
-                          : o.select_config == "oracle"   ? kTargetVal
-                                                          : o.select_config;
+  const std::string val = o.select_config == "source-val"         ? kSourceVal
+                          : o.select_config == "source-val-worst" ? kSourceValWorst
+                          : o.select_config == "oracle"           ? kTargetVal
+                                                                  : o.select_config;
   const auto finished = finished_views(runs);
   const auto ptrs = pointers(finished);
   const auto params = all_params(runs);
@@ -1054,6 +1057,11 @@ Table config_selection_table(Store& store, const std::vector<RunSummaryRow>& run
                  o.select_config == "source-val"
                      ? "; source-val needs runs with a source domain (source/val/acc); use "
                        "--select-config oracle for target/val/acc"
+                 : o.select_config == "source-val-worst"
+                     ? "; source-val-worst needs runs whose source pools several domains, "
+                       "e.g. [source.transform] rotate = [0, 15, 30] (each one validated: "
+                       "source/val/<domain>/acc, the worst source/val/worst/acc); use "
+                       "--select-config source-val for the pooled source/val/acc"
                      : "");
 
   std::vector<std::string> by = o.group_by;
@@ -1100,9 +1108,10 @@ Table config_selection_table(Store& store, const std::vector<RunSummaryRow>& run
       "model selection over the search of {}: per row, the configuration with the best mean {} "
       "over its seeds ({}); epochs: {}",
       join(keys, ", "), val,
-      o.select_config == "source-val" ? "training-domain validation"
-      : o.select_config == "oracle"   ? "test-domain validation, an oracle"
-                                      : "validation",
+      o.select_config == "source-val"         ? "training-domain validation"
+      : o.select_config == "source-val-worst" ? "the worst training domain's validation"
+      : o.select_config == "oracle"           ? "test-domain validation, an oracle"
+                                              : "validation",
       selection_description(o.selection));
   t.header = by;
   for (const char* h : {"configs", "selected", "val"}) t.header.push_back(h);

@@ -104,7 +104,8 @@ struct CompareOptions {
   /// The `--where` expression that chose the runs ("" = all); only named in messages.
   std::string where;
   /// Model selection over a search (`--select-config`): "" = none; "source-val"
-  /// (training-domain validation, source/val/acc), "oracle" (target/val/acc) or a metric
+  /// (training-domain validation, source/val/acc), "source-val-worst" (source/val/worst/acc,
+  /// the worst pooled source domain's), "oracle" (target/val/acc) or a metric
   /// name. Per row, the configuration (the values of the keys the sweep searched, from
   /// runs.search) with the best mean validation value over its seeds is chosen, and the
   /// metrics are shown for its runs (DomainBed's table).

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <ctime>
+#include <limits>
 #include <unordered_set>
 
 #include <torch/cuda.h>
@@ -306,6 +307,8 @@ void RunSession::fit(const Stage& st) {
       if (split == st.val && !split->streamed())
         if (auto it = val_domains_.find(st.domain); it != val_domains_.end()) {
           int64_t begin = 0;
+          double worst = std::numeric_limits<double>::infinity();
+          int evaluated = 0;
           for (const auto& [domain, count] : it->second) {
             if (count == 0 || begin + count > split->size()) break;
             Split part;
@@ -315,7 +318,13 @@ void RunSession::fit(const Stage& st) {
             const SplitEvaluation pe = evaluate_all(*st.module, st.forward, part, 0);
             metrics_.log(fmt::format("{}/val/{}/acc", st.domain, domain), pe.accuracy(), step_,
                          epoch);
+            worst = std::min(worst, pe.accuracy());
+            ++evaluated;
           }
+          // The worst domain's (WILDS' worst-group accuracy): model selection that asks every
+          // training domain to be learnt (`--select-config source-val-worst`).
+          if (evaluated > 1)
+            metrics_.log(fmt::format("{}/val/worst/acc", st.domain), worst, step_, epoch);
         }
       if (!selecting || split != st.val) continue;
       const double value = metric_value(summarize(e.counts), e.loss, selection_.monitor);
