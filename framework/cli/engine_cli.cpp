@@ -76,6 +76,12 @@ void add_engine_commands(CLI::App& app, std::vector<Command>& out,
                 "for gdb, valgrind and sanitizers (no crash isolation, no --timeout)");
   auto sweeper = std::make_shared<std::string>();
   auto trials = std::make_shared<int64_t>(0);
+  auto nproc = std::make_shared<int64_t>(0);
+  run->add_option("--nproc", *nproc,
+                  "Processes (ranks) that train each run together, data-parallel through c10d "
+                  "(= run.processes; train.batch_size stays the global batch); each takes a "
+                  "--jobs slot")
+      ->check(CLI::Range(1, 1024));
   run->add_option("--sweeper", *sweeper,
                   "How a sweep chooses its runs: grid (every combination), random "
                   "(sweep.samples draws) or optuna (sweep.samples trials asked from an Optuna "
@@ -91,7 +97,7 @@ void add_engine_commands(CLI::App& app, std::vector<Command>& out,
                 "logging) into the runs' summaries profile/<domain>/<phase>_seconds and log a "
                 "line per stage (synchronises after each phase on a GPU)");
   out.push_back(
-      {run, [run, r, run_help, globals, sweeper, trials] {
+      {run, [run, r, run_help, globals, sweeper, trials, nproc] {
          if (*run_help) {  // no engine needed: the groups are config files
            std::cout << run->help() << "\n"
                      << cfg::describe_groups(cfg::SearchPath::for_experiment(
@@ -105,6 +111,7 @@ void add_engine_commands(CLI::App& app, std::vector<Command>& out,
          // After the user's overrides: the flags win over the experiment's [sweep] table.
          if (!sweeper->empty()) r->overrides.push_back("sweep.sweeper=" + *sweeper);
          if (*trials > 0) r->overrides.push_back(fmt::format("sweep.samples={}", *trials));
+         if (*nproc > 0) r->overrides.push_back(fmt::format("run.processes={}", *nproc));
          r->jobs_given = run->get_option("--jobs")->count() > 0;
          r->spawn_given = run->get_option("--spawn")->count() > 0;
          r->runs_per_gpu_given = run->get_option("--runs-per-gpu")->count() > 0;
@@ -119,6 +126,9 @@ void add_engine_commands(CLI::App& app, std::vector<Command>& out,
   child->add_option("--id", c->id)->required();
   child->add_option("--threads", c->threads);
   child->add_flag("--shard", c->shard);  // a SLURM task's own database (rollback journal)
+  child->add_option("--rank", c->rank);  // a rank > 0 of a run on several processes
+  child->add_option("--world", c->world);
+  child->add_option("--timeout-ms", c->timeout_ms);
   out.push_back({child, [c, globals] { return open_engine("_run").child(*globals, *c); }});
 
   // tlab config

@@ -175,6 +175,7 @@ std::string show_text(const RunRecord& r, const std::vector<RunSummaryRow>& list
   add("signal", optional_int(r.signal));
   if (!r.sweep.empty()) add("sweep", r.sweep);
   if (!r.job.empty()) add("job", r.job);
+  if (r.processes > 1) add("processes", fmt::format("{} ({})", r.processes, r.backend));
   if (!r.search.empty()) add("search", r.search);
   add("override_args", r.override_args.empty() ? "(none)" : join(r.override_args, " "));
   add("overrides", r.overrides);
@@ -283,6 +284,8 @@ nlohmann::json show_json(const RunRecord& r, const std::vector<RunSummaryRow>& l
         {"run_key", r.run_key},
         {"sweep", text_or_null(r.sweep)},
         {"job", text_or_null(r.job)},
+        {"processes", r.processes},
+        {"backend", text_or_null(r.backend)},
         {"search", r.search.empty() ? nlohmann::json(nullptr)
                                     : nlohmann::json::parse(r.search, nullptr, false)},
         {"override_args", r.override_args},

@@ -20,7 +20,7 @@
 namespace tlab::engine {
 
 /// Bump when a struct or the table below changes meaning (the layout stamp catches size changes).
-inline constexpr int kApiVersion = 4;
+inline constexpr int kApiVersion = 5;
 
 /// Options before or after any command.
 struct Globals {
@@ -47,6 +47,10 @@ struct ChildArgs {
   int64_t id = 0;
   int threads = 0;
   bool shard = false;  ///< A SLURM task's own database (rollback journal).
+  /// One rank > 0 of a run on several processes (`[run] processes`), started by rank 0:
+  /// `--rank R --world N --timeout-ms T` (run/distributed.hpp). 0 = the run itself.
+  int rank = 0, world = 1;
+  int64_t timeout_ms = 0;
 };
 
 /// `tlab config EXPERIMENT [overrides]`: composed and validated against the plugins.

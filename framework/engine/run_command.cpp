@@ -399,6 +399,7 @@ int run_experiment(const Globals& g, const RunArgs& a) {
 
 int run_queued(const Globals& g, const ChildArgs& a) {
   PluginLoader loader(plugin_search_dirs(g));
+  if (a.rank > 0) return run_rank(a.db, a.id, a.rank, a.world, a.timeout_ms, a.threads, loader);
   return run_child(a.db, a.id, a.threads, loader, a.shard);
 }
 

@@ -8,6 +8,7 @@
 #include <regex>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 #include <torch/cuda.h>
@@ -15,6 +16,7 @@
 
 #include "plugins/loader.hpp"
 #include "results/classification.hpp"
+#include "run/distributed.hpp"
 #include "util.hpp"
 
 namespace fs = std::filesystem;
@@ -289,6 +291,9 @@ std::vector<std::string> train_keys() {
 const std::vector<std::string> kTransformKeys = {
     "rotate", "hflip", "vflip", "elastic", "elastic_sigma", "blur",     "contrast",
     "invert", "jpeg",  "noise", "color",   "corruption",    "severity", "seed"};
+// The keys of [run]: how to execute a run, not what it is (outside the resolved config).
+const std::vector<std::string> kRunKeys = {"threads", "processes", "backend", "collective_timeout",
+                                           "oversubscribe"};
 const std::vector<std::string> kDatasetHostKeys = {"shots", "class_subset", "transform",
                                                    "disjoint_classes"};
 
@@ -812,10 +817,52 @@ RunSpec validate(const Node& root, const Checker& c, const std::string& file,
   if (const Node* run = root.get("run")) {  // how to execute, not what: out of the run key
     if (!run->is_table())
       c.fail(*run, fmt::format("'run' must be a table, got {}", run->describe()));
-    c.check_keys(*run, "run.", {"threads"}, "[run]");
+    c.check_keys(*run, "run.", kRunKeys, "[run]");
     if (const Node* t = run->get("threads"))
       r.threads = std::get<int64_t>(
           c.convert(*t, num_spec("threads", ParamType::Int, 0, 1024), "run.threads"));
+    if (const Node* t = run->get("processes"))
+      r.processes = std::get<int64_t>(
+          c.convert(*t, num_spec("processes", ParamType::Int, 1, 1024), "run.processes"));
+    if (const Node* t = run->get("collective_timeout"))
+      r.collective_timeout =
+          std::get<double>(c.convert(*t, num_spec("collective_timeout", ParamType::Float, 1, 86400),
+                                     "run.collective_timeout"));
+    if (const Node* t = run->get("oversubscribe")) {
+      ParamSpec f;
+      f.key = "oversubscribe";
+      f.type = ParamType::Bool;
+      r.oversubscribe = std::get<bool>(c.convert(*t, f, "run.oversubscribe"));
+    }
+    if (const Node* b = run->get("backend")) {
+      r.backend = std::get<std::string>(c.convert(*b, str_spec("backend", {}), "run.backend"));
+      if (r.backend == "nccl")
+        c.fail(*b,
+               "'run.backend' = \"nccl\": NCCL ranks (one GPU each) are not built yet, and "
+               "Debian's LibTorch has no CUDA; use backend = \"gloo\" (CPU)");
+      if (r.backend != "gloo")
+        c.fail(*b, fmt::format("'run.backend' = \"{}\" is not a c10d backend tlab has; expected "
+                               "\"gloo\"",
+                               r.backend));
+    }
+    if (r.processes > 1 && r.device.rfind("cuda", 0) == 0)
+      c.fail(*run->get("processes"),
+             fmt::format("'run.processes' = {} with device \"{}\": several ranks train on the CPU "
+                         "(Gloo) only for now; NCCL ranks with one GPU each are not built; set "
+                         "device = \"cpu\" or run.processes = 1",
+                         r.processes, r.device));
+    if (const int cores = static_cast<int>(std::thread::hardware_concurrency());
+        r.processes > std::max(1, cores) && !r.oversubscribe)
+      c.fail(*run->get("processes"),
+             fmt::format("'run.processes' = {} ranks, and this machine has {} cores: ranks beyond "
+                         "the cores only wait for each other; lower run.processes, or set "
+                         "run.oversubscribe = true to run them anyway",
+                         r.processes, cores));
+    if (r.processes > 1 && !gloo_available())
+      c.fail(*run->get("processes"),
+             fmt::format("'run.processes' = {} needs Gloo, and this tlab was built without it; "
+                         "install libgloo-dev (tools/setup.sh does) and build again",
+                         r.processes));
   }
   {
     Node launcher = Node::table();
@@ -951,7 +998,7 @@ cfg::SchemaKeys schema_keys(PluginLoader& loader) {
     } else if (path.size() == 1 && path[0] == "launcher") {
       keys = launcher_keys();
     } else if (path.size() == 1 && path[0] == "run") {
-      keys = {"threads"};
+      keys = kRunKeys;
     } else if (path.size() == 1 && (path[0] == "source" || path[0] == "target")) {
       plugin_keys(Kind::Dataset, table, kDatasetHostKeys);
     } else if (path.size() == 2 && (path[0] == "source" || path[0] == "target") &&

@@ -130,6 +130,13 @@ struct RunSpec {
   /// [run] threads: LibTorch intra-op threads per run (0 = cores / runs at once); like the
   /// launcher, not part of the resolved config or the run key. `tlab run --threads` wins.
   int64_t threads = 0;
+  /// [run] processes: ranks that train this run together (data-parallel, run/distributed.hpp);
+  /// train.batch_size stays the global batch, so 1 and N ranks take the same steps. Like
+  /// threads, outside the resolved config and the run key; recorded in runs.processes.
+  int64_t processes = 1;
+  std::string backend = "gloo";     ///< [run] backend: the c10d backend (gloo)
+  double collective_timeout = 300;  ///< [run] collective_timeout: seconds before a collective fails
+  bool oversubscribe = false;       ///< [run] oversubscribe: allow more ranks than cores
 };
 
 struct LoadOptions {

@@ -27,6 +27,7 @@
 #include <spdlog/spdlog.h>
 
 #include "errors.hpp"  // framework/cli: the exit codes
+#include "run/distributed.hpp"
 #include "run/runner.hpp"
 #include "util.hpp"
 
@@ -35,6 +36,13 @@ extern char** environ;
 namespace fs = std::filesystem;
 
 namespace tlab {
+
+int available_cores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -50,12 +58,6 @@ std::string signal_text(int sig) {
 bool is_crash_signal(int sig) {
   return sig == SIGSEGV || sig == SIGBUS || sig == SIGABRT || sig == SIGFPE || sig == SIGILL ||
          sig == SIGTRAP || sig == SIGSYS;
-}
-
-int available_cores() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1u, std::thread::hardware_concurrency());
 }
 
 std::string format_duration(double seconds) {
@@ -244,8 +246,17 @@ class Supervisor {
   void loop() {
     while (!queue_.empty() || !children_.empty()) {
       if (stop_signal() && !stopping_) begin_stop();
+      // A run on several processes takes one job slot per rank (alone when it has more).
+      auto slots = [&](std::size_t index) {
+        return static_cast<int>(std::max<int64_t>(1, specs_[index].processes));
+      };
+      auto in_use = [&] {
+        int n = 0;
+        for (const auto& c : children_) n += slots(c->index);
+        return n;
+      };
       while (!stopping_ && !stop_signal() && !queue_.empty() &&
-             static_cast<int>(children_.size()) < jobs_) {
+             (children_.empty() || in_use() + slots(queue_.front()) <= jobs_)) {
         const bool wants_gpu = !o_.gpus.empty() && specs_[queue_.front()].device != "cpu";
         const int slot = wants_gpu ? free_gpu_slot() : -1;
         if (wants_gpu && slot < 0) break;
@@ -829,6 +840,9 @@ int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader,
   }
   spec.overrides = rec.override_args;
   spec.overrides_json = rec.overrides;
+  spec.processes = rec.processes;  // [run], outside the resolved config: from the run's row
+  if (!rec.backend.empty()) spec.backend = rec.backend;
+  spec.collective_timeout = rec.collective_timeout;
 
   // The heartbeat, from its own connection: it shows the process is alive even during a long
   // epoch; the supervisor and the next start judge liveness by it.
@@ -880,6 +894,53 @@ int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader,
   if (is_complete(out.status)) return 0;
   if (stop_signal()) return 128 + stop_signal();
   return 1;
+}
+
+int run_rank(const fs::path& db, int64_t id, int rank, int world, int64_t timeout_ms, int threads,
+             PluginLoader& loader) {
+  install_stop_handlers(/*second_signal_ends=*/false);
+  RunSpec spec;
+  RunRecord rec;
+  std::shared_ptr<Distributed> dist;
+  try {
+    {
+      Store store(db, /*create=*/false, Store::kBusyTimeout);
+      rec = store.run(id);
+    }
+    DistributedOptions o;
+    o.world = world;
+    o.backend = rec.backend.empty() ? "gloo" : rec.backend;
+    o.timeout = std::chrono::milliseconds(timeout_ms > 0 ? timeout_ms : 300000);
+    o.store = fs::path(rec.run_dir) / "c10d.store";
+    dist = Distributed::join(o, rank);  // first: rank 0 waits for every rank to connect
+    configure_threads(threads);
+    spec = load_resolved_run(rec.config_toml, rec.experiment, loader);
+    spec.search_json = rec.search;
+    if (spec.config_hash != rec.config_hash)
+      throw ConfigError(
+          fmt::format("rank {}: run {}'s resolved config does not load as rank 0's "
+                      "(hash {} then {})",
+                      rank, id, rec.config_hash, spec.config_hash));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  spec.overrides = rec.override_args;
+  spec.overrides_json = rec.overrides;
+  // This rank records nothing of its own: a scratch database and folder beside rank 0's run.
+  const fs::path scratch = fs::path(rec.run_dir) / "ranks" / fmt::format("rank{}", rank);
+  std::error_code ec;
+  fs::remove_all(scratch, ec);
+  Store own(scratch / "rank.db", /*create=*/true);
+  RunOptions options;
+  options.results_dir = scratch;
+  options.threads = threads;
+  options.verbose = true;
+  options.dist = dist;
+  const RunOutcome out = execute_run(spec, loader, own, options);
+  if (is_complete(out.status)) return 0;
+  std::fprintf(stderr, "error: rank %d: %s\n", rank, out.reason.c_str());
+  return out.status == RunStatus::kKilled ? 128 + SIGTERM : 1;
 }
 
 }  // namespace tlab

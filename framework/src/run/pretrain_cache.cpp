@@ -71,10 +71,18 @@ bool RunSession::reuse(const std::string& key, torch::nn::Module& module,
                        const std::function<void()>& train) {
   const std::string full = reuse_base_ + "strategy key: " + key + "\n";
   const std::string hash = hash_string(full);
-  fs::create_directories(reuse_dir_);
-  const fs::path weights = reuse_dir_ / (hash + ".pt"), meta = reuse_dir_ / (hash + ".json");
   bool trained = false;
-  {
+  if (dist_) {
+    // Several ranks: each would look up the cache on its own and might decide otherwise
+    // (another run may write the entry meanwhile), and the ranks' collectives must match; so
+    // every rank trains, and nothing is cached.
+    spdlog::info("[runner] the pre-training cache is not used by a run on {} processes",
+                 dist_->world());
+    train();
+    trained = true;
+  } else {
+    fs::create_directories(reuse_dir_);
+    const fs::path weights = reuse_dir_ / (hash + ".pt"), meta = reuse_dir_ / (hash + ".json");
     FileLock lock(reuse_dir_ / (hash + ".lock"));
     std::ifstream in(meta, std::ios::binary);
     nlohmann::json m;

@@ -148,6 +148,10 @@ NewRun describe_run(const RunSpec& spec, const RunOptions& options, const GitSta
   row.overrides = spec.overrides_json;
   row.override_args = spec.overrides;
   row.search = spec.search_json;
+  row.processes =
+      spec.processes;  // [run]: not in the resolved config, so its process reads them here
+  row.backend = spec.backend;
+  row.collective_timeout = spec.collective_timeout;
   row.tlab_version = TLAB_VERSION;
   row.params = spec.params;
   auto stamp = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -265,6 +269,59 @@ class RunExecution {
     session_->calibration_bins_ = spec_.eval.calibration_bins;
     session_->selection_ = spec_.selection;
     session_->compute_ = spec_.compute;
+  }
+
+  /// [run] processes > 1: rank 0 (this process) starts ranks 1..N-1 and connects with them;
+  /// a rank > 0 got its connection from run_rank. The session's fit then shares each batch.
+  void start_ranks() {
+    if (options_.dist) {
+      dist_ = options_.dist;
+      session_->dist_ = dist_.get();
+      return;
+    }
+    if (spec_.processes <= 1) return;
+    if (!device_.is_cpu())
+      throw std::invalid_argument(fmt::format(
+          "run.processes = {} on device {}: several ranks train on the CPU (Gloo) only; NCCL "
+          "ranks with one GPU each are not built; set device = \"cpu\" or run.processes = 1",
+          spec_.processes, device_.str()));
+    const int threads = options_.threads > 0 ? options_.threads : torch::get_num_threads();
+    DistributedOptions o;
+    o.world = static_cast<int>(spec_.processes);
+    o.backend = spec_.backend;
+    o.timeout = std::chrono::milliseconds(static_cast<int64_t>(spec_.collective_timeout * 1000));
+    o.store = run_dir_ / "c10d.store";
+    const std::string db = store_.path().string();
+    const auto dirs = loader_.search_dirs();
+    const int64_t id = out_.id, timeout_ms = o.timeout.count();
+    const auto t0 = Clock::now();
+    dist_ = Distributed::launch(
+        o,
+        [&](int rank) {
+          std::vector<std::string> args = {"tlab"};
+          for (const auto& d : dirs)  // the folders searched here that exist
+            if (std::error_code ec; fs::is_directory(d, ec))
+              args.insert(args.end(), {"--plugin-path", d.string()});
+          if (options_.verbose) args.push_back("-v");
+          args.insert(args.end(),
+                      {"_run", "--db", db, "--id", std::to_string(id), "--rank",
+                       std::to_string(rank), "--world", std::to_string(o.world), "--timeout-ms",
+                       std::to_string(timeout_ms), "--threads", std::to_string(threads)});
+          return args;
+        },
+        run_dir_ / "ranks");
+    session_->dist_ = dist_.get();
+    spdlog::info("[runner] {} ranks ({}, {} thread(s) each) connected in {:.2f} s", o.world,
+                 o.backend, threads, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+
+  /// A rank > 0 trains only: rank 0 evaluates, saves and records.
+  bool records() const { return !options_.dist; }
+  void trained_only() { out_.status = RunStatus::kFinished; }
+
+  /// Rank 0, at the end: the other ranks exited 0.
+  void finish_ranks() {
+    if (dist_ && records()) dist_->finish();
   }
 
   /// The target domain now (checked, k shots taken, on the device); the source on first use.
@@ -712,6 +769,7 @@ class RunExecution {
   Clock::time_point target_start_;
   torch::Device device_{torch::kCPU};
   std::unique_ptr<AshaPruner> pruner_;  ///< [sweep.asha], for the target stage
+  std::shared_ptr<Distributed> dist_;   ///< [run] processes > 1: this rank's collectives
   DeviceBudget device_budget_;          ///< train.device_data_mb, less what the domains placed
   std::string device_error_;
   fs::path run_dir_;
@@ -739,16 +797,19 @@ RunOutcome execute_run(const RunSpec& spec, PluginLoader& loader, Store& store,
     run.prepare_folder();
     run.record_plugins();
     run.open_session();
+    run.start_ranks();
     run.load_data();
     run.key_pretraining_cache();
     run.build_model();
     run.prepare_strategy();
-    run.score_starting_point();
+    if (run.records()) run.score_starting_point();
     if (run.ends_after_scoring()) return;
     run.attach_adapters();
     run.train_target();
+    if (!run.records()) return run.trained_only();
     run.evaluate_target();
     run.save_outputs();
+    run.finish_ranks();
   });
   return run.finish();
 }

@@ -5,12 +5,14 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
 #include "config/experiment.hpp"
 #include "plugins/loader.hpp"
 #include "run/data_prep.hpp"  // take_shots
+#include "run/distributed.hpp"
 #include "run/signals.hpp"
 #include "store/store.hpp"
 #include "util.hpp"
@@ -38,6 +40,10 @@ struct RunOptions {
   /// logging) into profile/<domain>/* summaries; also on with TLAB_PROFILE=1 (how `tlab run
   /// --profile` reaches its child processes). On a GPU it synchronises after each phase.
   bool profile = false;
+  /// A rank > 0 of a run on several processes, connected (run_rank): trains with the others,
+  /// evaluates and saves nothing. Null for the run's own process, which starts the other ranks
+  /// itself when its [run] processes > 1.
+  std::shared_ptr<Distributed> dist;
 };
 
 /// What became of a run.

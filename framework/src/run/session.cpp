@@ -178,6 +178,25 @@ void RunSession::fit(const Stage& st) {
   };
   clear_grads();
   auto optimizer = make_optimizer(c, groups);
+  // Several ranks ([run] processes): every rank starts the stage from rank 0's model (as DDP
+  // does at construction), whatever happened before on each.
+  if (dist_) {
+    std::vector<torch::Tensor> state;
+    std::unordered_set<const void*> listed;
+    auto add = [&](const torch::Tensor& t) {
+      if (t.defined() && listed.insert(t.unsafeGetTensorImpl()).second) state.push_back(t);
+    };
+    for (const auto& p : st.module->parameters()) add(p);
+    for (const auto& b : st.module->buffers()) add(b);
+    for (const auto& p : staged) add(p);
+    dist_->broadcast(state);
+  }
+  // This rank's share of a global batch (all of it with one rank): near-equal contiguous parts.
+  const int64_t ranks = dist_ ? dist_->world() : 1, rank = dist_ ? dist_->rank() : 0;
+  auto share = [&](int64_t size) {
+    return std::pair{size * rank / ranks, size * (rank + 1) / ranks};
+  };
+  const bool evaluates = !dist_ || dist_->rank() == 0;  // rank 0 evaluates and records
   // float16: the loss scaled before backward, the step skipped when a gradient overflowed.
   std::optional<LossScaler> scaler;
   if (compute_.precision == "fp16") scaler.emplace(ctx_.device);
@@ -214,15 +233,22 @@ void RunSession::fit(const Stage& st) {
     if (st.hooks)  // after train(): may set parts to eval mode
       call_hook(start_hook, [&] { st.hooks->on_epoch_start(*this, epoch); });
     auto perm = torch::randperm(n, torch::TensorOptions(ctx_.device).dtype(torch::kLong));
+    if (dist_) dist_->broadcast({perm});  // one order for every rank: disjoint shares
     // A streamed split: workers decode the epoch's batches ahead of the loop, in its order,
     // with a fresh seed per epoch (random augmentation differs from epoch to epoch).
     std::optional<Prefetcher> stream;
-    if (data.streamed())
+    if (data.streamed()) {
+      auto batches = index_batches(perm, c.batch_size);
+      for (auto& b : batches) {
+        const auto [lo, hi] = share(static_cast<int64_t>(b.size()));
+        b = std::vector<int64_t>(b.begin() + lo, b.begin() + hi);
+      }
       stream.emplace(
-          data.stream, index_batches(perm, c.batch_size),
+          data.stream, std::move(batches),
           std::stoull(hash_string(fmt::format("{} {} {} {}", ctx_.seed, st.domain, epoch, step_)),
                       nullptr, 16),
           data.stream->workers(), prefetch_capacity(*data.stream));
+    }
     // Accumulated on the device and read once per epoch: no host sync per step.
     auto loss_sum = torch::zeros({}, torch::TensorOptions(ctx_.device));
     const int64_t first_step = step_;
@@ -247,26 +273,41 @@ void RunSession::fit(const Stage& st) {
         throw_if_stopped(fmt::format("in {} epoch {} at step {}", st.domain, epoch, step_));
       }
       auto idx = perm.slice(0, s * c.batch_size, std::min(n, (s + 1) * c.batch_size));
-      Batch b{stream ? as_input(stream->next(), ctx_.device) : data.x.index_select(0, idx),
-              data.y.index_select(0, idx), idx};
-      if (compute_.channels_last) b.x = channels_last_input(b.x);
-      if (profile_) lap("data");
+      const int64_t global = idx.size(0);
+      if (dist_) {
+        const auto [lo, hi] = share(global);
+        idx = idx.slice(0, lo, hi);
+      }
       clear_grads();
       torch::Tensor loss;
-      {
-        AutocastScope autocast(ctx_.device, compute_.precision);  // nothing for fp32
-        loss = loss_fn(b);
-      }
-      if (profile_) lap("forward");
-      if (scaler) {
-        scaler->scale(loss).backward();
+      // A rank's share is empty when the batch has fewer examples than ranks: it only adds
+      // nothing to the sum of the gradients.
+      if (idx.size(0) > 0) {
+        Batch b{stream ? as_input(stream->next(), ctx_.device) : data.x.index_select(0, idx),
+                data.y.index_select(0, idx), idx};
+        if (compute_.channels_last) b.x = channels_last_input(b.x);
+        if (profile_) lap("data");
+        {
+          AutocastScope autocast(ctx_.device, compute_.precision);  // nothing for fp32
+          loss = loss_fn(b);
+        }
+        if (profile_) lap("forward");
+        if (scaler)
+          scaler->scale(loss).backward();
+        else
+          loss.backward();
         if (profile_) lap("backward");
+      } else if (stream) {
+        stream->next();  // the empty share's batch
+      }
+      if (dist_) {
+        dist_->reduce_gradients(staged, static_cast<double>(idx.size(0)) / global, loss);
+        if (profile_) lap("all-reduce");
+      }
+      if (scaler)
         scaler->step(*optimizer, staged);
-      } else {
-        loss.backward();
-        if (profile_) lap("backward");
+      else
         optimizer->step();
-      }
       loss_sum += loss.detach().to(loss_sum.scalar_type());
       if (profile_) lap("optimizer");
       ++step_;
@@ -296,7 +337,7 @@ void RunSession::fit(const Stage& st) {
         fmt::format("[{}] epoch {}/{} loss {:.4f}", st.domain, epoch + 1, c.epochs, mean_loss);
     bool stop_early = false;
     for (auto [split, name] : {std::pair{st.val, "val"}, std::pair{st.test, "test"}}) {
-      if (!split || split->size() == 0) continue;
+      if (!split || split->size() == 0 || !evaluates) continue;
       const SplitEvaluation e = evaluate_all(*st.module, st.forward, *split, 0);
       const double acc = e.accuracy();
       metrics_.log(fmt::format("{}/{}/acc", st.domain, name), acc, step_, epoch);
@@ -358,7 +399,8 @@ void RunSession::fit(const Stage& st) {
     // Source validation during the target stage, for model selection by training-domain
     // validation (`tlab results compare --select source-val`): only when the strategy loaded
     // the source and both domains have the same classes.
-    if (st.domain == "target" && source_ && source_->val.size() > 0 &&
+    if (dist_) stop_early = dist_->agree(stop_early);  // rank 0 selects and prunes
+    if (st.domain == "target" && evaluates && source_ && source_->val.size() > 0 &&
         source_->num_classes == target_.num_classes) {
       Evaluation e = evaluate(*st.module, st.forward, source_->val);
       metrics_.log("source/val/acc", e.acc, step_, epoch);
@@ -404,8 +446,8 @@ void RunSession::fit(const Stage& st) {
     std::string text;
     double total = 0;
     for (const auto& [name, value] : phase) total += value;
-    for (const char* name :
-         {"setup", "data", "forward", "backward", "optimizer", "evaluation", "logging"})
+    for (const char* name : {"setup", "data", "forward", "backward", "all-reduce", "optimizer",
+                             "evaluation", "logging"})
       if (phase.count(name))
         text += fmt::format(" {} {:.2f} s ({:.0f}%)", name, phase.at(name),
                             total > 0 ? 100 * phase.at(name) / total : 0.0);

@@ -22,6 +22,7 @@
 
 #include "config/experiment.hpp"
 #include "plugins/loader.hpp"
+#include "run/distributed.hpp"
 #include "run/evaluation.hpp"
 #include "run/runner.hpp"
 #include "run/signals.hpp"
@@ -148,6 +149,9 @@ class RunSession : public Session {
   std::function<std::shared_ptr<Model>(const std::string&)> load_model_;
 
   std::shared_ptr<Model> model_;
+  /// [run] processes > 1: this rank's collectives (fit shares each batch, sums the gradients;
+  /// rank 0 alone evaluates); null for one process.
+  Distributed* dist_ = nullptr;
   std::function<DomainData()> load_source_;
   std::string reuse_base_;           // what every pre-training key shares: see execute_run
   std::string reseed_base_;          // the same without plugin build hashes: seeds what follows

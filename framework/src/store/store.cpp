@@ -215,6 +215,13 @@ CREATE UNIQUE INDEX evaluations_run_name ON evaluations (run_id, name);
     R"sql(
 ALTER TABLE runs ADD COLUMN search TEXT;
 )sql",
+    // 7 -> 8: one run on several processes ([run] processes): its world size, the c10d
+    // backend and the collectives' timeout in seconds; NULL for a run on one process.
+    R"sql(
+ALTER TABLE runs ADD COLUMN processes INTEGER;
+ALTER TABLE runs ADD COLUMN backend TEXT;
+ALTER TABLE runs ADD COLUMN collective_timeout REAL;
+)sql",
 };
 static_assert(std::size(kMigrations) == Store::kSchemaVersion, "one migration per schema version");
 
@@ -801,9 +808,15 @@ int64_t Store::create_run(const NewRun& run, int64_t* same_key) {
                  "INSERT INTO runs (experiment, name, status, created_at, started_at, "
                  "heartbeat_at, host, pid, device, seed, git_commit, git_dirty, config_toml, "
                  "config_hash, overrides, run_dir, tlab_version, uuid, run_key, sweep, "
-                 "override_args, gpu, boot_id, pid_start, search) "
+                 "override_args, gpu, boot_id, pid_start, search, processes, backend, "
+                 "collective_timeout) "
                  "VALUES (?1, ?2, ?15, ?3, CASE WHEN ?15 = 'running' THEN ?3 END, ?3, ?4, ?5, ?6, "
-                 "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)");
+                 "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, "
+                 "?24, ?25, ?26)");
+    if (run.processes > 1) {
+      insert.bind_int(24, run.processes).bind_text(25, run.backend);
+      insert.bind_real(26, run.collective_timeout);
+    }
     insert.bind_text(15, to_string(run.status))
         .bind_text(16, uuid)
         .bind_text_or_null(17, run.run_key);
@@ -982,7 +995,8 @@ RunRecord Store::run(int64_t id) {
             "SELECT id, uuid, experiment, name, status, reason, created_at, started_at, ended_at, "
             "heartbeat_at, host, pid, device, seed, git_commit, git_dirty, config_toml, "
             "config_hash, overrides, run_dir, tlab_version, run_key, sweep, override_args, gpu, "
-            "exit_code, signal, stderr_tail, job, search FROM runs WHERE id = ?");
+            "exit_code, signal, stderr_tail, job, search, processes, backend, collective_timeout "
+            "FROM runs WHERE id = ?");
     q.bind_int(1, id);
     found = q.step();
     if (!found) return;
@@ -1022,6 +1036,9 @@ RunRecord Store::run(int64_t id) {
     r.stderr_tail = q.text_at(27);
     r.job = q.text_at(28);
     r.search = q.text_at(29);
+    r.processes = q.type_at(30) == SQLITE_NULL ? 1 : q.int_at(30);
+    r.backend = q.text_at(31);
+    if (q.type_at(32) != SQLITE_NULL) r.collective_timeout = q.real_at(32);
   });
   if (!found) {
     throw StoreError(

@@ -137,6 +137,11 @@ struct NewRun {
   /// "samples", "search_seed", "distributions": {key: "tag(log, interval(...))", ...}};
   /// "" for a run that is not part of a sweep.
   std::string search;
+  /// [run] processes > 1: the ranks, their c10d backend and collective timeout (seconds),
+  /// for the run's process to start them with; a single process records NULLs.
+  int64_t processes = 1;
+  std::string backend;
+  double collective_timeout = 300;
 };
 
 /// Every column of a run (`tlab results show`, the child process that executes a queued run).
@@ -158,6 +163,9 @@ struct RunRecord {
   std::string stderr_tail;  ///< Last lines the child wrote to stderr.
   std::string job;          ///< Batch job that executed it ("slurm 123_4"); "" for none.
   std::string search;       ///< NewRun::search.
+  int64_t processes = 1;    ///< [run] processes: the ranks that trained it (1 = one process).
+  std::string backend;      ///< Their c10d backend ("gloo"); "" for one process.
+  double collective_timeout = 300;  ///< Seconds before one of their collectives fails.
 };
 
 /// A queued or running run, as the supervisor checks it at start.
@@ -208,7 +216,7 @@ class Connection;
 class Store {
  public:
   /// Schema version this build reads and writes (`PRAGMA user_version`).
-  static constexpr int kSchemaVersion = 7;
+  static constexpr int kSchemaVersion = 8;
   /// `PRAGMA application_id` of a TransferLab database ("TLAB"), set when its schema is created
   /// or migrated. A file with another application id, or an older one whose tables are not
   /// TransferLab's, is refused before anything in it changes.

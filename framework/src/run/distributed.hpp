@@ -1,0 +1,94 @@
+#pragma once
+// One run on several processes (`[run] processes = N`, docs/performance.md "One run on several
+// processes"): data-parallel training through LibTorch's c10d with Gloo. Rank 0 is the run's
+// own process; it starts ranks 1..N-1 as its children (`tlab _rank`), which meet it through a
+// c10d FileStore in the run folder. Every rank trains on its share of each global batch; the
+// gradients are summed by all-reduce, weighted by the shares, so that N ranks take the steps
+// one process would take with the same train.batch_size. Rank 0 alone evaluates and records.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+namespace tlab {
+
+/// A collective failed or a rank is gone: what() names the rank and the reason.
+class DistributedError : public std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// Whether this tlab was built with Gloo (libgloo-dev): processes > 1 needs it.
+bool gloo_available();
+
+/// How the ranks of one run meet.
+struct DistributedOptions {
+  int world = 1;                 ///< [run] processes
+  std::string backend = "gloo";  ///< [run] backend: gloo (CPU); nccl needs a CUDA LibTorch
+  std::chrono::milliseconds timeout{300000};  ///< [run] collective_timeout: no collective hangs
+  std::filesystem::path store;                ///< the c10d FileStore (a file in the run folder)
+};
+
+/// This process's rank and the collectives of its run.
+class Distributed {
+ public:
+  /// Rank 0: starts ranks 1..N-1 (`argv(rank)` is each one's command line; its output goes to
+  /// `log_dir`/rank<r>.log) and connects with them. A rank that exits before connecting fails
+  /// this at once, naming it and the last line of its log.
+  static std::unique_ptr<Distributed> launch(
+      const DistributedOptions& o, const std::function<std::vector<std::string>(int)>& argv,
+      const std::filesystem::path& log_dir);
+  /// Rank r > 0: connects with the others (started by rank 0).
+  static std::unique_ptr<Distributed> join(const DistributedOptions& o, int rank);
+  ~Distributed();  ///< rank 0: kills ranks still running (a failed run) and reaps them
+  Distributed(const Distributed&) = delete;
+  Distributed& operator=(const Distributed&) = delete;
+
+  int rank() const { return rank_; }
+  int world() const { return o_.world; }
+  const std::string& backend() const { return o_.backend; }
+
+  /// `tensors` take rank 0's values on every rank (in place).
+  void broadcast(std::vector<torch::Tensor> tensors);
+  /// Rank 0's `value` on every rank.
+  bool agree(bool value);
+  /// After a backward pass over this rank's share of a global batch: each gradient of `params`
+  /// becomes the sum over ranks of `weight` (this rank's share, examples here / in the batch)
+  /// times its gradient, i.e. the gradient of the global batch's mean loss; `loss` (this rank's
+  /// mean loss, or undefined for an empty share) likewise becomes the batch's mean loss.
+  /// A gradient undefined on every rank stays undefined (a frozen or unused parameter).
+  void reduce_gradients(const std::vector<torch::Tensor>& params, double weight,
+                        torch::Tensor& loss);
+  /// Rank 0, at the end of a run that succeeded: waits for the other ranks to exit, and
+  /// throws DistributedError when one did not exit 0.
+  void finish();
+
+ private:
+  Distributed(DistributedOptions o, int rank) : o_(std::move(o)), rank_(rank) {}
+  void connect();
+  [[noreturn]] void failed(const char* what, const std::exception& e);
+  /// Rank 0: why the other ranks ended ("" when all run), after waiting up to `grace`.
+  std::string ranks_gone(std::chrono::milliseconds grace);
+
+  DistributedOptions o_;
+  int rank_ = 0;
+  struct Group;  // the c10d process group (distributed.cpp)
+  std::shared_ptr<Group> group_;
+  struct Child {
+    int rank;
+    pid_t pid;
+    std::filesystem::path log;
+    bool reaped = false;
+    int status = 0;
+  };
+  std::vector<Child> children_;
+};
+
+}  // namespace tlab
