@@ -212,7 +212,8 @@ std::string Distributed::ranks_gone(std::chrono::milliseconds grace) {
       if (!c.reaped && ::waitpid(c.pid, &c.status, WNOHANG) == c.pid) c.reaped = true;
       if (!c.reaped) continue;
       if (WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0) continue;
-      const std::string line = last_line(c.log);
+      // An exit status comes with the error the rank printed last; a signal with nothing.
+      const std::string line = WIFEXITED(c.status) ? last_line(c.log) : "";
       gone.push_back(fmt::format("rank {} of {} {}{} (its log: {})", c.rank, o_.world,
                                  describe_exit(c.status), line.empty() ? "" : ": " + line,
                                  c.log.string()));
@@ -232,9 +233,16 @@ void Distributed::failed(const char* what, const std::exception& e) {
     const std::string gone = ranks_gone(std::chrono::milliseconds(2000));
     for (auto& c : children_)
       if (!c.reaped) ::kill(c.pid, SIGKILL);
+    const bool timed_out = why.find("Timed out") != std::string::npos;
     throw DistributedError(
         fmt::format("{}; rank 0's {} failed: {}",
-                    gone.empty() ? "a collective of the run's ranks failed" : gone, what, why));
+                    !gone.empty() ? gone
+                    : timed_out   ? fmt::format("the other ranks did not answer within "
+                                                  "run.collective_timeout = {:g} s (a rank hangs or is "
+                                                  "stopped; they were killed)",
+                                                o_.timeout.count() / 1000.0)
+                                  : "a collective of the run's ranks failed",
+                    what, why));
   }
   throw DistributedError(fmt::format("rank {} of {}: {} failed: {}", rank_, o_.world, what, why));
 }
