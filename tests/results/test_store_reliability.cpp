@@ -573,7 +573,8 @@ TEST_F(StoreReliabilityTest, VersionTwoDatabaseGetsTheViewsOnOpen) {
         "DROP VIEW run_overview; DROP VIEW metric_last; DROP VIEW run_params; "
         "DROP VIEW summary_stats; ALTER TABLE runs DROP COLUMN boot_id; "
         "ALTER TABLE runs DROP COLUMN pid_start; ALTER TABLE runs DROP COLUMN job; ALTER TABLE "
-        "runs DROP COLUMN search; "
+        "runs DROP COLUMN search; ALTER TABLE runs DROP COLUMN processes; ALTER TABLE runs DROP "
+        "COLUMN backend; ALTER TABLE runs DROP COLUMN collective_timeout; "
         "DROP TABLE evaluations; PRAGMA user_version = 2; PRAGMA application_id = 0");
   }
   Store store(db_path_, /*create=*/false);
