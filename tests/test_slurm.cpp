@@ -23,6 +23,7 @@
 #include "test_helpers.hpp"
 #include "test_paths.hpp"
 #include "util.hpp"
+#include "weights/safetensors.hpp"
 
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -504,6 +505,56 @@ samples = 2
     EXPECT_EQ(t["state"], "COMPLETE");
     EXPECT_EQ(t["attrs"]["tlab_runs"].size(), 1u);
   }
+}
+
+// [run] processes on SLURM: the run's ranks are the tasks of one srun step in its array task
+// (--ntasks=2), ranks from SLURM_PROCID; the same parameters as one process here.
+TEST_F(SlurmCluster, ARunOnTwoRanksIsOneSrunStepOfTwoTasks) {
+  const std::string exp = R"toml(name = "slurm_ranks"
+seed = 2
+device = "cpu"
+[target]
+plugin = "gaussians"
+train_size = 61
+val_size = 16
+test_size = 16
+[backbone]
+plugin = "mlp"
+hidden = [8]
+[[adapters]]
+plugin = "linear_head"
+[strategy]
+plugin = "scratch"
+[train]
+optimizer = "adam"
+epochs = 2
+batch_size = 16
+)toml";
+  Result r =
+      tlab(fmt::format("run exp.toml --threads 1 --db '{}'", (dir_ / "one.db").string()), exp);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = tlab(fmt::format("run exp.toml --launcher slurm --nproc 2 --wait --db '{}'", db_.string()),
+           exp);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto sweeps = slurm::list_sweeps(db_);
+  ASSERT_EQ(sweeps.size(), 1u);
+  const std::string script = tlab::test::read_file(sweeps.front() / "submit-1.sh");
+  EXPECT_THAT(script, HasSubstr("#SBATCH --ntasks=2\n"));
+  EXPECT_THAT(script, HasSubstr("#SBATCH --nodes=1\n"));
+  EXPECT_THAT(script, HasSubstr("exec srun --kill-on-bad-exit=1 "));
+  EXPECT_THAT(script, HasSubstr(" --srun\n"));
+  EXPECT_EQ(statuses(), (std::map<std::string, int>{{"finished", 1}}));
+  tlab::Store one(dir_ / "one.db", false), two(db_, false);
+  const tlab::RunRecord a = one.run(one.list_runs().at(0).id);
+  const tlab::RunRecord b = two.run(two.list_runs().at(0).id);
+  EXPECT_EQ(b.processes, 2);
+  EXPECT_EQ(b.backend, "gloo");
+  EXPECT_THAT(b.job, ::testing::StartsWith("slurm "));
+  const auto wa = tlab::weights::read_safetensors(fs::path(a.run_dir) / "model.safetensors");
+  const auto wb = tlab::weights::read_safetensors(fs::path(b.run_dir) / "model.safetensors");
+  ASSERT_EQ(wa.size(), wb.size());
+  for (std::size_t i = 0; i < wa.size(); ++i)
+    EXPECT_TRUE(torch::allclose(wa[i].second, wb[i].second, 0, 1e-5)) << wa[i].first;
 }
 
 }  // namespace

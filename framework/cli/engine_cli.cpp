@@ -129,6 +129,7 @@ void add_engine_commands(CLI::App& app, std::vector<Command>& out,
   child->add_option("--rank", c->rank);  // a rank > 0 of a run on several processes
   child->add_option("--world", c->world);
   child->add_option("--timeout-ms", c->timeout_ms);
+  child->add_flag("--srun", c->srun);  // a task of a run's ranks under srun (SLURM_PROCID)
   out.push_back({child, [c, globals] { return open_engine("_run").child(*globals, *c); }});
 
   // tlab config

@@ -20,7 +20,7 @@
 namespace tlab::engine {
 
 /// Bump when a struct or the table below changes meaning (the layout stamp catches size changes).
-inline constexpr int kApiVersion = 5;
+inline constexpr int kApiVersion = 6;
 
 /// Options before or after any command.
 struct Globals {
@@ -50,6 +50,8 @@ struct ChildArgs {
   /// One rank > 0 of a run on several processes (`[run] processes`), started by rank 0:
   /// `--rank R --world N --timeout-ms T` (run/distributed.hpp). 0 = the run itself.
   int rank = 0, world = 1;
+  /// Started by srun as one task of a run's ranks (SLURM_PROCID is the rank).
+  bool srun = false;
   int64_t timeout_ms = 0;
 };
 

@@ -400,6 +400,17 @@ int run_experiment(const Globals& g, const RunArgs& a) {
 int run_queued(const Globals& g, const ChildArgs& a) {
   PluginLoader loader(plugin_search_dirs(g));
   if (a.rank > 0) return run_rank(a.db, a.id, a.rank, a.world, a.timeout_ms, a.threads, loader);
+  if (a.srun) {  // one task of a run's ranks, started by srun: SLURM says which
+    auto number = [](const char* name) {
+      const char* v = std::getenv(name);
+      return v && *v ? std::atoi(v) : -1;
+    };
+    const int rank = number("SLURM_PROCID"), world = number("SLURM_NTASKS");
+    if (rank < 0 || world < 1)
+      throw UsageError("_run --srun needs SLURM_PROCID and SLURM_NTASKS (a task started by srun)");
+    if (rank > 0) return run_rank(a.db, a.id, rank, world, 0, a.threads, loader, a.shard);
+    return run_child(a.db, a.id, a.threads, loader, a.shard, true, /*srun_ranks=*/true);
+  }
   return run_child(a.db, a.id, a.threads, loader, a.shard);
 }
 

@@ -574,8 +574,10 @@ ParamSpec list_spec(const char* key) {
 
 const std::vector<std::string>& launcher_keys() {
   static const std::vector<std::string> keys = {
-      "name",          "partition",         "time",   "mem",  "account", "qos", "cpus_per_task",
-      "gpus_per_task", "array_parallelism", "sbatch", "setup"};
+      "name",          "partition",     "time",
+      "mem",           "account",       "qos",
+      "cpus_per_task", "gpus_per_task", "array_parallelism",
+      "sbatch",        "setup",         "nodes_per_run"};
   return keys;
 }
 
@@ -612,6 +614,7 @@ LauncherSpec launcher_table(const Node* node, const Checker& c) {
   l.cpus_per_task = integer("cpus_per_task", 1, 4096, 1);
   l.gpus_per_task = integer("gpus_per_task", 0, 64, 0);
   l.array_parallelism = integer("array_parallelism", 0, 1e6, 0);
+  l.nodes_per_run = integer("nodes_per_run", 1, 4096, 1);
   auto lines = [&](const char* key) {
     const Node* v = node->get(key);
     if (!v) return std::vector<std::string>{};
@@ -645,6 +648,7 @@ Node launcher_node(const LauncherSpec& l) {
   t.set("cpus_per_task", Node::integer(l.cpus_per_task));
   t.set("gpus_per_task", Node::integer(l.gpus_per_task));
   t.set("array_parallelism", Node::integer(l.array_parallelism));
+  t.set("nodes_per_run", Node::integer(l.nodes_per_run));
   Node sbatch = Node::list(), setup = Node::list();
   for (const auto& s : l.sbatch) sbatch.push_back(Node::string(s));
   for (const auto& s : l.setup) setup.push_back(Node::string(s));

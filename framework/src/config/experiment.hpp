@@ -50,12 +50,14 @@ struct BackboneSpec : PluginSpec {
 /// Where the runs of a sweep execute: the `[launcher]` table (config group `launcher`). Not part
 /// of a run's resolved config or run key: the same run gives the same result wherever it runs.
 struct LauncherSpec {
-  std::string name = "local";       ///< "local" (child processes here) or "slurm".
-  std::string partition;            ///< SLURM partition ("" = the cluster's default).
-  std::string time;                 ///< Time limit per task ("" = the partition's), e.g. 1:00:00.
-  std::string mem;                  ///< Memory per task ("" = the partition's), e.g. 4G.
-  std::string account, qos;         ///< SLURM account and QOS ("" = none).
-  int64_t cpus_per_task = 1;        ///< CPUs per task; also the run's intra-op threads.
+  std::string name = "local";  ///< "local" (child processes here) or "slurm".
+  std::string partition;       ///< SLURM partition ("" = the cluster's default).
+  std::string time;            ///< Time limit per task ("" = the partition's), e.g. 1:00:00.
+  std::string mem;             ///< Memory per task ("" = the partition's), e.g. 4G.
+  std::string account, qos;    ///< SLURM account and QOS ("" = none).
+  int64_t cpus_per_task = 1;   ///< CPUs per task; also the run's intra-op threads.
+  /// Nodes for one run's ranks ([run] processes > 1: its tasks, started by srun); default 1.
+  int64_t nodes_per_run = 1;
   int64_t gpus_per_task = 0;        ///< GPUs per task.
   int64_t array_parallelism = 0;    ///< Tasks at once (`--array=...%N`); 0 = --jobs or no limit.
   std::vector<std::string> sbatch;  ///< Extra sbatch options, e.g. "--constraint=a100".

@@ -183,10 +183,13 @@ std::unique_ptr<Distributed> Distributed::join(const DistributedOptions& o, int 
 
 void Distributed::connect() {
 #ifdef TLAB_HAVE_GLOO
+  std::error_code ec;
+  fs::create_directories(o_.store.parent_path(), ec);  // srun's ranks may come before rank 0
   auto store = c10::make_intrusive<c10d::FileStore>(o_.store.string(), o_.world);
   store->setTimeout(o_.timeout);
   auto opts = c10d::ProcessGroupGloo::Options::create();
-  opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  opts->devices.push_back(o_.loopback ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
+                                      : c10d::ProcessGroupGloo::createDefaultDevice());
   opts->timeout = o_.timeout;
   auto group = std::make_shared<Group>();
   group->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank_, o_.world, opts);

@@ -34,6 +34,9 @@ struct DistributedOptions {
   std::string backend = "gloo";  ///< [run] backend: gloo (CPU); nccl needs a CUDA LibTorch
   std::chrono::milliseconds timeout{300000};  ///< [run] collective_timeout: no collective hangs
   std::filesystem::path store;                ///< the c10d FileStore (a file in the run folder)
+  /// The ranks share one machine: Gloo over 127.0.0.1; else over this host's name (SLURM,
+  /// several nodes).
+  bool loopback = true;
 };
 
 /// This process's rank and the collectives of its run.

@@ -790,7 +790,7 @@ SweepResult run_sweep(const std::vector<RunSpec>& specs, PluginLoader& loader, S
 }
 
 int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader, bool shard,
-              bool install_handlers) {
+              bool install_handlers, bool srun_ranks) {
   if (install_handlers) install_stop_handlers(/*second_signal_ends=*/false);
   if (install_handlers) install_out_of_memory_crash_handler();
   const Store::Journal journal = shard ? Store::Journal::kRollback : Store::Journal::kWal;
@@ -868,6 +868,7 @@ int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader,
   options.threads = threads;
   options.verbose = true;  // epoch lines at info level: they go to the run's output.log
   options.run_id = id;
+  options.srun_ranks = srun_ranks;
   if (const char* g = std::getenv("TLAB_ASSIGNED_GPU"); g && *g) {
     // The supervisor gave this run one GPU: it is the only one visible, as cuda:0.
     options.gpu = g;
@@ -897,21 +898,25 @@ int run_child(const fs::path& db, int64_t id, int threads, PluginLoader& loader,
 }
 
 int run_rank(const fs::path& db, int64_t id, int rank, int world, int64_t timeout_ms, int threads,
-             PluginLoader& loader) {
+             PluginLoader& loader, bool shard) {
   install_stop_handlers(/*second_signal_ends=*/false);
   RunSpec spec;
   RunRecord rec;
   std::shared_ptr<Distributed> dist;
   try {
     {
-      Store store(db, /*create=*/false, Store::kBusyTimeout);
+      Store store(db, /*create=*/false, Store::kBusyTimeout,
+                  shard ? Store::Journal::kRollback : Store::Journal::kWal);
       rec = store.run(id);
     }
     DistributedOptions o;
     o.world = world;
     o.backend = rec.backend.empty() ? "gloo" : rec.backend;
-    o.timeout = std::chrono::milliseconds(timeout_ms > 0 ? timeout_ms : 300000);
+    o.timeout = std::chrono::milliseconds(
+        timeout_ms > 0 ? timeout_ms : static_cast<int64_t>(rec.collective_timeout * 1000));
     o.store = fs::path(rec.run_dir) / "c10d.store";
+    o.loopback =
+        std::getenv("SLURM_NNODES") == nullptr || std::atoi(std::getenv("SLURM_NNODES")) <= 1;
     dist = Distributed::join(o, rank);  // first: rank 0 waits for every rank to connect
     configure_threads(threads);
     spec = load_resolved_run(rec.config_toml, rec.experiment, loader);

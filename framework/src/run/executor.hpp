@@ -83,13 +83,14 @@ std::vector<std::string> mark_lost_runs(Store& store, double stale_seconds);
 /// mode (it may live on a network filesystem).
 /// `install_handlers` = false keeps the caller's signal handlers (--in-process).
 int run_child(const std::filesystem::path& db, int64_t id, int threads, PluginLoader& loader,
-              bool shard = false, bool install_handlers = true);
+              bool shard = false, bool install_handlers = true, bool srun_ranks = false);
 
 /// A rank > 0 of a run on several processes (`tlab _run --rank R --world N`, started by rank 0,
 /// run/distributed.hpp): connects, then trains run `id` of `db` with the other ranks, recording
 /// into a scratch database in the run folder's ranks/rank<R>/. Exit code 0 when it trained.
+/// `timeout_ms` 0: the run's collective_timeout. `shard`: `db` is a SLURM task's shard.
 int run_rank(const std::filesystem::path& db, int64_t id, int rank, int world, int64_t timeout_ms,
-             int threads, PluginLoader& loader);
+             int threads, PluginLoader& loader, bool shard = false);
 
 /// The cores this process may run on (its CPU affinity).
 int available_cores();

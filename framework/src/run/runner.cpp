@@ -291,6 +291,20 @@ class RunExecution {
     o.backend = spec_.backend;
     o.timeout = std::chrono::milliseconds(static_cast<int64_t>(spec_.collective_timeout * 1000));
     o.store = run_dir_ / "c10d.store";
+    if (options_.srun_ranks) {  // SLURM started every rank as a task of one srun step
+      const char* tasks = std::getenv("SLURM_NTASKS");
+      if (!tasks || std::atoi(tasks) != o.world)
+        throw std::invalid_argument(fmt::format(
+            "run.processes = {} but srun started {} task(s) (SLURM_NTASKS); the job script asks "
+            "one task per rank: submit the run again",
+            o.world, tasks ? tasks : "no"));
+      const char* nodes = std::getenv("SLURM_NNODES");
+      o.loopback = !nodes || std::atoi(nodes) <= 1;
+      dist_ = Distributed::join(o, 0);
+      session_->dist_ = dist_.get();
+      spdlog::info("[runner] {} ranks (srun tasks, {}) connected", o.world, o.backend);
+      return;
+    }
     const std::string db = store_.path().string();
     const auto dirs = loader_.search_dirs();
     const int64_t id = out_.id, timeout_ms = o.timeout.count();

@@ -44,6 +44,9 @@ struct RunOptions {
   /// evaluates and saves nothing. Null for the run's own process, which starts the other ranks
   /// itself when its [run] processes > 1.
   std::shared_ptr<Distributed> dist;
+  /// The run's process is rank 0 of ranks that srun started (SLURM): it connects with them
+  /// instead of starting them.
+  bool srun_ranks = false;
 };
 
 /// What became of a run.

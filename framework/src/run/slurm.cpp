@@ -84,6 +84,7 @@ std::string submit(const fs::path& dir, json& m, const std::vector<int>& tasks,
     launcher.qos = l.value("qos", "");
     launcher.cpus_per_task = l.value("cpus_per_task", int64_t{1});
     launcher.gpus_per_task = l.value("gpus_per_task", int64_t{0});
+    launcher.nodes_per_run = l.value("nodes_per_run", int64_t{1});
     launcher.sbatch = l.value("sbatch", std::vector<std::string>{});
     launcher.setup = l.value("setup", std::vector<std::string>{});
     ScriptInput in;
@@ -96,6 +97,15 @@ std::string submit(const fs::path& dir, json& m, const std::vector<int>& tasks,
     in.threads = m.value("threads", int64_t{0});
     in.tlab = m.value("tlab", "");
     in.plugin_paths = m.value("plugin_paths", std::vector<std::string>{});
+    // [run] processes: the ranks of each run are the tasks of its array task (one srun step).
+    in.processes = specs.empty() ? 1 : specs[0]->processes;
+    for (const RunSpec* spec : specs)
+      if (spec->processes != in.processes)
+        throw SlurmError(fmt::format(
+            "the runs of one submission train on {} and {} processes ([run] processes); a job "
+            "array asks one number of tasks for all its runs: sweep run.processes in separate "
+            "submissions",
+            in.processes, spec->processes));
     const fs::path script = dir / fmt::format("submit-{}.sh", k);
     {
       std::ofstream out(script);
@@ -280,6 +290,7 @@ class SlurmLauncher : public Launcher {
                 {"qos", launcher.qos},
                 {"cpus_per_task", launcher.cpus_per_task},
                 {"gpus_per_task", launcher.gpus_per_task},
+                {"nodes_per_run", launcher.nodes_per_run},
                 {"array_parallelism", launcher.array_parallelism},
                 {"sbatch", launcher.sbatch},
                 {"setup", launcher.setup}}},
@@ -414,7 +425,9 @@ std::string render_script(const ScriptInput& in) {
   opt("--job-name=" + in.job_name);
   opt("--array=" + array_spec(in.tasks, in.parallelism));
   opt(fmt::format("--output={}/logs/%a.{}.out", in.dir.string(), in.submission));
-  opt("--ntasks=1");
+  // Several ranks: as many tasks, started by srun; SLURM's environment gives each its rank.
+  opt(fmt::format("--ntasks={}", std::max<int64_t>(1, in.processes)));
+  if (in.processes > 1) opt(fmt::format("--nodes={}", l.nodes_per_run));
   opt("--no-requeue");  // a requeued task would find its run started; --retry-failed instead
   opt(fmt::format("--cpus-per-task={}", l.cpus_per_task));
   if (l.gpus_per_task > 0) opt(fmt::format("--gpus-per-task={}", l.gpus_per_task));
@@ -426,11 +439,15 @@ std::string render_script(const ScriptInput& in) {
   for (const auto& extra : l.sbatch) opt(extra);
   s += "set -u\n";
   for (const auto& line : l.setup) s += line + "\n";
-  s += "exec " + shell_quote(in.tlab);
+  s += "exec ";
+  // One srun step of all the run's tasks; one failing ends the others.
+  if (in.processes > 1) s += "srun --kill-on-bad-exit=1 ";
+  s += shell_quote(in.tlab);
   for (const auto& p : in.plugin_paths) s += " --plugin-path " + shell_quote(p);
-  s += fmt::format(" _run --shard --db {}\"$SLURM_ARRAY_TASK_ID\"{} --id 1 --threads {}\n",
+  s += fmt::format(" _run --shard --db {}\"$SLURM_ARRAY_TASK_ID\"{} --id 1 --threads {}{}\n",
                    shell_quote((in.dir / "shards").string() + "/"),
-                   shell_quote(fmt::format(".{}.db", in.submission)), threads);
+                   shell_quote(fmt::format(".{}.db", in.submission)), threads,
+                   in.processes > 1 ? " --srun" : "");
   return s;
 }
 

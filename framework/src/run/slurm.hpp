@@ -37,6 +37,7 @@ struct ScriptInput {
   int64_t threads = 0;                    ///< Intra-op threads per run; 0 = cpus_per_task.
   std::string tlab;                       ///< Absolute path of the tlab executable.
   std::vector<std::string> plugin_paths;  ///< --plugin-path entries (absolute).
+  int64_t processes = 1;  ///< [run] processes of its runs: tasks per array task, via srun
 };
 std::string render_script(const ScriptInput& in);
 
