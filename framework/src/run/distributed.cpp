@@ -288,55 +288,145 @@ bool Distributed::agree(bool value) {
   return flag.item<int>() != 0;
 }
 
-void Distributed::reduce_gradients(const std::vector<torch::Tensor>& params, double weight,
-                                   torch::Tensor& loss) {
+std::function<void()> Distributed::all_reduce_async(std::vector<torch::Tensor> tensors) {
 #ifdef TLAB_HAVE_GLOO
-  torch::NoGradGuard no_grad;
-  // [weighted gradients..., defined flags..., weighted loss], float32 on the host.
-  std::vector<torch::Tensor> parts;
-  parts.reserve(params.size() + 2);
-  auto opts = torch::TensorOptions().dtype(torch::kFloat);
-  for (const auto& p : params)
-    parts.push_back(p.grad().defined()
-                        ? (p.grad().detach().to(torch::kCPU, torch::kFloat) * weight).reshape({-1})
-                        : torch::zeros({p.numel()}, opts));
-  std::vector<float> defined;
-  for (const auto& p : params) defined.push_back(p.grad().defined() ? 1.0f : 0.0f);
-  parts.push_back(torch::tensor(defined, opts));
-  parts.push_back(loss.defined()
-                      ? (loss.detach().to(torch::kCPU, torch::kFloat) * weight).reshape({1})
-                      : torch::zeros({1}, opts));
-  std::vector<torch::Tensor> flat = {torch::cat(parts, 0)};
   try {
-    group_->pg->allreduce(flat)->wait();
+    auto work = group_->pg->allreduce(tensors);
+    return [this, work] {
+      try {
+        work->wait();
+      } catch (const std::exception& e) {
+        failed("all-reduce of the gradients", e);
+      }
+    };
   } catch (const std::exception& e) {
     failed("all-reduce of the gradients", e);
   }
-  const int64_t total = flat[0].numel();
-  const torch::Tensor flag_part =
-      flat[0].slice(0, total - 1 - static_cast<int64_t>(params.size()), total - 1).contiguous();
-  const float* reduced_flags = flag_part.data_ptr<float>();
-  int64_t at = 0;
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    const auto& p = params[i];
-    const int64_t n = p.numel();
-    if (reduced_flags[i] > 0) {
-      torch::Tensor g =
-          flat[0].slice(0, at, at + n).view(p.sizes()).to(p.device(), p.scalar_type());
-      if (p.grad().defined())
-        p.mutable_grad().copy_(g);
-      else
-        p.mutable_grad() = g.clone();
-    }
-    at += n;
-  }
-  const torch::Tensor mean_loss = flat[0].slice(0, total - 1, total).reshape({});
-  loss = loss.defined() ? mean_loss.to(loss.device(), loss.scalar_type()) : mean_loss;
 #else
-  (void)params;
-  (void)weight;
-  (void)loss;
+  (void)tensors;
+  return [] {};
 #endif
+}
+
+GradientReducer::GradientReducer(Distributed& dist, const std::vector<torch::Tensor>& params,
+                                 double bucket_mb)
+    : dist_(dist), params_(params) {
+  const int64_t cap = static_cast<int64_t>(bucket_mb * (1 << 20) / sizeof(float));
+  bucket_of_.resize(params_.size());
+  offset_of_.resize(params_.size());
+  arrived_.assign(params_.size(), 0);
+  int64_t size = 0;
+  std::vector<std::size_t> members;
+  auto close = [&] {
+    if (members.empty()) return;
+    Bucket b;
+    b.flat = torch::zeros({size}, torch::kFloat);
+    b.params = members;
+    buckets_.push_back(std::move(b));
+    members.clear();
+    size = 0;
+  };
+  for (std::size_t k = params_.size(); k-- > 0;) {
+    const int64_t n = params_[k].numel();
+    if (size > 0 && size + n > cap) close();
+    bucket_of_[k] = buckets_.size();
+    offset_of_[k] = size;
+    members.push_back(k);
+    size += n;
+  }
+  close();
+  for (std::size_t k = 0; k < params_.size(); ++k) {
+    if (!params_[k].requires_grad()) continue;
+    const unsigned id = params_[k].register_hook([this, k](torch::Tensor g) {
+      if (active_) arrived(k, g);  // the gradient itself is unchanged
+    });
+    hooks_.emplace_back(params_[k], id);
+  }
+}
+
+GradientReducer::~GradientReducer() {
+  for (auto& [p, id] : hooks_) {
+    try {
+      p.remove_hook(id);
+    } catch (...) {  // a destructor does not throw
+    }
+  }
+}
+
+void GradientReducer::begin(double weight) {
+  weight_ = weight;
+  std::fill(arrived_.begin(), arrived_.end(), 0);
+  for (auto& b : buckets_) {
+    b.waiting = b.params.size();
+    b.wait = nullptr;
+  }
+  next_ = 0;
+  active_ = true;
+}
+
+void GradientReducer::arrived(std::size_t k, const torch::Tensor& grad) {
+  Bucket& b = buckets_[bucket_of_[k]];
+  torch::NoGradGuard no_grad;
+  torch::Tensor slice = b.flat.slice(0, offset_of_[k], offset_of_[k] + params_[k].numel());
+  if (arrived_[k]) {
+    // A second gradient for one parameter in one step (a loss that runs backward twice): its
+    // bucket must not have started.
+    if (b.wait)
+      throw DistributedError(
+          "a parameter got a second gradient in one step after its bucket's all-reduce started "
+          "(the strategy's loss runs backward more than once per step), which a run on "
+          "several processes cannot sum; run it on one process");
+    slice.add_(grad.detach().reshape({-1}).to(torch::kCPU, torch::kFloat), weight_);
+    return;
+  }
+  arrived_[k] = 1;
+  slice.copy_(grad.detach().reshape({-1}));
+  if (weight_ != 1) slice.mul_(weight_);
+  if (--b.waiting == 0) start_ready();
+}
+
+void GradientReducer::start_ready() {
+  // In bucket order on every rank: Gloo pairs the ranks' collectives by their order.
+  while (next_ < buckets_.size() && buckets_[next_].waiting == 0) {
+    buckets_[next_].wait = dist_.all_reduce_async({buckets_[next_].flat});
+    ++next_;
+  }
+}
+
+void GradientReducer::finish(torch::Tensor& loss) {
+  active_ = false;
+  torch::NoGradGuard no_grad;
+  // The buckets left: parameters without a gradient this step add zeros.
+  for (std::size_t k = 0; k < params_.size(); ++k)
+    if (!arrived_[k]) {
+      Bucket& b = buckets_[bucket_of_[k]];
+      if (b.wait) continue;  // cannot happen: a started bucket had every gradient
+      b.flat.slice(0, offset_of_[k], offset_of_[k] + params_[k].numel()).zero_();
+      b.waiting = 0;
+    }
+  start_ready();
+  // Which gradients exist on some rank, and the weighted loss: one small all-reduce last.
+  std::vector<float> tail;
+  tail.reserve(params_.size() + 1);
+  for (char a : arrived_) tail.push_back(a ? 1.0f : 0.0f);
+  tail.push_back(loss.defined() ? static_cast<float>(loss.detach().item<double>() * weight_) : 0);
+  torch::Tensor flags = torch::tensor(tail, torch::kFloat);
+  auto wait_flags = dist_.all_reduce_async({flags});
+  for (auto& b : buckets_) b.wait();
+  wait_flags();
+  const float* any = flags.data_ptr<float>();
+  for (std::size_t k = 0; k < params_.size(); ++k) {
+    if (!(any[k] > 0)) continue;
+    torch::Tensor& p = params_[k];
+    const Bucket& b = buckets_[bucket_of_[k]];
+    torch::Tensor g = b.flat.slice(0, offset_of_[k], offset_of_[k] + p.numel()).view(p.sizes());
+    if (p.grad().defined())
+      p.mutable_grad().copy_(g);
+    else
+      p.mutable_grad() = g.to(p.device(), p.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
+  }
+  const torch::Tensor mean_loss = torch::full({}, any[params_.size()], torch::kFloat);
+  loss = loss.defined() ? mean_loss.to(loss.device(), loss.scalar_type()) : mean_loss;
 }
 
 void Distributed::finish() {

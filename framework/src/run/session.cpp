@@ -197,6 +197,8 @@ void RunSession::fit(const Stage& st) {
     return std::pair{size * rank / ranks, size * (rank + 1) / ranks};
   };
   const bool evaluates = !dist_ || dist_->rank() == 0;  // rank 0 evaluates and records
+  std::optional<GradientReducer> reducer;               // the gradients summed over the ranks
+  if (dist_) reducer.emplace(*dist_, staged);
   // float16: the loss scaled before backward, the step skipped when a gradient overflowed.
   std::optional<LossScaler> scaler;
   if (compute_.precision == "fp16") scaler.emplace(ctx_.device);
@@ -282,6 +284,7 @@ void RunSession::fit(const Stage& st) {
       torch::Tensor loss;
       // A rank's share is empty when the batch has fewer examples than ranks: it only adds
       // nothing to the sum of the gradients.
+      if (reducer) reducer->begin(static_cast<double>(idx.size(0)) / global);
       if (idx.size(0) > 0) {
         Batch b{stream ? as_input(stream->next(), ctx_.device) : data.x.index_select(0, idx),
                 data.y.index_select(0, idx), idx};
@@ -300,8 +303,8 @@ void RunSession::fit(const Stage& st) {
       } else if (stream) {
         stream->next();  // the empty share's batch
       }
-      if (dist_) {
-        dist_->reduce_gradients(staged, static_cast<double>(idx.size(0)) / global, loss);
+      if (reducer) {  // what the backward pass has not overlapped
+        reducer->finish(loss);
         if (profile_) lap("all-reduce");
       }
       if (scaler)
