@@ -533,6 +533,41 @@ TEST_F(DatasetFormats, TextBuildsAVocabularyAndPadsTokenIds) {
   fs::remove_all(dir);
 }
 
+// tokenize = "wordpiece": BERT's tokenizer (tlab/sdk/wordpiece.hpp) with a vocab.txt; ids are
+// the file's lines, [CLS] pieces [SEP] padded with [PAD] = 0.
+TEST_F(DatasetFormats, TextWordPieceEncodesAsBert) {
+  const fs::path dir = temp_dir("fmt_wordpiece");
+  const fs::path vocab = write_file(
+      dir / "vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\nun\n##aff\n##able\nheroes\n!\ngood\n");
+  const fs::path train = write_file(
+      dir / "t.tsv", "pos\tUnaffable heroes!\nneg\tGood zebra\npos\tgood good good good\n");
+  tlab::Params p{{"path", s(train)},
+                 {"tokenize", std::string("wordpiece")},
+                 {"vocab_path", s(vocab)},
+                 {"max_len", int64_t{8}},
+                 {"val_fraction", 0.0}};
+  Log log;
+  tlab::DomainData d = load("text", p, &log);
+  EXPECT_EQ(to_vector(d.train.x[0]), (std::vector<int64_t>{2, 4, 5, 6, 7, 8, 3, 0}));
+  EXPECT_EQ(to_vector(d.train.x[1]), (std::vector<int64_t>{2, 9, 1, 3, 0, 0, 0, 0}));
+  p["max_len"] = int64_t{4};  // cut: [SEP] stays
+  EXPECT_EQ(to_vector(load("text", p).train.x[2]), (std::vector<int64_t>{2, 9, 9, 3}));
+  EXPECT_THAT(log.text, HasSubstr("WordPiece vocabulary of 10 ids"));
+  EXPECT_THAT(log.text, HasSubstr("(uncased)"));
+  // Bad input, named.
+  tlab::Params no_vocab{{"path", s(train)}, {"tokenize", std::string("wordpiece")}};
+  EXPECT_THAT(load_error("text", no_vocab),
+              HasSubstr("tokenize = \"wordpiece\" needs the model's vocabulary; set vocab_path"));
+  p["vocab_path"] = s(write_file(dir / "pad1.txt", "[UNK]\n[PAD]\n[CLS]\n[SEP]\n"));
+  EXPECT_THAT(load_error("text", p),
+              HasSubstr("has [PAD] at id 1; tokenize = \"wordpiece\" pads with id 0"));
+  p["vocab_path"] = s(vocab);
+  p["path"] = s(write_file(dir / "latin1.tsv", "pos\tok\nneg\tcaf\xe9\n"));
+  EXPECT_THAT(load_error("text", p),
+              HasSubstr("latin1.tsv' line 2: wordpiece: the text is not valid UTF-8"));
+  fs::remove_all(dir);
+}
+
 TEST_F(DatasetFormats, TextDomainsShareTheVocabularyOfOneFile) {
   const fs::path dir = temp_dir("fmt_text_vocab");
   const fs::path run = dir / "run";
@@ -823,7 +858,8 @@ TEST_F(DatasetFormats, EveryPluginDescribesItsOptions) {
   const tlab::Schema& moons = loader().get(tlab::Kind::Dataset, "moons").descriptor->schema;
   EXPECT_EQ(std::get<double>(moons.find("angle")->default_value), 30.0);
   const tlab::Schema& text = loader().get(tlab::Kind::Dataset, "text").descriptor->schema;
-  EXPECT_EQ(text.find("tokenize")->choices, (std::vector<std::string>{"whitespace", "char"}));
+  EXPECT_EQ(text.find("tokenize")->choices,
+            (std::vector<std::string>{"whitespace", "char", "wordpiece"}));
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -29,6 +30,7 @@
 #include "../common/rng.hpp"
 #include "tlab/sdk/data.hpp"
 #include "tlab/sdk/files.hpp"
+#include "tlab/sdk/wordpiece.hpp"
 
 namespace {
 
@@ -44,9 +46,12 @@ struct TextOptions {
   std::string path;
   /// A test file in the same format (optional).
   std::string test_path;
-  /// "whitespace" (words and punctuation marks) or "char" (characters) (default "whitespace").
+  /// "whitespace" (words and punctuation marks), "char" (characters) or "wordpiece" (BERT's
+  /// tokenizer with the vocab.txt of vocab_path: [CLS] pieces [SEP], [PAD] = id 0)
+  /// (default "whitespace").
   std::string tokenize = "whitespace";
-  /// Lower-case ASCII letters before tokenising (default true).
+  /// Lower-case ASCII letters before tokenising (default true); with wordpiece: lower-case and
+  /// strip accents (an uncased vocabulary), or neither (a cased one).
   bool lowercase = true;
   /// Sequences are cut or padded (with id 0) to this many tokens (default 64).
   int64_t max_len = 64;
@@ -150,9 +155,11 @@ class Text : public tlab::Dataset {
     return tlab::SchemaFor<O>()
         .field("path", &O::path, "training file: label<TAB>text per line")
         .field("test_path", &O::test_path, "test file in the same format (optional)")
-        .field("tokenize", &O::tokenize, "whitespace (words, punctuation) or char")
-        .choices({"whitespace", "char"})
-        .field("lowercase", &O::lowercase, "lower-case ASCII letters first")
+        .field("tokenize", &O::tokenize,
+               "whitespace (words, punctuation), char, or wordpiece (BERT's, with vocab_path)")
+        .choices({"whitespace", "char", "wordpiece"})
+        .field("lowercase", &O::lowercase,
+               "lower-case ASCII letters first (wordpiece: lower-case and strip accents)")
         .field("max_len", &O::max_len, "tokens per example: longer are cut, shorter padded")
         .range(1, 100000)
         .field("max_vocab", &O::max_vocab, "at most this many ids, <pad> and <unk> included")
@@ -179,9 +186,16 @@ class Text : public tlab::Dataset {
   explicit Text(Options options) : o_(std::move(options)) {
     if (o_.path.empty())
       throw std::invalid_argument("text: path is required; expected the training file's path");
-    if (o_.tokenize != "whitespace" && o_.tokenize != "char")
+    if (o_.tokenize != "whitespace" && o_.tokenize != "char" && o_.tokenize != "wordpiece")
       throw std::invalid_argument("text: unknown tokenize '" + o_.tokenize +
-                                  "'; expected one of: whitespace, char");
+                                  "'; expected one of: whitespace, char, wordpiece");
+    if (o_.tokenize == "wordpiece" && o_.vocab_path.empty())
+      throw std::invalid_argument(
+          "text: tokenize = \"wordpiece\" needs the model's vocabulary; set vocab_path to its "
+          "vocab.txt (BERT's format, one token per line)");
+    if (o_.tokenize == "wordpiece" && o_.max_len < 2)
+      throw std::invalid_argument("text: max_len " + std::to_string(o_.max_len) +
+                                  " leaves no room for [CLS] and [SEP]; expected >= 2");
     tlab_ds::check_range("text", "max_len", static_cast<double>(o_.max_len), 1, 100000);
     tlab_ds::check_range("text", "max_vocab", static_cast<double>(o_.max_vocab), 3, 1e8);
     tlab_ds::check_range("text", "min_freq", static_cast<double>(o_.min_freq), 1, 1e18);
@@ -209,6 +223,19 @@ class Text : public tlab::Dataset {
   }
 
   tlab::DomainData load(tlab::Context& ctx) override {
+    if (o_.tokenize == "wordpiece") {
+      wordpiece_.emplace(tlab::WordPiece::from_file(o_.vocab_path, o_.lowercase));
+      if (wordpiece_->id("[PAD]") != kPad)
+        throw std::invalid_argument(
+            "text: the vocabulary '" + o_.vocab_path + "' has [PAD] at id " +
+            std::to_string(wordpiece_->id("[PAD]")) +
+            "; tokenize = \"wordpiece\" pads with id 0, as BERT's vocab.txt has [PAD] on its "
+            "first line");
+      for (const char* special : {"[CLS]", "[SEP]"})
+        if (wordpiece_->id(special) < 0)
+          throw std::invalid_argument("text: the vocabulary '" + o_.vocab_path + "' has no " +
+                                      special + "; expected BERT's vocab.txt");
+    }
     Examples train = read(o_.path);
     Examples test;
     if (!o_.test_path.empty()) test = read(o_.test_path);
@@ -222,7 +249,12 @@ class Text : public tlab::Dataset {
                                 static_cast<uint64_t>(o_.seed), "text: file " + quote(o_.path));
 
     std::vector<std::string> vocab;
-    if (!o_.vocab_path.empty()) {
+    if (wordpiece_) {
+      for (int64_t i = 0; i < wordpiece_->size(); ++i) vocab.push_back(wordpiece_->token(i));
+      tlab_ds::log_info(ctx, "WordPiece vocabulary of " + std::to_string(vocab.size()) +
+                                 " ids from " + quote(o_.vocab_path) +
+                                 (o_.lowercase ? " (uncased)" : " (cased)"));
+    } else if (!o_.vocab_path.empty()) {
       vocab = read_vocab(o_.vocab_path);
       tlab_ds::log_info(ctx, "read a vocabulary of " + std::to_string(vocab.size()) + " ids from " +
                                  quote(o_.vocab_path));
@@ -263,7 +295,7 @@ class Text : public tlab::Dataset {
         for (int64_t k = 0; k < static_cast<int64_t>(t.size()) && k < o_.max_len; ++k) {
           auto it = id.find(t[k]);
           px[r * o_.max_len + k] = it == id.end() ? kUnk : it->second;
-          unknown += it == id.end();
+          unknown += it == id.end() || (wordpiece_ && t[k] == "[UNK]");
           ++tokens;
         }
         py[r] = ids[which[r]];
@@ -294,7 +326,22 @@ class Text : public tlab::Dataset {
   }
 
  private:
-  std::vector<std::string> tokens(std::string_view s) const {
+  std::vector<std::string> tokens(std::string_view s, const std::string& where) const {
+    if (wordpiece_) {  // [CLS] pieces [SEP]: the pieces cut so that [SEP] stays
+      std::vector<std::string> pieces;
+      try {
+        pieces = wordpiece_->tokenize(std::string(s));
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument(where + ": " + e.what());
+      }
+      std::vector<std::string> out = {"[CLS]"};
+      for (auto& p : pieces) {
+        if (static_cast<int64_t>(out.size()) + 1 >= o_.max_len) break;
+        out.push_back(std::move(p));
+      }
+      out.push_back("[SEP]");
+      return out;
+    }
     return o_.tokenize == "char" ? char_tokens(s, o_.lowercase)
                                  : whitespace_tokens(s, o_.lowercase);
   }
@@ -309,7 +356,8 @@ class Text : public tlab::Dataset {
       const std::size_t tab = line.text.find('\t');
       if (!labelled) {
         ex.tokens.push_back(tokens(
-            tlab_ds::trim(tab == std::string_view::npos ? line.text : line.text.substr(tab + 1))));
+            tlab_ds::trim(tab == std::string_view::npos ? line.text : line.text.substr(tab + 1)),
+            where));
         continue;
       }
       if (tab == std::string_view::npos)
@@ -322,7 +370,7 @@ class Text : public tlab::Dataset {
       if (body.empty())
         throw std::invalid_argument(where + ": empty text after the tab; expected " +
                                     "'label<TAB>text'");
-      ex.tokens.push_back(tokens(body));
+      ex.tokens.push_back(tokens(body, where));
       ex.labels.push_back({label, path, line.number});
     }
     if (ex.tokens.empty())
@@ -402,6 +450,7 @@ class Text : public tlab::Dataset {
   }
 
   Options o_;
+  std::optional<tlab::WordPiece> wordpiece_;  // tokenize = "wordpiece", loaded in load()
 };
 
 }  // namespace
