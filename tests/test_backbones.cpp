@@ -423,6 +423,201 @@ save(out + "/encoder.safetensors", t)
 }
 
 // ---------------------------------------------------------------------------------------------
+// bert
+
+// BertModel / RobertaModel as transformers' modeling_bert.py and modeling_roberta.py compute them,
+// rewritten in plain PyTorch under the same module names (Debian has no transformers): random
+// weights (LayerNorms and biases too), padded sequences, eval mode; per variant and pooling the
+// features. tlab's bert must load the state dict strictly and give the same features.
+const char* kBertReference = R"PY(
+import math
+nn = torch.nn
+F = torch.nn.functional
+V, H, L, A, I, P = 40, 32, 2, 4, 64, 24
+class Emb(nn.Module):
+    def __init__(s, roberta, pad):
+        super().__init__()
+        s.word_embeddings = nn.Embedding(V, H, padding_idx=pad)
+        s.position_embeddings = nn.Embedding(P, H, padding_idx=pad if roberta else None)
+        s.token_type_embeddings = nn.Embedding(1 if roberta else 2, H)
+        s.LayerNorm = nn.LayerNorm(H, eps=1e-12 if not roberta else 1e-5)
+        s.roberta, s.pad = roberta, pad
+    def forward(s, ids):
+        if s.roberta:  # create_position_ids_from_input_ids
+            mask = ids.ne(s.pad).int()
+            pos = (torch.cumsum(mask, dim=1).type_as(mask) * mask).long() + s.pad
+        else:
+            pos = torch.arange(ids.shape[1]).unsqueeze(0).expand_as(ids)
+        e = s.word_embeddings(ids) + s.token_type_embeddings(torch.zeros_like(ids))
+        e = e + s.position_embeddings(pos)
+        return s.LayerNorm(e)
+class SelfAttn(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.query, s.key, s.value = nn.Linear(H, H), nn.Linear(H, H), nn.Linear(H, H)
+    def forward(s, h, ext):
+        n, l, d = h.shape[0], h.shape[1], H // A
+        t = lambda x: x.view(n, l, A, d).permute(0, 2, 1, 3)
+        q, k, v = t(s.query(h)), t(s.key(h)), t(s.value(h))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(d) + ext
+        ctx = torch.matmul(F.softmax(scores, dim=-1), v)
+        return ctx.permute(0, 2, 1, 3).contiguous().view(n, l, H)
+class DenseLN(nn.Module):
+    def __init__(s, i, eps):
+        super().__init__()
+        s.dense, s.LayerNorm = nn.Linear(i, H), nn.LayerNorm(H, eps=eps)
+    def forward(s, x, inp):
+        return s.LayerNorm(s.dense(x) + inp)
+class Attention(nn.Module):
+    def __init__(s, eps):
+        super().__init__()
+        s.self, s.output = SelfAttn(), DenseLN(H, eps)
+    def forward(s, h, ext):
+        return s.output(s.self(h, ext), h)
+class Inter(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.dense = nn.Linear(H, I)
+    def forward(s, x):
+        return F.gelu(s.dense(x))
+class Layer(nn.Module):
+    def __init__(s, eps):
+        super().__init__()
+        s.attention, s.intermediate, s.output = Attention(eps), Inter(), DenseLN(I, eps)
+    def forward(s, h, ext):
+        a = s.attention(h, ext)
+        return s.output(s.intermediate(a), a)
+class Enc(nn.Module):
+    def __init__(s, eps):
+        super().__init__()
+        s.layer = nn.ModuleList([Layer(eps) for _ in range(L)])
+class Pool(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.dense = nn.Linear(H, H)
+class Model(nn.Module):
+    def __init__(s, roberta):
+        super().__init__()
+        s.pad = 1 if roberta else 0
+        eps = 1e-5 if roberta else 1e-12
+        s.embeddings, s.encoder, s.pooler = Emb(roberta, s.pad), Enc(eps), Pool()
+    def forward(s, ids):
+        mask = ids.ne(s.pad).float()
+        ext = (1.0 - mask[:, None, None, :]) * torch.finfo(torch.float32).min
+        h = s.embeddings(ids)
+        for layer in s.encoder.layer:
+            h = layer(h, ext)
+        keep = mask.unsqueeze(-1)
+        return {"pooler": torch.tanh(s.pooler.dense(h[:, 0])), "cls": h[:, 0],
+                "mean": (h * keep).sum(1) / keep.sum(1).clamp(min=1)}
+for variant in ("bert", "roberta"):
+    m = Model(variant == "roberta")
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.5 if "LayerNorm.weight" not in name else 0.1)
+                    + (1.0 if "LayerNorm.weight" in name else 0.0))
+    m.eval()
+    pad = m.pad
+    ids = torch.randint(2, V, (3, 9), generator=g)
+    ids[1, 5:] = pad
+    ids[2, 2:] = pad
+    t = dict(m.state_dict())
+    t["input"] = ids
+    with torch.no_grad():
+        for k, v in m(ids).items():
+            t["output_" + k] = v
+    save(out + "/" + variant + ".safetensors", t)
+)PY";
+
+TEST_F(Backbones, BertAndRobertaMatchTransformersUnderTheirNames) {
+  SKIP_WITHOUT_PYTHON("torch, numpy");
+  const auto r = python(dir(), kBertReference);
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const std::string variant : {"bert", "roberta"}) {
+    const fs::path file = dir() / (variant + ".safetensors");
+    std::map<std::string, torch::Tensor> io;
+    const NamedTensors weights = split(tlab::weights::read_safetensors(file),
+                                       {"input", "output_pooler", "output_cls", "output_mean"}, io);
+    for (const std::string pooling : {"pooler", "cls", "mean"}) {
+      auto net = build("bert",
+                       {{"variant", variant},
+                        {"vocab_size", int64_t{40}},
+                        {"hidden_size", int64_t{32}},
+                        {"num_hidden_layers", int64_t{2}},
+                        {"num_attention_heads", int64_t{4}},
+                        {"intermediate_size", int64_t{64}},
+                        {"max_position_embeddings", int64_t{24}},
+                        {"type_vocab_size", int64_t{variant == "roberta" ? 1 : 2}},
+                        {"layer_norm_eps", variant == "roberta" ? 1e-5 : 1e-12},
+                        {"pooling", pooling}},
+                       {9});
+      // Strict: every name and shape of the reference's state dict is one of ours and back.
+      const auto report = tlab::weights::load_state_dict(*net, weights, file.string());
+      EXPECT_TRUE(report.complete()) << report.summary();
+      EXPECT_EQ(report.matched.size(), weights.size());
+      net->eval();
+      torch::NoGradGuard no_grad;
+      const torch::Tensor y = net->forward(io.at("input"));
+      EXPECT_GT(y.abs().max().item<double>(), 0.01);  // not a vacuous comparison
+      const double diff = max_abs_diff(y, io.at("output_" + pooling));
+      std::printf("%s %s vs transformers' algorithm: max abs diff %.3g\n", variant.c_str(),
+                  pooling.c_str(), diff);
+      EXPECT_LE(diff, 1e-5) << variant << " " << pooling;
+    }
+  }
+  // HF's names, e.g. for LoRA's targets and for checkpoints.
+  auto net = build("bert",
+                   {{"vocab_size", int64_t{40}},
+                    {"hidden_size", int64_t{32}},
+                    {"num_hidden_layers", int64_t{1}},
+                    {"num_attention_heads", int64_t{4}},
+                    {"intermediate_size", int64_t{64}}},
+                   {9});
+  std::set<std::string> names;
+  for (const auto& p : net->named_parameters()) names.insert(p.key());
+  for (const char* name :
+       {"embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
+        "embeddings.token_type_embeddings.weight", "embeddings.LayerNorm.weight",
+        "encoder.layer.0.attention.self.query.weight", "encoder.layer.0.attention.self.value.bias",
+        "encoder.layer.0.attention.output.dense.weight",
+        "encoder.layer.0.attention.output.LayerNorm.bias",
+        "encoder.layer.0.intermediate.dense.weight", "encoder.layer.0.output.dense.weight",
+        "encoder.layer.0.output.LayerNorm.weight", "pooler.dense.weight"})
+    EXPECT_TRUE(names.count(name)) << name;
+  EXPECT_EQ(names.size(), 23u);  // 5 embeddings, 16 per layer, 2 pooler
+  const auto groups = net->layer_groups();
+  ASSERT_EQ(groups.size(), 2u);
+  EXPECT_EQ(groups[0].name, "embeddings");
+  EXPECT_EQ(groups[1].name, "layer0");
+}
+
+TEST_F(Backbones, BertRefusesWhatDoesNotFit) {
+  auto error = [&](const tlab::Params& p, std::vector<int64_t> shape = {9}) {
+    return tlab::test::error_of<std::exception>([&] { build("bert", p, shape); });
+  };
+  EXPECT_THAT(error({{"hidden_size", int64_t{30}}, {"num_attention_heads", int64_t{4}}}),
+              HasSubstr("num_attention_heads = 4 does not divide hidden_size = 30"));
+  EXPECT_THAT(error({{"max_position_embeddings", int64_t{8}}}),
+              HasSubstr("sequences of 9 tokens need 9 positions, more than "
+                        "max_position_embeddings = 8; lower the dataset's max_len"));
+  EXPECT_THAT(
+      error({{"variant", std::string("roberta")}, {"max_position_embeddings", int64_t{10}}}),
+      HasSubstr("need 11 positions"));
+  EXPECT_THAT(error({}, {3, 8, 8}), HasSubstr("bert needs token sequences, input_shape = {L}"));
+  auto net = build("bert",
+                   {{"vocab_size", int64_t{10}},
+                    {"hidden_size", int64_t{8}},
+                    {"num_hidden_layers", int64_t{1}},
+                    {"num_attention_heads", int64_t{2}},
+                    {"intermediate_size", int64_t{16}}},
+                   {4});
+  EXPECT_THAT(tlab::test::error_of<std::exception>([&] {
+                net->forward(torch::tensor({{1, 2, 12, 0}}, torch::kLong));
+              }),
+              HasSubstr("token id 12 is outside [0, vocab_size = 10)"));
+}
+
+// ---------------------------------------------------------------------------------------------
 // torchscript
 
 // A traced network (trunk: conv, batch norm, ReLU, conv, pool, flatten; fc) and a scripted one
