@@ -591,6 +591,26 @@ TEST_F(Backbones, BertAndRobertaMatchTransformersUnderTheirNames) {
   EXPECT_EQ(groups[1].name, "layer0");
 }
 
+// Through tlab: the shipped review experiment on the files tools/reviews.py makes, a BERT
+// pre-trained on books and fine-tuned on kitchen reviews (a few epochs).
+TEST_F(Backbones, BertTransfersAcrossGeneratedReviewsThroughTlab) {
+  const auto tool = tlab::test::shell("cd '" + dir().string() + "' && /usr/bin/python3 '" +
+                                      TLAB_SOURCE_DIR + "/tools/reviews.py'");
+  ASSERT_EQ(tool.code, 0) << tool.out;
+  EXPECT_THAT(tool.out, HasSubstr("vocab.txt of 105 tokens"));
+  const auto run = tlab::test::shell(
+      "cd '" + dir().string() + "' && OMP_NUM_THREADS=1 '" + TLAB_TEST_BIN_DIR +
+      "/tlab' --plugin-path '" + TLAB_TEST_PLUGIN_DIR + "' run '" + TLAB_SOURCE_DIR +
+      "/experiments/reviews_bert.toml' strategy=finetune seed=1 strategy.source_epochs=1 "
+      "train.epochs=2 --db '" +
+      (dir() / "r.db").string() + "'");
+  ASSERT_EQ(run.code, 0) << run.out;
+  const auto log = tlab::test::shell("cat '" + dir().string() + "'/runs/*/output.log");
+  EXPECT_THAT(log.out, HasSubstr("WordPiece vocabulary of 105 ids"));
+  EXPECT_THAT(log.out, HasSubstr("[source] epoch 1/1"));
+  EXPECT_THAT(log.out, HasSubstr("[target] epoch 2/2"));
+}
+
 TEST_F(Backbones, BertRefusesWhatDoesNotFit) {
   auto error = [&](const tlab::Params& p, std::vector<int64_t> shape = {9}) {
     return tlab::test::error_of<std::exception>([&] { build("bert", p, shape); });

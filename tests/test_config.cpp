@@ -320,6 +320,14 @@ TEST_F(Config, ShippedExperimentsComposeFromTheirGroups) {
   ASSERT_EQ(footwear.size(), 9u);
   EXPECT_EQ(footwear[0].source->shift.classes, (std::vector<int64_t>{0, 1, 2, 3, 4, 6}));
   EXPECT_EQ(footwear[0].target.shift.classes, (std::vector<int64_t>{5, 7, 9}));
+  // Text transfer (issue 21): a tiny BERT on WordPiece-tokenised generated reviews.
+  auto reviews = tlab::load_experiment(experiments / "reviews_bert.toml", {}, loader_);
+  ASSERT_EQ(reviews.size(), 12u);
+  EXPECT_EQ(reviews[0].backbone.plugin, "bert");
+  EXPECT_EQ(std::get<std::string>(reviews[0].target.params.at("tokenize")), "wordpiece");
+  EXPECT_EQ(std::get<std::string>(reviews[0].source->params.at("path")),
+            "results/datasets/reviews/books.tsv");
+  EXPECT_EQ(reviews[0].target.shots, 20);
   auto real = tlab::load_experiment(experiments / "digits_synthetic_to_real.toml", {}, loader_);
   ASSERT_EQ(real.size(), 12u);
   EXPECT_EQ(std::get<std::string>(real[0].target.params.at("train_images")),
