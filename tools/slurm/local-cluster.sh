@@ -119,7 +119,9 @@ case $cmd in
     cp "$dir/munge/munged.pid" "$dir/munged.pid"
 
     host=$(hostname -s)
-    cpus=$(nproc)
+    # The machine's CPUs (its affinity), not OMP_NUM_THREADS: GNU nproc honours that variable,
+    # and the tests set it to 1.
+    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
     mem=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
     cat >"$dir/slurm.conf" <<CONF
 # Written by tools/slurm/local-cluster.sh: a one-node cluster for tests.
