@@ -297,10 +297,87 @@ TEST_F(Adapters, LoraMergedWeightsGiveTheSameOutputsForLinearAndConv2d) {
   }
 }
 
+// The fused query/key/value projection of nn.MultiheadAttention (vit's self_attention,
+// transformer's self_attn): LoRA updates in_proj_weight (3E x E); trained, the model equals plain
+// layers holding W0 + alpha / r * B A there.
+TEST_F(Adapters, LoraAdaptsTheFusedAttentionProjectionOfVitAndTransformer) {
+  struct Case {
+    std::string backbone, target, module;
+    tlab::Params params;
+    Ints shape;
+  };
+  const Case cases[] = {{"vit",
+                         "encoder.layers.*.self_attention",
+                         "encoder.layers.encoder_layer_1.self_attention",
+                         {{"arch", std::string("custom")},
+                          {"image_size", int64_t{8}},
+                          {"patch_size", int64_t{4}},
+                          {"num_layers", int64_t{2}},
+                          {"num_heads", int64_t{2}},
+                          {"hidden_dim", int64_t{8}},
+                          {"mlp_dim", int64_t{16}}},
+                         {3, 8, 8}},
+                        {"transformer",
+                         "layers.*.self_attn",
+                         "layers.1.self_attn",
+                         {{"vocab_size", int64_t{20}},
+                          {"d_model", int64_t{8}},
+                          {"heads", int64_t{2}},
+                          {"layers", int64_t{2}},
+                          {"ff", int64_t{16}},
+                          {"dropout", 0.0}},
+                         {6}}};
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.backbone);
+    auto make = [&] {
+      return std::make_shared<tlab::Model>(
+          loader().create<tlab::Backbone>(k.backbone, k.params)->build(k.shape, ctx_));
+    };
+    const torch::Tensor x = k.backbone == "vit" ? torch::rand({12, 3, 8, 8})
+                                                : torch::randint(1, 20, {12, 6}, torch::kLong);
+    auto m = make();
+    attach(*m, "linear_head", {}, k.shape);
+    auto base = eval_forward(*m, x);
+    attach(*m, "lora", {{"targets", Strings{k.target}}, {"rank", int64_t{2}}, {"alpha", 4.0}},
+           k.shape);
+    EXPECT_THAT(log_.all(), HasSubstr("MultiheadAttention in_proj 8->3x8"));
+    EXPECT_LE((eval_forward(*m, x) - base).abs().max().item<float>(), 0);  // B = 0
+    EXPECT_EQ(trainable_count(*m), 2 * 2 * (8 + 24) + (8 * 3 + 3));  // A, B per layer; the head
+    train(*m, x, y_);
+    auto want = eval_forward(*m, x);
+    auto state = snapshot(*m);
+    const std::string factors = "lora_0." + [&] {
+      std::string c;
+      for (char ch : k.module) c += ch == '.' ? '_' : ch;
+      return c;
+    }();
+    EXPECT_GT(state.at(factors + ".B").abs().max().item<float>(), 0);  // it trained
+    auto merged = make();
+    attach(*merged, "linear_head", {}, k.shape);
+    torch::NoGradGuard no_grad;
+    for (auto& p : merged->named_parameters()) p.value().copy_(state.at(p.key()));
+    for (const std::string layer : {"0", "1"}) {
+      std::string module = k.module;
+      module.replace(
+          module.size() -
+              std::string(k.backbone == "vit" ? "1.self_attention" : "1.self_attn").size(),
+          1, layer);
+      std::string child;
+      for (char ch : module) child += ch == '.' ? '_' : ch;
+      auto w = merged->backbone->named_parameters()[module + ".in_proj_weight"];
+      w.add_(torch::mm(state.at("lora_0." + child + ".B"), state.at("lora_0." + child + ".A"))
+                 .mul(4.0 / 2));
+    }
+    EXPECT_LE((eval_forward(*merged, x) - want).abs().max().item<float>(), 1e-5f);
+  }
+}
+
 TEST_F(Adapters, LoraPatternMatchingNothingListsTheLinearAndConvModules) {
   auto m = mlp();
   auto err = attach_error(*m, "lora", {{"targets", Strings{"fc*"}}});
-  EXPECT_THAT(err, HasSubstr("target pattern 'fc*' matches no Linear or Conv2d module"));
+  EXPECT_THAT(
+      err,
+      HasSubstr("target pattern 'fc*' matches no Linear, Conv2d or MultiheadAttention module"));
   EXPECT_THAT(err, HasSubstr("layer0 (Linear 5->8), layer1 (Linear 8->6)"));
 
   auto c = cnn();

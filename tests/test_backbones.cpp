@@ -638,6 +638,96 @@ TEST_F(Backbones, BertRefusesWhatDoesNotFit) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// vit
+
+std::vector<std::string> lines(const std::string& text);  // below
+
+// torchvision's VisionTransformer at small sizes with random weights (class token and position
+// embeddings too), eval mode: state dict, input, logits; and vit_b_16's and vit_b_32's
+// state-dict names and shapes.
+TEST_F(Backbones, VitMatchesTorchvisionUnderItsNames) {
+  SKIP_WITHOUT_PYTHON("torch, torchvision, numpy");
+  const auto r = python(dir(), R"PY(
+import torchvision
+from torchvision.models.vision_transformer import VisionTransformer
+m = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=16,
+                      mlp_dim=32, num_classes=7)
+with torch.no_grad():
+    for p in m.parameters():
+        p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+m.eval()
+x = torch.randn(2, 3, 32, 32, generator=g)
+with torch.no_grad():
+    y = m(x)
+t = dict(m.state_dict())
+t["input"], t["output"] = x, y
+save(out + "/vit.safetensors", t)
+for arch in ("vit_b_16", "vit_b_32"):  # vit_l_16 (300M parameters) costs 10 s: its sizes only
+    sd = getattr(torchvision.models, arch)().state_dict()
+    open(out + "/" + arch + ".txt", "w").write(
+        "\n".join(k + " " + "x".join(map(str, v.shape)) for k, v in sd.items()) + "\n")
+)PY");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const fs::path file = dir() / "vit.safetensors";
+  std::map<std::string, torch::Tensor> io;
+  const NamedTensors weights =
+      split(tlab::weights::read_safetensors(file), {"input", "output"}, io);
+  auto net = build("vit",
+                   {{"arch", std::string("custom")},
+                    {"image_size", int64_t{32}},
+                    {"patch_size", int64_t{8}},
+                    {"num_layers", int64_t{2}},
+                    {"num_heads", int64_t{4}},
+                    {"hidden_dim", int64_t{16}},
+                    {"mlp_dim", int64_t{32}},
+                    {"classifier", true},
+                    {"classes", int64_t{7}}},
+                   {3, 32, 32});
+  const auto report = tlab::weights::load_state_dict(*net, weights, file.string());
+  EXPECT_TRUE(report.complete()) << report.summary();
+  EXPECT_EQ(report.matched.size(), weights.size());
+  net->eval();
+  torch::NoGradGuard no_grad;
+  const torch::Tensor y = net->forward(io.at("input"));
+  EXPECT_GT(y.abs().max().item<double>(), 0.01);
+  const double diff = max_abs_diff(y, io.at("output"));
+  std::printf("vit vs torchvision VisionTransformer: max abs diff %.3g\n", diff);
+  EXPECT_LE(diff, 1e-5);
+  // The named architectures: the same names and shapes as torchvision's.
+  for (const std::string arch : {"vit_b_16", "vit_b_32"}) {
+    auto big = build("vit", {{"arch", arch}, {"classifier", true}}, {3, 224, 224});
+    std::string ours;
+    for (const auto& p : big->named_parameters())
+      ours += p.key() + " " + [&] {
+        std::string s;
+        for (int64_t d = 0; d < p.value().dim(); ++d)
+          s += (d ? "x" : "") + std::to_string(p.value().size(d));
+        return s;
+      }() + "\n";
+    auto sorted = [](const std::string& text) {
+      std::vector<std::string> v = lines(text);
+      std::sort(v.begin(), v.end());
+      return v;
+    };
+    EXPECT_EQ(sorted(ours), sorted(tlab::test::read_file(dir() / (arch + ".txt")))) << arch;
+  }
+}
+
+TEST_F(Backbones, VitRefusesImagesOfAnotherSize) {
+  auto error = [&](const tlab::Params& p, std::vector<int64_t> shape) {
+    return tlab::test::error_of<std::exception>([&] { build("vit", p, shape); });
+  };
+  EXPECT_THAT(error({}, {3, 32, 32}),
+              HasSubstr("vit needs colour images 3 x 224 x 224 (image_size; its position "
+                        "embeddings are fixed), but the dataset gives 3 x 32 x 32"));
+  EXPECT_THAT(error({{"arch", std::string("custom")},
+                     {"image_size", int64_t{30}},
+                     {"patch_size", int64_t{8}}},
+                    {3, 30, 30}),
+              HasSubstr("patch_size = 8 does not divide image_size = 30"));
+}
+
+// ---------------------------------------------------------------------------------------------
 // torchscript
 
 // A traced network (trunk: conv, batch norm, ReLU, conv, pool, flatten; fc) and a scripted one

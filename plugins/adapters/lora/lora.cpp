@@ -1,5 +1,6 @@
 // lora: low-rank adaptation (Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models",
-// ICLR 2022) of the backbone's Linear and Conv2d layers chosen by name.
+// ICLR 2022) of the backbone's Linear and Conv2d layers chosen by name, and of the fused
+// query/key/value projection (in_proj_weight) of its MultiheadAttention modules.
 //
 // Each adapted layer keeps its weight W0 (the registered parameter `weight`, frozen, as are the
 // layer's bias; with freeze_base, the default, every backbone parameter is frozen as in PEFT) and
@@ -14,6 +15,7 @@
 // backbones call their layers directly (no per-layer input is reachable), so only dropout = 0 is
 // accepted.
 #include <torch/nn/init.h>
+#include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/utils.h>
@@ -102,10 +104,17 @@ struct Adapted {
   }
 };
 
-// The member `weight` that the forward() of a Linear or Conv2d module reads.
+// The member `weight` that the forward() of a Linear or Conv2d module reads; a
+// MultiheadAttention's fused query/key/value projection `in_proj_weight` (3E x E).
 torch::Tensor* member_of(torch::nn::Module& m) {
   if (auto* l = m.as<torch::nn::Linear>()) return &l->weight;
+  if (auto* a = m.as<torch::nn::MultiheadAttention>()) return &a->in_proj_weight;
   return &m.as<torch::nn::Conv2d>()->weight;
+}
+
+// The name under which that member is registered.
+const char* registered_name(torch::nn::Module& m) {
+  return m.as<torch::nn::MultiheadAttention>() ? "in_proj_weight" : "weight";
 }
 
 }  // namespace
@@ -172,6 +181,14 @@ class Lora : public tlab::Adapter {
         candidates.push_back({item.key(), m,
                               "Linear " + std::to_string(l->options.in_features()) + "->" +
                                   std::to_string(l->options.out_features())});
+      } else if (auto* a = m->as<torch::nn::MultiheadAttention>();
+                 a && a->in_proj_weight.defined()) {
+        // The fused projection of query, key and value (PyTorch's nn.MultiheadAttention, as the
+        // transformer and vit backbones use it): one update of the 3E x E in_proj_weight.
+        const int64_t e = a->options.embed_dim();
+        candidates.push_back(
+            {item.key(), m,
+             "MultiheadAttention in_proj " + std::to_string(e) + "->3x" + std::to_string(e)});
       } else if (auto* c = m->as<torch::nn::Conv2d>()) {
         const auto& co = c->options;
         candidates.push_back(
@@ -201,9 +218,10 @@ class Lora : public tlab::Adapter {
         for (const auto& n : others)
           if (p.matches(n)) other += (other.empty() ? "" : ", ") + n;
         throw std::invalid_argument(
-            "lora: target pattern '" + p.text() + "' matches no Linear or Conv2d module of the " +
-            "backbone" + (other.empty() ? "" : " (it matches " + other + ", of other types)") +
-            "; its Linear and Conv2d modules are: " + list());
+            "lora: target pattern '" + p.text() +
+            "' matches no Linear, Conv2d or MultiheadAttention module of the " + "backbone" +
+            (other.empty() ? "" : " (it matches " + other + ", of other types)") +
+            "; its Linear, Conv2d and MultiheadAttention modules are: " + list());
       }
     }
     std::vector<const Candidate*> chosen;  // in the backbone's module order
@@ -217,9 +235,10 @@ class Lora : public tlab::Adapter {
             "lora: cannot adapt '" + c->name +
             "': it is a grouped convolution (groups = " + std::to_string(conv->options.groups()) +
             "); LoRA here needs groups = 1. Narrow 'targets' to leave it out; the backbone's "
-            "Linear and Conv2d modules are: " +
+            "Linear, Conv2d and MultiheadAttention modules are: " +
             list());
-      if (!member_of(*c->module)->is_same(c->module->named_parameters(false)["weight"]))
+      if (!member_of(*c->module)
+               ->is_same(c->module->named_parameters(false)[registered_name(*c->module)]))
         throw std::invalid_argument("lora: '" + c->name +
                                     "' is already adapted by an earlier lora adapter; give each "
                                     "layer to one lora only");
@@ -233,7 +252,7 @@ class Lora : public tlab::Adapter {
     for (const auto* c : chosen) {
       auto params = c->module->named_parameters(/*recurse=*/false);
       torch::Tensor* member = member_of(*c->module);
-      const torch::Tensor w0 = params["weight"];
+      const torch::Tensor w0 = params[registered_name(*c->module)];
       const int64_t out = w0.size(0), fan_in = w0.numel() / out;
       if (o_.rank > std::min(out, fan_in) && ctx.log)
         ctx.log->warn("rank " + std::to_string(o_.rank) +
@@ -275,4 +294,5 @@ class Lora : public tlab::Adapter {
   std::vector<NamePattern> patterns_;
 };
 
-TLAB_PLUGIN(Lora, "lora", "1.0.0", "Low-rank adaptation (LoRA) of Linear and Conv2d layers")
+TLAB_PLUGIN(Lora, "lora", "1.0.0",
+            "Low-rank adaptation (LoRA) of Linear, Conv2d and fused attention projections")
