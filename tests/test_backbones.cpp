@@ -4,6 +4,7 @@
 // TransformerEncoderLayer weights give PyTorch's outputs; shapes, padding, layer groups, taps and
 // every error message. The comparisons with Python need /usr/bin/python3 with torch (and
 // torchvision for ResNet); without them those tests are skipped.
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -725,6 +726,118 @@ TEST_F(Backbones, VitRefusesImagesOfAnotherSize) {
                      {"patch_size", int64_t{8}}},
                     {3, 30, 30}),
               HasSubstr("patch_size = 8 does not divide image_size = 30"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// embedding (word vectors)
+
+// A logger that keeps what it is told.
+class KeptLog : public tlab::Logger {
+ public:
+  void debug(const std::string& m) override { text += m + "\n"; }
+  void info(const std::string& m) override { text += m + "\n"; }
+  void warn(const std::string& m) override { text += m + "\n"; }
+  std::string text;
+};
+
+// The same three vectors in word2vec's binary format, GloVe's text format and fastText's .vec;
+// the vocabulary has a word without a vector ("zebra").
+TEST_F(Backbones, EmbeddingTakesWord2vecGloveAndFastTextVectorsAlignedToTheVocabulary) {
+  const fs::path vocab =
+      tlab::test::write_file(dir() / "vocab.txt", "<pad>\n<unk>\ngood\nzebra\nbad\n");
+  const std::vector<std::pair<std::string, std::vector<float>>> vectors = {
+      {"bad", {-1.5f, 0.25f, 3}}, {"good", {1, 2, -0.5f}}, {"extra", {9, 9, 9}}};
+  std::string glove, vec = "3 3\n", bin = "3 3\n";
+  for (const auto& [w, v] : vectors) {
+    std::string line = w;
+    for (float f : v) line += " " + fmt::format("{}", f);
+    glove += line + "\n";
+    vec += line + "\n";
+    bin += w + " ";
+    bin.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+    bin += "\n";
+  }
+  tlab::test::write_file(dir() / "v.glove.txt", glove);
+  tlab::test::write_file(dir() / "v.vec", vec);
+  tlab::test::write_file(dir() / "v.bin", bin);
+  for (const auto& [file, format] :
+       {std::pair{"v.glove.txt", "glove"}, {"v.vec", "fasttext"}, {"v.bin", "word2vec"}}) {
+    SCOPED_TRACE(file);
+    for (const std::string arch : {"bag", "cnn"}) {
+      KeptLog log;
+      tlab::Context ctx;
+      ctx.log = &log;
+      auto net = loader()
+                     .create<tlab::Backbone>("embedding", {{"vocab_size", int64_t{6}},
+                                                           {"dim", int64_t{3}},
+                                                           {"arch", arch},
+                                                           {"filters", int64_t{2}},
+                                                           {"vectors", (dir() / file).string()},
+                                                           {"vocab", vocab.string()},
+                                                           {"freeze", true}})
+                     ->build({4}, ctx);
+      const torch::Tensor w = net->named_parameters()["embedding.weight"];
+      EXPECT_TRUE(torch::equal(w[2], torch::tensor({1.0f, 2.0f, -0.5f})));   // good
+      EXPECT_TRUE(torch::equal(w[4], torch::tensor({-1.5f, 0.25f, 3.0f})));  // bad
+      EXPECT_FALSE(w.requires_grad());                                       // frozen
+      EXPECT_THAT(log.text, HasSubstr(std::string("2 of 3 words have a vector in '") +
+                                      (dir() / file).string() + "' (" + format +
+                                      ", 3 dimensions); 1 without one keep random vectors (e.g. "
+                                      "zebra); frozen"));
+      // Bag: the mean of the real tokens' vectors.
+      if (arch == "bag") {
+        const torch::Tensor f = net->forward(torch::tensor({{2, 4, 0, 0}}, torch::kLong));
+        EXPECT_TRUE(torch::allclose(f[0], torch::tensor({-0.25f, 1.125f, 1.25f})));
+      } else {
+        EXPECT_EQ(net->forward(torch::tensor({{2, 4, 0, 0}}, torch::kLong)).sizes(),
+                  (torch::IntArrayRef{1, 6}));  // 3 widths x 2 filters
+      }
+    }
+  }
+}
+
+TEST_F(Backbones, EmbeddingVectorErrorsNameTheFileAndLine) {
+  const fs::path vocab = tlab::test::write_file(dir() / "vocab.txt", "<pad>\n<unk>\ngood\n");
+  auto error = [&](const std::string& file_text, int64_t dim = 3, const std::string& name = "v") {
+    const fs::path f = tlab::test::write_file(dir() / name, file_text);
+    return build_error("embedding",
+                       {{"vocab_size", int64_t{3}},
+                        {"dim", dim},
+                        {"vectors", f.string()},
+                        {"vocab", vocab.string()}},
+                       {4});
+  };
+  EXPECT_THAT(error("good 1 2 3\nbad 1 2\n"),
+              HasSubstr("line 2 ('bad') has 2 values; expected 3 like the first line"));
+  EXPECT_THAT(error("2 3\ngood 1 2 3\n"),
+              HasSubstr("has 1 vectors; its header announces 2 (the file is truncated)"));
+  EXPECT_THAT(error("good 1 2 3\n", 4), HasSubstr("holds vectors of 3 dimensions, and dim = 4; "
+                                                  "set backbone.dim = 3"));
+  EXPECT_THAT(error("good 1 x 3\n"), HasSubstr("line 1: 'x' is not a number"));
+  EXPECT_THAT(error("good 1 2 3\nb\xff"
+                    "d 1 2 3\n"),
+              HasSubstr("line 2: the word is not UTF-8"));
+  std::string bin = "2 3\ngood ";
+  const float one[3] = {1, 2, 3};
+  bin.append(reinterpret_cast<const char*>(one), sizeof one);
+  bin += "\nbad ";
+  bin.append(reinterpret_cast<const char*>(one), 5);  // cut inside the second vector
+  EXPECT_THAT(error(bin, 3, "v.bin"),
+              HasSubstr("ends inside the vector of word 2 ('bad'): expected 3 floats; the file "
+                        "is truncated"));
+  EXPECT_THAT(
+      build_error("embedding",
+                  {{"vocab_size", int64_t{3}},
+                   {"dim", int64_t{3}},
+                   {"vectors", (dir() / "v").string()},
+                   {"vocab", tlab::test::write_file(dir() / "words.txt", "good\nbad\n").string()}},
+                  {4}),
+      HasSubstr("does not start with <pad> and <unk>"));
+  EXPECT_THAT(
+      build_error(
+          "embedding",
+          {{"vectors", (dir() / "v").string()}, {"vocab", (dir() / "missing.txt").string()}}, {4}),
+      HasSubstr("cannot read the vocabulary"));
 }
 
 // ---------------------------------------------------------------------------------------------
