@@ -328,6 +328,9 @@ TEST_F(Config, ShippedExperimentsComposeFromTheirGroups) {
   EXPECT_EQ(std::get<std::string>(reviews[0].source->params.at("path")),
             "results/datasets/reviews/books.tsv");
   EXPECT_EQ(reviews[0].target.shots, 20);
+  auto vectors = tlab::load_experiment(experiments / "reviews_vectors.toml", {}, loader_);
+  ASSERT_EQ(vectors.size(), 9u);  // random, frozen vectors, tuned vectors x 3 seeds
+  EXPECT_EQ(vectors[0].backbone.plugin, "embedding");
   auto real = tlab::load_experiment(experiments / "digits_synthetic_to_real.toml", {}, loader_);
   ASSERT_EQ(real.size(), 12u);
   EXPECT_EQ(std::get<std::string>(real[0].target.params.at("train_images")),

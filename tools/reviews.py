@@ -15,7 +15,10 @@ punctuation, the words, and pieces such that some words split: "unpredictable" -
     /usr/bin/python3 tools/reviews.py [OUT_DIR]     (default results/datasets/reviews)
 
 Files: books.tsv (2,000 reviews), books_test.tsv (500), kitchen.tsv (2,000), kitchen_test.tsv
-(500), vocab.txt. Seeded: the same files on every machine.
+(500), vocab.txt, and vectors.txt: 50-dimensional word vectors in GloVe's text format standing
+for vectors pre-trained on a large corpus (generated: polarity along one direction for the
+sentiment words of both domains, noise elsewhere; no downloads here). Seeded: the same files
+on every machine.
 """
 import os
 import random
@@ -95,8 +98,29 @@ def main():
     tokens += sorted(w for w in words if w not in PIECES) + pieces
     with open(os.path.join(out, "vocab.txt"), "w", encoding="utf-8") as f:
         f.write("\n".join(tokens) + "\n")
+    # Word vectors as a large general corpus would give them (GloVe's text format, 50
+    # dimensions): a sentiment direction (+ for positive words of both domains, - for negative),
+    # a topic direction, and noise; "not" and "never" and the filler words carry no sentiment.
+    # Not every word has one (the word pieces and two rare words), as with real vectors.
+    rng = random.Random(7)
+    dim = 50
+    sentiment = [rng.gauss(0, 1) for _ in range(dim)]
+    norm = sum(x * x for x in sentiment) ** 0.5
+    sentiment = [x / norm for x in sentiment]
+    lines = []
+    for w in sorted(words):
+        if w in ("counter", "prose"):
+            continue
+        polarity = 0.0
+        for d in DOMAINS.values():
+            polarity += (w in d["pos"]) - (w in d["neg"])
+        polarity += (w in SHARED_POS) - (w in SHARED_NEG)
+        v = [rng.gauss(0, 0.3) + 1.5 * polarity * sentiment[i] for i in range(dim)]
+        lines.append(w + " " + " ".join(f"{x:.5f}" for x in v))
+    with open(os.path.join(out, "vectors.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
     print(f"{out}: books and kitchen reviews (2000 + 500 each), vocab.txt of {len(tokens)} "
-          "tokens")
+          f"tokens, vectors.txt of {len(lines)} words")
 
 
 if __name__ == "__main__":
