@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <torch/optim/sgd.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <map>
@@ -610,6 +611,92 @@ TEST_F(Backbones, BertTransfersAcrossGeneratedReviewsThroughTlab) {
   EXPECT_THAT(log.out, HasSubstr("WordPiece vocabulary of 105 ids"));
   EXPECT_THAT(log.out, HasSubstr("[source] epoch 1/1"));
   EXPECT_THAT(log.out, HasSubstr("[target] epoch 2/2"));
+}
+
+// LoRA on BERT's attention in PEFT's format: a run writes peft/adapter_config.json and
+// peft/adapter_model.safetensors (keys base_model.model.<module>.lora_A.weight, r x in, and
+// .lora_B.weight, out x r, as PEFT's checkpoint guide lays them out); a later run reads them
+// back as adapter_weights.
+TEST_F(Backbones, LoraOnBertRoundTripsThroughPeftsFormat) {
+  const auto tool = tlab::test::shell("cd '" + dir().string() + "' && /usr/bin/python3 '" +
+                                      TLAB_SOURCE_DIR + "/tools/reviews.py'");
+  ASSERT_EQ(tool.code, 0) << tool.out;
+  tlab::test::write_file(dir() / "exp.toml", R"toml(name = "peft"
+device = "cpu"
+[target]
+plugin = "text"
+path = "results/datasets/reviews/kitchen.tsv"
+tokenize = "wordpiece"
+vocab_path = "results/datasets/reviews/vocab.txt"
+max_len = 16
+val_fraction = 0.2
+test_fraction = 0.2
+[backbone]
+plugin = "bert"
+vocab_size = 105
+hidden_size = 16
+num_hidden_layers = 2
+num_attention_heads = 2
+intermediate_size = 32
+max_position_embeddings = 16
+[[adapters]]
+plugin = "lora"
+targets = ["encoder.layer.*.attention.self.query", "encoder.layer.*.attention.self.value"]
+rank = 4
+alpha = 8
+[[adapters]]
+plugin = "linear_head"
+[strategy]
+plugin = "scratch"
+[train]
+optimizer = "adam"
+epochs = 1
+)toml");
+  auto tlab_run = [&](const std::string& args) {
+    return tlab::test::shell("cd '" + dir().string() + "' && OMP_NUM_THREADS=1 '" +
+                             TLAB_TEST_BIN_DIR + "/tlab' --plugin-path '" + TLAB_TEST_PLUGIN_DIR +
+                             "' run exp.toml --db '" + (dir() / "r.db").string() + "' " + args);
+  };
+  const auto a = tlab_run("");
+  ASSERT_EQ(a.code, 0) << a.out;
+  const auto run_dir = [&](int id) {
+    return fs::path(tlab::test::shell(fmt::format("sqlite3 '{}' 'SELECT run_dir FROM runs WHERE "
+                                                  "id = {}' | tr -d '\\n'",
+                                                  (dir() / "r.db").string(), id))
+                        .out);
+  };
+  const fs::path peft = run_dir(1) / "peft";
+  const auto config = nlohmann::json::parse(tlab::test::read_file(peft / "adapter_config.json"));
+  EXPECT_EQ(config["peft_type"], "LORA");
+  EXPECT_EQ(config["r"], 4);
+  EXPECT_EQ(config["lora_alpha"], 8);
+  EXPECT_EQ(config["target_modules"].size(), 4u);
+  EXPECT_EQ(config["target_modules"][0], "encoder.layer.0.attention.self.query");
+  const auto file = tlab::weights::read_safetensors(peft / "adapter_model.safetensors");
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& [k, t] : file) shapes[k] = t.sizes().vec();
+  ASSERT_EQ(shapes.size(), 8u);
+  EXPECT_EQ(shapes.at("base_model.model.encoder.layer.0.attention.self.query.lora_A.weight"),
+            (std::vector<int64_t>{4, 16}));
+  EXPECT_EQ(shapes.at("base_model.model.encoder.layer.1.attention.self.value.lora_B.weight"),
+            (std::vector<int64_t>{16, 4}));
+  // Read back: no training, the factors are the file's.
+  const std::string from =
+      "adapter_weights=\"" + (peft / "adapter_model.safetensors").string() + "\" train.epochs=0";
+  const auto b = tlab_run("+" + from);
+  ASSERT_EQ(b.code, 0) << b.out;
+  std::map<std::string, torch::Tensor> trained, loaded;
+  for (const auto& [k, t] : tlab::weights::read_safetensors(run_dir(1) / "model.safetensors"))
+    if (k.rfind("lora_0.", 0) == 0) trained[k] = t;
+  for (const auto& [k, t] : tlab::weights::read_safetensors(run_dir(2) / "model.safetensors"))
+    if (k.rfind("lora_0.", 0) == 0) loaded[k] = t;
+  ASSERT_EQ(trained.size(), 8u);
+  for (const auto& [k, t] : trained) EXPECT_TRUE(torch::equal(t, loaded.at(k))) << k;
+  // Another rank: named.
+  const auto c = tlab_run("+" + from + " adapters.0.rank=2");
+  EXPECT_NE(c.code, 0);
+  EXPECT_THAT(c.out, HasSubstr("the file has r = 4, lora_alpha = 8; this run's lora has rank = 2, "
+                               "alpha = 8: use the file's values"));
 }
 
 TEST_F(Backbones, BertRefusesWhatDoesNotFit) {

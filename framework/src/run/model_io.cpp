@@ -1,7 +1,10 @@
 #include "run/model_io.hpp"
 
+#include <cmath>
+#include <cstring>
 #include <fstream>
 #include <set>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -115,6 +118,166 @@ std::map<std::string, torch::Tensor> snapshot_buffers(torch::nn::Module& model) 
   return out;
 }
 
+namespace {
+
+// PEFT's LoRA format (docs/models.md, "PEFT's format"): adapter_config.json and
+// adapter_model.safetensors with keys base_model.model.<module>.lora_A.weight (r x in) and
+// .lora_B.weight (out x r), for the Linear layers of the run's one lora adapter.
+const char* const kPeftPrefix = "base_model.model.";
+
+std::string underscored(const std::string& name) {
+  std::string out = name;
+  for (char& c : out)
+    if (c == '.') c = '_';
+  return out;
+}
+
+// The index of the run's only lora adapter, or -1 (none, or several: PEFT's file holds one).
+int lora_adapter(const RunSpec& spec, int* count = nullptr) {
+  int found = -1, n = 0;
+  for (std::size_t i = 0; i < spec.adapters.size(); ++i)
+    if (spec.adapters[i].plugin == "lora") {
+      found = n == 0 ? static_cast<int>(i) : found;
+      ++n;
+    }
+  if (count) *count = n;
+  return n == 1 ? found : -1;
+}
+
+double number(const Params& p, const char* key, double fallback) {
+  auto it = p.find(key);
+  if (it == p.end()) return fallback;
+  if (auto* d = std::get_if<double>(&it->second)) return *d;
+  if (auto* i = std::get_if<int64_t>(&it->second)) return static_cast<double>(*i);
+  return fallback;
+}
+
+// (module name, A, B) of every adapted Linear layer of lora_<k>, in the backbone's module order.
+std::vector<std::tuple<std::string, torch::Tensor, torch::Tensor>> lora_layers(Model& model,
+                                                                               int k) {
+  auto params = model.named_parameters(/*recurse=*/true);
+  std::vector<std::tuple<std::string, torch::Tensor, torch::Tensor>> out;
+  const std::string holder = fmt::format("lora_{}.", k);
+  for (const auto& m : model.backbone->named_modules("", /*include_self=*/false)) {
+    if (!m.value()->as<torch::nn::Linear>()) continue;
+    const std::string base = holder + underscored(m.key());
+    if (params.contains(base + ".A") && params.contains(base + ".B"))
+      out.emplace_back(m.key(), params[base + ".A"], params[base + ".B"]);
+  }
+  return out;
+}
+
+void write_peft(Model& model, const RunSpec& spec, const fs::path& dir) {
+  int count = 0;
+  const int index = lora_adapter(spec, &count);
+  if (index < 0) return;
+  // lora_<k>: the k-th lora adapter attached (the only one here).
+  const auto layers = lora_layers(model, 0);
+  if (layers.empty()) return;  // e.g. only convolutions or attention projections: not PEFT's Linear
+  const Params& p = spec.adapters[static_cast<std::size_t>(index)].params;
+  weights::NamedTensors out;
+  nlohmann::json targets = nlohmann::json::array();
+  for (const auto& [name, a, b] : layers) {
+    out.emplace_back(kPeftPrefix + name + ".lora_A.weight", a);
+    out.emplace_back(kPeftPrefix + name + ".lora_B.weight", b);
+    targets.push_back(name);
+  }
+  const int64_t rank = static_cast<int64_t>(number(p, "rank", 8));
+  const double alpha = number(p, "alpha", 8);
+  nlohmann::json config = {
+      {"peft_type", "LORA"},
+      {"task_type", nullptr},
+      {"r", rank},
+      {"lora_alpha", alpha == std::floor(alpha) ? nlohmann::json(static_cast<int64_t>(alpha))
+                                                : nlohmann::json(alpha)},
+      {"lora_dropout", 0.0},
+      {"target_modules", targets},
+      {"bias", "none"},
+      {"fan_in_fan_out", false},
+      {"modules_to_save", nullptr},
+      {"init_lora_weights", true},
+      {"inference_mode", true},
+      {"use_rslora", false},
+      {"use_dora", false},
+      {"base_model_name_or_path", nullptr},
+      {"revision", nullptr}};
+  fs::create_directories(dir / "peft");
+  weights::write_safetensors(dir / "peft" / "adapter_model.safetensors", out, {{"format", "pt"}});
+  write_text_atomically(dir / "peft" / "adapter_config.json", config.dump(2) + "\n");
+}
+
+// adapter_weights = ".../adapter_model.safetensors" beside a PEFT adapter_config.json.
+weights::LoadReport load_peft(Model& model, const RunSpec& spec, const WeightsFile& file,
+                              const fs::path& config_path) {
+  std::ifstream in(config_path);
+  const nlohmann::json c = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  auto fail = [&](const std::string& why) {
+    throw WeightsError(fmt::format("adapter_weights = \"{}\" (PEFT, '{}'): {}", file.spec,
+                                   config_path.string(), why));
+  };
+  if (!c.is_object()) fail("adapter_config.json is not a JSON object");
+  if (c.value("peft_type", "") != "LORA")
+    fail(fmt::format("peft_type is {}; tlab reads PEFT's LoRA adapters (\"LORA\")",
+                     c.contains("peft_type") ? c["peft_type"].dump() : "missing"));
+  int count = 0;
+  const int index = lora_adapter(spec, &count);
+  if (index < 0)
+    fail(
+        fmt::format("this run has {} lora adapters; a PEFT file fits exactly one: add "
+                    "[[adapters]] plugin = \"lora\" with the file's r and lora_alpha",
+                    count));
+  const Params& p = spec.adapters[static_cast<std::size_t>(index)].params;
+  const double rank = number(p, "rank", 8), alpha = number(p, "alpha", 8);
+  if (c.value("r", -1.0) != rank || c.value("lora_alpha", -1.0) != alpha)
+    fail(
+        fmt::format("the file has r = {}, lora_alpha = {}; this run's lora has rank = {}, "
+                    "alpha = {}: use the file's values (the update is lora_alpha / r * B A)",
+                    c.contains("r") ? c["r"].dump() : "?",
+                    c.contains("lora_alpha") ? c["lora_alpha"].dump() : "?", rank, alpha));
+  if (c.value("use_dora", false) || c.value("use_rslora", false) ||
+      c.value("fan_in_fan_out", false))
+    fail("use_dora, use_rslora and fan_in_fan_out are not read by tlab's lora; expected false");
+  std::map<std::string, std::pair<torch::Tensor, torch::Tensor>> ours;
+  for (const auto& [name, a, b] : lora_layers(model, 0)) ours[name] = {a, b};
+  weights::LoadReport report;
+  torch::NoGradGuard no_grad;
+  std::set<std::string> seen;
+  for (const auto& [key, t] : weights::read_safetensors(file.path)) {
+    const bool is_a = key.size() > 14 && key.compare(key.size() - 14, 14, ".lora_A.weight") == 0;
+    const bool is_b = key.size() > 14 && key.compare(key.size() - 14, 14, ".lora_B.weight") == 0;
+    if (key.rfind(kPeftPrefix, 0) != 0 || !(is_a || is_b)) {
+      report.unexpected.push_back(key);
+      continue;
+    }
+    const std::string module =
+        key.substr(std::strlen(kPeftPrefix), key.size() - std::strlen(kPeftPrefix) - 14);
+    auto it = ours.find(module);
+    if (it == ours.end()) {
+      report.unexpected.push_back(key);
+      continue;
+    }
+    torch::Tensor& target = is_a ? it->second.first : it->second.second;
+    if (target.sizes() != t.sizes()) {
+      report.mismatched.push_back(key);
+      continue;
+    }
+    target.copy_(t.to(target.device(), target.scalar_type()));
+    report.matched.push_back(key);
+    seen.insert(module + (is_a ? ".A" : ".B"));
+  }
+  for (const auto& [name, ab] : ours)
+    for (const char* f : {".A", ".B"})
+      if (!seen.count(name + f)) report.missing.push_back(name + f);
+  if (!report.unexpected.empty() || !report.mismatched.empty() || !report.missing.empty())
+    fail(fmt::format(
+        "its LoRA layers do not fit this model's lora targets: {}; target the "
+        "same modules (the file's target_modules: {})",
+        report.summary(8), c.contains("target_modules") ? c["target_modules"].dump() : "?"));
+  return report;
+}
+
+}  // namespace
+
 int64_t save_adapters(Model& model, const std::vector<torch::Tensor>& trained,
                       const std::map<std::string, torch::Tensor>& buffers_before,
                       const RunSpec& spec, int64_t num_classes,
@@ -151,6 +314,7 @@ int64_t save_adapters(Model& model, const std::vector<torch::Tensor>& trained,
   weights::write_safetensors(dir / "adapter.safetensors", out,
                              {{"format", "tlab-adapter"}, {"adapter_json", "adapter.json"}});
   write_text_atomically(dir / "adapter.json", j.dump(2) + "\n");
+  write_peft(model, spec, dir);  // the LoRA factors in PEFT's format too, when there are some
   return static_cast<int64_t>(out.size());
 }
 
@@ -158,6 +322,9 @@ weights::LoadReport load_adapters(Model& model, const RunSpec& spec, int64_t num
                                   const std::vector<int64_t>& input_shape,
                                   const WeightsFile& file) {
   const fs::path json_path = file.path.parent_path() / "adapter.json";
+  const fs::path peft_config = file.path.parent_path() / "adapter_config.json";
+  if (!fs::exists(json_path) && fs::exists(peft_config))
+    return load_peft(model, spec, file, peft_config);
   std::ifstream in(json_path);
   if (!in)
     throw WeightsError(
