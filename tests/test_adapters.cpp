@@ -372,6 +372,38 @@ TEST_F(Adapters, LoraAdaptsTheFusedAttentionProjectionOfVitAndTransformer) {
   }
 }
 
+// Bottleneck adapters after a ViT's blocks (its taps block<i>, activations N x tokens x D): the
+// model starts equal to the base (zero-initialised up-projection) and trains only them.
+TEST_F(Adapters, BottleneckAdaptersGoAfterVitBlocks) {
+  auto m = std::make_shared<tlab::Model>(
+      loader()
+          .create<tlab::Backbone>("vit", {{"arch", std::string("custom")},
+                                          {"image_size", int64_t{8}},
+                                          {"patch_size", int64_t{4}},
+                                          {"num_layers", int64_t{2}},
+                                          {"num_heads", int64_t{2}},
+                                          {"hidden_dim", int64_t{8}},
+                                          {"mlp_dim", int64_t{16}}})
+          ->build({3, 8, 8}, ctx_));
+  attach(*m, "linear_head", {}, {3, 8, 8});
+  const torch::Tensor x = torch::rand({12, 3, 8, 8});
+  const auto base = eval_forward(*m, x);
+  attach(*m, "bottleneck", {{"after", Strings{"block0", "block1"}}, {"reduction", int64_t{2}}},
+         {3, 8, 8});
+  EXPECT_LE((eval_forward(*m, x) - base).abs().max().item<float>(), 1e-6f);
+  auto params = m->named_parameters();
+  EXPECT_FALSE(params["backbone.conv_proj.weight"].requires_grad());  // freeze_base
+  EXPECT_FALSE(params["backbone.encoder.layers.encoder_layer_0.self_attention.in_proj_weight"]
+                   .requires_grad());
+  EXPECT_TRUE(params["backbone.encoder.layers.encoder_layer_0.ln_1.weight"].requires_grad());
+  bool adapters_train = false;
+  for (const auto& p : params)
+    adapters_train |= p.key().rfind("bottleneck_0.", 0) == 0 && p.value().requires_grad();
+  EXPECT_TRUE(adapters_train);
+  train(*m, x, y_);
+  EXPECT_GT((eval_forward(*m, x) - base).abs().max().item<float>(), 1e-4f);  // they trained
+}
+
 TEST_F(Adapters, LoraPatternMatchingNothingListsTheLinearAndConvModules) {
   auto m = mlp();
   auto err = attach_error(*m, "lora", {{"targets", Strings{"fc*"}}});
