@@ -19,6 +19,7 @@
 #include <stdexcept>
 
 #include "tlab/sdk/model.hpp"
+#include "tlab/sdk/tokens.hpp"
 
 struct BertOptions {
   std::string variant = "bert";
@@ -166,29 +167,8 @@ class BertNet : public tlab::BackboneNet {
 
  private:
   torch::Tensor token_ids(const torch::Tensor& x) const {
-    if (x.dim() != 2)
-      throw std::invalid_argument("bert: expected token ids shaped N x L, got a tensor of " +
-                                  std::to_string(x.dim()) + " dimension(s)");
-    torch::Tensor ids = x;
-    const bool check = !x.is_cuda();
-    if (x.is_floating_point()) {
-      if (check && !torch::equal(x, x.round()))
-        throw std::invalid_argument(
-            "bert: inputs must be token ids (whole numbers); the dataset must produce int64 "
-            "token ids (text with tokenize = \"wordpiece\")");
-      ids = x.to(torch::kLong);
-    } else if (x.scalar_type() != torch::kLong) {
-      ids = x.to(torch::kLong);
-    }
-    if (check && ids.numel() > 0) {
-      const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
-      if (lo < 0 || hi >= o_.vocab_size)
-        throw std::out_of_range("bert: token id " + std::to_string(lo < 0 ? lo : hi) +
-                                " is outside [0, vocab_size = " + std::to_string(o_.vocab_size) +
-                                "); set backbone.vocab_size to the vocabulary's (the lines of "
-                                "vocab.txt)");
-    }
-    return ids;
+    return tlab::token_ids(x, o_.vocab_size, "bert",
+                           "set backbone.vocab_size to the vocabulary's (the lines of vocab.txt)");
   }
 
   BertOptions o_;

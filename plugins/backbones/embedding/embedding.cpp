@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "tlab/sdk/model.hpp"
+#include "tlab/sdk/tokens.hpp"
 
 struct EmbeddingOptions {
   int64_t vocab_size = 10000;
@@ -217,14 +218,8 @@ class EmbeddingNet : public tlab::BackboneNet {
     }
   }
   torch::Tensor forward(torch::Tensor x) override {
-    if (x.dim() != 2)
-      throw std::invalid_argument("embedding: expected token ids shaped N x L, got " +
-                                  std::to_string(x.dim()) + " dimension(s)");
-    const torch::Tensor ids = x.to(torch::kLong);
-    if (!ids.is_cuda() && ids.numel() > 0 && ids.max().item<int64_t>() >= o_.vocab_size)
-      throw std::out_of_range("embedding: token id " + std::to_string(ids.max().item<int64_t>()) +
-                              " is outside [0, vocab_size = " + std::to_string(o_.vocab_size) +
-                              "); set backbone.vocab_size to the vocabulary's size");
+    const torch::Tensor ids = tlab::token_ids(x, o_.vocab_size, "embedding",
+                                              "set backbone.vocab_size to the vocabulary's size");
     torch::Tensor e = tap("embedding", embedding_->forward(ids));  // N x L x D
     if (o_.arch == "bag") {
       const torch::Tensor keep = ids.ne(0).to(e.scalar_type()).unsqueeze(-1);

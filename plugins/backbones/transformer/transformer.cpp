@@ -15,6 +15,7 @@
 #include <stdexcept>
 
 #include "tlab/sdk/model.hpp"
+#include "tlab/sdk/tokens.hpp"
 
 struct TransformerOptions {
   int64_t vocab_size = 10000;
@@ -114,34 +115,13 @@ class TransformerNet : public tlab::BackboneNet {
  private:
   // N x L token ids as int64, checked against the vocabulary and max_len.
   torch::Tensor token_ids(const torch::Tensor& x) const {
-    if (x.dim() != 2)
-      throw std::invalid_argument("transformer: expected token ids shaped N x L, got a tensor of " +
-                                  std::to_string(x.dim()) + " dimension(s)");
-    torch::Tensor ids = x;
-    // The value checks read the data back: done on the CPU only, where that costs no device
-    // synchronisation (on a GPU the embedding's own bounds check fires instead).
-    const bool check = !x.is_cuda();
-    if (x.is_floating_point()) {  // the runner used to cast inputs to float: accept whole numbers
-      if (check && !torch::equal(x, x.round()))
-        throw std::invalid_argument(
-            "transformer: inputs must be token ids (whole numbers), got fractional values; "
-            "the dataset must produce int64 token ids");
-      ids = x.to(torch::kLong);
-    } else if (x.scalar_type() != torch::kLong) {
-      ids = x.to(torch::kLong);
-    }
+    torch::Tensor ids = tlab::token_ids(x, o_.vocab_size, "transformer",
+                                        "set backbone.vocab_size to the dataset's vocabulary size "
+                                        "(id 0 is padding)");
     if (ids.size(1) > o_.max_len)
       throw std::invalid_argument("transformer: a sequence of " + std::to_string(ids.size(1)) +
                                   " tokens is longer than max_len = " + std::to_string(o_.max_len) +
                                   "; raise backbone.max_len");
-    if (check && ids.numel() > 0) {
-      const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
-      if (lo < 0 || hi >= o_.vocab_size)
-        throw std::out_of_range("transformer: token id " + std::to_string(lo < 0 ? lo : hi) +
-                                " is outside [0, vocab_size = " + std::to_string(o_.vocab_size) +
-                                "); set backbone.vocab_size to the dataset's vocabulary size "
-                                "(id 0 is padding)");
-    }
     return ids;
   }
 
