@@ -149,7 +149,8 @@ void rank_fails(Ranks& t, const fs::path& dir, const std::string& command, int s
   const pid_t tlab = fork();
   if (tlab == 0) {
     setpgid(0, 0);
-    execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    const std::string logged = command + " > '" + (dir / "out.txt").string() + "' 2>&1";
+    execl("/bin/sh", "sh", "-c", logged.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   // The run folder's rank 1 log, once training is under way.
@@ -179,6 +180,9 @@ void rank_fails(Ranks& t, const fs::path& dir, const std::string& command, int s
   const auto r = store.run(store.list_runs().at(0).id);
   EXPECT_EQ(r.status, "failed");
   EXPECT_THAT(r.reason, HasSubstr(expected));
+  if (::testing::Test::HasFailure())  // what tlab and rank 1 said
+    std::printf("tlab:\n%s\nrank 1:\n%s\n", tlab::test::read_file(dir / "out.txt").c_str(),
+                tlab::test::read_file(log).c_str());
   (void)t;
 }
 
