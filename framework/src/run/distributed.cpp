@@ -238,8 +238,8 @@ void Distributed::failed(const char* what, const std::exception& e) {
       if (!c.reaped) ::kill(c.pid, SIGKILL);
     // Gloo says "Timed out waiting ..." where the wait expired, and "Application timeout
     // caused pair closure" on later operations of the pair that timed out.
-    const bool timed_out = why.find("Timed out") != std::string::npos ||
-                           why.find("timeout") != std::string::npos;
+    const bool timed_out =
+        why.find("Timed out") != std::string::npos || why.find("timeout") != std::string::npos;
     throw DistributedError(
         fmt::format("{}; rank 0's {} failed: {}",
                     !gone.empty() ? gone
