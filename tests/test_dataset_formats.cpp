@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <set>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -568,6 +569,63 @@ TEST_F(DatasetFormats, TextWordPieceEncodesAsBert) {
   fs::remove_all(dir);
 }
 
+// tokenize = "sentencepiece": the ids of a SentencePiece model, as Python's sentencepiece (the
+// same library, Debian's python3-sentencepiece) encodes the texts; the model is trained here.
+// In this process LibTorch has loaded its protobuf: the model loads all the same.
+TEST_F(DatasetFormats, TextSentencePieceEncodesAsTheModel) {
+  if (tlab::test::shell("/usr/bin/python3 -c 'import sentencepiece'").code != 0)
+    GTEST_SKIP() << "/usr/bin/python3 cannot import sentencepiece (python3-sentencepiece; "
+                    "tools/setup.sh installs it)";
+  const fs::path dir = temp_dir("fmt_spm");
+  std::string corpus, tsv;
+  const char* texts[] = {"the kettle leaks and the handle broke", "a sturdy pan, great value",
+                         "never buy this flimsy blender", "sharp knife, works well",
+                         "the motor is noisy but reliable"};
+  for (int r = 0; r < 20; ++r)
+    for (const char* t : texts) corpus += std::string(t) + "\n";
+  for (int i = 0; i < 5; ++i) tsv += std::string(i % 2 ? "pos" : "neg") + "\t" + texts[i] + "\n";
+  write_file(dir / "corpus.txt", corpus);
+  const fs::path train = write_file(dir / "t.tsv", tsv);
+  write_file(dir / "make.py",
+             "import sentencepiece as spm\n"
+             "spm.SentencePieceTrainer.train(input='corpus.txt', model_prefix='m', vocab_size=40,\n"
+             "    pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, minloglevel=2)\n"
+             "spm.SentencePieceTrainer.train(input='corpus.txt', model_prefix='nopad',\n"
+             "    vocab_size=40, minloglevel=2)\n"
+             "p = spm.SentencePieceProcessor(model_file='m.model')\n"
+             "for line in open('t.tsv'):\n"
+             "    print(' '.join(map(str, p.encode(line.rstrip().split(chr(9))[1]))))\n");
+  const auto r = tlab::test::shell("cd '" + dir.string() + "' && /usr/bin/python3 make.py");
+  ASSERT_EQ(r.code, 0) << r.out;
+  tlab::Params p{{"path", s(train)},
+                 {"tokenize", std::string("sentencepiece")},
+                 {"spm_model", s(dir / "m.model")},
+                 {"max_len", int64_t{24}},
+                 {"val_fraction", 0.0}};
+  Log log;
+  tlab::DomainData d = load("text", p, &log);
+  EXPECT_THAT(log.text, HasSubstr("SentencePiece model of 40 pieces"));
+  std::istringstream lines(r.out);
+  std::string line;
+  for (int64_t i = 0; std::getline(lines, line); ++i) {
+    std::vector<int64_t> want;
+    std::istringstream ids(line);
+    for (int64_t id; ids >> id;) want.push_back(id);
+    ASSERT_FALSE(want.empty());
+    want.resize(24, 0);  // padded with id 0
+    EXPECT_EQ(to_vector(d.train.x[i]), want) << texts[i];
+  }
+  p["spm_model"] = s(dir / "nopad.model");
+  EXPECT_THAT(load_error("text", p),
+              HasSubstr("has pad id -1 (-1: none); the text dataset pads with id 0"));
+  p["spm_model"] = s(write_file(dir / "bad.model", "not a model"));
+  EXPECT_THAT(load_error("text", p), HasSubstr("cannot load the SentencePiece model"));
+  tlab::Params missing{{"path", s(train)}, {"tokenize", std::string("sentencepiece")}};
+  EXPECT_THAT(load_error("text", missing),
+              HasSubstr("tokenize = \"sentencepiece\" needs the model; set spm_model"));
+  fs::remove_all(dir);
+}
+
 TEST_F(DatasetFormats, TextDomainsShareTheVocabularyOfOneFile) {
   const fs::path dir = temp_dir("fmt_text_vocab");
   const fs::path run = dir / "run";
@@ -859,7 +917,7 @@ TEST_F(DatasetFormats, EveryPluginDescribesItsOptions) {
   EXPECT_EQ(std::get<double>(moons.find("angle")->default_value), 30.0);
   const tlab::Schema& text = loader().get(tlab::Kind::Dataset, "text").descriptor->schema;
   EXPECT_EQ(text.find("tokenize")->choices,
-            (std::vector<std::string>{"whitespace", "char", "wordpiece"}));
+            (std::vector<std::string>{"whitespace", "char", "wordpiece", "sentencepiece"}));
 }
 
 }  // namespace

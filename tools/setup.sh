@@ -7,6 +7,7 @@ packages=(
   libtorch-dev libopenblas0-pthread            # LibTorch 1.13 (CPU) and an optimised BLAS
   libgloo-dev                                  # Gloo: one run on several processes (c10d)
   libutf8proc-dev                              # Unicode for the SDK's WordPiece tokenizer
+  libsentencepiece-dev python3-sentencepiece   # SentencePiece models (text dataset; tests)
   libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
   libsqlite3-dev sqlite3 libboost-dev libxxhash-dev
   libgtest-dev libgmock-dev

@@ -32,6 +32,8 @@
 #include "tlab/sdk/files.hpp"
 #include "tlab/sdk/wordpiece.hpp"
 
+#include <dlfcn.h>
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -41,13 +43,103 @@ constexpr int64_t kPad = 0, kUnk = 1;
 const char* const kPadToken = "<pad>";
 const char* const kUnkToken = "<unk>";
 
+// A SentencePiece model through libtlab_spm (spm_shim.cpp), opened with RTLD_DEEPBIND: Debian's
+// libsentencepiece carries its own protobuf, which must not bind to the one LibTorch loaded.
+class Spm {
+ public:
+  explicit Spm(const std::string& model) {
+    void* lib = library();
+    auto sym = [&](const char* name) {
+      void* f = ::dlsym(lib, name);
+      if (!f) throw std::runtime_error(std::string("text: libtlab_spm lacks ") + name);
+      return f;
+    };
+    load_ = reinterpret_cast<void* (*)(const char*, char*, std::size_t)>(sym("tlab_spm_load"));
+    free_ = reinterpret_cast<void (*)(void*)>(sym("tlab_spm_free"));
+    size_ = reinterpret_cast<int (*)(void*)>(sym("tlab_spm_size"));
+    pad_ = reinterpret_cast<int (*)(void*)>(sym("tlab_spm_pad_id"));
+    unk_ = reinterpret_cast<int (*)(void*)>(sym("tlab_spm_unk_id"));
+    piece_ = reinterpret_cast<int (*)(void*, int, char*, std::size_t)>(sym("tlab_spm_piece"));
+    encode_ = reinterpret_cast<int (*)(void*, const char*, int*, int, char*, std::size_t)>(
+        sym("tlab_spm_encode"));
+    char err[1024] = {};
+    p_ = load_(model.c_str(), err, sizeof err);
+    if (!p_)
+      throw std::invalid_argument("text: cannot load the SentencePiece model '" + model +
+                                  "': " + err + "; expected a .model file written by spm_train");
+    char buf[4096];
+    for (int i = 0; i < size_(p_); ++i)
+      pieces_.emplace_back(piece_(p_, i, buf, sizeof buf) >= 0 ? buf : "");
+  }
+  ~Spm() {
+    if (p_) free_(p_);
+  }
+  Spm(const Spm&) = delete;
+  Spm& operator=(const Spm&) = delete;
+  int pad_id() const { return pad_(p_); }
+  int64_t unk_id() const { return unk_(p_); }
+  const std::vector<std::string>& pieces() const { return pieces_; }
+  std::vector<std::string> encode(const std::string& text, const std::string& where) const {
+    std::vector<int> ids(256);
+    char err[1024] = {};
+    int n = encode_(p_, text.c_str(), ids.data(), static_cast<int>(ids.size()), err, sizeof err);
+    if (n > static_cast<int>(ids.size())) {
+      ids.resize(static_cast<std::size_t>(n));
+      n = encode_(p_, text.c_str(), ids.data(), n, err, sizeof err);
+    }
+    if (n < 0) throw std::invalid_argument(where + ": SentencePiece: " + err);
+    std::vector<std::string> out;
+    for (int i = 0; i < n; ++i)
+      out.push_back(pieces_.at(static_cast<std::size_t>(ids[static_cast<std::size_t>(i)])));
+    return out;
+  }
+
+ private:
+  // libtlab_spm.so: where the build put it, or beside an installed tlab (lib/tlab/plugins/
+  // datasets/text.so -> lib/tlab/libtlab_spm.so).
+  static void* library() {
+    static void* lib = [] {
+      std::vector<std::string> tried;
+#ifdef TLAB_SPM_BUILD_PATH
+      tried.push_back(TLAB_SPM_BUILD_PATH);
+#endif
+      Dl_info info{};
+      if (::dladdr(reinterpret_cast<void*>(&Spm::library), &info) && info.dli_fname)
+        tried.push_back(
+            (fs::path(info.dli_fname).parent_path() / ".." / ".." / "libtlab_spm.so").string());
+      std::string errors;
+      for (const auto& path : tried) {
+        if (!fs::exists(path)) continue;
+        if (void* h = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND)) return h;
+        errors += std::string(" ") + ::dlerror();
+      }
+      throw std::invalid_argument(
+          "text: tokenize = \"sentencepiece\" needs libtlab_spm.so, built when Debian's "
+          "libsentencepiece-dev is installed (tools/setup.sh installs it; then build again)" +
+          (errors.empty() ? std::string() : ";" + errors));
+      return static_cast<void*>(nullptr);
+    }();
+    return lib;
+  }
+  void* p_ = nullptr;
+  void* (*load_)(const char*, char*, std::size_t) = nullptr;
+  void (*free_)(void*) = nullptr;
+  int (*size_)(void*) = nullptr;
+  int (*pad_)(void*) = nullptr;
+  int (*unk_)(void*) = nullptr;
+  int (*piece_)(void*, int, char*, std::size_t) = nullptr;
+  int (*encode_)(void*, const char*, int*, int, char*, std::size_t) = nullptr;
+  std::vector<std::string> pieces_;
+};
+
 struct TextOptions {
   /// The training file: `label<TAB>text` per line (required).
   std::string path;
   /// A test file in the same format (optional).
   std::string test_path;
-  /// "whitespace" (words and punctuation marks), "char" (characters) or "wordpiece" (BERT's
-  /// tokenizer with the vocab.txt of vocab_path: [CLS] pieces [SEP], [PAD] = id 0)
+  /// "whitespace" (words and punctuation marks), "char" (characters), "wordpiece" (BERT's
+  /// tokenizer with the vocab.txt of vocab_path: [CLS] pieces [SEP], [PAD] = id 0) or
+  /// "sentencepiece" (a SentencePiece model, spm_model: its ids; its pad id must be 0)
   /// (default "whitespace").
   std::string tokenize = "whitespace";
   /// Lower-case ASCII letters before tokenising (default true); with wordpiece: lower-case and
@@ -63,6 +155,8 @@ struct TextOptions {
   std::string vocab_from;
   /// Read the vocabulary from this file (one token per line) instead of building it.
   std::string vocab_path;
+  /// tokenize = "sentencepiece": the model file (.model) of Google's SentencePiece.
+  std::string spm_model;
   /// Write the vocabulary to this file name in the run folder.
   std::string vocab_out;
   /// Fraction of the training file held out for validation, chosen by `seed` (default 0.1).
@@ -157,7 +251,7 @@ class Text : public tlab::Dataset {
         .field("test_path", &O::test_path, "test file in the same format (optional)")
         .field("tokenize", &O::tokenize,
                "whitespace (words, punctuation), char, or wordpiece (BERT's, with vocab_path)")
-        .choices({"whitespace", "char", "wordpiece"})
+        .choices({"whitespace", "char", "wordpiece", "sentencepiece"})
         .field("lowercase", &O::lowercase,
                "lower-case ASCII letters first (wordpiece: lower-case and strip accents)")
         .field("max_len", &O::max_len, "tokens per example: longer are cut, shorter padded")
@@ -168,6 +262,8 @@ class Text : public tlab::Dataset {
         .min(1)
         .field("vocab_from", &O::vocab_from, "build the vocabulary from all texts of this file")
         .field("vocab_path", &O::vocab_path, "read the vocabulary (one token per line)")
+        .field("spm_model", &O::spm_model,
+               "tokenize = sentencepiece: the SentencePiece model file (.model)")
         .field("vocab_out", &O::vocab_out, "write the vocabulary to this file in the run folder")
         .field("val_fraction", &O::val_fraction, "fraction of the train file held out for val")
         .range(0.0, 0.99)
@@ -186,9 +282,17 @@ class Text : public tlab::Dataset {
   explicit Text(Options options) : o_(std::move(options)) {
     if (o_.path.empty())
       throw std::invalid_argument("text: path is required; expected the training file's path");
-    if (o_.tokenize != "whitespace" && o_.tokenize != "char" && o_.tokenize != "wordpiece")
+    if (o_.tokenize != "whitespace" && o_.tokenize != "char" && o_.tokenize != "wordpiece" &&
+        o_.tokenize != "sentencepiece")
       throw std::invalid_argument("text: unknown tokenize '" + o_.tokenize +
-                                  "'; expected one of: whitespace, char, wordpiece");
+                                  "'; expected one of: whitespace, char, wordpiece, sentencepiece");
+    if ((o_.tokenize == "sentencepiece") != !o_.spm_model.empty())
+      throw std::invalid_argument(
+          o_.spm_model.empty()
+              ? "text: tokenize = \"sentencepiece\" needs the model; set spm_model to its "
+                ".model file"
+              : "text: spm_model is set but tokenize = \"" + o_.tokenize +
+                    "\"; set tokenize = \"sentencepiece\" or remove spm_model");
     if (o_.tokenize == "wordpiece" && o_.vocab_path.empty())
       throw std::invalid_argument(
           "text: tokenize = \"wordpiece\" needs the model's vocabulary; set vocab_path to its "
@@ -236,6 +340,15 @@ class Text : public tlab::Dataset {
           throw std::invalid_argument("text: the vocabulary '" + o_.vocab_path + "' has no " +
                                       special + "; expected BERT's vocab.txt");
     }
+    if (o_.tokenize == "sentencepiece") {
+      spm_ = std::make_shared<Spm>(o_.spm_model);
+      if (spm_->pad_id() != kPad)
+        throw std::invalid_argument(
+            "text: the SentencePiece model " + quote(o_.spm_model) + " has pad id " +
+            std::to_string(spm_->pad_id()) +
+            " (-1: none); the text dataset pads with id 0, so the model must have its pad "
+            "piece at id 0 (spm_train --pad_id=0 --unk_id=1, as ALBERT's and T5's models do)");
+    }
     Examples train = read(o_.path);
     Examples test;
     if (!o_.test_path.empty()) test = read(o_.test_path);
@@ -249,7 +362,11 @@ class Text : public tlab::Dataset {
                                 static_cast<uint64_t>(o_.seed), "text: file " + quote(o_.path));
 
     std::vector<std::string> vocab;
-    if (wordpiece_) {
+    if (spm_) {
+      vocab = spm_->pieces();
+      tlab_ds::log_info(ctx, "SentencePiece model of " + std::to_string(vocab.size()) +
+                                 " pieces from " + quote(o_.spm_model));
+    } else if (wordpiece_) {
       for (int64_t i = 0; i < wordpiece_->size(); ++i) vocab.push_back(wordpiece_->token(i));
       tlab_ds::log_info(ctx, "WordPiece vocabulary of " + std::to_string(vocab.size()) +
                                  " ids from " + quote(o_.vocab_path) +
@@ -295,7 +412,8 @@ class Text : public tlab::Dataset {
         for (int64_t k = 0; k < static_cast<int64_t>(t.size()) && k < o_.max_len; ++k) {
           auto it = id.find(t[k]);
           px[r * o_.max_len + k] = it == id.end() ? kUnk : it->second;
-          unknown += it == id.end() || (wordpiece_ && t[k] == "[UNK]");
+          unknown += it == id.end() || (wordpiece_ && t[k] == "[UNK]") ||
+                     (spm_ && it->second == spm_->unk_id());
           ++tokens;
         }
         py[r] = ids[which[r]];
@@ -327,6 +445,7 @@ class Text : public tlab::Dataset {
 
  private:
   std::vector<std::string> tokens(std::string_view s, const std::string& where) const {
+    if (spm_) return spm_->encode(std::string(s), where);  // the model's pieces
     if (wordpiece_) {  // [CLS] pieces [SEP]: the pieces cut so that [SEP] stays
       std::vector<std::string> pieces;
       try {
@@ -451,6 +570,7 @@ class Text : public tlab::Dataset {
 
   Options o_;
   std::optional<tlab::WordPiece> wordpiece_;  // tokenize = "wordpiece", loaded in load()
+  std::shared_ptr<Spm> spm_;                  // tokenize = "sentencepiece", loaded in load()
 };
 
 }  // namespace
