@@ -145,6 +145,11 @@ class Backbones : public ::testing::Test {
   void TearDown() override {
     if (!dir_.empty()) fs::remove_all(dir_);
   }
+  // tools/reviews.py's generated reviews, vocab.txt and vectors under dir()/results/datasets.
+  tlab::test::Result make_reviews() {
+    return tlab::test::shell("cd '" + dir().string() + "' && /usr/bin/python3 '" + TLAB_SOURCE_DIR +
+                             "/tools/reviews.py'");
+  }
   const fs::path& dir() {
     if (dir_.empty())
       dir_ = tlab::test::temp_dir(std::string("backbones_") +
@@ -596,8 +601,7 @@ TEST_F(Backbones, BertAndRobertaMatchTransformersUnderTheirNames) {
 // Through tlab: the shipped review experiment on the files tools/reviews.py makes, a BERT
 // pre-trained on books and fine-tuned on kitchen reviews (a few epochs).
 TEST_F(Backbones, BertTransfersAcrossGeneratedReviewsThroughTlab) {
-  const auto tool = tlab::test::shell("cd '" + dir().string() + "' && /usr/bin/python3 '" +
-                                      TLAB_SOURCE_DIR + "/tools/reviews.py'");
+  const auto tool = make_reviews();
   ASSERT_EQ(tool.code, 0) << tool.out;
   EXPECT_THAT(tool.out, HasSubstr("vocab.txt of 105 tokens"));
   const auto run = tlab::test::shell(
@@ -618,8 +622,7 @@ TEST_F(Backbones, BertTransfersAcrossGeneratedReviewsThroughTlab) {
 // .lora_B.weight, out x r, as PEFT's checkpoint guide lays them out); a later run reads them
 // back as adapter_weights.
 TEST_F(Backbones, LoraOnBertRoundTripsThroughPeftsFormat) {
-  const auto tool = tlab::test::shell("cd '" + dir().string() + "' && /usr/bin/python3 '" +
-                                      TLAB_SOURCE_DIR + "/tools/reviews.py'");
+  const auto tool = make_reviews();
   ASSERT_EQ(tool.code, 0) << tool.out;
   tlab::test::write_file(dir() / "exp.toml", R"toml(name = "peft"
 device = "cpu"
