@@ -20,6 +20,7 @@
 #include "plugins/loader.hpp"
 #include "test_helpers.hpp"
 #include "test_paths.hpp"
+#include "tlab/sdk/mlm.hpp"
 #include "tlab/sdk/sdk.hpp"
 #include "weights/safetensors.hpp"
 #include "weights/state_dict.hpp"
@@ -596,6 +597,162 @@ TEST_F(Backbones, BertAndRobertaMatchTransformersUnderTheirNames) {
   ASSERT_EQ(groups.size(), 2u);
   EXPECT_EQ(groups[0].name, "embeddings");
   EXPECT_EQ(groups[1].name, "layer0");
+}
+
+// Masked-language-model pre-training as Hugging Face computes it: DataCollatorForLanguageModeling's
+// torch_mask_tokens and BertForMaskedLM's head and loss (BertOnlyMLMHead: dense, GELU,
+// LayerNorm, decoder tied to the word embeddings plus a bias), rewritten from transformers in
+// plain PyTorch after the bert reference above.
+const char* kMlmReference = R"PY(
+class Transform(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.dense, s.LayerNorm = nn.Linear(H, H), nn.LayerNorm(H, eps=1e-12)
+class Predictions(nn.Module):
+    def __init__(s, emb):
+        super().__init__()
+        s.transform = Transform()
+        s.decoder = nn.Linear(H, V, bias=False)
+        s.decoder.weight = emb.weight          # tied, as tie_weights() does
+        s.bias = nn.Parameter(torch.zeros(V))
+    def forward(s, h):
+        t = s.transform
+        return s.decoder(t.LayerNorm(F.gelu(t.dense(h)))) + s.bias
+class Head(nn.Module):
+    def __init__(s, emb):
+        super().__init__()
+        s.predictions = Predictions(emb)
+def states(m, ids):
+    mask = ids.ne(m.pad).float()
+    ext = (1.0 - mask[:, None, None, :]) * torch.finfo(torch.float32).min
+    h = m.embeddings(ids)
+    for layer in m.encoder.layer:
+        h = layer(h, ext)
+    return h
+def torch_mask_tokens(inputs, special_ids, mask_id, p, gen):
+    labels = inputs.clone()
+    probability_matrix = torch.full(labels.shape, p)
+    special_tokens_mask = torch.isin(inputs, torch.tensor(special_ids))
+    probability_matrix.masked_fill_(special_tokens_mask, value=0.0)
+    masked_indices = torch.bernoulli(probability_matrix, generator=gen).bool()
+    labels[~masked_indices] = -100
+    indices_replaced = torch.bernoulli(torch.full(labels.shape, 0.8), generator=gen).bool() & masked_indices
+    inputs = inputs.clone()
+    inputs[indices_replaced] = mask_id
+    indices_random = (torch.bernoulli(torch.full(labels.shape, 0.5), generator=gen).bool()
+                      & masked_indices & ~indices_replaced)
+    random_words = torch.randint(V, labels.shape, dtype=torch.long, generator=gen)
+    inputs[indices_random] = random_words[indices_random]
+    return inputs, labels
+m = Model(False)
+head = Head(m.embeddings.word_embeddings)
+with torch.no_grad():
+    for name, p in list(m.named_parameters()) + list(head.named_parameters()):
+        p.copy_(torch.randn(p.shape, generator=g) * (0.5 if "LayerNorm.weight" not in name else 0.1)
+                + (1.0 if "LayerNorm.weight" in name else 0.0))
+m.eval()
+head.eval()
+# [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, [MASK] 4: special, never chosen
+ids = torch.randint(5, V, (6, 16), generator=g)
+ids[:, 0] = 2
+ids[1, 9] = 3
+ids[1, 10:] = 0
+ids[3, 15] = 1
+masked, labels = torch_mask_tokens(ids, [0, 1, 2, 3, 4], 4, 0.3, torch.Generator().manual_seed(5))
+logits = head.predictions(states(m, masked))
+loss = F.cross_entropy(logits.view(-1, V), labels.view(-1))   # ignore_index -100
+t = dict(m.state_dict())
+for k, v in head.state_dict().items():
+    if k != "predictions.decoder.weight":
+        t["cls." + k] = v
+t.update({"ids": ids, "masked": masked, "labels": labels, "loss": loss.detach().reshape(1)})
+save(out + "/mlm.safetensors", t)
+)PY";
+
+TEST_F(Backbones, MaskedLanguageModelMatchesTransformersMaskingHeadAndLoss) {
+  SKIP_WITHOUT_PYTHON("torch, numpy");
+  const auto r = python(dir(), std::string(kBertReference) + kMlmReference);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const fs::path file = dir() / "mlm.safetensors";
+  std::map<std::string, torch::Tensor> io;
+  NamedTensors rest =
+      split(tlab::weights::read_safetensors(file), {"ids", "masked", "labels", "loss"}, io);
+  NamedTensors backbone, cls;
+  for (auto& [k, t] : rest) (k.rfind("cls.", 0) == 0 ? cls : backbone).emplace_back(k, t);
+  auto net = build("bert",
+                   {{"vocab_size", int64_t{40}},
+                    {"hidden_size", int64_t{32}},
+                    {"num_hidden_layers", int64_t{2}},
+                    {"num_attention_heads", int64_t{4}},
+                    {"intermediate_size", int64_t{64}},
+                    {"max_position_embeddings", int64_t{24}}},
+                   {16});
+  ASSERT_TRUE(tlab::weights::load_state_dict(*net, backbone, file.string()).complete());
+  torch::Tensor embedding;
+  for (const auto& p : net->named_parameters())
+    if (p.key() == "embeddings.word_embeddings.weight") embedding = p.value();
+  torch::nn::Module
+      holder;  // HF's names: cls.predictions.{transform.dense, transform.LayerNorm, bias}
+  auto head = holder.register_module("cls", std::make_shared<tlab::MlmHead>(32, embedding));
+  const auto report = tlab::weights::load_state_dict(holder, cls, file.string());
+  EXPECT_TRUE(report.complete()) << report.summary();
+  EXPECT_EQ(report.matched.size(), 5u);  // dense w/b, LayerNorm w/b, bias; the decoder is tied
+
+  // Masking: the same draws from the same seed give the same choices, masks and random words.
+  torch::Tensor special = torch::zeros({40}, torch::kBool);
+  special.slice(0, 0, 5).fill_(true);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  const tlab::MaskedTokens m = tlab::mask_tokens(io.at("ids"), 0.3, 4, special, gen);
+  EXPECT_TRUE(torch::equal(m.input, io.at("masked")));
+  EXPECT_TRUE(torch::equal(m.labels, io.at("labels")));
+  const int64_t chosen = io.at("labels").ne(-100).sum().item<int64_t>();
+  EXPECT_GT(chosen, 10);  // 0.3 of ~80 tokens: not a vacuous comparison
+  EXPECT_GT(io.at("masked").eq(4).sum().item<int64_t>(), 0);
+
+  // Head and loss on the masked batch (token states from the last layer's tap).
+  torch::Tensor h;
+  net->add_tap("layer1", [&h](const torch::Tensor& x) {
+    h = x;
+    return x;
+  });
+  net->eval();
+  head->eval();
+  torch::NoGradGuard no_grad;
+  net->forward(io.at("masked"));
+  ASSERT_EQ(h.sizes(), (std::vector<int64_t>{6, 16, 32}));
+  const double loss = head->loss(h, io.at("labels")).item<double>();
+  const double expected = io.at("loss")[0].item<double>();
+  std::printf("masked-LM loss %.7f, transformers' algorithm %.7f\n", loss, expected);
+  EXPECT_NEAR(loss, expected, 1e-5);
+  // No position chosen: a zero loss that still has a graph (never NaN).
+  torch::Tensor none = torch::full({6, 16}, -100, torch::kLong);
+  EXPECT_EQ(head->loss(h, none).item<double>(), 0.0);
+}
+
+// Masking's rates over many tokens: 15% of the non-special ones chosen, of those 80% [MASK], 10%
+// a random token, 10% unchanged; special tokens never.
+TEST(MaskedLanguageModel, MaskingFollowsBertsRates) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  torch::Tensor ids = torch::randint(5, 1000, {400, 250}, gen, torch::kLong);
+  ids.select(1, 0).fill_(2);
+  ids.slice(1, 200).fill_(0);
+  torch::Tensor special = torch::zeros({1000}, torch::kBool);
+  special.slice(0, 0, 5).fill_(true);
+  const tlab::MaskedTokens m = tlab::mask_tokens(ids, 0.15, 4, special, gen);
+  const torch::Tensor chosen = m.labels.ne(-100);
+  EXPECT_TRUE(torch::equal(m.labels.masked_select(chosen), ids.masked_select(chosen)));
+  EXPECT_TRUE(torch::equal(m.input.masked_select(chosen.logical_not()),
+                           ids.masked_select(chosen.logical_not())));
+  EXPECT_EQ(chosen.slice(1, 200).sum().item<int64_t>(), 0);  // padding
+  EXPECT_EQ(chosen.select(1, 0).sum().item<int64_t>(), 0);   // [CLS]
+  const double real = 400.0 * 199, n = chosen.sum().item<double>();
+  EXPECT_NEAR(n / real, 0.15, 0.005);
+  const double masked = (m.input.eq(4) & chosen).sum().item<double>();
+  const double kept = (m.input.eq(ids) & chosen).sum().item<double>();
+  EXPECT_NEAR(masked / n, 0.8, 0.01);
+  // Unchanged: the 10% kept plus the random draws that hit the original token (1/1000).
+  EXPECT_NEAR(kept / n, 0.1, 0.01);
+  EXPECT_NEAR((n - masked - kept) / n, 0.1, 0.01);
 }
 
 // Through tlab: the shipped review experiment on the files tools/reviews.py makes, a BERT

@@ -417,3 +417,134 @@ batch_size = 8
   EXPECT_THAT(r.reason, HasSubstr("linear_probe caches the features of a resident target "
                                   "training split; this one is streamed"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// finetune pretrain = "mlm": masked-language-model pre-training (tlab/sdk/mlm.hpp) of a tiny
+// BERT on tools/reviews.py's generated reviews (books -> kitchen, WordPiece).
+
+// The reviews under `dir`/reviews and an experiment on them.
+std::string reviews_experiment(const fs::path& dir) {
+  const auto made = tlab::test::shell("/usr/bin/python3 '" + std::string(TLAB_SOURCE_DIR) +
+                                      "/tools/reviews.py' '" + (dir / "reviews").string() + "'");
+  EXPECT_EQ(made.code, 0) << made.out;
+  const std::string d = (dir / "reviews").string();
+  auto domain = [&](const std::string& name) {
+    return fmt::format(
+        "plugin = \"text\"\npath = \"{0}/{1}.tsv\"\ntest_path = \"{0}/{1}_test.tsv\"\n"
+        "tokenize = \"wordpiece\"\nvocab_path = \"{0}/vocab.txt\"\nmax_len = 24\n"
+        "val_fraction = 0.1\nclasses = [\"neg\", \"pos\"]\n",
+        d, name);
+  };
+  return fmt::format(R"(name = "mlm"
+seed = 3
+device = "cpu"
+
+[source]
+{}
+[target]
+{}shots = 10
+
+[backbone]
+plugin = "bert"
+vocab_size = 105
+hidden_size = 16
+num_hidden_layers = 1
+num_attention_heads = 2
+intermediate_size = 32
+max_position_embeddings = 32
+pooling = "mean"
+
+[[adapters]]
+plugin = "linear_head"
+
+[strategy]
+plugin = "finetune"
+pretrain = "mlm"
+mlm_vocab = "{}/vocab.txt"
+mlm_epochs = 3
+mlm_lr = 0.005
+source_epochs = 1
+
+[train]
+epochs = 1
+batch_size = 64
+)",
+                     domain("books"), domain("kitchen"), d);
+}
+
+// MLM trains (its held-out loss falls below a uniform guess over the vocabulary), logs its
+// metrics, is shared with a run that differs only on the target side, and a supervised stage
+// after it never restores the entry of a supervised stage that started elsewhere.
+TEST_F(FinetuningStrategies, MlmPretrainingLearnsTheTextAndIsSharedByItsStartingPoint) {
+  const std::string text = reviews_experiment(dir_);
+  auto mlm = ok({}, text);
+  const auto train_loss = metric(mlm, "mlm/train/loss"), val_loss = metric(mlm, "mlm/val/loss"),
+             val_acc = metric(mlm, "mlm/val/acc");
+  ASSERT_EQ(train_loss.size(), 3u);
+  ASSERT_EQ(val_loss.size(), 3u);
+  ASSERT_EQ(val_acc.size(), 3u);
+  EXPECT_LT(train_loss.back(), train_loss.front());
+  EXPECT_LT(val_loss.back(), val_loss.front());
+  EXPECT_LT(val_loss.back(), std::log(105.0) - 0.15);  // better than a uniform guess
+  EXPECT_GT(val_acc.back(), 2.0 / 105);
+  EXPECT_EQ(mlm.summary.at("source/pretrain_reused"), 0);
+  EXPECT_TRUE(metric(mlm, "source/train/loss").empty());  // no supervised stage
+  // The same MLM, another target stage (a linear probe): restored, with its metrics.
+  auto again = ok({"strategy.freeze_backbone=true"}, text);
+  EXPECT_EQ(again.summary.at("source/pretrain_reused"), 1);
+  EXPECT_EQ(metric(again, "mlm/val/loss"), val_loss);
+  // Supervised alone, then MLM + supervised: the second's supervised stage starts from the
+  // MLM's weights, so it trains (before the start state was in the key it restored the first's).
+  auto supervised = ok({"strategy.pretrain=supervised"}, text);
+  EXPECT_EQ(supervised.summary.at("source/pretrain_reused"), 0);
+  auto both = ok({"strategy.pretrain=mlm+supervised"}, text);
+  EXPECT_EQ(both.summary.at("source/pretrain_reused"), 0);
+  EXPECT_EQ(metric(both, "mlm/val/loss"), val_loss);  // the MLM itself was restored
+  EXPECT_EQ(metric(both, "source/train/loss").size(), 1u);
+  EXPECT_NE(metric(both, "source/train/loss"), metric(supervised, "source/train/loss"));
+  // The target's text (mlm_text = "target" or "both") is part of MLM's key: other shots, other
+  // unlabelled pool, another entry.
+  auto other = ok({"target.shots=20"}, text);
+  EXPECT_EQ(other.summary.at("source/pretrain_reused"), 0);
+  EXPECT_NE(metric(other, "mlm/val/loss"), val_loss);
+  // On the source's text alone, the target does not matter.
+  EXPECT_EQ(ok({"strategy.mlm_text=source", "target.shots=20"}, text)
+                .summary.at("source/pretrain_reused"),
+            0);
+  EXPECT_EQ(
+      ok({"strategy.mlm_text=source", "target.shots=5"}, text).summary.at("source/pretrain_reused"),
+      1);
+}
+
+TEST_F(FinetuningStrategies, MlmErrorsSayWhatToDo) {
+  auto r = run({"strategy.pretrain=mlm", "strategy.mlm_mask_id=4"});  // Gaussian blobs
+  EXPECT_EQ(r.status, tlab::RunStatus::kFailed);
+  EXPECT_THAT(r.reason, HasSubstr("finetune: masked-language-model training needs token ids "
+                                  "(int64, N x L) from a text dataset"));
+  const std::string text = reviews_experiment(dir_);
+  r = run({"backbone.vocab_size=106"}, text);
+  EXPECT_THAT(r.reason, HasSubstr("vocab.txt' has 105 tokens but the backbone's "
+                                  "embeddings.word_embeddings.weight has 106 rows; use the "
+                                  "model's own vocab.txt"));
+  r = run({"~strategy.mlm_vocab"}, text);
+  EXPECT_THAT(r.reason, HasSubstr("masked-language-model training needs the mask token's id; "
+                                  "set mlm_vocab to the model's vocab.txt, or mlm_mask_id"));
+  r = run({"~strategy.mlm_vocab", "strategy.mlm_mask_id=105"}, text);
+  EXPECT_THAT(r.reason, HasSubstr("mlm_mask_id = 105 is outside the vocabulary of 105 tokens"));
+  r = run({"strategy.mlm_embedding=embeddings.word_embeddings"}, text);
+  EXPECT_THAT(r.reason, HasSubstr("mlm_embedding = 'embeddings.word_embeddings' is not a matrix "
+                                  "of the backbone; its matrices are "
+                                  "embeddings.word_embeddings.weight, "));
+  r = run({"strategy.mlm_tap=layer1"}, text);
+  EXPECT_THAT(r.reason, HasSubstr("mlm_tap = 'layer1' is not a tap of the backbone's forward "
+                                  "pass; its taps are its layer groups: embeddings, layer0"));
+  std::string no_source = text;
+  no_source.erase(no_source.find("[source]"),
+                  no_source.find("[target]") - no_source.find("[source]"));
+  r = run({"strategy.mlm_text=source"}, no_source);
+  EXPECT_THAT(r.reason, HasSubstr("mlm_text = \"source\" reads the source's text, but the "
+                                  "experiment has no [source] table"));
+  // Without a source, on the target's own text: task-adaptive pre-training runs.
+  auto tapt = ok({"strategy.mlm_text=target", "strategy.mlm_epochs=1"}, no_source);
+  EXPECT_EQ(metric(tapt, "mlm/train/loss").size(), 1u);
+}

@@ -6,7 +6,9 @@ multi-domain sentiment data, which Debian does not ship), each review a label<TA
 Each domain has its own topic words and its own sentiment words ("gripping", "predictable" for
 books; "sturdy", "flimsy" for kitchen), and the two share general ones ("great", "awful"); a
 review's label is the sign of its sentiment words' polarity, a negation ("not", "never") before
-a word flipping it, and 10% of the labels are flipped (noise). So a model pre-trained on books
+a word flipping it, and 10% of the labels are flipped (noise). A review's phrases mostly agree
+with the reviewer's opinion, so a domain's own sentiment words keep company with the shared ones:
+unlabelled text says what they mean, which masked-language-model pre-training can learn. So a model pre-trained on books
 knows the shared words and the negation rule, not the kitchen's own words: transfer helps, and
 only partly. Also writes vocab.txt, a WordPiece vocabulary ([PAD] [UNK] [CLS] [SEP] [MASK],
 punctuation, the words, and pieces such that some words split: "unpredictable" -> un
@@ -56,12 +58,15 @@ def review(rng, domain):
     d = DOMAINS[domain]
     pos = SHARED_POS + d["pos"]
     neg = SHARED_NEG + d["neg"]
+    # The reviewer's opinion: most phrases agree with it (as in real reviews, where "sturdy"
+    # keeps company with "great"), some do not.
+    opinion = 1 if rng.random() < 0.5 else -1
     words, score = [], 0
     for _ in range(rng.randint(2, 3)):  # sentiment phrases
-        good = rng.random() < 0.5
-        word = rng.choice(pos if good else neg)
+        polarity = opinion if rng.random() < 0.8 else -opinion
         negated = rng.random() < 0.2
-        polarity = (1 if good else -1) * (-1 if negated else 1)
+        good = (polarity > 0) != negated  # "not bad" is positive
+        word = rng.choice(pos if good else neg)
         score += polarity
         words.append(([rng.choice(NEGATIONS)] if negated else []) + [word])
     if score == 0:  # an even split: one more phrase decides

@@ -15,6 +15,7 @@
 
 #include <torch/serialize.h>
 #include <torch/utils.h>
+#include <xxhash.h>
 #include <nlohmann/json.hpp>
 
 #include "run/session.hpp"
@@ -65,11 +66,34 @@ void save_checkpoint(torch::nn::Module& model, const fs::path& file) {
   });
 }
 
+// xxh3-64 of the module's parameters and buffers (names, types, shapes, values), as 16 hex
+// digits: the state a reused training starts from. Part of the key, so that a training that
+// follows another stage (masked-language-model training, then supervised) never restores an
+// entry made from another starting point.
+std::string state_hash(torch::nn::Module& module) {
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_64bits_reset(state);
+  auto add = [&](const std::string& name, const torch::Tensor& t) {
+    const std::string head =
+        fmt::format("{} {} {}\n", name, c10::toString(t.scalar_type()), fmt::join(t.sizes(), "x"));
+    XXH3_64bits_update(state, head.data(), head.size());
+    if (!t.defined() || t.numel() == 0) return;
+    const torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
+    XXH3_64bits_update(state, c.data_ptr(), static_cast<std::size_t>(c.nbytes()));
+  };
+  for (const auto& p : module.named_parameters()) add(p.key(), p.value());
+  for (const auto& b : module.named_buffers()) add(b.key(), b.value());
+  const XXH64_hash_t h = XXH3_64bits_digest(state);
+  XXH3_freeState(state);
+  return fmt::format("{:016x}", h);
+}
+
 }  // namespace
 
 bool RunSession::reuse(const std::string& key, torch::nn::Module& module,
                        const std::function<void()>& train) {
-  const std::string full = reuse_base_ + "strategy key: " + key + "\n";
+  const std::string full =
+      reuse_base_ + "start state: " + state_hash(module) + "\nstrategy key: " + key + "\n";
   const std::string hash = hash_string(full);
   bool trained = false;
   if (dist_) {

@@ -11,14 +11,23 @@
 // - gradual unfreezing: only the head trains at first; every unfreeze_every epochs the next
 //   group from the top joins (the paper unfreezes one group per epoch: unfreeze_every = 1).
 // All groups are handed to the optimiser from the start; frozen ones have requires_grad off.
+//
+// What pre-trains (pretrain): "supervised" (the source's labels, tlab::pretrain_on_source),
+// "mlm" (masked-language-model training on unlabelled text of the source, the target or both,
+// tlab::pretrain_mlm: BERT's objective; on the target's text it is task-adaptive pre-training,
+// Gururangan et al. 2020), "mlm+supervised" (the one, then the other), or "none" (fine-tune
+// the backbone as built or loaded: a checkpoint given by backbone.weights).
 #include <cmath>
 #include <unordered_set>
 
 #include "../common/finetuning.hpp"
+#include "tlab/sdk/mlm.hpp"
 #include "tlab/sdk/source.hpp"
 
 struct FinetuneOptions {
+  std::string pretrain = "supervised";
   tlab::SourceOptions source{5};
+  tlab::MlmOptions mlm;
   bool freeze_backbone = false;
   int64_t train_groups = -1;
   double lr_decay = 1.0;
@@ -31,7 +40,13 @@ class Finetune : public tlab::Strategy {
   using Options = FinetuneOptions;
   static tlab::Schema schema() {
     return tlab::SchemaFor<Options>()
+        .field("pretrain", &Options::pretrain,
+               "before the target: supervised (source labels), mlm (masked-language model on "
+               "mlm_text's unlabelled text), mlm+supervised, or none (the backbone as built or "
+               "loaded)")
+        .choices({"supervised", "mlm", "mlm+supervised", "none"})
         .include(&Options::source)
+        .include(&Options::mlm)
         .field("freeze_backbone", &Options::freeze_backbone,
                "after pre-training, train only the head (linear probe)")
         .field("train_groups", &Options::train_groups,
@@ -52,7 +67,11 @@ class Finetune : public tlab::Strategy {
   }
   explicit Finetune(Options o) : o_(std::move(o)) {}
 
-  void prepare(tlab::Session& s) override { tlab::pretrain_on_source(s, o_.source); }
+  void prepare(tlab::Session& s) override {
+    if (o_.pretrain == "mlm" || o_.pretrain == "mlm+supervised") tlab::pretrain_mlm(s, o_.mlm);
+    if (o_.pretrain == "supervised" || o_.pretrain == "mlm+supervised")
+      tlab::pretrain_on_source(s, o_.source);
+  }
 
   void setup(tlab::Session& s) override {
     auto& model = s.model();
@@ -146,4 +165,5 @@ class Finetune : public tlab::Strategy {
   std::vector<torch::Tensor> head_;
 };
 
-TLAB_PLUGIN(Finetune, "finetune", "1.1.0", "Pre-train on source labels, then fine-tune on target")
+TLAB_PLUGIN(Finetune, "finetune", "1.2.0",
+            "Pre-train (source labels or masked-language model), then fine-tune on target")

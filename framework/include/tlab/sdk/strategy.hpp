@@ -152,9 +152,11 @@ class Session {
   /// Runs `train` (e.g. source pre-training with `fit`) once for all the runs that share it,
   /// then restores its result: the parameters and buffers of `module`, the metric rows it
   /// logged and the steps it took. Runs share it when `key` (every option of the strategy that
-  /// affects `train`, e.g. "source_epochs=3 source_lr=0.01"), the strategy plugin's build, the
-  /// source and target tables, the backbone table and build, `[train]`, the seed and the device
-  /// type are all equal. Concurrent runs wait for the first one. Afterwards the random number
+  /// affects `train`, e.g. "source_epochs=3 source_lr=0.01", and whatever data `train` reads
+  /// beyond the source's), the plugins' builds, the source table, the backbone table,
+  /// `[train]`, the seed, the device type, the input shape and the state of `module` when
+  /// reuse is called (so a stage that ran before, e.g. masked-language-model training, makes
+  /// its own entries) are all equal. Concurrent runs wait for the first one. Afterwards the random number
   /// generator is reseeded from the seed and the key, so a run gives the same results whether
   /// it trained or reused. Returns true if `train` ran in this run. When `module` has a child
   /// named `head` that is one linear layer on the backbone's features (pretrain_on_source's

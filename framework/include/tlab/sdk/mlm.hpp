@@ -1,0 +1,397 @@
+#pragma once
+/// \file mlm.hpp
+/// Masked-language-model pre-training (Devlin et al. 2019, "BERT", sec. 3.1 "Task #1: Masked
+/// LM" and appendix A.1), as Hugging Face's DataCollatorForLanguageModeling and BertForMaskedLM
+/// compute it, for a strategy's prepare(): the backbone learns from unlabelled text of the
+/// source, of the target (task-adaptive pre-training, Gururangan et al. 2020) or of both,
+/// before the supervised stages.
+///
+/// - Masking: each token that is not special ([PAD], [UNK], [CLS], [SEP], [MASK]) is chosen
+///   with probability `mlm_probability` (0.15); a chosen token becomes [MASK] with probability
+///   0.8, a random token of the vocabulary with 0.1, and stays with 0.1; the loss is the
+///   cross-entropy of the model's prediction of the original token at the chosen positions only.
+/// - Head: BertOnlyMLMHead under its names (`cls.predictions.transform.dense`,
+///   `cls.predictions.transform.LayerNorm`, `cls.predictions.bias`), its decoder tied to the
+///   backbone's input embedding (`embeddings.word_embeddings.weight` for bert): logits =
+///   LayerNorm(gelu(dense(h))) E^T + bias. The head is temporary: only the backbone is kept.
+/// - The token states h are read at a tap of the backbone (BackboneNet::tap; by default the
+///   last layer group's), which must carry N x L x H: the bert backbone's layer taps do.
+///
+/// Example (a strategy that pre-trains with MLM, then lets the runner fine-tune on the target):
+/// \code
+///   struct MyOptions { tlab::MlmOptions mlm; };
+///   static tlab::Schema schema() { return tlab::SchemaFor<MyOptions>().include(&MyOptions::mlm); }
+///   void prepare(tlab::Session& s) override { tlab::pretrain_mlm(s, o_.mlm); }
+/// \endcode
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tlab/sdk/check.hpp"
+#include "tlab/sdk/params.hpp"
+#include "tlab/sdk/strategy.hpp"
+#include "tlab/sdk/wordpiece.hpp"
+
+namespace tlab {
+
+/// Options of masked-language-model pre-training: a fragment for a strategy's options
+/// (SchemaFor::include). A strategy sets its own defaults in its options struct.
+struct MlmOptions {
+  int64_t mlm_epochs = 10;
+  double mlm_lr = 0.0;
+  double mlm_probability = 0.15;
+  std::string mlm_text = "both";
+  std::string mlm_vocab;
+  int64_t mlm_mask_id = -1;
+  std::vector<int64_t> mlm_special_ids;
+  std::string mlm_tap;
+  std::string mlm_embedding = "embeddings.word_embeddings.weight";
+  static Schema schema() {
+    return SchemaFor<MlmOptions>()
+        .field("mlm_epochs", &MlmOptions::mlm_epochs, "epochs of masked-language-model training")
+        .range(1, 100000)
+        .field("mlm_lr", &MlmOptions::mlm_lr, "its learning rate (0 = train.lr)")
+        .range(0, 1000)
+        .field("mlm_probability", &MlmOptions::mlm_probability,
+               "fraction of the (non-special) tokens chosen for prediction (BERT: 0.15)")
+        .range(0.001, 1)
+        .field("mlm_text", &MlmOptions::mlm_text,
+               "whose inputs it reads: source (train, unlabelled), target (train and the "
+               "unlabelled pool: task-adaptive) or both; labels are never used")
+        .choices({"source", "target", "both"})
+        .field("mlm_vocab", &MlmOptions::mlm_vocab,
+               "the model's vocab.txt: [MASK]'s id and the special tokens never masked ([PAD] "
+               "[UNK] [CLS] [SEP] [MASK]); or set mlm_mask_id and mlm_special_ids")
+        .field("mlm_mask_id", &MlmOptions::mlm_mask_id,
+               "id of the mask token (without mlm_vocab, e.g. a SentencePiece model's)")
+        .range(-1, 1 << 24)
+        .field("mlm_special_ids", &MlmOptions::mlm_special_ids,
+               "ids never masked (without mlm_vocab: padding, unknown, sequence marks)")
+        .range(0, 1 << 24)
+        .field("mlm_tap", &MlmOptions::mlm_tap,
+               "the backbone's tap with the token states N x L x H (empty = its last layer "
+               "group)")
+        .field("mlm_embedding", &MlmOptions::mlm_embedding,
+               "the backbone's input-embedding parameter (V x H) the decoder is tied to");
+  }
+};
+
+/// Inputs with masks and the labels of a batch (labels: the original id at the chosen
+/// positions, -100 elsewhere, as Hugging Face's collator).
+struct MaskedTokens {
+  torch::Tensor input;
+  torch::Tensor labels;
+};
+
+/// DataCollatorForLanguageModeling.torch_mask_tokens: `ids` (int64 N x L), `special` a bool
+/// vector over the vocabulary (true = never chosen), random draws from `gen` (on the ids'
+/// device; an undefined generator = the device's default).
+inline MaskedTokens mask_tokens(const torch::Tensor& ids, double probability, int64_t mask_id,
+                                const torch::Tensor& special,
+                                c10::optional<at::Generator> gen = c10::nullopt) {
+  const auto opts = torch::TensorOptions().dtype(torch::kFloat).device(ids.device());
+  const int64_t vocab = special.size(0);
+  torch::Tensor chance = torch::full(ids.sizes(), probability, opts);
+  chance.masked_fill_(special.index_select(0, ids.flatten()).view(ids.sizes()), 0.0);
+  const torch::Tensor chosen = torch::bernoulli(chance, gen).to(torch::kBool);
+  MaskedTokens m;
+  m.labels = ids.masked_fill(chosen.logical_not(), -100);
+  const torch::Tensor replaced =
+      torch::bernoulli(torch::full(ids.sizes(), 0.8, opts), gen).to(torch::kBool) & chosen;
+  m.input = ids.masked_fill(replaced, mask_id);
+  const torch::Tensor randomised =
+      torch::bernoulli(torch::full(ids.sizes(), 0.5, opts), gen).to(torch::kBool) & chosen &
+      replaced.logical_not();
+  const torch::Tensor words = torch::randint(vocab, ids.sizes(), gen, ids.options());
+  m.input = torch::where(randomised, words, m.input);
+  return m;
+}
+
+/// BertOnlyMLMHead (Hugging Face's names under `cls`): transform = dense, exact GELU,
+/// LayerNorm; decoder = the tied input embedding E (V x H, not owned) plus a bias of V.
+class MlmHead : public torch::nn::Module {
+ public:
+  MlmHead(int64_t hidden, torch::Tensor embedding, double layer_norm_eps = 1e-12)
+      : embedding_(std::move(embedding)) {
+    auto predictions = register_module("predictions", std::make_shared<torch::nn::Module>());
+    auto transform = predictions->register_module("transform", std::make_shared<Module>());
+    dense_ = transform->register_module("dense", torch::nn::Linear(hidden, hidden));
+    norm_ = transform->register_module(
+        "LayerNorm",
+        torch::nn::LayerNorm(torch::nn::LayerNormOptions({hidden}).eps(layer_norm_eps)));
+    bias_ = predictions->register_parameter("bias",
+                                            torch::zeros({embedding_.size(0)}, embedding_.dtype()));
+  }
+  /// Vocabulary scores of token states h (... x H).
+  torch::Tensor forward(const torch::Tensor& h) {
+    const torch::Tensor t = norm_->forward(torch::gelu(dense_->forward(h)));
+    return torch::matmul(t, embedding_.t()) + bias_;
+  }
+  /// Mean cross-entropy over the chosen positions (labels != -100) of states h (N x L x H);
+  /// zero, with a graph, when no position is chosen. Only the chosen positions are decoded.
+  torch::Tensor loss(const torch::Tensor& h, const torch::Tensor& labels) {
+    const torch::Tensor chosen = labels.ne(-100).flatten();
+    const torch::Tensor rows = chosen.nonzero().squeeze(1);
+    if (rows.numel() == 0) return h.sum() * 0.0 + bias_.sum() * 0.0;
+    const torch::Tensor states = h.reshape({-1, h.size(-1)}).index_select(0, rows);
+    return torch::nn::functional::cross_entropy(forward(states),
+                                                labels.flatten().index_select(0, rows));
+  }
+
+ private:
+  torch::Tensor embedding_, bias_;
+  torch::nn::Linear dense_{nullptr};
+  torch::nn::LayerNorm norm_{nullptr};
+};
+
+namespace detail {
+
+/// The inputs of the domains `text` names (training inputs and unlabelled pools; labels unused),
+/// as one token-id tensor; `val` gets their validation inputs.
+inline torch::Tensor mlm_inputs(Session& s, const std::string& text, torch::Tensor* val) {
+  const std::string& who = s.context().plugin;
+  std::vector<const DomainData*> domains;
+  if (text != "target") {
+    const DomainData* src = s.source();
+    TLAB_CHECK(src, who, ": mlm_text = \"", text,
+               "\" reads the source's text, but the experiment has no [source] table; add one, "
+               "or set mlm_text = \"target\" (the target's own text)");
+    domains.push_back(src);
+  }
+  if (text != "source") domains.push_back(&s.target());
+  std::vector<torch::Tensor> train, held;
+  for (const DomainData* d : domains) {
+    TLAB_CHECK(!d->train.streamed(), who,
+               ": masked-language-model training needs resident "
+               "token ids; domain '",
+               d->name, "' is streamed");
+    const torch::Tensor& x = d->train.x;
+    TLAB_CHECK(x.dim() == 2 && x.scalar_type() == torch::kLong, who,
+               ": masked-language-model training needs token ids (int64, N x L) from a text "
+               "dataset (tokenize = \"wordpiece\" or \"sentencepiece\"); domain '",
+               d->name, "' gives ", x.scalar_type(), " inputs of ", x.dim(), " dimension(s)");
+    for (const torch::Tensor& t : {x, d->unlabeled, d->val.x})
+      if (t.defined() && t.numel() > 0)
+        TLAB_CHECK(t.dim() == 2 && t.size(1) == x.size(1), who, ": domain '", d->name,
+                   "' has sequences of ", t.size(-1), " and ", x.size(1),
+                   " tokens; give every text table the same max_len");
+    TLAB_CHECK(train.empty() || train[0].size(1) == x.size(1), who,
+               ": the source's sequences have ", train.empty() ? 0 : train[0].size(1),
+               " tokens and domain '", d->name, "''s ", x.size(1),
+               "; give both text tables the same max_len");
+    train.push_back(x);
+    if (d->unlabeled.defined() && d->unlabeled.numel() > 0) train.push_back(d->unlabeled);
+    if (d->val.x.defined() && d->val.size() > 0 && !d->val.streamed()) held.push_back(d->val.x);
+  }
+  if (val) *val = held.empty() ? torch::Tensor() : torch::cat(held);
+  return torch::cat(train);
+}
+
+}  // namespace detail
+
+/// Masked-language-model pre-training of the backbone, for prepare() (before adapters
+/// attach): `o.mlm_epochs` epochs at `o.mlm_lr` over the inputs `o.mlm_text` names, shuffled
+/// together, with [train]'s optimiser and batch size; once for all the runs that share it
+/// (Session::reuse). Metrics mlm/train/loss per epoch, and on the held-out inputs (the
+/// domains' validation splits, masked once with a fixed seed) mlm/val/loss and mlm/val/acc
+/// (the fraction of chosen tokens predicted exactly).
+inline void pretrain_mlm(Session& s, const MlmOptions& o) {
+  const std::string& who = s.context().plugin;
+  Model& model = s.model();
+  torch::Tensor val_ids;
+  const torch::Tensor ids = detail::mlm_inputs(s, o.mlm_text, &val_ids);
+  // The tied embedding and the vocabulary.
+  torch::Tensor embedding;
+  std::string matrices;
+  for (const auto& p : model.backbone->named_parameters()) {
+    if (p.key() == o.mlm_embedding) embedding = p.value();
+    if (p.value().dim() == 2) matrices += (matrices.empty() ? "" : ", ") + p.key();
+  }
+  TLAB_CHECK(embedding.defined() && embedding.dim() == 2, who, ": mlm_embedding = '",
+             o.mlm_embedding, "' is not a matrix of the backbone; its matrices are ", matrices,
+             "; name its input embedding (vocabulary x hidden)");
+  const int64_t vocab = embedding.size(0);
+  int64_t mask_id = o.mlm_mask_id;
+  std::vector<int64_t> special = o.mlm_special_ids;
+  if (!o.mlm_vocab.empty()) {
+    const WordPiece wp = WordPiece::from_file(o.mlm_vocab, false);
+    TLAB_CHECK(wp.size() == vocab, who, ": mlm_vocab = '", o.mlm_vocab, "' has ", wp.size(),
+               " tokens but the backbone's ", o.mlm_embedding, " has ", vocab,
+               " rows; use the model's own vocab.txt (or set backbone.vocab_size to its lines)");
+    TLAB_CHECK(o.mlm_mask_id < 0 || o.mlm_mask_id == wp.id("[MASK]"), who,
+               ": mlm_mask_id = ", o.mlm_mask_id, " but mlm_vocab's [MASK] is ", wp.id("[MASK]"),
+               "; set only one of them");
+    mask_id = wp.id("[MASK]");
+    TLAB_CHECK(mask_id >= 0, who, ": mlm_vocab = '", o.mlm_vocab,
+               "' has no [MASK] token, which masked-language-model training puts in; use a "
+               "vocabulary with one, or set mlm_mask_id (and mlm_special_ids) instead");
+    for (const char* t : {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"})
+      if (wp.id(t) >= 0) special.push_back(wp.id(t));
+  }
+  TLAB_CHECK(mask_id >= 0, who,
+             ": masked-language-model training needs the mask token's id; set mlm_vocab to the "
+             "model's vocab.txt, or mlm_mask_id (and mlm_special_ids: padding and sequence "
+             "marks) for another tokenizer");
+  TLAB_CHECK(mask_id < vocab, who, ": mlm_mask_id = ", mask_id, " is outside the vocabulary of ",
+             vocab, " tokens (", o.mlm_embedding, ")");
+  special.push_back(mask_id);
+  const auto device = s.context().device;
+  torch::Tensor is_special = torch::zeros({vocab}, torch::kBool);
+  for (int64_t id : special) {
+    TLAB_CHECK(id >= 0 && id < vocab, who, ": mlm_special_ids holds ", id,
+               ", outside the vocabulary of ", vocab, " tokens");
+    is_special[id] = true;
+  }
+  is_special = is_special.to(device);
+  {
+    const int64_t top = ids.max().item<int64_t>();
+    TLAB_CHECK(ids.min().item<int64_t>() >= 0 && top < vocab, who, ": the text holds token id ",
+               top, " but the backbone's vocabulary has ", vocab,
+               " tokens; tokenise with the model's vocabulary");
+  }
+  // The token states, read at the tap while the stage runs (the tap passes them on unchanged).
+  std::string tap = o.mlm_tap;
+  std::string taps;
+  for (const auto& g : model.backbone->layer_groups()) taps += (taps.empty() ? "" : ", ") + g.name;
+  if (tap.empty()) tap = model.backbone->layer_groups().back().name;
+  auto states = std::make_shared<torch::Tensor>();
+  auto active = std::make_shared<bool>(true);
+  model.backbone->add_tap(tap, [states, active](const torch::Tensor& h) {
+    if (*active) *states = h;
+    return h;
+  });
+  struct Off {  // the tap records nothing once pre-training is over
+    std::shared_ptr<bool> active;
+    std::shared_ptr<torch::Tensor> states;
+    ~Off() {
+      *active = false;
+      *states = torch::Tensor();
+    }
+  } off{active, states};
+  auto token_states = [&, states](const torch::Tensor& input) {
+    *states = torch::Tensor();
+    model.features(input);
+    TLAB_CHECK(
+        states->defined(), who, ": mlm_tap = '", tap,
+        "' is not a tap of the backbone's forward pass; its taps are its layer groups: ", taps);
+    TLAB_CHECK(
+        states->dim() == 3 && states->size(0) == input.size(0) && states->size(1) == input.size(1),
+        who, ": masked-language-model training needs token states N x L x H at tap '", tap,
+        "', but it carries ", states->sizes(), " for ", input.sizes(),
+        " inputs; use a backbone over token sequences (bert) or another mlm_tap");
+    return *states;
+  };
+  const int64_t hidden = [&] {
+    torch::NoGradGuard no_grad;
+    return token_states(ids.slice(0, 0, 1)).size(2);
+  }();
+  TLAB_CHECK(hidden == embedding.size(1), who, ": the token states at tap '", tap, "' are ", hidden,
+             " wide but ", o.mlm_embedding, " is ", embedding.sizes(),
+             "; the decoder is tied to it, so they must agree");
+  auto head = std::make_shared<MlmHead>(hidden, embedding);
+  head->to(device);
+  torch::nn::Module pretrained;  // what reuse restores and the stage puts in train/eval mode
+  pretrained.register_module("backbone", model.backbone);
+  pretrained.register_module("cls", head);
+
+  struct Hooks : StageHooks {
+    std::function<torch::Tensor(const torch::Tensor&)> token_states;
+    std::shared_ptr<MlmHead> head;
+    const MlmOptions* o = nullptr;
+    int64_t mask_id = 0;
+    torch::Tensor special, val_input, val_labels;
+    torch::Tensor loss(Session&, const Batch& b) override {
+      const MaskedTokens m = mask_tokens(b.x, o->mlm_probability, mask_id, special);
+      return head->loss(token_states(m.input), m.labels);
+    }
+    void on_epoch_end(Session& s, int64_t epoch) override {
+      if (!val_input.defined()) return;
+      torch::NoGradGuard no_grad;
+      s.stage().module->eval();
+      double loss_sum = 0;
+      int64_t right = 0, chosen = 0;
+      for (int64_t i = 0; i < val_input.size(0); i += 256) {
+        const torch::Tensor x = val_input.slice(0, i, i + 256),
+                            y = val_labels.slice(0, i, i + 256).flatten();
+        const torch::Tensor rows = y.ne(-100).nonzero().squeeze(1);
+        if (rows.numel() == 0) continue;
+        const torch::Tensor h = token_states(x);
+        const torch::Tensor scores =
+            head->forward(h.reshape({-1, h.size(-1)}).index_select(0, rows));
+        const torch::Tensor target = y.index_select(0, rows);
+        loss_sum += torch::nn::functional::cross_entropy(
+                        scores, target,
+                        torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                        .item<double>();
+        right += scores.argmax(1).eq(target).sum().item<int64_t>();
+        chosen += rows.numel();
+      }
+      s.stage().module->train();
+      if (chosen == 0) return;
+      s.context().metrics->log("mlm/val/loss", loss_sum / chosen, s.step(), epoch);
+      s.context().metrics->log("mlm/val/acc", static_cast<double>(right) / chosen, s.step(), epoch);
+      std::ostringstream line;
+      line.precision(4);
+      line << std::fixed << "[mlm] epoch " << epoch + 1 << " held-out masked tokens: loss "
+           << loss_sum / chosen << ", acc " << static_cast<double>(right) / chosen << " (" << chosen
+           << " tokens)";
+      s.context().log->info(line.str());
+    }
+  } hooks;
+  hooks.token_states = token_states;
+  hooks.head = head;
+  hooks.o = &o;
+  hooks.mask_id = mask_id;
+  hooks.special = is_special;
+  if (val_ids.defined() && val_ids.numel() > 0) {  // masked once, the same every epoch
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(0x6d6c6dULL);
+    const MaskedTokens m =
+        mask_tokens(val_ids.cpu(), o.mlm_probability, mask_id, is_special.cpu(), gen);
+    hooks.val_input = m.input.to(device);
+    hooks.val_labels = m.labels.to(device);
+  }
+  Split text;
+  text.x = ids;
+  text.y = torch::zeros({ids.size(0)}, ids.options());
+  Stage st;
+  st.domain = "mlm";
+  st.config = s.train_config();
+  st.config.epochs = o.mlm_epochs;
+  if (o.mlm_lr > 0) st.config.lr = o.mlm_lr;
+  st.parameters = pretrained.parameters();
+  st.module = &pretrained;
+  st.forward = [&](const torch::Tensor& x) { return token_states(x); };  // not evaluated
+  st.hooks = &hooks;
+  st.train = &text;
+  std::ostringstream key;
+  key.precision(17);
+  key << "mlm_epochs=" << o.mlm_epochs << " mlm_lr=" << st.config.lr
+      << " mlm_probability=" << o.mlm_probability << " mlm_text=" << o.mlm_text
+      << " mask_id=" << mask_id << " tap=" << tap << " embedding=" << o.mlm_embedding
+      << " special=";
+  for (int64_t id : special) key << id << ",";
+  {  // the text itself: the target's is not otherwise part of reuse's key
+    const torch::Tensor host = ids.to(torch::kCPU).contiguous();
+    key << " text=" << ids.size(0) << "x" << ids.size(1) << ":"
+        << std::hash<std::string_view>{}(std::string_view(static_cast<const char*>(host.data_ptr()),
+                                                          static_cast<std::size_t>(host.nbytes())));
+  }
+  torch::nn::Module backbone_only;
+  backbone_only.register_module("backbone", model.backbone);
+  s.context().log->info("mlm: masked-language-model training on " + std::to_string(ids.size(0)) +
+                        " sequences (" + o.mlm_text + "), vocabulary " + std::to_string(vocab) +
+                        ", mask id " + std::to_string(mask_id));
+  s.reuse(key.str(), backbone_only, [&] { s.fit(st); });
+}
+
+}  // namespace tlab
