@@ -8,6 +8,8 @@
 #include <torch/nn/functional/upsampling.h>
 #include <torch/types.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -566,6 +568,71 @@ TEST_F(DatasetFormats, TextWordPieceEncodesAsBert) {
   p["path"] = s(write_file(dir / "latin1.tsv", "pos\tok\nneg\tcaf\xe9\n"));
   EXPECT_THAT(load_error("text", p),
               HasSubstr("latin1.tsv' line 2: wordpiece: the text is not valid UTF-8"));
+  fs::remove_all(dir);
+}
+
+// tokenize = "bpe": RoBERTa's byte-level BPE (tlab/sdk/bpe.hpp, checked against GPT-2's encoder
+// in tests/sdk/test_bpe.cpp) with the small model tests/fixtures/bpe_reference.py trains: the
+// dataset's rows are the reference's ids, padded with <pad> = 1, cut keeping </s>.
+TEST_F(DatasetFormats, TextBpeEncodesAsRoberta) {
+  if (tlab::test::shell("/usr/bin/python3 -c 'import regex'").code != 0)
+    GTEST_SKIP() << "/usr/bin/python3 cannot import regex (python3-regex; tools/setup.sh "
+                    "installs it)";
+  const fs::path dir = temp_dir("fmt_bpe");
+  const std::vector<std::string> texts = {"The writing is sharp!", "I'm sure they'll say it's fine",
+                                          "caf\u00e9 \U0001F642 2024"};
+  write_file(dir / "texts.json", nlohmann::json(texts).dump());
+  const auto ref = tlab::test::shell("/usr/bin/python3 '" + std::string(TLAB_SOURCE_DIR) +
+                                     "/tests/fixtures/bpe_reference.py' '" + dir.string() + "' '" +
+                                     (dir / "texts.json").string() + "'");
+  ASSERT_EQ(ref.code, 0) << ref.out;
+  std::vector<std::vector<int64_t>> want;
+  std::istringstream lines(ref.out);
+  for (std::string line; std::getline(lines, line);)
+    want.push_back(nlohmann::json::parse(line)["ids"].get<std::vector<int64_t>>());
+  ASSERT_EQ(want.size(), 3u);
+  std::string tsv;
+  for (const auto& t : texts) tsv += "pos\t" + t + "\n";
+  const fs::path train = write_file(dir / "t.tsv", tsv);
+  tlab::Params p{{"path", s(train)},
+                 {"tokenize", std::string("bpe")},
+                 {"vocab_path", s(dir / "vocab.json")},
+                 {"merges_path", s(dir / "merges.txt")},
+                 {"max_len", int64_t{24}},
+                 {"val_fraction", 0.0}};
+  Log log;
+  tlab::DomainData d = load("text", p, &log);
+  for (int64_t r = 0; r < 3; ++r) {
+    std::vector<int64_t> row = want[r];
+    ASSERT_LE(row.size(), 24u);
+    row.resize(24, 1);  // <pad>
+    EXPECT_EQ(to_vector(d.train.x[r]), row) << texts[r];
+  }
+  EXPECT_THAT(log.text, HasSubstr("byte-level BPE vocabulary of 381 ids"));
+  EXPECT_THAT(log.text, HasSubstr("(<pad> = 1)"));
+  p["max_len"] = int64_t{4};  // cut: </s> stays
+  EXPECT_EQ(to_vector(load("text", p).train.x[0]),
+            (std::vector<int64_t>{0, want[0][1], want[0][2], 2}));
+  // Bad input, named.
+  tlab::Params no_merges{
+      {"path", s(train)}, {"tokenize", std::string("bpe")}, {"vocab_path", s(dir / "vocab.json")}};
+  EXPECT_THAT(load_error("text", no_merges),
+              HasSubstr("tokenize = \"bpe\" needs the model's merges; set merges_path to its "
+                        "merges.txt"));
+  tlab::Params no_vocab{
+      {"path", s(train)}, {"tokenize", std::string("bpe")}, {"merges_path", s(dir / "merges.txt")}};
+  EXPECT_THAT(load_error("text", no_vocab),
+              HasSubstr("tokenize = \"bpe\" needs the model's vocabulary; set vocab_path"));
+  tlab::Params stray{{"path", s(train)}, {"merges_path", s(dir / "merges.txt")}};
+  EXPECT_THAT(load_error("text", stray),
+              HasSubstr("merges_path is set but tokenize = \"whitespace\""));
+  p["vocab_path"] = s(write_file(dir / "gpt2.json", "{\"a\": 0, \"<|endoftext|>\": 1}"));
+  EXPECT_THAT(load_error("text", p),
+              HasSubstr("gpt2.json' has no <s>; tokenize = \"bpe\" encodes as RoBERTa"));
+  p["vocab_path"] = s(dir / "vocab.json");
+  p["path"] = s(write_file(dir / "latin1.tsv", "pos\tok\nneg\tcaf\xe9\n"));
+  EXPECT_THAT(load_error("text", p),
+              HasSubstr("latin1.tsv' line 2: bpe: the text is not valid UTF-8"));
   fs::remove_all(dir);
 }
 

@@ -8,6 +8,7 @@ packages=(
   libgloo-dev                                  # Gloo: one run on several processes (c10d)
   libutf8proc-dev                              # Unicode for the SDK's WordPiece tokenizer
   libsentencepiece-dev python3-sentencepiece   # SentencePiece models (text dataset; tests)
+  python3-regex                                # GPT-2/RoBERTa BPE pre-tokenizer: test reference
   libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
   libsqlite3-dev sqlite3 libboost-dev libxxhash-dev
   libgtest-dev libgmock-dev

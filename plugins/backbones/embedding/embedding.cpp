@@ -18,6 +18,7 @@
 
 #include "tlab/sdk/model.hpp"
 #include "tlab/sdk/tokens.hpp"
+#include "tlab/sdk/unicode.hpp"
 
 struct EmbeddingOptions {
   int64_t vocab_size = 10000;
@@ -57,18 +58,6 @@ std::vector<std::string> read_vocabulary(const std::string& path) {
         "vocab.txt), so its line numbers are not the dataset's ids; write it with the text "
         "dataset's vocab_out");
   return tokens;
-}
-
-bool valid_utf8(const std::string& s) {
-  for (std::size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    const int n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (int k = 1; k < n; ++k)
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return false;
-    i += n;
-  }
-  return true;
 }
 
 // The vectors of the words in `wanted`, from a word2vec binary, GloVe text or fastText .vec
@@ -146,7 +135,7 @@ Vectors read_vectors(const std::string& path, std::string format,
                                     " ends inside the vector of word " + std::to_string(k + 1) +
                                     " ('" + word + "'): expected " + std::to_string(v.dim) +
                                     " floats; the file is truncated");
-      if (!valid_utf8(word))
+      if (!tlab::utf8::valid(word))
         throw std::invalid_argument("embedding: " + quote(path) + " word " + std::to_string(k + 1) +
                                     " is not UTF-8");
       if (wanted.count(word) && !v.found.count(word)) v.found.emplace(word, buf);
@@ -162,7 +151,7 @@ Vectors read_vectors(const std::string& path, std::string format,
     std::string word;
     s >> word;
     if (word.empty()) return;
-    if (!valid_utf8(word))
+    if (!tlab::utf8::valid(word))
       throw std::invalid_argument("embedding: " + quote(path) + " line " + std::to_string(number) +
                                   ": the word is not UTF-8");
     std::vector<float> values;

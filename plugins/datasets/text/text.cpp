@@ -28,6 +28,7 @@
 #include "../common/io.hpp"
 #include "../common/labels.hpp"
 #include "../common/rng.hpp"
+#include "tlab/sdk/bpe.hpp"
 #include "tlab/sdk/data.hpp"
 #include "tlab/sdk/files.hpp"
 #include "tlab/sdk/wordpiece.hpp"
@@ -139,11 +140,12 @@ struct TextOptions {
   std::string test_path;
   /// "whitespace" (words and punctuation marks), "char" (characters), "wordpiece" (BERT's
   /// tokenizer with the vocab.txt of vocab_path: [CLS] pieces [SEP], [PAD] = id 0) or
-  /// "sentencepiece" (a SentencePiece model, spm_model: its ids; its pad id must be 0)
-  /// (default "whitespace").
+  /// "sentencepiece" (a SentencePiece model, spm_model: its ids; its pad id must be 0) or "bpe"
+  /// (GPT-2's byte-level BPE as RoBERTa uses it: vocab_path = vocab.json, merges_path =
+  /// merges.txt; <s> tokens </s>, padded with <pad>'s id) (default "whitespace").
   std::string tokenize = "whitespace";
   /// Lower-case ASCII letters before tokenising (default true); with wordpiece: lower-case and
-  /// strip accents (an uncased vocabulary), or neither (a cased one).
+  /// strip accents (an uncased vocabulary), or neither (a cased one); not with bpe (cased).
   bool lowercase = true;
   /// Sequences are cut or padded (with id 0) to this many tokens (default 64).
   int64_t max_len = 64;
@@ -157,6 +159,8 @@ struct TextOptions {
   std::string vocab_path;
   /// tokenize = "sentencepiece": the model file (.model) of Google's SentencePiece.
   std::string spm_model;
+  /// tokenize = "bpe": the model's merges.txt (with vocab_path = its vocab.json).
+  std::string merges_path;
   /// Write the vocabulary to this file name in the run folder.
   std::string vocab_out;
   /// Fraction of the training file held out for validation, chosen by `seed` (default 0.1).
@@ -250,10 +254,13 @@ class Text : public tlab::Dataset {
         .field("path", &O::path, "training file: label<TAB>text per line")
         .field("test_path", &O::test_path, "test file in the same format (optional)")
         .field("tokenize", &O::tokenize,
-               "whitespace (words, punctuation), char, or wordpiece (BERT's, with vocab_path)")
-        .choices({"whitespace", "char", "wordpiece", "sentencepiece"})
+               "whitespace (words, punctuation), char, wordpiece (BERT's, with vocab_path), "
+               "sentencepiece (spm_model) or bpe (RoBERTa's byte-level BPE: vocab_path = "
+               "vocab.json, merges_path)")
+        .choices({"whitespace", "char", "wordpiece", "sentencepiece", "bpe"})
         .field("lowercase", &O::lowercase,
-               "lower-case ASCII letters first (wordpiece: lower-case and strip accents)")
+               "lower-case ASCII letters first (wordpiece: lower-case and strip accents; bpe: "
+               "never, it is cased)")
         .field("max_len", &O::max_len, "tokens per example: longer are cut, shorter padded")
         .range(1, 100000)
         .field("max_vocab", &O::max_vocab, "at most this many ids, <pad> and <unk> included")
@@ -264,6 +271,8 @@ class Text : public tlab::Dataset {
         .field("vocab_path", &O::vocab_path, "read the vocabulary (one token per line)")
         .field("spm_model", &O::spm_model,
                "tokenize = sentencepiece: the SentencePiece model file (.model)")
+        .field("merges_path", &O::merges_path,
+               "tokenize = bpe: the model's merges.txt (vocab_path: its vocab.json)")
         .field("vocab_out", &O::vocab_out, "write the vocabulary to this file in the run folder")
         .field("val_fraction", &O::val_fraction, "fraction of the train file held out for val")
         .range(0.0, 0.99)
@@ -283,9 +292,21 @@ class Text : public tlab::Dataset {
     if (o_.path.empty())
       throw std::invalid_argument("text: path is required; expected the training file's path");
     if (o_.tokenize != "whitespace" && o_.tokenize != "char" && o_.tokenize != "wordpiece" &&
-        o_.tokenize != "sentencepiece")
-      throw std::invalid_argument("text: unknown tokenize '" + o_.tokenize +
-                                  "'; expected one of: whitespace, char, wordpiece, sentencepiece");
+        o_.tokenize != "sentencepiece" && o_.tokenize != "bpe")
+      throw std::invalid_argument(
+          "text: unknown tokenize '" + o_.tokenize +
+          "'; expected one of: whitespace, char, wordpiece, sentencepiece, bpe");
+    if ((o_.tokenize == "bpe") != !o_.merges_path.empty())
+      throw std::invalid_argument(
+          o_.merges_path.empty()
+              ? "text: tokenize = \"bpe\" needs the model's merges; set merges_path to its "
+                "merges.txt (and vocab_path to its vocab.json)"
+              : "text: merges_path is set but tokenize = \"" + o_.tokenize +
+                    "\"; set tokenize = \"bpe\" or remove merges_path");
+    if (o_.tokenize == "bpe" && o_.vocab_path.empty())
+      throw std::invalid_argument(
+          "text: tokenize = \"bpe\" needs the model's vocabulary; set vocab_path to its "
+          "vocab.json");
     if ((o_.tokenize == "sentencepiece") != !o_.spm_model.empty())
       throw std::invalid_argument(
           o_.spm_model.empty()
@@ -297,9 +318,10 @@ class Text : public tlab::Dataset {
       throw std::invalid_argument(
           "text: tokenize = \"wordpiece\" needs the model's vocabulary; set vocab_path to its "
           "vocab.txt (BERT's format, one token per line)");
-    if (o_.tokenize == "wordpiece" && o_.max_len < 2)
-      throw std::invalid_argument("text: max_len " + std::to_string(o_.max_len) +
-                                  " leaves no room for [CLS] and [SEP]; expected >= 2");
+    if ((o_.tokenize == "wordpiece" || o_.tokenize == "bpe") && o_.max_len < 2)
+      throw std::invalid_argument(
+          "text: max_len " + std::to_string(o_.max_len) + " leaves no room for " +
+          (o_.tokenize == "bpe" ? "<s> and </s>" : "[CLS] and [SEP]") + "; expected >= 2");
     tlab_ds::check_range("text", "max_len", static_cast<double>(o_.max_len), 1, 100000);
     tlab_ds::check_range("text", "max_vocab", static_cast<double>(o_.max_vocab), 3, 1e8);
     tlab_ds::check_range("text", "min_freq", static_cast<double>(o_.min_freq), 1, 1e18);
@@ -340,6 +362,17 @@ class Text : public tlab::Dataset {
           throw std::invalid_argument("text: the vocabulary '" + o_.vocab_path + "' has no " +
                                       special + "; expected BERT's vocab.txt");
     }
+    if (o_.tokenize == "bpe") {
+      bpe_.emplace(tlab::ByteLevelBpe::from_files(o_.vocab_path, o_.merges_path));
+      for (const char* special : {"<s>", "</s>", "<pad>", "<unk>"})
+        if (bpe_->id(special) < 0)
+          throw std::invalid_argument("text: the vocabulary '" + o_.vocab_path + "' has no " +
+                                      special +
+                                      "; tokenize = \"bpe\" encodes as RoBERTa (<s> tokens "
+                                      "</s>, padded with <pad>), whose vocab.json has them");
+      pad_id_ = bpe_->id("<pad>");
+      unk_id_ = bpe_->id("<unk>");
+    }
     if (o_.tokenize == "sentencepiece") {
       spm_ = std::make_shared<Spm>(o_.spm_model);
       if (spm_->pad_id() != kPad)
@@ -366,6 +399,12 @@ class Text : public tlab::Dataset {
       vocab = spm_->pieces();
       tlab_ds::log_info(ctx, "SentencePiece model of " + std::to_string(vocab.size()) +
                                  " pieces from " + quote(o_.spm_model));
+    } else if (bpe_) {
+      for (int64_t i = 0; i < bpe_->size(); ++i) vocab.push_back(bpe_->token(i));
+      tlab_ds::log_info(ctx, "byte-level BPE vocabulary of " + std::to_string(vocab.size()) +
+                                 " ids from " + quote(o_.vocab_path) + " and merges " +
+                                 quote(o_.merges_path) + " (<pad> = " + std::to_string(pad_id_) +
+                                 ")");
     } else if (wordpiece_) {
       for (int64_t i = 0; i < wordpiece_->size(); ++i) vocab.push_back(wordpiece_->token(i));
       tlab_ds::log_info(ctx, "WordPiece vocabulary of " + std::to_string(vocab.size()) +
@@ -401,7 +440,7 @@ class Text : public tlab::Dataset {
     auto encode = [&](const Examples& ex, const std::vector<int64_t>& ids,
                       const std::vector<int64_t>& which, const char* name) {
       const auto m = static_cast<int64_t>(which.size());
-      torch::Tensor x = torch::full({m, o_.max_len}, kPad, torch::kLong);
+      torch::Tensor x = torch::full({m, o_.max_len}, pad_id_, torch::kLong);
       torch::Tensor y = torch::empty({m}, torch::kLong);
       int64_t* px = x.data_ptr<int64_t>();
       int64_t* py = y.data_ptr<int64_t>();
@@ -411,9 +450,9 @@ class Text : public tlab::Dataset {
         cut += static_cast<int64_t>(t.size()) > o_.max_len;
         for (int64_t k = 0; k < static_cast<int64_t>(t.size()) && k < o_.max_len; ++k) {
           auto it = id.find(t[k]);
-          px[r * o_.max_len + k] = it == id.end() ? kUnk : it->second;
+          px[r * o_.max_len + k] = it == id.end() ? unk_id_ : it->second;
           unknown += it == id.end() || (wordpiece_ && t[k] == "[UNK]") ||
-                     (spm_ && it->second == spm_->unk_id());
+                     (bpe_ && it->second == unk_id_) || (spm_ && it->second == spm_->unk_id());
           ++tokens;
         }
         py[r] = ids[which[r]];
@@ -446,6 +485,21 @@ class Text : public tlab::Dataset {
  private:
   std::vector<std::string> tokens(std::string_view s, const std::string& where) const {
     if (spm_) return spm_->encode(std::string(s), where);  // the model's pieces
+    if (bpe_) {  // <s> tokens </s>: the tokens cut so that </s> stays
+      std::vector<std::string> pieces;
+      try {
+        pieces = bpe_->tokenize(std::string(s));
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument(where + ": " + e.what());
+      }
+      std::vector<std::string> out = {"<s>"};
+      for (auto& p : pieces) {
+        if (static_cast<int64_t>(out.size()) + 1 >= o_.max_len) break;
+        out.push_back(std::move(p));
+      }
+      out.push_back("</s>");
+      return out;
+    }
     if (wordpiece_) {  // [CLS] pieces [SEP]: the pieces cut so that [SEP] stays
       std::vector<std::string> pieces;
       try {
@@ -571,6 +625,8 @@ class Text : public tlab::Dataset {
   Options o_;
   std::optional<tlab::WordPiece> wordpiece_;  // tokenize = "wordpiece", loaded in load()
   std::shared_ptr<Spm> spm_;                  // tokenize = "sentencepiece", loaded in load()
+  std::optional<tlab::ByteLevelBpe> bpe_;     // tokenize = "bpe", loaded in load()
+  int64_t pad_id_ = kPad, unk_id_ = kUnk;     // bpe: the vocabulary's <pad> and <unk>
 };
 
 }  // namespace

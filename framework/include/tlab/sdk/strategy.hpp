@@ -156,10 +156,10 @@ class Session {
   /// beyond the source's), the plugins' builds, the source table, the backbone table,
   /// `[train]`, the seed, the device type, the input shape and the state of `module` when
   /// reuse is called (so a stage that ran before, e.g. masked-language-model training, makes
-  /// its own entries) are all equal. Concurrent runs wait for the first one. Afterwards the random number
-  /// generator is reseeded from the seed and the key, so a run gives the same results whether
-  /// it trained or reused. Returns true if `train` ran in this run. When `module` has a child
-  /// named `head` that is one linear layer on the backbone's features (pretrain_on_source's
+  /// its own entries) are all equal. Concurrent runs wait for the first one. Afterwards the random
+  /// number generator is reseeded from the seed and the key, so a run gives the same results
+  /// whether it trained or reused. Returns true if `train` ran in this run. When `module` has a
+  /// child named `head` that is one linear layer on the backbone's features (pretrain_on_source's
   /// temporary head), it is the source classifier `[eval] transferability` scores LEEP and NCE
   /// with (docs/evaluation.md).
   virtual bool reuse(const std::string& key, torch::nn::Module& module,

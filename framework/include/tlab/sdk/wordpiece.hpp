@@ -24,6 +24,8 @@
 #include <utility>
 #include <vector>
 
+#include "tlab/sdk/unicode.hpp"
+
 namespace tlab {
 
 class WordPiece {
@@ -42,7 +44,7 @@ class WordPiece {
     while (std::getline(in, line)) {
       if (!line.empty() && line.back() == '\r') line.pop_back();
       const std::string where = "wordpiece: '" + path + "' line " + std::to_string(id + 1);
-      if (!valid_utf8(line))
+      if (!utf8::valid(line))
         throw std::invalid_argument(where + " is not UTF-8 text; expected one token per line");
       if (line.find('\0') != std::string::npos)
         throw std::invalid_argument(where + " holds a NUL byte: not a vocabulary file");
@@ -71,21 +73,21 @@ class WordPiece {
 
   /// BasicTokenizer: the words (and punctuation marks, and CJK ideographs) of `text`.
   std::vector<std::string> basic_tokenize(const std::string& text) const {
-    if (!valid_utf8(text))
-      throw std::invalid_argument("wordpiece: the text is not valid UTF-8: " + preview(text));
+    if (!utf8::valid(text))
+      throw std::invalid_argument("wordpiece: the text is not valid UTF-8: " + utf8::preview(text));
     std::vector<std::string> words;
     std::u32string word;
     auto flush = [&] {
       if (!word.empty()) words.push_back(normalize_word(word));
       word.clear();
     };
-    for (char32_t c : decode(text)) {
+    for (char32_t c : utf8::decode(text)) {
       if (c == 0 || c == 0xFFFD || is_control(c)) continue;
       if (is_whitespace(c)) {
         flush();
       } else if (is_cjk(c)) {
         flush();
-        words.push_back(encode_utf8(std::u32string(1, c)));
+        words.push_back(utf8::encode(std::u32string(1, c)));
       } else {
         word.push_back(c);
       }
@@ -95,16 +97,16 @@ class WordPiece {
     std::vector<std::string> out;
     for (const auto& w : words) {
       std::u32string piece;
-      for (char32_t c : decode(w)) {
+      for (char32_t c : utf8::decode(w)) {
         if (is_punctuation(c)) {
-          if (!piece.empty()) out.push_back(encode_utf8(piece));
+          if (!piece.empty()) out.push_back(utf8::encode(piece));
           piece.clear();
-          out.push_back(encode_utf8(std::u32string(1, c)));
+          out.push_back(utf8::encode(std::u32string(1, c)));
         } else {
           piece.push_back(c);
         }
       }
-      if (!piece.empty()) out.push_back(encode_utf8(piece));
+      if (!piece.empty()) out.push_back(utf8::encode(piece));
     }
     return out;
   }
@@ -113,7 +115,7 @@ class WordPiece {
   std::vector<std::string> tokenize(const std::string& text) const {
     std::vector<std::string> out;
     for (const auto& word : basic_tokenize(text)) {
-      const std::u32string chars = decode(word);
+      const std::u32string chars = utf8::decode(word);
       if (chars.size() > kMaxWordChars) {
         out.push_back("[UNK]");
         continue;
@@ -125,7 +127,7 @@ class WordPiece {
         std::size_t end = chars.size();
         std::string found;
         while (start < end) {
-          std::string sub = encode_utf8(chars.substr(start, end - start));
+          std::string sub = utf8::encode(chars.substr(start, end - start));
           if (start > 0) sub = "##" + sub;
           if (ids_.count(sub)) {
             found = std::move(sub);
@@ -178,58 +180,13 @@ class WordPiece {
     return i;
   }
 
-  static bool valid_utf8(const std::string& s) {
-    const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(s.data());
-    utf8proc_ssize_t left = static_cast<utf8proc_ssize_t>(s.size());
-    while (left > 0) {
-      utf8proc_int32_t c;
-      const utf8proc_ssize_t n = utf8proc_iterate(p, left, &c);
-      if (n < 0) return false;
-      p += n;
-      left -= n;
-    }
-    return true;
-  }
-  static std::u32string decode(const std::string& s) {
-    std::u32string out;
-    const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(s.data());
-    utf8proc_ssize_t left = static_cast<utf8proc_ssize_t>(s.size());
-    while (left > 0) {
-      utf8proc_int32_t c;
-      const utf8proc_ssize_t n = utf8proc_iterate(p, left, &c);
-      if (n < 0) break;
-      out.push_back(static_cast<char32_t>(c));
-      p += n;
-      left -= n;
-    }
-    return out;
-  }
-  static std::string encode_utf8(const std::u32string& s) {
-    std::string out;
-    utf8proc_uint8_t buf[4];
-    for (char32_t c : s) {
-      const utf8proc_ssize_t n = utf8proc_encode_char(static_cast<utf8proc_int32_t>(c), buf);
-      out.append(reinterpret_cast<const char*>(buf), static_cast<std::size_t>(n));
-    }
-    return out;
-  }
-  static std::string preview(const std::string& s) {
-    std::string out;
-    for (unsigned char c : s.substr(0, 40))
-      out += c >= 0x20 && c < 0x7f
-                 ? std::string(1, static_cast<char>(c))
-                 : "\\x" + std::string(1, "0123456789abcdef"[c >> 4]) + "0123456789abcdef"[c & 15];
-    return out + (s.size() > 40 ? "..." : "");
-  }
-  static utf8proc_category_t category(char32_t c) {
-    return utf8proc_category(static_cast<utf8proc_int32_t>(c));
-  }
   static bool is_whitespace(char32_t c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || category(c) == UTF8PROC_CATEGORY_ZS;
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' ||
+           utf8::category(c) == UTF8PROC_CATEGORY_ZS;
   }
   static bool is_control(char32_t c) {
     if (c == '\t' || c == '\n' || c == '\r') return false;
-    const auto k = category(c);
+    const auto k = utf8::category(c);
     return k == UTF8PROC_CATEGORY_CC || k == UTF8PROC_CATEGORY_CF || k == UTF8PROC_CATEGORY_CN ||
            k == UTF8PROC_CATEGORY_CO || k == UTF8PROC_CATEGORY_CS;
   }
@@ -237,7 +194,7 @@ class WordPiece {
     if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
         (c >= 123 && c <= 126))
       return true;
-    const auto k = category(c);
+    const auto k = utf8::category(c);
     return k >= UTF8PROC_CATEGORY_PC && k <= UTF8PROC_CATEGORY_PO;
   }
   static bool is_cjk(char32_t c) {
@@ -248,18 +205,18 @@ class WordPiece {
   }
   // An uncased vocabulary's word: lower-cased, then NFD with the combining marks (Mn) dropped.
   std::string normalize_word(const std::u32string& word) const {
-    if (!lower_case_) return encode_utf8(word);
+    if (!lower_case_) return utf8::encode(word);
     std::u32string lower;
     for (char32_t c : word)
       lower.push_back(static_cast<char32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(c))));
-    const std::string text = encode_utf8(lower);
+    const std::string text = utf8::encode(lower);
     utf8proc_uint8_t* nfd = utf8proc_NFD(reinterpret_cast<const utf8proc_uint8_t*>(text.c_str()));
     if (!nfd) return text;
     std::u32string kept;
-    for (char32_t c : decode(reinterpret_cast<const char*>(nfd)))
-      if (category(c) != UTF8PROC_CATEGORY_MN) kept.push_back(c);
+    for (char32_t c : utf8::decode(reinterpret_cast<const char*>(nfd)))
+      if (utf8::category(c) != UTF8PROC_CATEGORY_MN) kept.push_back(c);
     std::free(nfd);
-    return encode_utf8(kept);
+    return utf8::encode(kept);
   }
 
   bool lower_case_ = true;
