@@ -656,12 +656,17 @@ TEST_F(DatasetFormats, TextSentencePieceEncodesAsTheModel) {
   write_file(dir / "make.py",
              "import sentencepiece as spm\n"
              "spm.SentencePieceTrainer.train(input='corpus.txt', model_prefix='m', vocab_size=40,\n"
-             "    pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, minloglevel=2)\n"
+             "    pad_id=0, unk_id=1, bos_id=2, eos_id=3, control_symbols=['[CLS]', '[SEP]'],\n"
+             "    minloglevel=2)\n"
              "spm.SentencePieceTrainer.train(input='corpus.txt', model_prefix='nopad',\n"
              "    vocab_size=40, minloglevel=2)\n"
              "p = spm.SentencePieceProcessor(model_file='m.model')\n"
              "for line in open('t.tsv'):\n"
-             "    print(' '.join(map(str, p.encode(line.rstrip().split(chr(9))[1]))))\n");
+             "    print(' '.join(map(str, p.encode(line.rstrip().split(chr(9))[1]))))\n"
+             "for line in open('t.tsv'):\n"  // with BOS and EOS, as add_bos/add_eos give them
+             "    print(' '.join(map(str, p.encode(line.rstrip().split(chr(9))[1],\n"
+             "                                     add_bos=True, add_eos=True))))\n"
+             "print(p.piece_to_id('[CLS]'), p.piece_to_id('[SEP]'))\n");
   const auto r = tlab::test::shell("cd '" + dir.string() + "' && /usr/bin/python3 make.py");
   ASSERT_EQ(r.code, 0) << r.out;
   tlab::Params p{{"path", s(train)},
@@ -673,15 +678,55 @@ TEST_F(DatasetFormats, TextSentencePieceEncodesAsTheModel) {
   tlab::DomainData d = load("text", p, &log);
   EXPECT_THAT(log.text, HasSubstr("SentencePiece model of 40 pieces"));
   std::istringstream lines(r.out);
-  std::string line;
-  for (int64_t i = 0; std::getline(lines, line); ++i) {
-    std::vector<int64_t> want;
+  std::vector<std::vector<int64_t>> rows;
+  for (std::string line; std::getline(lines, line);) {
+    rows.emplace_back();
     std::istringstream ids(line);
-    for (int64_t id; ids >> id;) want.push_back(id);
-    ASSERT_FALSE(want.empty());
+    for (int64_t id; ids >> id;) rows.back().push_back(id);
+    ASSERT_FALSE(rows.back().empty());
+  }
+  ASSERT_EQ(rows.size(), 11u);
+  for (int64_t i = 0; i < 5; ++i) {
+    std::vector<int64_t> want = rows[i];
     want.resize(24, 0);  // padded with id 0
     EXPECT_EQ(to_vector(d.train.x[i]), want) << texts[i];
   }
+  // BOS and EOS pieces: Python's add_bos/add_eos; ALBERT's [CLS] ... [SEP] (control symbols).
+  p["bos_token"] = std::string("<s>");
+  p["eos_token"] = std::string("</s>");
+  d = load("text", p);
+  for (int64_t i = 0; i < 5; ++i) {
+    std::vector<int64_t> want = rows[5 + i];
+    if (want.size() > 24) {  // cut to 24: the EOS stays last
+      const int64_t eos = want.back();
+      want.resize(23);
+      want.push_back(eos);
+    }
+    want.resize(24, 0);
+    EXPECT_EQ(to_vector(d.train.x[i]), want) << texts[i];
+  }
+  const int64_t cls = rows[10][0], sep = rows[10][1];
+  p["bos_token"] = std::string("[CLS]");
+  p["eos_token"] = std::string("[SEP]");
+  p["max_len"] = int64_t{4};  // cut: [SEP] stays
+  EXPECT_EQ(to_vector(load("text", p).train.x[0]),
+            (std::vector<int64_t>{cls, rows[0][0], rows[0][1], sep}));
+  p["bos_token"] = std::string("[BOS]");
+  EXPECT_THAT(load_error("text", p),
+              HasSubstr("bos_token = '[BOS]' is not a piece of the SentencePiece model"));
+  p["max_len"] = int64_t{2};
+  EXPECT_THAT(load_error("text", p),
+              HasSubstr("max_len 2 leaves no room for a piece beside bos_token and eos_token"));
+  p.erase("bos_token");
+  p.erase("eos_token");
+  p["max_len"] = int64_t{24};
+  tlab::Params wordpiece_eos{{"path", s(train)},
+                             {"tokenize", std::string("wordpiece")},
+                             {"vocab_path", s(train)},
+                             {"eos_token", std::string("[SEP]")}};
+  EXPECT_THAT(load_error("text", wordpiece_eos),
+              HasSubstr("bos_token / eos_token add a SentencePiece model's pieces, but tokenize "
+                        "= \"wordpiece\"; wordpiece adds [CLS] and [SEP] itself"));
   p["spm_model"] = s(dir / "nopad.model");
   EXPECT_THAT(load_error("text", p),
               HasSubstr("has pad id -1 (-1: none); the text dataset pads with id 0"));

@@ -161,6 +161,12 @@ struct TextOptions {
   std::string spm_model;
   /// tokenize = "bpe": the model's merges.txt (with vocab_path = its vocab.json).
   std::string merges_path;
+  /// tokenize = "sentencepiece": a piece of the model put before every text (ALBERT: "[CLS]",
+  /// models trained with a BOS: "<s>"); empty = none.
+  std::string bos_token;
+  /// tokenize = "sentencepiece": a piece put after every text, kept when the text is cut
+  /// (ALBERT: "[SEP]", T5: "</s>"); empty = none.
+  std::string eos_token;
   /// Write the vocabulary to this file name in the run folder.
   std::string vocab_out;
   /// Fraction of the training file held out for validation, chosen by `seed` (default 0.1).
@@ -273,6 +279,11 @@ class Text : public tlab::Dataset {
                "tokenize = sentencepiece: the SentencePiece model file (.model)")
         .field("merges_path", &O::merges_path,
                "tokenize = bpe: the model's merges.txt (vocab_path: its vocab.json)")
+        .field("bos_token", &O::bos_token,
+               "tokenize = sentencepiece: a piece of the model put first (ALBERT: [CLS])")
+        .field("eos_token", &O::eos_token,
+               "tokenize = sentencepiece: a piece put last, kept when cut (ALBERT: [SEP], T5: "
+               "</s>)")
         .field("vocab_out", &O::vocab_out, "write the vocabulary to this file in the run folder")
         .field("val_fraction", &O::val_fraction, "fraction of the train file held out for val")
         .range(0.0, 0.99)
@@ -303,6 +314,17 @@ class Text : public tlab::Dataset {
                 "merges.txt (and vocab_path to its vocab.json)"
               : "text: merges_path is set but tokenize = \"" + o_.tokenize +
                     "\"; set tokenize = \"bpe\" or remove merges_path");
+    if (o_.tokenize != "sentencepiece" && (!o_.bos_token.empty() || !o_.eos_token.empty()))
+      throw std::invalid_argument(
+          "text: bos_token / eos_token add a SentencePiece model's pieces, but tokenize = \"" +
+          o_.tokenize + "\"; wordpiece adds [CLS] and [SEP] itself, bpe <s> and </s>: remove them");
+    if (o_.tokenize == "sentencepiece" &&
+        o_.max_len < !o_.bos_token.empty() + !o_.eos_token.empty() + 1)
+      throw std::invalid_argument(
+          "text: max_len " + std::to_string(o_.max_len) +
+          " leaves no room for a piece beside bos_token and eos_token; "
+          "expected >= " +
+          std::to_string(!o_.bos_token.empty() + !o_.eos_token.empty() + 1));
     if (o_.tokenize == "bpe" && o_.vocab_path.empty())
       throw std::invalid_argument(
           "text: tokenize = \"bpe\" needs the model's vocabulary; set vocab_path to its "
@@ -381,6 +403,15 @@ class Text : public tlab::Dataset {
             std::to_string(spm_->pad_id()) +
             " (-1: none); the text dataset pads with id 0, so the model must have its pad "
             "piece at id 0 (spm_train --pad_id=0 --unk_id=1, as ALBERT's and T5's models do)");
+      for (const auto& [key, piece] :
+           {std::pair{"bos_token", o_.bos_token}, std::pair{"eos_token", o_.eos_token}})
+        if (!piece.empty() &&
+            std::find(spm_->pieces().begin(), spm_->pieces().end(), piece) == spm_->pieces().end())
+          throw std::invalid_argument(
+              std::string("text: ") + key + " = '" + piece +
+              "' is not a piece of the SentencePiece model " + quote(o_.spm_model) +
+              "; use one of its pieces (e.g. <s>, </s>), or train the model with "
+              "--control_symbols=[CLS],[SEP] as ALBERT's");
     }
     Examples train = read(o_.path);
     Examples test;
@@ -484,7 +515,19 @@ class Text : public tlab::Dataset {
 
  private:
   std::vector<std::string> tokens(std::string_view s, const std::string& where) const {
-    if (spm_) return spm_->encode(std::string(s), where);  // the model's pieces
+    if (spm_) {  // the model's pieces, between bos_token and eos_token when set
+      std::vector<std::string> pieces = spm_->encode(std::string(s), where);
+      if (o_.bos_token.empty() && o_.eos_token.empty()) return pieces;
+      std::vector<std::string> out;
+      if (!o_.bos_token.empty()) out.push_back(o_.bos_token);
+      const auto room = static_cast<std::size_t>(o_.max_len - !o_.eos_token.empty());
+      for (auto& p : pieces) {
+        if (out.size() >= room) break;
+        out.push_back(std::move(p));
+      }
+      if (!o_.eos_token.empty()) out.push_back(o_.eos_token);
+      return out;
+    }
     if (bpe_) {  // <s> tokens </s>: the tokens cut so that </s> stays
       std::vector<std::string> pieces;
       try {
