@@ -213,9 +213,10 @@ std::string sdk_layout() {
 
 // Types of the SDK headers that never cross between host and plugin: compiled into the plugin
 // alone (helpers), or compile-time only. Their layout may change without a version bump.
-const std::set<std::string> kPluginSide = {"SchemaFor",       "TypeOf",     "HasOptions",
-                                           "SourceOptions",   "Sampler",    "ModeScope",
-                                           "AdaptationHooks", "SplitMix64", "WordPiece"};
+const std::set<std::string> kPluginSide = {
+    "SchemaFor",  "TypeOf",          "HasOptions", "SourceOptions", "Sampler",
+    "ModeScope",  "AdaptationHooks", "SplitMix64", "WordPiece",     "ByteLevelBpe",
+    "MlmOptions", "MaskedTokens",    "MlmHead",    "MlmHooks",      "MlmTapOff"};
 
 // Names of the classes and structs an SDK header defines.
 std::set<std::string> declared_types() {

@@ -270,14 +270,14 @@ inline void pretrain_mlm(Session& s, const MlmOptions& o) {
     if (*active) *states = h;
     return h;
   });
-  struct Off {  // the tap records nothing once pre-training is over
+  struct MlmTapOff {  // the tap records nothing once pre-training is over
     std::shared_ptr<bool> active;
     std::shared_ptr<torch::Tensor> states;
-    ~Off() {
+    ~MlmTapOff() {
       *active = false;
       *states = torch::Tensor();
     }
-  } off{active, states};
+  } tap_off{active, states};
   auto token_states = [&, states](const torch::Tensor& input) {
     *states = torch::Tensor();
     model.features(input);
@@ -304,7 +304,7 @@ inline void pretrain_mlm(Session& s, const MlmOptions& o) {
   pretrained.register_module("backbone", model.backbone);
   pretrained.register_module("cls", head);
 
-  struct Hooks : StageHooks {
+  struct MlmHooks : StageHooks {
     std::function<torch::Tensor(const torch::Tensor&)> token_states;
     std::shared_ptr<MlmHead> head;
     const MlmOptions* o = nullptr;
