@@ -548,3 +548,43 @@ TEST_F(FinetuningStrategies, MlmErrorsSayWhatToDo) {
   auto tapt = ok({"strategy.mlm_text=target", "strategy.mlm_epochs=1"}, no_source);
   EXPECT_EQ(metric(tapt, "mlm/train/loss").size(), 1u);
 }
+
+// RoBERTa's pipeline: byte-level BPE ids (tokenize = "bpe", a model trained by
+// tests/fixtures/bpe_reference.py; <pad> = 1), the bert backbone's roberta variant (pad id 1,
+// positions from 2), masked-LM pre-training with the special tokens and <mask> read from the
+// same vocab.json.
+TEST_F(FinetuningStrategies, RobertaOnBpeTokensPretrainsWithMlmFromItsVocabJson) {
+  if (tlab::test::shell("/usr/bin/python3 -c 'import regex'").code != 0)
+    GTEST_SKIP() << "/usr/bin/python3 cannot import regex (python3-regex; tools/setup.sh)";
+  std::string text = reviews_experiment(dir_);
+  const auto made =
+      tlab::test::shell("/usr/bin/python3 '" + std::string(TLAB_SOURCE_DIR) +
+                        "/tests/fixtures/bpe_reference.py' '" + (dir_ / "bpe").string() + "'");
+  ASSERT_EQ(made.code, 0) << made.out;
+  const std::string vocab = (dir_ / "bpe" / "vocab.json").string(),
+                    merges = (dir_ / "bpe" / "merges.txt").string();
+  auto swap = [&](const std::string& from, const std::string& to) {
+    for (std::size_t at = text.find(from); at != std::string::npos; at = text.find(from, at))
+      text.replace(at, from.size(), to), at += to.size();
+  };
+  swap("tokenize = \"wordpiece\"\nvocab_path = \"" + (dir_ / "reviews").string() + "/vocab.txt\"",
+       "tokenize = \"bpe\"\nvocab_path = \"" + vocab + "\"\nmerges_path = \"" + merges + "\"");
+  swap("max_len = 24", "max_len = 40");
+  swap("plugin = \"bert\"\nvocab_size = 105",
+       "plugin = \"bert\"\nvariant = \"roberta\"\n"
+       "vocab_size = 381\ntype_vocab_size = 1");
+  swap("max_position_embeddings = 32", "max_position_embeddings = 48");
+  swap("mlm_vocab = \"" + (dir_ / "reviews").string() + "/vocab.txt\"",
+       "mlm_vocab = \"" + vocab + "\"");
+  ASSERT_NE(text.find("merges_path"), std::string::npos);
+  ASSERT_NE(text.find("variant = \"roberta\""), std::string::npos);
+  auto r = ok({}, text);
+  const auto val_loss = metric(r, "mlm/val/loss");
+  ASSERT_EQ(val_loss.size(), 3u);
+  EXPECT_LT(val_loss.back(), val_loss.front());
+  EXPECT_GT(r.summary.at("target/test/acc"), 0.0);
+  // <mask> is id 380 in that vocab.json: an explicit id that disagrees is refused.
+  auto bad = run({"strategy.mlm_mask_id=4"}, text);
+  EXPECT_THAT(bad.reason,
+              HasSubstr("mlm_mask_id = 4 but mlm_vocab's <mask> is 380; set only one of them"));
+}

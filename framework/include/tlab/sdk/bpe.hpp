@@ -40,39 +40,9 @@ class ByteLevelBpe {
   /// or repeated, a merge line that is not two symbols.
   static ByteLevelBpe from_files(const std::string& vocab_json, const std::string& merges_txt) {
     ByteLevelBpe b;
-    std::ifstream vin(vocab_json, std::ios::binary);
-    if (!vin)
-      throw std::invalid_argument("bpe: cannot read the vocabulary '" + vocab_json +
-                                  "'; expected the model's vocab.json");
-    nlohmann::json v;
-    try {
-      v = nlohmann::json::parse(vin);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw std::invalid_argument("bpe: '" + vocab_json + "' is not JSON (byte " +
-                                  std::to_string(e.byte) +
-                                  "); expected the model's vocab.json, {\"token\": id, ...}");
-    }
-    if (!v.is_object() || v.empty())
-      throw std::invalid_argument("bpe: '" + vocab_json +
-                                  "' is not a JSON object of tokens; expected the model's "
-                                  "vocab.json, {\"token\": id, ...}");
-    b.tokens_.assign(v.size(), std::string());
-    std::vector<bool> seen(v.size(), false);
-    for (const auto& [token, id] : v.items()) {
-      if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
-          id.get<int64_t>() >= static_cast<int64_t>(v.size()))
-        throw std::invalid_argument(
-            "bpe: '" + vocab_json + "' gives the token \"" + utf8::preview(token) + "\" the id " +
-            id.dump() + "; expected ids 0.." + std::to_string(v.size() - 1) + ", one per token");
-      const auto i = id.get<std::size_t>();
-      if (seen[i])
-        throw std::invalid_argument("bpe: '" + vocab_json + "' gives the id " + std::to_string(i) +
-                                    " to both \"" + utf8::preview(b.tokens_[i]) + "\" and \"" +
-                                    utf8::preview(token) + "\"; expected one token per id");
-      seen[i] = true;
-      b.tokens_[i] = token;
-      b.ids_.emplace(token, static_cast<int64_t>(i));
-    }
+    b.tokens_ = read_vocab(vocab_json);
+    for (std::size_t i = 0; i < b.tokens_.size(); ++i)
+      b.ids_.emplace(b.tokens_[i], static_cast<int64_t>(i));
     std::ifstream min(merges_txt, std::ios::binary);
     if (!min)
       throw std::invalid_argument("bpe: cannot read the merges '" + merges_txt +
@@ -98,6 +68,45 @@ class ByteLevelBpe {
                                   "' has no merges; expected the model's merges.txt");
     for (int byte = 0; byte < 256; ++byte) b.bytes_[byte] = byte_symbol(byte);
     return b;
+  }
+
+  /// The tokens of a vocab.json in id order (ids 0..N-1, each once). Throws
+  /// std::invalid_argument naming the file: unreadable, not a JSON object of token -> id, ids
+  /// not 0..N-1 or repeated.
+  static std::vector<std::string> read_vocab(const std::string& vocab_json) {
+    std::ifstream vin(vocab_json, std::ios::binary);
+    if (!vin)
+      throw std::invalid_argument("bpe: cannot read the vocabulary '" + vocab_json +
+                                  "'; expected the model's vocab.json");
+    nlohmann::json v;
+    try {
+      v = nlohmann::json::parse(vin);
+    } catch (const nlohmann::json::parse_error& e) {
+      throw std::invalid_argument("bpe: '" + vocab_json + "' is not JSON (byte " +
+                                  std::to_string(e.byte) +
+                                  "); expected the model's vocab.json, {\"token\": id, ...}");
+    }
+    if (!v.is_object() || v.empty())
+      throw std::invalid_argument("bpe: '" + vocab_json +
+                                  "' is not a JSON object of tokens; expected the model's "
+                                  "vocab.json, {\"token\": id, ...}");
+    std::vector<std::string> tokens(v.size());
+    std::vector<bool> seen(v.size(), false);
+    for (const auto& [token, id] : v.items()) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
+          id.get<int64_t>() >= static_cast<int64_t>(v.size()))
+        throw std::invalid_argument(
+            "bpe: '" + vocab_json + "' gives the token \"" + utf8::preview(token) + "\" the id " +
+            id.dump() + "; expected ids 0.." + std::to_string(v.size() - 1) + ", one per token");
+      const auto i = id.get<std::size_t>();
+      if (seen[i])
+        throw std::invalid_argument("bpe: '" + vocab_json + "' gives the id " + std::to_string(i) +
+                                    " to both \"" + utf8::preview(tokens[i]) + "\" and \"" +
+                                    utf8::preview(token) + "\"; expected one token per id");
+      seen[i] = true;
+      tokens[i] = token;
+    }
+    return tokens;
   }
 
   int64_t size() const { return static_cast<int64_t>(tokens_.size()); }

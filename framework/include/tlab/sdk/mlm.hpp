@@ -37,6 +37,7 @@
 #include <string_view>
 #include <vector>
 
+#include "tlab/sdk/bpe.hpp"
 #include "tlab/sdk/check.hpp"
 #include "tlab/sdk/params.hpp"
 #include "tlab/sdk/strategy.hpp"
@@ -70,8 +71,9 @@ struct MlmOptions {
                "unlabelled pool: task-adaptive) or both; labels are never used")
         .choices({"source", "target", "both"})
         .field("mlm_vocab", &MlmOptions::mlm_vocab,
-               "the model's vocab.txt: [MASK]'s id and the special tokens never masked ([PAD] "
-               "[UNK] [CLS] [SEP] [MASK]); or set mlm_mask_id and mlm_special_ids")
+               "the model's vocab.txt (BERT: [MASK]'s id, never masked: [PAD] [UNK] [CLS] [SEP] "
+               "[MASK]) or vocab.json (RoBERTa: <mask>; <s> <pad> </s> <unk> <mask>); or set "
+               "mlm_mask_id and mlm_special_ids")
         .field("mlm_mask_id", &MlmOptions::mlm_mask_id,
                "id of the mask token (without mlm_vocab, e.g. a SentencePiece model's)")
         .range(-1, 1 << 24)
@@ -224,19 +226,38 @@ inline void pretrain_mlm(Session& s, const MlmOptions& o) {
   int64_t mask_id = o.mlm_mask_id;
   std::vector<int64_t> special = o.mlm_special_ids;
   if (!o.mlm_vocab.empty()) {
-    const WordPiece wp = WordPiece::from_file(o.mlm_vocab, false);
-    TLAB_CHECK(wp.size() == vocab, who, ": mlm_vocab = '", o.mlm_vocab, "' has ", wp.size(),
-               " tokens but the backbone's ", o.mlm_embedding, " has ", vocab,
-               " rows; use the model's own vocab.txt (or set backbone.vocab_size to its lines)");
-    TLAB_CHECK(o.mlm_mask_id < 0 || o.mlm_mask_id == wp.id("[MASK]"), who,
-               ": mlm_mask_id = ", o.mlm_mask_id, " but mlm_vocab's [MASK] is ", wp.id("[MASK]"),
+    // BERT's vocab.txt or RoBERTa's vocab.json: the mask token and the special ones.
+    const bool json =
+        o.mlm_vocab.size() >= 5 && o.mlm_vocab.substr(o.mlm_vocab.size() - 5) == ".json";
+    std::vector<std::string> tokens;
+    if (json) {
+      tokens = ByteLevelBpe::read_vocab(o.mlm_vocab);
+    } else {
+      const WordPiece wp = WordPiece::from_file(o.mlm_vocab, false);
+      for (int64_t i = 0; i < wp.size(); ++i) tokens.push_back(wp.token(i));
+    }
+    auto id_of = [&](const std::string& t) {
+      for (std::size_t i = 0; i < tokens.size(); ++i)
+        if (tokens[i] == t) return static_cast<int64_t>(i);
+      return int64_t{-1};
+    };
+    const std::string mask = json ? "<mask>" : "[MASK]";
+    TLAB_CHECK(static_cast<int64_t>(tokens.size()) == vocab, who, ": mlm_vocab = '", o.mlm_vocab,
+               "' has ", tokens.size(), " tokens but the backbone's ", o.mlm_embedding, " has ",
+               vocab, " rows; use the model's own ", json ? "vocab.json" : "vocab.txt",
+               " (or set backbone.vocab_size to its size)");
+    TLAB_CHECK(o.mlm_mask_id < 0 || o.mlm_mask_id == id_of(mask), who,
+               ": mlm_mask_id = ", o.mlm_mask_id, " but mlm_vocab's ", mask, " is ", id_of(mask),
                "; set only one of them");
-    mask_id = wp.id("[MASK]");
-    TLAB_CHECK(mask_id >= 0, who, ": mlm_vocab = '", o.mlm_vocab,
-               "' has no [MASK] token, which masked-language-model training puts in; use a "
-               "vocabulary with one, or set mlm_mask_id (and mlm_special_ids) instead");
-    for (const char* t : {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"})
-      if (wp.id(t) >= 0) special.push_back(wp.id(t));
+    mask_id = id_of(mask);
+    TLAB_CHECK(mask_id >= 0, who, ": mlm_vocab = '", o.mlm_vocab, "' has no ", mask,
+               " token, which masked-language-model training puts in; use a vocabulary with "
+               "one, or set mlm_mask_id (and mlm_special_ids) instead");
+    const std::vector<std::string> specials =
+        json ? std::vector<std::string>{"<s>", "<pad>", "</s>", "<unk>", "<mask>"}
+             : std::vector<std::string>{"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+    for (const auto& t : specials)
+      if (id_of(t) >= 0) special.push_back(id_of(t));
   }
   TLAB_CHECK(mask_id >= 0, who,
              ": masked-language-model training needs the mask token's id; set mlm_vocab to the "
