@@ -329,9 +329,9 @@ TEST_F(Config, ShippedExperimentsComposeFromTheirGroups) {
             "results/datasets/reviews/books.tsv");
   EXPECT_EQ(reviews[0].target.shots, 20);
   auto mlm = tlab::load_experiment(experiments / "reviews_bert_mlm.toml", {}, loader_);
-  ASSERT_EQ(mlm.size(), 12u);  // none, supervised, mlm, mlm+supervised x 3 seeds
-  EXPECT_EQ(std::get<std::string>(mlm[6].strategy.params.at("pretrain")), "mlm");
-  EXPECT_EQ(std::get<std::string>(mlm[6].strategy.params.at("mlm_vocab")),
+  ASSERT_EQ(mlm.size(), 40u);  // none, supervised, mlm, mlm+supervised x frozen or not x 5 seeds
+  EXPECT_EQ(std::get<std::string>(mlm[20].strategy.params.at("pretrain")), "mlm");
+  EXPECT_EQ(std::get<std::string>(mlm[20].strategy.params.at("mlm_vocab")),
             "results/datasets/reviews/vocab.txt");  // ${target.vocab_path}
   auto vectors = tlab::load_experiment(experiments / "reviews_vectors.toml", {}, loader_);
   ASSERT_EQ(vectors.size(), 9u);  // random, frozen vectors, tuned vectors x 3 seeds

@@ -1029,7 +1029,7 @@ TEST_F(DatasetFormats, EveryPluginDescribesItsOptions) {
   EXPECT_EQ(std::get<double>(moons.find("angle")->default_value), 30.0);
   const tlab::Schema& text = loader().get(tlab::Kind::Dataset, "text").descriptor->schema;
   EXPECT_EQ(text.find("tokenize")->choices,
-            (std::vector<std::string>{"whitespace", "char", "wordpiece", "sentencepiece"}));
+            (std::vector<std::string>{"whitespace", "char", "wordpiece", "sentencepiece", "bpe"}));
 }
 
 }  // namespace

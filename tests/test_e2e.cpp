@@ -908,7 +908,8 @@ TEST_F(EndToEnd, PluginsCommandListsAndShows) {
   EXPECT_THAT(env.out, HasSubstr("strategy  faulty"));
   auto s = sh(tlab + " plugins show finetune");
   EXPECT_EQ(s.code, 0);
-  EXPECT_THAT(s.out, HasSubstr("[strategy]\nplugin = \"finetune\"\nsource_epochs = 5"));
+  EXPECT_THAT(s.out, HasSubstr("[strategy]\nplugin = \"finetune\"\npretrain = \"supervised\"  # "));
+  EXPECT_THAT(s.out, HasSubstr("\nsource_epochs = 5  # "));
   auto u = sh(tlab + " plugins show finetun");
   EXPECT_EQ(u.code, 2);
   EXPECT_THAT(u.out, HasSubstr("no plugin named 'finetun': did you mean 'finetune'?"));

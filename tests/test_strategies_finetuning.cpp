@@ -1,8 +1,11 @@
 // Fine-tuning strategies: finetune's partial fine-tuning, discriminative rates and gradual
 // unfreezing (ULMFiT), linear_probe's feature cache and l2sp's penalty (checked against Debian's
-// Python PyTorch), through the real loader and runner on tiny MLPs and Gaussian blobs.
+// Python PyTorch), through the real loader and runner on tiny MLPs and Gaussian blobs; finetune's
+// masked-language-model pre-training on a tiny BERT / RoBERTa over generated reviews.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <torch/cuda.h>
 
 #include <cmath>
 #include <fstream>
@@ -587,4 +590,18 @@ TEST_F(FinetuningStrategies, RobertaOnBpeTokensPretrainsWithMlmFromItsVocabJson)
   auto bad = run({"strategy.mlm_mask_id=4"}, text);
   EXPECT_THAT(bad.reason,
               HasSubstr("mlm_mask_id = 4 but mlm_vocab's <mask> is 380; set only one of them"));
+}
+
+// On a GPU: masking draws on the device, the head decodes there, the MLM learns as on the CPU.
+TEST_F(FinetuningStrategies, MlmPretrainsOnTheGpu_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const std::string text = reviews_experiment(dir_);
+  for (const char* precision : {"fp32", "bf16"}) {
+    SCOPED_TRACE(precision);
+    auto r = ok({"device=cuda", fmt::format("+train.precision={}", precision)}, text);
+    const auto val_loss = metric(r, "mlm/val/loss");
+    ASSERT_EQ(val_loss.size(), 3u);
+    EXPECT_LT(val_loss.back(), val_loss.front());
+    EXPECT_LT(val_loss.back(), std::log(105.0) - 0.15);
+  }
 }

@@ -159,7 +159,8 @@ class MlmHead : public torch::nn::Module {
 namespace detail {
 
 /// The inputs of the domains `text` names (training inputs and unlabelled pools; labels unused),
-/// as one token-id tensor; `val` gets their validation inputs.
+/// as one token-id tensor; `val` gets their validation inputs. (The runner has checked that the
+/// domains' examples share one shape.)
 inline torch::Tensor mlm_inputs(Session& s, const std::string& text, torch::Tensor* val) {
   const std::string& who = s.context().plugin;
   std::vector<const DomainData*> domains;
@@ -180,17 +181,8 @@ inline torch::Tensor mlm_inputs(Session& s, const std::string& text, torch::Tens
     const torch::Tensor& x = d->train.x;
     TLAB_CHECK(x.dim() == 2 && x.scalar_type() == torch::kLong, who,
                ": masked-language-model training needs token ids (int64, N x L) from a text "
-               "dataset (tokenize = \"wordpiece\" or \"sentencepiece\"); domain '",
+               "dataset (tokenize = \"wordpiece\", \"bpe\" or \"sentencepiece\"); domain '",
                d->name, "' gives ", x.scalar_type(), " inputs of ", x.dim(), " dimension(s)");
-    for (const torch::Tensor& t : {x, d->unlabeled, d->val.x})
-      if (t.defined() && t.numel() > 0)
-        TLAB_CHECK(t.dim() == 2 && t.size(1) == x.size(1), who, ": domain '", d->name,
-                   "' has sequences of ", t.size(-1), " and ", x.size(1),
-                   " tokens; give every text table the same max_len");
-    TLAB_CHECK(train.empty() || train[0].size(1) == x.size(1), who,
-               ": the source's sequences have ", train.empty() ? 0 : train[0].size(1),
-               " tokens and domain '", d->name, "''s ", x.size(1),
-               "; give both text tables the same max_len");
     train.push_back(x);
     if (d->unlabeled.defined() && d->unlabeled.numel() > 0) train.push_back(d->unlabeled);
     if (d->val.x.defined() && d->val.size() > 0 && !d->val.streamed()) held.push_back(d->val.x);
