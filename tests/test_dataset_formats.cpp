@@ -554,7 +554,9 @@ TEST_F(DatasetFormats, TextWordPieceEncodesAsBert) {
   EXPECT_EQ(to_vector(d.train.x[0]), (std::vector<int64_t>{2, 4, 5, 6, 7, 8, 3, 0}));
   EXPECT_EQ(to_vector(d.train.x[1]), (std::vector<int64_t>{2, 9, 1, 3, 0, 0, 0, 0}));
   p["max_len"] = int64_t{4};  // cut: [SEP] stays
-  EXPECT_EQ(to_vector(load("text", p).train.x[2]), (std::vector<int64_t>{2, 9, 9, 3}));
+  Log cut_log;
+  EXPECT_EQ(to_vector(load("text", p, &cut_log).train.x[2]), (std::vector<int64_t>{2, 9, 9, 3}));
+  EXPECT_THAT(cut_log.text, HasSubstr("train: 3 examples, 2 cut to max_len"));
   EXPECT_THAT(log.text, HasSubstr("WordPiece vocabulary of 10 ids"));
   EXPECT_THAT(log.text, HasSubstr("(uncased)"));
   // Bad input, named.

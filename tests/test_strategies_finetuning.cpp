@@ -490,32 +490,33 @@ TEST_F(FinetuningStrategies, MlmPretrainingLearnsTheTextAndIsSharedByItsStarting
   EXPECT_LT(val_loss.back(), val_loss.front());
   EXPECT_LT(val_loss.back(), std::log(105.0) - 0.15);  // better than a uniform guess
   EXPECT_GT(val_acc.back(), 2.0 / 105);
-  EXPECT_EQ(mlm.summary.at("source/pretrain_reused"), 0);
+  EXPECT_EQ(mlm.summary.at("mlm/pretrain_reused"), 0);
   EXPECT_TRUE(metric(mlm, "source/train/loss").empty());  // no supervised stage
   // The same MLM, another target stage (a linear probe): restored, with its metrics.
   auto again = ok({"strategy.freeze_backbone=true"}, text);
-  EXPECT_EQ(again.summary.at("source/pretrain_reused"), 1);
+  EXPECT_EQ(again.summary.at("mlm/pretrain_reused"), 1);
   EXPECT_EQ(metric(again, "mlm/val/loss"), val_loss);
   // Supervised alone, then MLM + supervised: the second's supervised stage starts from the
   // MLM's weights, so it trains (before the start state was in the key it restored the first's).
   auto supervised = ok({"strategy.pretrain=supervised"}, text);
   EXPECT_EQ(supervised.summary.at("source/pretrain_reused"), 0);
   auto both = ok({"strategy.pretrain=mlm+supervised"}, text);
+  EXPECT_EQ(both.summary.at("mlm/pretrain_reused"), 1);  // the MLM itself was restored
   EXPECT_EQ(both.summary.at("source/pretrain_reused"), 0);
-  EXPECT_EQ(metric(both, "mlm/val/loss"), val_loss);  // the MLM itself was restored
+  EXPECT_EQ(metric(both, "mlm/val/loss"), val_loss);
   EXPECT_EQ(metric(both, "source/train/loss").size(), 1u);
   EXPECT_NE(metric(both, "source/train/loss"), metric(supervised, "source/train/loss"));
   // The target's text (mlm_text = "target" or "both") is part of MLM's key: other shots, other
   // unlabelled pool, another entry.
   auto other = ok({"target.shots=20"}, text);
-  EXPECT_EQ(other.summary.at("source/pretrain_reused"), 0);
+  EXPECT_EQ(other.summary.at("mlm/pretrain_reused"), 0);
   EXPECT_NE(metric(other, "mlm/val/loss"), val_loss);
   // On the source's text alone, the target does not matter.
-  EXPECT_EQ(ok({"strategy.mlm_text=source", "target.shots=20"}, text)
-                .summary.at("source/pretrain_reused"),
-            0);
   EXPECT_EQ(
-      ok({"strategy.mlm_text=source", "target.shots=5"}, text).summary.at("source/pretrain_reused"),
+      ok({"strategy.mlm_text=source", "target.shots=20"}, text).summary.at("mlm/pretrain_reused"),
+      0);
+  EXPECT_EQ(
+      ok({"strategy.mlm_text=source", "target.shots=5"}, text).summary.at("mlm/pretrain_reused"),
       1);
 }
 
@@ -532,7 +533,14 @@ TEST_F(FinetuningStrategies, MlmErrorsSayWhatToDo) {
   r = run({"~strategy.mlm_vocab"}, text);
   EXPECT_THAT(r.reason, HasSubstr("masked-language-model training needs the mask token's id; "
                                   "set mlm_vocab to the model's vocab.txt, or mlm_mask_id"));
-  r = run({"~strategy.mlm_vocab", "strategy.mlm_mask_id=105"}, text);
+  r = run({"~strategy.mlm_vocab", "strategy.mlm_mask_id=4"}, text);
+  EXPECT_THAT(r.reason, HasSubstr("mlm_mask_id = 4 is set but mlm_special_ids is empty, so "
+                                  "padding would be masked and predicted; list the padding id"));
+  r = run({"strategy.mlm_vocab=" + (dir_ / "none.txt").string()}, text);
+  EXPECT_THAT(r.reason, HasSubstr("finetune: mlm_vocab = '" + (dir_ / "none.txt").string() +
+                                  "': wordpiece: cannot read the vocabulary"));
+  r = run({"~strategy.mlm_vocab", "strategy.mlm_mask_id=105", "strategy.mlm_special_ids=[0]"},
+          text);
   EXPECT_THAT(r.reason, HasSubstr("mlm_mask_id = 105 is outside the vocabulary of 105 tokens"));
   r = run({"strategy.mlm_embedding=embeddings.word_embeddings"}, text);
   EXPECT_THAT(r.reason, HasSubstr("mlm_embedding = 'embeddings.word_embeddings' is not a matrix "

@@ -119,6 +119,8 @@ TEST_F(Bpe, EncodeAddsRobertasMarksTruncatesAndPads) {
   // Cut to 4: <s>, the first two tokens, </s>.
   EXPECT_THAT(bpe.encode("the best", 4), ElementsAre(s, want[1], want[2], e));
   EXPECT_THAT(bpe.encode("", 3), ElementsAre(s, e, pad));
+  EXPECT_THAT(tlab::test::error_of<std::invalid_argument>([&] { bpe.encode("the", 1); }),
+              HasSubstr("bpe: max_length 1 leaves no room for <s> and </s>; expected >= 2"));
   EXPECT_EQ(tlab::ByteLevelBpe::byte_symbol(' '), "\u0120");
   EXPECT_EQ(tlab::ByteLevelBpe::byte_symbol('\n'), "\u010a");
   EXPECT_EQ(tlab::ByteLevelBpe::byte_symbol('A'), "A");
@@ -157,7 +159,7 @@ TEST_F(Bpe, BadFilesAndTextNameTheFileLineAndFix) {
   EXPECT_THAT(tlab::test::error_of<std::invalid_argument>([&] { bpe.tokenize("a\xc3("); }),
               HasSubstr("bpe: the text is not valid UTF-8: a\\xc3("));
   EXPECT_THAT(tlab::test::error_of<std::invalid_argument>([&] { bpe.encode("th", 4); }),
-              HasSubstr("bpe: the vocabulary has no </s> token, which encoding a sequence needs"));
+              HasSubstr("v.json' has no </s> token, which encoding a sequence needs"));
 }
 
 }  // namespace

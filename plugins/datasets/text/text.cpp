@@ -247,6 +247,7 @@ std::vector<std::string> char_tokens(std::string_view s, bool lowercase) {
 // One file's examples: tokens and raw labels.
 struct Examples {
   std::vector<std::vector<std::string>> tokens;
+  std::vector<char> cut;  // pieces dropped to keep a closing mark ([SEP], </s>, eos_token)
   std::vector<tlab_ds::RawLabel> labels;
 };
 
@@ -478,7 +479,7 @@ class Text : public tlab::Dataset {
       int64_t tokens = 0, unknown = 0, cut = 0;
       for (int64_t r = 0; r < m; ++r) {
         const auto& t = ex.tokens[which[r]];
-        cut += static_cast<int64_t>(t.size()) > o_.max_len;
+        cut += ex.cut[which[r]] || static_cast<int64_t>(t.size()) > o_.max_len;
         for (int64_t k = 0; k < static_cast<int64_t>(t.size()) && k < o_.max_len; ++k) {
           auto it = id.find(t[k]);
           px[r * o_.max_len + k] = it == id.end() ? unk_id_ : it->second;
@@ -514,49 +515,42 @@ class Text : public tlab::Dataset {
   }
 
  private:
-  std::vector<std::string> tokens(std::string_view s, const std::string& where) const {
+  // `first` pieces `last` (each mark only when not empty), the pieces cut so that the whole fits
+  // max_len with `last` kept; *cut says whether pieces were dropped.
+  std::vector<std::string> framed(std::vector<std::string> pieces, const std::string& first,
+                                  const std::string& last, bool* cut) const {
+    std::vector<std::string> out;
+    if (!first.empty()) out.push_back(first);
+    const auto room = static_cast<std::size_t>(o_.max_len - !last.empty());
+    for (auto& p : pieces) {
+      if (out.size() >= room) {
+        *cut = true;
+        break;
+      }
+      out.push_back(std::move(p));
+    }
+    if (!last.empty()) out.push_back(last);
+    return out;
+  }
+
+  // The tokens of one text; *cut is set when a tokenizer that adds marks had to drop pieces
+  // (longer token lists are cut by the encoding).
+  std::vector<std::string> tokens(std::string_view s, const std::string& where, bool* cut) const {
+    *cut = false;
     if (spm_) {  // the model's pieces, between bos_token and eos_token when set
       std::vector<std::string> pieces = spm_->encode(std::string(s), where);
       if (o_.bos_token.empty() && o_.eos_token.empty()) return pieces;
-      std::vector<std::string> out;
-      if (!o_.bos_token.empty()) out.push_back(o_.bos_token);
-      const auto room = static_cast<std::size_t>(o_.max_len - !o_.eos_token.empty());
-      for (auto& p : pieces) {
-        if (out.size() >= room) break;
-        out.push_back(std::move(p));
-      }
-      if (!o_.eos_token.empty()) out.push_back(o_.eos_token);
-      return out;
+      return framed(std::move(pieces), o_.bos_token, o_.eos_token, cut);
     }
-    if (bpe_) {  // <s> tokens </s>: the tokens cut so that </s> stays
+    if (bpe_ || wordpiece_) {  // <s> tokens </s> or [CLS] pieces [SEP]
       std::vector<std::string> pieces;
       try {
-        pieces = bpe_->tokenize(std::string(s));
+        pieces = bpe_ ? bpe_->tokenize(std::string(s)) : wordpiece_->tokenize(std::string(s));
       } catch (const std::invalid_argument& e) {
         throw std::invalid_argument(where + ": " + e.what());
       }
-      std::vector<std::string> out = {"<s>"};
-      for (auto& p : pieces) {
-        if (static_cast<int64_t>(out.size()) + 1 >= o_.max_len) break;
-        out.push_back(std::move(p));
-      }
-      out.push_back("</s>");
-      return out;
-    }
-    if (wordpiece_) {  // [CLS] pieces [SEP]: the pieces cut so that [SEP] stays
-      std::vector<std::string> pieces;
-      try {
-        pieces = wordpiece_->tokenize(std::string(s));
-      } catch (const std::invalid_argument& e) {
-        throw std::invalid_argument(where + ": " + e.what());
-      }
-      std::vector<std::string> out = {"[CLS]"};
-      for (auto& p : pieces) {
-        if (static_cast<int64_t>(out.size()) + 1 >= o_.max_len) break;
-        out.push_back(std::move(p));
-      }
-      out.push_back("[SEP]");
-      return out;
+      return bpe_ ? framed(std::move(pieces), "<s>", "</s>", cut)
+                  : framed(std::move(pieces), "[CLS]", "[SEP]", cut);
     }
     return o_.tokenize == "char" ? char_tokens(s, o_.lowercase)
                                  : whitespace_tokens(s, o_.lowercase);
@@ -570,10 +564,12 @@ class Text : public tlab::Dataset {
       const std::string where =
           "text: file " + quote(path) + " line " + std::to_string(line.number);
       const std::size_t tab = line.text.find('\t');
+      bool cut = false;
       if (!labelled) {
         ex.tokens.push_back(tokens(
             tlab_ds::trim(tab == std::string_view::npos ? line.text : line.text.substr(tab + 1)),
-            where));
+            where, &cut));
+        ex.cut.push_back(cut);
         continue;
       }
       if (tab == std::string_view::npos)
@@ -586,7 +582,8 @@ class Text : public tlab::Dataset {
       if (body.empty())
         throw std::invalid_argument(where + ": empty text after the tab; expected " +
                                     "'label<TAB>text'");
-      ex.tokens.push_back(tokens(body, where));
+      ex.tokens.push_back(tokens(body, where, &cut));
+      ex.cut.push_back(cut);
       ex.labels.push_back({label, path, line.number});
     }
     if (ex.tokens.empty())

@@ -40,6 +40,7 @@ class ByteLevelBpe {
   /// or repeated, a merge line that is not two symbols.
   static ByteLevelBpe from_files(const std::string& vocab_json, const std::string& merges_txt) {
     ByteLevelBpe b;
+    b.vocab_path_ = vocab_json;
     b.tokens_ = read_vocab(vocab_json);
     for (std::size_t i = 0; i < b.tokens_.size(); ++i)
       b.ids_.emplace(b.tokens_[i], static_cast<int64_t>(i));
@@ -48,7 +49,7 @@ class ByteLevelBpe {
       throw std::invalid_argument("bpe: cannot read the merges '" + merges_txt +
                                   "'; expected the model's merges.txt");
     std::string line;
-    int64_t number = 0;
+    int64_t number = 0, rank = 0;
     while (std::getline(min, line)) {
       ++number;
       if (!line.empty() && line.back() == '\r') line.pop_back();
@@ -61,7 +62,7 @@ class ByteLevelBpe {
           line.find(' ', space + 1) != std::string::npos)
         throw std::invalid_argument(where + " is '" + utf8::preview(line) +
                                     "'; expected two symbols separated by one space");
-      b.ranks_.emplace(line, static_cast<int>(b.ranks_.size()));  // the first rank counts
+      b.ranks_[line] = static_cast<int>(rank++);  // a repeated merge: its last rank, as encoder.py
     }
     if (b.ranks_.empty())
       throw std::invalid_argument("bpe: '" + merges_txt +
@@ -178,8 +179,11 @@ class ByteLevelBpe {
   }
 
   /// <s> tokens </s> as ids (a token outside the vocabulary is <unk>), cut so that </s> stays
-  /// and padded with <pad> to `max_length`.
+  /// and padded with <pad> to `max_length` (>= 2).
   std::vector<int64_t> encode(const std::string& text, int64_t max_length) const {
+    if (max_length < 2)
+      throw std::invalid_argument("bpe: max_length " + std::to_string(max_length) +
+                                  " leaves no room for <s> and </s>; expected >= 2");
     const int64_t bos = special("<s>"), eos = special("</s>"), pad = special("<pad>");
     std::vector<int64_t> ids = {bos};
     for (const std::string& t : tokenize(text)) {
@@ -236,12 +240,13 @@ class ByteLevelBpe {
   int64_t special(const char* token) const {
     const int64_t i = id(token);
     if (i < 0)
-      throw std::invalid_argument(std::string("bpe: the vocabulary has no ") + token +
+      throw std::invalid_argument("bpe: the vocabulary '" + vocab_path_ + "' has no " + token +
                                   " token, which encoding a sequence needs (RoBERTa's "
                                   "vocab.json has <s> <pad> </s> <unk>)");
     return i;
   }
 
+  std::string vocab_path_;
   std::vector<std::string> tokens_;
   std::unordered_map<std::string, int64_t> ids_;
   std::unordered_map<std::string, int> ranks_;  // "first second" -> rank

@@ -16,6 +16,10 @@
 ///   LayerNorm(gelu(dense(h))) E^T + bias. The head is temporary: only the backbone is kept.
 /// - The token states h are read at a tap of the backbone (BackboneNet::tap; by default the
 ///   last layer group's), which must carry N x L x H: the bert backbone's layer taps do.
+/// - Differences from Hugging Face: the backbone derives its attention mask from the masked
+///   ids, so a random replacement that happens to be the padding id (probability about
+///   0.015 / vocabulary size per token) is not attended; the head's LayerNorm eps is BERT's
+///   1e-12 (RoBERTa's checkpoints use 1e-5; the head starts fresh either way).
 ///
 /// Example (a strategy that pre-trains with MLM, then lets the runner fine-tune on the target):
 /// \code
@@ -175,9 +179,8 @@ inline torch::Tensor mlm_inputs(Session& s, const std::string& text, torch::Tens
   std::vector<torch::Tensor> train, held;
   for (const DomainData* d : domains) {
     TLAB_CHECK(!d->train.streamed(), who,
-               ": masked-language-model training needs resident "
-               "token ids; domain '",
-               d->name, "' is streamed");
+               ": masked-language-model training needs resident token ids; domain '", d->name,
+               "' is streamed (raise the dataset's resident_max_mb)");
     const torch::Tensor& x = d->train.x;
     TLAB_CHECK(x.dim() == 2 && x.scalar_type() == torch::kLong, who,
                ": masked-language-model training needs token ids (int64, N x L) from a text "
@@ -222,11 +225,15 @@ inline void pretrain_mlm(Session& s, const MlmOptions& o) {
     const bool json =
         o.mlm_vocab.size() >= 5 && o.mlm_vocab.substr(o.mlm_vocab.size() - 5) == ".json";
     std::vector<std::string> tokens;
-    if (json) {
-      tokens = ByteLevelBpe::read_vocab(o.mlm_vocab);
-    } else {
-      const WordPiece wp = WordPiece::from_file(o.mlm_vocab, false);
-      for (int64_t i = 0; i < wp.size(); ++i) tokens.push_back(wp.token(i));
+    try {
+      if (json) {
+        tokens = ByteLevelBpe::read_vocab(o.mlm_vocab);
+      } else {
+        const WordPiece wp = WordPiece::from_file(o.mlm_vocab, false);
+        for (int64_t i = 0; i < wp.size(); ++i) tokens.push_back(wp.token(i));
+      }
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(who + ": mlm_vocab = '" + o.mlm_vocab + "': " + e.what());
     }
     auto id_of = [&](const std::string& t) {
       for (std::size_t i = 0; i < tokens.size(); ++i)
@@ -255,6 +262,10 @@ inline void pretrain_mlm(Session& s, const MlmOptions& o) {
              ": masked-language-model training needs the mask token's id; set mlm_vocab to the "
              "model's vocab.txt, or mlm_mask_id (and mlm_special_ids: padding and sequence "
              "marks) for another tokenizer");
+  TLAB_CHECK(!o.mlm_vocab.empty() || !o.mlm_special_ids.empty(), who, ": mlm_mask_id = ", mask_id,
+             " is set but mlm_special_ids is empty, so padding would be masked and predicted; "
+             "list the padding id and the sequence marks (e.g. mlm_special_ids = [0, 1, 2, 3] "
+             "for a SentencePiece model with pad 0, unk 1, bos 2, eos 3), or set mlm_vocab");
   TLAB_CHECK(mask_id < vocab, who, ": mlm_mask_id = ", mask_id, " is outside the vocabulary of ",
              vocab, " tokens (", o.mlm_embedding, ")");
   special.push_back(mask_id);
@@ -262,15 +273,15 @@ inline void pretrain_mlm(Session& s, const MlmOptions& o) {
   torch::Tensor is_special = torch::zeros({vocab}, torch::kBool);
   for (int64_t id : special) {
     TLAB_CHECK(id >= 0 && id < vocab, who, ": mlm_special_ids holds ", id,
-               ", outside the vocabulary of ", vocab, " tokens");
+               ", outside the vocabulary of ", vocab, " tokens; list ids below ", vocab);
     is_special[id] = true;
   }
   is_special = is_special.to(device);
   {
-    const int64_t top = ids.max().item<int64_t>();
-    TLAB_CHECK(ids.min().item<int64_t>() >= 0 && top < vocab, who, ": the text holds token id ",
-               top, " but the backbone's vocabulary has ", vocab,
-               " tokens; tokenise with the model's vocabulary");
+    const int64_t low = ids.min().item<int64_t>(), top = ids.max().item<int64_t>();
+    TLAB_CHECK(low >= 0 && top < vocab, who, ": the text holds token id ", low < 0 ? low : top,
+               " but the backbone's vocabulary has ids 0..", vocab - 1,
+               "; tokenise with the model's vocabulary (or set backbone.vocab_size to its size)");
   }
   // The token states, read at the tap while the stage runs (the tap passes them on unchanged).
   std::string tap = o.mlm_tap;
@@ -404,7 +415,8 @@ inline void pretrain_mlm(Session& s, const MlmOptions& o) {
   s.context().log->info("mlm: masked-language-model training on " + std::to_string(ids.size(0)) +
                         " sequences (" + o.mlm_text + "), vocabulary " + std::to_string(vocab) +
                         ", mask id " + std::to_string(mask_id));
-  s.reuse(key.str(), backbone_only, [&] { s.fit(st); });
+  const bool trained = s.reuse(key.str(), backbone_only, [&] { s.fit(st); });
+  s.context().metrics->summary("mlm/pretrain_reused", trained ? 0.0 : 1.0);
 }
 
 }  // namespace tlab
