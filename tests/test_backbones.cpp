@@ -727,6 +727,57 @@ TEST_F(Backbones, MaskedLanguageModelMatchesTransformersMaskingHeadAndLoss) {
   // No position chosen: a zero loss that still has a graph (never NaN).
   torch::Tensor none = torch::full({6, 16}, -100, torch::kLong);
   EXPECT_EQ(head->loss(h, none).item<double>(), 0.0);
+
+  // A BertForMaskedLM checkpoint with its head: bert's mlm_head = true loads every tensor
+  // strictly (cls.predictions.* frozen, outside the features), and load_mlm_head gives a fresh
+  // head the checkpoint's values: the same loss.
+  auto full = build("bert",
+                    {{"vocab_size", int64_t{40}},
+                     {"hidden_size", int64_t{32}},
+                     {"num_hidden_layers", int64_t{2}},
+                     {"num_attention_heads", int64_t{4}},
+                     {"intermediate_size", int64_t{64}},
+                     {"max_position_embeddings", int64_t{24}},
+                     {"mlm_head", true}},
+                    {16});
+  const auto all = tlab::weights::load_state_dict(*full, rest, file.string());
+  EXPECT_TRUE(all.complete()) << all.summary();
+  EXPECT_EQ(all.matched.size(), rest.size());
+  for (const auto& p : full->named_parameters())
+    EXPECT_EQ(p.value().requires_grad(), p.key().rfind("cls.", 0) != 0) << p.key();
+  expect_groups_cover_parameters_once(*full);
+  torch::Tensor word;
+  for (const auto& p : full->named_parameters())
+    if (p.key() == "embeddings.word_embeddings.weight") word = p.value();
+  tlab::MlmHead fresh(32, word);
+  EXPECT_EQ(tlab::load_mlm_head(fresh, *full), "cls.predictions.");
+  full->add_tap("layer1", [&h](const torch::Tensor& x) {
+    h = x;
+    return x;
+  });
+  full->eval();
+  fresh.eval();
+  full->forward(io.at("masked"));
+  EXPECT_NEAR(fresh.loss(h, io.at("labels")).item<double>(), expected, 1e-5);
+  // Without the option the backbone holds no head: nothing to load.
+  tlab::MlmHead other(32, embedding);
+  EXPECT_EQ(tlab::load_mlm_head(other, *net), "");
+  // RoBERTa's names.
+  auto roberta = build("bert",
+                       {{"variant", std::string("roberta")},
+                        {"vocab_size", int64_t{40}},
+                        {"hidden_size", int64_t{32}},
+                        {"num_hidden_layers", int64_t{1}},
+                        {"num_attention_heads", int64_t{4}},
+                        {"intermediate_size", int64_t{64}},
+                        {"mlm_head", true}},
+                       {16});
+  std::set<std::string> lm;
+  for (const auto& p : roberta->named_parameters())
+    if (p.key().rfind("lm_head.", 0) == 0) lm.insert(p.key());
+  EXPECT_EQ(lm, (std::set<std::string>{"lm_head.bias", "lm_head.dense.bias", "lm_head.dense.weight",
+                                       "lm_head.layer_norm.bias", "lm_head.layer_norm.weight"}));
+  EXPECT_EQ(tlab::load_mlm_head(other, *roberta), "lm_head.");
 }
 
 // Masking's rates over many tokens: 15% of the non-special ones chosen, of those 80% [MASK], 10%

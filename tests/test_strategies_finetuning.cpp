@@ -594,6 +594,12 @@ TEST_F(FinetuningStrategies, RobertaOnBpeTokensPretrainsWithMlmFromItsVocabJson)
   ASSERT_EQ(val_loss.size(), 3u);
   EXPECT_LT(val_loss.back(), val_loss.front());
   EXPECT_GT(r.summary.at("target/test/acc"), 0.0);
+  // The backbone holding RobertaForMaskedLM's head (lm_head.*): MLM starts from it.
+  auto with_head = ok({"backbone.mlm_head=true"}, text);
+  const auto head_loss = metric(with_head, "mlm/val/loss");
+  ASSERT_EQ(head_loss.size(), 3u);
+  EXPECT_LT(head_loss.back(), head_loss.front());
+  EXPECT_EQ(with_head.summary.at("mlm/pretrain_reused"), 0);  // another start: its own entry
   // <mask> is id 380 in that vocab.json: an explicit id that disagrees is refused.
   auto bad = run({"strategy.mlm_mask_id=4"}, text);
   EXPECT_THAT(bad.reason,

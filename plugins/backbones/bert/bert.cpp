@@ -8,7 +8,10 @@
 // comes from padding (pad_token_id), token type ids are 0 (one segment). variant = "roberta":
 // RoBERTa's positions (counted over the real tokens, from pad_token_id + 1; pad_token_id 1).
 // Features: the pooler's output (tanh(dense(h[CLS])), BertForSequenceClassification's input),
-// the [CLS] token's hidden state, or the mean over the real tokens.
+// the [CLS] token's hidden state, or the mean over the real tokens. mlm_head = true also holds a
+// masked-LM head under the checkpoint's names (BertForMaskedLM: cls.predictions.*,
+// RobertaForMaskedLM: lm_head.*), frozen and unused by forward(), so that a ...ForMaskedLM
+// checkpoint loads with its head and masked-LM pre-training (tlab/sdk/mlm.hpp) continues from it.
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
@@ -35,6 +38,7 @@ struct BertOptions {
   double attention_probs_dropout_prob = 0.1;
   int64_t pad_token_id = -1;  // -1: the variant's (bert 0, roberta 1)
   std::string pooling = "pooler";
+  bool mlm_head = false;
 };
 
 namespace {
@@ -115,6 +119,24 @@ class BertNet : public tlab::BackboneNet {
     for (int64_t i = 0; i < o.num_hidden_layers; ++i)
       layers_.push_back(list->register_module(std::to_string(i), std::make_shared<Layer>(o)));
     pooler_ = node(*this, "pooler")->register_module("dense", Linear(h, h));
+    if (o.mlm_head) {  // the checkpoint's masked-LM head, read by tlab::load_mlm_head
+      const bool roberta = o.variant == "roberta";
+      std::shared_ptr<torch::nn::Module> transform, owner;
+      if (roberta) {
+        owner = transform = node(*this, "lm_head");
+      } else {
+        owner = node(*node(*this, "cls"), "predictions");
+        transform = node(*owner, "transform");
+      }
+      transform->register_module("dense", Linear(h, h));
+      transform->register_module(roberta ? "layer_norm" : "LayerNorm",
+                                 LayerNorm(LayerNormOptions({h}).eps(o.layer_norm_eps)));
+      owner->register_parameter("bias", torch::zeros({o.vocab_size}));
+      for (auto& p : owner->parameters()) {
+        p.requires_grad_(false);
+        mlm_head_.push_back(p);
+      }
+    }
   }
 
   torch::Tensor forward(torch::Tensor x) override {
@@ -160,8 +182,10 @@ class BertNet : public tlab::BackboneNet {
     std::vector<tlab::LayerGroup> g{{"embeddings", embedding_modules_->parameters()}};
     for (std::size_t i = 0; i < layers_.size(); ++i)
       g.push_back({"layer" + std::to_string(i), layers_[i]->parameters()});
-    // The pooler reads the last layer's [CLS]: it trains with it.
+    // The pooler reads the last layer's [CLS]: it trains with it. The masked-LM head (frozen)
+    // is listed there too: the groups hold every parameter.
     for (auto& p : pooler_->parameters()) g.back().parameters.push_back(p);
+    for (auto& p : mlm_head_) g.back().parameters.push_back(p);
     return g;
   }
 
@@ -177,6 +201,7 @@ class BertNet : public tlab::BackboneNet {
   std::shared_ptr<torch::nn::Module> embedding_modules_;
   std::vector<std::shared_ptr<Layer>> layers_;
   Linear pooler_{nullptr};
+  std::vector<torch::Tensor> mlm_head_;
 };
 
 }  // namespace
@@ -218,7 +243,11 @@ class Bert : public tlab::Backbone {
         .field("pooling", &Options::pooling,
                "features: pooler (tanh(dense([CLS])), as BertForSequenceClassification), cls "
                "(the [CLS] hidden state) or mean (over the real tokens)")
-        .choices({"pooler", "cls", "mean"});
+        .choices({"pooler", "cls", "mean"})
+        .field("mlm_head", &Options::mlm_head,
+               "also hold a ...ForMaskedLM checkpoint's head (bert: cls.predictions.*, roberta: "
+               "lm_head.*; frozen, not in the features) for masked-LM pre-training to continue "
+               "from");
   }
   explicit Bert(Options o) : o_(std::move(o)) {
     if (o_.pad_token_id < 0) o_.pad_token_id = o_.variant == "roberta" ? 1 : 0;
@@ -251,6 +280,6 @@ class Bert : public tlab::Backbone {
   Options o_;
 };
 
-TLAB_PLUGIN(Bert, "bert", "1.0.0",
+TLAB_PLUGIN(Bert, "bert", "1.1.0",
             "BERT / RoBERTa encoder under Hugging Face's names (loads model.safetensors), "
             "pooler, cls or mean features")

@@ -18,8 +18,10 @@
 ///   last layer group's), which must carry N x L x H: the bert backbone's layer taps do.
 /// - Differences from Hugging Face: the backbone derives its attention mask from the masked
 ///   ids, so a random replacement that happens to be the padding id (probability about
-///   0.015 / vocabulary size per token) is not attended; the head's LayerNorm eps is BERT's
-///   1e-12 (RoBERTa's checkpoints use 1e-5; the head starts fresh either way).
+///   0.015 / vocabulary size per token) is not attended.
+/// - The head starts fresh, or from a checkpoint's (load_mlm_head: the bert backbone with
+///   mlm_head = true loads BertForMaskedLM's cls.predictions.* or RobertaForMaskedLM's
+///   lm_head.* with the encoder), as continued pre-training on domain text does.
 ///
 /// Example (a strategy that pre-trains with MLM, then lets the runner fine-tune on the target):
 /// \code
@@ -61,6 +63,7 @@ struct MlmOptions {
   std::vector<int64_t> mlm_special_ids;
   std::string mlm_tap;
   std::string mlm_embedding = "embeddings.word_embeddings.weight";
+  double mlm_layer_norm_eps = 1e-12;
   static Schema schema() {
     return SchemaFor<MlmOptions>()
         .field("mlm_epochs", &MlmOptions::mlm_epochs, "epochs of masked-language-model training")
@@ -88,7 +91,10 @@ struct MlmOptions {
                "the backbone's tap with the token states N x L x H (empty = its last layer "
                "group)")
         .field("mlm_embedding", &MlmOptions::mlm_embedding,
-               "the backbone's input-embedding parameter (V x H) the decoder is tied to");
+               "the backbone's input-embedding parameter (V x H) the decoder is tied to")
+        .field("mlm_layer_norm_eps", &MlmOptions::mlm_layer_norm_eps,
+               "the head's LayerNorm epsilon (BERT 1e-12, RoBERTa 1e-5)")
+        .range(0, 1);
   }
 };
 
@@ -159,6 +165,53 @@ class MlmHead : public torch::nn::Module {
   torch::nn::Linear dense_{nullptr};
   torch::nn::LayerNorm norm_{nullptr};
 };
+
+/// Copies a checkpoint's masked-LM head that the backbone holds (the bert backbone's
+/// mlm_head = true) into `head`: Hugging Face's BertForMaskedLM layout
+/// (cls.predictions.transform.dense, cls.predictions.transform.LayerNorm, cls.predictions.bias)
+/// or RobertaForMaskedLM's (lm_head.dense, lm_head.layer_norm, lm_head.bias). Returns the
+/// prefix it came from ("cls.predictions." or "lm_head."), or "" when the backbone holds
+/// neither. Throws std::invalid_argument when a layout is partly there or a shape differs.
+inline std::string load_mlm_head(MlmHead& head, torch::nn::Module& backbone) {
+  const auto mine = head.named_parameters();
+  const auto theirs = backbone.named_parameters();
+  const std::vector<std::string> ours = {
+      "predictions.transform.dense.weight", "predictions.transform.dense.bias",
+      "predictions.transform.LayerNorm.weight", "predictions.transform.LayerNorm.bias",
+      "predictions.bias"};
+  const std::vector<std::pair<std::string, std::vector<std::string>>> layouts = {
+      {"cls.predictions.",
+       {"cls.predictions.transform.dense.weight", "cls.predictions.transform.dense.bias",
+        "cls.predictions.transform.LayerNorm.weight", "cls.predictions.transform.LayerNorm.bias",
+        "cls.predictions.bias"}},
+      {"lm_head.",
+       {"lm_head.dense.weight", "lm_head.dense.bias", "lm_head.layer_norm.weight",
+        "lm_head.layer_norm.bias", "lm_head.bias"}}};
+  for (const auto& [prefix, names] : layouts) {
+    std::string missing;
+    int found = 0;
+    for (const auto& n : names) {
+      if (theirs.find(n))
+        ++found;
+      else
+        missing += (missing.empty() ? "" : ", ") + n;
+    }
+    if (found == 0) continue;
+    TLAB_CHECK(missing.empty(), "the backbone holds part of a masked-LM head (", prefix,
+               "*) but not ", missing, "; load the whole head or none");
+    torch::NoGradGuard no_grad;
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      const torch::Tensor& from = *theirs.find(names[i]);
+      torch::Tensor to = *mine.find(ours[i]);
+      TLAB_CHECK(from.sizes() == to.sizes(), "the backbone's ", names[i], " is ", from.sizes(),
+                 " but the masked-LM head needs ", to.sizes(),
+                 "; the head's sizes come from the hidden size and the vocabulary");
+      to.copy_(from);
+    }
+    return prefix;
+  }
+  return "";
+}
 
 namespace detail {
 
@@ -322,8 +375,17 @@ inline void pretrain_mlm(Session& s, const MlmOptions& o) {
   TLAB_CHECK(hidden == embedding.size(1), who, ": the token states at tap '", tap, "' are ", hidden,
              " wide but ", o.mlm_embedding, " is ", embedding.sizes(),
              "; the decoder is tied to it, so they must agree");
-  auto head = std::make_shared<MlmHead>(hidden, embedding);
+  auto head = std::make_shared<MlmHead>(hidden, embedding, o.mlm_layer_norm_eps);
   head->to(device);
+  std::string from;
+  try {
+    from = load_mlm_head(*head, *model.backbone);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(who + ": " + e.what());
+  }
+  s.context().log->info(from.empty() ? "mlm: the masked-LM head starts fresh"
+                                     : "mlm: the masked-LM head starts from the backbone's " +
+                                           from + "* (its checkpoint's, with backbone.weights)");
   torch::nn::Module pretrained;  // what reuse restores and the stage puts in train/eval mode
   pretrained.register_module("backbone", model.backbone);
   pretrained.register_module("cls", head);
@@ -402,7 +464,7 @@ inline void pretrain_mlm(Session& s, const MlmOptions& o) {
   key << "mlm_epochs=" << o.mlm_epochs << " mlm_lr=" << st.config.lr
       << " mlm_probability=" << o.mlm_probability << " mlm_text=" << o.mlm_text
       << " mask_id=" << mask_id << " tap=" << tap << " embedding=" << o.mlm_embedding
-      << " special=";
+      << " layer_norm_eps=" << o.mlm_layer_norm_eps << " head_from=" << from << " special=";
   for (int64_t id : special) key << id << ",";
   {  // the text itself: the target's is not otherwise part of reuse's key
     const torch::Tensor host = ids.to(torch::kCPU).contiguous();
