@@ -806,6 +806,51 @@ TEST(MaskedLanguageModel, MaskingFollowsBertsRates) {
   EXPECT_NEAR((n - masked - kept) / n, 0.1, 0.01);
 }
 
+// Whole-word masking: a word is a piece and its "##" continuations; the pieces of a chosen word
+// are all chosen, about probability x the non-special tokens per sequence, specials never.
+TEST(MaskedLanguageModel, WholeWordMaskingChoosesWholeWords) {
+  // ids 0-4 special, 5-49 word starts, 50-99 continuations ("##...").
+  torch::Tensor special = torch::zeros({100}, torch::kBool),
+                cont = torch::zeros({100}, torch::kBool);
+  special.slice(0, 0, 5).fill_(true);
+  cont.slice(0, 50).fill_(true);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  torch::Tensor ids = torch::randint(5, 100, {200, 40}, gen, torch::kLong);
+  ids.select(1, 0).fill_(2);  // [CLS]
+  ids.slice(1, 30).fill_(0);  // padding
+  ids.select(1, 1).fill_(7);  // a word start after [CLS]
+  const torch::Tensor chosen = tlab::whole_word_choice(ids, 0.15, special, cont, gen);
+  int64_t words = 0, split_words = 0;
+  for (int64_t r = 0; r < 200; ++r) {
+    int64_t count = 0;
+    for (int64_t i = 0; i < 40; ++i) {
+      const int64_t id = ids[r][i].item<int64_t>();
+      const bool c = chosen[r][i].item<bool>();
+      count += c;
+      if (id < 5) {
+        EXPECT_FALSE(c) << "a special token was chosen";
+        continue;
+      }
+      // A continuation shares its word's choice.
+      if (id >= 50 && i > 1) {
+        const int64_t before = ids[r][i - 1].item<int64_t>();
+        if (before >= 5) EXPECT_EQ(c, chosen[r][i - 1].item<bool>()) << "row " << r << " at " << i;
+      }
+      if (c && (i + 1 == 40 || ids[r][i + 1].item<int64_t>() < 50)) ++words;
+      if (id < 50 && i + 1 < 40 && ids[r][i + 1].item<int64_t>() >= 50) ++split_words;
+    }
+    EXPECT_GE(count, 1);
+    EXPECT_LE(count, 4);  // round(0.15 x 29) = 4, never more
+  }
+  EXPECT_GT(words, 300);         // most rows reach their 4 tokens with whole words
+  EXPECT_GT(split_words, 1000);  // the data has multi-piece words to keep together
+  // The masks follow BERT's 80/10/10 on the chosen positions; nothing else changes.
+  const tlab::MaskedTokens m = tlab::mask_chosen(ids, chosen, 4, 100, gen);
+  EXPECT_TRUE(torch::equal(m.labels.ne(-100), chosen));
+  EXPECT_TRUE(torch::equal(m.input.masked_select(chosen.logical_not()),
+                           ids.masked_select(chosen.logical_not())));
+}
+
 // Through tlab: the shipped review experiment on the files tools/reviews.py makes, a BERT
 // pre-trained on books and fine-tuned on kitchen reviews (a few epochs).
 TEST_F(Backbones, BertTransfersAcrossGeneratedReviewsThroughTlab) {

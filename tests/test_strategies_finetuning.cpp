@@ -555,6 +555,18 @@ TEST_F(FinetuningStrategies, MlmErrorsSayWhatToDo) {
   r = run({"strategy.mlm_text=source"}, no_source);
   EXPECT_THAT(r.reason, HasSubstr("mlm_text = \"source\" reads the source's text, but the "
                                   "experiment has no [source] table"));
+  r = run({"strategy.mlm_whole_word=true", "~strategy.mlm_vocab", "strategy.mlm_mask_id=4",
+           "strategy.mlm_special_ids=[0, 1, 2, 3]"},
+          text);
+  EXPECT_THAT(r.reason, HasSubstr("mlm_whole_word = true finds words by BERT's \"##\" pieces, "
+                                  "so it needs mlm_vocab = the model's WordPiece vocab.txt"));
+  // Whole-word masking on the reviews (their vocab.txt splits "unpredictable" into un ##predict
+  // ##able): it trains, into its own cache entry.
+  auto wwm = ok({"strategy.mlm_whole_word=true"}, text);
+  const auto wwm_loss = metric(wwm, "mlm/val/loss");
+  ASSERT_EQ(wwm_loss.size(), 3u);
+  EXPECT_LT(wwm_loss.back(), wwm_loss.front());
+  EXPECT_EQ(wwm.summary.at("mlm/pretrain_reused"), 0);
   // Without a source, on the target's own text: task-adaptive pre-training runs.
   auto tapt = ok({"strategy.mlm_text=target", "strategy.mlm_epochs=1"}, no_source);
   EXPECT_EQ(metric(tapt, "mlm/train/loss").size(), 1u);

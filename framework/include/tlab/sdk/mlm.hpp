@@ -64,6 +64,7 @@ struct MlmOptions {
   std::string mlm_tap;
   std::string mlm_embedding = "embeddings.word_embeddings.weight";
   double mlm_layer_norm_eps = 1e-12;
+  bool mlm_whole_word = false;
   static Schema schema() {
     return SchemaFor<MlmOptions>()
         .field("mlm_epochs", &MlmOptions::mlm_epochs, "epochs of masked-language-model training")
@@ -94,7 +95,10 @@ struct MlmOptions {
                "the backbone's input-embedding parameter (V x H) the decoder is tied to")
         .field("mlm_layer_norm_eps", &MlmOptions::mlm_layer_norm_eps,
                "the head's LayerNorm epsilon (BERT 1e-12, RoBERTa 1e-5)")
-        .range(0, 1);
+        .range(0, 1)
+        .field("mlm_whole_word", &MlmOptions::mlm_whole_word,
+               "whole-word masking: choose whole words (a piece and its ## continuations; "
+               "needs mlm_vocab = a WordPiece vocab.txt)");
   }
 };
 
@@ -105,17 +109,12 @@ struct MaskedTokens {
   torch::Tensor labels;
 };
 
-/// DataCollatorForLanguageModeling.torch_mask_tokens: `ids` (int64 N x L), `special` a bool
-/// vector over the vocabulary (true = never chosen), random draws from `gen` (on the ids'
-/// device; an undefined generator = the device's default).
-inline MaskedTokens mask_tokens(const torch::Tensor& ids, double probability, int64_t mask_id,
-                                const torch::Tensor& special,
+/// The second half of torch_mask_tokens: of the `chosen` positions (bool, like `ids`), 80%
+/// become `mask_id`, 10% a random id below `vocab`, 10% stay; labels = the original ids there.
+inline MaskedTokens mask_chosen(const torch::Tensor& ids, const torch::Tensor& chosen,
+                                int64_t mask_id, int64_t vocab,
                                 c10::optional<at::Generator> gen = c10::nullopt) {
   const auto opts = torch::TensorOptions().dtype(torch::kFloat).device(ids.device());
-  const int64_t vocab = special.size(0);
-  torch::Tensor chance = torch::full(ids.sizes(), probability, opts);
-  chance.masked_fill_(special.index_select(0, ids.flatten()).view(ids.sizes()), 0.0);
-  const torch::Tensor chosen = torch::bernoulli(chance, gen).to(torch::kBool);
   MaskedTokens m;
   m.labels = ids.masked_fill(chosen.logical_not(), -100);
   const torch::Tensor replaced =
@@ -127,6 +126,72 @@ inline MaskedTokens mask_tokens(const torch::Tensor& ids, double probability, in
   const torch::Tensor words = torch::randint(vocab, ids.sizes(), gen, ids.options());
   m.input = torch::where(randomised, words, m.input);
   return m;
+}
+
+/// DataCollatorForLanguageModeling.torch_mask_tokens: `ids` (int64 N x L), `special` a bool
+/// vector over the vocabulary (true = never chosen), random draws from `gen` (on the ids'
+/// device; an undefined generator = the device's default).
+inline MaskedTokens mask_tokens(const torch::Tensor& ids, double probability, int64_t mask_id,
+                                const torch::Tensor& special,
+                                c10::optional<at::Generator> gen = c10::nullopt) {
+  const auto opts = torch::TensorOptions().dtype(torch::kFloat).device(ids.device());
+  torch::Tensor chance = torch::full(ids.sizes(), probability, opts);
+  chance.masked_fill_(special.index_select(0, ids.flatten()).view(ids.sizes()), 0.0);
+  const torch::Tensor chosen = torch::bernoulli(chance, gen).to(torch::kBool);
+  return mask_chosen(ids, chosen, mask_id, special.size(0), gen);
+}
+
+/// Whole-word masking's choice (BERT's whole-word-masking models; Hugging Face's
+/// DataCollatorForWholeWordMask._whole_word_mask): per sequence, the words (a piece and the
+/// continuation pieces after it, `continuation` a bool vector over the vocabulary, e.g. BERT's
+/// "##" pieces; special ids are no word) in a random order (`gen`, a CPU generator; undefined =
+/// the default), taken whole while they fit round(probability x the sequence's non-special
+/// tokens) (at least 1). Returns the chosen positions (bool, on the ids' device); mask_chosen
+/// then masks them. Runs on the CPU (one copy of the ids per batch).
+inline torch::Tensor whole_word_choice(const torch::Tensor& ids, double probability,
+                                       const torch::Tensor& special,
+                                       const torch::Tensor& continuation,
+                                       c10::optional<at::Generator> gen = c10::nullopt) {
+  const torch::Tensor x = ids.to(torch::kCPU).contiguous();
+  const torch::Tensor sp = special.to(torch::kCPU).contiguous(),
+                      cont = continuation.to(torch::kCPU).contiguous();
+  const bool* is_special = sp.data_ptr<bool>();
+  const bool* is_cont = cont.data_ptr<bool>();
+  torch::Tensor chosen = torch::zeros(x.sizes(), torch::kBool);
+  bool* out = chosen.data_ptr<bool>();
+  const int64_t n = x.size(0), len = x.size(1);
+  const int64_t* px = x.data_ptr<int64_t>();
+  for (int64_t r = 0; r < n; ++r) {
+    std::vector<std::vector<int64_t>> words;
+    int64_t tokens = 0;
+    bool in_word = false;
+    for (int64_t i = 0; i < len; ++i) {
+      const int64_t id = px[r * len + i];
+      if (is_special[id]) {
+        in_word = false;
+        continue;
+      }
+      ++tokens;
+      if (in_word && is_cont[id])
+        words.back().push_back(i);
+      else
+        words.push_back({i});
+      in_word = true;
+    }
+    if (words.empty()) continue;
+    const auto want = std::max<int64_t>(
+        1, static_cast<int64_t>(std::llround(static_cast<double>(tokens) * probability)));
+    const torch::Tensor order =
+        torch::randperm(static_cast<int64_t>(words.size()), gen, torch::kLong);
+    int64_t taken = 0;
+    for (int64_t k = 0; k < order.size(0) && taken < want; ++k) {
+      const auto& w = words[static_cast<std::size_t>(order[k].item<int64_t>())];
+      if (taken + static_cast<int64_t>(w.size()) > want) continue;
+      for (int64_t i : w) out[r * len + i] = true;
+      taken += static_cast<int64_t>(w.size());
+    }
+  }
+  return chosen.to(ids.device());
 }
 
 /// BertOnlyMLMHead (Hugging Face's names under `cls`): transform = dense, exact GELU,
@@ -273,6 +338,13 @@ inline void pretrain_mlm(Session& s, const MlmOptions& o) {
   const int64_t vocab = embedding.size(0);
   int64_t mask_id = o.mlm_mask_id;
   std::vector<int64_t> special = o.mlm_special_ids;
+  std::vector<int64_t> continuation;  // whole-word masking: ids of "##" pieces
+  TLAB_CHECK(!o.mlm_whole_word || (!o.mlm_vocab.empty() && o.mlm_vocab.size() >= 4 &&
+                                   o.mlm_vocab.substr(o.mlm_vocab.size() - 4) == ".txt"),
+             who,
+             ": mlm_whole_word = true finds words by BERT's \"##\" pieces, so it needs "
+             "mlm_vocab = the model's WordPiece vocab.txt (got '",
+             o.mlm_vocab, "'); byte-level BPE and SentencePiece vocabularies are not supported");
   if (!o.mlm_vocab.empty()) {
     // BERT's vocab.txt or RoBERTa's vocab.json: the mask token and the special ones.
     const bool json =
@@ -310,6 +382,9 @@ inline void pretrain_mlm(Session& s, const MlmOptions& o) {
              : std::vector<std::string>{"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
     for (const auto& t : specials)
       if (id_of(t) >= 0) special.push_back(id_of(t));
+    if (o.mlm_whole_word)
+      for (std::size_t i = 0; i < tokens.size(); ++i)
+        if (tokens[i].rfind("##", 0) == 0) continuation.push_back(static_cast<int64_t>(i));
   }
   TLAB_CHECK(mask_id >= 0, who,
              ": masked-language-model training needs the mask token's id; set mlm_vocab to the "
@@ -330,6 +405,8 @@ inline void pretrain_mlm(Session& s, const MlmOptions& o) {
     is_special[id] = true;
   }
   is_special = is_special.to(device);
+  torch::Tensor is_continuation = torch::zeros({vocab}, torch::kBool);
+  for (int64_t id : continuation) is_continuation[id] = true;
   {
     const int64_t low = ids.min().item<int64_t>(), top = ids.max().item<int64_t>();
     TLAB_CHECK(low >= 0 && top < vocab, who, ": the text holds token id ", low < 0 ? low : top,
@@ -395,9 +472,17 @@ inline void pretrain_mlm(Session& s, const MlmOptions& o) {
     std::shared_ptr<MlmHead> head;
     const MlmOptions* o = nullptr;
     int64_t mask_id = 0;
-    torch::Tensor special, val_input, val_labels;
+    torch::Tensor special, continuation, val_input, val_labels;
+    MaskedTokens mask(const torch::Tensor& ids, c10::optional<at::Generator> gen,
+                      const torch::Tensor& is_special) const {
+      if (!o->mlm_whole_word) return mask_tokens(ids, o->mlm_probability, mask_id, is_special, gen);
+      const torch::Tensor chosen =
+          whole_word_choice(ids, o->mlm_probability, is_special, continuation,
+                            gen && ids.is_cpu() ? gen : c10::nullopt);
+      return mask_chosen(ids, chosen, mask_id, is_special.size(0), gen);
+    }
     torch::Tensor loss(Session&, const Batch& b) override {
-      const MaskedTokens m = mask_tokens(b.x, o->mlm_probability, mask_id, special);
+      const MaskedTokens m = mask(b.x, c10::nullopt, special);
       return head->loss(token_states(m.input), m.labels);
     }
     void on_epoch_end(Session& s, int64_t epoch) override {
@@ -439,10 +524,10 @@ inline void pretrain_mlm(Session& s, const MlmOptions& o) {
   hooks.o = &o;
   hooks.mask_id = mask_id;
   hooks.special = is_special;
+  hooks.continuation = is_continuation;
   if (val_ids.defined() && val_ids.numel() > 0) {  // masked once, the same every epoch
     auto gen = at::make_generator<at::CPUGeneratorImpl>(0x6d6c6dULL);
-    const MaskedTokens m =
-        mask_tokens(val_ids.cpu(), o.mlm_probability, mask_id, is_special.cpu(), gen);
+    const MaskedTokens m = hooks.mask(val_ids.cpu(), gen, is_special.cpu());
     hooks.val_input = m.input.to(device);
     hooks.val_labels = m.labels.to(device);
   }
@@ -464,7 +549,8 @@ inline void pretrain_mlm(Session& s, const MlmOptions& o) {
   key << "mlm_epochs=" << o.mlm_epochs << " mlm_lr=" << st.config.lr
       << " mlm_probability=" << o.mlm_probability << " mlm_text=" << o.mlm_text
       << " mask_id=" << mask_id << " tap=" << tap << " embedding=" << o.mlm_embedding
-      << " layer_norm_eps=" << o.mlm_layer_norm_eps << " head_from=" << from << " special=";
+      << " layer_norm_eps=" << o.mlm_layer_norm_eps << " head_from=" << from
+      << " whole_word=" << o.mlm_whole_word << " special=";
   for (int64_t id : special) key << id << ",";
   {  // the text itself: the target's is not otherwise part of reuse's key
     const torch::Tensor host = ids.to(torch::kCPU).contiguous();
