@@ -10,6 +10,7 @@
 ///   with probability `mlm_probability` (0.15); a chosen token becomes [MASK] with probability
 ///   0.8, a random token of the vocabulary with 0.1, and stays with 0.1; the loss is the
 ///   cross-entropy of the model's prediction of the original token at the chosen positions only.
+///   With mlm_whole_word, whole words are chosen instead (whole_word_choice), then masked alike.
 /// - Head: BertOnlyMLMHead under its names (`cls.predictions.transform.dense`,
 ///   `cls.predictions.transform.LayerNorm`, `cls.predictions.bias`), its decoder tied to the
 ///   backbone's input embedding (`embeddings.word_embeddings.weight` for bert): logits =
