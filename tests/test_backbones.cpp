@@ -537,6 +537,16 @@ for variant in ("bert", "roberta"):
     save(out + "/" + variant + ".safetensors", t)
 )PY";
 
+// The bert options of the references' tiny model (kBertReference: vocabulary 40, width 32, 4
+// heads, feed-forward 64, 24 positions) with `layers` layers, `extra` on top.
+tlab::Params tiny_bert(int64_t layers, const tlab::Params& extra = {}) {
+  tlab::Params p{{"vocab_size", int64_t{40}},        {"hidden_size", int64_t{32}},
+                 {"num_hidden_layers", layers},      {"num_attention_heads", int64_t{4}},
+                 {"intermediate_size", int64_t{64}}, {"max_position_embeddings", int64_t{24}}};
+  for (const auto& [key, value] : extra) p[key] = value;
+  return p;
+}
+
 TEST_F(Backbones, BertAndRobertaMatchTransformersUnderTheirNames) {
   SKIP_WITHOUT_PYTHON("torch, numpy");
   const auto r = python(dir(), kBertReference);
@@ -548,16 +558,10 @@ TEST_F(Backbones, BertAndRobertaMatchTransformersUnderTheirNames) {
                                        {"input", "output_pooler", "output_cls", "output_mean"}, io);
     for (const std::string pooling : {"pooler", "cls", "mean"}) {
       auto net = build("bert",
-                       {{"variant", variant},
-                        {"vocab_size", int64_t{40}},
-                        {"hidden_size", int64_t{32}},
-                        {"num_hidden_layers", int64_t{2}},
-                        {"num_attention_heads", int64_t{4}},
-                        {"intermediate_size", int64_t{64}},
-                        {"max_position_embeddings", int64_t{24}},
-                        {"type_vocab_size", int64_t{variant == "roberta" ? 1 : 2}},
-                        {"layer_norm_eps", variant == "roberta" ? 1e-5 : 1e-12},
-                        {"pooling", pooling}},
+                       tiny_bert(2, {{"variant", variant},
+                                     {"type_vocab_size", int64_t{variant == "roberta" ? 1 : 2}},
+                                     {"layer_norm_eps", variant == "roberta" ? 1e-5 : 1e-12},
+                                     {"pooling", pooling}}),
                        {9});
       // Strict: every name and shape of the reference's state dict is one of ours and back.
       const auto report = tlab::weights::load_state_dict(*net, weights, file.string());
@@ -574,13 +578,7 @@ TEST_F(Backbones, BertAndRobertaMatchTransformersUnderTheirNames) {
     }
   }
   // HF's names, e.g. for LoRA's targets and for checkpoints.
-  auto net = build("bert",
-                   {{"vocab_size", int64_t{40}},
-                    {"hidden_size", int64_t{32}},
-                    {"num_hidden_layers", int64_t{1}},
-                    {"num_attention_heads", int64_t{4}},
-                    {"intermediate_size", int64_t{64}}},
-                   {9});
+  auto net = build("bert", tiny_bert(1), {9});
   std::set<std::string> names;
   for (const auto& p : net->named_parameters()) names.insert(p.key());
   for (const char* name :
@@ -679,14 +677,7 @@ TEST_F(Backbones, MaskedLanguageModelMatchesTransformersMaskingHeadAndLoss) {
       split(tlab::weights::read_safetensors(file), {"ids", "masked", "labels", "loss"}, io);
   NamedTensors backbone, cls;
   for (auto& [k, t] : rest) (k.rfind("cls.", 0) == 0 ? cls : backbone).emplace_back(k, t);
-  auto net = build("bert",
-                   {{"vocab_size", int64_t{40}},
-                    {"hidden_size", int64_t{32}},
-                    {"num_hidden_layers", int64_t{2}},
-                    {"num_attention_heads", int64_t{4}},
-                    {"intermediate_size", int64_t{64}},
-                    {"max_position_embeddings", int64_t{24}}},
-                   {16});
+  auto net = build("bert", tiny_bert(2), {16});
   ASSERT_TRUE(tlab::weights::load_state_dict(*net, backbone, file.string()).complete());
   torch::Tensor embedding;
   for (const auto& p : net->named_parameters())
@@ -731,15 +722,7 @@ TEST_F(Backbones, MaskedLanguageModelMatchesTransformersMaskingHeadAndLoss) {
   // A BertForMaskedLM checkpoint with its head: bert's mlm_head = true loads every tensor
   // strictly (cls.predictions.* frozen, outside the features), and load_mlm_head gives a fresh
   // head the checkpoint's values: the same loss.
-  auto full = build("bert",
-                    {{"vocab_size", int64_t{40}},
-                     {"hidden_size", int64_t{32}},
-                     {"num_hidden_layers", int64_t{2}},
-                     {"num_attention_heads", int64_t{4}},
-                     {"intermediate_size", int64_t{64}},
-                     {"max_position_embeddings", int64_t{24}},
-                     {"mlm_head", true}},
-                    {16});
+  auto full = build("bert", tiny_bert(2, {{"mlm_head", true}}), {16});
   const auto all = tlab::weights::load_state_dict(*full, rest, file.string());
   EXPECT_TRUE(all.complete()) << all.summary();
   EXPECT_EQ(all.matched.size(), rest.size());
@@ -763,15 +746,8 @@ TEST_F(Backbones, MaskedLanguageModelMatchesTransformersMaskingHeadAndLoss) {
   tlab::MlmHead other(32, embedding);
   EXPECT_EQ(tlab::load_mlm_head(other, *net), "");
   // RoBERTa's names.
-  auto roberta = build("bert",
-                       {{"variant", std::string("roberta")},
-                        {"vocab_size", int64_t{40}},
-                        {"hidden_size", int64_t{32}},
-                        {"num_hidden_layers", int64_t{1}},
-                        {"num_attention_heads", int64_t{4}},
-                        {"intermediate_size", int64_t{64}},
-                        {"mlm_head", true}},
-                       {16});
+  auto roberta =
+      build("bert", tiny_bert(1, {{"variant", std::string("roberta")}, {"mlm_head", true}}), {16});
   std::set<std::string> lm;
   for (const auto& p : roberta->named_parameters())
     if (p.key().rfind("lm_head.", 0) == 0) lm.insert(p.key());
